@@ -1,0 +1,87 @@
+"""One error base and its family; the CLI maps them to exit codes (1 user/API, 3 internal).
+
+Messages never carry secret values: errors raised from target responses go through
+``redact`` before they are stored.
+"""
+
+from __future__ import annotations
+
+
+class ReconcilerError(Exception):
+    """Base of every error we expect; the CLI prints ``str(err)`` and exits 1."""
+
+    exit_code = 1
+
+
+class InputError(ReconcilerError):
+    """A problem in the user's input, located at file:line:col (1-based)."""
+
+    def __init__(self, message: str, file: str = "", line: int = 0, col: int = 0) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.col = col
+        super().__init__(self.location_prefix() + message)
+
+    def location_prefix(self) -> str:
+        if not self.file:
+            return ""
+        if self.line:
+            return f"{self.file}:{self.line}:{self.col}: "
+        return f"{self.file}: "
+
+
+class PlanRefused(ReconcilerError):
+    """A prune guard or another safety rule refused the plan."""
+
+
+class StateError(ReconcilerError):
+    """The recorded state is unreadable, from a newer version, or locked."""
+
+
+class StateLocked(StateError):
+    """Another reconcile holds the state lock."""
+
+
+class StateConflict(StateError):
+    """The state moved under us (e.g. a rejected push); re-read and re-plan."""
+
+
+class TargetError(ReconcilerError):
+    """A target (local database or Palette API) refused or failed a request."""
+
+    def __init__(self, message: str, *, status: int = 0, code: str = "") -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class ClientError(TargetError):
+    """4xx: our request was wrong; not retried."""
+
+
+class NotFound(ClientError):
+    """404: the object is not there."""
+
+
+class Conflict(ClientError):
+    """409 or a duplicate name: the object already exists."""
+
+
+class ServerError(TargetError):
+    """5xx, timeouts, connection failures: transient, retried where safe."""
+
+    def __init__(self, message: str, *, status: int = 0, code: str = "", delay: float = 0.0) -> None:
+        self.delay = delay
+        super().__init__(message, status=status, code=code)
+
+
+class ContentError(ReconcilerError):
+    """Content sync or a preflight probe failed (unreachable, TLS, credentials, missing)."""
+
+
+def redact(text: str, secrets: "list[str] | tuple[str, ...] | set[str]") -> str:
+    """Replace every known secret value in ``text`` by ``(sensitive)``."""
+    for value in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(value, "(sensitive)")
+    return text

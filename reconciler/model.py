@@ -1,0 +1,150 @@
+"""Plain values shared by every layer: registries, source spans, observed registries.
+
+No I/O here. A registry's ``spec`` is the *canonical* form of the YAML spec: field names
+of our format (DESIGN.md section 2), defaults filled in, secrets kept as references
+(``{"fromEnv": NAME}`` / ``{"fromFile": PATH}``), never as values.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("OciRegistry", "HelmRegistry", "PackRegistry")
+SCOPES = ("tenant", "system")
+SECRET_FIELDS = frozenset({"password", "token", "secretKey"})
+# Fields that only the reconciler uses (preflight, policy); never sent to a target.
+LOCAL_ONLY_FIELDS = frozenset({"requiredCharts"})
+
+Key = tuple[str, str, str]  # (scope, kind, name)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A position in a source file, 1-based line and column."""
+
+    file: str
+    line: int = 0
+    col: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}" if self.line else self.file
+
+
+@dataclass(frozen=True)
+class Registry:
+    """One desired registry, as declared in ``registries.d/``."""
+
+    kind: str
+    name: str
+    scope: str
+    spec: Mapping[str, Any]
+    protect: bool = False
+    source: Span | None = None
+
+    @property
+    def key(self) -> Key:
+        return (self.scope, self.kind, self.name)
+
+
+@dataclass(frozen=True)
+class ObservedRegistry:
+    """A registry as a target reports it: canonical spec without secrets."""
+
+    uid: str
+    kind: str
+    name: str
+    scope: str
+    spec: Mapping[str, Any]
+    builtin: bool = False
+
+    @property
+    def key(self) -> Key:
+        return (self.scope, self.kind, self.name)
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: str = "saas"
+    allow_non_fips: bool = False
+    sync_interval_seconds: int = 24 * 3600
+    max_deletions: int = 5
+    source: Span | None = None
+
+
+@dataclass
+class Desired:
+    """What the repository declares, plus where it came from."""
+
+    registries: list[Registry] = field(default_factory=list)
+    settings: Settings = field(default_factory=Settings)
+    commit: str | None = None  # SHA the files came from, None for a non-git dir
+    dirty: bool = False  # work tree differs from the commit under registries.d/
+
+
+def key_str(key: Key) -> str:
+    scope, kind, name = key
+    return f"{kind}/{name}" if scope == "tenant" else f"{kind}/{name} (scope {scope})"
+
+
+def is_secret_ref(value: Any) -> bool:
+    return isinstance(value, Mapping) and len(value) == 1 and ("fromEnv" in value or "fromFile" in value)
+
+
+def iter_secret_refs(spec: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Mapping[str, str]]]:
+    """Yield (dotted path, reference) for every secret field in a canonical spec."""
+    for k, v in spec.items():
+        path = f"{prefix}{k}"
+        if k in SECRET_FIELDS and is_secret_ref(v):
+            yield path, v
+        elif isinstance(v, Mapping) and not is_secret_ref(v):
+            yield from iter_secret_refs(v, path + ".")
+
+
+def describe_ref(ref: Mapping[str, str]) -> str:
+    if "fromEnv" in ref:
+        return f"(from env {ref['fromEnv']})"
+    return f"(from file {ref['fromFile']})"
+
+
+def target_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a canonical spec a target stores (local-only fields dropped)."""
+    return {k: copy.deepcopy(v) for k, v in spec.items() if k not in LOCAL_ONLY_FIELDS}
+
+
+def fingerprint(spec: Mapping[str, Any]) -> str:
+    """Stable digest of a canonical spec (secret *references* included, never values)."""
+    data = json.dumps(target_spec(spec), sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+
+
+def secret_hash(salt: str, path: str, value: str) -> str:
+    """Salted, keyed digest of a secret value; the value itself is never stored."""
+    mac = hmac.new(salt.encode(), f"{path}\0{value}".encode(), hashlib.sha256)
+    return "hmac-sha256:" + mac.hexdigest()
+
+
+def get_path(spec: Mapping[str, Any], dotted: str) -> Any:
+    cur: Any = spec
+    for part in dotted.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def flatten(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"auth": {"type": "basic"}}`` -> ``{"auth.type": "basic"}``; lists stay values."""
+    out: dict[str, Any] = {}
+    for k, v in spec.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v and not is_secret_ref(v):
+            out.update(flatten(v, path + "."))
+        else:
+            out[path] = v
+    return out

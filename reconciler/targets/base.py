@@ -1,0 +1,95 @@
+"""The ``Target`` interface: one Palette tenant (or something that behaves like one).
+
+Implementations: ``local.LocalTarget`` (SQLite, the default) and ``palette.PaletteTarget``
+(the REST API). Both run the contract suite in ``tests/test_target_contract.py``.
+
+Specs crossing this interface are *canonical* (``reconciler.model``): our field names,
+defaults filled, secrets as references. Secret *values* travel separately, as a mapping
+from dotted field path (``"auth.password"``, ``"auth.credentials.secretKey"``) to value,
+and a target never returns them. ``list``/``get``/``find`` return what the target can
+observe: a target may omit fields it cannot report back (e.g. ``tls.caFile``); the planner
+compares only the fields present.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from reconciler.model import ObservedRegistry, Registry
+
+Secrets = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    """Status of a registry's content sync as Palette reports it (v1RegistrySyncStatus)."""
+
+    status: str  # "", "InProgress", "Completed"/"Success", "Failed", "Error", ...
+    message: str = ""
+    last_synced: str | None = None  # RFC 3339
+    last_run: str | None = None  # RFC 3339
+    sync_supported: bool = True
+    detail: Mapping[str, object] | None = None  # e.g. local catalog counts, added/removed
+
+    @property
+    def done(self) -> bool:
+        return self.status.lower() not in ("", "inprogress", "in progress", "running", "pending", "syncing")
+
+    @property
+    def failed(self) -> bool:
+        return self.status.lower() in ("failed", "error")
+
+
+class Target(ABC):
+    """A place registries live. Methods raise ``reconciler.errors.TargetError`` subclasses."""
+
+    #: how many independent requests the apply engine may run at once
+    max_concurrency: int = 1
+
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """Human name, e.g. ``local (.reconciler/local.db)`` or ``palette (https://...)``."""
+
+    @abstractmethod
+    def list(self) -> list[ObservedRegistry]:
+        """Every registry of every kind and scope, built-in defaults included (``builtin``)."""
+
+    @abstractmethod
+    def get(self, kind: str, uid: str) -> ObservedRegistry:
+        """One registry by uid; ``NotFound`` if it is gone."""
+
+    def find(self, scope: str, kind: str, name: str) -> ObservedRegistry | None:
+        """One registry by (scope, kind, name), or None. Used before re-trying a create."""
+        for reg in self.list():
+            if reg.key == (scope, kind, name):
+                return reg
+        return None
+
+    @abstractmethod
+    def create(self, registry: Registry, secrets: Secrets) -> str:
+        """Create and return the new uid; ``Conflict`` if the name is taken."""
+
+    @abstractmethod
+    def update(self, uid: str, registry: Registry, secrets: Secrets) -> None:
+        """Replace the whole object (Palette: PUT of the full object)."""
+
+    @abstractmethod
+    def delete(self, kind: str, uid: str) -> None:
+        """Delete; ``NotFound`` if it is already gone."""
+
+    def validate(self, registry: Registry, secrets: Secrets) -> None:  # noqa: B027
+        """Ask the target whether it would accept this registry (Palette ``/validate``)."""
+
+    @abstractmethod
+    def sync(self, kind: str, uid: str, *, force: bool = False, secrets: Secrets | None = None) -> None:
+        """Trigger a content sync (the local target runs it at once, for real)."""
+
+    @abstractmethod
+    def sync_status(self, kind: str, uid: str) -> SyncStatus:
+        """The last/current sync's status."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release connections."""
