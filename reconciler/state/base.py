@@ -38,6 +38,7 @@ class Record:
     applied_commit: str | None = None
     applied_at: str | None = None
     last_sync: dict[str, Any] | None = None
+    spec: dict[str, Any] | None = None  # canonical spec as applied (secret *references* only)
 
     @property
     def key(self) -> Key:
