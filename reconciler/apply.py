@@ -1,0 +1,182 @@
+"""Run a plan through a target, recording each success in the state at once.
+
+A change that fails is reported and the others go on; every success is already in the
+state when the next change starts, so a crash or kill at any point loses nothing, and a
+rerun converges (``plan`` adopts a registry found by name that the state does not know).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from reconciler.errors import NotFound, TargetError, redact
+from reconciler.model import Key, Registry, fingerprint, target_spec
+from reconciler.plan import ADOPT, APPLY_ORDER, CREATE, DELETE, NOOP, REPLACE, UPDATE, Change, Plan, secret_hashes
+from reconciler.secrets import present
+from reconciler.state.base import Record, State, StateStore
+from reconciler.targets.base import Target
+from reconciler.testhooks import checkpoint
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    change: Change
+    ok: bool
+    uid: str | None = None
+    error: str = ""
+
+
+@dataclass
+class ApplyResult:
+    results: list[ChangeResult]
+
+    @property
+    def failed(self) -> list[ChangeResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def succeeded(self) -> list[ChangeResult]:
+        return [r for r in self.results if r.ok]
+
+
+class _Recorder:
+    """Serialises state mutations and writes one state revision per change."""
+
+    def __init__(self, store: StateStore, state: State, commit: str | None, target_name: str) -> None:
+        self.store = store
+        self.state = state
+        self.commit = commit
+        self.lock = threading.Lock()
+        self.state.target = self.state.target or target_name
+
+    def put(self, record: Record, message: str) -> None:
+        with self.lock:
+            self.state.records[record.key] = record
+            self._write(message)
+
+    def drop(self, key: Key, message: str) -> None:
+        with self.lock:
+            self.state.records.pop(key, None)
+            self._write(message)
+
+    def _write(self, message: str) -> None:
+        self.state.serial += 1
+        self.store.write(self.state, message)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def apply_plan(
+    plan: Plan,
+    target: Target,
+    store: StateStore,
+    state: State,
+    secrets: Mapping[Key, Mapping[str, str | None]],
+    *,
+    commit: str | None = None,
+    on_result: Callable[[ChangeResult], None] | None = None,
+) -> ApplyResult:
+    rec = _Recorder(store, state, commit, target.description)
+    known = {v for vals in secrets.values() for v in vals.values() if v}
+    results: list[ChangeResult] = []
+    results_lock = threading.Lock()
+
+    def record_for(reg: Registry, uid: str, origin: str, old: Record | None) -> Record:
+        return Record(
+            uid=uid,
+            kind=reg.kind,
+            name=reg.name,
+            scope=reg.scope,
+            fingerprint=fingerprint(reg.spec),
+            secret_hashes=secret_hashes(state.salt, reg, secrets.get(reg.key, {})),
+            protect=reg.protect,
+            origin=origin,
+            applied_commit=commit,
+            applied_at=_now(),
+            last_sync=old.last_sync if old else None,
+            spec=target_spec(reg.spec),
+        )
+
+    def run(change: Change) -> ChangeResult:
+        key = change.key
+        old = state.records.get(key)
+        values = present(secrets.get(key, {}))
+        what = f"{change.action} {change.title}"
+        if change.action == DELETE:
+            if not change.gone:
+                checkpoint("delete:before-target")
+                try:
+                    target.delete(change.kind, str(change.uid))
+                except NotFound:
+                    pass
+                checkpoint("delete:after-target")
+            rec.drop(key, what)
+            checkpoint("delete:after-state")
+            return ChangeResult(change, True, change.uid)
+        reg = change.registry
+        assert reg is not None
+        if change.action == REPLACE:
+            checkpoint("replace:before-delete")
+            try:
+                target.delete(change.kind, str(change.uid))
+            except NotFound:
+                pass
+            checkpoint("replace:after-delete")
+            rec.drop(key, f"replace {change.title}: deleted old")
+        if change.action in (CREATE, REPLACE):
+            checkpoint("create:before-target")
+            uid = target.create(reg, values)
+            checkpoint("create:after-target")
+            rec.put(record_for(reg, uid, "created", old), what)
+            checkpoint("create:after-state")
+            return ChangeResult(change, True, uid)
+        uid = str(change.uid)
+        if change.action == ADOPT:
+            checkpoint("adopt:before-target")
+            target.update(uid, reg, values)
+            checkpoint("adopt:after-target")
+            rec.put(record_for(reg, uid, "adopted", old), what)
+            return ChangeResult(change, True, uid)
+        if change.action == UPDATE:
+            if not change.state_only:
+                checkpoint("update:before-target")
+                target.update(uid, reg, values)
+                checkpoint("update:after-target")
+            rec.put(record_for(reg, uid, old.origin if old else "created", old), what)
+            checkpoint("update:after-state")
+            return ChangeResult(change, True, uid)
+        raise AssertionError(f"unexpected action {change.action}")
+
+    def guarded(change: Change) -> ChangeResult:
+        try:
+            result = run(change)
+        except TargetError as exc:
+            result = ChangeResult(change, False, change.uid, redact(str(exc), known))
+        with results_lock:
+            results.append(result)
+        if on_result:
+            on_result(result)
+        return result
+
+    todo = sorted((c for c in plan.actionable if c.action != NOOP), key=lambda c: (APPLY_ORDER[c.action], c.key))
+    phases: list[list[Change]] = []
+    for change in todo:
+        phase = 0 if change.action in (DELETE, REPLACE) else 1
+        while len(phases) <= phase:
+            phases.append([])
+        phases[phase].append(change)
+    workers = max(1, int(getattr(target, "max_concurrency", 1)))
+    for phase_changes in phases:
+        if workers == 1 or len(phase_changes) <= 1:
+            for change in phase_changes:
+                guarded(change)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(guarded, phase_changes))
+    return ApplyResult(results)

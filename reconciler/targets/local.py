@@ -1,0 +1,198 @@
+"""The embedded local target: one SQLite file that behaves like a Palette tenant.
+
+It assigns uids, stores each registry's canonical spec (secret *references* only, never
+values) by kind and scope, refuses duplicate names as Palette does, carries the profile's
+built-in default registries (read-only), and runs content syncs for real through
+``reconciler.content``, whose catalog tables live in the same database.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as _secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from reconciler.errors import ClientError, Conflict, NotFound, TargetError
+from reconciler.model import ObservedRegistry, Registry, key_str, target_spec
+from reconciler.targets.base import Secrets, SyncStatus, Target
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS registries (
+    uid TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    builtin INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (kind, scope, name)
+);
+CREATE TABLE IF NOT EXISTS sync_status (
+    uid TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    last_synced TEXT,
+    last_run TEXT,
+    detail TEXT
+);
+"""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class LocalTarget(Target):
+    max_concurrency = 1
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        profile: str = "saas",
+        base_dir: Path | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.base_dir = base_dir or Path.cwd()
+        self.progress = progress
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise TargetError(f"local target {self.path}: {exc}") from exc
+        self._lock = threading.Lock()
+        self._seed_builtins(profile)
+
+    @property
+    def description(self) -> str:
+        return f"local ({self.path})"
+
+    def _seed_builtins(self, profile: str) -> None:
+        from reconciler.profiles import default_registries
+
+        with self._lock, self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("DELETE FROM registries WHERE builtin = 1")
+            for reg in default_registries(profile):
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO registries VALUES (?,?,?,?,?,1,?,?)",
+                    (f"builtin-{reg.kind}-{reg.name}".lower().replace(" ", "-"), reg.kind, reg.scope, reg.name,
+                     json.dumps(target_spec(reg.spec), sort_keys=True), _now(), _now()),
+                )
+
+    @staticmethod
+    def _row(row: tuple) -> ObservedRegistry:
+        uid, kind, scope, name, spec, builtin = row
+        return ObservedRegistry(uid=uid, kind=kind, name=name, scope=scope, spec=json.loads(spec), builtin=bool(builtin))
+
+    def list(self) -> list[ObservedRegistry]:
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT uid, kind, scope, name, spec, builtin FROM registries ORDER BY kind, scope, name"
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def get(self, kind: str, uid: str) -> ObservedRegistry:
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT uid, kind, scope, name, spec, builtin FROM registries WHERE uid = ? AND kind = ?", (uid, kind)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"local: {kind} {uid} not found", status=404)
+        return self._row(row)
+
+    def find(self, scope: str, kind: str, name: str) -> ObservedRegistry | None:
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT uid, kind, scope, name, spec, builtin FROM registries WHERE scope = ? AND kind = ? AND name = ?",
+                (scope, kind, name),
+            ).fetchone()
+        return self._row(row) if row else None
+
+    def create(self, registry: Registry, secrets: Secrets) -> str:
+        uid = _secrets.token_hex(12)
+        try:
+            with self._lock, self.conn:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.execute(
+                    "INSERT INTO registries VALUES (?,?,?,?,?,0,?,?)",
+                    (uid, registry.kind, registry.scope, registry.name,
+                     json.dumps(target_spec(registry.spec), sort_keys=True), _now(), _now()),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"local: {key_str(registry.key)} already exists", status=409) from exc
+        return uid
+
+    def _check_writable(self, kind: str, uid: str) -> None:
+        if self.get(kind, uid).builtin:
+            raise ClientError(f"local: {kind} {uid} is a built-in default registry and is read-only", status=403)
+
+    def update(self, uid: str, registry: Registry, secrets: Secrets) -> None:
+        self._check_writable(registry.kind, uid)
+        try:
+            with self._lock, self.conn:
+                self.conn.execute("BEGIN IMMEDIATE")
+                cur = self.conn.execute(
+                    "UPDATE registries SET name = ?, scope = ?, spec = ?, updated_at = ? WHERE uid = ? AND kind = ?",
+                    (registry.name, registry.scope, json.dumps(target_spec(registry.spec), sort_keys=True), _now(),
+                     uid, registry.kind),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"local: {key_str(registry.key)} already exists", status=409) from exc
+        if cur.rowcount == 0:
+            raise NotFound(f"local: {registry.kind} {uid} not found", status=404)
+
+    def delete(self, kind: str, uid: str) -> None:
+        self._check_writable(kind, uid)
+        with self._lock, self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            cur = self.conn.execute("DELETE FROM registries WHERE uid = ? AND kind = ?", (uid, kind))
+            self.conn.execute("DELETE FROM sync_status WHERE uid = ?", (uid,))
+        if cur.rowcount == 0:
+            raise NotFound(f"local: {kind} {uid} not found", status=404)
+
+    def sync(self, kind: str, uid: str, *, force: bool = False, secrets: Secrets | None = None) -> None:
+        from reconciler import content
+
+        reg = self.get(kind, uid)
+        started = _now()
+        with self._lock:
+            content.ensure_schema(self.conn)
+        result = content.sync_registry(
+            self.conn, uid, kind, reg.spec, dict(secrets or {}), base_dir=self.base_dir, force=force,
+            progress=self.progress,
+        )
+        ok = result.status.lower() not in ("failed", "error")
+        detail = {"counts": dict(result.counts), "added": len(result.added), "removed": len(result.removed),
+                  "not_modified": result.not_modified}
+        with self._lock, self.conn:
+            prev = self.conn.execute("SELECT last_synced FROM sync_status WHERE uid = ?", (uid,)).fetchone()
+            last_synced = _now() if ok else (prev[0] if prev else None)
+            self.conn.execute(
+                "INSERT OR REPLACE INTO sync_status VALUES (?,?,?,?,?,?)",
+                (uid, result.status, result.message, last_synced, started, json.dumps(detail)),
+            )
+
+    def sync_status(self, kind: str, uid: str) -> SyncStatus:
+        self.get(kind, uid)
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT status, message, last_synced, last_run, detail FROM sync_status WHERE uid = ?", (uid,)
+            ).fetchone()
+        if row is None:
+            return SyncStatus(status="", message="never synced")
+        status, message, last_synced, last_run, detail = row
+        return SyncStatus(status=status, message=message, last_synced=last_synced, last_run=last_run,
+                          detail=json.loads(detail) if detail else None)
+
+    def close(self) -> None:
+        self.conn.close()
