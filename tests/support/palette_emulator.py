@@ -1,0 +1,960 @@
+"""A Palette registries API emulator on loopback, for tests and benchmarks.
+
+It serves the 30 paths of ``tests/palette_spec/palette-registries-openapi.json`` from an
+in-memory store and behaves like a Palette tenant where it matters to a client:
+
+* ``ApiKey`` (or ``Authorization``) header required, 401 otherwise;
+* every request is checked against the spec: unknown path/method, unknown or ill-typed query
+  parameter, body not matching the body parameter's definition (Swagger 2.0 definitions turned
+  into JSON Schema; by default objects are closed, so a misspelt field is caught too). A bad
+  request gets 400 with a V1Error body and is recorded in ``violations``;
+* uids of 24 hex chars, 409 ``DuplicateRegistryName`` per (kind family, scope, name) where
+  OCI basic and ECR share one family; secrets (password, token, secretKey, secretToken) are
+  write-only (GET answers them as ""); server defaults are added (TLS block, ``basePath``,
+  ``containsSpectroManifest``, metadata timestamps, status);
+* helm and pack lists page with ``limit`` (max 50) and an opaque ``continue`` token;
+* built-in default registries (``seed_defaults``) are reported with ``isDefault: true`` by
+  ``/v1/registries/metadata`` and carry the annotation ``BUILTIN_ANNOTATION``; PUT/DELETE on
+  them answer 403;
+* content sync: ``POST .../sync`` (202) starts a sync that ``GET .../sync/status`` reports
+  ``InProgress`` for ``sync_polls`` polls, then ``Completed`` (or ``Failed`` / never ending,
+  see ``Faults``). ``forceSync=true`` is refused with 409 ``SyncForceNotAllowed`` while the
+  last sync started less than an hour ago on the injectable ``clock``;
+* ``/validate`` rule (documented for tests): 400 ``RegistryValidationFailed`` when the
+  endpoint contains ``invalid`` or a secret (password, token, secretKey) equals ``wrong``;
+  204 otherwise;
+* a token bucket rate limit (default 10 requests/s, burst 6: Palette's "10 rps with a burst
+  queue of 5") answering 429 with ``Retry-After``;
+* fault switches (``Faults``): latency, seeded random 500/503/429/timeouts/dropped
+  connections, and "fail after effect" for creates (the registry is stored, the answer is a
+  500 or a dropped connection). Every sleep is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import random
+import re
+import secrets as _secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import jsonschema
+import pytest
+
+SPEC_PATH = Path(__file__).resolve().parent.parent / "palette_spec" / "palette-registries-openapi.json"
+BUILTIN_ANNOTATION = "palette.spectrocloud.com/builtin"
+SECRET_KEYS = frozenset({"password", "token", "secretKey", "secretToken"})
+MAX_SLEEP = 5.0  # no emulator sleep lasts longer than this
+API_KEY = "test-api-key-0123456789"
+
+# kind family per API flavour: OCI basic and ECR share names
+FAMILY = {"helm": "helm", "pack": "pack", "basic": "oci", "ecr": "oci"}
+
+
+# ---------------------------------------------------------------- spec and validation
+
+
+def load_spec(path: Path = SPEC_PATH) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _to_json_schema(node: Any, closed: bool) -> Any:
+    """Swagger 2.0 schema -> JSON Schema (draft 4): drop ``x-*``; optionally close objects."""
+    if isinstance(node, dict):
+        out = {k: _to_json_schema(v, closed) for k, v in node.items() if not k.startswith("x-")}
+        if closed and "properties" in node and "additionalProperties" not in node:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(node, list):
+        return [_to_json_schema(v, closed) for v in node]
+    return node
+
+
+@dataclass
+class Operation:
+    template: str
+    method: str
+    regex: re.Pattern[str]
+    n_params: int
+    params: dict[str, dict[str, Any]]  # query params by name
+    body: dict[str, Any] | None  # body parameter
+    op_id: str
+
+
+class SpecIndex:
+    """Routes and validators built from the spec."""
+
+    def __init__(self, spec: dict[str, Any], closed_objects: bool = True) -> None:
+        self.spec = spec
+        defs = _to_json_schema(spec["definitions"], closed_objects)
+        self._definitions = defs
+        self.operations: list[Operation] = []
+        for template, item in spec["paths"].items():
+            shared = item.get("parameters", [])
+            pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "([^/]+)", re.escape(template)) + "$"
+            regex = re.compile(pattern)
+            for method, op in item.items():
+                if method == "parameters":
+                    continue
+                params: dict[str, dict[str, Any]] = {}
+                body = None
+                for p in [*shared, *op.get("parameters", [])]:
+                    if p["in"] == "query":
+                        params[p["name"]] = p
+                    elif p["in"] == "body":
+                        body = p
+                self.operations.append(
+                    Operation(template, method.upper(), regex, template.count("{"), params, body,
+                              op.get("operationId", ""))
+                )
+        self._validators: dict[str, jsonschema.Draft4Validator] = {}
+
+    def route(self, method: str, path: str) -> tuple[Operation | None, list[str], bool]:
+        """(operation, path args, path known) for a request."""
+        best: tuple[Operation, list[str]] | None = None
+        known = False
+        for op in self.operations:
+            m = op.regex.match(path)
+            if not m:
+                continue
+            known = True
+            if op.method != method:
+                continue
+            if best is None or op.n_params < best[0].n_params:
+                best = (op, [unquote(g) for g in m.groups()])
+        if best is None:
+            return None, [], known
+        return best[0], best[1], True
+
+    def validator(self, schema: dict[str, Any]) -> jsonschema.Draft4Validator:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._validators:
+            full = dict(_to_json_schema(schema, True))
+            full["definitions"] = self._definitions
+            self._validators[key] = jsonschema.Draft4Validator(full)  # no format checker
+        return self._validators[key]
+
+    def check_query(self, op: Operation, query: dict[str, list[str]]) -> list[str]:
+        problems = []
+        for name, values in query.items():
+            decl = op.params.get(name)
+            if decl is None:
+                problems.append(f"unknown query parameter {name!r}")
+                continue
+            if len(values) != 1:
+                problems.append(f"query parameter {name!r} given {len(values)} times")
+                continue
+            value = values[0]
+            typ = decl.get("type")
+            if typ == "integer" and not re.fullmatch(r"-?\d+", value):
+                problems.append(f"query parameter {name!r} must be an integer, got {value!r}")
+            elif typ == "boolean" and value not in ("true", "false"):
+                problems.append(f"query parameter {name!r} must be true|false, got {value!r}")
+            if "enum" in decl and value not in decl["enum"]:
+                problems.append(f"query parameter {name!r} must be one of {decl['enum']}, got {value!r}")
+        return problems
+
+    def check_body(self, op: Operation, raw: bytes) -> tuple[Any, list[str]]:
+        if op.body is None:
+            if raw.strip():
+                return None, [f"{op.method} {op.template} takes no body"]
+            return None, []
+        if not raw.strip():
+            if op.body.get("required"):
+                return None, ["request body required"]
+            return None, []
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            return None, [f"body is not JSON: {exc}"]
+        errors = sorted(self.validator(op.body["schema"]).iter_errors(data), key=lambda e: list(e.path))
+        problems = [f"body{''.join(f'[{p!r}]' for p in e.path)}: {e.message}" for e in errors]
+        return data, problems
+
+    def check_response(self, op: Operation, status: int, data: Any) -> list[str]:
+        """Used by the emulator's own tests: a response body matches its declared schema."""
+        spec_op = self.spec["paths"][op.template][op.method.lower()]
+        resp = spec_op.get("responses", {}).get(str(status), {})
+        schema = resp.get("schema")
+        if schema is None:
+            return []
+        return [e.message for e in self.validator(schema).iter_errors(data)]
+
+
+# ---------------------------------------------------------------- store
+
+
+def _now_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_uid() -> str:
+    return _secrets.token_hex(12)
+
+
+@dataclass
+class SyncState:
+    status: str = ""
+    message: str = ""
+    polls_left: int = 0
+    started_at: float | None = None
+    last_synced: float | None = None
+    mode: str = "complete"  # complete | fail | hang
+
+
+@dataclass
+class Record:
+    uid: str
+    flavour: str  # helm | pack | basic | ecr
+    obj: dict[str, Any]  # metadata + spec, secrets included (server side)
+    builtin: bool = False
+    sync: SyncState = field(default_factory=SyncState)
+
+    @property
+    def name(self) -> str:
+        return str(self.obj["metadata"]["name"])
+
+    @property
+    def scope(self) -> str:
+        return str(self.obj["spec"].get("scope") or "tenant")
+
+
+class Store:
+    """The emulator's registries, in creation order. Thread-safe through ``lock``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.records: dict[str, Record] = {}
+
+    def by_name(self, flavour: str, name: str, scope: str | None = None) -> Record | None:
+        with self.lock:
+            for rec in self.records.values():
+                if FAMILY[rec.flavour] == FAMILY[flavour] and rec.name == name and (
+                    scope is None or rec.scope == scope
+                ):
+                    return rec
+        return None
+
+    def of(self, *flavours: str) -> list[Record]:
+        with self.lock:
+            return [r for r in self.records.values() if r.flavour in flavours]
+
+    def count(self, *flavours: str) -> int:
+        return len(self.of(*flavours)) if flavours else len(self.records)
+
+    def names(self) -> list[str]:
+        with self.lock:
+            return [r.name for r in self.records.values()]
+
+
+# ---------------------------------------------------------------- switches
+
+
+@dataclass
+class Faults:
+    """Fault switches; probabilities are per request, drawn from a seeded RNG."""
+
+    latency: float = 0.0  # seconds added to every answered request
+    p500: float = 0.0
+    p503: float = 0.0
+    p429: float = 0.0
+    p_timeout: float = 0.0  # answer nothing for ``timeout_sleep`` s, then drop
+    p_drop: float = 0.0  # close the socket without an answer
+    timeout_sleep: float = 1.0
+    retry_after: float = 0.1  # Retry-After seconds sent with injected and rate-limit 429s
+    # "fail after effect": the next N creates (POST that makes a registry) are applied, then
+    # answered with a 500 ("500") or a dropped connection ("drop")
+    after_effect: str = ""
+    after_effect_count: int = 0
+    # only inject faults on these methods (empty = all)
+    methods: tuple[str, ...] = ()
+    # sync behaviour: polls of /sync/status that answer InProgress before the end
+    sync_polls: int = 2
+    sync_mode: str = "complete"  # complete | fail | hang
+    sync_fail_message: str = "failed to pull index: 401 Unauthorized"
+    sync_mode_by_name: dict[str, str] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.latency = self.p500 = self.p503 = self.p429 = self.p_timeout = self.p_drop = 0.0
+        self.after_effect = ""
+        self.after_effect_count = 0
+
+
+class Clock:
+    """Wall clock plus an adjustable offset (``advance``) for the force-sync hour."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self) -> float:
+        """0 if allowed, else the seconds until a token is there."""
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return 0.0
+            return (1 - self.tokens) / self.rate
+
+
+def mask(data: Any) -> Any:
+    """Copy of ``data`` with every secret field blanked (for the request log)."""
+    if isinstance(data, dict):
+        return {k: ("***" if k in SECRET_KEYS and v else mask(v)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [mask(v) for v in data]
+    return data
+
+
+def _strip_secrets(data: Any) -> Any:
+    """What GET answers: secrets write-only (empty string)."""
+    if isinstance(data, dict):
+        return {k: ("" if k in SECRET_KEYS else _strip_secrets(v)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_strip_secrets(v) for v in data]
+    return data
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+_TLS_DEFAULT = {"enabled": False, "insecureSkipVerify": False, "ca": "", "certificate": "", "key": ""}
+
+
+def _tls(value: Any) -> dict[str, Any]:
+    out = dict(_TLS_DEFAULT)
+    if isinstance(value, dict):
+        out.update({k: v for k, v in value.items() if v is not None})
+    return out
+
+
+def _merge_secrets(new: Any, old: Any) -> Any:
+    """PUT with an empty/missing secret keeps the stored one (the console's behaviour)."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        out = {k: _merge_secrets(v, old.get(k)) for k, v in new.items()}
+        for k in SECRET_KEYS:
+            if not out.get(k) and old.get(k):
+                out[k] = old[k]
+        return out
+    return new
+
+
+# ---------------------------------------------------------------- the emulator
+
+
+class PaletteEmulator:
+    def __init__(
+        self,
+        *,
+        rate: float = 10.0,
+        burst: float = 6.0,
+        seed_defaults: bool = False,
+        seed: int = 1234,
+        api_key: str = API_KEY,
+        closed_objects: bool = True,
+        spec_path: Path = SPEC_PATH,
+    ) -> None:
+        self.spec = SpecIndex(load_spec(spec_path), closed_objects)
+        self.store = Store()
+        self.faults = Faults()
+        self.clock = Clock()
+        self.api_key = api_key
+        self.rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+        self.bucket: TokenBucket | None = TokenBucket(rate, burst) if rate else None
+        self.violations: list[str] = []
+        self.requests: list[dict[str, Any]] = []
+        self.count_429 = 0
+        self.injected: dict[str, int] = {}
+        self.system_config: dict[str, Any] = {}
+        self.oci_image: dict[str, Any] = {"name": "", "endpoint": "", "baseContentPath": ""}
+        self._log_lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        if seed_defaults:
+            self.seed_defaults()
+
+    # ---- lifecycle
+
+    def start(self) -> PaletteEmulator:
+        emulator = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.emulator = emulator
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.request_queue_size = 128
+        self._thread = threading.Thread(target=self._server.serve_forever, name="palette-emulator",
+                                        daemon=True, kwargs={"poll_interval": 0.05})
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> PaletteEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "emulator not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def set_rate(self, rate: float | None, burst: float = 6.0) -> None:
+        self.bucket = TokenBucket(rate, burst) if rate else None
+
+    # ---- seeding
+
+    def seed_defaults(self) -> None:
+        """The SaaS default registries (read-only, system scope)."""
+        self.add("helm", "Bitnami", {"endpoint": "https://charts.bitnami.com/bitnami", "isPrivate": False,
+                                     "auth": {"type": "noAuth"}}, scope="system", builtin=True)
+        self.add("pack", "Public Repo", {"endpoint": "https://registry.spectrocloud.com", "private": False,
+                                         "auth": {"type": "noAuth"}}, scope="system", builtin=True)
+        self.add("ecr", "Palette Registry", {"endpoint": "415789037893.dkr.ecr.us-east-1.amazonaws.com",
+                                             "isPrivate": False, "providerType": "pack",
+                                             "baseContentPath": "production", "isSyncSupported": True},
+                 scope="system", builtin=True)
+
+    def add(self, flavour: str, name: str, spec: dict[str, Any], *, scope: str = "tenant",
+            builtin: bool = False, uid: str | None = None) -> Record:
+        """Put a registry straight into the store (no request, no validation)."""
+        body = {"metadata": {"name": name}, "spec": {**spec, "scope": scope}}
+        with self.store.lock:
+            rec = self._create_record(flavour, body, builtin=builtin, uid=uid)
+        return rec
+
+    # ---- bookkeeping
+
+    def violation(self, text: str) -> None:
+        with self._log_lock:
+            self.violations.append(text)
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        with self._log_lock:
+            self.requests.append(entry)
+
+    def _roll(self) -> float:
+        with self._rng_lock:
+            return self.rng.random()
+
+    def request_lines(self) -> list[str]:
+        """The request log as text lines (for leak tests)."""
+        with self._log_lock:
+            return [json.dumps(e, sort_keys=True) for e in self.requests]
+
+    def calls(self, method: str | None = None, path_prefix: str = "") -> list[dict[str, Any]]:
+        with self._log_lock:
+            return [e for e in self.requests if (method is None or e["method"] == method)
+                    and e["path"].startswith(path_prefix)]
+
+    # ---- objects
+
+    def _create_record(self, flavour: str, body: dict[str, Any], *, builtin: bool = False,
+                       uid: str | None = None) -> Record:
+        meta = body.get("metadata") or {}
+        spec = copy.deepcopy(body.get("spec") or {})
+        name = meta.get("name") or spec.get("name")
+        if not name:
+            raise ApiError(400, "InvalidRequest", "metadata.name is required")
+        scope = spec.get("scope") or "tenant"
+        if scope not in ("tenant", "system", "project"):
+            raise ApiError(400, "InvalidRequest", f"unknown scope {scope!r}")
+        if self.store.by_name(flavour, name, scope) is not None:
+            raise ApiError(409, "DuplicateRegistryName",
+                           f"registry with name '{name}' already exists in scope {scope}")
+        self._business_rules(flavour, spec)
+        now = self.clock()
+        uid = uid or new_uid()
+        annotations = dict(meta.get("annotations") or {})
+        if builtin:
+            annotations[BUILTIN_ANNOTATION] = "true"
+        metadata = {"name": name, "uid": uid, "annotations": annotations, "labels": dict(meta.get("labels") or {}),
+                    "creationTimestamp": _now_iso(now), "lastModifiedTimestamp": _now_iso(now)}
+        spec["scope"] = scope
+        rec = Record(uid, flavour, {"metadata": metadata, "spec": self._fill_defaults(flavour, spec, name)},
+                     builtin=builtin)
+        self.store.records[uid] = rec
+        return rec
+
+    def _business_rules(self, flavour: str, spec: dict[str, Any]) -> None:
+        if flavour in ("basic", "ecr"):
+            provider = spec.get("providerType", "helm")
+            if provider == "zarf" and flavour != "basic":
+                raise ApiError(400, "InvalidRegistrySpec", "providerType zarf is only supported for basic OCI registries")
+            if provider == "pack" and not spec.get("isSyncSupported"):
+                raise ApiError(400, "InvalidRegistrySpec", "providerType pack requires isSyncSupported")
+            if spec.get("isSyncSupported") and not spec.get("baseContentPath"):
+                raise ApiError(400, "InvalidRegistrySpec", "baseContentPath is required when sync is enabled")
+        if flavour == "ecr" and spec.get("isPrivate"):
+            creds = spec.get("credentials") or {}
+            ctype = creds.get("credentialType", "secret")
+            if ctype == "sts" and not (creds.get("sts") or {}).get("arn"):
+                raise ApiError(400, "InvalidRegistrySpec", "sts credentials need an arn")
+            if ctype == "secret" and not creds.get("accessKey"):
+                raise ApiError(400, "InvalidRegistrySpec", "secret credentials need an accessKey")
+
+    def _fill_defaults(self, flavour: str, spec: dict[str, Any], name: str) -> dict[str, Any]:
+        spec = copy.deepcopy(spec)
+        if flavour in ("helm", "pack", "basic"):
+            auth = dict(spec.get("auth") or {"type": "noAuth"})
+            auth.setdefault("type", "noAuth")
+            auth.setdefault("username", "")
+            auth.setdefault("password", "")
+            auth.setdefault("token", "")
+            auth["tls"] = _tls(auth.get("tls"))
+            spec["auth"] = auth
+        if flavour in ("helm", "pack"):
+            spec["name"] = name
+            spec.setdefault("isPrivate" if flavour == "helm" else "private", False)
+        if flavour == "basic":
+            spec.setdefault("basePath", "")
+        if flavour in ("basic", "ecr"):
+            spec.setdefault("providerType", "helm")
+            spec.setdefault("baseContentPath", "")
+            spec.setdefault("isSyncSupported", False)
+            spec.setdefault("containsSpectroManifest", False)
+        if flavour == "ecr":
+            spec.setdefault("isPrivate", False)
+            spec.setdefault("defaultRegion", "")
+            spec["tls"] = _tls(spec.get("tls"))
+            if spec.get("credentials"):
+                creds = dict(spec["credentials"])
+                creds.setdefault("credentialType", "secret")
+                creds.setdefault("accessKey", "")
+                creds.setdefault("secretKey", "")
+                creds.setdefault("partition", "aws")
+                creds.setdefault("sts", {"arn": "", "externalId": ""})
+                spec["credentials"] = creds
+        return spec
+
+    def _sync_supported(self, rec: Record) -> bool:
+        spec = rec.obj["spec"]
+        if rec.flavour == "helm":
+            return not spec.get("isPrivate", False)
+        if rec.flavour == "pack":
+            return True
+        return bool(spec.get("isSyncSupported"))
+
+    def sync_status_body(self, rec: Record) -> dict[str, Any]:
+        s = rec.sync
+        body: dict[str, Any] = {"isSyncSupported": self._sync_supported(rec), "status": s.status,
+                                "message": s.message}
+        if s.started_at is not None:
+            body["lastRunTime"] = _now_iso(s.started_at)
+        if s.last_synced is not None:
+            body["lastSyncedTime"] = _now_iso(s.last_synced)
+        return body
+
+    def view(self, rec: Record) -> dict[str, Any]:
+        """What GET answers for a registry: no secrets, defaults in, status attached."""
+        obj = _strip_secrets(copy.deepcopy(rec.obj))
+        status_key = {"helm": "helmSyncStatus", "pack": "packSyncStatus"}.get(rec.flavour, "syncStatus")
+        obj["status"] = {status_key: self.sync_status_body(rec)}
+        obj["kind"] = {"helm": "HelmRegistry", "pack": "PackRegistry", "basic": "OciRegistry",
+                       "ecr": "OciRegistry"}[rec.flavour]
+        if rec.flavour in ("helm", "pack"):
+            obj["apiVersion"] = "v1"
+        return obj
+
+    def _get(self, uid: str, *flavours: str) -> Record:
+        rec = self.store.records.get(uid)
+        if rec is None or (flavours and rec.flavour not in flavours):
+            raise ApiError(404, "ResourceNotFound", f"registry '{uid}' not found")
+        return rec
+
+    def _writable(self, rec: Record) -> None:
+        if rec.builtin:
+            raise ApiError(403, "Forbidden", f"registry '{rec.name}' is a default registry and cannot be modified")
+
+    # ---- handlers
+
+    def handle(self, method: str, op: Operation, args: list[str], query: dict[str, str],
+               body: Any) -> tuple[int, Any]:
+        t = op.template
+        with self.store.lock:
+            if t in ("/v1/registries/helm", "/v1/registries/pack") and method == "GET":
+                return 200, self._list("helm" if "helm" in t else "pack", query, summary=False)
+            if t in ("/v1/registries/helm/summary", "/v1/registries/pack/summary"):
+                return 200, self._list("helm" if "helm" in t else "pack", query, summary=True)
+            if method == "POST" and t in ("/v1/registries/helm", "/v1/registries/pack",
+                                          "/v1/registries/oci/basic", "/v1/registries/oci/ecr"):
+                flavour = t.rsplit("/", 1)[1]
+                rec = self._create_record(flavour, body or {})
+                return 201, {"uid": rec.uid}
+            if t.endswith("/validate"):
+                self._validate(body or {})
+                return 204, None
+            m = re.fullmatch(r"/v1/registries/(helm|pack)/\{uid\}", t) or re.fullmatch(
+                r"/v1/registries/oci/\{uid\}/(basic|ecr)", t)
+            if m:
+                flavour = m.group(1)
+                rec = self._get(args[0], flavour)
+                if method == "GET":
+                    return 200, self.view(rec)
+                self._writable(rec)
+                if method == "DELETE":
+                    del self.store.records[rec.uid]
+                    return 204, None
+                return self._put(rec, body or {})
+            m = re.fullmatch(r"/v1/registries/(?:(helm|pack)/\{uid\}|oci/\{uid\}/(basic|ecr))/sync", t)
+            if m:
+                rec = self._get(args[0], m.group(1) or m.group(2))
+                self._start_sync(rec, force=query.get("forceSync") == "true")
+                return 202, None
+            m = re.fullmatch(r"/v1/registries/(?:(helm|pack)/\{uid\}|oci/\{uid\}/(basic|ecr))/sync/status", t)
+            if m:
+                rec = self._get(args[0], m.group(1) or m.group(2))
+                return 200, self._poll_sync(rec)
+            if t == "/v1/registries/metadata":
+                scope = query.get("scope", "all")
+                items = [{"uid": r.uid, "name": r.name, "kind": FAMILY[r.flavour], "scope": r.scope,
+                          "isDefault": r.builtin, "isPrivate": bool(r.obj["spec"].get("isPrivate")
+                                                                    or r.obj["spec"].get("private"))}
+                         for r in self.store.records.values() if scope in ("all", r.scope)]
+                return 200, {"items": items}
+            if t == "/v1/registries/oci/summary":
+                items = []
+                for r in self.store.of("basic", "ecr"):
+                    s = r.obj["spec"]
+                    items.append({
+                        "metadata": {k: r.obj["metadata"][k] for k in ("name", "uid", "annotations",
+                                                                        "creationTimestamp",
+                                                                        "lastModifiedTimestamp")},
+                        "spec": {"endpoint": s["endpoint"], "providerType": s.get("providerType", "helm"),
+                                 "registryType": r.flavour, "scope": r.scope,
+                                 "isPrivate": bool(s.get("isPrivate", r.flavour == "basic"
+                                                         and s["auth"]["type"] != "noAuth")),
+                                 "containsSpectroManifest": bool(s.get("containsSpectroManifest")),
+                                 "defaultRegion": s.get("defaultRegion", "")},
+                        "status": {"sync": self.sync_status_body(r)},
+                    })
+                return 200, {"items": items}
+            if t == "/v1/registries/oci/{uid}":
+                rec = self._get(args[0], "basic", "ecr")
+                s = _strip_secrets(rec.obj["spec"])
+                return 200, {"endpoint": s["endpoint"], "providerType": s.get("providerType", "helm"),
+                             "scope": rec.scope, "type": rec.flavour, "defaultRegion": s.get("defaultRegion", ""),
+                             "auth": s.get("auth") or {"type": "noAuth"}}
+            if t == "/v1/registries/oci/image":
+                return 200, dict(self.oci_image)
+            if t == "/v1/registries/{uid}" and method == "DELETE":
+                rec = self._get(args[0])
+                self._writable(rec)
+                del self.store.records[rec.uid]
+                return 204, None
+            if t == "/v1/registries/{registryName}/config":
+                conf = self.system_config.get(args[0])
+                if conf is None:
+                    raise ApiError(404, "ResourceNotFound", f"registry config '{args[0]}' not found")
+                return 200, {"config": {"name": args[0], **_strip_secrets(conf.get("spec") or {})}}
+            if t == "/v1/system/config/registries/oci/image":
+                if method == "GET":
+                    return 200, dict(self.oci_image)
+                self.oci_image = dict(body or {})
+                return 204, None
+            if t == "/v1/system/config/registries/{registryName}":
+                name = args[0]
+                if method == "GET":
+                    if name not in self.system_config:
+                        raise ApiError(404, "ResourceNotFound", f"system registry '{name}' not found")
+                    return 200, _strip_secrets(self.system_config[name])
+                if method == "PUT":
+                    self.system_config[name] = copy.deepcopy(body or {})
+                    return 204, None
+                if self.system_config.pop(name, None) is None:
+                    raise ApiError(404, "ResourceNotFound", f"system registry '{name}' not found")
+                return 204, None
+        raise ApiError(405, "MethodNotAllowed", f"{method} {t} not emulated")  # pragma: no cover
+
+    def _list(self, flavour: str, query: dict[str, str], summary: bool) -> dict[str, Any]:
+        scope = query.get("scope", "all")
+        recs = [r for r in self.store.of(flavour) if scope in ("all", r.scope)]
+        limit = min(int(query.get("limit", "50")), 50)
+        if limit <= 0:
+            limit = 50
+        offset = int(query.get("offset", "0"))
+        token = query.get("continue")
+        if token:
+            try:
+                offset = int(base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)[1])
+            except (ValueError, IndexError) as exc:
+                raise ApiError(400, "InvalidContinueToken", "continue token is invalid") from exc
+        page = recs[offset: offset + limit]
+        nxt = offset + len(page)
+        cont = base64.urlsafe_b64encode(f"off:{nxt}".encode()).decode() if nxt < len(recs) else ""
+        if summary:
+            key = "isPrivate" if flavour == "helm" else "private"
+            items = [{"metadata": {k: r.obj["metadata"][k] for k in ("name", "uid", "annotations")},
+                      "spec": {"endpoint": r.obj["spec"]["endpoint"], "scope": r.scope,
+                               key: bool(r.obj["spec"].get(key))},
+                      "status": {"sync": self.sync_status_body(r)}} for r in page]
+        else:
+            items = [self.view(r) for r in page]
+        return {"items": items, "listmeta": {"continue": cont, "count": len(recs), "limit": limit, "offset": nxt}}
+
+    def _put(self, rec: Record, body: dict[str, Any]) -> tuple[int, Any]:
+        spec = copy.deepcopy(body.get("spec") or {})
+        spec["scope"] = rec.scope  # scope cannot change
+        spec = _merge_secrets(spec, rec.obj["spec"])
+        for k in ("registryUid",):
+            spec.pop(k, None)
+        self._business_rules(rec.flavour, spec)
+        meta = rec.obj["metadata"]
+        new_meta = body.get("metadata") or {}
+        if new_meta.get("name") not in (None, meta["name"]):
+            raise ApiError(400, "InvalidRequest", "metadata.name cannot be updated")
+        if "annotations" in new_meta:
+            meta["annotations"] = dict(new_meta["annotations"] or {})
+        meta["lastModifiedTimestamp"] = _now_iso(self.clock())
+        rec.obj["spec"] = self._fill_defaults(rec.flavour, spec, rec.name)
+        return 204, None
+
+    def _validate(self, spec: dict[str, Any]) -> None:
+        if "invalid" in str(spec.get("endpoint", "")):
+            raise ApiError(400, "RegistryValidationFailed",
+                           f"unable to reach registry endpoint {spec.get('endpoint')}")
+
+        def walk(node: Any) -> bool:
+            if isinstance(node, dict):
+                return any((k in SECRET_KEYS and v == "wrong") or walk(v) for k, v in node.items())
+            return False
+
+        if walk(spec):
+            raise ApiError(400, "RegistryValidationFailed", "invalid credentials: authentication failed")
+
+    def _start_sync(self, rec: Record, force: bool) -> None:
+        s = rec.sync
+        now = self.clock()
+        if force and s.started_at is not None and now - s.started_at < 3600:
+            raise ApiError(409, "SyncForceNotAllowed",
+                           "force sync is allowed only when the last sync started at least an hour ago "
+                           f"(last sync started {_now_iso(s.started_at)})")
+        if s.status == "InProgress" and not force:
+            return  # already running
+        s.status = "InProgress"
+        s.message = ""
+        s.started_at = now
+        s.polls_left = self.faults.sync_polls
+        s.mode = self.faults.sync_mode_by_name.get(rec.name, self.faults.sync_mode)
+
+    def _poll_sync(self, rec: Record) -> dict[str, Any]:
+        s = rec.sync
+        if s.status == "InProgress" and s.mode != "hang":
+            if s.polls_left > 0:
+                s.polls_left -= 1
+            else:
+                if s.mode == "fail":
+                    s.status, s.message = "Failed", self.faults.sync_fail_message
+                else:
+                    s.status, s.message = "Completed", ""
+                    s.last_synced = self.clock()
+        return self.sync_status_body(rec)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    emulator: PaletteEmulator
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _send(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        payload = b"" if data is None or status == 204 else json.dumps(data).encode()
+        self.send_response(status)
+        if payload:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if payload:
+            self.wfile.write(payload)
+
+    def _serve(self, method: str) -> None:
+        emu = self.emulator
+        parts = urlsplit(self.path)
+        path = parts.path
+        raw_query = parse_qs(parts.query, keep_blank_values=True)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        entry: dict[str, Any] = {"method": method, "path": path, "query": {k: v[0] for k, v in raw_query.items()},
+                                 "status": 0, "body": None, "fault": "", "t": time.monotonic()}
+        try:
+            entry["body"] = mask(json.loads(raw)) if raw.strip() else None
+        except ValueError:
+            entry["body"] = "<not json>"
+        try:
+            self._dispatch(emu, method, path, raw_query, raw, entry)
+        finally:
+            emu._log(entry)
+
+    def _dispatch(self, emu: PaletteEmulator, method: str, path: str, raw_query: dict[str, list[str]],
+                  raw: bytes, entry: dict[str, Any]) -> None:
+        def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+            entry["status"] = status
+            self._send(status, {"code": code, "message": message}, headers)
+
+        if emu.bucket is not None:
+            wait = emu.bucket.take()
+            if wait > 0:
+                emu.count_429 += 1
+                entry["fault"] = "ratelimit"
+                retry_after = max(emu.faults.retry_after, wait)
+                return error(429, "TooManyRequests", "rate limit exceeded",
+                             {"Retry-After": f"{retry_after:.3f}".rstrip("0").rstrip(".")})
+        if not (self.headers.get("ApiKey") == emu.api_key or self.headers.get("Authorization") == emu.api_key):
+            return error(401, "Unauthorized", "missing or invalid ApiKey header")
+        op, args, known = emu.spec.route(method, path)
+        if op is None:
+            emu.violation(f"{method} {path}: {'method not allowed' if known else 'path not in spec'}")
+            return error(405 if known else 404, "NotFound", f"{method} {path} is not an API operation")
+        problems = emu.spec.check_query(op, raw_query)
+        body, body_problems = emu.spec.check_body(op, raw)
+        problems += body_problems
+        if problems:
+            for p in problems:
+                emu.violation(f"{method} {op.template}: {p}")
+            return error(400, "InvalidRequest", "; ".join(problems)[:500])
+
+        f = emu.faults
+        if f.latency:
+            time.sleep(min(f.latency, MAX_SLEEP))
+        if not f.methods or method in f.methods:
+            roll = emu._roll()
+            for kind, p in (("500", f.p500), ("503", f.p503), ("429", f.p429), ("timeout", f.p_timeout),
+                            ("drop", f.p_drop)):
+                if roll < p:
+                    emu.injected[kind] = emu.injected.get(kind, 0) + 1
+                    entry["fault"] = kind
+                    if kind == "500":
+                        return error(500, "InternalError", "injected internal error")
+                    if kind == "503":
+                        return error(503, "ServiceUnavailable", "injected service unavailable")
+                    if kind == "429":
+                        emu.count_429 += 1
+                        return error(429, "TooManyRequests", "injected rate limit",
+                                     {"Retry-After": f"{f.retry_after:g}"})
+                    if kind == "timeout":
+                        time.sleep(min(f.timeout_sleep, MAX_SLEEP))
+                    self._drop()
+                    return None
+                roll -= p
+
+        query = {k: v[0] for k, v in raw_query.items()}
+        try:
+            status, data = emu.handle(method, op, args, query, body)
+        except ApiError as exc:
+            return error(exc.status, exc.code, exc.message, exc.headers)
+        is_create = method == "POST" and status == 201
+        if is_create and f.after_effect and f.after_effect_count > 0:
+            with emu.store.lock:
+                f.after_effect_count -= 1
+            emu.injected["after_effect"] = emu.injected.get("after_effect", 0) + 1
+            entry["fault"] = "after_effect_" + f.after_effect
+            if f.after_effect == "drop":
+                self._drop()
+                return None
+            return error(500, "InternalError", "injected error after the create was applied")
+        entry["status"] = status
+        self._send(status, data)
+        return None
+
+
+# ---------------------------------------------------------------- pytest fixtures
+
+
+@pytest.fixture
+def palette_emulator_factory() -> Iterator[Callable[..., PaletteEmulator]]:
+    """Start emulators with custom settings; each fails the test at teardown on a spec violation."""
+    started: list[PaletteEmulator] = []
+
+    def make(**kwargs: Any) -> PaletteEmulator:
+        emu = PaletteEmulator(**kwargs).start()
+        started.append(emu)
+        return emu
+
+    yield make
+    for emu in started:
+        emu.stop()
+    problems = [v for emu in started for v in emu.violations]
+    if problems:
+        pytest.fail("requests violated the Palette API spec:\n  " + "\n  ".join(problems[:20]), pytrace=False)
+
+
+@pytest.fixture
+def palette_emulator(palette_emulator_factory: Callable[..., PaletteEmulator]) -> PaletteEmulator:
+    """An emulator with Palette's defaults (10 req/s, SaaS default registries seeded)."""
+    return palette_emulator_factory(seed_defaults=True)
+
+
+@pytest.fixture
+def palette_emulator_raw() -> Iterator[PaletteEmulator]:
+    """An emulator that does NOT fail the test on violations (for tests of the checks)."""
+    emu = PaletteEmulator(seed_defaults=True).start()
+    yield emu
+    emu.stop()
