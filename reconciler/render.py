@@ -1,0 +1,108 @@
+"""Renderers: a plan, an apply result, status and sync tables, as text or JSON.
+
+Every renderer takes a stream. Secrets never reach here as values: plans carry only
+``(sensitive)`` markers and references.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO
+
+from reconciler.plan import NOOP, SYMBOLS, Change, FieldChange, Plan
+
+PLAN_FORMAT_VERSION = 1
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "(none)"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v) if v == "" or v.strip() != v else v
+    return json.dumps(v, sort_keys=True)
+
+
+def field_line(f: FieldChange, action: str) -> str:
+    if action in ("create",) or f.old is None and f.new is not None and action != "update":
+        return f"{f.path}: {_value(f.new)}"
+    return f"{f.path}: {_value(f.old)} -> {_value(f.new)}"
+
+
+def change_line(c: Change) -> str:
+    head = f"{SYMBOLS[c.action]} {c.title}"
+    if c.blocked:
+        head = f"! {c.title}: {c.action} blocked: {c.blocked}"
+    elif c.reason:
+        head += f"  ({c.reason})"
+    return head
+
+
+def render_plan_text(plan: Plan, out: TextIO, *, show_noop: bool = False) -> None:
+    for c in plan.changes:
+        if c.action == NOOP and not show_noop:
+            continue
+        out.write(change_line(c) + "\n")
+        if not c.blocked:
+            for f in c.fields:
+                out.write(f"    {field_line(f, c.action)}\n")
+    for w in plan.warnings:
+        out.write(f"warning: {w}\n")
+    for r in plan.refusals:
+        out.write(f"refused: {r}\n")
+    out.write(("Plan: " + plan.summary() if plan.has_changes else "No changes. " + plan.summary()) + "\n")
+
+
+def change_json(c: Change) -> dict[str, Any]:
+    return {
+        "action": c.action,
+        "kind": c.kind,
+        "name": c.name,
+        "scope": c.scope,
+        "uid": c.uid,
+        "reason": c.reason or None,
+        "blocked": c.blocked or None,
+        "source": str(c.source) if c.source else None,
+        "fields": [
+            {"path": f.path, "old": f.old, "new": f.new, "sensitive": f.sensitive} for f in c.fields
+        ],
+    }
+
+
+def plan_json(plan: Plan, *, problems: Sequence[str] = (), extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "format_version": PLAN_FORMAT_VERSION,
+        "has_changes": plan.has_changes,
+        "summary": plan.counts(),
+        "changes": [change_json(c) for c in plan.changes if c.action != NOOP or c.blocked],
+        "refusals": list(plan.refusals),
+        "warnings": list(plan.warnings),
+        "problems": list(problems),
+    }
+    if extra:
+        data.update(extra)
+    return data
+
+
+def write_json(data: Any, out: TextIO) -> None:
+    json.dump(data, out, indent=2, sort_keys=False, default=str)
+    out.write("\n")
+
+
+def table(rows: Iterable[Sequence[Any]], headers: Sequence[str], out: TextIO) -> None:
+    rows = [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [len(h) for h in headers]
+    for r in rows:
+        widths = [max(w, len(v)) for w, v in zip(widths, r, strict=True)]
+    out.write("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip() + "\n")
+    for r in rows:
+        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
+
+
+def markdown_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], out: TextIO) -> None:
+    out.write("| " + " | ".join(headers) + " |\n")
+    out.write("|" + "---|" * len(headers) + "\n")
+    for r in rows:
+        out.write("| " + " | ".join("" if v is None else str(v).replace("|", "\\|") for v in r) + " |\n")

@@ -1,0 +1,360 @@
+"""Wiring of the main jobs: build the state store and target from options, then
+load -> validate -> plan -> (apply | sync | import | status). The CLI only parses options
+and calls one of the ``run_*`` functions, which return the exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from reconciler import render
+from reconciler.errors import InputError, ReconcilerError, StateError
+from reconciler.model import Key, key_str
+from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, PlanOptions, SecretValues, make_plan
+from reconciler.secrets import known_values, present, resolve_all
+from reconciler.state.base import Record, State, StateStore
+from reconciler.targets.base import Target
+
+EXIT_OK, EXIT_FAIL, EXIT_CHANGES = 0, 1, 2
+
+
+@dataclass
+class Options:
+    root: Path = Path(".")
+    ref: str | None = None
+    target: str = "local"
+    state: str | None = None
+    profile: str | None = None
+    fmt: str = "text"
+    max_deletions: int | None = None
+    allow_empty: bool = False
+    lock_timeout: float = 0.0
+    detailed_exitcode: bool = False
+    endpoint: str | None = None
+    project_uid: str | None = None
+    ca_file: str | None = None
+    local_db: str | None = None
+    verbose: int = 0
+    quiet: bool = False
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+# ---------------------------------------------------------------- builders
+
+def build_store(opts: Options) -> StateStore:
+    spec = opts.state
+    if spec and spec.startswith("git:"):
+        from reconciler.state.git import GitBranchStateStore
+
+        branch = spec[4:] or "reconciler-state"
+        return GitBranchStateStore(opts.root, branch=branch)
+    from reconciler.state.file import FileStateStore
+
+    if spec:
+        path = Path(spec[5:] if spec.startswith("file:") else spec)
+    else:
+        name = "state.json" if opts.target == "local" else f"state-{opts.target}.json"
+        path = Path(".reconciler") / name
+    return FileStateStore(path if path.is_absolute() else opts.root / path)
+
+
+def build_target(opts: Options, profile: str, progress: Callable[[str], None] | None = None) -> Target:
+    if opts.target == "local":
+        from reconciler.targets.local import LocalTarget
+
+        db = Path(opts.local_db) if opts.local_db else Path(".reconciler") / "local.db"
+        return LocalTarget(db if db.is_absolute() else opts.root / db, profile=profile, base_dir=opts.root,
+                           progress=progress)
+    if opts.target == "palette":
+        from reconciler.targets.palette import PaletteTarget
+
+        api_key = opts.environ.get("PALETTE_API_KEY", "")
+        if not api_key:
+            raise InputError("--target palette needs the API key in the environment variable PALETTE_API_KEY")
+        return PaletteTarget.from_options(
+            endpoint=opts.endpoint or opts.environ.get("PALETTE_ENDPOINT") or "https://api.spectrocloud.com",
+            api_key=api_key,
+            project_uid=opts.project_uid or opts.environ.get("PALETTE_PROJECT_UID") or None,
+            ca_file=opts.ca_file,
+            base_dir=opts.root,
+        )
+    raise InputError(f"unknown target {opts.target!r}: choose local or palette")
+
+
+def _load(opts: Options):
+    from reconciler.validation import load_and_validate
+
+    return load_and_validate(opts.root, ref=opts.ref, profile=opts.profile)
+
+
+def _print_problems(result, err: TextIO, quiet: bool = False) -> None:
+    for p in result.problems:
+        if p.severity == "error" or not quiet:
+            err.write(f"{p}\n")
+
+
+def _check_state_target(state: State, target: Target, store: StateStore) -> None:
+    if state.records and state.target and state.target != target.description:
+        raise StateError(
+            f"{store.description} records registries of {state.target}, not of {target.description}; "
+            "use a separate --state for each target"
+        )
+
+
+def _progress(err: TextIO) -> Callable[[str], None] | None:
+    if not getattr(err, "isatty", lambda: False)():
+        return None
+
+    def show(msg: str) -> None:
+        err.write(f"\r\033[K{msg}")
+        err.flush()
+
+    return show
+
+
+# ---------------------------------------------------------------- plan / apply
+
+def run_reconcile(opts: Options, out: TextIO, err: TextIO, *, dry_run: bool, preflight: bool = False) -> int:
+    result = _load(opts)
+    _print_problems(result, err, opts.quiet)
+    if result.errors:
+        err.write(
+            f"{len(result.errors)} error(s) in the definitions; nothing was planned or changed\n"
+        )
+        return EXIT_FAIL
+    desired = result.desired
+    profile = desired.settings.profile
+    max_del = opts.max_deletions if opts.max_deletions is not None else desired.settings.max_deletions
+    store = build_store(opts)
+    target = build_target(opts, profile, _progress(err))
+    try:
+        if dry_run:
+            return _dry_run(opts, out, err, desired, store, target, max_del, preflight)
+        with store.lock(opts.lock_timeout):
+            return _apply(opts, out, err, desired, store, target, max_del)
+    finally:
+        target.close()
+
+
+def _make_plan(opts: Options, desired, store: StateStore, target: Target, max_del: int):
+    state = store.read()
+    _check_state_target(state, target, store)
+    observed = target.list()
+    values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ)
+    plan = make_plan(
+        desired.registries, state, observed, SecretValues(values),
+        PlanOptions(max_deletions=max_del, allow_empty=opts.allow_empty),
+    )
+    return state, plan, values
+
+
+def _emit_plan(opts: Options, out: TextIO, plan, extra: dict | None = None, problems: Sequence[str] = ()) -> None:
+    if opts.fmt == "json":
+        render.write_json(render.plan_json(plan, problems=problems, extra=extra), out)
+    elif opts.fmt == "markdown":
+        from reconciler.markdown import render_markdown
+
+        out.write(render_markdown(plan, problems=list(problems)))
+        if not out.isatty():
+            out.write("\n")
+    else:
+        render.render_plan_text(plan, out)
+        for p in problems:
+            out.write(f"preflight: {p}\n")
+
+
+def _dry_run(opts, out, err, desired, store, target, max_del, preflight: bool) -> int:
+    state, plan, values = _make_plan(opts, desired, store, target, max_del)
+    failures: list[str] = []
+    if preflight:
+        failures = run_preflight(opts, plan, target, values)
+    _emit_plan(opts, out, plan, extra={"preflight": failures} if preflight else None, problems=failures)
+    if plan.refusals or failures:
+        return EXIT_FAIL
+    if opts.detailed_exitcode and plan.has_changes:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+def run_preflight(opts: Options, plan, target: Target, values) -> list[str]:
+    from reconciler.content import preflight as content_preflight
+    from reconciler.errors import TargetError
+
+    failures: list[str] = []
+    for c in plan.actionable:
+        if c.action not in (CREATE, UPDATE, REPLACE, ADOPT) or c.registry is None:
+            continue
+        reg = c.registry
+        secrets = present(values.get(reg.key, {}))
+        for line in content_preflight(reg.kind, reg.spec, secrets, base_dir=opts.root):
+            failures.append(line if line.startswith(reg.kind) else f"{c.title}: {line}")
+        if opts.target != "local":
+            try:
+                target.validate(reg, secrets)
+            except TargetError as exc:
+                from reconciler.errors import redact
+
+                failures.append(f"{c.title}: target validation failed: {redact(str(exc), known_values(values))}")
+    return failures
+
+
+def _commit_label(desired) -> str | None:
+    if desired.commit is None:
+        return "dirty" if desired.dirty else None
+    return f"{desired.commit}-dirty" if desired.dirty else desired.commit
+
+
+def _apply(opts, out, err, desired, store, target, max_del) -> int:
+    from reconciler.apply import apply_plan
+
+    state, plan, values = _make_plan(opts, desired, store, target, max_del)
+    if plan.refusals:
+        render.render_plan_text(plan, err)
+        err.write("plan refused; nothing was changed\n")
+        return EXIT_FAIL
+    needed = [c.registry for c in plan.actionable if c.registry is not None and not c.state_only]
+    resolve_all(needed, base_dir=opts.root, required=True, environ=opts.environ)
+    if desired.dirty:
+        err.write("note: registries.d/ has uncommitted changes; the applied commit is recorded as dirty\n")
+    if opts.fmt == "text":
+        render.render_plan_text(plan, out)
+    if not plan.has_changes:
+        if opts.fmt == "json":
+            render.write_json(render.plan_json(plan, extra={"applied": []}), out)
+        return EXIT_OK
+
+    def report(r) -> None:
+        if opts.fmt == "text":
+            status = "done" if r.ok else f"FAILED: {r.error}"
+            out.write(f"{r.change.action} {r.change.title}: {status}\n")
+            out.flush()
+
+    res = apply_plan(plan, target, store, state, values, commit=_commit_label(desired), on_result=report)
+    if opts.fmt == "json":
+        render.write_json(render.plan_json(plan, extra={"applied": [
+            {"action": r.change.action, "kind": r.change.kind, "name": r.change.name, "scope": r.change.scope,
+             "uid": r.uid, "ok": r.ok, "error": r.error or None} for r in res.results]}), out)
+    elif opts.fmt == "markdown":
+        _emit_plan(opts, out, plan)
+    ok, failed = len(res.succeeded), len(res.failed)
+    err.write(f"Apply: {ok} change(s) applied, {failed} failed\n")
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+# ---------------------------------------------------------------- status / import
+
+def run_status(opts: Options, out: TextIO, err: TextIO) -> int:
+    result = _load(opts)
+    profile = result.desired.settings.profile if not result.errors else (opts.profile or "saas")
+    store = build_store(opts)
+    state = store.read()
+    target = build_target(opts, profile)
+    try:
+        observed = target.list()
+        by_uid = {o.uid: o for o in observed}
+        rows = []
+        seen: set[str] = set()
+        for key, rec in sorted(state.records.items()):
+            obs = by_uid.get(rec.uid)
+            seen.add(rec.uid)
+            sync = rec.last_sync or {}
+            catalog = _catalog(target, rec.uid)
+            rows.append([rec.kind, rec.name, rec.scope, rec.uid, rec.origin if obs else "MISSING on target",
+                         "yes" if rec.protect else "", (rec.applied_commit or "")[:12] + ("-dirty" if (rec.applied_commit or "").endswith("-dirty") else ""),
+                         sync.get("status", ""), sync.get("last_synced", "") or "", catalog])
+        for o in observed:
+            if o.uid in seen:
+                continue
+            rows.append([o.kind, o.name, o.scope, o.uid, "built-in" if o.builtin else "unmanaged", "", "", "", "",
+                         _catalog(target, o.uid)])
+        headers = ["KIND", "NAME", "SCOPE", "UID", "STATE", "PROTECT", "APPLIED", "SYNC", "LAST SYNCED", "CONTENT"]
+        if opts.fmt == "json":
+            render.write_json({"state": store.description, "target": target.description, "serial": state.serial,
+                               "lineage": state.lineage, "registries": [dict(zip([h.lower() for h in headers], r, strict=True)) for r in rows]}, out)
+        else:
+            out.write(f"state: {store.description} (serial {state.serial}, {len(state.records)} managed)\n")
+            out.write(f"target: {target.description} ({len(observed)} registries)\n")
+            (render.markdown_table if opts.fmt == "markdown" else render.table)(rows, headers, out)
+    finally:
+        target.close()
+    return EXIT_OK
+
+
+def _catalog(target: Target, uid: str) -> str:
+    conn = getattr(target, "conn", None)
+    if conn is None:
+        return ""
+    try:
+        from reconciler.content import catalog_summary
+
+        s = catalog_summary(conn, uid)
+    except Exception:  # noqa: BLE001 - the catalog is informational in status
+        return ""
+    parts = [f"{s[k]} {k}" for k in ("charts", "versions", "repositories", "tags", "packs") if s.get(k)]
+    return ", ".join(parts)
+
+
+def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err: TextIO) -> int:
+    from reconciler.model import fingerprint
+
+    result = _load(opts)
+    _print_problems(result, err, opts.quiet)
+    if result.errors:
+        err.write("fix the definitions first; nothing was imported\n")
+        return EXIT_FAIL
+    desired = {r.key: r for r in result.desired.registries}
+    store = build_store(opts)
+    target = build_target(opts, result.desired.settings.profile)
+    try:
+        with store.lock(opts.lock_timeout):
+            state = store.read()
+            _check_state_target(state, target, store)
+            observed = [o for o in target.list() if not o.builtin]
+            wanted = set(names)
+            chosen = [o for o in observed if all_ or o.name in wanted]
+            missing = wanted - {o.name for o in observed}
+            failed = False
+            for name in sorted(missing):
+                err.write(f"import: no registry named {name!r} on {target.description}\n")
+                failed = True
+            imported = 0
+            for o in chosen:
+                if o.key in state.records:
+                    out.write(f"= {key_str(o.key)}: already managed\n")
+                    continue
+                if o.key not in desired:
+                    msg = (f"{key_str(o.key)} is not declared in registries.d/; declare it first "
+                           "(otherwise the next apply would delete it)")
+                    if all_:
+                        out.write(f"  skipped {msg}\n")
+                    else:
+                        err.write(f"import: {msg}\n")
+                        failed = True
+                    continue
+                state.records[o.key] = Record(uid=o.uid, kind=o.kind, name=o.name, scope=o.scope,
+                                              fingerprint=fingerprint(o.spec), protect=desired[o.key].protect,
+                                              origin="adopted", spec=dict(o.spec),
+                                              applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                state.target = state.target or target.description
+                state.serial += 1
+                store.write(state, f"import {key_str(o.key)}")
+                imported += 1
+                out.write(f"= {key_str(o.key)}: imported (uid {o.uid})\n")
+            out.write(f"Import: {imported} registr{'y' if imported == 1 else 'ies'} adopted\n")
+            return EXIT_FAIL if failed else EXIT_OK
+    finally:
+        target.close()
+
+
+def main_error(exc: ReconcilerError, err: TextIO = sys.stderr) -> int:
+    err.write(f"error: {exc}\n")
+    return exc.exit_code
+
+
+__all__ = ["Options", "run_reconcile", "run_status", "run_import", "build_store", "build_target", "Key"]
