@@ -219,7 +219,13 @@ def _apply(opts, out, err, desired, store, target, max_del) -> int:
         err.write("plan refused; nothing was changed\n")
         return EXIT_FAIL
     needed = [c.registry for c in plan.actionable if c.registry is not None and not c.state_only]
-    resolve_all(needed, base_dir=opts.root, required=True, environ=opts.environ)
+    if target.needs_secrets:
+        resolve_all(needed, base_dir=opts.root, required=True, environ=opts.environ)
+    else:
+        unset = sorted({f"{c.title}: {p}" for c in plan.actionable if c.registry is not None
+                        for p, v in values.get(c.key, {}).items() if v is None})
+        for line in unset:
+            err.write(f"note: {line} is not set; {target.description} stores no secrets, so it is not needed now\n")
     if desired.dirty:
         err.write("note: registries.d/ has uncommitted changes; the applied commit is recorded as dirty\n")
     if opts.fmt == "text":

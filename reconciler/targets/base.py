@@ -47,6 +47,8 @@ class Target(ABC):
 
     #: how many independent requests the apply engine may run at once
     max_concurrency: int = 1
+    #: whether create/update need secret values (the local target stores none)
+    needs_secrets: bool = True
 
     @property
     @abstractmethod

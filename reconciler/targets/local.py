@@ -49,6 +49,7 @@ def _now() -> str:
 
 class LocalTarget(Target):
     max_concurrency = 1
+    needs_secrets = False
 
     def __init__(
         self,
