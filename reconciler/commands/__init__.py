@@ -1,0 +1,1 @@
+"""One module per subcommand; each exposes a ``run_*`` function that returns the exit code."""

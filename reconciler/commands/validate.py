@@ -1,0 +1,70 @@
+"""``reconcile validate``: schema + policy only, every problem in one run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import ReconcilerError
+from ..validation import LoadResult, load_and_validate
+
+FORMATS = ("text", "json", "markdown")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def summary(result: LoadResult) -> str:
+    return (
+        f"{_plural(len(result.files), 'file')}, {_plural(result.declared, 'registry').replace('registrys', 'registries')}: "
+        f"{_plural(len(result.errors), 'error')}, {_plural(len(result.warnings), 'warning')}"
+    )
+
+
+def render(result: LoadResult, fmt: str, stream: TextIO) -> None:
+    if fmt == "json":
+        doc = {
+            "problems": [p.as_dict() for p in result.problems],
+            "files": len(result.files),
+            "registries": result.declared,
+        }
+        stream.write(json.dumps(doc, indent=2) + "\n")
+        return
+    if fmt == "markdown":
+        stream.write(f"**validate**: {summary(result)}\n")
+        if result.problems:
+            stream.write("\n| location | severity | rule | message |\n|---|---|---|---|\n")
+            for p in result.problems:
+                msg = p.message.replace("|", "\\|")
+                stream.write(f"| `{p.file}:{p.line}:{p.col}` | {p.severity} | {p.rule} | {msg} |\n")
+        return
+    for p in result.problems:
+        stream.write(f"{p}\n")
+    stream.write(summary(result) + "\n")
+
+
+def run_validate(
+    paths: Sequence[Path | str] | None,
+    root: Path | str,
+    profile: str | None,
+    fmt: str,
+    stream: TextIO,
+    *,
+    ref: str | None = None,
+) -> int:
+    """Validate and report; 1 on any error, 0 when clean (warnings do not fail)."""
+    try:
+        result = load_and_validate(
+            Path(root), paths=[Path(p) for p in paths] if paths else None, ref=ref, profile=profile
+        )
+    except ReconcilerError as exc:
+        if fmt == "json":
+            stream.write(json.dumps({"error": str(exc), "problems": [], "files": 0, "registries": 0}) + "\n")
+        else:
+            stream.write(f"error: {exc}\n")
+        return 1
+    render(result, fmt if fmt in FORMATS else "text", stream)
+    return 0 if result.ok else 1

@@ -1,0 +1,555 @@
+"""Read ``registries.d/`` (work tree or a git commit) into plain values that keep positions.
+
+YAML is composed with libyaml (``CSafeLoader``) and the Python values are built here from the
+nodes, so that every value and every mapping key keeps its 1-based line:col, duplicate keys are
+seen, and alias expansion is bounded (a billion-laughs file is rejected after a few thousand
+nodes, not after it has eaten the memory). Nothing here raises for bad input: problems come
+back as ``RawProblem`` values so that one run reports every file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+try:  # libyaml: about ten times faster than the pure-Python composer
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - pyyaml built without libyaml
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+DEFINITIONS_DIR = "registries.d"
+SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 1 << 20  # 1 MiB: a registry file is a few hundred bytes
+MAX_ALIAS_NODES = 1000  # nodes a document may add through aliases
+MAX_DEPTH = 64
+
+Path_ = tuple[str | int, ...]
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_MERGE = "tag:yaml.org,2002:merge"
+_constructor = yaml.constructor.SafeConstructor()
+
+
+@dataclass(frozen=True)
+class RawProblem:
+    """A problem found while reading; ``validation`` turns it into a ``Problem``."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+    rule: str
+    severity: str = "error"
+
+
+@dataclass
+class Document:
+    """One YAML document as plain Python values, with the position of every node."""
+
+    file: str
+    index: int  # 0-based position of the document in its file
+    value: Any
+    positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # value nodes
+    key_positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # mapping keys
+
+    @property
+    def start(self) -> tuple[int, int]:
+        return self.positions.get((), (1, 1))
+
+    def position(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
+        """Position of the node at ``path``, or of its nearest existing ancestor."""
+        p = tuple(path)
+        if key and p in self.key_positions:
+            return self.key_positions[p]
+        while p:
+            if p in self.positions:
+                return self.positions[p]
+            p = p[:-1]
+        return self.start
+
+
+@dataclass
+class SourceFile:
+    """A file to read: its display name (relative to the root) and how to get its bytes."""
+
+    name: str
+    data: bytes | None = None  # None: read from ``path``
+    path: Path | None = None
+    size: int = 0
+
+
+@dataclass
+class LoadedFile:
+    name: str
+    documents: list[Document] = field(default_factory=list)
+    problems: list[RawProblem] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(p.severity == "error" for p in self.problems)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def display_name(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        try:
+            return Path(os.path.relpath(path, root)).as_posix() if path.is_absolute() else str(path)
+        except ValueError:  # pragma: no cover - other drive on Windows
+            return str(path)
+
+
+def _inside(target: Path, root: Path) -> bool:
+    try:
+        target.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def discover(root: Path, paths: Sequence[Path] | None = None) -> tuple[list[SourceFile], list[RawProblem]]:
+    """Files to validate in the work tree: ``root/registries.d`` or the given files and dirs.
+
+    Directories are walked recursively for ``*.yaml``/``*.yml`` (hidden entries skipped);
+    explicitly named files are taken whatever their suffix. Symlinks are followed only when
+    they stay inside ``root``.
+    """
+    root = Path(root)
+    real_root = root.resolve()
+    files: list[SourceFile] = []
+    problems: list[RawProblem] = []
+    seen: set[Path] = set()
+
+    def symlink_ok(p: Path) -> bool:
+        target = p.resolve()
+        if not _inside(target, real_root):
+            problems.append(
+                RawProblem(display_name(p, root), 1, 1,
+                           f"symlink leaves the repository (points to {os.readlink(p)})", "symlink")
+            )
+            return False
+        return True
+
+    def add_file(p: Path) -> None:
+        if p.is_symlink() and not symlink_ok(p):
+            return
+        real = p.resolve()
+        if real in seen:
+            return
+        seen.add(real)
+        try:
+            size = p.stat().st_size
+        except OSError as exc:
+            problems.append(RawProblem(display_name(p, root), 1, 1, f"cannot read: {exc.strerror}", "io"))
+            return
+        files.append(SourceFile(display_name(p, root), path=p, size=size))
+
+    def walk(d: Path, visited: set[Path]) -> None:
+        real = d.resolve()
+        if real in visited:
+            return
+        visited = visited | {real}
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(RawProblem(display_name(d, root), 1, 1, f"cannot read: {exc.strerror}", "io"))
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            p = Path(entry.path)
+            if entry.is_symlink():
+                if not symlink_ok(p):
+                    continue
+                if p.is_dir():
+                    walk(p, visited)
+                elif p.is_file() and p.suffix in SUFFIXES:
+                    add_file(p)
+            elif entry.is_dir():
+                walk(p, visited)
+            elif entry.is_file() and p.suffix in SUFFIXES:
+                add_file(p)
+
+    targets = list(paths) if paths else [root / DEFINITIONS_DIR]
+    for target in targets:
+        target = Path(target)
+        if not target.is_absolute() and not target.exists() and (root / target).exists():
+            target = root / target
+        if target.is_symlink() and not symlink_ok(target):
+            continue
+        if target.is_dir():
+            walk(target, set())
+        elif target.is_file():
+            add_file(target)
+        elif paths:
+            problems.append(RawProblem(display_name(target, root), 1, 1, "no such file or directory", "io"))
+        # no registries.d/ at all: an empty repository, nothing to check
+    return files, problems
+
+
+def discover_git(root: Path, ref: str, paths: Sequence[Path] | None = None) -> tuple[list[SourceFile], list[RawProblem], str]:
+    """Files of ``registries.d/`` in commit ``ref``, read from blobs (no checkout).
+
+    Returns the files, problems and the resolved commit SHA. Raises ``InputError`` when
+    ``root`` is not in a git repository or ``ref`` does not name a commit.
+    """
+    import git  # gitpython: only the git source needs it
+
+    from .errors import InputError
+
+    try:
+        repo = git.Repo(root, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+        raise InputError(f"--ref {ref}: {root} is not in a git repository") from exc
+    try:
+        commit = repo.commit(ref)
+    except (git.BadName, git.BadObject, ValueError) as exc:
+        raise InputError(f"--ref {ref}: no such commit") from exc
+    finally:
+        repo.close()
+    work = Path(repo.working_tree_dir or root).resolve()
+    prefix = PurePosixPath(Path(os.path.relpath(Path(root).resolve(), work)).as_posix())
+    if str(prefix) == ".":
+        prefix = PurePosixPath()
+
+    def rel(p: Path) -> PurePosixPath:
+        p = Path(p)
+        full = p.resolve() if p.is_absolute() else (Path(root).resolve() / p)
+        return PurePosixPath(Path(os.path.relpath(full, work)).as_posix())
+
+    wanted = [rel(p) for p in paths] if paths else [prefix / DEFINITIONS_DIR]
+    files: list[SourceFile] = []
+    problems: list[RawProblem] = []
+    tree = commit.tree
+
+    def shown(repo_path: PurePosixPath) -> str:
+        try:
+            return repo_path.relative_to(prefix).as_posix()
+        except ValueError:
+            return repo_path.as_posix()
+
+    def lookup(repo_path: PurePosixPath) -> Any:
+        try:
+            return tree / repo_path.as_posix() if repo_path.parts else tree
+        except KeyError:
+            return None
+
+    def add_blob(repo_path: PurePosixPath, obj: Any, explicit: bool, depth: int = 0) -> None:
+        name = shown(repo_path)
+        if obj.mode == 0o120000:  # symlink: the blob holds the target
+            target = obj.data_stream.read().decode("utf-8", "replace")
+            resolved = _normalise(repo_path.parent / target)
+            if resolved is None or depth > 8:
+                problems.append(RawProblem(name, 1, 1, f"symlink leaves the repository (points to {target})", "symlink"))
+                return
+            obj = lookup(resolved)
+            if obj is None:
+                problems.append(RawProblem(name, 1, 1, f"dangling symlink (points to {target})", "symlink"))
+                return
+            if obj.type == "tree":
+                walk(obj, repo_path, depth + 1)
+                return
+            add_blob(resolved, obj, explicit, depth + 1)
+            return
+        if obj.type != "blob" or not (explicit or repo_path.suffix in SUFFIXES):
+            return
+        files.append(SourceFile(name, data=None if obj.size > MAX_FILE_BYTES else obj.data_stream.read(), size=obj.size))
+
+    def walk(t: Any, base: PurePosixPath, depth: int = 0) -> None:
+        for obj in sorted(t, key=lambda o: o.name):
+            if obj.name.startswith("."):
+                continue
+            p = base / obj.name
+            if obj.type == "tree":
+                walk(obj, p, depth)
+            else:
+                add_blob(p, obj, False, depth)
+
+    for repo_path in wanted:
+        obj = lookup(repo_path)
+        if obj is None:
+            if paths:
+                problems.append(RawProblem(shown(repo_path), 1, 1, f"not in commit {commit.hexsha[:12]}", "io"))
+            continue
+        if obj.type == "tree":
+            walk(obj, repo_path)
+        else:
+            add_blob(repo_path, obj, True)
+    return files, problems, commit.hexsha
+
+
+def _normalise(p: PurePosixPath) -> PurePosixPath | None:
+    parts: list[str] = []
+    if p.is_absolute():
+        return None
+    for part in p.parts:
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+    return PurePosixPath(*parts)
+
+
+def git_info(root: Path) -> tuple[str | None, bool]:
+    """(HEAD SHA or None, dirty) for a work tree; (None, False) outside git.
+
+    ``dirty`` is True when ``registries.d/`` has staged, unstaged or untracked changes.
+    """
+    if not _in_git_work_tree(Path(root)):
+        return None, False
+    import git
+
+    try:
+        repo = git.Repo(root, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None, False
+    try:
+        try:
+            sha: str | None = repo.head.commit.hexsha
+        except ValueError:  # no commits yet
+            sha = None
+        work = Path(repo.working_tree_dir or root).resolve()
+        rel = Path(os.path.relpath((Path(root) / DEFINITIONS_DIR).resolve(), work)).as_posix()
+        try:
+            out = repo.git.status("--porcelain", "--untracked-files=all", "--", rel)
+        except git.GitCommandError:
+            out = ""
+        return sha, bool(out.strip())
+    finally:
+        repo.close()
+
+
+def _in_git_work_tree(root: Path) -> bool:
+    p = root.resolve()
+    for d in (p, *p.parents):
+        if (d / ".git").exists():
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_source(src: SourceFile) -> tuple[bytes | None, RawProblem | None]:
+    if src.size > MAX_FILE_BYTES:
+        return None, RawProblem(
+            src.name, 1, 1, f"file is too large ({src.size} bytes; the limit is {MAX_FILE_BYTES})", "file-size"
+        )
+    if src.data is not None:
+        return src.data, None
+    assert src.path is not None
+    try:
+        with open(src.path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        return None, RawProblem(src.name, 1, 1, f"cannot read: {exc.strerror}", "io")
+    if len(data) > MAX_FILE_BYTES:
+        return None, RawProblem(
+            src.name, 1, 1, f"file is too large (over {MAX_FILE_BYTES} bytes)", "file-size"
+        )
+    return data, None
+
+
+def decode(name: str, data: bytes) -> tuple[str | None, RawProblem | None]:
+    """UTF-8 text (a BOM is allowed), or the position of the first bad byte."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        line_start = before.rfind(b"\n") + 1
+        col = len(before[line_start:].decode("utf-8", "replace")) + 1
+        return None, RawProblem(
+            name, line, col, f"not UTF-8: invalid byte 0x{data[exc.start]:02x}", "encoding"
+        )
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text, None
+
+
+def load_file(src: SourceFile) -> LoadedFile:
+    out = LoadedFile(src.name)
+    data, problem = read_source(src)
+    if problem is None and data is not None:
+        text, problem = decode(src.name, data)
+        if problem is None and text is not None:
+            parse_text(src.name, text, out)
+    if problem is not None:
+        out.problems.append(problem)
+    return out
+
+
+def parse_text(name: str, text: str, out: LoadedFile) -> None:
+    """Compose every document of ``text`` and build values; problems go to ``out``."""
+    try:
+        for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
+            if node is None:
+                continue
+            builder = _Builder(name)
+            try:
+                value = builder.build(node, ())
+            except _Abort:
+                out.problems.extend(builder.problems)
+                continue
+            out.problems.extend(builder.problems)
+            if value is None:  # an empty document (e.g. a trailing '---')
+                continue
+            doc = Document(name, index, value, builder.positions, builder.key_positions)
+            out.documents.append(doc)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        what = exc.problem or "syntax error"
+        if exc.context:
+            what = f"{what} ({exc.context}"
+            if exc.context_mark is not None and exc.context_mark is not mark:
+                what += f" at line {exc.context_mark.line + 1}"
+            what += ")"
+        out.problems.append(RawProblem(name, line, col, f"YAML syntax error: {what}", "yaml-syntax"))
+    except yaml.YAMLError as exc:  # pragma: no cover - unmarked reader errors
+        out.problems.append(RawProblem(name, 1, 1, f"YAML error: {exc}", "yaml-syntax"))
+    except RecursionError:
+        out.problems.append(RawProblem(name, 1, 1, "YAML nesting is too deep", "yaml-depth"))
+
+
+class _Abort(Exception):
+    pass
+
+
+class _Builder:
+    """Builds Python values from composed nodes, recording positions and bounding aliases."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.positions: dict[Path_, tuple[int, int]] = {}
+        self.key_positions: dict[Path_, tuple[int, int]] = {}
+        self.problems: list[RawProblem] = []
+        self.seen: set[int] = set()
+        self.active: set[int] = set()
+        self.alias_nodes = 0
+        self.alias_use: tuple[int, int] | None = None  # outermost alias being expanded
+
+    def problem(self, pos: tuple[int, int], message: str, rule: str) -> None:
+        self.problems.append(RawProblem(self.name, pos[0], pos[1], message, rule))
+
+    def build(self, node: yaml.Node, path: Path_, use: tuple[int, int] | None = None) -> Any:
+        pos = (node.start_mark.line + 1, node.start_mark.column + 1)
+        nid = id(node)
+        outer = self.alias_use
+        if nid in self.active:
+            self.problem(use or pos, "recursive alias", "alias-bound")
+            raise _Abort
+        if nid in self.seen and not isinstance(node, yaml.ScalarNode):
+            if self.alias_use is None:
+                self.alias_use = use or pos
+        self.seen.add(nid)
+        if self.alias_use is not None:
+            self.alias_nodes += 1
+            if self.alias_nodes > MAX_ALIAS_NODES:
+                self.problem(
+                    self.alias_use,
+                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes (anchors/aliases are bounded)",
+                    "alias-bound",
+                )
+                raise _Abort
+        if len(path) > MAX_DEPTH:
+            self.problem(pos, f"nesting deeper than {MAX_DEPTH} levels", "yaml-depth")
+            raise _Abort
+        self.positions.setdefault(path, pos)
+        try:
+            if isinstance(node, yaml.ScalarNode):
+                return self.scalar(node, pos)
+            self.active.add(nid)
+            try:
+                if isinstance(node, yaml.SequenceNode):
+                    if node.tag != _SEQ:
+                        self.problem(pos, f"unsupported YAML tag {node.tag}", "yaml-tag")
+                    return [self.build(child, (*path, i), self.pos_of(child)) for i, child in enumerate(node.value)]
+                assert isinstance(node, yaml.MappingNode)
+                if node.tag != _MAP:
+                    self.problem(pos, f"unsupported YAML tag {node.tag}", "yaml-tag")
+                return self.mapping(node, path)
+            finally:
+                self.active.discard(nid)
+        finally:
+            self.alias_use = outer
+
+    @staticmethod
+    def pos_of(node: yaml.Node) -> tuple[int, int]:
+        return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def scalar(self, node: yaml.ScalarNode, pos: tuple[int, int]) -> Any:
+        tag = node.tag
+        if tag == _STR or tag == _TIMESTAMP:  # timestamps stay text: no field is a date
+            return node.value
+        if tag in (_INT, _FLOAT, _BOOL, _NULL):
+            return _constructor.yaml_constructors[tag](_constructor, node)
+        self.problem(pos, f"unsupported YAML tag {tag}", "yaml-tag")
+        return node.value
+
+    def mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        key_lines: dict[Any, int] = {}
+        merges: list[tuple[yaml.Node, tuple[int, int]]] = []
+        for key_node, value_node in node.value:
+            kpos = self.pos_of(key_node)
+            if key_node.tag == _MERGE:
+                merges.append((value_node, kpos))
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problem(kpos, "mapping keys must be plain strings", "yaml-key")
+                continue
+            key = self.scalar(key_node, kpos)
+            if not isinstance(key, str):
+                key = key_node.value
+            if key in key_lines:
+                self.problem(
+                    kpos, f"duplicate key '{key}' (first at line {key_lines[key]})", "duplicate-key"
+                )
+                continue
+            key_lines[key] = kpos[0]
+            child = (*path, key)
+            self.key_positions[child] = kpos
+            result[key] = self.build(value_node, child, kpos)
+        for value_node, kpos in merges:  # explicit keys win over merged ones
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for src in sources:
+                if not isinstance(src, yaml.MappingNode):
+                    self.problem(kpos, "'<<' merges only mappings", "yaml-merge")
+                    continue
+                merged = self.build(src, (*path, "<<"), kpos)
+                for k, v in merged.items():
+                    if k not in result:
+                        result[k] = v
+                        child = (*path, k)
+                        self.key_positions.setdefault(child, kpos)
+                        self._move_positions((*path, "<<", k), child)
+        return result
+
+    def _move_positions(self, old: Path_, new: Path_) -> None:
+        n = len(old)
+        for table in (self.positions, self.key_positions):
+            for p in [p for p in table if p[:n] == old]:
+                table.setdefault(new + p[n:], table[p])
+
+
+def iter_documents(files: Iterable[LoadedFile]) -> Iterator[Document]:
+    for f in files:
+        yield from f.documents

@@ -1,0 +1,503 @@
+"""JSON Schema + policy over the loaded documents -> problems located at file:line:col.
+
+Every file is read and every document checked even when others are broken; the result keeps
+all problems (sorted), the valid registries in canonical form, and the set of files that
+failed (the plan's prune guard refuses deletions while it is non-empty).
+
+Checks, in order: reading (size, UTF-8, symlinks, YAML syntax, duplicate keys, alias bounds),
+the JSON Schema (compiled once; its errors are mapped to the offending node and rewritten into
+plain sentences, unknown fields get a "did you mean"), literal secrets, Palette's rules
+(provider/auth/sync/baseContentPath/ECR), then the cross-document rules (duplicate names, one
+Settings, built-in defaults of the profile, VerteX FIPS policy) and the legacy-Pack warning.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from . import loader
+from .errors import InputError
+from .loader import Document, LoadedFile, RawProblem
+from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
+from .profiles import DEFAULT_PROFILE, PROFILES, default_keys
+
+API_VERSION = "reconciler/v1"
+SCHEMA_FILE = Path(__file__).parent / "schema" / "registry.schema.json"
+
+_ECR_HOST = re.compile(r"(^|://)[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?(/|:|$)")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    col: int
+    message: str
+    severity: str = "error"
+    rule: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.col}" if self.line else self.file
+        level = "warning: " if self.severity == "warning" else ""
+        return f"{where}: {level}{self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "col": self.col,
+            "severity": self.severity,
+            "rule": self.rule,
+            "message": self.message,
+        }
+
+
+@dataclass
+class LoadResult:
+    desired: Desired
+    problems: list[Problem] = field(default_factory=list)
+    failed_files: set[str] = field(default_factory=set)
+    files: list[str] = field(default_factory=list)  # every file read, display names
+    declared: int = 0  # registry documents found (valid or not)
+    profile: str = DEFAULT_PROFILE  # the effective profile
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def schema_text() -> str:
+    """The JSON Schema as shipped (for ``reconcile schema``)."""
+    return SCHEMA_FILE.read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict[str, Any]:
+    return json.loads(schema_text())  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(load_schema())
+
+
+# --------------------------------------------------------------------------- canonical form
+
+
+def _tls(spec: Mapping[str, Any]) -> dict[str, Any]:
+    given = spec.get("tls") or {}
+    tls: dict[str, Any] = {"insecureSkipVerify": bool(given.get("insecureSkipVerify", False))}
+    if given.get("caFile"):
+        tls["caFile"] = given["caFile"]
+    return tls
+
+
+def canonical_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Our spec with defaults filled and a fixed key order; secrets stay references."""
+    auth = copy.deepcopy(dict(spec.get("auth") or {"type": "noAuth"}))
+    if kind == "OciRegistry":
+        return {
+            "endpoint": spec["endpoint"],
+            "provider": spec.get("provider", "helm"),
+            "baseContentPath": spec.get("baseContentPath", ""),
+            "sync": bool(spec.get("sync", False)),
+            "auth": auth,
+            "tls": _tls(spec),
+            "fips": bool(spec.get("fips", False)),
+        }
+    if kind == "HelmRegistry":
+        out: dict[str, Any] = {
+            "endpoint": spec["endpoint"],
+            "sync": bool(spec.get("sync", True)),
+            "auth": auth,
+            "tls": _tls(spec),
+            "fips": bool(spec.get("fips", False)),
+        }
+        if "requiredCharts" in spec:
+            out["requiredCharts"] = copy.deepcopy(list(spec["requiredCharts"]))
+        return out
+    if kind == "PackRegistry":
+        return {"endpoint": spec["endpoint"], "auth": auth, "tls": _tls(spec), "fips": bool(spec.get("fips", False))}
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def parse_duration(text: str) -> int:
+    """'24h' -> 86400; '1h30m' -> 5400; '90s' -> 90. Raises ValueError."""
+    m = _DURATION.match(text.strip()) if isinstance(text, str) else None
+    if not m or not any(m.groups()):
+        raise ValueError(f"not a duration: {text!r}")
+    d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+    total = ((d * 24 + h) * 60 + mi) * 60 + s
+    if total <= 0:
+        raise ValueError(f"duration must be positive: {text!r}")
+    return total
+
+
+def settings_from_spec(spec: Mapping[str, Any], source: Span | None = None) -> Settings:
+    return Settings(
+        profile=spec.get("profile", DEFAULT_PROFILE),
+        allow_non_fips=bool(spec.get("allowNonFips", False)),
+        sync_interval_seconds=parse_duration(spec.get("syncInterval", "24h")),
+        max_deletions=int(spec.get("maxDeletions", 5)),
+        source=source,
+    )
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def dotted(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, default=str)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return str(value)
+
+
+_TYPE_NAMES = {
+    "string": "a string", "boolean": "true or false", "integer": "an integer",
+    "number": "a number", "object": "a mapping", "array": "a list", "null": "null",
+}
+
+
+def _type_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null (empty)"
+    return type(value).__name__
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    pool = list(candidates)
+    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in pool}
+        if word.lower() in lowered:
+            close = [lowered[word.lower()]]
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# --------------------------------------------------------------------------- per document
+
+
+@dataclass
+class _Checked:
+    doc: Document
+    kind: str | None
+    problems: list[Problem]
+    ok: bool  # no errors in this document
+
+
+class _Checker:
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.problems: list[Problem] = []
+
+    def add(self, path: Sequence[str | int], message: str, rule: str, *,
+            key: bool = False, severity: str = "error") -> None:
+        line, col = self.doc.position(path, key=key)
+        self.problems.append(Problem(self.doc.file, line, col, message, severity, rule))
+
+    def run(self) -> _Checked:
+        value = self.doc.value
+        if not isinstance(value, dict):
+            self.add((), f"a document must be a mapping (apiVersion, kind, metadata, spec), not {_type_of(value)}",
+                     "schema")
+            return _Checked(self.doc, None, self.problems, False)
+        literal = self.literal_secrets(value)
+        self.schema(value, literal)
+        kind = value.get("kind") if isinstance(value.get("kind"), str) else None
+        spec = value.get("spec")
+        if isinstance(spec, dict) and kind == "OciRegistry":
+            self.oci_rules(spec)
+        ok = not any(p.severity == "error" for p in self.problems)
+        return _Checked(self.doc, kind, self.problems, ok)
+
+    # -- secrets
+    def literal_secrets(self, value: dict[str, Any]) -> set[tuple[str | int, ...]]:
+        found: set[tuple[str | int, ...]] = set()
+
+        def walk(node: Any, path: tuple[str | int, ...]) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    p = (*path, k)
+                    if k in SECRET_FIELDS and not isinstance(v, dict) and v is not None:
+                        found.add(p)
+                        self.add(p, f"{dotted(p)}: literal secret; write {{fromEnv: NAME}} or "
+                                    "{fromFile: PATH} instead", "literal-secret")
+                    else:
+                        walk(v, p)
+            elif isinstance(node, list):
+                for i, v in enumerate(node):
+                    walk(v, (*path, i))
+
+        walk(value.get("spec"), ("spec",))
+        return found
+
+    # -- JSON Schema
+    def schema(self, value: dict[str, Any], literal: set[tuple[str | int, ...]]) -> None:
+        for error in _validator().iter_errors(value):
+            path = tuple(error.absolute_path)
+            if any(path[: len(lp)] == lp for lp in literal):
+                continue  # already reported as a literal secret
+            self.schema_error(error, path)
+
+    def schema_error(self, error: Any, path: tuple[str | int, ...]) -> None:
+        v = error.validator
+        inst = error.instance
+        sch = error.schema if isinstance(error.schema, dict) else {}
+        rule = sch.get("x-rule", "schema")
+        where = dotted(path) or "document"
+        if v == "additionalProperties" and isinstance(inst, dict):
+            allowed = list(sch.get("properties", {}))
+            for extra in inst:
+                if extra in allowed:
+                    continue
+                hint = did_you_mean(str(extra), allowed)
+                p = (*path, extra)
+                self.add(p, f"{dotted(p)}: unknown field{hint}", "unknown-field", key=True)
+            return
+        if v == "required":
+            missing = error.message.split("'")[1] if "'" in error.message else error.message
+            self.add(path, f"{where}: missing required field '{missing}'", rule)
+            return
+        if v == "enum":
+            options = ", ".join(str(o) for o in error.validator_value)
+            hint = did_you_mean(inst, error.validator_value) if isinstance(inst, str) else ""
+            self.add(path, f"{where}: {show(inst)} is not one of {options}{hint}", rule)
+            return
+        if v == "const":
+            self.add(path, f"{where}: must be {show(error.validator_value)}, not {show(inst)}", rule)
+            return
+        if v == "type":
+            expected = error.validator_value
+            names = " or ".join(_TYPE_NAMES.get(t, t) for t in ([expected] if isinstance(expected, str) else expected))
+            self.add(path, f"{where}: expected {names}, got {_type_of(inst)}"
+                     + (f" {show(inst)}" if isinstance(inst, (str, int, float)) and not isinstance(inst, bool) else ""),
+                     rule)
+            return
+        custom = sch.get("x-message")
+        if custom and v in ("pattern", "minLength", "maxLength", "minProperties", "maxProperties"):
+            self.add(path, f"{where}: {custom}" + (f", not {show(inst)}" if v == "pattern" else ""), rule)
+            return
+        if v == "minLength" and error.validator_value == 1:
+            self.add(path, f"{where}: must not be empty", rule)
+            return
+        if v == "minimum":
+            self.add(path, f"{where}: must be at least {error.validator_value}, not {show(inst)}", rule)
+            return
+        if v == "uniqueItems":
+            self.add(path, f"{where}: items must be unique", rule)
+            return
+        self.add(path, f"{where}: {error.message}", rule)
+
+    # -- Palette's OCI rules (the API and the Terraform provider enforce these)
+    def oci_rules(self, spec: dict[str, Any]) -> None:
+        auth = spec.get("auth") if isinstance(spec.get("auth"), dict) else {}
+        auth_type = auth.get("type", "noAuth")
+        provider = spec.get("provider", "helm")
+        sync = spec.get("sync", False)
+        endpoint = spec.get("endpoint")
+        if provider == "zarf" and auth_type == "ecr":
+            self.add(("spec", "provider"), "spec.provider: 'zarf' is only allowed on basic OCI registries "
+                     "(auth.type noAuth or basic), not with ecr", "zarf-auth")
+        if provider == "pack" and sync is not True:
+            at = ("spec", "sync") if "sync" in spec else ("spec", "provider")
+            self.add(at, "spec.provider: 'pack' requires sync: true", "pack-sync")
+        if sync is True and not (isinstance(spec.get("baseContentPath"), str) and spec["baseContentPath"].strip()):
+            at = ("spec", "baseContentPath") if "baseContentPath" in spec else ("spec", "sync")
+            self.add(at, "spec.baseContentPath: required when sync is on", "base-content-path")
+        if isinstance(endpoint, str) and "://" in endpoint and (auth_type == "ecr" or _ECR_HOST.search(endpoint)):
+            host = endpoint.split("://", 1)[1]
+            self.add(("spec", "endpoint"), f"spec.endpoint: ECR endpoints carry no scheme; write {host!r}",
+                     "ecr-endpoint")
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+def _raw(p: RawProblem) -> Problem:
+    return Problem(p.file, p.line, p.col, p.message, p.severity, p.rule)
+
+
+def _where(doc: Document, path: Sequence[str | int] = ()) -> str:
+    line, _ = doc.position(path)
+    return f"{doc.file}:{line}"
+
+
+def load_files(root: Path, paths: Sequence[Path] | None, ref: str | None) -> tuple[list[LoadedFile], list[Problem], str | None, bool]:
+    if ref is not None:
+        sources, raw, commit = loader.discover_git(root, ref, paths)
+        dirty = False
+    else:
+        sources, raw = loader.discover(root, paths)
+        commit, dirty = loader.git_info(root)
+    return [loader.load_file(s) for s in sources], [_raw(p) for p in raw], commit, dirty
+
+
+def load_and_validate(
+    root: Path,
+    *,
+    paths: Sequence[Path] | None = None,
+    ref: str | None = None,
+    profile: str | None = None,
+) -> LoadResult:
+    """Read, validate and return every problem; ``desired`` holds the valid registries only.
+
+    Raises ``InputError`` only for an unusable request (unknown profile, bad ``ref``).
+    """
+    if profile is not None and profile not in PROFILES:
+        raise InputError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    root = Path(root)
+    files, problems, commit, dirty = load_files(root, paths, ref)
+    failed: set[str] = {p.file for p in problems if p.severity == "error"}
+    checked: list[_Checked] = []
+    for f in files:
+        problems.extend(_raw(p) for p in f.problems)
+        if f.failed:
+            failed.add(f.name)
+        for doc in f.documents:
+            c = _Checker(doc).run()
+            problems.extend(c.problems)
+            checked.append(c)
+
+    def fail(c: _Checked, path: Sequence[str | int], message: str, rule: str, *, key: bool = False) -> None:
+        line, col = c.doc.position(path, key=key)
+        problems.append(Problem(c.doc.file, line, col, message, "error", rule))
+        c.ok = False
+
+    # Settings: at most one
+    settings = Settings()
+    first_settings: _Checked | None = None
+    for c in checked:
+        if c.kind != "Settings":
+            continue
+        if first_settings is not None:
+            fail(c, ("kind",), f"a second Settings document (the first is at {_where(first_settings.doc)}); "
+                 "at most one is allowed", "settings-count")
+            continue
+        first_settings = c
+        if c.ok:
+            line, col = c.doc.start
+            settings = settings_from_spec(c.doc.value.get("spec") or {}, Span(c.doc.file, line, col))
+    effective = profile or settings.profile
+    if profile is not None and profile != settings.profile:
+        settings = Settings(profile, settings.allow_non_fips, settings.sync_interval_seconds,
+                            settings.max_deletions, settings.source)
+
+    defaults = default_keys(effective)
+    registries: list[Registry] = []
+    seen: dict[tuple[str, str], _Checked] = {}
+    declared = 0
+    for c in checked:
+        if c.kind not in KINDS:
+            continue
+        declared += 1
+        value = c.doc.value
+        meta = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+        spec = value.get("spec") if isinstance(value.get("spec"), dict) else {}
+        name = meta.get("name")
+        scope = meta.get("scope", "tenant")
+        if c.kind == "PackRegistry":
+            line, col = c.doc.position(("kind",))
+            problems.append(Problem(c.doc.file, line, col, "PackRegistry is legacy; an OciRegistry with "
+                                    "provider: pack is recommended", "warning", "legacy-pack"))
+        if isinstance(name, str) and scope in SCOPES:
+            other = seen.get((scope, name))
+            if other is not None:
+                fail(c, ("metadata", "name"), f"duplicate registry name {name!r} in scope {scope} "
+                     f"(also defined at {_where(other.doc, ('metadata', 'name'))})", "duplicate-name")
+            else:
+                seen[(scope, name)] = c
+            if (c.kind, name) in defaults:
+                fail(c, ("metadata", "name"), f"{c.kind} {name!r} collides with a built-in default registry "
+                     f"of profile {effective} (defaults are read-only)", "default-collision")
+        if effective == "vertex":
+            _vertex_rules(c, spec, scope, settings.allow_non_fips, fail)
+        if c.ok:
+            line, col = c.doc.start
+            registries.append(Registry(
+                kind=c.kind, name=name, scope=scope, spec=canonical_spec(c.kind, spec),
+                protect=bool(meta.get("protect", False)), source=Span(c.doc.file, line, col),
+            ))
+
+    for c in checked:
+        if not c.ok:
+            failed.add(c.doc.file)
+    problems.sort(key=lambda p: (p.file, p.line, p.col, p.severity, p.message))
+    problems = list(dict.fromkeys(problems))  # same problem twice (e.g. via an alias): once
+    return LoadResult(
+        desired=Desired(registries=registries, settings=settings, commit=commit, dirty=dirty),
+        problems=problems,
+        failed_files=failed,
+        files=[f.name for f in files],
+        declared=declared,
+        profile=effective,
+    )
+
+
+def _vertex_rules(c: _Checked, spec: dict[str, Any], scope: Any, allow_non_fips: bool, fail: Any) -> None:
+    if spec.get("fips", False) is not True:
+        at = ("spec", "fips") if "fips" in spec else ("spec",)
+        if not allow_non_fips:
+            fail(c, at, "vertex: registries must be fips: true (or set allowNonFips: true in Settings)",
+                 "vertex-fips")
+        elif c.kind != "OciRegistry" or scope != "system":
+            fail(c, at, "vertex: a non-FIPS registry must be a system-scope OciRegistry "
+                 f"(this is a {scope}-scope {c.kind})", "vertex-fips")
+    tls = spec.get("tls")
+    if isinstance(tls, dict) and tls.get("insecureSkipVerify") is True:
+        fail(c, ("spec", "tls", "insecureSkipVerify"),
+             "vertex: insecureSkipVerify is not allowed", "vertex-insecure")
+    endpoint = spec.get("endpoint")
+    if isinstance(endpoint, str) and endpoint.lower().startswith("http://"):
+        fail(c, ("spec", "endpoint"), "vertex: plain http:// endpoints are not allowed; use https://",
+             "vertex-http")
