@@ -76,7 +76,7 @@ def test_create_list_update_delete_round_trip(target, case):
     assert target.get(reg.kind, uid).uid == uid
 
     spec2 = dict(reg.spec)
-    spec2["endpoint"] = spec2["endpoint"].replace("example.com", "example.org")
+    spec2["endpoint"] = spec2["endpoint"].replace("example.com", "example.org").replace("us-", "eu-")
     reg2 = Registry(kind=reg.kind, name=reg.name, scope=reg.scope, spec=spec2)
     target.update(uid, reg2, secrets)
     obs2 = target.get(reg.kind, uid)
