@@ -1,0 +1,171 @@
+"""The ``StateStore`` contract: one suite every store runs (kopf's storage tests).
+
+Subclass ``StateStoreContract`` in a test module (the name must start with ``Test``) and
+implement the three hooks::
+
+    class TestFileStore(StateStoreContract):
+        def make_store(self, tmp_path):           # a fresh, empty store
+            return FileStateStore(tmp_path / "state.json")
+        def reopen(self, store):                  # a second handle on the same state
+            return FileStateStore(store.path)
+        def plant(self, store, text):             # put a raw document in place, bypassing write
+            store.path.write_text(text)
+        def raw(self, store):                     # the raw document as stored, or None
+            return store.path.read_text() if store.path.exists() else None
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import StateError, StateLocked
+from reconciler.model import secret_hash
+from reconciler.state.base import STATE_VERSION, Record, State, StateStore
+
+SECRET_VALUE = "hunter2-do-not-store-me"
+
+
+def make_record(name: str, *, salt: str = "salt", uid: str = "", secret: str | None = None) -> Record:
+    hashes = {}
+    if secret is not None:
+        hashes["auth.password"] = secret_hash(salt, "auth.password", secret)
+    return Record(
+        uid=uid or f"uid-{name}",
+        kind="OciRegistry",
+        name=name,
+        scope="tenant",
+        fingerprint=f"sha256:{name}",
+        secret_hashes=hashes,
+        origin="created",
+        applied_commit="3f2a1bc",
+        spec={"endpoint": f"{name}.example.com", "auth": {"type": "basic", "password": {"fromEnv": "PW"}}},
+    )
+
+
+def with_record(state: State, record: Record) -> State:
+    state.records[record.key] = record
+    return state
+
+
+class StateStoreContract:
+    # -- hooks ----------------------------------------------------------------------------
+
+    def make_store(self, tmp_path: Path) -> StateStore:
+        raise NotImplementedError
+
+    def reopen(self, store: StateStore) -> StateStore:
+        raise NotImplementedError
+
+    def plant(self, store: StateStore, text: str) -> None:
+        raise NotImplementedError
+
+    def raw(self, store: StateStore) -> str | None:
+        raise NotImplementedError
+
+    # -- fixtures -------------------------------------------------------------------------
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> StateStore:
+        return self.make_store(tmp_path)
+
+    # -- the contract ---------------------------------------------------------------------
+
+    def test_description_is_text(self, store: StateStore) -> None:
+        assert isinstance(store.description, str) and store.description
+
+    def test_read_empty(self, store: StateStore) -> None:
+        state = store.read()
+        assert state.records == {}
+        assert state.serial == 0
+        assert state.lineage
+        assert self.raw(store) is None
+
+    def test_round_trip(self, store: StateStore) -> None:
+        state = store.read()
+        state.serial += 1
+        state.target = "local"
+        with_record(state, make_record("alpha", salt=state.salt, secret=SECRET_VALUE))
+        with_record(state, make_record("beta", salt=state.salt))
+        store.write(state, "apply 3f2a1bc: 2 created")
+        again = self.reopen(store).read()
+        assert again.to_json() == state.to_json()
+        assert again.records[("tenant", "OciRegistry", "alpha")].secret_hashes == (
+            state.records[("tenant", "OciRegistry", "alpha")].secret_hashes
+        )
+
+    def test_serial_increments(self, store: StateStore) -> None:
+        seen = []
+        state = store.read()
+        for i in range(3):
+            state.serial += 1
+            with_record(state, make_record(f"r{i}"))
+            store.write(state, f"apply: {i}")
+            state = self.reopen(store).read()
+            seen.append(state.serial)
+        assert seen == [1, 2, 3]
+        assert len(state.records) == 3
+
+    def test_lineage_kept(self, store: StateStore) -> None:
+        state = store.read()
+        lineage = state.lineage
+        state.serial += 1
+        store.write(state, "first")
+        again = self.reopen(store).read()
+        assert again.lineage == lineage
+        # A second reader of an existing state gets the same lineage, not a new one.
+        assert self.reopen(store).read().lineage == lineage
+
+    @pytest.mark.parametrize(
+        "text",
+        ["{not json", "[]", '"a string"', '{"version": 1}', '{"lineage": "x"}', "\xff\xfe"],
+        ids=["syntax", "array", "string", "missing-fields", "no-version", "binary"],
+    )
+    def test_corrupt_document_is_an_error_and_kept(self, store: StateStore, text: str) -> None:
+        self.plant(store, text)
+        before = self.raw(store)
+        with pytest.raises(StateError, match="refusing"):
+            store.read()
+        with pytest.raises(StateError):
+            self.reopen(store).read()
+        assert self.raw(store) == before
+
+    def test_newer_version_is_an_error(self, store: StateStore) -> None:
+        doc = State().to_json()
+        doc["version"] = STATE_VERSION + 1
+        doc["tool_version"] = "99.0.0"
+        self.plant(store, json.dumps(doc))
+        with pytest.raises(StateError, match="newer"):
+            store.read()
+        assert json.loads(self.raw(store) or "null")["version"] == STATE_VERSION + 1
+
+    def test_secret_values_never_stored(self, store: StateStore) -> None:
+        state = store.read()
+        state.serial += 1
+        rec = make_record("gamma", salt=state.salt, secret=SECRET_VALUE)
+        with_record(state, rec)
+        store.write(state, "apply: secret")
+        text = self.raw(store) or ""
+        assert SECRET_VALUE not in text
+        assert rec.secret_hashes["auth.password"] in text
+        assert rec.secret_hashes["auth.password"].startswith("hmac-sha256:")
+
+    def test_lock_is_exclusive(self, store: StateStore) -> None:
+        other = self.reopen(store)
+        with store.lock():
+            with pytest.raises(StateLocked) as info:
+                with other.lock(timeout=0.2):
+                    pytest.fail("second lock acquired while the first is held")
+            assert str(os.getpid()) in str(info.value)  # names the holder
+        with other.lock(timeout=0.2):
+            pass
+
+    def test_lock_released_after_error(self, store: StateStore) -> None:
+        with pytest.raises(RuntimeError):
+            with store.lock():
+                raise RuntimeError("boom")
+        with self.reopen(store).lock(timeout=0.2):
+            pass
