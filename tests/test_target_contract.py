@@ -24,7 +24,7 @@ SPECS = {
                                                                                "accessKey": "AKIAEXAMPLE",
                                                                                "secretKey": {"fromEnv": "AWS_SK"}}},
                                        "tls": TLS, "fips": False}, {"auth.credentials.secretKey": "aws-sk-value"}),
-    "oci-ecr-sts": ("OciRegistry", {"endpoint": "123456789012.dkr.ecr.us-west-2.amazonaws.com", "provider": "zarf",
+    "oci-ecr-sts": ("OciRegistry", {"endpoint": "123456789012.dkr.ecr.us-west-2.amazonaws.com", "provider": "helm",
                                     "baseContentPath": "", "sync": False,
                                     "auth": {"type": "ecr", "credentials": {"credentialType": "sts",
                                                                             "arn": "arn:aws:iam::123456789012:role/p",
