@@ -1,0 +1,126 @@
+"""The content catalog: our own tables in the local target's SQLite database.
+
+Every table is keyed by the registry ``uid`` and prefixed ``content_`` so it cannot clash
+with the target's tables. ``content_sync`` holds one row per registry: last status,
+conditional-request validators (ETag / Last-Modified) and counts. Helm charts keep a
+per-chart block hash (``content_helm_charts``) so an unchanged chart is never re-parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS content_sync (
+    uid TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL DEFAULT '',
+    etag TEXT,
+    last_modified TEXT,
+    body_sha256 TEXT,
+    layout TEXT,
+    counts TEXT NOT NULL DEFAULT '{}',
+    last_synced TEXT,
+    last_attempt TEXT
+);
+CREATE TABLE IF NOT EXISTS content_helm_charts (
+    uid TEXT NOT NULL,
+    chart TEXT NOT NULL,
+    block_hash TEXT,
+    PRIMARY KEY (uid, chart)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS content_helm_versions (
+    uid TEXT NOT NULL,
+    chart TEXT NOT NULL,
+    version TEXT NOT NULL,
+    app_version TEXT,
+    digest TEXT,
+    created TEXT,
+    deprecated INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (uid, chart, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS content_oci_repositories (
+    uid TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    layout TEXT,
+    PRIMARY KEY (uid, repository)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS content_oci_tags (
+    uid TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (uid, repository, tag)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS content_packs (
+    uid TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    PRIMARY KEY (uid, name, version)
+) WITHOUT ROWID;
+"""
+
+TABLES = ("content_sync", "content_helm_charts", "content_helm_versions",
+          "content_oci_repositories", "content_oci_tags", "content_packs")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    have = {r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'content_%'")}
+    if not set(TABLES) <= have:
+        conn.executescript(SCHEMA)  # executescript commits any pending transaction first
+
+
+def sync_row(conn: sqlite3.Connection, uid: str) -> dict[str, Any] | None:
+    cur = conn.execute("SELECT * FROM content_sync WHERE uid = ?", (uid,))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
+def record(conn: sqlite3.Connection, uid: str, kind: str, status: str, message: str, *,
+           counts: Mapping[str, Any] | None = None, **fields: Any) -> None:
+    """Upsert the registry's sync row. ``last_synced`` moves only on success."""
+    now = now_iso()
+    prev = sync_row(conn, uid)
+    row: dict[str, Any] = dict(prev or {})
+    row.update(uid=uid, kind=kind, status=status, message=message, last_attempt=now)
+    if counts is not None:
+        row["counts"] = json.dumps(dict(counts), sort_keys=True)
+    row.setdefault("counts", "{}")
+    if status == "Completed":
+        row["last_synced"] = now
+    row.update(fields)
+    cols = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    conn.execute(f"INSERT OR REPLACE INTO content_sync ({cols}) VALUES ({marks})",
+                 tuple(row.values()))
+
+
+def summary(conn: sqlite3.Connection, uid: str) -> dict[str, Any]:
+    ensure_schema(conn)
+    row = sync_row(conn, uid)
+    if row is None:
+        return {}
+    out: dict[str, Any] = {"kind": row["kind"]}
+    out.update(json.loads(row["counts"] or "{}"))
+    out.update(status=row["status"], message=row["message"], last_synced=row["last_synced"],
+               last_attempt=row["last_attempt"])
+    return out
+
+
+def delete(conn: sqlite3.Connection, uid: str) -> None:
+    ensure_schema(conn)
+    for table in TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE uid = ?", (uid,))
+    conn.commit()

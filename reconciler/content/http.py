@@ -1,0 +1,190 @@
+"""HTTP plumbing shared by the Helm, OCI and Pack content modules.
+
+One place builds httpx clients from a registry spec (auth, custom CA, insecureSkipVerify,
+timeouts) and turns transport failures into one readable line (``describe_error``): the
+callers report it as a ``Failed`` status or a preflight line, never as a traceback.
+Messages never carry a secret value (``redact``) nor a URL's userinfo.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from reconciler.errors import redact
+
+TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+USER_AGENT = "reconcile-content/0.1"
+
+
+class ProbeError(Exception):
+    """A failed request, already described in one line (no secret, no traceback)."""
+
+    def __init__(self, message: str, *, check: str = "reach", status: int = 0) -> None:
+        self.check = check  # resolve | reach | tls | credentials | content | config
+        self.status = status
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Access:
+    """How to talk to one registry: verify setting, auth, and the secret values to redact."""
+
+    verify: ssl.SSLContext | bool
+    auth: httpx.Auth | None
+    headers: Mapping[str, str]
+    secrets: tuple[str, ...]
+    username: str | None = None
+    password: str | None = None
+    insecure_skip_verify: bool = False
+    ca_file: Path | None = None
+
+
+def strip_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+@functools.lru_cache(maxsize=16)
+def _ssl_context(ca_file: str | None, _mtime: float) -> ssl.SSLContext:
+    if ca_file:
+        return ssl.create_default_context(cafile=ca_file)
+    return httpx.create_ssl_context()
+
+
+def build_access(spec: Mapping[str, Any], secrets: Mapping[str, str], base_dir: Path, *,
+                 https: bool = True) -> Access:
+    """Resolve auth and TLS settings; raises ProbeError(check="config") on a bad setup."""
+    auth_spec = spec.get("auth") or {}
+    auth_type = auth_spec.get("type", "noAuth") if isinstance(auth_spec, Mapping) else "noAuth"
+    values = tuple(str(v) for v in secrets.values() if v)
+    auth: httpx.Auth | None = None
+    headers: dict[str, str] = {"User-Agent": USER_AGENT}
+    username = password = None
+    if auth_type == "basic":
+        username = str(auth_spec.get("username") or "")
+        password = _secret(secrets, auth_spec, "password")
+        auth = httpx.BasicAuth(username, password)
+    elif auth_type == "token":
+        headers["Authorization"] = "Bearer " + _secret(secrets, auth_spec, "token")
+    elif auth_type not in ("noAuth", "none", "", None):
+        raise ProbeError(f"auth.type {auth_type} is not supported by the local content sync",
+                         check="config")
+
+    tls = spec.get("tls") or {}
+    insecure = bool(tls.get("insecureSkipVerify", False))
+    ca_file: Path | None = None
+    verify: ssl.SSLContext | bool
+    if not https:
+        verify = False  # plain http: no TLS context (and no CA bundle to load)
+    elif insecure:
+        verify = False
+    else:
+        if tls.get("caFile"):
+            ca_file = (base_dir / str(tls["caFile"])).resolve()
+            if not ca_file.is_file():
+                raise ProbeError(f"tls.caFile {tls['caFile']} not found (looked in {base_dir})",
+                                 check="config")
+        try:
+            verify = _ssl_context(str(ca_file) if ca_file else None,
+                                  os.stat(ca_file).st_mtime if ca_file else 0.0)
+        except (ssl.SSLError, OSError) as exc:
+            raise ProbeError(f"tls.caFile {tls.get('caFile')} is not a usable CA bundle: {exc}",
+                             check="config") from None
+    return Access(verify=verify, auth=auth, headers=headers, secrets=values,
+                  username=username, password=password, insecure_skip_verify=insecure,
+                  ca_file=ca_file)
+
+
+def _secret(secrets: Mapping[str, str], auth_spec: Mapping[str, Any], field: str) -> str:
+    value = secrets.get(f"auth.{field}")
+    if value is None:
+        literal = auth_spec.get(field)
+        if isinstance(literal, str):
+            value = literal
+    if not value:
+        raise ProbeError(f"auth.{field} has no value (secret not provided)", check="config")
+    return value
+
+
+def make_client(access: Access, *, pool: int = 10) -> httpx.Client:
+    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+    return httpx.Client(verify=access.verify, auth=access.auth, headers=dict(access.headers),
+                        timeout=TIMEOUT, limits=limits, follow_redirects=True, trust_env=False)
+
+
+def check_resolves(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    port = urlsplit(url).port or (443 if url.startswith("https") else 80)
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ProbeError(f"host {host!r} does not resolve ({exc.args[-1]})", check="resolve") from None
+
+
+def describe_error(exc: BaseException, url: str, secrets: tuple[str, ...] = ()) -> ProbeError:
+    """Translate an httpx/ssl/OS exception into a one-line ProbeError."""
+    where = strip_userinfo(url)
+    if isinstance(exc, ProbeError):
+        return exc
+    text = _root_text(exc)
+    check = "reach"
+    if _is_tls(exc):
+        check = "tls"
+        msg = f"TLS verification failed for {where}: {text}"
+    elif isinstance(exc, httpx.TimeoutException):
+        msg = f"timed out talking to {where}"
+    elif isinstance(exc, httpx.ConnectError):
+        msg = f"cannot connect to {where}: {text}"
+    elif isinstance(exc, httpx.HTTPError):
+        msg = f"request to {where} failed: {text}"
+    else:
+        msg = f"request to {where} failed: {type(exc).__name__}: {text}"
+    return ProbeError(redact(msg, secrets), check=check)
+
+
+def status_error(status: int, url: str, what: str = "") -> ProbeError:
+    where = strip_userinfo(url)
+    if status == 401:
+        return ProbeError(f"credentials rejected (HTTP 401) by {where}", check="credentials",
+                          status=status)
+    if status == 403:
+        return ProbeError(f"access denied (HTTP 403) by {where}", check="credentials", status=status)
+    if status == 404:
+        return ProbeError(f"{what or 'resource'} not found (HTTP 404) at {where}", check="content",
+                          status=status)
+    return ProbeError(f"unexpected HTTP {status} from {where}", check="reach", status=status)
+
+
+def _is_tls(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError | ssl.CertificateError):
+            return True
+        if "CERTIFICATE_VERIFY_FAILED" in str(seen) or "SSL" in type(seen).__name__:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _root_text(exc: BaseException) -> str:
+    seen: BaseException = exc
+    while (seen.__cause__ or seen.__context__) is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    if isinstance(seen, ssl.SSLCertVerificationError):
+        return seen.verify_message or str(seen)
+    if isinstance(seen, ConnectionRefusedError):
+        return "connection refused"
+    text = str(seen) or type(seen).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,247 @@
+from __future__ import annotations
+
+import gzip
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconciler.content import catalog_summary, ensure_schema, sync_registry
+from reconciler.content import helm
+from tests.support.helm_repo import DATA, SHARED_HELM, HelmRepo, index_for, make_tls
+
+UID = "helm-1"
+
+
+@pytest.fixture
+def conn(tmp_path: Path):
+    c = sqlite3.connect(tmp_path / "local.db")
+    ensure_schema(c)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def repo(tmp_path: Path):
+    with HelmRepo(tmp_path / "repo") as r:
+        yield r
+
+
+def spec(url: str, **extra):
+    s = {"endpoint": url, "sync": True, "auth": {"type": "noAuth"},
+         "tls": {"insecureSkipVerify": False}, "fips": False}
+    s.update(extra)
+    return s
+
+
+def sync(conn, url, secrets=None, base_dir=Path("."), **kw):
+    return sync_registry(conn, UID, "HelmRegistry", kw.pop("spec", None) or spec(url),
+                         secrets or {}, base_dir=base_dir, **kw)
+
+
+def test_cold_then_304_then_incremental(conn, repo):
+    repo.write_index(index_for(repo.root, [("nginx", "1.2.3", "1.25"), ("nginx", "1.2.2", "1.24"),
+                                           ("redis", "17.0.0", None)]))
+    seen: list[str] = []
+    r1 = sync(conn, repo.url, progress=seen.append)
+    assert r1.status == "Completed", r1.message
+    assert sorted(r1.added) == ["nginx@1.2.2", "nginx@1.2.3", "redis@17.0.0"]
+    assert r1.removed == [] and not r1.not_modified
+    assert r1.counts == {"charts": 2, "versions": 3}
+    assert seen, "progress was never called"
+    rows = conn.execute("SELECT chart, version, app_version, digest FROM content_helm_versions "
+                        "ORDER BY chart, version").fetchall()
+    assert rows[2][:3] == ("redis", "17.0.0", None) and len(rows[2][3]) == 64
+
+    r2 = sync(conn, repo.url)
+    assert r2.status == "Completed" and r2.not_modified and r2.added == [] == r2.removed
+    assert repo.statuses() == [200, 304]
+    assert r2.counts == {"charts": 2, "versions": 3}
+
+    repo.write_index(index_for(repo.root, [("nginx", "1.2.4", "1.25"), ("nginx", "1.2.3", "1.25"),
+                                           ("nginx", "1.2.2", "1.24"), ("postgresql", "12.0.0", "15")]))
+    r3 = sync(conn, repo.url)
+    assert r3.status == "Completed", r3.message
+    assert sorted(r3.added) == ["nginx@1.2.4", "postgresql@12.0.0"]
+    assert r3.removed == ["redis@17.0.0"]
+    summary = catalog_summary(conn, UID)
+    assert summary["charts"] == 2 and summary["versions"] == 4
+    assert summary["status"] == "Completed" and summary["last_synced"]
+
+
+def test_unchanged_charts_are_not_reparsed(conn, repo, monkeypatch):
+    repo.write_index(index_for(repo.root, [("a", "1.0.0", "1"), ("b", "1.0.0", "1")]))
+    assert sync(conn, repo.url).status == "Completed"
+    repo.write_index(index_for(repo.root, [("a", "1.0.0", "1"), ("b", "1.1.0", "1"),
+                                           ("b", "1.0.0", "1")]))
+    parsed: list[str] = []
+    real = helm.parse_block
+    monkeypatch.setattr(helm, "parse_block", lambda d, s, e, n: parsed.append(n) or real(d, s, e, n))
+    r = sync(conn, repo.url)
+    assert r.added == ["b@1.1.0"] and parsed == ["b"]
+
+
+def test_server_without_validators_same_body_is_not_modified(conn, tmp_path):
+    with HelmRepo(tmp_path / "r", etag=False, last_modified=False) as repo:
+        repo.write_index(index_for(repo.root, [("a", "1.0.0", "1")]))
+        assert not sync(conn, repo.url).not_modified
+        r = sync(conn, repo.url)
+        assert r.not_modified and r.status == "Completed" and repo.statuses() == [200, 200]
+
+
+def test_force_skips_conditional_request(conn, repo):
+    repo.write_index(index_for(repo.root, [("a", "1.0.0", "1")]))
+    sync(conn, repo.url)
+    r = sync(conn, repo.url, force=True)
+    assert r.status == "Completed" and not r.not_modified and r.added == []
+    assert repo.statuses() == [200, 200]
+
+
+def test_basic_auth(conn, tmp_path):
+    with HelmRepo(tmp_path / "r", basic=("alice", "s3cret-pw")) as repo:
+        repo.write_index(index_for(repo.root, [("a", "1.0.0", "1")]))
+        s = spec(repo.url, auth={"type": "basic", "username": "alice",
+                                 "password": {"fromEnv": "HELM_PW"}})
+        ok = sync(conn, repo.url, {"auth.password": "s3cret-pw"}, spec=s)
+        assert ok.status == "Completed", ok.message
+        bad = sync(conn, repo.url, {"auth.password": "wrong-pw"}, spec=s, force=True)
+        assert bad.status == "Failed"
+        assert "401" in bad.message and "credentials" in bad.message
+        assert "wrong-pw" not in bad.message
+        assert catalog_summary(conn, UID)["status"] == "Failed"
+        missing = sync(conn, repo.url, {}, spec=s)
+        assert missing.status == "Failed" and "auth.password" in missing.message
+
+
+def test_token_auth(conn, tmp_path):
+    with HelmRepo(tmp_path / "r", token="tok-123") as repo:
+        repo.write_index(index_for(repo.root, [("a", "1.0.0", "1")]))
+        s = spec(repo.url, auth={"type": "token", "token": {"fromEnv": "T"}})
+        assert sync(conn, repo.url, {"auth.token": "tok-123"}, spec=s).status == "Completed"
+        bad = sync(conn, repo.url, {"auth.token": "nope-456"}, spec=s, force=True)
+        assert bad.status == "Failed" and "nope-456" not in bad.message
+
+
+def test_tls_with_custom_ca(conn, tmp_path):
+    tls = make_tls(tmp_path / "pki")
+    with HelmRepo(tmp_path / "r", tls=tls) as repo:
+        repo.write_index(index_for(repo.root, [("a", "1.0.0", "1")]))
+        no_ca = sync(conn, repo.url)
+        assert no_ca.status == "Failed" and "TLS" in no_ca.message, no_ca.message
+        s = spec(repo.url, tls={"insecureSkipVerify": False, "caFile": "pki/ca.crt"})
+        ok = sync(conn, repo.url, spec=s, base_dir=tmp_path)
+        assert ok.status == "Completed", ok.message
+        insecure = spec(repo.url, tls={"insecureSkipVerify": True})
+        assert sync(conn, repo.url, spec=insecure, force=True).status == "Completed"
+        missing = spec(repo.url, tls={"caFile": "pki/nope.crt"})
+        r = sync(conn, repo.url, spec=missing, base_dir=tmp_path)
+        assert r.status == "Failed" and "caFile" in r.message
+
+
+def test_unreachable_and_missing_index(conn, repo):
+    port = repo.port
+    r = sync(conn, repo.url)  # no index.yaml yet
+    assert r.status == "Failed" and "404" in r.message
+    repo.close()
+    r = sync(conn, f"http://127.0.0.1:{port}")
+    assert r.status == "Failed" and "cannot connect" in r.message
+
+
+def test_invalid_yaml_fails_cleanly(conn, repo):
+    repo.write_index(b"entries: [unclosed\n")
+    r = sync(conn, repo.url)
+    assert r.status == "Failed" and "not valid YAML" in r.message
+    repo.write_index(b"- just\n- a list\n")
+    r = sync(conn, repo.url, force=True)
+    assert r.status == "Failed" and "not a Helm repository index" in r.message
+
+
+def test_size_limit(repo):
+    repo.write_index(b"apiVersion: v1\nentries: {}\n" + b"#" * 5000 + b"\n")
+    import httpx
+
+    with httpx.Client() as client, pytest.raises(helm.ProbeError, match="limit"):
+        helm.fetch_index(client, repo.url + "/index.yaml", max_bytes=1000)
+
+
+FLOW = b"""{apiVersion: v1, entries: {nginx: [{name: nginx, version: 1.2.3, appVersion: "1.25",
+ digest: abc, created: "2024-01-01T00:00:00Z"}, {name: nginx, version: 1.2.2}],
+ redis: [{name: redis, version: "17.0.0", deprecated: true}]}, generated: x}
+"""
+
+TRICKY = [
+    # comments, blank lines, quoted values, trailing comment, appVersion null
+    b"apiVersion: v1\n# top comment\nentries:\n\n  # chart comment\n  a:\n  - name: a\n"
+    b"    version: '1.0.0'\n    appVersion: null\n    description: |-\n      line one\n\n"
+    b"      # not a comment\n    digest: \"d1\" \n  - version: 0.9.0 # old\n    name: a\n"
+    b"generated: \"2024\"\n",
+    # multi-line plain version (continuation) and escaped quotes -> per-block libyaml
+    b"apiVersion: v1\nentries:\n  a:\n  - name: a\n    version: 1.0.0\n      -beta\n"
+    b"    appVersion: \"x\\\"y\"\n",
+    # chartmuseum-style indentation: entries at indent 4
+    b"apiVersion: v1\nentries:\n  a:\n    - name: a\n      version: 2.0.0\n      appVersion: 2\n"
+    b"    - name: a\n      version: 1.0.0\nserverInfo:\n  contextPath: /v3\n",
+    # entries mapping indented by 4 (valid YAML, not our layout)
+    b"apiVersion: v1\nentries:\n    a:\n    - name: a\n      version: 1.0.0\n",
+    # document marker + anchors across charts
+    b"---\napiVersion: v1\nentries:\n  a:\n  - &e\n    name: a\n    version: 1.0.0\n  b:\n  - *e\n",
+    # quoted chart name and flow entry
+    b"apiVersion: v1\nentries:\n  \"c\":\n  - {name: c, version: 3.0.0}\n  d:\n  - {name: d, version: 4.0.0}\n",
+    # empty entries, and quoted key inside an entry
+    b"apiVersion: v1\nentries:\n",
+    b"apiVersion: v1\nentries:\n  a:\n  - name: a\n    \"version\": 5.0.0\n",
+    # a multi-line quoted description whose continuation looks like a key
+    b"apiVersion: v1\nentries:\n  a:\n  - description: \"foo\n      version: 9.9.9\"\n    version: 1.0.0\n",
+]
+
+
+@pytest.mark.parametrize("doc", [FLOW, *TRICKY], ids=lambda d: str(hash(d) % 1000))
+def test_irregular_layouts_match_libyaml(doc):
+    assert helm.parse_index(doc) == helm.parse_full(doc)
+
+
+def test_flow_style_index_syncs_via_full_parse(conn, repo):
+    repo.write_index(FLOW)
+    r = sync(conn, repo.url)
+    assert r.status == "Completed", r.message
+    assert sorted(r.added) == ["nginx@1.2.2", "nginx@1.2.3", "redis@17.0.0"]
+    assert conn.execute("SELECT layout FROM content_sync").fetchone()[0] == "full"
+    assert conn.execute("SELECT deprecated FROM content_helm_versions WHERE chart='redis'"
+                        ).fetchone()[0] == 1
+    # the same content in Helm's layout: nothing added or removed
+    repo.write_index(index_for(repo.root, [("nginx", "1.2.3", "1.25"), ("nginx", "1.2.2", None),
+                                           ("redis", "17.0.0", None)]))
+    r2 = sync(conn, repo.url)
+    assert r2.added == [] and r2.removed == [] and r2.counts["versions"] == 3
+
+
+@pytest.mark.parametrize("name", ["spectrocloud-helm-charts-index-2022-10-20.yaml.gz",
+                                  "prometheus-community-index-2020-09-27.yaml.gz"])
+def test_vendored_real_indexes(name):
+    data = gzip.open(DATA / name, "rb").read()
+    assert helm.split_index(data) is not None
+    fast = helm.parse_index(data)
+    assert fast == helm.parse_full(data)
+    ref = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    assert sum(map(len, fast.values())) == sum(map(len, ref["entries"].values()))
+    if name.startswith("prometheus"):
+        versions = {e.version for es in fast.values() for e in es}
+        assert "v0.5.0" in versions or any(v.startswith("v") for v in versions)
+        assert sum(e.app_version is None for es in fast.values() for e in es) == 61
+        assert [e.version for e in fast["prometheus-operator"] if e.deprecated] == ["9.3.2"]
+        assert len(fast["prometheus-operator"]) == 302
+
+
+def test_real_bitnami_incremental(conn, repo):
+    prev = SHARED_HELM / "bitnami-index-2023-03-01-prev.yaml.gz"
+    cur = SHARED_HELM / "bitnami-index-2023-03-01.yaml.gz"
+    if not (prev.exists() and cur.exists()):
+        pytest.skip(f"real Helm indexes not found under {SHARED_HELM}")
+    repo.write_index(gzip.open(prev, "rb").read())
+    r1 = sync(conn, repo.url)
+    assert r1.status == "Completed" and r1.counts == {"charts": 108, "versions": 3447}
+    repo.write_index(gzip.open(cur, "rb").read())
+    r2 = sync(conn, repo.url)
+    assert r2.added == ["contour-operator@4.0.1"] and r2.removed == []
+    assert r2.counts == {"charts": 108, "versions": 3448}
