@@ -445,6 +445,7 @@ class _Builder:
         self.active: set[int] = set()
         self.alias_nodes = 0
         self.alias_use: tuple[int, int] | None = None  # outermost alias being expanded
+        self.alias_anchor: tuple[int, int] = (0, 0)  # where its anchor is
 
     def problem(self, pos: tuple[int, int], message: str, rule: str) -> None:
         self.problems.append(RawProblem(self.name, pos[0], pos[1], message, rule))
@@ -459,13 +460,15 @@ class _Builder:
         if nid in self.seen and not isinstance(node, yaml.ScalarNode):
             if self.alias_use is None:
                 self.alias_use = use or pos
+                self.alias_anchor = pos
         self.seen.add(nid)
         if self.alias_use is not None:
             self.alias_nodes += 1
             if self.alias_nodes > MAX_ALIAS_NODES:
                 self.problem(
                     self.alias_use,
-                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes (anchors/aliases are bounded)",
+                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes (anchors/aliases are bounded; "
+                    f"expanding the anchor at line {self.alias_anchor[0]})",
                     "alias-bound",
                 )
                 raise _Abort
@@ -481,7 +484,11 @@ class _Builder:
                 if isinstance(node, yaml.SequenceNode):
                     if node.tag != _SEQ:
                         self.problem(pos, f"unsupported YAML tag {node.tag}", "yaml-tag")
-                    return [self.build(child, (*path, i), self.pos_of(child)) for i, child in enumerate(node.value)]
+                    # an alias item has no position of its own: point at its sequence
+                    return [
+                        self.build(child, (*path, i), pos if id(child) in self.seen else self.pos_of(child))
+                        for i, child in enumerate(node.value)
+                    ]
                 assert isinstance(node, yaml.MappingNode)
                 if node.tag != _MAP:
                     self.problem(pos, f"unsupported YAML tag {node.tag}", "yaml-tag")

@@ -103,6 +103,82 @@ def _validator() -> Any:
     return Draft202012Validator(load_schema())
 
 
+class _ShapeCache:
+    """Remembers the *shapes* of documents the schema accepted, so that most documents of a
+    repository skip jsonschema (about 0.7 ms each) for a key built in a few microseconds.
+
+    A shape is the document with every string replaced by what the schema can observe about
+    it: whether it matches each ``pattern``, whether it is one of the ``enum``/``const``
+    strings, and how it compares to each ``minLength``/``maxLength``. Mapping keys, other
+    scalars and the uniqueness of list items stay literal. The schema only tests strings with
+    those keywords (checked below; otherwise the cache is off), so two documents of one shape
+    get the same verdict. Only valid shapes are stored: errors always come from jsonschema.
+    """
+
+    _STRING_KEYWORDS = {"pattern", "enum", "const", "minLength", "maxLength"}
+    _UNSUPPORTED = {"format", "contentEncoding", "contentMediaType", "patternProperties",
+                    "propertyNames", "dependentSchemas", "minItems", "maxItems", "contains"}
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self.patterns: list[re.Pattern[str]] = []
+        self.literals: set[str] = set()
+        self.lengths: set[int] = set()
+        self.enabled = True
+        self._collect(schema)
+        self.patterns = list({p.pattern: p for p in self.patterns}.values())
+        self.lengths_sorted = sorted(self.lengths)
+        self.valid: set[Any] = set()
+        self._strings: dict[str, tuple[Any, ...]] = {}
+
+    def _collect(self, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in self._UNSUPPORTED:
+                    self.enabled = False
+                if k == "pattern" and isinstance(v, str):
+                    self.patterns.append(re.compile(v))
+                elif k in ("enum", "const"):
+                    for item in v if k == "enum" else [v]:
+                        if isinstance(item, str):
+                            self.literals.add(item)
+                elif k in ("minLength", "maxLength") and isinstance(v, int):
+                    self.lengths.add(v)
+                elif k not in ("description", "title", "default", "x-message", "x-rule"):
+                    self._collect(v)
+        elif isinstance(node, list):
+            for item in node:
+                self._collect(item)
+
+    def key(self, value: Any) -> Any:
+        if isinstance(value, str):
+            sig = self._strings.get(value)
+            if sig is None:
+                sig = self._strings[value] = (
+                    "s",
+                    value if value in self.literals else None,
+                    tuple(p.search(value) is not None for p in self.patterns),
+                    sum(1 for n in self.lengths_sorted if len(value) >= n),
+                    sum(1 for n in self.lengths_sorted if len(value) > n),
+                )
+                if len(self._strings) > 100_000:
+                    self._strings.clear()
+            return sig
+        if isinstance(value, dict):
+            return ("m", tuple((k if isinstance(k, str) else ("?", repr(k)), self.key(v)) for k, v in value.items()))
+        if isinstance(value, list):
+            try:
+                unique = len({json.dumps(v, sort_keys=True, default=str) for v in value}) == len(value)
+            except (TypeError, ValueError):
+                unique = False
+            return ("l", unique, tuple(self.key(v) for v in value))
+        return (type(value).__name__, value)
+
+
+@lru_cache(maxsize=1)
+def _shapes() -> _ShapeCache:
+    return _ShapeCache(load_schema())
+
+
 # --------------------------------------------------------------------------- canonical form
 
 
@@ -284,11 +360,19 @@ class _Checker:
 
     # -- JSON Schema
     def schema(self, value: dict[str, Any], literal: set[tuple[str | int, ...]]) -> None:
+        shapes = _shapes()
+        key = shapes.key(value) if shapes.enabled else None
+        if key is not None and key in shapes.valid:
+            return
+        clean = True
         for error in _validator().iter_errors(value):
+            clean = False
             path = tuple(error.absolute_path)
             if any(path[: len(lp)] == lp for lp in literal):
                 continue  # already reported as a literal secret
             self.schema_error(error, path)
+        if clean and key is not None:
+            shapes.valid.add(key)
 
     def schema_error(self, error: Any, path: tuple[str | int, ...]) -> None:
         v = error.validator
