@@ -1,0 +1,56 @@
+"""A throwaway GitOps repository in a temp dir, and a runner for the installed ``reconcile``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+RECONCILE = shutil.which("reconcile") or ""
+
+
+def reconcile_cmd() -> list[str]:
+    if RECONCILE:
+        return [RECONCILE]
+    return [sys.executable, "-m", "reconciler.cli"]
+
+
+def write_defs(root: Path, files: dict[str, str]) -> None:
+    d = root / "registries.d"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    for name, text in files.items():
+        (d / name).write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def init_repo(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q", "-b", "main")
+    (root / ".gitignore").write_text(".reconciler/\n")
+
+
+def commit_all(root: Path, message: str = "change") -> str:
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", message)
+    return git(root, "rev-parse", "HEAD")
+
+
+def run(root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([*reconcile_cmd(), *args], cwd=root, capture_output=True, text=True, env=full_env,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def registry_doc(kind: str, name: str, spec: str, extra_meta: str = "") -> str:
+    meta = f"  name: {name}\n" + "".join(f"  {line}\n" for line in extra_meta.splitlines() if line)
+    body = textwrap.indent(textwrap.dedent(spec).strip(), "  ")
+    return f"apiVersion: reconciler/v1\nkind: {kind}\nmetadata:\n{meta}spec:\n{body}\n"
