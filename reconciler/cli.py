@@ -192,5 +192,21 @@ def schema() -> int:
     return 0
 
 
+def entry() -> None:
+    """Console script: like ``main()``, but usage errors exit 1 (2 means "changes found")."""
+    try:
+        rv = main.main(standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        sys.exit(1)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

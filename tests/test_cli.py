@@ -1,0 +1,90 @@
+"""The installed ``reconcile`` console script, run as a user would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_validate_the_repositorys_own_definitions():
+    res = run(REPO_ROOT, "validate")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "0 errors" in res.stdout
+
+
+def test_dry_run_on_the_repositorys_own_definitions(tmp_path: Path):
+    res = run(REPO_ROOT, "--dry-run", "--local-db", str(tmp_path / "l.db"), "--state", str(tmp_path / "s.json"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Plan:" in res.stdout and "to create" in res.stdout
+    assert not (tmp_path / "s.json").exists()  # a dry-run writes no state
+
+
+def test_schema_command_prints_the_shipped_schema():
+    res = run(REPO_ROOT, "schema")
+    assert res.returncode == 0
+    assert json.loads(res.stdout) == json.loads((REPO_ROOT / "schema/registry.schema.json").read_text())
+
+
+def test_usage_error_exits_1_without_traceback(tmp_path: Path):
+    res = run(tmp_path, "--no-such-option")
+    assert res.returncode == 1 and "No such option" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_validate_reports_location_and_exit_1(tmp_path: Path):
+    init_repo(tmp_path)
+    write_defs(tmp_path, {"x.yaml": registry_doc("HelmRegistry", "h", """
+        endpoint: https://h.example.com
+        auth: {type: basic, username: u, password: hunter2-literal}
+    """)})
+    res = run(tmp_path, "validate")
+    assert res.returncode == 1
+    assert "registries.d/x.yaml:7:" in res.stdout + res.stderr
+    assert "hunter2-literal" not in res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    js = run(tmp_path, "validate", "--format", "json")
+    assert js.returncode == 1
+    problems = json.loads(js.stdout)["problems"]
+    assert problems and problems[0]["file"].endswith("x.yaml") and problems[0]["line"] == 7
+
+
+def test_dry_run_formats_and_detailed_exitcode(tmp_path: Path):
+    init_repo(tmp_path)
+    write_defs(tmp_path, {"x.yaml": registry_doc("OciRegistry", "o", """
+        endpoint: reg.example.com
+        auth: {type: basic, username: u, password: {fromEnv: O_PW}}
+    """)})
+    commit_all(tmp_path)
+    text = run(tmp_path, "--dry-run", "--detailed-exitcode")
+    assert text.returncode == 2 and "+ OciRegistry/o" in text.stdout
+    assert "auth.password: (sensitive)" in text.stdout
+    js = run(tmp_path, "--dry-run", "--format", "json", env={"O_PW": "pw-value-123"})
+    data = json.loads(js.stdout)
+    assert data["format_version"] == 1 and data["summary"]["create"] == 1
+    assert data["changes"][0]["action"] == "create" and data["changes"][0]["name"] == "o"
+    assert "pw-value-123" not in js.stdout
+    md = run(tmp_path, "--dry-run", "--format", "markdown", env={"O_PW": "pw-value-123"})
+    assert md.returncode == 0 and "OciRegistry/o" in md.stdout and "pw-value-123" not in md.stdout
+
+
+def test_status_and_import(tmp_path: Path):
+    init_repo(tmp_path)
+    write_defs(tmp_path, {"x.yaml": registry_doc("HelmRegistry", "h", "endpoint: https://h.example.com")})
+    commit_all(tmp_path)
+    assert run(tmp_path).returncode == 0
+    # forget the state: the registry still exists on the target
+    (tmp_path / ".reconciler/state.json").unlink()
+    st = run(tmp_path, "status")
+    assert "unmanaged" in st.stdout
+    imp = run(tmp_path, "import", "h")
+    assert imp.returncode == 0 and "imported" in imp.stdout, imp.stdout + imp.stderr
+    st = run(tmp_path, "status", "--format", "json")
+    rows = {r["name"]: r for r in json.loads(st.stdout)["registries"]}
+    assert rows["h"]["state"] == "adopted"
+    assert rows["Bitnami"]["state"] == "built-in"
+    assert run(tmp_path, "--dry-run", "--detailed-exitcode").returncode == 0
+    missing = run(tmp_path, "import", "nope")
+    assert missing.returncode == 1 and "no registry named 'nope'" in missing.stderr
