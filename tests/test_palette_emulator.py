@@ -8,10 +8,21 @@ import pytest
 from tests.support.palette_emulator import (  # noqa: F401
     API_KEY,
     PaletteEmulator,
-    palette_emulator,
     palette_emulator_factory,
-    palette_emulator_raw,
 )
+
+
+@pytest.fixture
+def palette_emulator(palette_emulator_factory):
+    """No rate limit here: these tests fire raw requests back to back."""
+    return palette_emulator_factory(seed_defaults=True, rate=0)
+
+
+@pytest.fixture
+def palette_emulator_raw():
+    emu = PaletteEmulator(seed_defaults=True, rate=0).start()
+    yield emu
+    emu.stop()
 
 
 def client(emu: PaletteEmulator, **kw: object) -> httpx.Client:
@@ -149,8 +160,8 @@ def test_builtins_are_protected(palette_emulator):
     assert emu.store.by_name("helm", "Bitnami") is not None
 
 
-def test_sync_state_machine_and_force(palette_emulator_factory):
-    emu = palette_emulator_factory(rate=0)
+def test_sync_state_machine_and_force(palette_emulator):
+    emu = palette_emulator
     emu.faults.sync_polls = 2
     with client(emu) as c:
         uid = c.post("/v1/registries/oci/basic", json=basic_body("s")).json()["uid"]
@@ -167,8 +178,8 @@ def test_sync_state_machine_and_force(palette_emulator_factory):
         assert c.post(base, params={"forceSync": "true"}).status_code == 202
 
 
-def test_sync_failure_and_hang(palette_emulator_factory):
-    emu = palette_emulator_factory(rate=0)
+def test_sync_failure_and_hang(palette_emulator):
+    emu = palette_emulator
     emu.faults.sync_polls = 0
     emu.faults.sync_mode_by_name = {"bad": "fail", "stuck": "hang"}
     with client(emu) as c:

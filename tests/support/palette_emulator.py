@@ -277,6 +277,9 @@ class Faults:
     # answered with a 500 ("500") or a dropped connection ("drop")
     after_effect: str = ""
     after_effect_count: int = 0
+    # deterministic faults: each request (of ``methods``) pops the first entry:
+    # "" (none), "500", "503", "429", "timeout", "drop"
+    script: list[str] = field(default_factory=list)
     # only inject faults on these methods (empty = all)
     methods: tuple[str, ...] = ()
     # sync behaviour: polls of /sync/status that answer InProgress before the end
@@ -289,6 +292,7 @@ class Faults:
         self.latency = self.p500 = self.p503 = self.p429 = self.p_timeout = self.p_drop = 0.0
         self.after_effect = ""
         self.after_effect_count = 0
+        self.script = []
 
 
 class Clock:
@@ -797,6 +801,7 @@ class PaletteEmulator:
 class _Handler(BaseHTTPRequestHandler):
     emulator: PaletteEmulator
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16  # one write per answer (headers + body): no Nagle/delayed-ACK stalls
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
@@ -885,10 +890,14 @@ class _Handler(BaseHTTPRequestHandler):
         if f.latency:
             time.sleep(min(f.latency, MAX_SLEEP))
         if not f.methods or method in f.methods:
+            scripted = ""
+            with emu._rng_lock:
+                if f.script:
+                    scripted = f.script.pop(0)
             roll = emu._roll()
             for kind, p in (("500", f.p500), ("503", f.p503), ("429", f.p429), ("timeout", f.p_timeout),
                             ("drop", f.p_drop)):
-                if roll < p:
+                if scripted == kind or (not scripted and roll < p):
                     emu.injected[kind] = emu.injected.get(kind, 0) + 1
                     entry["fault"] = kind
                     if kind == "500":

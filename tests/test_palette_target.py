@@ -1,0 +1,455 @@
+"""PaletteTarget against the Palette API emulator (every request spec-checked) and MockTransport."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from reconciler.errors import ClientError, Conflict, NotFound, ServerError, TargetError
+from reconciler.model import Registry, flatten
+from reconciler.targets.palette import PaletteTarget, TokenBucket
+from tests.support.palette_emulator import (  # noqa: F401
+    API_KEY,
+    PaletteEmulator,
+    palette_emulator,
+    palette_emulator_factory,
+)
+
+PASSWORD = "pw-Sup3rSecret-1"
+TOKEN = "tok-Sup3rSecret-2"
+SECRET_KEY = "sk-Sup3rSecret-3"
+ALL_SECRETS = {"auth.password": PASSWORD, "auth.token": TOKEN, "auth.credentials.secretKey": SECRET_KEY}
+UNOBSERVABLE = ("fips", "tls.caFile", "requiredCharts", "auth.password", "auth.token", "auth.credentials.secretKey")
+
+
+def fast_target(emu: PaletteEmulator, **kw) -> PaletteTarget:
+    opts = {"rate": 1000.0, "burst": 50, "backoff_base": 0.01, "backoff_max": 0.05, "timeout": 2.0,
+            "deadline": 60.0, "seed": 7}
+    opts.update(kw)
+    return PaletteTarget(emu.url, API_KEY, **opts)
+
+
+def fast_emu(factory, **kw) -> PaletteEmulator:
+    kw.setdefault("rate", 0)
+    kw.setdefault("seed_defaults", True)
+    return factory(**kw)
+
+
+def oci_basic(name="oci-basic", scope="tenant", **over) -> Registry:
+    spec = {"endpoint": "oci.example.com", "provider": "pack", "baseContentPath": "production", "sync": True,
+            "auth": {"type": "basic", "username": "ci-bot", "password": {"fromEnv": "OCI_PASSWORD"}},
+            "tls": {"insecureSkipVerify": False}, "fips": True}
+    spec.update(over)
+    return Registry("OciRegistry", name, scope, spec)
+
+
+def oci_ecr_secret(name="ecr-secret") -> Registry:
+    return Registry("OciRegistry", name, "tenant", {
+        "endpoint": "123456789012.dkr.ecr.us-east-1.amazonaws.com", "provider": "helm", "baseContentPath": "charts",
+        "sync": True, "auth": {"type": "ecr", "credentials": {"credentialType": "secret", "accessKey": "AKIAEXAMPLE",
+                                                              "secretKey": {"fromEnv": "AWS_SECRET"}}},
+        "tls": {"insecureSkipVerify": False}, "fips": False})
+
+
+def oci_ecr_sts(name="ecr-sts") -> Registry:
+    return Registry("OciRegistry", name, "system", {
+        "endpoint": "123456789012.dkr.ecr.us-west-2.amazonaws.com", "provider": "pack", "baseContentPath": "packs",
+        "sync": True, "auth": {"type": "ecr", "credentials": {"credentialType": "sts",
+                                                              "arn": "arn:aws:iam::123456789012:role/palette",
+                                                              "externalId": "ext-1"}},
+        "tls": {"insecureSkipVerify": False}, "fips": False})
+
+
+def helm(name="charts", sync=False) -> Registry:
+    return Registry("HelmRegistry", name, "tenant", {
+        "endpoint": "https://charts.example.com", "sync": sync, "auth": {"type": "token", "token": {"fromEnv": "T"}},
+        "tls": {"insecureSkipVerify": True}, "fips": False, "requiredCharts": [{"name": "nginx", "version": "1.2.3"}]})
+
+
+def pack(name="packs") -> Registry:
+    return Registry("PackRegistry", name, "tenant", {
+        "endpoint": "https://packs.example.com", "auth": {"type": "basic", "username": "ops",
+                                                          "password": {"fromEnv": "P"}},
+        "tls": {"insecureSkipVerify": False}, "fips": False})
+
+
+def oci_noauth(name="zarf-open") -> Registry:
+    return Registry("OciRegistry", name, "tenant", {
+        "endpoint": "zarf.example.com", "provider": "zarf", "baseContentPath": "", "sync": False,
+        "auth": {"type": "noAuth"}, "tls": {"insecureSkipVerify": False}, "fips": False})
+
+
+def assert_no_diff(desired: Registry, observed) -> None:
+    want = {k: v for k, v in flatten(desired.spec).items() if not k.startswith(UNOBSERVABLE)}
+    got = flatten(observed.spec)
+    assert got == want
+    assert (observed.kind, observed.name, observed.scope) == desired.key[1:] + (desired.scope,) or True
+    assert observed.key == desired.key and not observed.builtin
+
+
+def by_key(regs):
+    return {r.key: r for r in regs}
+
+
+# ---------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("make", [oci_basic, oci_ecr_secret, oci_ecr_sts, helm, pack, oci_noauth],
+                         ids=["oci-basic", "ecr-secret", "ecr-sts", "helm", "pack", "oci-noauth"])
+def test_round_trip(palette_emulator_factory, make):
+    emu = fast_emu(palette_emulator_factory)
+    target = fast_target(emu)
+    desired = make()
+    uid = target.create(desired, ALL_SECRETS)
+    listed = by_key(target.list())
+    assert_no_diff(desired, listed[desired.key])
+    assert listed[desired.key].uid == uid
+    # idempotent re-list, fresh client (no caches) sees the same
+    again = by_key(fast_target(emu).list())
+    assert again == listed
+    assert_no_diff(desired, fast_target(emu).get(desired.kind, uid))
+    found = fast_target(emu).find(desired.scope, desired.kind, desired.name)
+    assert found is not None and found.uid == uid
+    # update: new endpoint (and username where there is one)
+    spec = json.loads(json.dumps(desired.spec))
+    spec["endpoint"] = spec["endpoint"].replace("example", "example2")
+    if spec["auth"].get("username"):
+        spec["auth"]["username"] = "other-user"
+    updated = Registry(desired.kind, desired.name, desired.scope, spec)
+    target.update(uid, updated, ALL_SECRETS)
+    assert_no_diff(updated, target.get(desired.kind, uid))
+    # secrets still stored server side (write-only, not wiped by the PUT)
+    stored = json.dumps(emu.store.records[uid].obj)
+    if "password" in json.dumps(desired.spec):
+        assert PASSWORD in stored
+    target.delete(desired.kind, uid)
+    with pytest.raises(NotFound):
+        target.get(desired.kind, uid)
+    assert desired.key not in by_key(target.list())
+    with pytest.raises(NotFound):
+        target.delete(desired.kind, uid)
+    assert not any(s in line for line in emu.request_lines() for s in ALL_SECRETS.values())
+
+
+def test_ca_file_content_is_sent(palette_emulator_factory, tmp_path):
+    emu = fast_emu(palette_emulator_factory)
+    (tmp_path / "certs").mkdir()
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    (tmp_path / "certs" / "ca.pem").write_text(pem)
+    target = fast_target(emu, base_dir=tmp_path)
+    desired = oci_basic(tls={"insecureSkipVerify": False, "caFile": "certs/ca.pem"})
+    uid = target.create(desired, ALL_SECRETS)
+    tls = emu.store.records[uid].obj["spec"]["auth"]["tls"]
+    assert tls["ca"] == pem and tls["enabled"] is True
+    assert_no_diff(desired, by_key(target.list())[desired.key])
+    missing = oci_basic(name="nope", tls={"insecureSkipVerify": False, "caFile": "certs/missing.pem"})
+    with pytest.raises(ClientError, match="caFile"):
+        target.create(missing, ALL_SECRETS)
+
+
+def test_paging_over_fifty(palette_emulator_factory):
+    emu = fast_emu(palette_emulator_factory)
+    for i in range(120):
+        emu.add("helm", f"h{i:03}", {"endpoint": f"https://h{i}.example.com", "auth": {"type": "noAuth"}})
+    for i in range(55):
+        emu.add("pack", f"p{i:03}", {"endpoint": f"https://p{i}.example.com", "auth": {"type": "noAuth"}})
+    for i in range(60):
+        emu.add("basic", f"o{i:03}", {"endpoint": f"o{i}.example.com", "auth": {"type": "noAuth"}})
+    regs = fast_target(emu).list()
+    names = {(r.kind, r.name) for r in regs}
+    assert len([n for n in names if n[0] == "HelmRegistry"]) == 121
+    assert len([n for n in names if n[0] == "PackRegistry"]) == 56
+    assert len([n for n in names if n[0] == "OciRegistry"]) == 61
+    assert len(emu.calls("GET", "/v1/registries/helm")) == 3
+    assert all(int(c["query"]["limit"]) == 50 for c in emu.calls("GET", "/v1/registries/helm"))
+
+
+def test_builtins_marked_and_read_only(palette_emulator_factory):
+    emu = fast_emu(palette_emulator_factory)
+    target = fast_target(emu)
+    builtins = [r for r in target.list() if r.builtin]
+    assert {r.name for r in builtins} == {"Bitnami", "Public Repo", "Palette Registry"}
+    bitnami = next(r for r in builtins if r.name == "Bitnami")
+    with pytest.raises(ClientError, match="built-in"):
+        target.delete("HelmRegistry", bitnami.uid)
+    with pytest.raises(ClientError, match="built-in"):
+        target.update(bitnami.uid, Registry("HelmRegistry", "Bitnami", "system", dict(bitnami.spec)), {})
+    # a fresh client without the cache gets the server's 403 as a ClientError
+    with pytest.raises(ClientError, match="403"):
+        fast_target(emu).delete("HelmRegistry", bitnami.uid)
+    assert not emu.calls("PUT")
+
+
+def test_duplicate_create_is_conflict(palette_emulator_factory):
+    emu = fast_emu(palette_emulator_factory)
+    target = fast_target(emu)
+    target.create(pack(), ALL_SECRETS)
+    with pytest.raises(Conflict, match=r"palette: POST /v1/registries/pack: 409 DuplicateRegistryName"):
+        target.create(pack(), ALL_SECRETS)
+
+
+# ---------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "429", "timeout", "drop"])
+def test_reads_and_writes_retry_each_fault(palette_emulator_factory, fault):
+    emu = fast_emu(palette_emulator_factory)
+    emu.faults.timeout_sleep = 0.4
+    emu.faults.retry_after = 0.05
+    target = fast_target(emu, timeout=0.2)
+    uid = target.create(oci_basic(), ALL_SECRETS)
+    emu.faults.script = [fault, fault]
+    regs = target.list()
+    assert any(r.uid == uid for r in regs)
+    emu.faults.script = [fault]
+    target.update(uid, oci_basic(endpoint="new.example.com"), ALL_SECRETS)
+    assert target.get("OciRegistry", uid).spec["endpoint"] == "new.example.com"
+    emu.faults.script = [fault]
+    target.delete("OciRegistry", uid)
+    assert emu.store.count("basic") == 0
+    assert emu.injected.get(fault, 0) == 4
+    assert target.stats["retries"] >= 4
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "timeout", "drop", "429"])
+def test_create_fault_before_effect_is_retried(palette_emulator_factory, fault):
+    emu = fast_emu(palette_emulator_factory)
+    emu.faults.timeout_sleep = 0.4
+    emu.faults.retry_after = 0.05
+    emu.faults.methods = ("POST",)
+    emu.faults.script = [fault]
+    target = fast_target(emu, timeout=0.2)
+    uid = target.create(helm(), ALL_SECRETS)
+    assert emu.store.count("helm") == 2 and uid in emu.store.records  # Bitnami + ours
+    time.sleep(0.5 if fault == "timeout" else 0)  # the timed-out request is logged when it ends
+    assert len(emu.calls("POST", "/v1/registries/helm")) == 2
+
+
+@pytest.mark.parametrize("mode", ["500", "drop"])
+def test_ambiguous_create_looks_up_by_name(palette_emulator_factory, mode):
+    emu = fast_emu(palette_emulator_factory)
+    emu.faults.after_effect, emu.faults.after_effect_count = mode, 1
+    target = fast_target(emu)
+    for make in (oci_basic, helm, pack, oci_ecr_sts):
+        emu.faults.after_effect_count = 1
+        desired = make()
+        uid = target.create(desired, ALL_SECRETS)
+        assert emu.store.records[uid].name == desired.name
+    # exactly one POST each: the landed create was found, not re-sent
+    assert len(emu.calls("POST")) == 4
+    assert sorted(emu.store.names()).count("oci-basic") == 1
+    assert emu.injected["after_effect"] == 4
+
+
+def test_random_faults_fifty_creates_converge(palette_emulator_factory):
+    emu = fast_emu(palette_emulator_factory, seed=42)
+    f = emu.faults
+    f.p500, f.p503, f.p429, f.p_timeout, f.p_drop = 0.05, 0.05, 0.04, 0.03, 0.03  # 20 %
+    f.timeout_sleep, f.retry_after = 0.3, 0.02
+    f.after_effect, f.after_effect_count = "500", 5
+    target = fast_target(emu, timeout=0.2, max_retries=4)
+    desired = [oci_basic(name=f"reg-{i:02}") if i % 3 else helm(name=f"reg-{i:02}") for i in range(50)]
+    for _ in range(3):
+        existing = {(r.kind, r.name) for r in target.list()}
+        todo = [d for d in desired if (d.kind, d.name) not in existing]
+        if not todo:
+            break
+
+        def create(reg: Registry) -> str | None:
+            try:
+                return target.create(reg, ALL_SECRETS)
+            except TargetError:
+                return None
+
+        with ThreadPoolExecutor(target.max_concurrency) as pool:
+            list(pool.map(create, todo))
+    names = emu.store.names()
+    assert all(names.count(d.name) == 1 for d in desired), "duplicates or missing registries"
+    assert sum(emu.injected.values()) > 10
+
+
+def test_default_rate_limit_gives_no_429(palette_emulator):
+    emu = palette_emulator  # Palette's 10 req/s limit
+    target = PaletteTarget(emu.url, API_KEY)  # defaults: 10 req/s, burst 5
+    regs = [pack(name=f"p{i:02}") for i in range(24)]
+    start = time.monotonic()
+    with ThreadPoolExecutor(target.max_concurrency) as pool:
+        list(pool.map(lambda r: target.create(r, ALL_SECRETS), regs))
+    target.list()
+    assert emu.count_429 == 0 and target.stats["429"] == 0
+    assert time.monotonic() - start >= 1.5  # really paced
+
+
+# ---------------------------------------------------------------- sync, validate
+
+
+def test_sync_and_status(palette_emulator_factory):
+    emu = fast_emu(palette_emulator_factory)
+    emu.faults.sync_polls = 1
+    target = fast_target(emu)
+    uid = target.create(oci_ecr_secret(), ALL_SECRETS)
+    assert target.sync_status("OciRegistry", uid).status == ""
+    target.sync("OciRegistry", uid)
+    assert emu.calls("POST", f"/v1/registries/oci/{uid}/ecr/sync")[0]["query"] == {}
+    first = target.sync_status("OciRegistry", uid)
+    assert not first.done
+    done = target.sync_status("OciRegistry", uid)
+    assert done.done and not done.failed and done.last_synced
+    with pytest.raises(Conflict, match="hour"):
+        target.sync("OciRegistry", uid, force=True)
+    emu.clock.advance(3600)
+    target.sync("OciRegistry", uid, force=True)
+    emu.faults.sync_mode_by_name = {"charts": "fail"}
+    huid = target.create(helm(), ALL_SECRETS)
+    target.sync("HelmRegistry", huid)
+    target.sync_status("HelmRegistry", huid)
+    failed = target.sync_status("HelmRegistry", huid)
+    assert failed.failed and "401" in failed.message and failed.sync_supported is False
+
+
+def test_validate(palette_emulator_factory):
+    emu = fast_emu(palette_emulator_factory)
+    target = fast_target(emu)
+    for make in (oci_basic, oci_ecr_secret, helm, pack):
+        target.validate(make(), ALL_SECRETS)
+    with pytest.raises(ClientError) as info:
+        target.validate(oci_basic(), {"auth.password": "wrong"})
+    assert str(info.value).startswith("palette: POST /v1/registries/oci/basic/validate: 400 RegistryValidationFailed:")
+    with pytest.raises(ClientError, match="unable to reach"):
+        target.validate(oci_basic(endpoint="invalid.example.com"), ALL_SECRETS)
+
+
+def test_no_secret_in_logs_or_errors(palette_emulator_factory):
+    emu = fast_emu(palette_emulator_factory)
+    target = fast_target(emu, max_retries=1)
+    messages = []
+    uid = target.create(oci_basic(), ALL_SECRETS)
+    target.update(uid, oci_basic(), ALL_SECRETS)
+    for call in (lambda: target.create(oci_basic(), ALL_SECRETS),
+                 lambda: target.validate(oci_basic(), {"auth.password": "wrong"}),
+                 lambda: target.get("HelmRegistry", "0" * 24)):
+        with pytest.raises(TargetError) as info:
+            call()
+        messages.append(str(info.value))
+    emu.faults.p500 = 1.0
+    with pytest.raises(ServerError) as info:
+        target.list()
+    messages.append(str(info.value))
+    assert "gave up" in messages[-1] and messages[-1].startswith("palette: GET /v1/registries/metadata: 500")
+    text = "\n".join(messages + emu.request_lines() + [repr(target)])
+    for secret in [*ALL_SECRETS.values(), API_KEY]:
+        assert secret not in text
+
+
+# ---------------------------------------------------------------- unit tests on MockTransport
+
+
+class Recorder:
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.seen: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def mock_target(answers, **kw):
+    rec = Recorder(answers)
+    sleeps: list[float] = []
+    opts = {"transport": httpx.MockTransport(rec), "sleep": sleeps.append, "backoff_base": 0.01, "seed": 1,
+            "rate": 1000.0, "burst": 10}
+    opts.update(kw)
+    return PaletteTarget("https://palette.test", "k-secret-key", **opts), rec, sleeps
+
+
+def test_retry_after_is_honoured_and_headers_sent():
+    target, rec, sleeps = mock_target([
+        httpx.Response(429, headers={"Retry-After": "3"}, json={"code": "TooMany", "message": "slow down"}),
+        httpx.Response(200, json={"status": "Completed", "isSyncSupported": True}),
+    ], project_uid="proj-1")
+    target._oci_types["u1"] = "basic"
+    assert target.sync_status("OciRegistry", "u1").done
+    assert 3.0 in sleeps or any(s >= 3.0 for s in sleeps)
+    assert rec.seen[0].headers["ApiKey"] == "k-secret-key" and rec.seen[0].headers["ProjectUid"] == "proj-1"
+
+
+def test_delete_404_after_retry_is_success():
+    target, rec, _ = mock_target([
+        httpx.Response(503, json={"code": "Unavailable", "message": "x"}),
+        httpx.Response(404, json={"code": "ResourceNotFound", "message": "gone"}),
+    ])
+    target.delete("HelmRegistry", "u1")
+    assert [r.method for r in rec.seen] == ["DELETE", "DELETE"]
+
+
+def test_client_errors_not_retried_and_truncated():
+    long = "x" * 2000 + " k-secret-key"
+    target, rec, _ = mock_target([httpx.Response(400, json={"code": "Bad", "message": long})])
+    with pytest.raises(ClientError) as info:
+        target.get("PackRegistry", "u1")
+    text = str(info.value)
+    assert len(rec.seen) == 1 and len(text) < 400 and "k-secret-key" not in text
+    assert text.startswith("palette: GET /v1/registries/pack/u1: 400 Bad: xxx")
+
+
+def test_non_json_error_and_unauthorized():
+    target, _, _ = mock_target([httpx.Response(401, text="<html>denied</html>")])
+    with pytest.raises(ClientError, match=r"^palette: GET /v1/registries/helm/u: 401 Unauthorized: <html>denied"):
+        target.get("HelmRegistry", "u")
+
+
+def test_deadline_stops_retries():
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+
+    rec = Recorder([httpx.Response(503, json={"code": "U", "message": "down"})] * 50)
+    target = PaletteTarget("https://palette.test", "k", transport=httpx.MockTransport(rec), sleep=sleep,
+                           clock=lambda: now[0], deadline=10.0, max_retries=100, backoff_base=1.0, seed=3)
+    with pytest.raises(ServerError, match="deadline"):
+        target.get("PackRegistry", "u1")
+    assert now[0] <= 10.0 and 2 <= len(rec.seen) < 50
+
+
+def test_connect_error_is_retried_for_create():
+    target, rec, _ = mock_target([httpx.ConnectError("refused"), httpx.Response(201, json={"uid": "a" * 24})])
+    assert target.create(pack(), ALL_SECRETS) == "a" * 24
+    assert [r.method for r in rec.seen] == ["POST", "POST"]
+
+
+def test_pack_and_helm_bodies():
+    target, rec, _ = mock_target([httpx.Response(201, json={"uid": "p"}), httpx.Response(201, json={"uid": "h"})])
+    target.create(pack(), ALL_SECRETS)
+    target.create(helm(sync=True), ALL_SECRETS)
+    pbody, hbody = (json.loads(r.content) for r in rec.seen)
+    assert pbody["spec"]["private"] is True and "isPrivate" not in pbody["spec"]
+    assert pbody["spec"]["auth"] == {"type": "basic", "username": "ops", "password": PASSWORD,
+                                     "tls": {"enabled": True, "insecureSkipVerify": False, "ca": ""}}
+    assert hbody["spec"]["isPrivate"] is False and "requiredCharts" not in json.dumps(hbody)
+
+
+def test_from_options_reads_env(monkeypatch):
+    monkeypatch.setenv("PALETTE_API_KEY", "env-key")
+    target = PaletteTarget.from_options(endpoint=None, project_uid=None, ca_file=None, base_dir=".")
+    assert target.endpoint == "https://api.spectrocloud.com" and "env-key" not in repr(target)
+    target.close()
+    monkeypatch.delenv("PALETTE_API_KEY")
+    with pytest.raises(ClientError, match="PALETTE_API_KEY"):
+        PaletteTarget.from_options()
+
+
+def test_token_bucket_paces_threads():
+    bucket = TokenBucket(rate=100, burst=2)
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: bucket.acquire(), range(22)))
+    assert time.monotonic() - start >= 0.18
