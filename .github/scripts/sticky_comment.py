@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Create or update one pull-request comment, found again by a hidden marker.
+
+    python .github/scripts/sticky_comment.py [--marker '<!-- reconcile-plan -->'] [--pr N] BODY_FILE
+
+Environment: GITHUB_TOKEN (required), GITHUB_REPOSITORY (owner/name), GITHUB_API_URL
+(default https://api.github.com), GITHUB_EVENT_PATH (the pull request number is read from
+it unless --pr is given). Standard library only, so it runs before anything is installed.
+
+The first comment on the pull request whose body contains the marker is edited (PATCH);
+without one a new comment is posted, so each push updates the same comment. A token that
+may not write (a pull request from a fork) is a warning, not a failure: the plan is in
+the job summary anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+DEFAULT_MARKER = "<!-- reconcile-plan -->"
+LIMIT = 65536
+TIMEOUT = 30
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"GitHub API answered {status}: {message}")
+        self.status = status
+
+
+def _request(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> tuple[Any, dict[str, str]]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {token}")
+    req.add_header("Accept", "application/vnd.github+json")
+    req.add_header("X-GitHub-Api-Version", "2022-11-28")
+    req.add_header("User-Agent", "reconcile-sticky-comment")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:  # noqa: S310 (URL from GITHUB_API_URL)
+            payload = resp.read()
+            return (json.loads(payload) if payload else None), dict(resp.headers.items())
+    except urllib.error.HTTPError as exc:
+        text = exc.read()[:500].decode("utf-8", "replace")
+        try:
+            text = json.loads(text).get("message", text)
+        except (ValueError, AttributeError):
+            pass
+        raise ApiError(exc.code, text) from None
+
+
+def _next_link(headers: dict[str, str]) -> str | None:
+    link = next((v for k, v in headers.items() if k.lower() == "link"), "")
+    for part in link.split(","):
+        m = re.match(r'\s*<([^>]+)>\s*;\s*rel="([^"]+)"', part)
+        if m and m.group(2) == "next":
+            return m.group(1)
+    return None
+
+
+def find_comment(api: str, repo: str, pr: int, token: str, marker: str) -> dict[str, Any] | None:
+    url: str | None = f"{api}/repos/{repo}/issues/{pr}/comments?per_page=100"
+    while url:
+        comments, headers = _request("GET", url, token)
+        for comment in comments:
+            if marker in (comment.get("body") or ""):
+                return comment  # type: ignore[no-any-return]
+        url = _next_link(headers)
+    return None
+
+
+def fit(body: str, marker: str, limit: int = LIMIT) -> str:
+    """Marker first; whole lines only, with a note, when the body is over GitHub's limit."""
+    if marker not in body:
+        body = f"{marker}\n{body}"
+    if len(body) <= limit:
+        return body
+    note = "\n… truncated to fit a GitHub comment; see the job summary for the full plan\n"
+    kept, used = [], len(note)
+    for line in body.splitlines():
+        if used + len(line) + 1 > limit:
+            break
+        kept.append(line)
+        used += len(line) + 1
+    return "\n".join(kept) + note
+
+
+def pr_number(explicit: int | None) -> int:
+    if explicit:
+        return explicit
+    path = os.environ.get("GITHUB_EVENT_PATH")
+    if path and os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            event = json.load(fh)
+        number = (event.get("pull_request") or {}).get("number") or event.get("number")
+        if number:
+            return int(number)
+    raise SystemExit("sticky_comment: no pull request number (pass --pr or run on a pull_request event)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("body_file")
+    parser.add_argument("--marker", default=DEFAULT_MARKER)
+    parser.add_argument("--pr", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    token = os.environ.get("GITHUB_TOKEN", "")
+    repo = os.environ.get("GITHUB_REPOSITORY", "")
+    api = os.environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
+    if not token or not repo:
+        print("sticky_comment: GITHUB_TOKEN and GITHUB_REPOSITORY must be set", file=sys.stderr)
+        return 1
+    with open(args.body_file, encoding="utf-8") as fh:
+        body = fit(fh.read(), args.marker)
+    pr = pr_number(args.pr)
+    try:
+        existing = find_comment(api, repo, pr, token, args.marker)
+        if existing is not None:
+            comment, _ = _request("PATCH", f"{api}/repos/{repo}/issues/comments/{existing['id']}", token, {"body": body})
+            print(f"updated {comment.get('html_url', existing['id'])}")
+        else:
+            comment, _ = _request("POST", f"{api}/repos/{repo}/issues/{pr}/comments", token, {"body": body})
+            print(f"created {comment.get('html_url', comment.get('id'))}")
+    except ApiError as exc:
+        if exc.status == 403:
+            print(f"::warning::cannot write the plan comment ({exc}); a pull request from a fork "
+                  "gets a read-only token. The plan is in the job summary.")
+            return 0
+        print(f"::error::{exc}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        print(f"::error::cannot reach the GitHub API at {api}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

