@@ -364,15 +364,20 @@ class _Checker:
         key = shapes.key(value) if shapes.enabled else None
         if key is not None and key in shapes.valid:
             return
-        clean = True
-        for error in _validator().iter_errors(value):
-            clean = False
+        errors = list(_validator().iter_errors(value))
+        if not errors:
+            if key is not None:
+                shapes.valid.add(key)
+            return
+        self.suggested: set[tuple[tuple[str | int, ...], str]] = set()
+        self.reported: set[tuple[tuple[str | int, ...], str]] = set()
+        # unknown fields first: a near miss ('pasword') explains a missing 'password'
+        errors.sort(key=lambda e: e.validator != "additionalProperties")
+        for error in errors:
             path = tuple(error.absolute_path)
             if any(path[: len(lp)] == lp for lp in literal):
                 continue  # already reported as a literal secret
             self.schema_error(error, path)
-        if clean and key is not None:
-            shapes.valid.add(key)
 
     def schema_error(self, error: Any, path: tuple[str | int, ...]) -> None:
         v = error.validator
@@ -386,12 +391,15 @@ class _Checker:
                 if extra in allowed:
                     continue
                 hint = did_you_mean(str(extra), allowed)
+                if hint:
+                    self.suggested.add((path, hint.split("'")[1]))
                 p = (*path, extra)
                 self.add(p, f"{dotted(p)}: unknown field{hint}", "unknown-field", key=True)
             return
         if v == "required":
             missing = error.message.split("'")[1] if "'" in error.message else error.message
-            self.add(path, f"{where}: missing required field '{missing}'", rule)
+            if (path, missing) not in self.suggested:
+                self.add(path, f"{where}: missing required field '{missing}'", rule, key=bool(path))
             return
         if v == "enum":
             options = ", ".join(str(o) for o in error.validator_value)
@@ -410,6 +418,9 @@ class _Checker:
             return
         custom = sch.get("x-message")
         if custom and v in ("pattern", "minLength", "maxLength", "minProperties", "maxProperties"):
+            if (path, custom) in self.reported:
+                return
+            self.reported.add((path, custom))
             self.add(path, f"{where}: {custom}" + (f", not {show(inst)}" if v == "pattern" else ""), rule)
             return
         if v == "minLength" and error.validator_value == 1:
@@ -573,10 +584,10 @@ def _vertex_rules(c: _Checked, spec: dict[str, Any], scope: Any, allow_non_fips:
         at = ("spec", "fips") if "fips" in spec else ("spec",)
         if not allow_non_fips:
             fail(c, at, "vertex: registries must be fips: true (or set allowNonFips: true in Settings)",
-                 "vertex-fips")
+                 "vertex-fips", key=at == ("spec",))
         elif c.kind != "OciRegistry" or scope != "system":
             fail(c, at, "vertex: a non-FIPS registry must be a system-scope OciRegistry "
-                 f"(this is a {scope}-scope {c.kind})", "vertex-fips")
+                 f"(this is a {scope}-scope {c.kind})", "vertex-fips", key=at == ("spec",))
     tls = spec.get("tls")
     if isinstance(tls, dict) and tls.get("insecureSkipVerify") is True:
         fail(c, ("spec", "tls", "insecureSkipVerify"),
