@@ -670,3 +670,12 @@ def test_sticky_comment_bad_token_fails(tmp_path: Path) -> None:
         assert "401" in proc.stderr and "Bad credentials" in proc.stderr
         proc = _sticky(github, body, token=github.token)  # no --pr and no event
         assert proc.returncode != 0 and "pull request number" in proc.stderr
+
+
+def test_one_marker_everywhere() -> None:
+    from reconciler.markdown import MARKER as RENDERED
+
+    script = (ROOT / ".github" / "scripts" / "sticky_comment.py").read_text()
+    assert f'DEFAULT_MARKER = "{RENDERED}"' in script
+    assert f"--marker '{RENDERED}'" in (WORKFLOWS / "plan.yml").read_text()
+    assert RENDERED == MARKER
