@@ -1,0 +1,293 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler import loader
+from reconciler.errors import InputError
+from reconciler.loader import LoadedFile, SourceFile, discover, load_file, parse_text
+from reconciler.validation import load_and_validate
+
+
+def parse(text: str) -> LoadedFile:
+    out = LoadedFile("x.yaml")
+    parse_text("x.yaml", text, out)
+    return out
+
+
+def write(root: Path, rel: str, text: str | bytes) -> Path:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        p.write_bytes(text)
+    else:
+        p.write_text(text, encoding="utf-8")
+    return p
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+HELM = "apiVersion: reconciler/v1\nkind: HelmRegistry\nmetadata: {{name: {name}}}\nspec:\n  endpoint: https://{name}.example.com\n"
+
+
+# ------------------------------------------------------------------ positions and values
+
+
+def test_positions_of_values_and_keys() -> None:
+    f = parse("a: 1\nb:\n  c: [x, {d: true}]\n  e: ~\n")
+    (doc,) = f.documents
+    assert doc.value == {"a": 1, "b": {"c": ["x", {"d": True}], "e": None}}
+    assert doc.positions[("a",)] == (1, 4)
+    assert doc.key_positions[("b",)] == (2, 1)
+    assert doc.positions[("b", "c", 1, "d")] == (3, 14)
+    assert doc.key_positions[("b", "c", 1, "d")] == (3, 11)
+    assert doc.position(("b", "missing", "deeper")) == (3, 3)  # nearest existing ancestor
+    assert doc.position(("b",), key=True) == (2, 1)
+
+
+def test_several_documents_and_empty_ones() -> None:
+    f = parse("---\na: 1\n---\n# only a comment\n---\nb: 2\n---\n")
+    assert [d.value for d in f.documents] == [{"a": 1}, {"b": 2}]
+    assert [d.index for d in f.documents] == [0, 2]
+    assert f.documents[1].start == (6, 1)
+
+
+def test_scalars_timestamps_stay_text_and_odd_tags_are_reported() -> None:
+    f = parse("t: 2024-01-01\nv: 1.5\nn: null\nb: !!binary aGk=\n")
+    assert f.documents[0].value["t"] == "2024-01-01"
+    assert f.documents[0].value["v"] == 1.5
+    (p,) = f.problems
+    assert (p.line, p.col, p.rule) == (4, 4, "yaml-tag")
+
+
+def test_duplicate_keys_are_reported_at_the_second_key() -> None:
+    f = parse("a: 1\nb:\n  x: 1\n  x: 2\na: 3\n")
+    got = sorted((p.line, p.col, p.message) for p in f.problems)
+    assert got == [(4, 3, "duplicate key 'x' (first at line 3)"), (5, 1, "duplicate key 'a' (first at line 1)")]
+    assert f.documents[0].value == {"a": 1, "b": {"x": 1}}
+
+
+def test_merge_keys_explicit_keys_win() -> None:
+    f = parse("base: &b {x: 1, y: 2}\nthing:\n  <<: *b\n  y: 3\n")
+    assert f.documents[0].value["thing"] == {"x": 1, "y": 3}
+    assert not f.problems
+
+
+# ------------------------------------------------------------------ aliases
+
+
+def test_billion_laughs_is_rejected_fast() -> None:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    prev = "a"
+    for name in "bcdefghijklmnop":
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 10) + "]")
+        prev = name
+    start = time.perf_counter()
+    f = parse("\n".join(lines) + "\n")
+    assert time.perf_counter() - start < 1.0
+    (p,) = f.problems
+    assert p.rule == "alias-bound"
+    # c: ten *b of 111 nodes each cross the bound of 1000 (b itself adds 110)
+    assert (p.line, p.col) == (3, 4)
+    assert "expanding the anchor at line 2" in p.message
+    assert f.documents == []
+
+
+def test_small_aliases_are_fine() -> None:
+    f = parse("a: &x {k: v}\nb: *x\nc: [*x, *x]\n")
+    assert not f.problems
+    assert f.documents[0].value["c"] == [{"k": "v"}, {"k": "v"}]
+
+
+def test_recursive_alias() -> None:
+    f = parse("a: &a\n  b: *a\n")
+    (p,) = f.problems
+    assert (p.line, p.col, p.message) == (2, 3, "recursive alias")
+
+
+def test_deep_nesting_is_bounded() -> None:
+    f = parse("a: " + "[" * 200 + "]" * 200 + "\n")
+    assert [p.rule for p in f.problems] == ["yaml-depth"]
+
+
+# ------------------------------------------------------------------ bytes
+
+
+def test_syntax_error_has_position_and_earlier_documents_survive() -> None:
+    f = parse("a: 1\n---\nb: [1, 2\nc: 3\n")
+    (p,) = f.problems
+    assert p.rule == "yaml-syntax"
+    assert (p.line, p.col) == (4, 2)
+    assert p.message.startswith("YAML syntax error: ")
+    assert [d.value for d in f.documents] == [{"a": 1}]
+
+
+def test_tab_indentation_is_a_syntax_error() -> None:
+    f = parse("a:\n\tb: 1\n")
+    assert [(p.line, p.rule) for p in f.problems] == [(2, "yaml-syntax")]
+
+
+def test_non_utf8_points_at_the_first_bad_byte() -> None:
+    f = load_file(SourceFile("x.yaml", data="a: 1\nname: \u00e9t\u00e9 ".encode() + b"\xff\xfe rest\n"))
+    (p,) = f.problems
+    assert (p.line, p.col, p.rule) == (2, 11, "encoding")  # after "name: été "
+    assert "0xff" in p.message
+
+
+def test_bom_is_accepted() -> None:
+    f = load_file(SourceFile("x.yaml", data=b"\xef\xbb\xbfa: 1\n"))
+    assert f.documents[0].value == {"a": 1} and not f.problems
+
+
+def test_file_over_the_size_bound(tmp_path: Path) -> None:
+    big = write(tmp_path, "registries.d/big.yaml", "# " + "x" * (1 << 20) + "\n")
+    write(tmp_path, "registries.d/ok.yaml", HELM.format(name="ok"))
+    result = load_and_validate(tmp_path)
+    (p,) = result.errors
+    assert (p.file, p.line, p.col, p.rule) == ("registries.d/big.yaml", 1, 1, "file-size")
+    assert str(big.stat().st_size) in p.message
+    assert result.failed_files == {"registries.d/big.yaml"}
+    assert [r.name for r in result.desired.registries] == ["ok"]
+
+
+# ------------------------------------------------------------------ discovery
+
+
+def test_discover_recurses_and_filters(tmp_path: Path) -> None:
+    write(tmp_path, "registries.d/a.yaml", "")
+    write(tmp_path, "registries.d/team/b.yml", "")
+    write(tmp_path, "registries.d/README.md", "")
+    write(tmp_path, "registries.d/.hidden/c.yaml", "")
+    write(tmp_path, "registries.d/.d.yaml", "")
+    files, problems = discover(tmp_path)
+    assert [f.name for f in files] == ["registries.d/a.yaml", "registries.d/team/b.yml"]
+    assert problems == []
+
+
+def test_discover_explicit_paths(tmp_path: Path) -> None:
+    write(tmp_path, "other/x.txt", "")
+    write(tmp_path, "more/y.yaml", "")
+    files, problems = discover(tmp_path, [tmp_path / "other/x.txt", Path("more"), tmp_path / "nope.yaml"])
+    assert [f.name for f in files] == ["other/x.txt", "more/y.yaml"]
+    assert [(p.file, p.message) for p in problems] == [("nope.yaml", "no such file or directory")]
+
+
+def test_no_registries_dir_is_empty(tmp_path: Path) -> None:
+    result = load_and_validate(tmp_path)
+    assert result.ok and result.files == [] and result.desired.registries == []
+
+
+def test_symlinks_leaving_the_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    outside = write(tmp_path, "outside/evil.yaml", HELM.format(name="evil"))
+    write(tmp_path, "outside/dir/evil2.yaml", HELM.format(name="evil2"))
+    write(repo, "shared/inside.yaml", HELM.format(name="inside"))
+    (repo / "registries.d").mkdir()
+    os.symlink(outside, repo / "registries.d/file-link.yaml")
+    os.symlink(tmp_path / "outside/dir", repo / "registries.d/dir-link")
+    os.symlink("../shared/inside.yaml", repo / "registries.d/ok-link.yaml")
+    result = load_and_validate(repo)
+    got = sorted((p.file, p.rule) for p in result.errors)
+    assert got == [("registries.d/dir-link", "symlink"), ("registries.d/file-link.yaml", "symlink")]
+    assert all("leaves the repository" in p.message for p in result.errors)
+    assert [r.name for r in result.desired.registries] == ["inside"]
+    assert "registries.d/file-link.yaml" in result.failed_files
+
+
+def test_symlink_loop_terminates(tmp_path: Path) -> None:
+    write(tmp_path, "registries.d/a.yaml", HELM.format(name="a"))
+    os.symlink(".", tmp_path / "registries.d/loop")
+    result = load_and_validate(tmp_path)
+    assert result.ok and [r.name for r in result.desired.registries] == ["a"]
+
+
+# ------------------------------------------------------------------ git
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> Path:
+    git(tmp_path, "init", "-q", "-b", "main")
+    return tmp_path
+
+
+def test_git_work_tree_commit_and_dirty(repo: Path) -> None:
+    write(repo, "registries.d/a.yaml", HELM.format(name="a"))
+    result = load_and_validate(repo)
+    assert result.desired.commit is None and result.desired.dirty  # no commit yet, untracked file
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "a")
+    sha = git(repo, "rev-parse", "HEAD")
+    result = load_and_validate(repo)
+    assert (result.desired.commit, result.desired.dirty) == (sha, False)
+    write(repo, "README.md", "changes outside registries.d do not count")
+    assert load_and_validate(repo).desired.dirty is False
+    write(repo, "registries.d/a.yaml", HELM.format(name="a2"))
+    assert load_and_validate(repo).desired.dirty is True
+
+
+def test_outside_git(tmp_path: Path) -> None:
+    write(tmp_path, "registries.d/a.yaml", HELM.format(name="a"))
+    result = load_and_validate(tmp_path)
+    assert (result.desired.commit, result.desired.dirty) == (None, False)
+
+
+def test_ref_reads_blobs_not_the_work_tree(repo: Path) -> None:
+    write(repo, "registries.d/a.yaml", HELM.format(name="a"))
+    write(repo, "registries.d/sub/b.yaml", HELM.format(name="b"))
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "one")
+    first = git(repo, "rev-parse", "HEAD")
+    write(repo, "registries.d/a.yaml", HELM.format(name="renamed"))
+    write(repo, "registries.d/c.yaml", "kind: [broken\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "two")
+    write(repo, "registries.d/d.yaml", "not even committed: [\n")
+    before = sorted(p.name for p in (repo / "registries.d").iterdir())
+
+    result = load_and_validate(repo, ref=first)
+    assert result.ok, result.problems
+    assert sorted(r.name for r in result.desired.registries) == ["a", "b"]
+    assert result.desired.commit == first and result.desired.dirty is False
+    assert result.files == ["registries.d/a.yaml", "registries.d/sub/b.yaml"]
+
+    result = load_and_validate(repo, ref="main")
+    assert [p.file for p in result.errors] == ["registries.d/c.yaml"]
+    assert sorted(p.name for p in (repo / "registries.d").iterdir()) == before  # no checkout
+
+
+def test_ref_errors(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    write(repo, "x", "")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "x")
+    with pytest.raises(InputError, match="no such commit"):
+        load_and_validate(repo, ref="does-not-exist")
+    with pytest.raises(InputError, match="not in a git repository"):
+        load_and_validate(tmp_path_factory.mktemp("plain"), ref="HEAD")
+    assert load_and_validate(repo, ref="HEAD").files == []  # no registries.d in that commit
+
+
+def test_ref_symlink_leaving_the_repository(repo: Path) -> None:
+    (repo / "registries.d").mkdir()
+    os.symlink("../../outside.yaml", repo / "registries.d/evil.yaml")
+    write(repo, "shared/ok.yaml", HELM.format(name="ok"))
+    os.symlink("../shared/ok.yaml", repo / "registries.d/ok.yaml")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "links")
+    result = load_and_validate(repo, ref="HEAD")
+    assert [(p.file, p.rule) for p in result.errors] == [("registries.d/evil.yaml", "symlink")]
+    assert [r.name for r in result.desired.registries] == ["ok"]
+
+
+def test_ref_oversized_blob(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(repo, "registries.d/a.yaml", HELM.format(name="a") + "# padding\n" * 20)
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "a")
+    monkeypatch.setattr(loader, "MAX_FILE_BYTES", 64)
+    result = load_and_validate(repo, ref="HEAD")
+    assert [p.rule for p in result.errors] == ["file-size"]
