@@ -82,7 +82,7 @@ def apply_plan(
     commit: str | None = None,
     on_result: Callable[[ChangeResult], None] | None = None,
 ) -> ApplyResult:
-    rec = _Recorder(store, state, commit, target.description)
+    rec = _Recorder(store, state, commit, target.identity)
     known = {v for vals in secrets.values() for v in vals.values() if v}
     results: list[ChangeResult] = []
     results_lock = threading.Lock()

@@ -7,7 +7,6 @@ of our format (DESIGN.md section 2), defaults filled in, secrets kept as referen
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import hmac
 import json
@@ -113,8 +112,10 @@ def describe_ref(ref: Mapping[str, str]) -> str:
 
 
 def target_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a canonical spec a target stores (local-only fields dropped)."""
-    return {k: copy.deepcopy(v) for k, v in spec.items() if k not in LOCAL_ONLY_FIELDS}
+    """The part of a canonical spec a target stores (local-only fields dropped).
+
+    A shallow copy: canonical specs are treated as immutable values everywhere."""
+    return {k: v for k, v in spec.items() if k not in LOCAL_ONLY_FIELDS}
 
 
 def fingerprint(spec: Mapping[str, Any]) -> str:

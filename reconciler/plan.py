@@ -230,12 +230,14 @@ def make_plan(
                 continue
         old_spec = rec.spec if rec.spec is not None else {}
         new_spec = target_spec(reg.spec)
-        immutable = _immutable_change(reg.kind, old_spec or obs.spec, new_spec)
+        fp_changed = fingerprint(reg.spec) != rec.fingerprint
+        immutable = _immutable_change(reg.kind, old_spec or obs.spec, new_spec) if fp_changed else ""
         fields: list[FieldChange] = []
         reason = ""
-        if fingerprint(reg.spec) != rec.fingerprint:
-            fields = _field_diff(old_spec, new_spec, only_old_keys=False) if rec.spec is not None else []
-        drift = _field_diff(obs.spec, _observable_view(new_spec, obs.spec), only_old_keys=True)
+        if fp_changed and rec.spec is not None:
+            fields = _field_diff(old_spec, new_spec, only_old_keys=False)
+        view = _observable_view(new_spec, obs.spec)
+        drift = [] if view == obs.spec else _field_diff(obs.spec, view, only_old_keys=True)
         if drift:
             known = {f.path for f in fields}
             extra = [f for f in drift if f.path not in known]
@@ -250,7 +252,7 @@ def make_plan(
             if value is not None and recorded != secret_hash(state.salt, path, value):
                 if not any(f.path == path for f in fields):
                     fields.append(FieldChange(path, "(sensitive)", "(sensitive)", True))
-        if fingerprint(reg.spec) != rec.fingerprint and not fields:
+        if fp_changed and not fields:
             fields.append(FieldChange("spec", "(changed)", "(changed)"))
         state_only = False
         if reg.protect != rec.protect:

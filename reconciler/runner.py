@@ -100,7 +100,7 @@ def _print_problems(result, err: TextIO, quiet: bool = False) -> None:
 
 
 def _check_state_target(state: State, target: Target, store: StateStore) -> None:
-    if state.records and state.target and state.target != target.description:
+    if state.records and state.target and state.target != target.identity:
         raise StateError(
             f"{store.description} records registries of {state.target}, not of {target.description}; "
             "use a separate --state for each target"
@@ -347,7 +347,7 @@ def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err
                                               fingerprint=fingerprint(o.spec), protect=desired[o.key].protect,
                                               origin="adopted", spec=dict(o.spec),
                                               applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-                state.target = state.target or target.description
+                state.target = state.target or target.identity
                 state.serial += 1
                 store.write(state, f"import {key_str(o.key)}")
                 imported += 1

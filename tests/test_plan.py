@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from reconciler.model import ObservedRegistry, Registry, fingerprint, secret_hash, target_spec
@@ -20,7 +22,7 @@ def reg(name="a", kind="HelmRegistry", spec=None, protect=False, scope="tenant")
 
 
 def observed(r: Registry, uid="u1", builtin=False, **changes):
-    spec = target_spec(r.spec)
+    spec = copy.deepcopy(target_spec(r.spec))
     spec.update(changes)
     spec.get("auth", {}).pop("password", None)
     return ObservedRegistry(uid=uid, kind=r.kind, name=r.name, scope=r.scope, spec=spec, builtin=builtin)

@@ -55,6 +55,11 @@ class Target(ABC):
     def description(self) -> str:
         """Human name, e.g. ``local (.reconciler/local.db)`` or ``palette (https://...)``."""
 
+    @property
+    def identity(self) -> str:
+        """What the state records as its target; a state of another target is refused."""
+        return self.description
+
     @abstractmethod
     def list(self) -> list[ObservedRegistry]:
         """Every registry of every kind and scope, built-in defaults included (``builtin``)."""

@@ -77,6 +77,10 @@ class LocalTarget(Target):
     def description(self) -> str:
         return f"local ({self.path})"
 
+    @property
+    def identity(self) -> str:
+        return "local"
+
     def _seed_builtins(self, profile: str) -> None:
         from reconciler.profiles import default_registries
 
