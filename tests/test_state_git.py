@@ -242,6 +242,12 @@ def test_not_a_repository(tmp_path: Path) -> None:
         GitBranchStateStore(tmp_path)
 
 
+@pytest.mark.parametrize("branch", ["", "-x", "a..b", "a b", "x~1", "refs/heads/"])
+def test_bad_branch_names(tmp_path: Path, branch: str) -> None:
+    with pytest.raises(StateError, match="branch"):
+        GitBranchStateStore(make_work_repo(tmp_path / "work", None), branch=branch)
+
+
 def test_parse_state_url() -> None:
     assert parse_state_url("git:reconciler-state") == "reconciler-state"
     assert parse_state_url("git:") == "reconciler-state"

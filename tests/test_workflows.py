@@ -386,9 +386,22 @@ def test_actionlint_reports_nothing() -> None:
     assert proc.stdout == "" and proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_shellcheck_was_available_to_actionlint() -> None:
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed: actionlint cannot check the run: scripts")
+def test_actionlint_checks_run_scripts_with_shellcheck(tmp_path: Path) -> None:
+    """The clean actionlint run above means something: a scratch workflow with an unquoted
+    variable and an inline input expression is reported."""
+    exe = shutil.which("actionlint")
+    if exe is None or shutil.which("shellcheck") is None:
+        pytest.skip("actionlint or shellcheck is not installed")
+    bad = tmp_path / ".github" / "workflows" / "bad.yml"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(
+        "on:\n  workflow_dispatch:\n    inputs:\n      name: {type: string}\n"
+        "jobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - run: echo ${{ github.event.pull_request.title }} && rm -rf $DIR/*\n"
+    )
+    proc = subprocess.run([exe, "-no-color", "-oneline", str(bad)], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "shellcheck" in proc.stdout and "potentially untrusted" in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)

@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,7 +53,9 @@ class GitBranchStateStore(StateStore):
             self.repo = git.Repo(repo_dir, search_parent_directories=True)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
             raise StateError(f"--state git:{branch}: {repo_dir} is not inside a git repository") from exc
-        if not branch or branch.startswith("-") or " " in branch:
+        if not branch or branch.startswith("-") or subprocess.run(
+            ["git", "check-ref-format", f"refs/heads/{branch}"], capture_output=True, check=False
+        ).returncode:
             raise StateError(f"--state git:{branch}: not a valid branch name")
         self.branch = branch
         self.path = path.strip("/")
