@@ -1,0 +1,102 @@
+"""`reconcile sync` against the Palette emulator: completed, failed, never-ending (deadline),
+not due, and force-sync only where Palette allows it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+from tests.support.palette_emulator import API_KEY, palette_emulator_factory  # noqa: F401
+
+ENV = {"PALETTE_API_KEY": API_KEY, "OCI_PW": "sync-secret-value-9"}
+
+
+@pytest.fixture
+def setup(tmp_path: Path, palette_emulator_factory):  # noqa: F811
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"r.yaml": "---\n".join([
+        registry_doc("HelmRegistry", "charts", "endpoint: https://charts.example.com"),
+        registry_doc("OciRegistry", "packs", """
+            endpoint: reg.example.com
+            provider: pack
+            baseContentPath: prod
+            sync: true
+            auth: {type: basic, username: u, password: {fromEnv: OCI_PW}}
+        """),
+        registry_doc("PackRegistry", "legacy", "endpoint: https://packs.example.com"),
+    ])})
+    commit_all(root)
+    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    emu.faults.sync_polls = 1
+    args = ["--target", "palette", "--endpoint", emu.url]
+    assert run(root, *args, env=ENV).returncode == 0
+    return root, emu, args
+
+
+def state_of(root: Path) -> dict:
+    return {r["name"]: r for r in json.loads((root / ".reconciler/state-palette.json").read_text())["registries"]}
+
+
+def test_sync_all_completed_then_not_due(setup):
+    root, emu, args = setup
+    res = run(root, *args, "sync", env=ENV)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.split()[:1] in (["charts"], ["packs"], ["legacy"])]
+    assert len(lines) == 3 and all("Completed" in line for line in lines), res.stdout
+    st = state_of(root)
+    assert all(st[n]["last_sync"]["status"] == "Completed" for n in ("charts", "packs", "legacy"))
+    again = run(root, *args, "sync", "--format", "json", env=ENV)
+    data = json.loads(again.stdout)
+    assert again.returncode == 0 and {r["status"] for r in data["registries"]} == {"skipped"}
+    assert len(emu.calls("POST", "/v1/registries/helm/")) == 1  # not triggered twice
+
+
+def test_failed_sync_is_a_failure_naming_the_registry(setup):
+    root, emu, args = setup
+    emu.faults.sync_mode_by_name = {"packs": "fail"}
+    res = run(root, *args, "sync", env=ENV)
+    assert res.returncode == 1
+    assert "packs (Failed)" in res.stderr
+    row = [line for line in res.stdout.splitlines() if line.startswith("packs")][0]
+    assert "Failed" in row and "401 Unauthorized" in row
+    assert state_of(root)["packs"]["last_sync"]["status"] == "Failed"
+    assert "sync-secret-value-9" not in res.stdout + res.stderr
+
+
+def test_sync_that_never_finishes_hits_the_deadline(setup):
+    root, emu, args = setup
+    emu.faults.sync_mode_by_name = {"charts": "hang"}
+    res = run(root, *args, "sync", "--registry", "charts", "--timeout", "2", env=ENV)
+    assert res.returncode == 1
+    assert "Timeout" in res.stdout and "deadline" in res.stdout
+
+
+def test_force_sync_only_where_palette_allows_it(setup):
+    root, emu, args = setup
+    assert run(root, *args, "sync", env=ENV).returncode == 0
+    # within the hour: we do not send forceSync (Palette would refuse it), we say so
+    res = run(root, *args, "sync", "--force", "--registry", "charts", env=ENV)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "forceSync skipped" in res.stdout
+    assert not [c for c in emu.calls("POST") if "forceSync=true" in json.dumps(c)]
+    # two hours later (both clocks): forceSync is sent and accepted
+    state_file = root / ".reconciler/state-palette.json"
+    data = json.loads(state_file.read_text())
+    for r in data["registries"]:
+        if r["last_sync"]:
+            r["last_sync"]["last_run"] = "2000-01-01T00:00:00Z"
+    state_file.write_text(json.dumps(data))
+    emu.clock.offset = 2 * 3600
+    res = run(root, *args, "sync", "--force", "--registry", "charts", env=ENV)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert [c for c in emu.calls("POST") if "forceSync" in json.dumps(c)]
+
+
+def test_unknown_registry_name_is_an_error(setup):
+    root, emu, args = setup
+    res = run(root, *args, "sync", "--registry", "nope", env=ENV)
+    assert res.returncode == 1 and "not a managed registry: nope" in res.stderr
