@@ -14,9 +14,13 @@ from tests.support.helm_repo import DATA, SHARED_HELM, HelmRepo, index_for, make
 UID = "helm-1"
 
 
-@pytest.fixture
-def conn(tmp_path: Path):
-    c = sqlite3.connect(tmp_path / "local.db")
+@pytest.fixture(params=["autocommit", "default"])
+def conn(tmp_path: Path, request):
+    if request.param == "autocommit":  # as the local target opens it
+        c = sqlite3.connect(tmp_path / "local.db", isolation_level=None)
+        c.execute("PRAGMA journal_mode=WAL")
+    else:
+        c = sqlite3.connect(tmp_path / "local.db")
     ensure_schema(c)
     yield c
     c.close()
@@ -65,6 +69,7 @@ def test_cold_then_304_then_incremental(conn, repo):
     assert r3.status == "Completed", r3.message
     assert sorted(r3.added) == ["nginx@1.2.4", "postgresql@12.0.0"]
     assert r3.removed == ["redis@17.0.0"]
+    assert conn.execute("SELECT COUNT(*) FROM content_helm_versions").fetchone()[0] == 4
     summary = catalog_summary(conn, UID)
     assert summary["charts"] == 2 and summary["versions"] == 4
     assert summary["status"] == "Completed" and summary["last_synced"]

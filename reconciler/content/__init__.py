@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.content import catalog
+from reconciler.content import catalog, helm
 from reconciler.content.result import SyncResult
 
 __all__ = ["SyncResult", "catalog_summary", "delete_catalog", "ensure_schema", "preflight",

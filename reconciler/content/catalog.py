@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,6 +81,33 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
         conn.executescript(SCHEMA)  # executescript commits any pending transaction first
 
 
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One explicit transaction, whatever the connection's isolation level.
+
+    The local target opens its connection in autocommit mode (``isolation_level=None``):
+    without this, every inserted row would be its own fsync'd transaction. Inside a
+    caller's open transaction we nest with a savepoint instead.
+    """
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT content_sync")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO content_sync")
+            conn.execute("RELEASE content_sync")
+            raise
+        conn.execute("RELEASE content_sync")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def sync_row(conn: sqlite3.Connection, uid: str) -> dict[str, Any] | None:
     cur = conn.execute("SELECT * FROM content_sync WHERE uid = ?", (uid,))
     row = cur.fetchone()
@@ -89,10 +117,12 @@ def sync_row(conn: sqlite3.Connection, uid: str) -> dict[str, Any] | None:
 
 
 def record(conn: sqlite3.Connection, uid: str, kind: str, status: str, message: str, *,
-           counts: Mapping[str, Any] | None = None, **fields: Any) -> None:
-    """Upsert the registry's sync row. ``last_synced`` moves only on success."""
+           prev: Mapping[str, Any] | None = None, counts: Mapping[str, Any] | None = None,
+           **fields: Any) -> None:
+    """Upsert the registry's sync row (``prev``: the row as read before the sync, if any).
+
+    ``last_synced`` moves only on success."""
     now = now_iso()
-    prev = sync_row(conn, uid)
     row: dict[str, Any] = dict(prev or {})
     row.update(uid=uid, kind=kind, status=status, message=message, last_attempt=now)
     if counts is not None:
@@ -105,6 +135,10 @@ def record(conn: sqlite3.Connection, uid: str, kind: str, status: str, message: 
     marks = ", ".join("?" for _ in row)
     conn.execute(f"INSERT OR REPLACE INTO content_sync ({cols}) VALUES ({marks})",
                  tuple(row.values()))
+
+
+def stored_counts(prev: Mapping[str, Any] | None) -> dict[str, Any]:
+    return json.loads(prev["counts"] or "{}") if prev else {}
 
 
 def summary(conn: sqlite3.Connection, uid: str) -> dict[str, Any]:
@@ -121,6 +155,6 @@ def summary(conn: sqlite3.Connection, uid: str) -> dict[str, Any]:
 
 def delete(conn: sqlite3.Connection, uid: str) -> None:
     ensure_schema(conn)
-    for table in TABLES:
-        conn.execute(f"DELETE FROM {table} WHERE uid = ?", (uid,))
-    conn.commit()
+    with transaction(conn):
+        for table in TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE uid = ?", (uid,))

@@ -83,6 +83,7 @@ class Fetched(NamedTuple):
     body: bytearray
     etag: str | None
     last_modified: str | None
+    sha256: str = ""  # of the body, hashed while it streams in
 
 
 def fetch_index(client: httpx.Client, url: str, *, etag: str | None = None,
@@ -108,12 +109,15 @@ def fetch_index(client: httpx.Client, url: str, *, etag: str | None = None,
             if progress:
                 size = f" ({int(declared) / 1e6:.1f} MB)" if declared and declared.isdigit() else ""
                 progress(f"downloading {strip_userinfo(url)}{size}")
+            hasher = hashlib.sha256()
             for chunk in resp.iter_bytes():
                 body += chunk
+                hasher.update(chunk)
                 if len(body) > max_bytes:
                     raise ProbeError(f"{strip_userinfo(url)} exceeds the {max_bytes}-byte limit",
                                      check="content")
-            return Fetched(200, body, resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
+            return Fetched(200, body, resp.headers.get("ETag"), resp.headers.get("Last-Modified"),
+                           hasher.hexdigest())
     except ProbeError:
         raise
     except (httpx.HTTPError, OSError) as exc:
@@ -371,12 +375,12 @@ def sync(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any], secrets: M
     url = index_url(spec)
     prev = catalog.sync_row(conn, uid)
     if prev is not None and prev["kind"] != KIND:
-        _forget_helm(conn, uid)
+        catalog.delete(conn, uid)
         prev = None
     try:
         access = build_access(spec, secrets, base_dir, https=url.startswith("https://"))
     except ProbeError as exc:
-        return _failed(conn, uid, url, str(exc), ())
+        return _failed(conn, uid, url, str(exc), (), prev)
     use_validators = prev is not None and not force and prev["status"] == "Completed"
     try:
         with make_client(access, pool=1) as client:
@@ -385,32 +389,34 @@ def sync(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any], secrets: M
                                   last_modified=prev["last_modified"] if use_validators else None,
                                   progress=progress)
     except ProbeError as exc:
-        return _failed(conn, uid, url, str(exc), access.secrets)
+        return _failed(conn, uid, url, str(exc), access.secrets, prev)
     if fetched.status == 304:
         return _unchanged(conn, uid, url, prev, fetched, "not modified (HTTP 304)")
     body = fetched.body
-    body_sha = hashlib.sha256(body).hexdigest()
+    body_sha = fetched.sha256
     if use_validators and prev is not None and prev["body_sha256"] == body_sha:
         return _unchanged(conn, uid, url, prev, fetched, "unchanged (same sha256)")
     try:
-        result = _store(conn, uid, url, body, force=force or prev is None, progress=progress)
+        with catalog.transaction(conn):
+            added, removed, mode, charts = _store(conn, uid, url, body,
+                                                  force=force or prev is None, progress=progress)
+            before = catalog.stored_counts(prev).get("versions", 0) if prev else 0
+            counts = {"charts": charts, "versions": before + len(added) - len(removed)}
+            message = (f"{counts['charts']} charts, {counts['versions']} versions; "
+                       f"+{len(added)} -{len(removed)}")
+            catalog.record(conn, uid, KIND, "Completed", message, prev=prev, counts=counts,
+                           source=url, etag=fetched.etag, last_modified=fetched.last_modified,
+                           body_sha256=body_sha, layout=mode)
     except ProbeError as exc:
-        return _failed(conn, uid, url, str(exc), access.secrets)
-    counts = _counts(conn, uid)
-    message = (f"{counts['charts']} charts, {counts['versions']} versions; "
-               f"+{len(result[0])} -{len(result[1])}")
-    catalog.record(conn, uid, KIND, "Completed", message, counts=counts, source=url,
-                   etag=fetched.etag, last_modified=fetched.last_modified, body_sha256=body_sha,
-                   layout=result[2])
-    conn.commit()
+        return _failed(conn, uid, url, str(exc), access.secrets, prev)
     if progress:
         progress(f"{KIND}: {message}")
-    return SyncResult("Completed", message, result[0], result[1], counts, False)
+    return SyncResult("Completed", message, added, removed, counts, False)
 
 
 def _store(conn: sqlite3.Connection, uid: str, url: str, body: bytearray, *, force: bool,
-           progress: Progress) -> tuple[list[str], list[str], str]:
-    """Apply the new index to the catalog; returns (added, removed, layout)."""
+           progress: Progress) -> tuple[list[str], list[str], str, int]:
+    """Apply the new index to the catalog; returns (added, removed, layout, charts)."""
     old_hashes: dict[str, str | None] = dict(conn.execute(
         "SELECT chart, block_hash FROM content_helm_charts WHERE uid = ?", (uid,)).fetchall())
     layout = split_index(body)
@@ -457,9 +463,10 @@ def _store(conn: sqlite3.Connection, uid: str, url: str, body: bytearray, *, for
     removed: list[str] = []
     rows = []
     for name, entries in parsed.items():
+        entries = _dedupe(entries)
         before = old_versions.get(name, set())
         now = {e.version for e in entries}
-        added.extend(f"{name}@{v}" for v in entries_order(entries) if v not in before)
+        added.extend(f"{name}@{e.version}" for e in entries if e.version not in before)
         removed.extend(f"{name}@{v}" for v in sorted(before - now))
         rows.extend((uid, name, e.version, e.app_version, e.digest, e.created, int(e.deprecated))
                     for e in entries)
@@ -474,43 +481,36 @@ def _store(conn: sqlite3.Connection, uid: str, url: str, body: bytearray, *, for
                      rows)
     conn.executemany("INSERT OR REPLACE INTO content_helm_charts VALUES (?, ?, ?)",
                      [(uid, n, hashes.get(n)) for n in parsed])
-    return added, removed, mode
+    return added, removed, mode, len(present)
 
 
-def entries_order(entries: list[Entry]) -> list[str]:
-    return [e.version for e in entries]
-
-
-def _counts(conn: sqlite3.Connection, uid: str) -> dict[str, int]:
-    charts = conn.execute("SELECT COUNT(*) FROM content_helm_charts WHERE uid = ?",
-                          (uid,)).fetchone()[0]
-    versions = conn.execute("SELECT COUNT(*) FROM content_helm_versions WHERE uid = ?",
-                            (uid,)).fetchone()[0]
-    return {"charts": charts, "versions": versions}
+def _dedupe(entries: list[Entry]) -> list[Entry]:
+    seen: set[str] = set()
+    out = []
+    for e in entries:
+        if e.version not in seen:
+            seen.add(e.version)
+            out.append(e)
+    return out
 
 
 def _unchanged(conn: sqlite3.Connection, uid: str, url: str, prev: Mapping[str, Any],
                fetched: Fetched, why: str) -> SyncResult:
-    counts = _counts(conn, uid)
-    message = f"{counts['charts']} charts, {counts['versions']} versions; {why}"
-    catalog.record(conn, uid, KIND, "Completed", message, counts=counts, source=url,
-                   etag=fetched.etag or prev["etag"],
-                   last_modified=fetched.last_modified or prev["last_modified"])
-    conn.commit()
+    counts = catalog.stored_counts(prev)
+    message = f"{counts.get('charts', 0)} charts, {counts.get('versions', 0)} versions; {why}"
+    with catalog.transaction(conn):
+        catalog.record(conn, uid, KIND, "Completed", message, prev=prev, source=url,
+                       etag=fetched.etag or prev["etag"],
+                       last_modified=fetched.last_modified or prev["last_modified"])
     return SyncResult("Completed", message, [], [], counts, True)
 
 
 def _failed(conn: sqlite3.Connection, uid: str, url: str, message: str,
-            secrets: tuple[str, ...]) -> SyncResult:
+            secrets: tuple[str, ...], prev: Mapping[str, Any] | None) -> SyncResult:
     message = redact(message, secrets)
-    catalog.record(conn, uid, KIND, "Failed", message, source=url)
-    conn.commit()
-    return SyncResult("Failed", message, [], [], _counts(conn, uid), False)
-
-
-def _forget_helm(conn: sqlite3.Connection, uid: str) -> None:
-    conn.execute("DELETE FROM content_helm_versions WHERE uid = ?", (uid,))
-    conn.execute("DELETE FROM content_helm_charts WHERE uid = ?", (uid,))
+    with catalog.transaction(conn):
+        catalog.record(conn, uid, KIND, "Failed", message, prev=prev, source=url)
+    return SyncResult("Failed", message, [], [], catalog.stored_counts(prev), False)
 
 
 # --------------------------------------------------------------------------- preflight

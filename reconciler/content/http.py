@@ -63,6 +63,11 @@ def _ssl_context(ca_file: str | None, _mtime: float) -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+@functools.lru_cache(maxsize=1)
+def _no_verify_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context(verify=False)
+
+
 def build_access(spec: Mapping[str, Any], secrets: Mapping[str, str], base_dir: Path, *,
                  https: bool = True) -> Access:
     """Resolve auth and TLS settings; raises ProbeError(check="config") on a bad setup."""
@@ -86,10 +91,8 @@ def build_access(spec: Mapping[str, Any], secrets: Mapping[str, str], base_dir: 
     insecure = bool(tls.get("insecureSkipVerify", False))
     ca_file: Path | None = None
     verify: ssl.SSLContext | bool
-    if not https:
-        verify = False  # plain http: no TLS context (and no CA bundle to load)
-    elif insecure:
-        verify = False
+    if not https or insecure:
+        verify = _no_verify_context()  # plain http never uses it; built once per process
     else:
         if tls.get("caFile"):
             ca_file = (base_dir / str(tls["caFile"])).resolve()

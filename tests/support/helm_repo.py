@@ -117,6 +117,7 @@ class HelmRepo:
         self.last_modified = last_modified
         self.requests: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
+        self._etags: dict[tuple[str, int, int], str] = {}
         repo = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -139,7 +140,8 @@ class HelmRepo:
         self.scheme = "https" if tls else "http"
         self.port = self.server.server_address[1]
         self.url = f"{self.scheme}://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
         self._thread.start()
 
     def count(self, path: str = "/index.yaml") -> int:
@@ -191,10 +193,20 @@ class HelmRepo:
         path = (self.root / rel).resolve()
         if not rel or self.root.resolve() not in path.parents or not path.is_file():
             return _reply(h, 404, b"not found\n", {})
-        data = path.read_bytes()
+        st = path.stat()
+        mtime = st.st_mtime
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        with self._lock:
+            cached = self._etags.get(key)
+        if cached is None:  # a real server computes its ETag once per file version
+            data = path.read_bytes()
+            cached = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+            with self._lock:
+                self._etags[key] = cached
+        else:
+            data = b""
+        tag = cached
         headers: dict[str, str] = {}
-        mtime = path.stat().st_mtime
-        tag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
         if self.etag:
             headers["ETag"] = tag
         if self.last_modified:
@@ -210,6 +222,7 @@ class HelmRepo:
                     return _reply(h, 304, b"", headers)
             except (TypeError, ValueError):
                 pass
+        data = data or path.read_bytes()
         headers["Content-Type"] = "application/x-yaml" if rel.endswith(".yaml") else "application/gzip"
         return _reply(h, 200, data, headers)
 
