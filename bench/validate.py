@@ -21,13 +21,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "schema" / "registry.schema.json"
-HEADER = "# yaml-language-server: $schema=../schema/registry.schema.json\napiVersion: reconciler/v1\n"
+HEADER = (
+    "# yaml-language-server: $schema=../schema/registry.schema.json\napiVersion: reconciler/v1\n"
+)
 
 
 def registry_yaml(i: int) -> str:
     n = i % 5
     if n == 0:
-        return HEADER + f"""kind: OciRegistry
+        return (
+            HEADER
+            + f"""kind: OciRegistry
 metadata:
   name: oci-{i}
   scope: tenant
@@ -43,8 +47,11 @@ spec:
   tls: {{caFile: certs/ca-{i}.pem, insecureSkipVerify: false}}
   fips: true
 """
+        )
     if n == 1:
-        return HEADER + f"""kind: OciRegistry
+        return (
+            HEADER
+            + f"""kind: OciRegistry
 metadata: {{name: ecr-{i}, scope: system, protect: true}}
 spec:
   endpoint: {100000000000 + i}.dkr.ecr.us-east-1.amazonaws.com
@@ -53,10 +60,16 @@ spec:
   sync: true
   auth:
     type: ecr
-    credentials: {{credentialType: sts, arn: "arn:aws:iam::{100000000000 + i}:role/palette", externalId: ext-{i}}}
+    credentials:
+      credentialType: sts
+      arn: "arn:aws:iam::{100000000000 + i}:role/palette"
+      externalId: ext-{i}
 """
+        )
     if n == 2:
-        return HEADER + f"""kind: HelmRegistry
+        return (
+            HEADER
+            + f"""kind: HelmRegistry
 metadata:
   name: helm-{i}
 spec:
@@ -67,14 +80,20 @@ spec:
     - {{name: nginx, version: 1.2.{i}}}
     - {{name: redis}}
 """
+        )
     if n == 3:
-        return HEADER + f"""kind: HelmRegistry
+        return (
+            HEADER
+            + f"""kind: HelmRegistry
 metadata:
   name: public-helm-{i}
 spec:
   endpoint: https://public-{i}.example.org
 """
-    return HEADER + f"""kind: OciRegistry
+        )
+    return (
+        HEADER
+        + f"""kind: OciRegistry
 metadata:
   name: zarf-{i}
 spec:
@@ -83,6 +102,7 @@ spec:
   auth: {{type: noAuth}}
   tls: {{insecureSkipVerify: false}}
 """
+    )
 
 
 def generate(root: Path, count: int) -> list[Path]:
@@ -143,10 +163,15 @@ def main() -> int:
         rel = [str(p.relative_to(root)) for p in paths]
         ours_cmd = our_command()
         ours, ours_res = timed([*ours_cmd, "registries.d"], root, args.repeat)
-        theirs, theirs_res = timed(["check-jsonschema", "--schemafile", str(SCHEMA), *rel], root, args.repeat)
+        theirs, theirs_res = timed(
+            ["check-jsonschema", "--schemafile", str(SCHEMA), *rel], root, args.repeat
+        )
     tail = (ours_res.stdout.strip().splitlines() or [""])[-1]
     print(f"files:            {args.files}")
-    print(f"reconcile:        {ours:7.3f} s  (exit {ours_res.returncode}; {tail})  [{' '.join(ours_cmd[:2])} ...]")
+    print(
+        f"reconcile:        {ours:7.3f} s  (exit {ours_res.returncode}; {tail})"
+        f"  [{' '.join(ours_cmd[:2])} ...]"
+    )
     print(f"check-jsonschema: {theirs:7.3f} s  (exit {theirs_res.returncode})")
     print(f"ratio:            {ours / theirs:7.3f}  (target <= 0.25)")
     if ours_res.returncode != 0 or theirs_res.returncode != 0:

@@ -122,7 +122,9 @@ def _inside(target: Path, root: Path) -> bool:
         return False
 
 
-def discover(root: Path, paths: Sequence[Path] | None = None) -> tuple[list[SourceFile], list[RawProblem]]:
+def discover(
+    root: Path, paths: Sequence[Path] | None = None
+) -> tuple[list[SourceFile], list[RawProblem]]:
     """Files to validate in the work tree: ``root/registries.d`` or the given files and dirs.
 
     Directories are walked recursively for ``*.yaml``/``*.yml`` (hidden entries skipped);
@@ -139,8 +141,13 @@ def discover(root: Path, paths: Sequence[Path] | None = None) -> tuple[list[Sour
         target = p.resolve()
         if not _inside(target, real_root):
             problems.append(
-                RawProblem(display_name(p, root), 1, 1,
-                           f"symlink leaves the repository (points to {os.readlink(p)})", "symlink")
+                RawProblem(
+                    display_name(p, root),
+                    1,
+                    1,
+                    f"symlink leaves the repository (points to {os.readlink(p)})",
+                    "symlink",
+                )
             )
             return False
         return True
@@ -155,7 +162,9 @@ def discover(root: Path, paths: Sequence[Path] | None = None) -> tuple[list[Sour
         try:
             size = p.stat().st_size
         except OSError as exc:
-            problems.append(RawProblem(display_name(p, root), 1, 1, f"cannot read: {exc.strerror}", "io"))
+            problems.append(
+                RawProblem(display_name(p, root), 1, 1, f"cannot read: {exc.strerror}", "io")
+            )
             return
         files.append(SourceFile(display_name(p, root), path=p, size=size))
 
@@ -167,7 +176,9 @@ def discover(root: Path, paths: Sequence[Path] | None = None) -> tuple[list[Sour
         try:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
         except OSError as exc:
-            problems.append(RawProblem(display_name(d, root), 1, 1, f"cannot read: {exc.strerror}", "io"))
+            problems.append(
+                RawProblem(display_name(d, root), 1, 1, f"cannot read: {exc.strerror}", "io")
+            )
             return
         for entry in entries:
             if entry.name.startswith("."):
@@ -197,12 +208,16 @@ def discover(root: Path, paths: Sequence[Path] | None = None) -> tuple[list[Sour
         elif target.is_file():
             add_file(target)
         elif paths:
-            problems.append(RawProblem(display_name(target, root), 1, 1, "no such file or directory", "io"))
+            problems.append(
+                RawProblem(display_name(target, root), 1, 1, "no such file or directory", "io")
+            )
         # no registries.d/ at all: an empty repository, nothing to check
     return files, problems
 
 
-def discover_git(root: Path, ref: str, paths: Sequence[Path] | None = None) -> tuple[list[SourceFile], list[RawProblem], str]:
+def discover_git(
+    root: Path, ref: str, paths: Sequence[Path] | None = None
+) -> tuple[list[SourceFile], list[RawProblem], str]:
     """Files of ``registries.d/`` in commit ``ref``, read from blobs (no checkout).
 
     Returns the files, problems and the resolved commit SHA. Raises ``InputError`` when
@@ -255,11 +270,17 @@ def discover_git(root: Path, ref: str, paths: Sequence[Path] | None = None) -> t
             target = obj.data_stream.read().decode("utf-8", "replace")
             resolved = _normalise(repo_path.parent / target)
             if resolved is None or depth > 8:
-                problems.append(RawProblem(name, 1, 1, f"symlink leaves the repository (points to {target})", "symlink"))
+                problems.append(
+                    RawProblem(
+                        name, 1, 1, f"symlink leaves the repository (points to {target})", "symlink"
+                    )
+                )
                 return
             obj = lookup(resolved)
             if obj is None:
-                problems.append(RawProblem(name, 1, 1, f"dangling symlink (points to {target})", "symlink"))
+                problems.append(
+                    RawProblem(name, 1, 1, f"dangling symlink (points to {target})", "symlink")
+                )
                 return
             if obj.type == "tree":
                 walk(obj, repo_path, depth + 1)
@@ -268,7 +289,13 @@ def discover_git(root: Path, ref: str, paths: Sequence[Path] | None = None) -> t
             return
         if obj.type != "blob" or not (explicit or repo_path.suffix in SUFFIXES):
             return
-        files.append(SourceFile(name, data=None if obj.size > MAX_FILE_BYTES else obj.data_stream.read(), size=obj.size))
+        files.append(
+            SourceFile(
+                name,
+                data=None if obj.size > MAX_FILE_BYTES else obj.data_stream.read(),
+                size=obj.size,
+            )
+        )
 
     def walk(t: Any, base: PurePosixPath, depth: int = 0) -> None:
         for obj in sorted(t, key=lambda o: o.name):
@@ -284,7 +311,9 @@ def discover_git(root: Path, ref: str, paths: Sequence[Path] | None = None) -> t
         obj = lookup(repo_path)
         if obj is None:
             if paths:
-                problems.append(RawProblem(shown(repo_path), 1, 1, f"not in commit {commit.hexsha[:12]}", "io"))
+                problems.append(
+                    RawProblem(shown(repo_path), 1, 1, f"not in commit {commit.hexsha[:12]}", "io")
+                )
             continue
         if obj.type == "tree":
             walk(obj, repo_path)
@@ -350,7 +379,11 @@ def _in_git_work_tree(root: Path) -> bool:
 def read_source(src: SourceFile) -> tuple[bytes | None, RawProblem | None]:
     if src.size > MAX_FILE_BYTES:
         return None, RawProblem(
-            src.name, 1, 1, f"file is too large ({src.size} bytes; the limit is {MAX_FILE_BYTES})", "file-size"
+            src.name,
+            1,
+            1,
+            f"file is too large ({src.size} bytes; the limit is {MAX_FILE_BYTES})",
+            "file-size",
         )
     if src.data is not None:
         return src.data, None
@@ -422,7 +455,9 @@ def parse_text(name: str, text: str, out: LoadedFile) -> None:
             if exc.context_mark is not None and exc.context_mark is not mark:
                 what += f" at line {exc.context_mark.line + 1}"
             what += ")"
-        out.problems.append(RawProblem(name, line, col, f"YAML syntax error: {what}", "yaml-syntax"))
+        out.problems.append(
+            RawProblem(name, line, col, f"YAML syntax error: {what}", "yaml-syntax")
+        )
     except yaml.YAMLError as exc:  # pragma: no cover - unmarked reader errors
         out.problems.append(RawProblem(name, 1, 1, f"YAML error: {exc}", "yaml-syntax"))
     except RecursionError:
@@ -467,7 +502,8 @@ class _Builder:
             if self.alias_nodes > MAX_ALIAS_NODES:
                 self.problem(
                     self.alias_use,
-                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes (anchors/aliases are bounded; "
+                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes "
+                    "(anchors/aliases are bounded; "
                     f"expanding the anchor at line {self.alias_anchor[0]})",
                     "alias-bound",
                 )
@@ -486,7 +522,9 @@ class _Builder:
                         self.problem(pos, f"unsupported YAML tag {node.tag}", "yaml-tag")
                     # an alias item has no position of its own: point at its sequence
                     return [
-                        self.build(child, (*path, i), pos if id(child) in self.seen else self.pos_of(child))
+                        self.build(
+                            child, (*path, i), pos if id(child) in self.seen else self.pos_of(child)
+                        )
                         for i, child in enumerate(node.value)
                     ]
                 assert isinstance(node, yaml.MappingNode)
@@ -536,7 +574,9 @@ class _Builder:
             self.key_positions[child] = kpos
             result[key] = self.build(value_node, child, kpos)
         for value_node, kpos in merges:  # explicit keys win over merged ones
-            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            sources = (
+                value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            )
             for src in sources:
                 if not isinstance(src, yaml.MappingNode):
                     self.problem(kpos, "'<<' merges only mappings", "yaml-merge")

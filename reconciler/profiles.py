@@ -26,7 +26,13 @@ def _tls() -> dict[str, Any]:
 
 
 def _helm(endpoint: str) -> dict[str, Any]:
-    return {"endpoint": endpoint, "sync": True, "auth": {"type": "noAuth"}, "tls": _tls(), "fips": False}
+    return {
+        "endpoint": endpoint,
+        "sync": True,
+        "auth": {"type": "noAuth"},
+        "tls": _tls(),
+        "fips": False,
+    }
 
 
 def _oci(endpoint: str, base: str, *, fips: bool = False) -> dict[str, Any]:
@@ -44,10 +50,21 @@ def _oci(endpoint: str, base: str, *, fips: bool = False) -> dict[str, Any]:
 # (kind, name, canonical spec builder)
 _TABLE: tuple[tuple[str, str, Any], ...] = (
     ("HelmRegistry", "Bitnami", lambda: _helm("https://charts.bitnami.com/bitnami")),
-    ("HelmRegistry", "Public Spectro Helm Repo", lambda: _helm("https://spectrocloud.github.io/helm-charts")),
-    ("PackRegistry", "Public Repo", lambda: {
-        "endpoint": "https://registry.spectrocloud.com", "auth": {"type": "noAuth"}, "tls": _tls(), "fips": False,
-    }),
+    (
+        "HelmRegistry",
+        "Public Spectro Helm Repo",
+        lambda: _helm("https://spectrocloud.github.io/helm-charts"),
+    ),
+    (
+        "PackRegistry",
+        "Public Repo",
+        lambda: {
+            "endpoint": "https://registry.spectrocloud.com",
+            "auth": {"type": "noAuth"},
+            "tls": _tls(),
+            "fips": False,
+        },
+    ),
     ("OciRegistry", "Palette Registry", lambda: _oci(_ECR_EAST, "production")),
     ("OciRegistry", "Palette Registry FIPS", lambda: _oci(_ECR_WEST, "production-fips", fips=True)),
     ("OciRegistry", "Palette Community Registry", lambda: _oci(_ECR_EAST, "community")),
@@ -67,8 +84,14 @@ def default_registries(profile: str) -> list[Registry]:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     wanted = set(_NAMES_BY_PROFILE[profile])
     return [
-        Registry(kind=kind, name=name, scope=DEFAULT_SCOPE, spec=build(), protect=True,
-                 source=Span(f"(built-in {profile} default)"))
+        Registry(
+            kind=kind,
+            name=name,
+            scope=DEFAULT_SCOPE,
+            spec=build(),
+            protect=True,
+            source=Span(f"(built-in {profile} default)"),
+        )
         for kind, name, build in _TABLE
         if name in wanted
     ]

@@ -116,8 +116,17 @@ class _ShapeCache:
     """
 
     _STRING_KEYWORDS = {"pattern", "enum", "const", "minLength", "maxLength"}
-    _UNSUPPORTED = {"format", "contentEncoding", "contentMediaType", "patternProperties",
-                    "propertyNames", "dependentSchemas", "minItems", "maxItems", "contains"}
+    _UNSUPPORTED = {
+        "format",
+        "contentEncoding",
+        "contentMediaType",
+        "patternProperties",
+        "propertyNames",
+        "dependentSchemas",
+        "minItems",
+        "maxItems",
+        "contains",
+    }
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
         self.patterns: list[re.Pattern[str]] = []
@@ -164,10 +173,18 @@ class _ShapeCache:
                     self._strings.clear()
             return sig
         if isinstance(value, dict):
-            return ("m", tuple((k if isinstance(k, str) else ("?", repr(k)), self.key(v)) for k, v in value.items()))
+            return (
+                "m",
+                tuple(
+                    (k if isinstance(k, str) else ("?", repr(k)), self.key(v))
+                    for k, v in value.items()
+                ),
+            )
         if isinstance(value, list):
             try:
-                unique = len({json.dumps(v, sort_keys=True, default=str) for v in value}) == len(value)
+                unique = len({json.dumps(v, sort_keys=True, default=str) for v in value}) == len(
+                    value
+                )
             except (TypeError, ValueError):
                 unique = False
             return ("l", unique, tuple(self.key(v) for v in value))
@@ -215,7 +232,12 @@ def canonical_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
             out["requiredCharts"] = copy.deepcopy(list(spec["requiredCharts"]))
         return out
     if kind == "PackRegistry":
-        return {"endpoint": spec["endpoint"], "auth": auth, "tls": _tls(spec), "fips": bool(spec.get("fips", False))}
+        return {
+            "endpoint": spec["endpoint"],
+            "auth": auth,
+            "tls": _tls(spec),
+            "fips": bool(spec.get("fips", False)),
+        }
     raise ValueError(f"unknown kind {kind!r}")
 
 
@@ -268,8 +290,13 @@ def show(value: Any) -> str:
 
 
 _TYPE_NAMES = {
-    "string": "a string", "boolean": "true or false", "integer": "an integer",
-    "number": "a number", "object": "a mapping", "array": "a list", "null": "null",
+    "string": "a string",
+    "boolean": "true or false",
+    "integer": "an integer",
+    "number": "a number",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
 }
 
 
@@ -317,16 +344,27 @@ class _Checker:
         self.doc = doc
         self.problems: list[Problem] = []
 
-    def add(self, path: Sequence[str | int], message: str, rule: str, *,
-            key: bool = False, severity: str = "error") -> None:
+    def add(
+        self,
+        path: Sequence[str | int],
+        message: str,
+        rule: str,
+        *,
+        key: bool = False,
+        severity: str = "error",
+    ) -> None:
         line, col = self.doc.position(path, key=key)
         self.problems.append(Problem(self.doc.file, line, col, message, severity, rule))
 
     def run(self) -> _Checked:
         value = self.doc.value
         if not isinstance(value, dict):
-            self.add((), f"a document must be a mapping (apiVersion, kind, metadata, spec), not {_type_of(value)}",
-                     "schema")
+            self.add(
+                (),
+                "a document must be a mapping (apiVersion, kind, metadata, spec), "
+                f"not {_type_of(value)}",
+                "schema",
+            )
             return _Checked(self.doc, None, self.problems, False)
         literal = self.literal_secrets(value)
         self.schema(value, literal)
@@ -347,8 +385,12 @@ class _Checker:
                     p = (*path, k)
                     if k in SECRET_FIELDS and not isinstance(v, dict) and v is not None:
                         found.add(p)
-                        self.add(p, f"{dotted(p)}: literal secret; write {{fromEnv: NAME}} or "
-                                    "{fromFile: PATH} instead", "literal-secret")
+                        self.add(
+                            p,
+                            f"{dotted(p)}: literal secret; write {{fromEnv: NAME}} or "
+                            "{fromFile: PATH} instead",
+                            "literal-secret",
+                        )
                     else:
                         walk(v, p)
             elif isinstance(node, list):
@@ -407,27 +449,43 @@ class _Checker:
             self.add(path, f"{where}: {show(inst)} is not one of {options}{hint}", rule)
             return
         if v == "const":
-            self.add(path, f"{where}: must be {show(error.validator_value)}, not {show(inst)}", rule)
+            self.add(
+                path, f"{where}: must be {show(error.validator_value)}, not {show(inst)}", rule
+            )
             return
         if v == "type":
             expected = error.validator_value
-            names = " or ".join(_TYPE_NAMES.get(t, t) for t in ([expected] if isinstance(expected, str) else expected))
-            self.add(path, f"{where}: expected {names}, got {_type_of(inst)}"
-                     + (f" {show(inst)}" if isinstance(inst, (str, int, float)) and not isinstance(inst, bool) else ""),
-                     rule)
+            names = " or ".join(
+                _TYPE_NAMES.get(t, t)
+                for t in ([expected] if isinstance(expected, str) else expected)
+            )
+            self.add(
+                path,
+                f"{where}: expected {names}, got {_type_of(inst)}"
+                + (
+                    f" {show(inst)}"
+                    if isinstance(inst, (str, int, float)) and not isinstance(inst, bool)
+                    else ""
+                ),
+                rule,
+            )
             return
         custom = sch.get("x-message")
         if custom and v in ("pattern", "minLength", "maxLength", "minProperties", "maxProperties"):
             if (path, custom) in self.reported:
                 return
             self.reported.add((path, custom))
-            self.add(path, f"{where}: {custom}" + (f", not {show(inst)}" if v == "pattern" else ""), rule)
+            self.add(
+                path, f"{where}: {custom}" + (f", not {show(inst)}" if v == "pattern" else ""), rule
+            )
             return
         if v == "minLength" and error.validator_value == 1:
             self.add(path, f"{where}: must not be empty", rule)
             return
         if v == "minimum":
-            self.add(path, f"{where}: must be at least {error.validator_value}, not {show(inst)}", rule)
+            self.add(
+                path, f"{where}: must be at least {error.validator_value}, not {show(inst)}", rule
+            )
             return
         if v == "uniqueItems":
             self.add(path, f"{where}: items must be unique", rule)
@@ -442,18 +500,31 @@ class _Checker:
         sync = spec.get("sync", False)
         endpoint = spec.get("endpoint")
         if provider == "zarf" and auth_type == "ecr":
-            self.add(("spec", "provider"), "spec.provider: 'zarf' is only allowed on basic OCI registries "
-                     "(auth.type noAuth or basic), not with ecr", "zarf-auth")
+            self.add(
+                ("spec", "provider"),
+                "spec.provider: 'zarf' is only allowed on basic OCI registries "
+                "(auth.type noAuth or basic), not with ecr",
+                "zarf-auth",
+            )
         if provider == "pack" and sync is not True:
             at = ("spec", "sync") if "sync" in spec else ("spec", "provider")
             self.add(at, "spec.provider: 'pack' requires sync: true", "pack-sync")
-        if sync is True and not (isinstance(spec.get("baseContentPath"), str) and spec["baseContentPath"].strip()):
+        if sync is True and not (
+            isinstance(spec.get("baseContentPath"), str) and spec["baseContentPath"].strip()
+        ):
             at = ("spec", "baseContentPath") if "baseContentPath" in spec else ("spec", "sync")
             self.add(at, "spec.baseContentPath: required when sync is on", "base-content-path")
-        if isinstance(endpoint, str) and "://" in endpoint and (auth_type == "ecr" or _ECR_HOST.search(endpoint)):
+        if (
+            isinstance(endpoint, str)
+            and "://" in endpoint
+            and (auth_type == "ecr" or _ECR_HOST.search(endpoint))
+        ):
             host = endpoint.split("://", 1)[1]
-            self.add(("spec", "endpoint"), f"spec.endpoint: ECR endpoints carry no scheme; write {host!r}",
-                     "ecr-endpoint")
+            self.add(
+                ("spec", "endpoint"),
+                f"spec.endpoint: ECR endpoints carry no scheme; write {host!r}",
+                "ecr-endpoint",
+            )
 
 
 # --------------------------------------------------------------------------- the whole run
@@ -468,7 +539,9 @@ def _where(doc: Document, path: Sequence[str | int] = ()) -> str:
     return f"{doc.file}:{line}"
 
 
-def load_files(root: Path, paths: Sequence[Path] | None, ref: str | None) -> tuple[list[LoadedFile], list[Problem], str | None, bool]:
+def load_files(
+    root: Path, paths: Sequence[Path] | None, ref: str | None
+) -> tuple[list[LoadedFile], list[Problem], str | None, bool]:
     if ref is not None:
         sources, raw, commit = loader.discover_git(root, ref, paths)
         dirty = False
@@ -504,7 +577,9 @@ def load_and_validate(
             problems.extend(c.problems)
             checked.append(c)
 
-    def fail(c: _Checked, path: Sequence[str | int], message: str, rule: str, *, key: bool = False) -> None:
+    def fail(
+        c: _Checked, path: Sequence[str | int], message: str, rule: str, *, key: bool = False
+    ) -> None:
         line, col = c.doc.position(path, key=key)
         problems.append(Problem(c.doc.file, line, col, message, "error", rule))
         c.ok = False
@@ -516,17 +591,29 @@ def load_and_validate(
         if c.kind != "Settings":
             continue
         if first_settings is not None:
-            fail(c, ("kind",), f"a second Settings document (the first is at {_where(first_settings.doc)}); "
-                 "at most one is allowed", "settings-count")
+            fail(
+                c,
+                ("kind",),
+                f"a second Settings document (the first is at {_where(first_settings.doc)}); "
+                "at most one is allowed",
+                "settings-count",
+            )
             continue
         first_settings = c
         if c.ok:
             line, col = c.doc.start
-            settings = settings_from_spec(c.doc.value.get("spec") or {}, Span(c.doc.file, line, col))
+            settings = settings_from_spec(
+                c.doc.value.get("spec") or {}, Span(c.doc.file, line, col)
+            )
     effective = profile or settings.profile
     if profile is not None and profile != settings.profile:
-        settings = Settings(profile, settings.allow_non_fips, settings.sync_interval_seconds,
-                            settings.max_deletions, settings.source)
+        settings = Settings(
+            profile,
+            settings.allow_non_fips,
+            settings.sync_interval_seconds,
+            settings.max_deletions,
+            settings.source,
+        )
 
     defaults = default_keys(effective)
     registries: list[Registry] = []
@@ -543,26 +630,50 @@ def load_and_validate(
         scope = meta.get("scope", "tenant")
         if c.kind == "PackRegistry":
             line, col = c.doc.position(("kind",))
-            problems.append(Problem(c.doc.file, line, col, "PackRegistry is legacy; an OciRegistry with "
-                                    "provider: pack is recommended", "warning", "legacy-pack"))
+            problems.append(
+                Problem(
+                    c.doc.file,
+                    line,
+                    col,
+                    "PackRegistry is legacy; an OciRegistry with provider: pack is recommended",
+                    "warning",
+                    "legacy-pack",
+                )
+            )
         if isinstance(name, str) and scope in SCOPES:
             other = seen.get((scope, name))
             if other is not None:
-                fail(c, ("metadata", "name"), f"duplicate registry name {name!r} in scope {scope} "
-                     f"(also defined at {_where(other.doc, ('metadata', 'name'))})", "duplicate-name")
+                fail(
+                    c,
+                    ("metadata", "name"),
+                    f"duplicate registry name {name!r} in scope {scope} "
+                    f"(also defined at {_where(other.doc, ('metadata', 'name'))})",
+                    "duplicate-name",
+                )
             else:
                 seen[(scope, name)] = c
             if (c.kind, name) in defaults:
-                fail(c, ("metadata", "name"), f"{c.kind} {name!r} collides with a built-in default registry "
-                     f"of profile {effective} (defaults are read-only)", "default-collision")
+                fail(
+                    c,
+                    ("metadata", "name"),
+                    f"{c.kind} {name!r} collides with a built-in default registry "
+                    f"of profile {effective} (defaults are read-only)",
+                    "default-collision",
+                )
         if effective == "vertex":
             _vertex_rules(c, spec, scope, settings.allow_non_fips, fail)
         if c.ok:
             line, col = c.doc.start
-            registries.append(Registry(
-                kind=c.kind, name=name, scope=scope, spec=canonical_spec(c.kind, spec),
-                protect=bool(meta.get("protect", False)), source=Span(c.doc.file, line, col),
-            ))
+            registries.append(
+                Registry(
+                    kind=c.kind,
+                    name=name,
+                    scope=scope,
+                    spec=canonical_spec(c.kind, spec),
+                    protect=bool(meta.get("protect", False)),
+                    source=Span(c.doc.file, line, col),
+                )
+            )
 
     for c in checked:
         if not c.ok:
@@ -579,20 +690,41 @@ def load_and_validate(
     )
 
 
-def _vertex_rules(c: _Checked, spec: dict[str, Any], scope: Any, allow_non_fips: bool, fail: Any) -> None:
+def _vertex_rules(
+    c: _Checked, spec: dict[str, Any], scope: Any, allow_non_fips: bool, fail: Any
+) -> None:
     if spec.get("fips", False) is not True:
         at = ("spec", "fips") if "fips" in spec else ("spec",)
         if not allow_non_fips:
-            fail(c, at, "vertex: registries must be fips: true (or set allowNonFips: true in Settings)",
-                 "vertex-fips", key=at == ("spec",))
+            fail(
+                c,
+                at,
+                "vertex: registries must be fips: true (or set allowNonFips: true in Settings)",
+                "vertex-fips",
+                key=at == ("spec",),
+            )
         elif c.kind != "OciRegistry" or scope != "system":
-            fail(c, at, "vertex: a non-FIPS registry must be a system-scope OciRegistry "
-                 f"(this is a {scope}-scope {c.kind})", "vertex-fips", key=at == ("spec",))
+            fail(
+                c,
+                at,
+                "vertex: a non-FIPS registry must be a system-scope OciRegistry "
+                f"(this is a {scope}-scope {c.kind})",
+                "vertex-fips",
+                key=at == ("spec",),
+            )
     tls = spec.get("tls")
     if isinstance(tls, dict) and tls.get("insecureSkipVerify") is True:
-        fail(c, ("spec", "tls", "insecureSkipVerify"),
-             "vertex: insecureSkipVerify is not allowed", "vertex-insecure")
+        fail(
+            c,
+            ("spec", "tls", "insecureSkipVerify"),
+            "vertex: insecureSkipVerify is not allowed",
+            "vertex-insecure",
+        )
     endpoint = spec.get("endpoint")
     if isinstance(endpoint, str) and endpoint.lower().startswith("http://"):
-        fail(c, ("spec", "endpoint"), "vertex: plain http:// endpoints are not allowed; use https://",
-             "vertex-http")
+        fail(
+            c,
+            ("spec", "endpoint"),
+            "vertex: plain http:// endpoints are not allowed; use https://",
+            "vertex-http",
+        )

@@ -18,17 +18,26 @@ from reconciler import loader
 from reconciler.validation import load_and_validate
 
 EXAMPLES = Path(__file__).parent / "examples"
-_LINE = re.compile(r"^(?:(?P<file>[^:\s]+):)?(?P<line>\d+):(?P<col>\d+) (?P<sev>error|warning): (?P<msg>.+)$")
+_LINE = re.compile(
+    r"^(?:(?P<file>[^:\s]+):)?(?P<line>\d+):(?P<col>\d+) (?P<sev>error|warning): (?P<msg>.+)$"
+)
 
 
 def _cases(kind: str) -> list[Path]:
     d = EXAMPLES / kind
-    return sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") or (p.is_dir() and not p.is_symlink()))
+    return sorted(
+        p
+        for p in d.iterdir()
+        if p.suffix in (".yaml", ".yml") or (p.is_dir() and not p.is_symlink())
+    )
 
 
 def _sidecar(example: Path) -> tuple[dict[str, str], list[tuple[str, int, int, str, str]]]:
-    side = example.with_name(example.stem + ".expected") if example.is_file() or example.is_symlink() \
+    side = (
+        example.with_name(example.stem + ".expected")
+        if example.is_file() or example.is_symlink()
         else example.with_name(example.name + ".expected")
+    )
     directives: dict[str, str] = {}
     expected = []
     if not side.exists():
@@ -61,7 +70,12 @@ def _run(example: Path, monkeypatch: pytest.MonkeyPatch):
 
 def _matches(problem, exp) -> bool:
     file, line, col, sev, msg = exp
-    return (problem.file, problem.line, problem.col, problem.severity) == (file, line, col, sev) and msg in problem.message
+    return (problem.file, problem.line, problem.col, problem.severity) == (
+        file,
+        line,
+        col,
+        sev,
+    ) and msg in problem.message
 
 
 @pytest.mark.parametrize("example", _cases("invalid"), ids=lambda p: p.name)

@@ -30,7 +30,9 @@ def write(root: Path, rel: str, text: str | bytes) -> Path:
 
 
 def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(root), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 HELM = "apiVersion: reconciler/v1\nkind: HelmRegistry\nmetadata: {{name: {name}}}\nspec:\n  endpoint: https://{name}.example.com\n"
@@ -69,7 +71,10 @@ def test_scalars_timestamps_stay_text_and_odd_tags_are_reported() -> None:
 def test_duplicate_keys_are_reported_at_the_second_key() -> None:
     f = parse("a: 1\nb:\n  x: 1\n  x: 2\na: 3\n")
     got = sorted((p.line, p.col, p.message) for p in f.problems)
-    assert got == [(4, 3, "duplicate key 'x' (first at line 3)"), (5, 1, "duplicate key 'a' (first at line 1)")]
+    assert got == [
+        (4, 3, "duplicate key 'x' (first at line 3)"),
+        (5, 1, "duplicate key 'a' (first at line 1)"),
+    ]
     assert f.documents[0].value == {"a": 1, "b": {"x": 1}}
 
 
@@ -134,7 +139,9 @@ def test_tab_indentation_is_a_syntax_error() -> None:
 
 
 def test_non_utf8_points_at_the_first_bad_byte() -> None:
-    f = load_file(SourceFile("x.yaml", data="a: 1\nname: \u00e9t\u00e9 ".encode() + b"\xff\xfe rest\n"))
+    f = load_file(
+        SourceFile("x.yaml", data="a: 1\nname: \u00e9t\u00e9 ".encode() + b"\xff\xfe rest\n")
+    )
     (p,) = f.problems
     assert (p.line, p.col, p.rule) == (2, 11, "encoding")  # after "name: été "
     assert "0xff" in p.message
@@ -173,7 +180,9 @@ def test_discover_recurses_and_filters(tmp_path: Path) -> None:
 def test_discover_explicit_paths(tmp_path: Path) -> None:
     write(tmp_path, "other/x.txt", "")
     write(tmp_path, "more/y.yaml", "")
-    files, problems = discover(tmp_path, [tmp_path / "other/x.txt", Path("more"), tmp_path / "nope.yaml"])
+    files, problems = discover(
+        tmp_path, [tmp_path / "other/x.txt", Path("more"), tmp_path / "nope.yaml"]
+    )
     assert [f.name for f in files] == ["other/x.txt", "more/y.yaml"]
     assert [(p.file, p.message) for p in problems] == [("nope.yaml", "no such file or directory")]
 

@@ -20,9 +20,15 @@ def test_profiles() -> None:
     assert PROFILES == ("saas", "self-hosted", "airgap", "vertex")
 
 
-@pytest.mark.parametrize(("profile", "expected"), [
-    ("saas", SIX), ("self-hosted", SIX), ("airgap", set()), ("vertex", {("OciRegistry", "Palette Registry FIPS")}),
-])
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        ("saas", SIX),
+        ("self-hosted", SIX),
+        ("airgap", set()),
+        ("vertex", {("OciRegistry", "Palette Registry FIPS")}),
+    ],
+)
 def test_defaults_per_profile(profile: str, expected: set[tuple[str, str]]) -> None:
     regs = default_registries(profile)
     assert {(r.kind, r.name) for r in regs} == expected
@@ -40,13 +46,20 @@ def test_defaults_are_canonical_system_and_protected(profile: str) -> None:
 def test_default_specs_follow_the_docs_table() -> None:
     regs = {r.name: r.spec for r in default_registries("saas")}
     assert regs["Bitnami"]["endpoint"] == "https://charts.bitnami.com/bitnami"
-    assert regs["Public Spectro Helm Repo"]["endpoint"] == "https://spectrocloud.github.io/helm-charts"
+    assert (
+        regs["Public Spectro Helm Repo"]["endpoint"] == "https://spectrocloud.github.io/helm-charts"
+    )
     assert regs["Public Repo"]["endpoint"] == "https://registry.spectrocloud.com"
     fips = regs["Palette Registry FIPS"]
     assert (fips["endpoint"], fips["baseContentPath"], fips["fips"]) == (
-        "415789037893.dkr.ecr.us-west-2.amazonaws.com", "production-fips", True)
-    assert (regs["Palette Registry"]["baseContentPath"], regs["Palette Community Registry"]["baseContentPath"]) == (
-        "production", "community")
+        "415789037893.dkr.ecr.us-west-2.amazonaws.com",
+        "production-fips",
+        True,
+    )
+    assert (
+        regs["Palette Registry"]["baseContentPath"],
+        regs["Palette Community Registry"]["baseContentPath"],
+    ) == ("production", "community")
     assert all(not regs[n]["fips"] for n in regs if n != "Palette Registry FIPS")
 
 

@@ -41,7 +41,11 @@ def errors(result) -> list[tuple[int, int, str, str]]:
 
 
 def oci(spec: str, meta: str = "{name: r}") -> str:
-    return HDR + f"kind: OciRegistry\nmetadata: {meta}\nspec:\n" + textwrap.indent(textwrap.dedent(spec), "  ")
+    return (
+        HDR
+        + f"kind: OciRegistry\nmetadata: {meta}\nspec:\n"
+        + textwrap.indent(textwrap.dedent(spec), "  ")
+    )
 
 
 # ------------------------------------------------------------------ values
@@ -52,33 +56,59 @@ def test_problem_str() -> None:
     w = Problem("registries.d/x.yaml", 3, 1, "legacy", "warning", "legacy-pack")
     assert str(w) == "registries.d/x.yaml:3:1: warning: legacy"
     assert str(Problem("f.yaml", 0, 0, "gone")) == "f.yaml: gone"
-    assert w.as_dict() == {"file": "registries.d/x.yaml", "line": 3, "col": 1, "severity": "warning",
-                           "rule": "legacy-pack", "message": "legacy"}
+    assert w.as_dict() == {
+        "file": "registries.d/x.yaml",
+        "line": 3,
+        "col": 1,
+        "severity": "warning",
+        "rule": "legacy-pack",
+        "message": "legacy",
+    }
 
 
 def test_canonical_spec_defaults() -> None:
     assert canonical_spec("OciRegistry", {"endpoint": "o.example.com"}) == {
-        "endpoint": "o.example.com", "provider": "helm", "baseContentPath": "", "sync": False,
-        "auth": {"type": "noAuth"}, "tls": {"insecureSkipVerify": False}, "fips": False,
+        "endpoint": "o.example.com",
+        "provider": "helm",
+        "baseContentPath": "",
+        "sync": False,
+        "auth": {"type": "noAuth"},
+        "tls": {"insecureSkipVerify": False},
+        "fips": False,
     }
-    assert canonical_spec("HelmRegistry", {"endpoint": "https://h", "tls": {"caFile": "ca.pem"}}) == {
-        "endpoint": "https://h", "sync": True, "auth": {"type": "noAuth"},
-        "tls": {"insecureSkipVerify": False, "caFile": "ca.pem"}, "fips": False,
+    assert canonical_spec(
+        "HelmRegistry", {"endpoint": "https://h", "tls": {"caFile": "ca.pem"}}
+    ) == {
+        "endpoint": "https://h",
+        "sync": True,
+        "auth": {"type": "noAuth"},
+        "tls": {"insecureSkipVerify": False, "caFile": "ca.pem"},
+        "fips": False,
     }
     charts = [{"name": "nginx"}]
     helm = canonical_spec("HelmRegistry", {"endpoint": "https://h", "requiredCharts": charts})
     assert helm["requiredCharts"] == charts and helm["requiredCharts"] is not charts
     secret = {"type": "basic", "username": "u", "password": {"fromEnv": "P"}}
-    assert canonical_spec("PackRegistry", {"endpoint": "https://p", "auth": secret, "fips": True}) == {
-        "endpoint": "https://p", "auth": secret, "tls": {"insecureSkipVerify": False}, "fips": True,
+    assert canonical_spec(
+        "PackRegistry", {"endpoint": "https://p", "auth": secret, "fips": True}
+    ) == {
+        "endpoint": "https://p",
+        "auth": secret,
+        "tls": {"insecureSkipVerify": False},
+        "fips": True,
     }
-    spec = canonical_spec("OciRegistry", {"endpoint": "e", "provider": "pack", "sync": True, "baseContentPath": "b"})
+    spec = canonical_spec(
+        "OciRegistry", {"endpoint": "e", "provider": "pack", "sync": True, "baseContentPath": "b"}
+    )
     assert canonical_spec("OciRegistry", spec) == spec  # idempotent
     with pytest.raises(ValueError):
         canonical_spec("Settings", {})
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("24h", 86400), ("30m", 1800), ("90s", 90), ("1h30m", 5400), ("1d", 86400)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("24h", 86400), ("30m", 1800), ("90s", 90), ("1h30m", 5400), ("1d", 86400)],
+)
 def test_parse_duration(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
@@ -99,27 +129,48 @@ def test_schema_is_valid_2020_12_with_id_and_docs() -> None:
     assert schema["$id"] and schema["title"] and schema["description"]
     for name in ("ociSpec", "helmSpec", "packSpec", "settingsSpec"):
         for field, sub in schema["$defs"][name]["properties"].items():
-            described = sub.get("description") or schema["$defs"].get(sub.get("$ref", "").rsplit("/", 1)[-1], {}).get("description")
+            described = sub.get("description") or schema["$defs"].get(
+                sub.get("$ref", "").rsplit("/", 1)[-1], {}
+            ).get("description")
             assert described or field == "requiredCharts", (name, field)
-    assert set(schema["$defs"]["ociAuth"]["properties"]["type"]["enum"]) == {"noAuth", "basic", "ecr"}
-    assert set(schema["$defs"]["repoAuth"]["properties"]["type"]["enum"]) == {"noAuth", "basic", "token"}
+    assert set(schema["$defs"]["ociAuth"]["properties"]["type"]["enum"]) == {
+        "noAuth",
+        "basic",
+        "ecr",
+    }
+    assert set(schema["$defs"]["repoAuth"]["properties"]["type"]["enum"]) == {
+        "noAuth",
+        "basic",
+        "token",
+    }
 
 
 def test_schema_ships_as_package_data() -> None:
     shipped = REPO / "reconciler" / "schema" / "registry.schema.json"
-    assert shipped.read_text() == (REPO / "schema" / "registry.schema.json").read_text() == schema_text()
+    assert (
+        shipped.read_text()
+        == (REPO / "schema" / "registry.schema.json").read_text()
+        == schema_text()
+    )
 
 
 def test_schema_messages_are_human_and_located(tmp_path: Path) -> None:
     r = check(tmp_path, oci("endpoint: o.example.com\nauth: {type: bsic}\nsync: 'yes'\n"))
     assert errors(r) == [
-        (6, 16, "schema", "spec.auth.type: 'bsic' is not one of noAuth, basic, ecr (did you mean 'basic'?)"),
+        (
+            6,
+            16,
+            "schema",
+            "spec.auth.type: 'bsic' is not one of noAuth, basic, ecr (did you mean 'basic'?)",
+        ),
         (7, 9, "schema", "spec.sync: expected true or false, got a string 'yes'"),
     ]
 
 
 def test_unknown_fields_with_did_you_mean(tmp_path: Path) -> None:
-    r = check(tmp_path, oci("endpoint: o\nprovdier: helm\nwhatever: 1\n", meta="{name: r, proect: true}"))
+    r = check(
+        tmp_path, oci("endpoint: o\nprovdier: helm\nwhatever: 1\n", meta="{name: r, proect: true}")
+    )
     assert errors(r) == [
         (3, 21, "unknown-field", "metadata.proect: unknown field (did you mean 'protect'?)"),
         (6, 3, "unknown-field", "spec.provdier: unknown field (did you mean 'provider'?)"),
@@ -128,7 +179,9 @@ def test_unknown_fields_with_did_you_mean(tmp_path: Path) -> None:
 
 
 def test_missing_fields_point_at_the_parent_key(tmp_path: Path) -> None:
-    r = check(tmp_path, HDR + "kind: HelmRegistry\nmetadata:\n  scope: tenant\nspec:\n  sync: true\n")
+    r = check(
+        tmp_path, HDR + "kind: HelmRegistry\nmetadata:\n  scope: tenant\nspec:\n  sync: true\n"
+    )
     assert errors(r) == [
         (3, 1, "schema", "metadata: missing required field 'name'"),
         (5, 1, "schema", "spec: missing required field 'endpoint'"),
@@ -136,13 +189,21 @@ def test_missing_fields_point_at_the_parent_key(tmp_path: Path) -> None:
 
 
 def test_shape_cache_does_not_hide_errors(tmp_path: Path) -> None:
-    good = HDR + "kind: HelmRegistry\nmetadata: {{name: {n}}}\nspec:\n  endpoint: {e}\n  requiredCharts: {c}\n"
-    r = load_and_validate(repo_with(
-        tmp_path,
-        **{"a.yaml": good.format(n="a", e="https://a", c="[{name: x}, {name: y}]"),
-           "b.yaml": good.format(n="b", e="ftp://b", c="[{name: x}, {name: y}]"),
-           "c.yaml": good.format(n="c", e="https://c", c="[{name: x}, {name: x}]"),
-           "d.yaml": good.format(n="d", e="https://d", c="[{name: x}, {name: y}]")}))
+    good = (
+        HDR
+        + "kind: HelmRegistry\nmetadata: {{name: {n}}}\nspec:\n  endpoint: {e}\n  requiredCharts: {c}\n"
+    )
+    r = load_and_validate(
+        repo_with(
+            tmp_path,
+            **{
+                "a.yaml": good.format(n="a", e="https://a", c="[{name: x}, {name: y}]"),
+                "b.yaml": good.format(n="b", e="ftp://b", c="[{name: x}, {name: y}]"),
+                "c.yaml": good.format(n="c", e="https://c", c="[{name: x}, {name: x}]"),
+                "d.yaml": good.format(n="d", e="https://d", c="[{name: x}, {name: y}]"),
+            },
+        )
+    )
     assert [(p.file, p.message) for p in r.errors] == [
         ("registries.d/b.yaml", "spec.endpoint: must be an http:// or https:// URL, not 'ftp://b'"),
         ("registries.d/c.yaml", "spec.requiredCharts: items must be unique"),
@@ -152,7 +213,14 @@ def test_shape_cache_does_not_hide_errors(tmp_path: Path) -> None:
 
 def test_document_must_be_a_mapping(tmp_path: Path) -> None:
     r = check(tmp_path, "- a\n- b\n")
-    assert errors(r) == [(1, 1, "schema", "a document must be a mapping (apiVersion, kind, metadata, spec), not a list")]
+    assert errors(r) == [
+        (
+            1,
+            1,
+            "schema",
+            "a document must be a mapping (apiVersion, kind, metadata, spec), not a list",
+        )
+    ]
 
 
 # ------------------------------------------------------------------ secrets
@@ -161,21 +229,36 @@ def test_document_must_be_a_mapping(tmp_path: Path) -> None:
 @pytest.mark.parametrize("field", sorted(SECRET_FIELDS))
 def test_literal_secret_is_an_error_wherever_it_is(tmp_path: Path, field: str) -> None:
     password = "" if field == "password" else "  password: {fromEnv: P}\n"
-    r = check(tmp_path, oci(f"endpoint: o\nauth:\n  type: basic\n  username: u\n{password}  {field}: s3cret\n"))
+    r = check(
+        tmp_path,
+        oci(f"endpoint: o\nauth:\n  type: basic\n  username: u\n{password}  {field}: s3cret\n"),
+    )
     lit = [e for e in errors(r) if e[2] == "literal-secret"]
-    assert lit == [(9 + bool(password), 5 + len(field) + 2, "literal-secret",
-                    f"spec.auth.{field}: literal secret; write {{fromEnv: NAME}} or {{fromFile: PATH}} instead")]
+    assert lit == [
+        (
+            9 + bool(password),
+            5 + len(field) + 2,
+            "literal-secret",
+            f"spec.auth.{field}: literal secret; write {{fromEnv: NAME}} or {{fromFile: PATH}} instead",
+        )
+    ]
     assert "s3cret" not in "".join(map(str, r.problems))
 
 
 def test_secret_references(tmp_path: Path) -> None:
-    r = check(tmp_path, oci("endpoint: o\nauth: {type: basic, username: u, password: {fromFile: secrets/p}}\n"))
+    r = check(
+        tmp_path,
+        oci("endpoint: o\nauth: {type: basic, username: u, password: {fromFile: secrets/p}}\n"),
+    )
     assert r.ok
     assert r.desired.registries[0].spec["auth"]["password"] == {"fromFile": "secrets/p"}
-    r = check(tmp_path, oci("endpoint: o\nauth: {type: basic, username: u, password: {fromEnv: 9X}}\n"))
+    r = check(
+        tmp_path, oci("endpoint: o\nauth: {type: basic, username: u, password: {fromEnv: 9X}}\n")
+    )
     assert [e[3] for e in errors(r)] == [
         "spec.auth.password.fromEnv: must be an environment variable name (letters, digits, _; not starting "
-        "with a digit), not '9X'"]
+        "with a digit), not '9X'"
+    ]
 
 
 # ------------------------------------------------------------------ Palette rules
@@ -183,7 +266,10 @@ def test_secret_references(tmp_path: Path) -> None:
 
 def test_zarf_only_on_basic_oci(tmp_path: Path) -> None:
     ecr = "auth: {type: ecr, credentials: {credentialType: sts, arn: 'arn:aws:iam::123456789012:role/r', externalId: e}}\n"
-    r = check(tmp_path, oci("endpoint: 123456789012.dkr.ecr.us-east-1.amazonaws.com\nprovider: zarf\n" + ecr))
+    r = check(
+        tmp_path,
+        oci("endpoint: 123456789012.dkr.ecr.us-east-1.amazonaws.com\nprovider: zarf\n" + ecr),
+    )
     assert [(e[0], e[1], e[2]) for e in errors(r)] == [(6, 13, "zarf-auth")]
     for auth in ("{type: noAuth}", "{type: basic, username: u, password: {fromEnv: P}}"):
         assert check(tmp_path, oci(f"endpoint: o\nprovider: zarf\nauth: {auth}\n")).ok
@@ -199,7 +285,9 @@ def test_pack_requires_sync(tmp_path: Path) -> None:
 
 def test_base_content_path_required_with_sync(tmp_path: Path) -> None:
     r = check(tmp_path, oci("endpoint: o\nsync: true\n"))
-    assert errors(r) == [(6, 9, "base-content-path", "spec.baseContentPath: required when sync is on")]
+    assert errors(r) == [
+        (6, 9, "base-content-path", "spec.baseContentPath: required when sync is on")
+    ]
     r = check(tmp_path, oci("endpoint: o\nsync: true\nbaseContentPath: '  '\n"))
     assert [(e[0], e[1], e[2]) for e in errors(r)] == [(7, 20, "base-content-path")]
     assert check(tmp_path, oci("endpoint: o\nbaseContentPath: ''\n")).ok
@@ -207,20 +295,49 @@ def test_base_content_path_required_with_sync(tmp_path: Path) -> None:
 
 def test_ecr_endpoint_without_scheme(tmp_path: Path) -> None:
     r = check(tmp_path, oci("endpoint: https://123456789012.dkr.ecr.us-east-1.amazonaws.com\n"))
-    assert errors(r) == [(5, 13, "ecr-endpoint",
-                          "spec.endpoint: ECR endpoints carry no scheme; write '123456789012.dkr.ecr.us-east-1.amazonaws.com'")]
+    assert errors(r) == [
+        (
+            5,
+            13,
+            "ecr-endpoint",
+            "spec.endpoint: ECR endpoints carry no scheme; write '123456789012.dkr.ecr.us-east-1.amazonaws.com'",
+        )
+    ]
     assert check(tmp_path, oci("endpoint: https://registry.example.com\n")).ok
 
 
-@pytest.mark.parametrize(("creds", "expected"), [
-    ("{credentialType: secret, accessKey: AK}", "spec.auth.credentials: missing required field 'secretKey'"),
-    ("{credentialType: secret, secretKey: {fromEnv: S}}", "spec.auth.credentials: missing required field 'accessKey'"),
-    ("{credentialType: sts, arn: 'arn:aws:iam::123456789012:role/r'}", "spec.auth.credentials: missing required field 'externalId'"),
-    ("{credentialType: sts, externalId: x}", "spec.auth.credentials: missing required field 'arn'"),
-    ("{credentialType: sts, arn: 'role/r', externalId: x}", "spec.auth.credentials.arn: must be an IAM role ARN"),
-])
+@pytest.mark.parametrize(
+    ("creds", "expected"),
+    [
+        (
+            "{credentialType: secret, accessKey: AK}",
+            "spec.auth.credentials: missing required field 'secretKey'",
+        ),
+        (
+            "{credentialType: secret, secretKey: {fromEnv: S}}",
+            "spec.auth.credentials: missing required field 'accessKey'",
+        ),
+        (
+            "{credentialType: sts, arn: 'arn:aws:iam::123456789012:role/r'}",
+            "spec.auth.credentials: missing required field 'externalId'",
+        ),
+        (
+            "{credentialType: sts, externalId: x}",
+            "spec.auth.credentials: missing required field 'arn'",
+        ),
+        (
+            "{credentialType: sts, arn: 'role/r', externalId: x}",
+            "spec.auth.credentials.arn: must be an IAM role ARN",
+        ),
+    ],
+)
 def test_ecr_credentials(tmp_path: Path, creds: str, expected: str) -> None:
-    r = check(tmp_path, oci(f"endpoint: 123456789012.dkr.ecr.us-east-1.amazonaws.com\nauth: {{type: ecr, credentials: {creds}}}\n"))
+    r = check(
+        tmp_path,
+        oci(
+            f"endpoint: 123456789012.dkr.ecr.us-east-1.amazonaws.com\nauth: {{type: ecr, credentials: {creds}}}\n"
+        ),
+    )
     (e,) = errors(r)
     assert e[3].startswith(expected)
     assert e[2] == "ecr-credentials" or "arn" in expected
@@ -231,7 +348,12 @@ def test_ecr_credentials(tmp_path: Path, creds: str, expected: str) -> None:
 
 def test_duplicate_names_across_files_name_both_places(tmp_path: Path) -> None:
     helm = HDR + "kind: HelmRegistry\nmetadata:\n  name: same\nspec:\n  endpoint: https://x\n"
-    r = load_and_validate(repo_with(tmp_path, **{"a.yaml": helm, "team__b.yaml": "# b\n" + oci("endpoint: o", meta="{name: same}")}))
+    r = load_and_validate(
+        repo_with(
+            tmp_path,
+            **{"a.yaml": helm, "team__b.yaml": "# b\n" + oci("endpoint: o", meta="{name: same}")},
+        )
+    )
     (p,) = r.errors
     assert (p.file, p.line, p.col, p.rule) == ("registries.d/team/b.yaml", 4, 18, "duplicate-name")
     assert "registries.d/a.yaml:4" in p.message
@@ -240,7 +362,12 @@ def test_duplicate_names_across_files_name_both_places(tmp_path: Path) -> None:
 
 
 def test_same_name_in_other_scope_is_fine(tmp_path: Path) -> None:
-    r = check(tmp_path, oci("endpoint: o\n", meta="{name: n}") + "---\n" + oci("endpoint: o\n", meta="{name: n, scope: system}"))
+    r = check(
+        tmp_path,
+        oci("endpoint: o\n", meta="{name: n}")
+        + "---\n"
+        + oci("endpoint: o\n", meta="{name: n, scope: system}"),
+    )
     assert r.ok and sorted(x.scope for x in r.desired.registries) == ["system", "tenant"]
 
 
@@ -254,15 +381,26 @@ def test_at_most_one_settings(tmp_path: Path) -> None:
 
 
 def test_settings_values(tmp_path: Path) -> None:
-    r = check(tmp_path, HDR + "kind: Settings\nspec: {profile: airgap, allowNonFips: true, syncInterval: 30m, maxDeletions: 0}\n")
+    r = check(
+        tmp_path,
+        HDR
+        + "kind: Settings\nspec: {profile: airgap, allowNonFips: true, syncInterval: 30m, maxDeletions: 0}\n",
+    )
     s = r.desired.settings
-    assert (s.profile, s.allow_non_fips, s.sync_interval_seconds, s.max_deletions) == ("airgap", True, 1800, 0)
+    assert (s.profile, s.allow_non_fips, s.sync_interval_seconds, s.max_deletions) == (
+        "airgap",
+        True,
+        1800,
+        0,
+    )
     assert s.source == Span("registries.d/r.yaml", 1, 1)
     assert r.profile == "airgap"
 
 
 def test_legacy_pack_is_a_warning_only(tmp_path: Path) -> None:
-    r = check(tmp_path, HDR + "kind: PackRegistry\nmetadata: {name: p}\nspec: {endpoint: 'https://p'}\n")
+    r = check(
+        tmp_path, HDR + "kind: PackRegistry\nmetadata: {name: p}\nspec: {endpoint: 'https://p'}\n"
+    )
     assert r.ok and not r.failed_files
     (w,) = r.warnings
     assert (w.line, w.col, w.rule, w.severity) == (2, 7, "legacy-pack", "warning")
@@ -270,19 +408,36 @@ def test_legacy_pack_is_a_warning_only(tmp_path: Path) -> None:
 
 def test_registry_values(tmp_path: Path) -> None:
     r = check(tmp_path, "# c\n" + oci("endpoint: o\n", meta="{name: r, protect: true}"))
-    assert r.desired.registries == [Registry(
-        kind="OciRegistry", name="r", scope="tenant", spec=canonical_spec("OciRegistry", {"endpoint": "o"}),
-        protect=True, source=Span("registries.d/r.yaml", 2, 1))]
+    assert r.desired.registries == [
+        Registry(
+            kind="OciRegistry",
+            name="r",
+            scope="tenant",
+            spec=canonical_spec("OciRegistry", {"endpoint": "o"}),
+            protect=True,
+            source=Span("registries.d/r.yaml", 2, 1),
+        )
+    ]
 
 
 def test_one_bad_file_does_not_stop_the_others(tmp_path: Path) -> None:
-    root = repo_with(tmp_path, **{
-        "a.yaml": "a: [\n", "b.yaml": oci("endpoint: o\n", meta="{name: b}"),
-        "c.yaml": oci("endpoint: o\nauth: {type: nope}\n", meta="{name: c}") + "---\n" + oci("endpoint: o\n", meta="{name: c2}"),
-    })
+    root = repo_with(
+        tmp_path,
+        **{
+            "a.yaml": "a: [\n",
+            "b.yaml": oci("endpoint: o\n", meta="{name: b}"),
+            "c.yaml": oci("endpoint: o\nauth: {type: nope}\n", meta="{name: c}")
+            + "---\n"
+            + oci("endpoint: o\n", meta="{name: c2}"),
+        },
+    )
     (root / "registries.d" / "d.yaml").write_bytes(b"\x80")
     r = load_and_validate(root)
-    assert sorted({p.file for p in r.errors}) == ["registries.d/a.yaml", "registries.d/c.yaml", "registries.d/d.yaml"]
+    assert sorted({p.file for p in r.errors}) == [
+        "registries.d/a.yaml",
+        "registries.d/c.yaml",
+        "registries.d/d.yaml",
+    ]
     assert r.failed_files == {"registries.d/a.yaml", "registries.d/c.yaml", "registries.d/d.yaml"}
     assert sorted(x.name for x in r.desired.registries) == ["b", "c2"]
     assert r.problems == sorted(r.problems, key=lambda p: (p.file, p.line, p.col))
@@ -296,7 +451,9 @@ def test_collision_with_a_default(tmp_path: Path) -> None:
     (e,) = errors(check(tmp_path, helm))
     assert (e[0], e[1], e[2]) == (3, 18, "default-collision")
     assert check(tmp_path, helm, profile="airgap").ok
-    assert check(tmp_path, helm.replace("HelmRegistry", "OciRegistry").replace("'https://b'", "b")).ok  # other kind
+    assert check(
+        tmp_path, helm.replace("HelmRegistry", "OciRegistry").replace("'https://b'", "b")
+    ).ok  # other kind
 
 
 def test_profile_argument_overrides_settings(tmp_path: Path) -> None:
@@ -311,8 +468,16 @@ def test_profile_argument_overrides_settings(tmp_path: Path) -> None:
 def test_vertex_rules(tmp_path: Path) -> None:
     fips = oci("endpoint: https://o\nfips: true\n", meta="{name: a}")
     assert check(tmp_path, fips, profile="vertex").ok
-    r = check(tmp_path, oci("endpoint: http://o\nfips: false\ntls: {insecureSkipVerify: true}\n"), profile="vertex")
-    assert [(e[0], e[1], e[2]) for e in errors(r)] == [(5, 13, "vertex-http"), (6, 9, "vertex-fips"), (7, 29, "vertex-insecure")]
+    r = check(
+        tmp_path,
+        oci("endpoint: http://o\nfips: false\ntls: {insecureSkipVerify: true}\n"),
+        profile="vertex",
+    )
+    assert [(e[0], e[1], e[2]) for e in errors(r)] == [
+        (5, 13, "vertex-http"),
+        (6, 9, "vertex-fips"),
+        (7, 29, "vertex-insecure"),
+    ]
 
 
 def test_vertex_allow_non_fips(tmp_path: Path) -> None:
@@ -321,25 +486,40 @@ def test_vertex_allow_non_fips(tmp_path: Path) -> None:
     assert check(tmp_path, ok).ok
     tenant = settings + oci("endpoint: o\n", meta="{name: a}")
     assert [e[3] for e in errors(check(tmp_path, tenant))] == [
-        "vertex: a non-FIPS registry must be a system-scope OciRegistry (this is a tenant-scope OciRegistry)"]
-    helm = settings + HDR + "kind: HelmRegistry\nmetadata: {name: h, scope: system}\nspec: {endpoint: 'https://h'}\n"
+        "vertex: a non-FIPS registry must be a system-scope OciRegistry (this is a tenant-scope OciRegistry)"
+    ]
+    helm = (
+        settings
+        + HDR
+        + "kind: HelmRegistry\nmetadata: {name: h, scope: system}\nspec: {endpoint: 'https://h'}\n"
+    )
     assert [e[2] for e in errors(check(tmp_path, helm))] == ["vertex-fips"]
 
 
 def test_vertex_default_registry_name_collides(tmp_path: Path) -> None:
-    r = check(tmp_path, oci("endpoint: o\nfips: true\n", meta="{name: Palette Registry FIPS}"), profile="vertex")
+    r = check(
+        tmp_path,
+        oci("endpoint: o\nfips: true\n", meta="{name: Palette Registry FIPS}"),
+        profile="vertex",
+    )
     assert [e[2] for e in errors(r)] == ["default-collision"]
-    assert check(tmp_path, oci("endpoint: o\nfips: true\n", meta="{name: Bitnami}"), profile="vertex").ok
+    assert check(
+        tmp_path, oci("endpoint: o\nfips: true\n", meta="{name: Bitnami}"), profile="vertex"
+    ).ok
 
 
 # ------------------------------------------------------------------ run_validate
 
 
 def test_run_validate_text(tmp_path: Path) -> None:
-    root = repo_with(tmp_path, **{
-        "a.yaml": oci("endpoint: o\nsync: true\n"),
-        "b.yaml": HDR + "kind: PackRegistry\nmetadata: {name: p}\nspec: {endpoint: 'https://p'}\n",
-    })
+    root = repo_with(
+        tmp_path,
+        **{
+            "a.yaml": oci("endpoint: o\nsync: true\n"),
+            "b.yaml": HDR
+            + "kind: PackRegistry\nmetadata: {name: p}\nspec: {endpoint: 'https://p'}\n",
+        },
+    )
     out = io.StringIO()
     assert run_validate(None, root, None, "text", out) == 1
     assert out.getvalue().splitlines() == [
@@ -348,7 +528,9 @@ def test_run_validate_text(tmp_path: Path) -> None:
         "2 files, 2 registries: 1 error, 1 warning",
     ]
     out = io.StringIO()
-    assert run_validate([root / "registries.d" / "b.yaml"], root, None, "text", out) == 0  # warnings don't fail
+    assert (
+        run_validate([root / "registries.d" / "b.yaml"], root, None, "text", out) == 0
+    )  # warnings don't fail
     assert out.getvalue().splitlines()[-1] == "1 file, 1 registry: 0 errors, 1 warning"
 
 
@@ -357,9 +539,18 @@ def test_run_validate_json(tmp_path: Path) -> None:
     out = io.StringIO()
     assert run_validate(None, root, None, "json", out) == 1
     assert json.loads(out.getvalue()) == {
-        "problems": [{"file": "registries.d/a.yaml", "line": 6, "col": 9, "severity": "error",
-                      "rule": "base-content-path", "message": "spec.baseContentPath: required when sync is on"}],
-        "files": 1, "registries": 1,
+        "problems": [
+            {
+                "file": "registries.d/a.yaml",
+                "line": 6,
+                "col": 9,
+                "severity": "error",
+                "rule": "base-content-path",
+                "message": "spec.baseContentPath: required when sync is on",
+            }
+        ],
+        "files": 1,
+        "registries": 1,
     }
 
 

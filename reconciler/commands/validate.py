@@ -19,7 +19,8 @@ def _plural(n: int, word: str) -> str:
 
 def summary(result: LoadResult) -> str:
     return (
-        f"{_plural(len(result.files), 'file')}, {_plural(result.declared, 'registry').replace('registrys', 'registries')}: "
+        f"{_plural(len(result.files), 'file')}, "
+        f"{_plural(result.declared, 'registry').replace('registrys', 'registries')}: "
         f"{_plural(len(result.errors), 'error')}, {_plural(len(result.warnings), 'warning')}"
     )
 
@@ -62,7 +63,9 @@ def run_validate(
         )
     except ReconcilerError as exc:
         if fmt == "json":
-            stream.write(json.dumps({"error": str(exc), "problems": [], "files": 0, "registries": 0}) + "\n")
+            stream.write(
+                json.dumps({"error": str(exc), "problems": [], "files": 0, "registries": 0}) + "\n"
+            )
         else:
             stream.write(f"error: {exc}\n")
         return 1
