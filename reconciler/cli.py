@@ -43,6 +43,9 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--project-uid", default=None, help="Palette project uid (header ProjectUid)."),
         click.option("--ca-file", default=None, type=click.Path(dir_okay=False),
                      help="CA bundle to verify the Palette API's TLS certificate."),
+        click.option("--rate-limit", type=click.FloatRange(min=0.1), default=None,
+                     help="Palette API requests per second (default 10, Palette's limit)."),
+        click.option("--burst", type=click.IntRange(min=1), default=None, help="Palette API burst size (default 5)."),
         click.option("--local-db", default=None, help="Local target database (default .reconciler/local.db)."),
         click.option("-v", "--verbose", count=True, default=None, help="More output."),
         click.option("-q", "--quiet", is_flag=True, default=None, help="Only errors."),
@@ -53,7 +56,7 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _COMMON = ("root", "ref", "target", "state", "profile", "fmt", "max_deletions", "allow_empty", "lock_timeout",
-           "endpoint", "project_uid", "ca_file", "local_db", "verbose", "quiet")
+           "endpoint", "project_uid", "ca_file", "rate_limit", "burst", "local_db", "verbose", "quiet")
 
 
 def _options(ctx: click.Context, kwargs: dict[str, Any]):

@@ -40,6 +40,8 @@ class Options:
     project_uid: str | None = None
     ca_file: str | None = None
     local_db: str | None = None
+    rate_limit: float | None = None
+    burst: int | None = None
     verbose: int = 0
     quiet: bool = False
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -83,6 +85,8 @@ def build_target(opts: Options, profile: str, progress: Callable[[str], None] | 
             project_uid=opts.project_uid or opts.environ.get("PALETTE_PROJECT_UID") or None,
             ca_file=opts.ca_file,
             base_dir=opts.root,
+            rate=opts.rate_limit,
+            burst=opts.burst,
         )
     raise InputError(f"unknown target {opts.target!r}: choose local or palette")
 
