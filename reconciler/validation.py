@@ -494,7 +494,7 @@ class _Checker:
 
     # -- Palette's OCI rules (the API and the Terraform provider enforce these)
     def oci_rules(self, spec: dict[str, Any]) -> None:
-        auth = spec.get("auth") if isinstance(spec.get("auth"), dict) else {}
+        auth: dict[str, Any] = spec["auth"] if isinstance(spec.get("auth"), dict) else {}
         auth_type = auth.get("type", "noAuth")
         provider = spec.get("provider", "helm")
         sync = spec.get("sync", False)
@@ -542,6 +542,7 @@ def _where(doc: Document, path: Sequence[str | int] = ()) -> str:
 def load_files(
     root: Path, paths: Sequence[Path] | None, ref: str | None
 ) -> tuple[list[LoadedFile], list[Problem], str | None, bool]:
+    commit: str | None
     if ref is not None:
         sources, raw, commit = loader.discover_git(root, ref, paths)
         dirty = False
@@ -600,11 +601,17 @@ def load_and_validate(
             )
             continue
         first_settings = c
+        line, col = c.doc.start
+        spec = c.doc.value.get("spec")
+        spec = spec if isinstance(spec, dict) else {}
         if c.ok:
-            line, col = c.doc.start
-            settings = settings_from_spec(
-                c.doc.value.get("spec") or {}, Span(c.doc.file, line, col)
-            )
+            try:
+                settings = settings_from_spec(spec, Span(c.doc.file, line, col))
+            except ValueError as exc:
+                fail(c, ("spec",), f"spec: {exc}", "schema", key=True)
+        if not c.ok and spec.get("profile") in PROFILES:
+            # keep the profile of a broken Settings so its policy still applies
+            settings = Settings(profile=spec["profile"], source=Span(c.doc.file, line, col))
     effective = profile or settings.profile
     if profile is not None and profile != settings.profile:
         settings = Settings(
@@ -667,7 +674,7 @@ def load_and_validate(
             registries.append(
                 Registry(
                     kind=c.kind,
-                    name=name,
+                    name=str(name),
                     scope=scope,
                     spec=canonical_spec(c.kind, spec),
                     protect=bool(meta.get("protect", False)),

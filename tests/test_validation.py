@@ -570,3 +570,12 @@ def test_run_validate_on_the_repository() -> None:
     doc = json.loads(out.getvalue())
     assert doc["files"] >= 3 and doc["registries"] >= 6
     assert all(p["severity"] == "warning" for p in doc["problems"])
+
+
+def test_broken_settings_keep_their_profile(tmp_path: Path) -> None:
+    text = (
+        HDR
+        + "kind: Settings\nspec: {profile: vertex, syncInterval: soon}\n---\n"
+        + oci("endpoint: o\n")
+    )
+    assert sorted(e[2] for e in errors(check(tmp_path, text))) == ["schema", "vertex-fips"]
