@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.support import leaks
+
 RECONCILE = shutil.which("reconcile") or ""
 
 
@@ -46,8 +48,11 @@ def commit_all(root: Path, message: str = "change") -> str:
 def run(root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([*reconcile_cmd(), *args], cwd=root, capture_output=True, text=True, env=full_env,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    leaks.note_env(env)
+    res = subprocess.run([*reconcile_cmd(), *args], cwd=root, capture_output=True, text=True, env=full_env,
+                         timeout=timeout, stdin=subprocess.DEVNULL)
+    leaks.note_output(res.stdout, res.stderr)
+    return res
 
 
 def registry_doc(kind: str, name: str, spec: str, extra_meta: str = "") -> str:

@@ -52,6 +52,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import jsonschema
 import pytest
 
+from tests.support import leaks
+
 SPEC_PATH = Path(__file__).resolve().parent.parent / "palette_spec" / "palette-registries-openapi.json"
 BUILTIN_ANNOTATION = "palette.spectrocloud.com/builtin"
 SECRET_KEYS = frozenset({"password", "token", "secretKey", "secretToken"})
@@ -950,6 +952,8 @@ def palette_emulator_factory() -> Iterator[Callable[..., PaletteEmulator]]:
     yield make
     for emu in started:
         emu.stop()
+        leaks.note_secret(emu.api_key)
+        leaks.note_output(*emu.request_lines())
     problems = [v for emu in started for v in emu.violations]
     if problems:
         pytest.fail("requests violated the Palette API spec:\n  " + "\n  ".join(problems[:20]), pytrace=False)

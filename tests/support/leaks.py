@@ -1,0 +1,36 @@
+"""What the suite produced, for the suite-wide leak scan (tests/test_zz_leaks.py).
+
+Helpers note every secret value they hand to ``reconcile`` and everything it printed or
+sent; the scan then checks that no secret shows up in any of it, nor in any state file or
+local database left under the session's temp directory.
+"""
+
+from __future__ import annotations
+
+import threading
+
+NOT_SECRET = frozenset({
+    "PATH", "HOME", "PALETTE_ENDPOINT", "PALETTE_PROJECT_UID", "RECONCILER_CRASH_AT", "RECONCILER_CRASH_LOG",
+    "GIT_DIR", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_EVENT_PATH", "GITHUB_REPOSITORY",
+})
+
+_lock = threading.Lock()
+secrets: set[str] = set()
+outputs: list[str] = []
+
+
+def note_env(env: dict[str, str] | None) -> None:
+    with _lock:
+        for k, v in (env or {}).items():
+            if k not in NOT_SECRET and not k.startswith(("GIT_", "GITHUB_", "RUNNER_")) and v and len(v) >= 8:
+                secrets.add(v)
+
+
+def note_secret(value: str) -> None:
+    with _lock:
+        secrets.add(value)
+
+
+def note_output(*texts: str) -> None:
+    with _lock:
+        outputs.extend(t for t in texts if t)
