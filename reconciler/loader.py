@@ -63,6 +63,7 @@ class Document:
     value: Any
     positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # value nodes
     key_positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # mapping keys
+    load_errors: int = 0  # problems found while building it (duplicate keys, odd tags)
 
     @property
     def start(self) -> tuple[int, int]:
@@ -444,7 +445,9 @@ def parse_text(name: str, text: str, out: LoadedFile) -> None:
             out.problems.extend(builder.problems)
             if value is None:  # an empty document (e.g. a trailing '---')
                 continue
-            doc = Document(name, index, value, builder.positions, builder.key_positions)
+            doc = Document(
+                name, index, value, builder.positions, builder.key_positions, len(builder.problems)
+            )
             out.documents.append(doc)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

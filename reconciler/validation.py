@@ -372,7 +372,7 @@ class _Checker:
         spec = value.get("spec")
         if isinstance(spec, dict) and kind == "OciRegistry":
             self.oci_rules(spec)
-        ok = not any(p.severity == "error" for p in self.problems)
+        ok = not self.doc.load_errors and not any(p.severity == "error" for p in self.problems)
         return _Checked(self.doc, kind, self.problems, ok)
 
     # -- secrets

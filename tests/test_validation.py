@@ -579,3 +579,13 @@ def test_broken_settings_keep_their_profile(tmp_path: Path) -> None:
         + oci("endpoint: o\n")
     )
     assert sorted(e[2] for e in errors(check(tmp_path, text))) == ["schema", "vertex-fips"]
+
+
+def test_a_document_with_a_duplicate_key_is_not_desired(tmp_path: Path) -> None:
+    r = check(
+        tmp_path,
+        oci("endpoint: o\nendpoint: p\n") + "---\n" + oci("endpoint: o\n", meta="{name: ok}"),
+    )
+    assert [e[2] for e in errors(r)] == ["duplicate-key"]
+    assert [x.name for x in r.desired.registries] == ["ok"]
+    assert r.failed_files == {"registries.d/r.yaml"}
