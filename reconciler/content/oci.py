@@ -1,0 +1,408 @@
+"""OCI registry sync: repositories and tags under ``baseContentPath``.
+
+Listing uses the distribution API over httpx (``/v2/_catalog?n=`` paged through
+``Link: <...>; rel="next"``, then ``/v2/<repo>/tags/list`` for every repository, fetched by
+a bounded thread pool). Basic credentials are sent up front; a registry that answers
+with a ``Bearer`` challenge gets the standard token dance (``RegistryAuth``).
+
+oras-py (this is the only module importing it) reads manifests for ``provider: pack``.
+It is used around its traps: ``auth_backend="basic"`` with the credentials set directly
+(``login()`` would write ~/.docker and prove nothing), its docker-config lookup disabled,
+its retry decorator (up to ~131 s of sleeps) bypassed, a timeout on every request, and it
+is only called once the host has answered our own quick probe.
+
+Pack layouts recognised (one manifest per repository, of its highest tag by name):
+- ``artifactType`` or ``config.mediaType`` containing ``spectrocloud`` or ``spectro-pack``;
+- a manifest annotation key starting with ``io.spectrocloud.`` / ``com.spectrocloud.`` /
+  ``spectrocloud.com/`` (e.g. ``io.spectrocloud.pack.name``);
+- a layer titled (``org.opencontainers.image.title``) ``pack.json``, the file every pack
+  archive carries at its root.
+The repository's ``layout`` column records ``pack`` (with the rule that matched) or
+``other``; for other providers it stays NULL.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Generator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from reconciler.content import catalog
+from reconciler.content.http import (
+    Access,
+    ProbeError,
+    build_access,
+    describe_error,
+    make_client,
+    status_error,
+)
+from reconciler.content.result import SyncResult
+from reconciler.errors import redact
+
+KIND = "OciRegistry"
+PAGE = 1000
+WORKERS = 6  # measured on 2 cores against docker-registry: more threads only contend
+ORAS_TIMEOUT = 30.0
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+Progress = Callable[[str], None] | None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base: str  # scheme://host[:port]
+    host: str  # host[:port], as oras wants it
+    path: str  # repository prefix carried by the endpoint itself ("" if none)
+    https: bool
+
+    def prefix(self, base_content_path: str) -> str:
+        return "/".join(p for p in (self.path, base_content_path.strip("/")) if p)
+
+
+def parse_endpoint(endpoint: str) -> Endpoint:
+    text = endpoint.strip()
+    https = not text.startswith("http://")
+    text = re.sub(r"^[a-z]+://", "", text)
+    host, _, path = text.partition("/")
+    scheme = "https" if https else "http"
+    return Endpoint(f"{scheme}://{host}", host, path.strip("/"), https)
+
+
+class RegistryAuth(httpx.Auth):
+    """Basic credentials up front; on a ``Bearer`` challenge, fetch a token from its realm."""
+
+    def __init__(self, username: str | None, password: str | None) -> None:
+        self._basic = httpx.BasicAuth(username, password) if username is not None else None
+        self._tokens: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        scope_key = request.url.path
+        with self._lock:
+            token = self._tokens.get(scope_key) or self._tokens.get("*")
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        elif self._basic is not None:
+            request = next(self._basic.auth_flow(request))
+        response = yield request
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if response.status_code != 401 or not challenge.lower().startswith("bearer"):
+            return
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", "")
+        if not realm:
+            return
+        token_req = httpx.Request("GET", realm, params={k: v for k, v in params.items()
+                                                        if k in ("service", "scope")})
+        if self._basic is not None:
+            token_req = next(self._basic.auth_flow(token_req))
+        token_resp = yield token_req
+        if token_resp.status_code != 200:
+            return
+        token_resp.read()
+        try:
+            body = token_resp.json()
+        except ValueError:
+            return
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            return
+        with self._lock:
+            self._tokens[scope_key] = token
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
+class Distribution:
+    """The distribution API of one registry (thread-safe: one pooled httpx client)."""
+
+    def __init__(self, endpoint: Endpoint, access: Access, *, workers: int = WORKERS) -> None:
+        self.endpoint = endpoint
+        self.access = access
+        self.workers = workers
+        auth = RegistryAuth(access.username, access.password) if access.username is not None else None
+        self.client = make_client(access, pool=workers)
+        self.client.auth = auth  # type: ignore[assignment]
+        # The tags fan-out goes straight to httpx's transport (its public seam): same pool
+        # and TLS settings, without the Client's per-request auth/redirect/cookie layers,
+        # which cost as much CPU as the registry's own work per request.
+        self._transport = httpx.HTTPTransport(
+            verify=access.verify, limits=httpx.Limits(max_connections=workers,
+                                                      max_keepalive_connections=workers))
+        self._fast_headers = dict(access.headers)
+        if access.username is not None:
+            basic = httpx.BasicAuth(access.username, access.password or "")
+            probe = next(basic.auth_flow(httpx.Request("GET", endpoint.base)))
+            self._fast_headers["Authorization"] = probe.headers["Authorization"]
+        self._oras = threading.local()
+
+    def close(self) -> None:
+        self.client.close()
+        self._transport.close()
+
+    def __enter__(self) -> Distribution:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _get(self, url: str, what: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = self.client.get(url, **kw)
+        except (httpx.HTTPError, OSError) as exc:
+            raise describe_error(exc, url, self.access.secrets) from None
+        if resp.status_code != 200:
+            raise status_error(resp.status_code, url, what)
+        return resp
+
+    def ping(self) -> None:
+        """``GET /v2/``: reachable, TLS verified, credentials accepted."""
+        url = f"{self.endpoint.base}/v2/"
+        try:
+            resp = self.client.get(url)
+        except (httpx.HTTPError, OSError) as exc:
+            raise describe_error(exc, url, self.access.secrets) from None
+        if resp.status_code == 401 and self.access.username is None:
+            raise ProbeError(f"{url} requires credentials (HTTP 401) but auth.type is noAuth",
+                             check="credentials", status=401)
+        if resp.status_code == 404:
+            raise ProbeError(f"{url} is not an OCI distribution API (HTTP 404)", check="reach",
+                             status=404)
+        if resp.status_code != 200:
+            raise status_error(resp.status_code, url)
+
+    def catalog(self, prefix: str = "", page: int = PAGE) -> list[str]:
+        """Every repository (under ``prefix``), following ``Link`` rel=next pages."""
+        url: str | None = f"{self.endpoint.base}/v2/_catalog"
+        params: dict[str, Any] | None = {"n": page}
+        out: list[str] = []
+        seen_urls: set[str] = set()
+        while url:
+            resp = self._get(url, "repository catalog", params=params)
+            repos = (resp.json() or {}).get("repositories") or []
+            out.extend(r for r in repos if not prefix or r == prefix or r.startswith(prefix + "/"))
+            url = _next_link(resp)
+            if url in seen_urls:
+                break
+            seen_urls.add(url or "")
+            params = None
+        return out
+
+    def _fast_get(self, url: str, what: str) -> httpx.Response:
+        try:
+            resp = self._transport.handle_request(
+                httpx.Request("GET", url, headers=self._fast_headers))
+            try:
+                resp.read()
+            finally:
+                resp.close()
+        except (httpx.HTTPError, OSError) as exc:
+            raise describe_error(exc, url, self.access.secrets) from None
+        if resp.status_code == 401:  # a token registry: let the client do the challenge
+            return self._get(url, what)
+        if resp.status_code != 200:
+            raise status_error(resp.status_code, url, what)
+        return resp
+
+    def tags(self, repo: str) -> list[str]:
+        url: str | None = f"{self.endpoint.base}/v2/{repo}/tags/list"
+        out: list[str] = []
+        while url:
+            try:
+                resp = self._fast_get(url, f"repository {repo}")
+            except ProbeError as exc:
+                if exc.status == 404:
+                    return out  # deleted between catalog and tags: nothing to list
+                raise
+            out.extend((resp.json() or {}).get("tags") or [])
+            url = _next_link(resp)
+        return out
+
+    # -- manifests through oras-py
+    def _oras_client(self) -> Any:
+        client = getattr(self._oras, "client", None)
+        if client is None:
+            import oras.client
+
+            verify: bool | str = True
+            if self.access.insecure_skip_verify:
+                verify = False
+            elif self.access.ca_file is not None:
+                verify = str(self.access.ca_file)
+            client = oras.client.OrasClient(hostname=self.endpoint.host,
+                                            insecure=not self.endpoint.https,
+                                            auth_backend="basic", tls_verify=verify)
+            client.auth._auth_config = {"auths": {}, "credsStore": None, "credHelpers": {}}
+            if self.access.username is not None:
+                client.auth.set_basic_auth(self.access.username, self.access.password or "")
+            client.session.request = functools.partial(client.session.request,
+                                                       timeout=ORAS_TIMEOUT)
+            undecorated = type(client).do_request.__wrapped__  # no retry-with-sleeps loop
+            client.do_request = functools.partial(undecorated, client)
+            self._oras.client = client
+        return client
+
+    def manifest(self, repo: str, ref: str) -> dict[str, Any]:
+        target = f"{self.endpoint.host}/{repo}:{ref}"
+        try:
+            return self._oras_client().get_manifest(target,
+                                                    allowed_media_type=list(MANIFEST_TYPES))
+        except Exception as exc:  # oras raises ValueError / requests errors
+            raise ProbeError(redact(f"cannot read manifest {repo}:{ref}: {exc}"[:300],
+                                    self.access.secrets), check="content") from None
+
+
+def _next_link(resp: httpx.Response) -> str | None:
+    nxt = resp.links.get("next")
+    if not nxt or not nxt.get("url"):
+        return None
+    return urljoin(str(resp.url), nxt["url"])
+
+
+def pack_layout(repo: str, manifest: Mapping[str, Any]) -> str:
+    """``pack:<rule>`` when the manifest looks like a Spectro Cloud pack, else ``other``."""
+    media = " ".join(str(x) for x in (manifest.get("artifactType"),
+                                      (manifest.get("config") or {}).get("mediaType")) if x)
+    if "spectrocloud" in media or "spectro-pack" in media:
+        return "pack:mediaType"
+    for key in (manifest.get("annotations") or {}):
+        if key.startswith(("io.spectrocloud.", "com.spectrocloud.", "spectrocloud.com/")):
+            return "pack:annotation"
+    for layer in manifest.get("layers") or []:
+        title = (layer.get("annotations") or {}).get("org.opencontainers.image.title", "")
+        if title == "pack.json" or title.endswith("/pack.json"):
+            return "pack:pack.json"
+    return "other"
+
+
+# --------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True)
+class Listing:
+    tags: dict[str, list[str]]  # repository -> tags
+    layouts: dict[str, str | None]
+
+
+def list_content(dist: Distribution, prefix: str, *, packs: bool = False,
+                 progress: Progress = None) -> Listing:
+    """Repositories and tags under ``prefix``; raises ProbeError."""
+    dist.ping()
+    try:
+        repos = dist.catalog(prefix)
+    except ProbeError as exc:
+        if exc.status not in (401, 403, 404) or not prefix:
+            raise
+        # catalog disabled (ECR, Docker Hub, some Harbor setups): the base path may be a repo
+        try:
+            tags = dist.tags(prefix)
+        except ProbeError:
+            raise exc from None
+        if not tags:
+            raise exc from None
+        repos = [prefix]
+    if progress:
+        progress(f"{len(repos)} repositories under {prefix or '/'}; listing tags")
+    result: dict[str, list[str]] = {}
+    layouts: dict[str, str | None] = {}
+    workers = max(1, min(dist.workers, len(repos)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="oci-tags") as pool:
+        for i, (repo, tags) in enumerate(zip(repos, pool.map(dist.tags, repos), strict=True), 1):
+            result[repo] = tags
+            if progress and i % 100 == 0:
+                progress(f"tags of {i}/{len(repos)} repositories")
+        if packs:
+            def layout(repo: str) -> str | None:
+                tags = result[repo]
+                if not tags:
+                    return None
+                try:
+                    return pack_layout(repo, dist.manifest(repo, max(tags)))
+                except ProbeError:
+                    return "unreadable"
+            for repo, lay in zip(repos, pool.map(layout, repos), strict=True):
+                layouts[repo] = lay
+    return Listing(result, layouts)
+
+
+# --------------------------------------------------------------------------- sync
+
+
+def sync(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any], secrets: Mapping[str, str],
+         *, base_dir: Path, force: bool = False, progress: Progress = None) -> SyncResult:
+    endpoint = parse_endpoint(str(spec.get("endpoint") or ""))
+    base_path = str(spec.get("baseContentPath") or "")
+    prefix = endpoint.prefix(base_path)
+    source = f"{endpoint.base}/{prefix}".rstrip("/")
+    prev = catalog.sync_row(conn, uid)
+    if prev is not None and prev["kind"] != KIND:
+        catalog.delete(conn, uid)
+        prev = None
+    secret_values: tuple[str, ...] = tuple(v for v in secrets.values() if v)
+    try:
+        if (spec.get("auth") or {}).get("type") == "ecr":
+            raise ProbeError("ECR credentials are not supported by the local content sync",
+                             check="config")
+        access = build_access(spec, secrets, base_dir, https=endpoint.https)
+        with Distribution(endpoint, access) as dist:
+            listing = list_content(dist, prefix, packs=spec.get("provider") == "pack",
+                                   progress=progress)
+        if prefix and not listing.tags:
+            raise ProbeError(f"no repositories under baseContentPath {base_path!r} at "
+                             f"{endpoint.base}", check="content")
+    except ProbeError as exc:
+        message = redact(str(exc), secret_values)
+        with catalog.transaction(conn):
+            catalog.record(conn, uid, KIND, "Failed", message, prev=prev, source=source)
+        return SyncResult("Failed", message, [], [], catalog.stored_counts(prev), False)
+
+    with catalog.transaction(conn):
+        added, removed = _store(conn, uid, listing)
+        counts = {"repositories": len(listing.tags),
+                  "tags": sum(len(t) for t in listing.tags.values())}
+        if listing.layouts:
+            counts["packs"] = sum(1 for v in listing.layouts.values() if v and v.startswith("pack"))
+        message = f"{counts['repositories']} repositories, {counts['tags']} tags"
+        if "packs" in counts:
+            message += f" ({counts['packs']} packs)"
+        message += f"; +{len(added)} -{len(removed)}"
+        catalog.record(conn, uid, KIND, "Completed", message, prev=prev, counts=counts,
+                       source=source)
+    if progress:
+        progress(f"{KIND}: {message}")
+    return SyncResult("Completed", message, added, removed, counts, False)
+
+
+def _store(conn: sqlite3.Connection, uid: str, listing: Listing) -> tuple[list[str], list[str]]:
+    old: set[tuple[str, str]] = set(conn.execute(
+        "SELECT repository, tag FROM content_oci_tags WHERE uid = ?", (uid,)).fetchall())
+    old_repos = {r for (r,) in conn.execute(
+        "SELECT repository FROM content_oci_repositories WHERE uid = ?", (uid,))}
+    new = {(repo, tag) for repo, tags in listing.tags.items() for tag in tags}
+    added_pairs = sorted(new - old)
+    removed_pairs = sorted(old - new)
+    conn.executemany("DELETE FROM content_oci_tags WHERE uid = ? AND repository = ? AND tag = ?",
+                     [(uid, r, t) for r, t in removed_pairs])
+    conn.executemany("INSERT OR REPLACE INTO content_oci_tags VALUES (?, ?, ?)",
+                     [(uid, r, t) for r, t in added_pairs])
+    conn.executemany("DELETE FROM content_oci_repositories WHERE uid = ? AND repository = ?",
+                     [(uid, r) for r in old_repos - set(listing.tags)])
+    conn.executemany("INSERT OR REPLACE INTO content_oci_repositories VALUES (?, ?, ?)",
+                     [(uid, r, listing.layouts.get(r)) for r in listing.tags])
+    added = [f"{r}:{t}" for r, t in added_pairs]
+    added += [f"{r}" for r in sorted(set(listing.tags) - old_repos) if not listing.tags[r]]
+    removed = [f"{r}:{t}" for r, t in removed_pairs]
+    return added, removed

@@ -1,0 +1,133 @@
+"""Legacy Pack registry: reachability, credentials, and the pack list where offered.
+
+Checks: ``GET <endpoint>`` with the configured auth must answer without 401/403 and
+below 500 (any other status still proves the host and TLS). Listing, tried in order, the
+first that answers 200 with JSON wins; absence of both is not a failure:
+- ``GET <endpoint>/v1/packs``: a JSON list (or ``{"items"|"packs": [...]}``) of objects
+  with ``name`` and ``version`` (or ``tag``, or a ``versions`` / ``tags`` list);
+- ``GET <endpoint>/v2/_catalog``: a distribution-based pack registry, one pack per
+  repository (version left empty).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from reconciler.content import catalog
+from reconciler.content.http import (
+    Access,
+    ProbeError,
+    build_access,
+    describe_error,
+    make_client,
+    status_error,
+)
+from reconciler.content.result import SyncResult
+from reconciler.errors import redact
+
+KIND = "PackRegistry"
+Progress = Callable[[str], None] | None
+
+
+def base_url(spec: Mapping[str, Any]) -> str:
+    endpoint = str(spec.get("endpoint") or "").strip()
+    if not endpoint.startswith(("http://", "https://")):
+        endpoint = "https://" + endpoint
+    return endpoint.rstrip("/")
+
+
+def check(client: httpx.Client, url: str, secrets: tuple[str, ...]) -> None:
+    try:
+        resp = client.get(url + "/")
+    except (httpx.HTTPError, OSError) as exc:
+        raise describe_error(exc, url, secrets) from None
+    if resp.status_code in (401, 403) or resp.status_code >= 500:
+        raise status_error(resp.status_code, url)
+
+
+def list_packs(client: httpx.Client, url: str) -> set[tuple[str, str]] | None:
+    """(name, version) pairs, or None when the server offers no listing we know."""
+    for path in ("/v1/packs", "/v2/_catalog"):
+        try:
+            resp = client.get(url + path)
+            if resp.status_code != 200:
+                continue
+            doc = resp.json()
+        except (httpx.HTTPError, OSError, ValueError):
+            continue
+        if path == "/v2/_catalog":
+            repos = doc.get("repositories") if isinstance(doc, dict) else None
+            if isinstance(repos, list):
+                return {(str(r), "") for r in repos}
+            continue
+        items = doc.get("items", doc.get("packs")) if isinstance(doc, dict) else doc
+        if isinstance(items, list):
+            return set(_pairs(items))
+    return None
+
+
+def _pairs(items: list[Any]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        if not isinstance(item, Mapping) or not item.get("name"):
+            continue
+        name = str(item["name"])
+        versions = item.get("versions") or item.get("tags")
+        if isinstance(versions, list):
+            out.extend((name, str(v.get("version", v.get("tag", "")) if isinstance(v, Mapping)
+                                  else v)) for v in versions)
+        else:
+            out.append((name, str(item.get("version") or item.get("tag") or "")))
+    return out
+
+
+def _access(spec: Mapping[str, Any], secrets: Mapping[str, str], base_dir: Path) -> Access:
+    return build_access(spec, secrets, base_dir, https=base_url(spec).startswith("https://"))
+
+
+def sync(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any], secrets: Mapping[str, str],
+         *, base_dir: Path, force: bool = False, progress: Progress = None) -> SyncResult:
+    url = base_url(spec)
+    prev = catalog.sync_row(conn, uid)
+    if prev is not None and prev["kind"] != KIND:
+        catalog.delete(conn, uid)
+        prev = None
+    values = tuple(v for v in secrets.values() if v)
+    try:
+        access = _access(spec, secrets, base_dir)
+        with make_client(access, pool=1) as client:
+            check(client, url, access.secrets)
+            if progress:
+                progress(f"listing packs at {url}")
+            packs = list_packs(client, url)
+    except ProbeError as exc:
+        message = redact(str(exc), values)
+        with catalog.transaction(conn):
+            catalog.record(conn, uid, KIND, "Failed", message, prev=prev, source=url)
+        return SyncResult("Failed", message, [], [], catalog.stored_counts(prev), False)
+
+    with catalog.transaction(conn):
+        added: list[str] = []
+        removed: list[str] = []
+        if packs is None:
+            counts: dict[str, Any] = {"packs": None}
+            message = "reachable, credentials accepted; the server offers no pack listing"
+        else:
+            old = set(conn.execute("SELECT name, version FROM content_packs WHERE uid = ?",
+                                   (uid,)).fetchall())
+            add, rem = sorted(packs - old), sorted(old - packs)
+            conn.executemany("DELETE FROM content_packs WHERE uid = ? AND name = ? AND version = ?",
+                             [(uid, n, v) for n, v in rem])
+            conn.executemany("INSERT OR REPLACE INTO content_packs VALUES (?, ?, ?)",
+                             [(uid, n, v) for n, v in add])
+            added = [f"{n}@{v}" if v else n for n, v in add]
+            removed = [f"{n}@{v}" if v else n for n, v in rem]
+            counts = {"packs": len({n for n, _ in packs}), "versions": len(packs)}
+            message = f"{counts['packs']} packs, {counts['versions']} versions; +{len(added)} -{len(removed)}"
+        catalog.record(conn, uid, KIND, "Completed", message, prev=prev, counts=counts, source=url)
+    return SyncResult("Completed", message, added, removed, counts, False)
