@@ -51,6 +51,8 @@ class _Recorder:
         self.state = state
         self.commit = commit
         self.lock = threading.Lock()
+        self.prefix = "apply"
+        self.counts = ""
         self.state.target = self.state.target or target_name
 
     def put(self, record: Record, message: str) -> None:
@@ -65,7 +67,7 @@ class _Recorder:
 
     def _write(self, message: str) -> None:
         self.state.serial += 1
-        self.store.write(self.state, message)
+        self.store.write(self.state, f"{self.prefix}: {message} ({self.counts})")
 
 
 def _now() -> str:
@@ -83,6 +85,10 @@ def apply_plan(
     on_result: Callable[[ChangeResult], None] | None = None,
 ) -> ApplyResult:
     rec = _Recorder(store, state, commit, target.identity)
+    c = plan.counts()
+    rec.prefix = f"apply {(commit or 'uncommitted')[:12]}{'-dirty' if commit and commit.endswith('-dirty') else ''}"
+    rec.counts = (f"plan: {c['create']} to create, {c['update']} to update, {c['replace']} to replace, "
+                  f"{c['delete']} to delete, {c['adopt']} to adopt")
     known = {v for vals in secrets.values() for v in vals.values() if v}
     results: list[ChangeResult] = []
     results_lock = threading.Lock()

@@ -5,7 +5,7 @@ its uid, a normalised spec fingerprint, a salted hash per secret (never the valu
 ``protect``, whether we created or adopted it, the commit it was last applied from and the
 last sync result; plus lineage, serial and the tool version. Stores: ``file.FileStateStore``
 (atomic JSON file with an exclusive lock) and ``git.GitBranchStateStore``. Both run the
-contract suite in ``tests/test_state_contract.py``.
+contract suite in ``tests/support/state_contract.py``.
 """
 
 from __future__ import annotations
