@@ -139,7 +139,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], **kwargs: Any) -> int:
     from reconciler.commands.validate import run_validate
 
     opts = _options(ctx, kwargs)
-    return run_validate(list(paths) or None, opts.root, opts.profile, opts.fmt, sys.stdout)
+    return run_validate(list(paths) or None, opts.root, opts.profile, opts.fmt, sys.stdout, ref=opts.ref)
 
 
 @main.command()
