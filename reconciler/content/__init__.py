@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.content import catalog, helm
+from reconciler.content import preflight as _preflight  # before ``def preflight`` shadows it
 from reconciler.content.result import SyncResult
 
 __all__ = ["SyncResult", "catalog_summary", "delete_catalog", "ensure_schema", "preflight",
@@ -52,8 +53,6 @@ def preflight(kind: str, spec: Mapping[str, Any], secrets: Mapping[str, str], *,
               base_dir: Path, label: str | None = None) -> list[str]:
     """One line per failed check ([] when all pass); ``label`` (e.g. ``HelmRegistry/charts``)
     prefixes each line as ``label: ...``."""
-    from reconciler.content import preflight as _preflight
-
     lines = _preflight.run(kind, spec, secrets, base_dir=Path(base_dir))
     return [f"{label}: {line}" for line in lines] if label else lines
 

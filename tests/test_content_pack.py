@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from reconciler.content import catalog_summary, ensure_schema, sync_registry
+from tests.support.helm_repo import HelmRepo
+
+
+@pytest.fixture
+def conn(tmp_path: Path):
+    c = sqlite3.connect(tmp_path / "local.db", isolation_level=None)
+    ensure_schema(c)
+    yield c
+    c.close()
+
+
+def spec(url: str, **extra):
+    s = {"endpoint": url, "auth": {"type": "noAuth"}, "tls": {"insecureSkipVerify": False},
+         "fips": False}
+    s.update(extra)
+    return s
+
+
+def test_lists_packs_from_v1_packs(conn, tmp_path):
+    with HelmRepo(tmp_path / "r", basic=("u", "pw-123")) as srv:
+        (srv.root / "v1").mkdir()
+        (srv.root / "v1" / "packs").write_text(json.dumps(
+            {"items": [{"name": "cni-calico", "versions": ["3.26.0", "3.27.0"]},
+                       {"name": "csi-aws", "version": "1.20.0"}]}))
+        s = spec(srv.url, auth={"type": "basic", "username": "u", "password": {"fromEnv": "X"}})
+        r = sync_registry(conn, "p1", "PackRegistry", s, {"auth.password": "pw-123"},
+                          base_dir=tmp_path)
+        assert r.status == "Completed", r.message
+        assert r.counts == {"packs": 2, "versions": 3}
+        assert "cni-calico@3.27.0" in r.added
+        bad = sync_registry(conn, "p1", "PackRegistry", s, {"auth.password": "nope-999"},
+                            base_dir=tmp_path)
+        assert bad.status == "Failed" and "401" in bad.message and "nope-999" not in bad.message
+        assert catalog_summary(conn, "p1")["status"] == "Failed"
+
+
+def test_no_listing_is_not_a_failure(conn, tmp_path):
+    with HelmRepo(tmp_path / "r") as srv:
+        r = sync_registry(conn, "p2", "PackRegistry", spec(srv.url), {}, base_dir=tmp_path)
+        assert r.status == "Completed" and r.counts == {"packs": None}
+        assert "no pack listing" in r.message
+
+
+def test_unreachable(conn, tmp_path):
+    srv = HelmRepo(tmp_path / "r")
+    url = srv.url
+    srv.close()
+    r = sync_registry(conn, "p3", "PackRegistry", spec(url), {}, base_dir=tmp_path)
+    assert r.status == "Failed" and "cannot connect" in r.message
