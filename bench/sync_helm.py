@@ -57,22 +57,36 @@ def child(argv: list[str]) -> None:
         conn = sqlite3.connect(db, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        spec = {"endpoint": url, "sync": True, "auth": {"type": "noAuth"},
-                "tls": {"insecureSkipVerify": False}, "fips": False}
+        spec = {
+            "endpoint": url,
+            "sync": True,
+            "auth": {"type": "noAuth"},
+            "tls": {"insecureSkipVerify": False},
+            "fips": False,
+        }
         t0 = time.perf_counter()
         res = sync_registry(conn, "bench", "HelmRegistry", spec, {}, base_dir=Path("."))
         wall = time.perf_counter() - t0
         conn.close()
         assert res.status == "Completed", res.message
-        out = {"wall": wall, "added": len(res.added), "not_modified": res.not_modified,
-               "versions": res.counts.get("versions")}
+        out = {
+            "wall": wall,
+            "added": len(res.added),
+            "not_modified": res.not_modified,
+            "versions": res.counts.get("versions"),
+        }
     out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
 
 def run_child(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True,
-                          text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"child {args[0]} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -99,13 +113,18 @@ def bench_file(repo, tmp: Path, name: str, prev: str | None, repeat: int) -> dic
             assert warms[-1]["not_modified"], "warm sync was not a 304"
     cold, warm = best(colds), best(warms)
     mem_cold = max(r["maxrss_mb"] for r in colds)
-    print(f"cold sync: {cold['wall'] * 1000:.0f} ms, {mem_cold:.0f} MB "
-          f"({cold['versions']} versions)")
-    print(f"warm sync (304): {warm['wall'] * 1000:.1f} ms "
-          f"(median {sorted(r['wall'] for r in warms)[len(warms) // 2] * 1000:.1f} ms)")
-    ratios = {"cold/baseline time": cold["wall"] / base["wall"],
-              "cold/baseline memory": mem_cold / base["maxrss_mb"],
-              "warm/cold time": warm["wall"] / cold["wall"]}
+    print(
+        f"cold sync: {cold['wall'] * 1000:.0f} ms, {mem_cold:.0f} MB ({cold['versions']} versions)"
+    )
+    print(
+        f"warm sync (304): {warm['wall'] * 1000:.1f} ms "
+        f"(median {sorted(r['wall'] for r in warms)[len(warms) // 2] * 1000:.1f} ms)"
+    )
+    ratios = {
+        "cold/baseline time": cold["wall"] / base["wall"],
+        "cold/baseline memory": mem_cold / base["maxrss_mb"],
+        "warm/cold time": warm["wall"] / cold["wall"],
+    }
     if prev:
         prev_raw = gzip.open(DATA / prev, "rb").read()
         incs = []
@@ -119,8 +138,12 @@ def bench_file(repo, tmp: Path, name: str, prev: str | None, repeat: int) -> dic
         inc = best(incs)
         print(f"incremental sync (+1 version): {inc['wall'] * 1000:.0f} ms")
         ratios["incremental/cold time"] = inc["wall"] / cold["wall"]
-    targets = {"cold/baseline time": 0.2, "cold/baseline memory": 0.5, "warm/cold time": 0.05,
-               "incremental/cold time": 0.25}
+    targets = {
+        "cold/baseline time": 0.2,
+        "cold/baseline memory": 0.5,
+        "warm/cold time": 0.05,
+        "incremental/cold time": 0.25,
+    }
     for k, v in ratios.items():
         verdict = "ok" if v <= targets[k] else "OVER"
         print(f"  {k:24s} {v:6.3f}  (target <= {targets[k]})  {verdict}")

@@ -69,10 +69,18 @@ def main() -> None:
 
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(seed, range(args.repos)))
-        print(f"seeded {args.repos} repositories x {args.tags} tags in "
-              f"{time.perf_counter() - t0:.1f} s")
-        spec = {"endpoint": reg.url, "provider": "helm", "baseContentPath": "bench",
-                "sync": True, "auth": {"type": "noAuth"}, "tls": {"insecureSkipVerify": False}}
+        print(
+            f"seeded {args.repos} repositories x {args.tags} tags in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
+        spec = {
+            "endpoint": reg.url,
+            "provider": "helm",
+            "baseContentPath": "bench",
+            "sync": True,
+            "auth": {"type": "noAuth"},
+            "tls": {"insecureSkipVerify": False},
+        }
         base_times, our_times = [], []
         for i in range(args.repeat):
             t = time.perf_counter()

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.content import catalog_summary, ensure_schema, sync_registry
-from reconciler.content import helm
+from reconciler.content import catalog_summary, ensure_schema, helm, sync_registry
 from tests.support.helm_repo import DATA, SHARED_HELM, HelmRepo, index_for, make_tls
 
 UID = "helm-1"
@@ -33,20 +32,36 @@ def repo(tmp_path: Path):
 
 
 def spec(url: str, **extra):
-    s = {"endpoint": url, "sync": True, "auth": {"type": "noAuth"},
-         "tls": {"insecureSkipVerify": False}, "fips": False}
+    s = {
+        "endpoint": url,
+        "sync": True,
+        "auth": {"type": "noAuth"},
+        "tls": {"insecureSkipVerify": False},
+        "fips": False,
+    }
     s.update(extra)
     return s
 
 
 def sync(conn, url, secrets=None, base_dir=Path("."), **kw):
-    return sync_registry(conn, UID, "HelmRegistry", kw.pop("spec", None) or spec(url),
-                         secrets or {}, base_dir=base_dir, **kw)
+    return sync_registry(
+        conn,
+        UID,
+        "HelmRegistry",
+        kw.pop("spec", None) or spec(url),
+        secrets or {},
+        base_dir=base_dir,
+        **kw,
+    )
 
 
 def test_cold_then_304_then_incremental(conn, repo):
-    repo.write_index(index_for(repo.root, [("nginx", "1.2.3", "1.25"), ("nginx", "1.2.2", "1.24"),
-                                           ("redis", "17.0.0", None)]))
+    repo.write_index(
+        index_for(
+            repo.root,
+            [("nginx", "1.2.3", "1.25"), ("nginx", "1.2.2", "1.24"), ("redis", "17.0.0", None)],
+        )
+    )
     seen: list[str] = []
     r1 = sync(conn, repo.url, progress=seen.append)
     assert r1.status == "Completed", r1.message
@@ -54,8 +69,10 @@ def test_cold_then_304_then_incremental(conn, repo):
     assert r1.removed == [] and not r1.not_modified
     assert r1.counts == {"charts": 2, "versions": 3}
     assert seen, "progress was never called"
-    rows = conn.execute("SELECT chart, version, app_version, digest FROM content_helm_versions "
-                        "ORDER BY chart, version").fetchall()
+    rows = conn.execute(
+        "SELECT chart, version, app_version, digest FROM content_helm_versions "
+        "ORDER BY chart, version"
+    ).fetchall()
     assert rows[2][:3] == ("redis", "17.0.0", None) and len(rows[2][3]) == 64
 
     r2 = sync(conn, repo.url)
@@ -63,8 +80,17 @@ def test_cold_then_304_then_incremental(conn, repo):
     assert repo.statuses() == [200, 304]
     assert r2.counts == {"charts": 2, "versions": 3}
 
-    repo.write_index(index_for(repo.root, [("nginx", "1.2.4", "1.25"), ("nginx", "1.2.3", "1.25"),
-                                           ("nginx", "1.2.2", "1.24"), ("postgresql", "12.0.0", "15")]))
+    repo.write_index(
+        index_for(
+            repo.root,
+            [
+                ("nginx", "1.2.4", "1.25"),
+                ("nginx", "1.2.3", "1.25"),
+                ("nginx", "1.2.2", "1.24"),
+                ("postgresql", "12.0.0", "15"),
+            ],
+        )
+    )
     r3 = sync(conn, repo.url)
     assert r3.status == "Completed", r3.message
     assert sorted(r3.added) == ["nginx@1.2.4", "postgresql@12.0.0"]
@@ -78,11 +104,14 @@ def test_cold_then_304_then_incremental(conn, repo):
 def test_unchanged_charts_are_not_reparsed(conn, repo, monkeypatch):
     repo.write_index(index_for(repo.root, [("a", "1.0.0", "1"), ("b", "1.0.0", "1")]))
     assert sync(conn, repo.url).status == "Completed"
-    repo.write_index(index_for(repo.root, [("a", "1.0.0", "1"), ("b", "1.1.0", "1"),
-                                           ("b", "1.0.0", "1")]))
+    repo.write_index(
+        index_for(repo.root, [("a", "1.0.0", "1"), ("b", "1.1.0", "1"), ("b", "1.0.0", "1")])
+    )
     parsed: list[str] = []
     real = helm.parse_block
-    monkeypatch.setattr(helm, "parse_block", lambda d, s, e, n: parsed.append(n) or real(d, s, e, n))
+    monkeypatch.setattr(
+        helm, "parse_block", lambda d, s, e, n: parsed.append(n) or real(d, s, e, n)
+    )
     r = sync(conn, repo.url)
     assert r.added == ["b@1.1.0"] and parsed == ["b"]
 
@@ -106,8 +135,10 @@ def test_force_skips_conditional_request(conn, repo):
 def test_basic_auth(conn, tmp_path):
     with HelmRepo(tmp_path / "r", basic=("alice", "s3cret-pw")) as repo:
         repo.write_index(index_for(repo.root, [("a", "1.0.0", "1")]))
-        s = spec(repo.url, auth={"type": "basic", "username": "alice",
-                                 "password": {"fromEnv": "HELM_PW"}})
+        s = spec(
+            repo.url,
+            auth={"type": "basic", "username": "alice", "password": {"fromEnv": "HELM_PW"}},
+        )
         ok = sync(conn, repo.url, {"auth.password": "s3cret-pw"}, spec=s)
         assert ok.status == "Completed", ok.message
         bad = sync(conn, repo.url, {"auth.password": "wrong-pw"}, spec=s, force=True)
@@ -179,11 +210,11 @@ TRICKY = [
     # comments, blank lines, quoted values, trailing comment, appVersion null
     b"apiVersion: v1\n# top comment\nentries:\n\n  # chart comment\n  a:\n  - name: a\n"
     b"    version: '1.0.0'\n    appVersion: null\n    description: |-\n      line one\n\n"
-    b"      # not a comment\n    digest: \"d1\" \n  - version: 0.9.0 # old\n    name: a\n"
-    b"generated: \"2024\"\n",
+    b'      # not a comment\n    digest: "d1" \n  - version: 0.9.0 # old\n    name: a\n'
+    b'generated: "2024"\n',
     # multi-line plain version (continuation) and escaped quotes -> per-block libyaml
     b"apiVersion: v1\nentries:\n  a:\n  - name: a\n    version: 1.0.0\n      -beta\n"
-    b"    appVersion: \"x\\\"y\"\n",
+    b'    appVersion: "x\\"y"\n',
     # chartmuseum-style indentation: entries at indent 4
     b"apiVersion: v1\nentries:\n  a:\n    - name: a\n      version: 2.0.0\n      appVersion: 2\n"
     b"    - name: a\n      version: 1.0.0\nserverInfo:\n  contextPath: /v3\n",
@@ -192,12 +223,14 @@ TRICKY = [
     # document marker + anchors across charts
     b"---\napiVersion: v1\nentries:\n  a:\n  - &e\n    name: a\n    version: 1.0.0\n  b:\n  - *e\n",
     # quoted chart name and flow entry
-    b"apiVersion: v1\nentries:\n  \"c\":\n  - {name: c, version: 3.0.0}\n  d:\n  - {name: d, version: 4.0.0}\n",
+    b'apiVersion: v1\nentries:\n  "c":\n  - {name: c, version: 3.0.0}\n'
+    b"  d:\n  - {name: d, version: 4.0.0}\n",
     # empty entries, and quoted key inside an entry
     b"apiVersion: v1\nentries:\n",
-    b"apiVersion: v1\nentries:\n  a:\n  - name: a\n    \"version\": 5.0.0\n",
+    b'apiVersion: v1\nentries:\n  a:\n  - name: a\n    "version": 5.0.0\n',
     # a multi-line quoted description whose continuation looks like a key
-    b"apiVersion: v1\nentries:\n  a:\n  - description: \"foo\n      version: 9.9.9\"\n    version: 1.0.0\n",
+    b'apiVersion: v1\nentries:\n  a:\n  - description: "foo\n      version: 9.9.9"\n'
+    b"    version: 1.0.0\n",
 ]
 
 
@@ -212,17 +245,30 @@ def test_flow_style_index_syncs_via_full_parse(conn, repo):
     assert r.status == "Completed", r.message
     assert sorted(r.added) == ["nginx@1.2.2", "nginx@1.2.3", "redis@17.0.0"]
     assert conn.execute("SELECT layout FROM content_sync").fetchone()[0] == "full"
-    assert conn.execute("SELECT deprecated FROM content_helm_versions WHERE chart='redis'"
-                        ).fetchone()[0] == 1
+    assert (
+        conn.execute("SELECT deprecated FROM content_helm_versions WHERE chart='redis'").fetchone()[
+            0
+        ]
+        == 1
+    )
     # the same content in Helm's layout: nothing added or removed
-    repo.write_index(index_for(repo.root, [("nginx", "1.2.3", "1.25"), ("nginx", "1.2.2", None),
-                                           ("redis", "17.0.0", None)]))
+    repo.write_index(
+        index_for(
+            repo.root,
+            [("nginx", "1.2.3", "1.25"), ("nginx", "1.2.2", None), ("redis", "17.0.0", None)],
+        )
+    )
     r2 = sync(conn, repo.url)
     assert r2.added == [] and r2.removed == [] and r2.counts["versions"] == 3
 
 
-@pytest.mark.parametrize("name", ["spectrocloud-helm-charts-index-2022-10-20.yaml.gz",
-                                  "prometheus-community-index-2020-09-27.yaml.gz"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "spectrocloud-helm-charts-index-2022-10-20.yaml.gz",
+        "prometheus-community-index-2020-09-27.yaml.gz",
+    ],
+)
 def test_vendored_real_indexes(name):
     data = gzip.open(DATA / name, "rb").read()
     assert helm.split_index(data) is not None

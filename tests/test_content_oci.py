@@ -34,20 +34,32 @@ def seeded(oci_plain):  # noqa: F811
 
 
 def spec(url: str, base: str = "team", **extra):
-    s = {"endpoint": url, "provider": "helm", "baseContentPath": base, "sync": True,
-         "auth": {"type": "noAuth"}, "tls": {"insecureSkipVerify": False}, "fips": False}
+    s = {
+        "endpoint": url,
+        "provider": "helm",
+        "baseContentPath": base,
+        "sync": True,
+        "auth": {"type": "noAuth"},
+        "tls": {"insecureSkipVerify": False},
+        "fips": False,
+    }
     s.update(extra)
     return s
 
 
 def test_lists_repositories_and_tags_under_base_path(conn, seeded):
     seen: list[str] = []
-    r = sync_registry(conn, "o1", "OciRegistry", spec(seeded.url), {}, base_dir=Path("."),
-                      progress=seen.append)
+    r = sync_registry(
+        conn, "o1", "OciRegistry", spec(seeded.url), {}, base_dir=Path("."), progress=seen.append
+    )
     assert r.status == "Completed", r.message
     assert r.counts == {"repositories": 3, "tags": 4}
-    assert sorted(r.added) == ["team/app:1.0", "team/app:1.1", "team/pack-x:1.0.0",
-                               "team/pack-y:2.0.0"]
+    assert sorted(r.added) == [
+        "team/app:1.0",
+        "team/app:1.1",
+        "team/pack-x:1.0.0",
+        "team/pack-y:2.0.0",
+    ]
     assert seen
     again = sync_registry(conn, "o1", "OciRegistry", spec(seeded.url), {}, base_dir=Path("."))
     assert again.added == [] == again.removed
@@ -57,8 +69,14 @@ def test_lists_repositories_and_tags_under_base_path(conn, seeded):
 
 def test_endpoint_without_scheme_and_with_path(conn, seeded):
     # "host:port/team" + baseContentPath "" lists the same repositories; http via scheme only
-    r = sync_registry(conn, "o2", "OciRegistry", spec(f"http://{seeded.host}/team", base=""),
-                      {}, base_dir=Path("."))
+    r = sync_registry(
+        conn,
+        "o2",
+        "OciRegistry",
+        spec(f"http://{seeded.host}/team", base=""),
+        {},
+        base_dir=Path("."),
+    )
     assert r.counts["repositories"] == 3
 
 
@@ -69,8 +87,10 @@ def test_incremental_added_and_removed(conn, oci_plain):  # noqa: F811
     assert sync_registry(conn, "o3", "OciRegistry", s, {}, base_dir=Path(".")).status == "Completed"
     oci_plain.tag("inc/a", "1", "2")
     with oci_plain.http() as c:
-        head = c.head("/v2/inc/b/manifests/1",
-                      headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        head = c.head(
+            "/v2/inc/b/manifests/1",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        )
         c.delete(f"/v2/inc/b/manifests/{head.headers['Docker-Content-Digest']}").raise_for_status()
     r = sync_registry(conn, "o3", "OciRegistry", s, {}, base_dir=Path("."))
     assert r.added == ["inc/a:2"] and r.removed == ["inc/b:1"]
@@ -84,35 +104,56 @@ def test_catalog_paging_follows_link(conn, seeded, monkeypatch):
 
 
 def test_pack_layouts_recognised(conn, seeded, tmp_path):
-    r = sync_registry(conn, "o5", "OciRegistry", spec(seeded.url, provider="pack"), {},
-                      base_dir=Path("."))
+    r = sync_registry(
+        conn, "o5", "OciRegistry", spec(seeded.url, provider="pack"), {}, base_dir=Path(".")
+    )
     assert r.status == "Completed", r.message
     assert r.counts["packs"] == 2
-    layouts = dict(conn.execute("SELECT repository, layout FROM content_oci_repositories "
-                                "WHERE uid = 'o5'").fetchall())
-    assert layouts == {"team/app": "other", "team/pack-x": "pack:annotation",
-                       "team/pack-y": "pack:pack.json"}
+    layouts = dict(
+        conn.execute(
+            "SELECT repository, layout FROM content_oci_repositories WHERE uid = 'o5'"
+        ).fetchall()
+    )
+    assert layouts == {
+        "team/app": "other",
+        "team/pack-x": "pack:annotation",
+        "team/pack-y": "pack:pack.json",
+    }
     assert not (Path(os.environ["HOME"]) / ".docker").exists()
 
 
 def test_missing_base_path_fails(conn, seeded):
-    r = sync_registry(conn, "o6", "OciRegistry", spec(seeded.url, base="nope"), {},
-                      base_dir=Path("."))
+    r = sync_registry(
+        conn, "o6", "OciRegistry", spec(seeded.url, base="nope"), {}, base_dir=Path(".")
+    )
     assert r.status == "Failed" and "baseContentPath 'nope'" in r.message
 
 
 def test_basic_auth(conn, oci_basic):  # noqa: F811
     oci_basic.push("sec/app", "1")
     auth = {"type": "basic", "username": USER, "password": {"fromEnv": "P"}}
-    ok = sync_registry(conn, "o7", "OciRegistry", spec(oci_basic.url, base="sec", auth=auth),
-                       {"auth.password": PASSWORD}, base_dir=Path("."))
+    ok = sync_registry(
+        conn,
+        "o7",
+        "OciRegistry",
+        spec(oci_basic.url, base="sec", auth=auth),
+        {"auth.password": PASSWORD},
+        base_dir=Path("."),
+    )
     assert ok.status == "Completed" and ok.counts["tags"] == 1, ok.message
-    bad = sync_registry(conn, "o7", "OciRegistry", spec(oci_basic.url, base="sec", auth=auth),
-                        {"auth.password": "not-the-password"}, base_dir=Path("."))
+    bad = sync_registry(
+        conn,
+        "o7",
+        "OciRegistry",
+        spec(oci_basic.url, base="sec", auth=auth),
+        {"auth.password": "not-the-password"},
+        base_dir=Path("."),
+    )
     assert bad.status == "Failed" and "401" in bad.message
     assert "not-the-password" not in bad.message
-    anon = sync_registry(conn, "o8", "OciRegistry", spec(oci_basic.url, base="sec"), {},
-                         base_dir=Path("."))
+    anon = sync_registry(
+        conn, "o8", "OciRegistry", spec(oci_basic.url, base="sec"), {}, base_dir=Path(".")
+    )
     assert anon.status == "Failed" and "requires credentials" in anon.message
 
 
@@ -121,17 +162,38 @@ def test_tls_with_custom_ca(conn, oci_tls):  # noqa: F811
     auth = {"type": "basic", "username": USER, "password": {"fromEnv": "P"}}
     secrets = {"auth.password": PASSWORD}
     base_dir = oci_tls.tls.ca.parent
-    ok = sync_registry(conn, "o9", "OciRegistry",
-                       spec(oci_tls.host, base="tls", auth=auth, provider="pack",
-                            tls={"insecureSkipVerify": False, "caFile": "ca.crt"}),
-                       secrets, base_dir=base_dir)
+    ok = sync_registry(
+        conn,
+        "o9",
+        "OciRegistry",
+        spec(
+            oci_tls.host,
+            base="tls",
+            auth=auth,
+            provider="pack",
+            tls={"insecureSkipVerify": False, "caFile": "ca.crt"},
+        ),
+        secrets,
+        base_dir=base_dir,
+    )
     assert ok.status == "Completed" and ok.counts["tags"] == 1, ok.message
-    no_ca = sync_registry(conn, "o10", "OciRegistry", spec(oci_tls.host, base="tls", auth=auth),
-                          secrets, base_dir=base_dir)
+    no_ca = sync_registry(
+        conn,
+        "o10",
+        "OciRegistry",
+        spec(oci_tls.host, base="tls", auth=auth),
+        secrets,
+        base_dir=base_dir,
+    )
     assert no_ca.status == "Failed" and "TLS" in no_ca.message
-    skip = sync_registry(conn, "o11", "OciRegistry",
-                         spec(f"https://{oci_tls.host}", base="tls", auth=auth,
-                              tls={"insecureSkipVerify": True}), secrets, base_dir=base_dir)
+    skip = sync_registry(
+        conn,
+        "o11",
+        "OciRegistry",
+        spec(f"https://{oci_tls.host}", base="tls", auth=auth, tls={"insecureSkipVerify": True}),
+        secrets,
+        base_dir=base_dir,
+    )
     assert skip.status == "Completed", skip.message
 
 
@@ -143,24 +205,38 @@ def test_unreachable_is_fast_and_clean(conn):
     port = s.getsockname()[1]
     s.close()
     t0 = time.monotonic()
-    r = sync_registry(conn, "o12", "OciRegistry", spec(f"http://127.0.0.1:{port}",
-                                                        provider="pack"), {}, base_dir=Path("."))
+    r = sync_registry(
+        conn,
+        "o12",
+        "OciRegistry",
+        spec(f"http://127.0.0.1:{port}", provider="pack"),
+        {},
+        base_dir=Path("."),
+    )
     assert r.status == "Failed" and "cannot connect" in r.message
     assert time.monotonic() - t0 < 5
 
 
 def test_ecr_auth_is_reported_not_raised(conn):
-    r = sync_registry(conn, "o13", "OciRegistry",
-                      spec("123.dkr.ecr.us-east-1.amazonaws.com", auth={"type": "ecr"}), {},
-                      base_dir=Path("."))
+    r = sync_registry(
+        conn,
+        "o13",
+        "OciRegistry",
+        spec("123.dkr.ecr.us-east-1.amazonaws.com", auth={"type": "ecr"}),
+        {},
+        base_dir=Path("."),
+    )
     assert r.status == "Failed" and "ECR" in r.message
 
 
-@pytest.mark.parametrize("endpoint,expected", [
-    ("reg.example.com", ("https://reg.example.com", "reg.example.com", "", True)),
-    ("http://127.0.0.1:5000", ("http://127.0.0.1:5000", "127.0.0.1:5000", "", False)),
-    ("https://h:443/a/b/", ("https://h:443", "h:443", "a/b", True)),
-])
+@pytest.mark.parametrize(
+    "endpoint,expected",
+    [
+        ("reg.example.com", ("https://reg.example.com", "reg.example.com", "", True)),
+        ("http://127.0.0.1:5000", ("http://127.0.0.1:5000", "127.0.0.1:5000", "", False)),
+        ("https://h:443/a/b/", ("https://h:443", "h:443", "a/b", True)),
+    ],
+)
 def test_parse_endpoint(endpoint, expected):
     ep = oci.parse_endpoint(endpoint)
     assert (ep.base, ep.host, ep.path, ep.https) == expected
@@ -177,9 +253,13 @@ def test_bearer_challenge_flow():
             return httpx.Response(200, json={"token": "tok"})
         if request.headers.get("Authorization") == "Bearer tok":
             return httpx.Response(200, json={"repositories": ["a/b"]})
-        return httpx.Response(401, headers={"WWW-Authenticate":
-                                            'Bearer realm="http://auth.test/token",'
-                                            'service="reg",scope="registry:catalog:*"'})
+        return httpx.Response(
+            401,
+            headers={
+                "WWW-Authenticate": 'Bearer realm="http://auth.test/token",'
+                'service="reg",scope="registry:catalog:*"'
+            },
+        )
 
     auth = oci.RegistryAuth("u", "p")
     with httpx.Client(transport=httpx.MockTransport(handler), auth=auth) as c:

@@ -19,8 +19,12 @@ def conn(tmp_path: Path):
 
 
 def spec(url: str, **extra):
-    s = {"endpoint": url, "auth": {"type": "noAuth"}, "tls": {"insecureSkipVerify": False},
-         "fips": False}
+    s = {
+        "endpoint": url,
+        "auth": {"type": "noAuth"},
+        "tls": {"insecureSkipVerify": False},
+        "fips": False,
+    }
     s.update(extra)
     return s
 
@@ -28,17 +32,26 @@ def spec(url: str, **extra):
 def test_lists_packs_from_v1_packs(conn, tmp_path):
     with HelmRepo(tmp_path / "r", basic=("u", "pw-123")) as srv:
         (srv.root / "v1").mkdir()
-        (srv.root / "v1" / "packs").write_text(json.dumps(
-            {"items": [{"name": "cni-calico", "versions": ["3.26.0", "3.27.0"]},
-                       {"name": "csi-aws", "version": "1.20.0"}]}))
+        (srv.root / "v1" / "packs").write_text(
+            json.dumps(
+                {
+                    "items": [
+                        {"name": "cni-calico", "versions": ["3.26.0", "3.27.0"]},
+                        {"name": "csi-aws", "version": "1.20.0"},
+                    ]
+                }
+            )
+        )
         s = spec(srv.url, auth={"type": "basic", "username": "u", "password": {"fromEnv": "X"}})
-        r = sync_registry(conn, "p1", "PackRegistry", s, {"auth.password": "pw-123"},
-                          base_dir=tmp_path)
+        r = sync_registry(
+            conn, "p1", "PackRegistry", s, {"auth.password": "pw-123"}, base_dir=tmp_path
+        )
         assert r.status == "Completed", r.message
         assert r.counts == {"packs": 2, "versions": 3}
         assert "cni-calico@3.27.0" in r.added
-        bad = sync_registry(conn, "p1", "PackRegistry", s, {"auth.password": "nope-999"},
-                            base_dir=tmp_path)
+        bad = sync_registry(
+            conn, "p1", "PackRegistry", s, {"auth.password": "nope-999"}, base_dir=tmp_path
+        )
         assert bad.status == "Failed" and "401" in bad.message and "nope-999" not in bad.message
         assert catalog_summary(conn, "p1")["status"] == "Failed"
 

@@ -18,8 +18,13 @@ def repo(tmp_path: Path):
 
 
 def helm_spec(url: str, required=None, **extra):
-    s = {"endpoint": url, "sync": True, "tls": {"insecureSkipVerify": False}, "fips": False,
-         "auth": {"type": "basic", "username": "alice", "password": {"fromEnv": "PW"}}}
+    s = {
+        "endpoint": url,
+        "sync": True,
+        "tls": {"insecureSkipVerify": False},
+        "fips": False,
+        "auth": {"type": "basic", "username": "alice", "password": {"fromEnv": "PW"}},
+    }
     if required is not None:
         s["requiredCharts"] = required
     s.update(extra)
@@ -35,10 +40,18 @@ def test_helm_all_checks_pass(repo):
 
 
 def test_helm_required_charts_missing(repo):
-    req = [{"name": "nginx", "version": "9.9.9"}, {"name": "nginx", "version": "1.2.3"},
-           {"name": "absent", "version": "1.0.0"}]
-    lines = preflight("HelmRegistry", helm_spec(repo.url, req), GOOD, base_dir=Path("."),
-                      label="HelmRegistry/charts")
+    req = [
+        {"name": "nginx", "version": "9.9.9"},
+        {"name": "nginx", "version": "1.2.3"},
+        {"name": "absent", "version": "1.0.0"},
+    ]
+    lines = preflight(
+        "HelmRegistry",
+        helm_spec(repo.url, req),
+        GOOD,
+        base_dir=Path("."),
+        label="HelmRegistry/charts",
+    )
     assert lines == [
         f"HelmRegistry/charts: required chart nginx@9.9.9 not found in {repo.url}/index.yaml",
         f"HelmRegistry/charts: required chart absent@1.0.0 not found in {repo.url}/index.yaml",
@@ -46,8 +59,9 @@ def test_helm_required_charts_missing(repo):
 
 
 def test_helm_credentials_rejected(repo):
-    lines = preflight("HelmRegistry", helm_spec(repo.url), {"auth.password": "wrong-pw-2"},
-                      base_dir=Path("."))
+    lines = preflight(
+        "HelmRegistry", helm_spec(repo.url), {"auth.password": "wrong-pw-2"}, base_dir=Path(".")
+    )
     assert len(lines) == 1 and "credentials rejected (HTTP 401)" in lines[0]
     assert "wrong-pw-2" not in lines[0]
     missing = preflight("HelmRegistry", helm_spec(repo.url), {}, base_dir=Path("."))
@@ -73,8 +87,12 @@ def test_unresolvable_host(monkeypatch):
         raise socket.gaierror(-2, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", fail)
-    lines = preflight("HelmRegistry", {"endpoint": "https://charts.invalid", "auth": {"type": "noAuth"}},
-                      {}, base_dir=Path("."))
+    lines = preflight(
+        "HelmRegistry",
+        {"endpoint": "https://charts.invalid", "auth": {"type": "noAuth"}},
+        {},
+        base_dir=Path("."),
+    )
     assert lines == ["host 'charts.invalid' does not resolve (Name or service not known)"]
 
 
@@ -82,11 +100,20 @@ def test_unresolvable_host(monkeypatch):
 def test_oci_checks(oci_basic):  # noqa: F811
     oci_basic.push("pf/app", "1")
     auth = {"type": "basic", "username": USER, "password": {"fromEnv": "P"}}
-    s = {"endpoint": oci_basic.url, "provider": "helm", "baseContentPath": "pf", "auth": auth,
-         "tls": {}}
+    s = {
+        "endpoint": oci_basic.url,
+        "provider": "helm",
+        "baseContentPath": "pf",
+        "auth": auth,
+        "tls": {},
+    }
     assert preflight("OciRegistry", s, {"auth.password": PASSWORD}, base_dir=Path(".")) == []
-    lines = preflight("OciRegistry", dict(s, baseContentPath="empty"),
-                      {"auth.password": PASSWORD}, base_dir=Path("."))
+    lines = preflight(
+        "OciRegistry",
+        dict(s, baseContentPath="empty"),
+        {"auth.password": PASSWORD},
+        base_dir=Path("."),
+    )
     assert lines == [f"no content under baseContentPath 'empty' at {oci_basic.url}"]
     lines = preflight("OciRegistry", s, {"auth.password": "bad-pw-3"}, base_dir=Path("."))
     assert len(lines) == 1 and "401" in lines[0] and "bad-pw-3" not in lines[0]

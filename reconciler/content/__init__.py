@@ -13,12 +13,19 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.content import catalog, helm
+from reconciler.content import catalog
+from reconciler.content import helm as helm  # imported eagerly: its regexes compile once
 from reconciler.content import preflight as _preflight  # before ``def preflight`` shadows it
 from reconciler.content.result import SyncResult
 
-__all__ = ["SyncResult", "catalog_summary", "delete_catalog", "ensure_schema", "preflight",
-           "sync_registry"]
+__all__ = [
+    "SyncResult",
+    "catalog_summary",
+    "delete_catalog",
+    "ensure_schema",
+    "preflight",
+    "sync_registry",
+]
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
@@ -26,31 +33,48 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     catalog.ensure_schema(conn)
 
 
-def sync_registry(conn: sqlite3.Connection, uid: str, kind: str, spec: Mapping[str, Any],
-                  secrets: Mapping[str, str], *, base_dir: Path, force: bool = False,
-                  progress: Callable[[str], None] | None = None) -> SyncResult:
+def sync_registry(
+    conn: sqlite3.Connection,
+    uid: str,
+    kind: str,
+    spec: Mapping[str, Any],
+    secrets: Mapping[str, str],
+    *,
+    base_dir: Path,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> SyncResult:
     """Fetch the registry's content and store its catalog under ``uid``; commits."""
     ensure_schema(conn)
     if kind == "HelmRegistry":
         from reconciler.content import helm
 
-        return helm.sync(conn, uid, spec, secrets, base_dir=Path(base_dir), force=force,
-                         progress=progress)
+        return helm.sync(
+            conn, uid, spec, secrets, base_dir=Path(base_dir), force=force, progress=progress
+        )
     if kind == "OciRegistry":
         from reconciler.content import oci
 
-        return oci.sync(conn, uid, spec, secrets, base_dir=Path(base_dir), force=force,
-                        progress=progress)
+        return oci.sync(
+            conn, uid, spec, secrets, base_dir=Path(base_dir), force=force, progress=progress
+        )
     if kind == "PackRegistry":
         from reconciler.content import pack
 
-        return pack.sync(conn, uid, spec, secrets, base_dir=Path(base_dir), force=force,
-                         progress=progress)
+        return pack.sync(
+            conn, uid, spec, secrets, base_dir=Path(base_dir), force=force, progress=progress
+        )
     raise ValueError(f"unknown registry kind {kind!r}")
 
 
-def preflight(kind: str, spec: Mapping[str, Any], secrets: Mapping[str, str], *,
-              base_dir: Path, label: str | None = None) -> list[str]:
+def preflight(
+    kind: str,
+    spec: Mapping[str, Any],
+    secrets: Mapping[str, str],
+    *,
+    base_dir: Path,
+    label: str | None = None,
+) -> list[str]:
     """One line per failed check ([] when all pass); ``label`` (e.g. ``HelmRegistry/charts``)
     prefixes each line as ``label: ...``."""
     lines = _preflight.run(kind, spec, secrets, base_dir=Path(base_dir))

@@ -66,8 +66,14 @@ CREATE TABLE IF NOT EXISTS content_packs (
 ) WITHOUT ROWID;
 """
 
-TABLES = ("content_sync", "content_helm_charts", "content_helm_versions",
-          "content_oci_repositories", "content_oci_tags", "content_packs")
+TABLES = (
+    "content_sync",
+    "content_helm_charts",
+    "content_helm_versions",
+    "content_oci_repositories",
+    "content_oci_tags",
+    "content_packs",
+)
 
 
 def now_iso() -> str:
@@ -75,8 +81,12 @@ def now_iso() -> str:
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    have = {r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'content_%'")}
+    have = {
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'content_%'"
+        )
+    }
     if not set(TABLES) <= have:
         conn.executescript(SCHEMA)  # executescript commits any pending transaction first
 
@@ -116,9 +126,17 @@ def sync_row(conn: sqlite3.Connection, uid: str) -> dict[str, Any] | None:
     return dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
-def record(conn: sqlite3.Connection, uid: str, kind: str, status: str, message: str, *,
-           prev: Mapping[str, Any] | None = None, counts: Mapping[str, Any] | None = None,
-           **fields: Any) -> None:
+def record(
+    conn: sqlite3.Connection,
+    uid: str,
+    kind: str,
+    status: str,
+    message: str,
+    *,
+    prev: Mapping[str, Any] | None = None,
+    counts: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> None:
     """Upsert the registry's sync row (``prev``: the row as read before the sync, if any).
 
     ``last_synced`` moves only on success."""
@@ -133,8 +151,9 @@ def record(conn: sqlite3.Connection, uid: str, kind: str, status: str, message: 
     row.update(fields)
     cols = ", ".join(row)
     marks = ", ".join("?" for _ in row)
-    conn.execute(f"INSERT OR REPLACE INTO content_sync ({cols}) VALUES ({marks})",
-                 tuple(row.values()))
+    conn.execute(
+        f"INSERT OR REPLACE INTO content_sync ({cols}) VALUES ({marks})", tuple(row.values())
+    )
 
 
 def stored_counts(prev: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -148,8 +167,12 @@ def summary(conn: sqlite3.Connection, uid: str) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {"kind": row["kind"]}
     out.update(json.loads(row["counts"] or "{}"))
-    out.update(status=row["status"], message=row["message"], last_synced=row["last_synced"],
-               last_attempt=row["last_attempt"])
+    out.update(
+        status=row["status"],
+        message=row["message"],
+        last_synced=row["last_synced"],
+        last_attempt=row["last_attempt"],
+    )
     return out
 
 

@@ -86,9 +86,15 @@ class Fetched(NamedTuple):
     sha256: str = ""  # of the body, hashed while it streams in
 
 
-def fetch_index(client: httpx.Client, url: str, *, etag: str | None = None,
-                last_modified: str | None = None, max_bytes: int = MAX_INDEX_BYTES,
-                progress: Progress = None) -> Fetched:
+def fetch_index(
+    client: httpx.Client,
+    url: str,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    max_bytes: int = MAX_INDEX_BYTES,
+    progress: Progress = None,
+) -> Fetched:
     """GET the index, streamed into one buffer; raises ProbeError on any failure."""
     headers: dict[str, str] = {}
     if etag:
@@ -104,8 +110,11 @@ def fetch_index(client: httpx.Client, url: str, *, etag: str | None = None,
                 raise status_error(resp.status_code, url, "index.yaml")
             declared = resp.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise ProbeError(f"{strip_userinfo(url)} is {int(declared)} bytes, over the "
-                                 f"{max_bytes}-byte limit", check="content")
+                raise ProbeError(
+                    f"{strip_userinfo(url)} is {int(declared)} bytes, over the "
+                    f"{max_bytes}-byte limit",
+                    check="content",
+                )
             if progress:
                 size = f" ({int(declared) / 1e6:.1f} MB)" if declared and declared.isdigit() else ""
                 progress(f"downloading {strip_userinfo(url)}{size}")
@@ -114,10 +123,16 @@ def fetch_index(client: httpx.Client, url: str, *, etag: str | None = None,
                 body += chunk
                 hasher.update(chunk)
                 if len(body) > max_bytes:
-                    raise ProbeError(f"{strip_userinfo(url)} exceeds the {max_bytes}-byte limit",
-                                     check="content")
-            return Fetched(200, body, resp.headers.get("ETag"), resp.headers.get("Last-Modified"),
-                           hasher.hexdigest())
+                    raise ProbeError(
+                        f"{strip_userinfo(url)} exceeds the {max_bytes}-byte limit", check="content"
+                    )
+            return Fetched(
+                200,
+                body,
+                resp.headers.get("ETag"),
+                resp.headers.get("Last-Modified"),
+                hasher.hexdigest(),
+            )
     except ProbeError:
         raise
     except (httpx.HTTPError, OSError) as exc:
@@ -138,18 +153,53 @@ def _block_regexes(d: int) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
     ff = b" " * (d + 2)
     key = rb"[A-Za-z_][\w.\-/]*"
     fields = re.compile(
-        rb"\n(?:(" + dd + rb"- )(?:(" + _KEYS + rb"):[ ]*([^\n]*))?|" + ff
-        + rb"(" + _KEYS + rb"):[ ]*([^\n]*))")
+        rb"\n(?:("
+        + dd
+        + rb"- )(?:("
+        + _KEYS
+        + rb"):[ ]*([^\n]*))?|"
+        + ff
+        + rb"("
+        + _KEYS
+        + rb"):[ ]*([^\n]*))"
+    )
     anomalies = re.compile(
-        rb"\n {0,%d}\t" % (d + 2)                                     # tab in indentation
-        + rb"|\n" + dd + rb"(?!  |- |#)"                              # stray line at entry indent
-        + rb"|\n" + ff + rb"(?![ #]|- |" + key + rb":(?: |\n))"       # odd line at field indent
-        + rb"|\n" + dd + rb"- (?!" + key + rb":(?: |\n))"             # entry not a block mapping
-        + rb"|\n(?:" + dd + rb"- |" + ff + rb")(?:" + _KEYS
-        + rb"):[ ]*(?:[|>&*!{\[%@`#]|\n)"                             # complex or empty value
-        + rb"|\n(?:" + dd + rb"- |" + ff + rb")(?:" + _KEYS
-        + rb"):[^\n]*\n(?:[ ]*\n)*" + ff + rb" "                      # value continues below
-        + rb"|\n(?:" + dd + rb"- |" + ff + rb")" + key
+        rb"\n {0,%d}\t" % (d + 2)  # tab in indentation
+        + rb"|\n"
+        + dd
+        + rb"(?!  |- |#)"  # stray line at entry indent
+        + rb"|\n"
+        + ff
+        + rb"(?![ #]|- |"
+        + key
+        + rb":(?: |\n))"  # odd line at field indent
+        + rb"|\n"
+        + dd
+        + rb"- (?!"
+        + key
+        + rb":(?: |\n))"  # entry not a block mapping
+        + rb"|\n(?:"
+        + dd
+        + rb"- |"
+        + ff
+        + rb")(?:"
+        + _KEYS
+        + rb"):[ ]*(?:[|>&*!{\[%@`#]|\n)"  # complex or empty value
+        + rb"|\n(?:"
+        + dd
+        + rb"- |"
+        + ff
+        + rb")(?:"
+        + _KEYS
+        + rb"):[^\n]*\n(?:[ ]*\n)*"
+        + ff
+        + rb" "  # value continues below
+        + rb"|\n(?:"
+        + dd
+        + rb"- |"
+        + ff
+        + rb")"
+        + key
         + rb":[ ]+(?:\"(?:[^\n]*[^\"\n ])?|'(?:[^\n]*[^'\n ])?)[ ]*(?=\n)",  # open quote
     )
     return fields, anomalies
@@ -196,8 +246,13 @@ def _entry_from_fields(fields: Mapping[str, str | None]) -> Entry | None:
     if not version:
         return None
     dep = fields.get("deprecated")
-    return Entry(version, fields.get("appVersion"), fields.get("digest"), fields.get("created"),
-                 dep in ("true", "True", "TRUE"))
+    return Entry(
+        version,
+        fields.get("appVersion"),
+        fields.get("digest"),
+        fields.get("created"),
+        dep in ("true", "True", "TRUE"),
+    )
 
 
 def _entries_from_objects(items: Any) -> list[Entry]:
@@ -209,8 +264,12 @@ def _entries_from_objects(items: Any) -> list[Entry]:
     for item in items:
         if not isinstance(item, dict):
             raise ProbeError("index.yaml: a chart entry is not a mapping", check="content")
-        entry = _entry_from_fields({k: _norm(item.get(k)) for k in
-                                    ("version", "appVersion", "digest", "created", "deprecated")})
+        entry = _entry_from_fields(
+            {
+                k: _norm(item.get(k))
+                for k in ("version", "appVersion", "digest", "created", "deprecated")
+            }
+        )
         if entry:
             out.append(entry)
     return out
@@ -220,8 +279,11 @@ def parse_block(data: bytes | bytearray, start: int, end: int, chart: str) -> li
     """Entries of one chart block ``data[start:end]`` (header line included)."""
     hdr_end = data.index(b"\n", start, end) if b"\n" in data[start:end] else end
     try:
-        d = 2 if data.startswith(b"  - ", hdr_end + 1) else (
-            4 if data.startswith(b"    - ", hdr_end + 1) else 0)
+        d = (
+            2
+            if data.startswith(b"  - ", hdr_end + 1)
+            else (4 if data.startswith(b"    - ", hdr_end + 1) else 0)
+        )
         if not d:
             raise _Irregular("no entry after header")
         fields_re, anomalies_re = _REGEXES[d]
@@ -277,8 +339,9 @@ def split_index(data: bytes | bytearray) -> Layout | None:
 
     first_end = data.find(b"\n")
     first_end = len(data) if first_end < 0 else first_end
-    lines = _chain_first([(0, first_end)],
-                         ((m.start() + 1, m.end()) for m in _BOUNDARY.finditer(data)))
+    lines = _chain_first(
+        [(0, first_end)], ((m.start() + 1, m.end()) for m in _BOUNDARY.finditer(data))
+    )
     for start, end in lines:
         line = bytes(mv[start:end])
         stripped = line.strip()
@@ -332,8 +395,9 @@ def _only_blank(mv: memoryview, start: int, end: int) -> bool:
     return True
 
 
-def _chain_first(first: Iterable[tuple[int, int]],
-                 rest: Iterable[tuple[int, int]]) -> Iterable[tuple[int, int]]:
+def _chain_first(
+    first: Iterable[tuple[int, int]], rest: Iterable[tuple[int, int]]
+) -> Iterable[tuple[int, int]]:
     yield from first
     yield from rest
 
@@ -346,13 +410,16 @@ def parse_full(data: bytes | bytearray) -> dict[str, list[Entry]]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ProbeError(f"index.yaml is not valid YAML: {problem}{where}", check="content") from None
+        raise ProbeError(
+            f"index.yaml is not valid YAML: {problem}{where}", check="content"
+        ) from None
     entries = doc.get("entries") if isinstance(doc, dict) else None
     if entries in ("", None, "null", "~") and isinstance(doc, dict) and "entries" in doc:
         entries = {}
     if not isinstance(entries, dict):
-        raise ProbeError("index.yaml is not a Helm repository index (no 'entries' mapping)",
-                         check="content")
+        raise ProbeError(
+            "index.yaml is not a Helm repository index (no 'entries' mapping)", check="content"
+        )
     return {str(name): _entries_from_objects(items) for name, items in entries.items()}
 
 
@@ -361,7 +428,9 @@ def parse_index(data: bytes | bytearray) -> dict[str, list[Entry]]:
     layout = split_index(data)
     if layout is not None:
         try:
-            return {name: parse_block(data, s, e, name) for name, (s, e, _) in layout.blocks.items()}
+            return {
+                name: parse_block(data, s, e, name) for name, (s, e, _) in layout.blocks.items()
+            }
         except _Irregular:
             pass
     return parse_full(data)
@@ -370,8 +439,16 @@ def parse_index(data: bytes | bytearray) -> dict[str, list[Entry]]:
 # --------------------------------------------------------------------------- sync
 
 
-def sync(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any], secrets: Mapping[str, str],
-         *, base_dir: Path, force: bool = False, progress: Progress = None) -> SyncResult:
+def sync(
+    conn: sqlite3.Connection,
+    uid: str,
+    spec: Mapping[str, Any],
+    secrets: Mapping[str, str],
+    *,
+    base_dir: Path,
+    force: bool = False,
+    progress: Progress = None,
+) -> SyncResult:
     url = index_url(spec)
     prev = catalog.sync_row(conn, uid)
     if prev is not None and prev["kind"] != KIND:
@@ -381,32 +458,52 @@ def sync(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any], secrets: M
         access = build_access(spec, secrets, base_dir, https=url.startswith("https://"))
     except ProbeError as exc:
         return _failed(conn, uid, url, str(exc), (), prev)
-    use_validators = prev is not None and not force and prev["status"] == "Completed"
+    validators = prev if prev is not None and not force and prev["status"] == "Completed" else None
     try:
         with make_client(access, pool=1) as client:
-            fetched = fetch_index(client, url,
-                                  etag=prev["etag"] if use_validators else None,
-                                  last_modified=prev["last_modified"] if use_validators else None,
-                                  progress=progress)
+            fetched = fetch_index(
+                client,
+                url,
+                etag=validators["etag"] if validators else None,
+                last_modified=validators["last_modified"] if validators else None,
+                progress=progress,
+            )
     except ProbeError as exc:
         return _failed(conn, uid, url, str(exc), access.secrets, prev)
     if fetched.status == 304:
-        return _unchanged(conn, uid, url, prev, fetched, "not modified (HTTP 304)")
+        if validators is None:
+            msg = f"unexpected HTTP 304 from {strip_userinfo(url)} to an unconditional request"
+            return _failed(conn, uid, url, msg, access.secrets, prev)
+        return _unchanged(conn, uid, url, validators, fetched, "not modified (HTTP 304)")
     body = fetched.body
     body_sha = fetched.sha256
-    if use_validators and prev is not None and prev["body_sha256"] == body_sha:
-        return _unchanged(conn, uid, url, prev, fetched, "unchanged (same sha256)")
+    if validators is not None and validators["body_sha256"] == body_sha:
+        return _unchanged(conn, uid, url, validators, fetched, "unchanged (same sha256)")
     try:
         with catalog.transaction(conn):
-            added, removed, mode, charts = _store(conn, uid, url, body,
-                                                  force=force or prev is None, progress=progress)
+            added, removed, mode, charts = _store(
+                conn, uid, url, body, force=force or prev is None, progress=progress
+            )
             before = catalog.stored_counts(prev).get("versions", 0) if prev else 0
             counts = {"charts": charts, "versions": before + len(added) - len(removed)}
-            message = (f"{counts['charts']} charts, {counts['versions']} versions; "
-                       f"+{len(added)} -{len(removed)}")
-            catalog.record(conn, uid, KIND, "Completed", message, prev=prev, counts=counts,
-                           source=url, etag=fetched.etag, last_modified=fetched.last_modified,
-                           body_sha256=body_sha, layout=mode)
+            message = (
+                f"{counts['charts']} charts, {counts['versions']} versions; "
+                f"+{len(added)} -{len(removed)}"
+            )
+            catalog.record(
+                conn,
+                uid,
+                KIND,
+                "Completed",
+                message,
+                prev=prev,
+                counts=counts,
+                source=url,
+                etag=fetched.etag,
+                last_modified=fetched.last_modified,
+                body_sha256=body_sha,
+                layout=mode,
+            )
     except ProbeError as exc:
         return _failed(conn, uid, url, str(exc), access.secrets, prev)
     if progress:
@@ -414,11 +511,21 @@ def sync(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any], secrets: M
     return SyncResult("Completed", message, added, removed, counts, False)
 
 
-def _store(conn: sqlite3.Connection, uid: str, url: str, body: bytearray, *, force: bool,
-           progress: Progress) -> tuple[list[str], list[str], str, int]:
+def _store(
+    conn: sqlite3.Connection,
+    uid: str,
+    url: str,
+    body: bytearray,
+    *,
+    force: bool,
+    progress: Progress,
+) -> tuple[list[str], list[str], str, int]:
     """Apply the new index to the catalog; returns (added, removed, layout, charts)."""
-    old_hashes: dict[str, str | None] = dict(conn.execute(
-        "SELECT chart, block_hash FROM content_helm_charts WHERE uid = ?", (uid,)).fetchall())
+    old_hashes: dict[str, str | None] = dict(
+        conn.execute(
+            "SELECT chart, block_hash FROM content_helm_charts WHERE uid = ?", (uid,)
+        ).fetchall()
+    )
     layout = split_index(body)
     parsed: dict[str, list[Entry]] = {}
     hashes: dict[str, str | None] = {}
@@ -452,35 +559,47 @@ def _store(conn: sqlite3.Connection, uid: str, url: str, body: bytearray, *, for
     old_versions: dict[str, set[str]] = {}
     if len(touched) > 20:
         for chart, version in conn.execute(
-                "SELECT chart, version FROM content_helm_versions WHERE uid = ?", (uid,)):
+            "SELECT chart, version FROM content_helm_versions WHERE uid = ?", (uid,)
+        ):
             old_versions.setdefault(chart, set()).add(version)
     else:
         for name in touched:
-            old_versions[name] = {v for (v,) in conn.execute(
-                "SELECT version FROM content_helm_versions WHERE uid = ? AND chart = ?",
-                (uid, name))}
+            old_versions[name] = {
+                v
+                for (v,) in conn.execute(
+                    "SELECT version FROM content_helm_versions WHERE uid = ? AND chart = ?",
+                    (uid, name),
+                )
+            }
     added: list[str] = []
     removed: list[str] = []
-    rows = []
+    rows: list[tuple[str, str, str, str | None, str | None, str | None, int]] = []
     for name, entries in parsed.items():
         entries = _dedupe(entries)
         before = old_versions.get(name, set())
         now = {e.version for e in entries}
         added.extend(f"{name}@{e.version}" for e in entries if e.version not in before)
         removed.extend(f"{name}@{v}" for v in sorted(before - now))
-        rows.extend((uid, name, e.version, e.app_version, e.digest, e.created, int(e.deprecated))
-                    for e in entries)
+        rows.extend(
+            (uid, name, e.version, e.app_version, e.digest, e.created, int(e.deprecated))
+            for e in entries
+        )
     for name in gone:
         removed.extend(f"{name}@{v}" for v in sorted(old_versions.get(name, ())))
 
-    conn.executemany("DELETE FROM content_helm_versions WHERE uid = ? AND chart = ?",
-                     [(uid, n) for n in touched])
-    conn.executemany("DELETE FROM content_helm_charts WHERE uid = ? AND chart = ?",
-                     [(uid, n) for n in touched])
-    conn.executemany("INSERT OR REPLACE INTO content_helm_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     rows)
-    conn.executemany("INSERT OR REPLACE INTO content_helm_charts VALUES (?, ?, ?)",
-                     [(uid, n, hashes.get(n)) for n in parsed])
+    conn.executemany(
+        "DELETE FROM content_helm_versions WHERE uid = ? AND chart = ?", [(uid, n) for n in touched]
+    )
+    conn.executemany(
+        "DELETE FROM content_helm_charts WHERE uid = ? AND chart = ?", [(uid, n) for n in touched]
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO content_helm_versions VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO content_helm_charts VALUES (?, ?, ?)",
+        [(uid, n, hashes.get(n)) for n in parsed],
+    )
     return added, removed, mode, len(present)
 
 
@@ -494,19 +613,39 @@ def _dedupe(entries: list[Entry]) -> list[Entry]:
     return out
 
 
-def _unchanged(conn: sqlite3.Connection, uid: str, url: str, prev: Mapping[str, Any],
-               fetched: Fetched, why: str) -> SyncResult:
+def _unchanged(
+    conn: sqlite3.Connection,
+    uid: str,
+    url: str,
+    prev: Mapping[str, Any],
+    fetched: Fetched,
+    why: str,
+) -> SyncResult:
     counts = catalog.stored_counts(prev)
     message = f"{counts.get('charts', 0)} charts, {counts.get('versions', 0)} versions; {why}"
     with catalog.transaction(conn):
-        catalog.record(conn, uid, KIND, "Completed", message, prev=prev, source=url,
-                       etag=fetched.etag or prev["etag"],
-                       last_modified=fetched.last_modified or prev["last_modified"])
+        catalog.record(
+            conn,
+            uid,
+            KIND,
+            "Completed",
+            message,
+            prev=prev,
+            source=url,
+            etag=fetched.etag or prev["etag"],
+            last_modified=fetched.last_modified or prev["last_modified"],
+        )
     return SyncResult("Completed", message, [], [], counts, True)
 
 
-def _failed(conn: sqlite3.Connection, uid: str, url: str, message: str,
-            secrets: tuple[str, ...], prev: Mapping[str, Any] | None) -> SyncResult:
+def _failed(
+    conn: sqlite3.Connection,
+    uid: str,
+    url: str,
+    message: str,
+    secrets: tuple[str, ...],
+    prev: Mapping[str, Any] | None,
+) -> SyncResult:
     message = redact(message, secrets)
     with catalog.transaction(conn):
         catalog.record(conn, uid, KIND, "Failed", message, prev=prev, source=url)
@@ -516,8 +655,13 @@ def _failed(conn: sqlite3.Connection, uid: str, url: str, message: str,
 # --------------------------------------------------------------------------- preflight
 
 
-def probe(spec: Mapping[str, Any], secrets: Mapping[str, str], *, base_dir: Path,
-          access: Access | None = None) -> dict[str, list[Entry]]:
+def probe(
+    spec: Mapping[str, Any],
+    secrets: Mapping[str, str],
+    *,
+    base_dir: Path,
+    access: Access | None = None,
+) -> dict[str, list[Entry]]:
     """Fetch and parse the index (no catalog); raises ProbeError."""
     url = index_url(spec)
     access = access or build_access(spec, secrets, base_dir, https=url.startswith("https://"))

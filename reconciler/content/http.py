@@ -68,8 +68,9 @@ def _no_verify_context() -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=False)
 
 
-def build_access(spec: Mapping[str, Any], secrets: Mapping[str, str], base_dir: Path, *,
-                 https: bool = True) -> Access:
+def build_access(
+    spec: Mapping[str, Any], secrets: Mapping[str, str], base_dir: Path, *, https: bool = True
+) -> Access:
     """Resolve auth and TLS settings; raises ProbeError(check="config") on a bad setup."""
     auth_spec = spec.get("auth") or {}
     auth_type = auth_spec.get("type", "noAuth") if isinstance(auth_spec, Mapping) else "noAuth"
@@ -84,8 +85,9 @@ def build_access(spec: Mapping[str, Any], secrets: Mapping[str, str], base_dir: 
     elif auth_type == "token":
         headers["Authorization"] = "Bearer " + _secret(secrets, auth_spec, "token")
     elif auth_type not in ("noAuth", "none", "", None):
-        raise ProbeError(f"auth.type {auth_type} is not supported by the local content sync",
-                         check="config")
+        raise ProbeError(
+            f"auth.type {auth_type} is not supported by the local content sync", check="config"
+        )
 
     tls = spec.get("tls") or {}
     insecure = bool(tls.get("insecureSkipVerify", False))
@@ -97,17 +99,27 @@ def build_access(spec: Mapping[str, Any], secrets: Mapping[str, str], base_dir: 
         if tls.get("caFile"):
             ca_file = (base_dir / str(tls["caFile"])).resolve()
             if not ca_file.is_file():
-                raise ProbeError(f"tls.caFile {tls['caFile']} not found (looked in {base_dir})",
-                                 check="config")
+                raise ProbeError(
+                    f"tls.caFile {tls['caFile']} not found (looked in {base_dir})", check="config"
+                )
         try:
-            verify = _ssl_context(str(ca_file) if ca_file else None,
-                                  os.stat(ca_file).st_mtime if ca_file else 0.0)
+            verify = _ssl_context(
+                str(ca_file) if ca_file else None, os.stat(ca_file).st_mtime if ca_file else 0.0
+            )
         except (ssl.SSLError, OSError) as exc:
-            raise ProbeError(f"tls.caFile {tls.get('caFile')} is not a usable CA bundle: {exc}",
-                             check="config") from None
-    return Access(verify=verify, auth=auth, headers=headers, secrets=values,
-                  username=username, password=password, insecure_skip_verify=insecure,
-                  ca_file=ca_file)
+            raise ProbeError(
+                f"tls.caFile {tls.get('caFile')} is not a usable CA bundle: {exc}", check="config"
+            ) from None
+    return Access(
+        verify=verify,
+        auth=auth,
+        headers=headers,
+        secrets=values,
+        username=username,
+        password=password,
+        insecure_skip_verify=insecure,
+        ca_file=ca_file,
+    )
 
 
 def _secret(secrets: Mapping[str, str], auth_spec: Mapping[str, Any], field: str) -> str:
@@ -123,8 +135,15 @@ def _secret(secrets: Mapping[str, str], auth_spec: Mapping[str, Any], field: str
 
 def make_client(access: Access, *, pool: int = 10) -> httpx.Client:
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-    return httpx.Client(verify=access.verify, auth=access.auth, headers=dict(access.headers),
-                        timeout=TIMEOUT, limits=limits, follow_redirects=True, trust_env=False)
+    return httpx.Client(
+        verify=access.verify,
+        auth=access.auth,
+        headers=dict(access.headers),
+        timeout=TIMEOUT,
+        limits=limits,
+        follow_redirects=True,
+        trust_env=False,
+    )
 
 
 def check_resolves(url: str) -> None:
@@ -133,7 +152,9 @@ def check_resolves(url: str) -> None:
     try:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise ProbeError(f"host {host!r} does not resolve ({exc.args[-1]})", check="resolve") from None
+        raise ProbeError(
+            f"host {host!r} does not resolve ({exc.args[-1]})", check="resolve"
+        ) from None
 
 
 def describe_error(exc: BaseException, url: str, secrets: tuple[str, ...] = ()) -> ProbeError:
@@ -160,13 +181,17 @@ def describe_error(exc: BaseException, url: str, secrets: tuple[str, ...] = ()) 
 def status_error(status: int, url: str, what: str = "") -> ProbeError:
     where = strip_userinfo(url)
     if status == 401:
-        return ProbeError(f"credentials rejected (HTTP 401) by {where}", check="credentials",
-                          status=status)
+        return ProbeError(
+            f"credentials rejected (HTTP 401) by {where}", check="credentials", status=status
+        )
     if status == 403:
-        return ProbeError(f"access denied (HTTP 403) by {where}", check="credentials", status=status)
+        return ProbeError(
+            f"access denied (HTTP 403) by {where}", check="credentials", status=status
+        )
     if status == 404:
-        return ProbeError(f"{what or 'resource'} not found (HTTP 404) at {where}", check="content",
-                          status=status)
+        return ProbeError(
+            f"{what or 'resource'} not found (HTTP 404) at {where}", check="content", status=status
+        )
     return ProbeError(f"unexpected HTTP {status} from {where}", check="reach", status=status)
 
 

@@ -85,7 +85,7 @@ class RegistryAuth(httpx.Auth):
     """Basic credentials up front; on a ``Bearer`` challenge, fetch a token from its realm."""
 
     def __init__(self, username: str | None, password: str | None) -> None:
-        self._basic = httpx.BasicAuth(username, password) if username is not None else None
+        self._basic = httpx.BasicAuth(username, password or "") if username is not None else None
         self._tokens: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -105,8 +105,9 @@ class RegistryAuth(httpx.Auth):
         realm = params.pop("realm", "")
         if not realm:
             return
-        token_req = httpx.Request("GET", realm, params={k: v for k, v in params.items()
-                                                        if k in ("service", "scope")})
+        token_req = httpx.Request(
+            "GET", realm, params={k: v for k, v in params.items() if k in ("service", "scope")}
+        )
         if self._basic is not None:
             token_req = next(self._basic.auth_flow(token_req))
         token_resp = yield token_req
@@ -133,15 +134,18 @@ class Distribution:
         self.endpoint = endpoint
         self.access = access
         self.workers = workers
-        auth = RegistryAuth(access.username, access.password) if access.username is not None else None
+        auth = (
+            RegistryAuth(access.username, access.password) if access.username is not None else None
+        )
         self.client = make_client(access, pool=workers)
         self.client.auth = auth  # type: ignore[assignment]
         # The tags fan-out goes straight to httpx's transport (its public seam): same pool
         # and TLS settings, without the Client's per-request auth/redirect/cookie layers,
         # which cost as much CPU as the registry's own work per request.
         self._transport = httpx.HTTPTransport(
-            verify=access.verify, limits=httpx.Limits(max_connections=workers,
-                                                      max_keepalive_connections=workers))
+            verify=access.verify,
+            limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
+        )
         self._fast_headers = dict(access.headers)
         if access.username is not None:
             basic = httpx.BasicAuth(access.username, access.password or "")
@@ -176,11 +180,15 @@ class Distribution:
         except (httpx.HTTPError, OSError) as exc:
             raise describe_error(exc, url, self.access.secrets) from None
         if resp.status_code == 401 and self.access.username is None:
-            raise ProbeError(f"{url} requires credentials (HTTP 401) but auth.type is noAuth",
-                             check="credentials", status=401)
+            raise ProbeError(
+                f"{url} requires credentials (HTTP 401) but auth.type is noAuth",
+                check="credentials",
+                status=401,
+            )
         if resp.status_code == 404:
-            raise ProbeError(f"{url} is not an OCI distribution API (HTTP 404)", check="reach",
-                             status=404)
+            raise ProbeError(
+                f"{url} is not an OCI distribution API (HTTP 404)", check="reach", status=404
+            )
         if resp.status_code != 200:
             raise status_error(resp.status_code, url)
 
@@ -204,7 +212,8 @@ class Distribution:
     def _fast_get(self, url: str, what: str) -> httpx.Response:
         try:
             resp = self._transport.handle_request(
-                httpx.Request("GET", url, headers=self._fast_headers))
+                httpx.Request("GET", url, headers=self._fast_headers)
+            )
             try:
                 resp.read()
             finally:
@@ -235,21 +244,23 @@ class Distribution:
     def _oras_client(self) -> Any:
         client = getattr(self._oras, "client", None)
         if client is None:
-            import oras.client
+            import oras.client  # type: ignore[import-untyped]
 
             verify: bool | str = True
             if self.access.insecure_skip_verify:
                 verify = False
             elif self.access.ca_file is not None:
                 verify = str(self.access.ca_file)
-            client = oras.client.OrasClient(hostname=self.endpoint.host,
-                                            insecure=not self.endpoint.https,
-                                            auth_backend="basic", tls_verify=verify)
+            client = oras.client.OrasClient(
+                hostname=self.endpoint.host,
+                insecure=not self.endpoint.https,
+                auth_backend="basic",
+                tls_verify=verify,
+            )
             client.auth._auth_config = {"auths": {}, "credsStore": None, "credHelpers": {}}
             if self.access.username is not None:
                 client.auth.set_basic_auth(self.access.username, self.access.password or "")
-            client.session.request = functools.partial(client.session.request,
-                                                       timeout=ORAS_TIMEOUT)
+            client.session.request = functools.partial(client.session.request, timeout=ORAS_TIMEOUT)
             undecorated = type(client).do_request.__wrapped__  # no retry-with-sleeps loop
             client.do_request = functools.partial(undecorated, client)
             self._oras.client = client
@@ -258,11 +269,15 @@ class Distribution:
     def manifest(self, repo: str, ref: str) -> dict[str, Any]:
         target = f"{self.endpoint.host}/{repo}:{ref}"
         try:
-            return self._oras_client().get_manifest(target,
-                                                    allowed_media_type=list(MANIFEST_TYPES))
+            manifest: dict[str, Any] = self._oras_client().get_manifest(
+                target, allowed_media_type=list(MANIFEST_TYPES)
+            )
+            return manifest
         except Exception as exc:  # oras raises ValueError / requests errors
-            raise ProbeError(redact(f"cannot read manifest {repo}:{ref}: {exc}"[:300],
-                                    self.access.secrets), check="content") from None
+            raise ProbeError(
+                redact(f"cannot read manifest {repo}:{ref}: {exc}"[:300], self.access.secrets),
+                check="content",
+            ) from None
 
 
 def _next_link(resp: httpx.Response) -> str | None:
@@ -274,11 +289,14 @@ def _next_link(resp: httpx.Response) -> str | None:
 
 def pack_layout(repo: str, manifest: Mapping[str, Any]) -> str:
     """``pack:<rule>`` when the manifest looks like a Spectro Cloud pack, else ``other``."""
-    media = " ".join(str(x) for x in (manifest.get("artifactType"),
-                                      (manifest.get("config") or {}).get("mediaType")) if x)
+    media = " ".join(
+        str(x)
+        for x in (manifest.get("artifactType"), (manifest.get("config") or {}).get("mediaType"))
+        if x
+    )
     if "spectrocloud" in media or "spectro-pack" in media:
         return "pack:mediaType"
-    for key in (manifest.get("annotations") or {}):
+    for key in manifest.get("annotations") or {}:
         if key.startswith(("io.spectrocloud.", "com.spectrocloud.", "spectrocloud.com/")):
             return "pack:annotation"
     for layer in manifest.get("layers") or []:
@@ -297,8 +315,9 @@ class Listing:
     layouts: dict[str, str | None]
 
 
-def list_content(dist: Distribution, prefix: str, *, packs: bool = False,
-                 progress: Progress = None) -> Listing:
+def list_content(
+    dist: Distribution, prefix: str, *, packs: bool = False, progress: Progress = None
+) -> Listing:
     """Repositories and tags under ``prefix``; raises ProbeError."""
     dist.ping()
     try:
@@ -325,6 +344,7 @@ def list_content(dist: Distribution, prefix: str, *, packs: bool = False,
             if progress and i % 100 == 0:
                 progress(f"tags of {i}/{len(repos)} repositories")
         if packs:
+
             def layout(repo: str) -> str | None:
                 tags = result[repo]
                 if not tags:
@@ -333,6 +353,7 @@ def list_content(dist: Distribution, prefix: str, *, packs: bool = False,
                     return pack_layout(repo, dist.manifest(repo, max(tags)))
                 except ProbeError:
                     return "unreadable"
+
             for repo, lay in zip(repos, pool.map(layout, repos), strict=True):
                 layouts[repo] = lay
     return Listing(result, layouts)
@@ -341,8 +362,16 @@ def list_content(dist: Distribution, prefix: str, *, packs: bool = False,
 # --------------------------------------------------------------------------- sync
 
 
-def sync(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any], secrets: Mapping[str, str],
-         *, base_dir: Path, force: bool = False, progress: Progress = None) -> SyncResult:
+def sync(
+    conn: sqlite3.Connection,
+    uid: str,
+    spec: Mapping[str, Any],
+    secrets: Mapping[str, str],
+    *,
+    base_dir: Path,
+    force: bool = False,
+    progress: Progress = None,
+) -> SyncResult:
     endpoint = parse_endpoint(str(spec.get("endpoint") or ""))
     base_path = str(spec.get("baseContentPath") or "")
     prefix = endpoint.prefix(base_path)
@@ -354,15 +383,19 @@ def sync(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any], secrets: M
     secret_values: tuple[str, ...] = tuple(v for v in secrets.values() if v)
     try:
         if (spec.get("auth") or {}).get("type") == "ecr":
-            raise ProbeError("ECR credentials are not supported by the local content sync",
-                             check="config")
+            raise ProbeError(
+                "ECR credentials are not supported by the local content sync", check="config"
+            )
         access = build_access(spec, secrets, base_dir, https=endpoint.https)
         with Distribution(endpoint, access) as dist:
-            listing = list_content(dist, prefix, packs=spec.get("provider") == "pack",
-                                   progress=progress)
+            listing = list_content(
+                dist, prefix, packs=spec.get("provider") == "pack", progress=progress
+            )
         if prefix and not listing.tags:
-            raise ProbeError(f"no repositories under baseContentPath {base_path!r} at "
-                             f"{endpoint.base}", check="content")
+            raise ProbeError(
+                f"no repositories under baseContentPath {base_path!r} at {endpoint.base}",
+                check="content",
+            )
     except ProbeError as exc:
         message = redact(str(exc), secret_values)
         with catalog.transaction(conn):
@@ -371,37 +404,55 @@ def sync(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any], secrets: M
 
     with catalog.transaction(conn):
         added, removed = _store(conn, uid, listing)
-        counts = {"repositories": len(listing.tags),
-                  "tags": sum(len(t) for t in listing.tags.values())}
+        counts = {
+            "repositories": len(listing.tags),
+            "tags": sum(len(t) for t in listing.tags.values()),
+        }
         if listing.layouts:
             counts["packs"] = sum(1 for v in listing.layouts.values() if v and v.startswith("pack"))
         message = f"{counts['repositories']} repositories, {counts['tags']} tags"
         if "packs" in counts:
             message += f" ({counts['packs']} packs)"
         message += f"; +{len(added)} -{len(removed)}"
-        catalog.record(conn, uid, KIND, "Completed", message, prev=prev, counts=counts,
-                       source=source)
+        catalog.record(
+            conn, uid, KIND, "Completed", message, prev=prev, counts=counts, source=source
+        )
     if progress:
         progress(f"{KIND}: {message}")
     return SyncResult("Completed", message, added, removed, counts, False)
 
 
 def _store(conn: sqlite3.Connection, uid: str, listing: Listing) -> tuple[list[str], list[str]]:
-    old: set[tuple[str, str]] = set(conn.execute(
-        "SELECT repository, tag FROM content_oci_tags WHERE uid = ?", (uid,)).fetchall())
-    old_repos = {r for (r,) in conn.execute(
-        "SELECT repository FROM content_oci_repositories WHERE uid = ?", (uid,))}
+    old: set[tuple[str, str]] = set(
+        conn.execute(
+            "SELECT repository, tag FROM content_oci_tags WHERE uid = ?", (uid,)
+        ).fetchall()
+    )
+    old_repos = {
+        r
+        for (r,) in conn.execute(
+            "SELECT repository FROM content_oci_repositories WHERE uid = ?", (uid,)
+        )
+    }
     new = {(repo, tag) for repo, tags in listing.tags.items() for tag in tags}
     added_pairs = sorted(new - old)
     removed_pairs = sorted(old - new)
-    conn.executemany("DELETE FROM content_oci_tags WHERE uid = ? AND repository = ? AND tag = ?",
-                     [(uid, r, t) for r, t in removed_pairs])
-    conn.executemany("INSERT OR REPLACE INTO content_oci_tags VALUES (?, ?, ?)",
-                     [(uid, r, t) for r, t in added_pairs])
-    conn.executemany("DELETE FROM content_oci_repositories WHERE uid = ? AND repository = ?",
-                     [(uid, r) for r in old_repos - set(listing.tags)])
-    conn.executemany("INSERT OR REPLACE INTO content_oci_repositories VALUES (?, ?, ?)",
-                     [(uid, r, listing.layouts.get(r)) for r in listing.tags])
+    conn.executemany(
+        "DELETE FROM content_oci_tags WHERE uid = ? AND repository = ? AND tag = ?",
+        [(uid, r, t) for r, t in removed_pairs],
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO content_oci_tags VALUES (?, ?, ?)",
+        [(uid, r, t) for r, t in added_pairs],
+    )
+    conn.executemany(
+        "DELETE FROM content_oci_repositories WHERE uid = ? AND repository = ?",
+        [(uid, r) for r in old_repos - set(listing.tags)],
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO content_oci_repositories VALUES (?, ?, ?)",
+        [(uid, r, listing.layouts.get(r)) for r in listing.tags],
+    )
     added = [f"{r}:{t}" for r, t in added_pairs]
     added += [f"{r}" for r in sorted(set(listing.tags) - old_repos) if not listing.tags[r]]
     removed = [f"{r}:{t}" for r, t in removed_pairs]

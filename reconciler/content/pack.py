@@ -72,15 +72,17 @@ def list_packs(client: httpx.Client, url: str) -> set[tuple[str, str]] | None:
 
 
 def _pairs(items: list[Any]) -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
     for item in items:
         if not isinstance(item, Mapping) or not item.get("name"):
             continue
         name = str(item["name"])
         versions = item.get("versions") or item.get("tags")
         if isinstance(versions, list):
-            out.extend((name, str(v.get("version", v.get("tag", "")) if isinstance(v, Mapping)
-                                  else v)) for v in versions)
+            out.extend(
+                (name, str(v.get("version", v.get("tag", "")) if isinstance(v, Mapping) else v))
+                for v in versions
+            )
         else:
             out.append((name, str(item.get("version") or item.get("tag") or "")))
     return out
@@ -90,8 +92,16 @@ def _access(spec: Mapping[str, Any], secrets: Mapping[str, str], base_dir: Path)
     return build_access(spec, secrets, base_dir, https=base_url(spec).startswith("https://"))
 
 
-def sync(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any], secrets: Mapping[str, str],
-         *, base_dir: Path, force: bool = False, progress: Progress = None) -> SyncResult:
+def sync(
+    conn: sqlite3.Connection,
+    uid: str,
+    spec: Mapping[str, Any],
+    secrets: Mapping[str, str],
+    *,
+    base_dir: Path,
+    force: bool = False,
+    progress: Progress = None,
+) -> SyncResult:
     url = base_url(spec)
     prev = catalog.sync_row(conn, uid)
     if prev is not None and prev["kind"] != KIND:
@@ -118,16 +128,26 @@ def sync(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any], secrets: M
             counts: dict[str, Any] = {"packs": None}
             message = "reachable, credentials accepted; the server offers no pack listing"
         else:
-            old = set(conn.execute("SELECT name, version FROM content_packs WHERE uid = ?",
-                                   (uid,)).fetchall())
+            old = set(
+                conn.execute(
+                    "SELECT name, version FROM content_packs WHERE uid = ?", (uid,)
+                ).fetchall()
+            )
             add, rem = sorted(packs - old), sorted(old - packs)
-            conn.executemany("DELETE FROM content_packs WHERE uid = ? AND name = ? AND version = ?",
-                             [(uid, n, v) for n, v in rem])
-            conn.executemany("INSERT OR REPLACE INTO content_packs VALUES (?, ?, ?)",
-                             [(uid, n, v) for n, v in add])
+            conn.executemany(
+                "DELETE FROM content_packs WHERE uid = ? AND name = ? AND version = ?",
+                [(uid, n, v) for n, v in rem],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO content_packs VALUES (?, ?, ?)",
+                [(uid, n, v) for n, v in add],
+            )
             added = [f"{n}@{v}" if v else n for n, v in add]
             removed = [f"{n}@{v}" if v else n for n, v in rem]
             counts = {"packs": len({n for n, _ in packs}), "versions": len(packs)}
-            message = f"{counts['packs']} packs, {counts['versions']} versions; +{len(added)} -{len(removed)}"
+            message = (
+                f"{counts['packs']} packs, {counts['versions']} versions; "
+                f"+{len(added)} -{len(removed)}"
+            )
         catalog.record(conn, uid, KIND, "Completed", message, prev=prev, counts=counts, source=url)
     return SyncResult("Completed", message, added, removed, counts, False)

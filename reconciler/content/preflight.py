@@ -20,8 +20,9 @@ from reconciler.content.http import ProbeError, build_access, check_resolves, ma
 from reconciler.errors import redact
 
 
-def run(kind: str, spec: Mapping[str, Any], secrets: Mapping[str, str], *,
-        base_dir: Path) -> list[str]:
+def run(
+    kind: str, spec: Mapping[str, Any], secrets: Mapping[str, str], *, base_dir: Path
+) -> list[str]:
     values = tuple(v for v in secrets.values() if v)
     try:
         if kind == "HelmRegistry":
@@ -49,7 +50,11 @@ def _helm(spec: Mapping[str, Any], secrets: Mapping[str, str], base_dir: Path) -
             if not have:
                 lines.append(f"required chart {name} not found in {url}")
             continue
-        wanted = {str(version), str(version).removeprefix("v"), "v" + str(version).removeprefix("v")}
+        wanted = {
+            str(version),
+            str(version).removeprefix("v"),
+            "v" + str(version).removeprefix("v"),
+        }
         if not have & wanted:
             lines.append(f"required chart {name}@{version} not found in {url}")
     return lines

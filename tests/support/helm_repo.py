@@ -45,27 +45,57 @@ def make_tls(folder: Path) -> Tls:
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
     def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True,
-                       timeout=30)
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=30)
 
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=reconcile test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=reconcile test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
     run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
     (folder / "ext.cnf").write_text(
         "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
         "basicConstraints=CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
-        "authorityKeyIdentifier=keyid,issuer\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf")
+        "authorityKeyIdentifier=keyid,issuer\n"
+    )
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    )
     return Tls(folder / "ca.crt", folder / "server.crt", folder / "server.key")
 
 
-def make_chart(folder: Path, name: str, version: str, app_version: str | None = "1.0.0") -> tuple[Path, str]:
-    """A chart tarball NAME-VERSION.tgz (Chart.yaml, values.yaml, templates/); returns (path, sha256)."""
+def make_chart(
+    folder: Path, name: str, version: str, app_version: str | None = "1.0.0"
+) -> tuple[Path, str]:
+    """A chart NAME-VERSION.tgz (Chart.yaml, values.yaml, templates/); returns (path, sha256)."""
     chart = {"apiVersion": "v2", "name": name, "version": version, "type": "application"}
     if app_version is not None:
         chart["appVersion"] = app_version
@@ -87,28 +117,45 @@ def make_chart(folder: Path, name: str, version: str, app_version: str | None = 
     return out, hashlib.sha256(tgz).hexdigest()
 
 
-def index_for(folder: Path, charts: Iterable[tuple[str, str, str | None]], base_url: str = "") -> bytes:
+def index_for(
+    folder: Path, charts: Iterable[tuple[str, str, str | None]], base_url: str = ""
+) -> bytes:
     """Make the charts and return a go-yaml-style index.yaml for them."""
     entries: dict[str, list[dict[str, object]]] = {}
     for name, version, app in charts:
         path, digest = make_chart(folder, name, version, app)
-        entry: dict[str, object] = {"apiVersion": "v2", "name": name, "version": version,
-                                    "created": "2024-01-01T00:00:00Z", "digest": digest,
-                                    "urls": [f"{base_url}{path.name}"]}
+        entry: dict[str, object] = {
+            "apiVersion": "v2",
+            "name": name,
+            "version": version,
+            "created": "2024-01-01T00:00:00Z",
+            "digest": digest,
+            "urls": [f"{base_url}{path.name}"],
+        }
         if app is not None:
             entry["appVersion"] = app
         entries.setdefault(name, []).append(entry)
     doc = {"apiVersion": "v1", "entries": entries, "generated": "2024-01-01T00:00:00Z"}
-    return yaml.safe_dump(doc, sort_keys=True, default_flow_style=False, indent=2,
-                          width=80).replace("\n  - ", "\n  - ").encode()
+    return (
+        yaml.safe_dump(doc, sort_keys=True, default_flow_style=False, indent=2, width=80)
+        .replace("\n  - ", "\n  - ")
+        .encode()
+    )
 
 
 class HelmRepo:
     """Serve ``root`` on 127.0.0.1; ``requests`` records (method, path, status)."""
 
-    def __init__(self, root: Path, *, basic: tuple[str, str] | None = None,
-                 token: str | None = None, tls: Tls | None = None, etag: bool = True,
-                 last_modified: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        basic: tuple[str, str] | None = None,
+        token: str | None = None,
+        tls: Tls | None = None,
+        etag: bool = True,
+        last_modified: bool = True,
+    ) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.basic = basic
@@ -140,8 +187,9 @@ class HelmRepo:
         self.scheme = "https" if tls else "http"
         self.port = self.server.server_address[1]
         self.url = f"{self.scheme}://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     def count(self, path: str = "/index.yaml") -> int:
@@ -187,8 +235,12 @@ class HelmRepo:
 
     def _serve(self, h: BaseHTTPRequestHandler) -> int:
         if not self._authorized(h.headers.get("Authorization")):
-            return _reply(h, 401, b"unauthorized\n",
-                          {"WWW-Authenticate": 'Basic realm="helm"' if self.basic else "Bearer"})
+            return _reply(
+                h,
+                401,
+                b"unauthorized\n",
+                {"WWW-Authenticate": 'Basic realm="helm"' if self.basic else "Bearer"},
+            )
         rel = h.path.split("?")[0].lstrip("/")
         path = (self.root / rel).resolve()
         if not rel or self.root.resolve() not in path.parents or not path.is_file():
@@ -223,7 +275,9 @@ class HelmRepo:
             except (TypeError, ValueError):
                 pass
         data = data or path.read_bytes()
-        headers["Content-Type"] = "application/x-yaml" if rel.endswith(".yaml") else "application/gzip"
+        headers["Content-Type"] = (
+            "application/x-yaml" if rel.endswith(".yaml") else "application/gzip"
+        )
         return _reply(h, 200, data, headers)
 
 

@@ -33,8 +33,9 @@ def have_registry() -> bool:
 
 
 class OciRegistry:
-    def __init__(self, root: Path, *, basic: tuple[str, str] | None = None,
-                 tls: Tls | None = None) -> None:
+    def __init__(
+        self, root: Path, *, basic: tuple[str, str] | None = None, tls: Tls | None = None
+    ) -> None:
         if not have_registry():
             pytest.skip(f"{BINARY} not installed (apt-get install docker-registry)")
         self.root = root
@@ -44,8 +45,10 @@ class OciRegistry:
         config = {
             "version": 0.1,
             "log": {"level": "info", "accesslog": {"disabled": True}},
-            "storage": {"filesystem": {"rootdirectory": str(root / "data")},
-                        "delete": {"enabled": True}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(root / "data")},
+                "delete": {"enabled": True},
+            },
             "http": {"addr": "127.0.0.1:0", "secret": "test-only"},
         }
         if basic is not None:
@@ -60,8 +63,12 @@ class OciRegistry:
         self.log_path = root / "registry.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-        self.proc = subprocess.Popen([BINARY, "serve", str(root / "config.yml")],
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [BINARY, "serve", str(root / "config.yml")],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         try:
             self.port = self._wait_port(10.0)
         except BaseException:
@@ -79,7 +86,9 @@ class OciRegistry:
             if m:
                 return int(m.group(1))
             if self.proc.poll() is not None:
-                raise RuntimeError(f"docker-registry exited {self.proc.returncode}:\n{text[-2000:]}")
+                raise RuntimeError(
+                    f"docker-registry exited {self.proc.returncode}:\n{text[-2000:]}"
+                )
             time.sleep(0.01)
         raise RuntimeError(f"docker-registry did not start within {timeout}s")
 
@@ -99,22 +108,35 @@ class OciRegistry:
         import ssl
 
         ctx = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else False
-        return httpx.Client(base_url=self.url, verify=ctx, trust_env=False,
-                            auth=httpx.BasicAuth(*self.basic) if self.basic else None)
+        return httpx.Client(
+            base_url=self.url,
+            verify=ctx,
+            trust_env=False,
+            auth=httpx.BasicAuth(*self.basic) if self.basic else None,
+        )
 
     def oras(self):
         import oras.client
 
-        client = oras.client.OrasClient(hostname=self.host, insecure=self.tls is None,
-                                        auth_backend="basic",
-                                        tls_verify=str(self.tls.ca) if self.tls else False)
+        client = oras.client.OrasClient(
+            hostname=self.host,
+            insecure=self.tls is None,
+            auth_backend="basic",
+            tls_verify=str(self.tls.ca) if self.tls else False,
+        )
         client.auth._auth_config = {"auths": {}, "credsStore": None, "credHelpers": {}}
         if self.basic:
             client.auth.set_basic_auth(*self.basic)
         return client
 
-    def push(self, repo: str, tag: str, files: Mapping[str, bytes] | None = None,
-             annotations: Mapping[str, str] | None = None, workdir: Path | None = None) -> None:
+    def push(
+        self,
+        repo: str,
+        tag: str,
+        files: Mapping[str, bytes] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        workdir: Path | None = None,
+    ) -> None:
         """Push an artifact with oras-py.
 
         oras-py wants files under the current directory; changing the process's cwd is not
@@ -129,9 +151,13 @@ class OciRegistry:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
                 paths.append(str(path))
-            self.oras().push(target=f"{self.host}/{repo}:{tag}", files=paths,
-                             disable_path_validation=True,
-                             manifest_annotations=dict(annotations or {}), quiet=True)
+            self.oras().push(
+                target=f"{self.host}/{repo}:{tag}",
+                files=paths,
+                disable_path_validation=True,
+                manifest_annotations=dict(annotations or {}),
+                quiet=True,
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -141,8 +167,11 @@ class OciRegistry:
         with self.http() as c:
             r = c.get(f"/v2/{repo}/manifests/{src}", headers={"Accept": accept})
             r.raise_for_status()
-            put = c.put(f"/v2/{repo}/manifests/{dst}", content=r.content,
-                        headers={"Content-Type": r.headers["Content-Type"]})
+            put = c.put(
+                f"/v2/{repo}/manifests/{dst}",
+                content=r.content,
+                headers={"Content-Type": r.headers["Content-Type"]},
+            )
             put.raise_for_status()
 
 
