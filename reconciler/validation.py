@@ -25,7 +25,8 @@ from typing import Any
 
 from . import loader
 from .errors import InputError
-from .loader import Document, LoadedFile, RawProblem
+from .cache import ValidationCache, hints_of
+from .loader import Document, LoadedFile, Path_, RawProblem
 from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
 from .profiles import DEFAULT_PROFILE, PROFILES, default_keys
 
@@ -539,9 +540,9 @@ def _where(doc: Document, path: Sequence[str | int] = ()) -> str:
     return f"{doc.file}:{line}"
 
 
-def load_files(
+def discover_sources(
     root: Path, paths: Sequence[Path] | None, ref: str | None
-) -> tuple[list[LoadedFile], list[Problem], str | None, bool]:
+) -> tuple[list[loader.SourceFile], list[Problem], str | None, bool]:
     commit: str | None
     if ref is not None:
         sources, raw, commit = loader.discover_git(root, ref, paths)
@@ -549,7 +550,60 @@ def load_files(
     else:
         sources, raw = loader.discover(root, paths)
         commit, dirty = loader.git_info(root)
-    return [loader.load_file(s) for s in sources], [_raw(p) for p in raw], commit, dirty
+    return sources, [_raw(p) for p in raw], commit, dirty
+
+
+def load_files(
+    root: Path, paths: Sequence[Path] | None, ref: str | None
+) -> tuple[list[LoadedFile], list[Problem], str | None, bool]:
+    sources, problems, commit, dirty = discover_sources(root, paths, ref)
+    return [loader.load_file(s) for s in sources], problems, commit, dirty
+
+
+class _CachedDocument(Document):
+    """A document from the cache: a few positions known, the rest parsed again on demand."""
+
+    def __init__(self, file: str, index: int, value: Any, hints: dict[Path_, tuple[int, int]], text: str) -> None:
+        super().__init__(file, index, value, dict(hints), {})
+        self._text: str | None = text
+
+    def position(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
+        p = tuple(path)
+        if not key and p in self.positions:
+            return self.positions[p]
+        if self._text is not None:
+            out = LoadedFile(self.file)
+            loader.parse_text(self.file, self._text, out)
+            self._text = None
+            for doc in out.documents:
+                if doc.index == self.index:
+                    self.positions, self.key_positions = doc.positions, doc.key_positions
+        return super().position(path, key=key)
+
+
+def _check_source(src: loader.SourceFile, cache: ValidationCache) -> tuple[list[Problem], list[_Checked]]:
+    """Load and check one file, through the cache when its bytes were seen clean before."""
+    data, problem = loader.read_source(src)
+    if problem is not None or data is None:
+        return [_raw(problem)] if problem else [], []
+    key = cache.key(src.name, data)
+    entry = cache.get(key)
+    if entry is not None:
+        text = loader.decode(src.name, data)[0] or ""
+        checked = []
+        for index, value, hints in entry:
+            doc = _CachedDocument(src.name, index, value, {tuple(p): (pos[0], pos[1]) for p, pos in hints}, text)
+            kind = value.get("kind") if isinstance(value.get("kind"), str) else None
+            checked.append(_Checked(doc, kind, [], True))
+        return [], checked
+    loaded = loader.load_file(loader.SourceFile(src.name, data=data, size=len(data)))
+    problems = [_raw(p) for p in loaded.problems]
+    checked = [_Checker(doc).run() for doc in loaded.documents]
+    for c in checked:
+        problems.extend(c.problems)
+    if not problems and all(c.ok for c in checked):
+        cache.put(key, [(c.doc.index, c.doc.value, hints_of(c.doc.position)) for c in checked])
+    return problems, checked
 
 
 def load_and_validate(
@@ -566,17 +620,17 @@ def load_and_validate(
     if profile is not None and profile not in PROFILES:
         raise InputError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     root = Path(root)
-    files, problems, commit, dirty = load_files(root, paths, ref)
+    sources, problems, commit, dirty = discover_sources(root, paths, ref)
     failed: set[str] = {p.file for p in problems if p.severity == "error"}
     checked: list[_Checked] = []
-    for f in files:
-        problems.extend(_raw(p) for p in f.problems)
-        if f.failed:
-            failed.add(f.name)
-        for doc in f.documents:
-            c = _Checker(doc).run()
-            problems.extend(c.problems)
-            checked.append(c)
+    cache = ValidationCache.for_root(root)
+    for src in sources:
+        file_problems, file_checked = _check_source(src, cache)
+        problems.extend(file_problems)
+        if any(p.severity == "error" for p in file_problems):
+            failed.add(src.name)
+        checked.extend(file_checked)
+    cache.save()
 
     def fail(
         c: _Checked, path: Sequence[str | int], message: str, rule: str, *, key: bool = False
@@ -691,7 +745,7 @@ def load_and_validate(
         desired=Desired(registries=registries, settings=settings, commit=commit, dirty=dirty),
         problems=problems,
         failed_files=failed,
-        files=[f.name for f in files],
+        files=[s.name for s in sources],
         declared=declared,
         profile=effective,
     )

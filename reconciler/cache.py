@@ -1,0 +1,116 @@
+"""A content-addressed cache of per-file validation results (``.reconciler/cache/``).
+
+Only files that loaded and validated with no problem at all are cached, keyed by a digest
+of their bytes, their display name, and the code and schema that checked them. A hit
+skips the YAML parse and the per-document checks; cross-file rules (duplicate names,
+profiles, Settings) always run. Positions beyond a few hints are re-derived by parsing the
+file again on demand, which only happens when a cross-file rule reports a problem.
+
+The cache is plain JSON (never pickle: a pull request could plant the file) and is only
+trusted for values JSON round-trips exactly. ``RECONCILER_NO_CACHE=1`` turns it off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from reconciler import __version__
+
+FORMAT = 1
+HINTS: tuple[tuple[str, ...], ...] = ((), ("kind",), ("metadata", "name"))
+_MAX_ENTRIES = 50_000
+
+
+def _code_salt() -> str:
+    here = Path(__file__).resolve().parent
+    parts = [str(FORMAT), __version__]
+    for rel in ("loader.py", "validation.py", "cache.py", "schema/registry.schema.json"):
+        try:
+            st = (here / rel).stat()
+            parts.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{rel}:missing")
+    return "|".join(parts)
+
+
+def _plain(value: Any) -> bool:
+    """True when JSON gives back exactly this value (str keys, JSON scalars)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (str, bool, int, float))
+
+
+class ValidationCache:
+    def __init__(self, directory: Path | None) -> None:
+        self.path = directory / "validate.json" if directory is not None else None
+        self.salt = _code_salt()
+        self.entries: dict[str, Any] = {}
+        self.used: set[str] = set()
+        self.dirty = False
+        if self.path is None:
+            return
+        try:
+            data = json.loads(self.path.read_bytes())
+            if isinstance(data, dict) and data.get("salt") == self.salt and isinstance(data.get("files"), dict):
+                self.entries = data["files"]
+        except (OSError, ValueError):
+            self.entries = {}
+
+    @classmethod
+    def for_root(cls, root: Path) -> ValidationCache:
+        if os.environ.get("RECONCILER_NO_CACHE"):
+            return cls(None)
+        return cls(root / ".reconciler" / "cache")
+
+    def key(self, name: str, data: bytes) -> str:
+        return hashlib.blake2b(name.encode() + b"\0" + data, digest_size=20).hexdigest()
+
+    def get(self, key: str) -> list[Any] | None:
+        entry = self.entries.get(key)
+        if isinstance(entry, list):
+            self.used.add(key)
+            return entry
+        return None
+
+    def put(self, key: str, docs: list[tuple[int, Any, dict[tuple[str, ...], tuple[int, int]]]]) -> None:
+        if self.path is None or not all(_plain(v) for _, v, _ in docs):
+            return
+        self.entries[key] = [
+            [index, json.loads(json.dumps(value)), [[list(p), list(pos)] for p, pos in hints.items()]]
+            for index, value, hints in docs
+        ]
+        self.used.add(key)
+        self.dirty = True
+
+    def save(self) -> None:
+        """Keep the entries used in this run (so the cache tracks the repository), atomically."""
+        if self.path is None:
+            return
+        if not self.dirty and len(self.used) == len(self.entries):
+            return
+        keep = {k: self.entries[k] for k in self.used if k in self.entries}
+        if len(keep) > _MAX_ENTRIES:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            ignore = self.path.parent / ".gitignore"
+            if not ignore.exists():  # like .pytest_cache: never shows up in `git status`
+                ignore.write_text("# created by reconcile\n*\n", encoding="utf-8")
+            fd, tmp = tempfile.mkstemp(prefix=".validate-", dir=self.path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"salt": self.salt, "files": keep}, fh, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written is only slower
+
+
+def hints_of(position: Callable[[Sequence[str]], tuple[int, int]]) -> dict[tuple[str, ...], tuple[int, int]]:
+    return {h: position(h) for h in HINTS}
