@@ -195,7 +195,19 @@ def discover(
             elif entry.is_dir():
                 walk(p, visited)
             elif entry.is_file() and p.suffix in SUFFIXES:
-                add_file(p)
+                # fast path: a plain file in a directory already resolved
+                key = real / entry.name
+                if key in seen:
+                    continue
+                seen.add(key)
+                try:
+                    size = entry.stat().st_size
+                except OSError as exc:
+                    problems.append(
+                        RawProblem(display_name(p, root), 1, 1, f"cannot read: {exc.strerror}", "io")
+                    )
+                    continue
+                files.append(SourceFile(display_name(p, root), path=p, size=size))
 
     targets = list(paths) if paths else [root / DEFINITIONS_DIR]
     for target in targets:

@@ -92,17 +92,18 @@ def key_str(key: Key) -> str:
 
 
 def is_secret_ref(value: Any) -> bool:
-    return isinstance(value, Mapping) and len(value) == 1 and ("fromEnv" in value or "fromFile" in value)
+    return isinstance(value, dict) and len(value) == 1 and ("fromEnv" in value or "fromFile" in value)
 
 
 def iter_secret_refs(spec: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Mapping[str, str]]]:
     """Yield (dotted path, reference) for every secret field in a canonical spec."""
     for k, v in spec.items():
-        path = f"{prefix}{k}"
-        if k in SECRET_FIELDS and is_secret_ref(v):
-            yield path, v
-        elif isinstance(v, Mapping) and not is_secret_ref(v):
-            yield from iter_secret_refs(v, path + ".")
+        if type(v) is dict:  # canonical specs are plain dicts (and ABC checks are slow)
+            path = f"{prefix}{k}"
+            if k in SECRET_FIELDS and len(v) == 1 and ("fromEnv" in v or "fromFile" in v):
+                yield path, v
+            else:
+                yield from iter_secret_refs(v, path + ".")
 
 
 def describe_ref(ref: Mapping[str, str]) -> str:
@@ -144,7 +145,7 @@ def flatten(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in spec.items():
         path = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v and not is_secret_ref(v):
+        if type(v) is dict and v and not is_secret_ref(v):
             out.update(flatten(v, path + "."))
         else:
             out[path] = v

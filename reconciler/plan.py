@@ -153,7 +153,7 @@ def _observable_view(desired: Mapping[str, Any], observed: Mapping[str, Any]) ->
     for k, v in observed.items():
         if k not in desired:
             out[k] = None
-        elif isinstance(v, Mapping) and isinstance(desired[k], Mapping) and not is_secret_ref(desired[k]):
+        elif type(v) is dict and type(desired[k]) is dict and not is_secret_ref(desired[k]):
             out[k] = _observable_view(desired[k], v)
         else:
             out[k] = desired[k]
