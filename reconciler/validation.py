@@ -208,9 +208,18 @@ def _tls(spec: Mapping[str, Any]) -> dict[str, Any]:
     return tls
 
 
+def _copy(value: Any) -> Any:
+    """Deep copy of plain YAML data (dicts, lists, scalars): copy.deepcopy, several times faster."""
+    if type(value) is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy(v) for v in value]
+    return copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+
+
 def canonical_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     """Our spec with defaults filled and a fixed key order; secrets stay references."""
-    auth = copy.deepcopy(dict(spec.get("auth") or {"type": "noAuth"}))
+    auth = _copy(dict(spec.get("auth") or {"type": "noAuth"}))
     if kind == "OciRegistry":
         return {
             "endpoint": spec["endpoint"],
@@ -230,7 +239,7 @@ def canonical_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
             "fips": bool(spec.get("fips", False)),
         }
         if "requiredCharts" in spec:
-            out["requiredCharts"] = copy.deepcopy(list(spec["requiredCharts"]))
+            out["requiredCharts"] = _copy(list(spec["requiredCharts"]))
         return out
     if kind == "PackRegistry":
         return {
