@@ -139,7 +139,15 @@ def discover(
     seen: set[Path] = set()
 
     def symlink_ok(p: Path) -> bool:
-        target = p.resolve()
+        try:
+            target = p.resolve()
+        except (RuntimeError, OSError):  # a loop: RuntimeError before Python 3.13, then OSError
+            problems.append(
+                RawProblem(
+                    display_name(p, root), 1, 1, f"symlink loop (points to {os.readlink(p)})", "symlink"
+                )
+            )
+            return False
         if not _inside(target, real_root):
             problems.append(
                 RawProblem(
@@ -181,6 +189,7 @@ def discover(
                 RawProblem(display_name(d, root), 1, 1, f"cannot read: {exc.strerror}", "io")
             )
             return
+        shown_dir = display_name(d / "x", root)[:-1]
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -192,6 +201,16 @@ def discover(
                     walk(p, visited)
                 elif p.is_file() and p.suffix in SUFFIXES:
                     add_file(p)
+                elif p.suffix in SUFFIXES and not p.exists():
+                    problems.append(
+                        RawProblem(
+                            display_name(p, root),
+                            1,
+                            1,
+                            f"dangling symlink (points to {os.readlink(p)})",
+                            "symlink",
+                        )
+                    )
             elif entry.is_dir():
                 walk(p, visited)
             elif entry.is_file() and p.suffix in SUFFIXES:
@@ -207,7 +226,7 @@ def discover(
                         RawProblem(display_name(p, root), 1, 1, f"cannot read: {exc.strerror}", "io")
                     )
                     continue
-                files.append(SourceFile(display_name(p, root), path=p, size=size))
+                files.append(SourceFile(shown_dir + entry.name, path=p, size=size))
 
     targets = list(paths) if paths else [root / DEFINITIONS_DIR]
     for target in targets:
@@ -615,3 +634,24 @@ class _Builder:
 def iter_documents(files: Iterable[LoadedFile]) -> Iterator[Document]:
     for f in files:
         yield from f.documents
+
+
+def definitions_present(root: Path, ref: str | None = None) -> bool:
+    """Whether ``registries.d/`` exists under ``root`` (in the work tree, or in commit ``ref``)."""
+    if ref is None:
+        return (Path(root) / DEFINITIONS_DIR).is_dir()
+    import git
+
+    try:
+        repo = git.Repo(root, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return False
+    try:
+        work = Path(repo.working_tree_dir or root).resolve()
+        rel = Path(os.path.relpath((Path(root) / DEFINITIONS_DIR).resolve(), work)).as_posix()
+        try:
+            return bool((repo.commit(ref).tree / rel).type == "tree")
+        except (KeyError, git.BadName, git.BadObject, ValueError):
+            return False
+    finally:
+        repo.close()

@@ -80,7 +80,8 @@ def build_target(opts: Options, profile: str, progress: Callable[[str], None] | 
         if not api_key:
             raise InputError("--target palette needs the API key in the environment variable PALETTE_API_KEY")
         return PaletteTarget.from_options(
-            endpoint=opts.endpoint or opts.environ.get("PALETTE_ENDPOINT") or "https://api.spectrocloud.com",
+            endpoint=(opts.endpoint if opts.endpoint is not None
+                      else opts.environ.get("PALETTE_ENDPOINT") or "https://api.spectrocloud.com"),
             api_key=api_key,
             project_uid=opts.project_uid or opts.environ.get("PALETTE_PROJECT_UID") or None,
             ca_file=opts.ca_file,
@@ -91,16 +92,36 @@ def build_target(opts: Options, profile: str, progress: Callable[[str], None] | 
     raise InputError(f"unknown target {opts.target!r}: choose local or palette")
 
 
-def _load(opts: Options):
+def _load(opts: Options, *, require_definitions: bool = False):
+    """Load and validate; ``require_definitions``: a missing ``registries.d/`` is an error
+    (a wrong ``--dir`` or ``--ref`` must not plan "nothing declared")."""
+    from reconciler.loader import DEFINITIONS_DIR, definitions_present
     from reconciler.validation import load_and_validate
 
-    return load_and_validate(opts.root, ref=opts.ref, profile=opts.profile)
+    result = load_and_validate(opts.root, ref=opts.ref, profile=opts.profile)
+    if require_definitions and not definitions_present(opts.root, opts.ref):
+        where = f"commit {opts.ref}" if opts.ref is not None else str(opts.root)
+        raise InputError(f"no {DEFINITIONS_DIR}/ directory in {where}; use --dir to point at the repository root "
+                         f"(an empty {DEFINITIONS_DIR}/ declares no registries)")
+    return result
 
 
-def _print_problems(result, err: TextIO, quiet: bool = False) -> None:
+WARNINGS_PER_RULE = 10
+
+
+def _print_problems(result, err: TextIO, quiet: bool = False, verbose: int = 0) -> None:
+    """Every error; warnings too, but at most 10 of a kind unless -v (`validate` shows all)."""
+    shown: dict[str, int] = {}
     for p in result.problems:
-        if p.severity == "error" or not quiet:
+        if p.severity == "error":
             err.write(f"{p}\n")
+        elif not quiet:
+            shown[p.rule] = shown.get(p.rule, 0) + 1
+            if verbose or shown[p.rule] <= WARNINGS_PER_RULE:
+                err.write(f"{p}\n")
+    for rule, n in shown.items():
+        if not verbose and n > WARNINGS_PER_RULE:
+            err.write(f"... and {n - WARNINGS_PER_RULE} more {rule} warnings (reconcile validate lists them all)\n")
 
 
 def _check_state_target(state: State, target: Target, store: StateStore) -> None:
@@ -125,8 +146,8 @@ def _progress(err: TextIO) -> Callable[[str], None] | None:
 # ---------------------------------------------------------------- plan / apply
 
 def run_reconcile(opts: Options, out: TextIO, err: TextIO, *, dry_run: bool, preflight: bool = False) -> int:
-    result = _load(opts)
-    _print_problems(result, err, opts.quiet)
+    result = _load(opts, require_definitions=True)
+    _print_problems(result, err, opts.quiet, opts.verbose)
     if result.errors:
         err.write(
             f"{len(result.errors)} error(s) in the definitions; nothing was planned or changed\n"
@@ -313,7 +334,7 @@ def _catalog(target: Target, uid: str) -> str:
 def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err: TextIO) -> int:
     from reconciler.model import fingerprint
 
-    result = _load(opts)
+    result = _load(opts, require_definitions=True)
     _print_problems(result, err, opts.quiet)
     if result.errors:
         err.write("fix the definitions first; nothing was imported\n")

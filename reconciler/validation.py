@@ -573,7 +573,9 @@ class _CachedDocument(Document):
     """A document from the cache: a few positions known, the rest parsed again on demand."""
 
     def __init__(self, file: str, index: int, value: Any, hints: dict[Path_, tuple[int, int]], text: str) -> None:
-        super().__init__(file, index, value, dict(hints), {})
+        # no dataclass __init__: this runs once per cached document on the hot path
+        self.file, self.index, self.value = file, index, value
+        self.positions, self.key_positions, self.load_errors = hints, {}, 0
         self._text: str | None = text
 
     def position(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
