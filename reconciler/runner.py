@@ -217,8 +217,7 @@ def run_preflight(opts: Options, plan, target: Target, values) -> list[str]:
             continue
         reg = c.registry
         secrets = present(values.get(reg.key, {}))
-        for line in content_preflight(reg.kind, reg.spec, secrets, base_dir=opts.root):
-            failures.append(line if line.startswith(reg.kind) else f"{c.title}: {line}")
+        failures.extend(content_preflight(reg.kind, reg.spec, secrets, base_dir=opts.root, label=c.title))
         if opts.target != "local":
             try:
                 target.validate(reg, secrets)

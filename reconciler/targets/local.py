@@ -164,6 +164,11 @@ class LocalTarget(Target):
             self.conn.execute("DELETE FROM sync_status WHERE uid = ?", (uid,))
         if cur.rowcount == 0:
             raise NotFound(f"local: {kind} {uid} not found", status=404)
+        from reconciler import content
+
+        with self._lock:
+            content.ensure_schema(self.conn)
+            content.delete_catalog(self.conn, uid)
 
     def sync(self, kind: str, uid: str, *, force: bool = False, secrets: Secrets | None = None) -> None:
         from reconciler import content

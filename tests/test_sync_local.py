@@ -1,0 +1,124 @@
+"""`reconcile sync`, `status` and `--dry-run --preflight` on the local target against real
+content: a Helm repository and Debian's docker-registry on loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+from tests.support.helm_repo import HelmRepo, index_for
+from tests.support.oci_registry import PASSWORD, USER, oci_basic  # noqa: F401
+
+HELM_USER, HELM_PW = "helm-user", "helm-pw-c0ffee"
+ENV = {"HELM_PW": HELM_PW, "OCI_PW": PASSWORD}
+
+
+@pytest.fixture
+def helm(tmp_path: Path):
+    root = tmp_path / "helm"
+    root.mkdir()
+    repo = HelmRepo(root, basic=(HELM_USER, HELM_PW))
+    repo.write_index(index_for(root, [("nginx", "1.2.3", "1.25.0"), ("nginx", "1.2.4", "1.25.1"),
+                                      ("redis", "7.0.0", "7.0")]))
+    yield repo
+    repo.close()
+
+
+@pytest.fixture
+def oci(oci_basic):  # noqa: F811
+    for repo in ("team-a/app", "team-a/db"):
+        oci_basic.push(repo, "v1")
+    oci_basic.tag("team-a/app", "v1", "v2")
+    return oci_basic
+
+
+def defs(helm_url: str, oci_host: str, required: str = "{name: nginx, version: 1.2.3}") -> dict[str, str]:
+    return {"r.yaml": "---\n".join([
+        registry_doc("HelmRegistry", "charts", f"""
+            endpoint: {helm_url}
+            auth: {{type: basic, username: {HELM_USER}, password: {{fromEnv: HELM_PW}}}}
+            requiredCharts: [{required}]
+        """),
+        registry_doc("OciRegistry", "team-a", f"""
+            endpoint: http://{oci_host}
+            provider: helm
+            baseContentPath: team-a
+            sync: true
+            auth: {{type: basic, username: {USER}, password: {{fromEnv: OCI_PW}}}}
+        """),
+    ])}
+
+
+@pytest.fixture
+def repo(tmp_path: Path, helm, oci) -> Path:
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, defs(helm.url, oci.host))
+    commit_all(root)
+    res = run(root, env=ENV)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return root
+
+
+def rows(res) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split() for line in res.stdout.splitlines()[1:] if line.strip()}
+
+
+def test_sync_stores_the_catalog_and_status_shows_it(repo: Path, helm):
+    res = run(repo, "sync", env=ENV)
+    assert res.returncode == 0, res.stdout + res.stderr
+    table = rows(res)
+    assert table["charts"][2] == "Completed" and table["team-a"][2] == "Completed"
+    st = run(repo, "status", "--format", "json", env=ENV)
+    by_name = {r["name"]: r for r in json.loads(st.stdout)["registries"]}
+    assert by_name["charts"]["content"] == "2 charts, 3 versions"
+    assert by_name["team-a"]["content"] == "2 repositories, 3 tags"
+    assert by_name["charts"]["sync"] == "Completed"
+    for value in ENV.values():
+        assert value not in res.stdout + res.stderr + st.stdout + (repo / ".reconciler/state.json").read_text()
+
+
+def test_forced_resync_of_an_unchanged_index_costs_one_304(repo: Path, helm):
+    assert run(repo, "sync", env=ENV).returncode == 0
+    before = helm.statuses()
+    res = run(repo, "sync", "--force", "--registry", "charts", env=ENV)
+    assert res.returncode == 0, res.stderr
+    assert helm.statuses()[len(before):] == [304]
+
+
+def test_wrong_credentials_fail_loudly(repo: Path):
+    res = run(repo, "sync", env=dict(ENV, HELM_PW="not-the-password", OCI_PW="nope-nope"))
+    assert res.returncode == 1
+    assert "sync failed for: HelmRegistry/charts (Failed), OciRegistry/team-a (Failed)" in res.stderr
+    assert "not-the-password" not in res.stdout + res.stderr
+
+
+def test_unreachable_registry_is_a_failure(tmp_path: Path, helm, oci):
+    root = tmp_path / "repo2"
+    init_repo(root)
+    write_defs(root, defs("http://127.0.0.1:9", oci.host))
+    commit_all(root)
+    assert run(root, env=ENV).returncode == 0
+    res = run(root, "sync", "--registry", "charts", env=ENV)
+    assert res.returncode == 1 and "charts (Failed)" in res.stderr
+
+
+def test_preflight_passes_then_reports_each_failed_check(tmp_path: Path, helm, oci):
+    root = tmp_path / "pre"
+    init_repo(root)
+    write_defs(root, defs(helm.url, oci.host))
+    commit_all(root)
+    ok = run(root, "--dry-run", "--preflight", env=ENV)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    write_defs(root, defs(helm.url, oci.host, required="{name: nginx, version: 9.9.9}"))
+    bad = run(root, "--dry-run", "--preflight", env=dict(ENV, OCI_PW="wrong-pw-123"))
+    assert bad.returncode == 1
+    lines = [line for line in bad.stdout.splitlines() if line.startswith("preflight:")]
+    assert any("HelmRegistry/charts" in line and "nginx@9.9.9" in line for line in lines), bad.stdout
+    assert any("OciRegistry/team-a" in line and ("credential" in line.lower() or "401" in line) for line in lines)
+    assert "wrong-pw-123" not in bad.stdout + bad.stderr
+    js = run(root, "--dry-run", "--preflight", "--format", "json", env=dict(ENV, OCI_PW="wrong-pw-123"))
+    assert js.returncode == 1 and len(json.loads(js.stdout)["preflight"]) == len(lines)
