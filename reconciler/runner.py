@@ -137,10 +137,16 @@ def _progress(err: TextIO) -> Callable[[str], None] | None:
         return None
 
     def show(msg: str) -> None:
-        err.write(f"\r\033[K{msg}")
+        err.write(f"\r\033[K{msg[:200]}")
         err.flush()
 
     return show
+
+
+def end_progress(err: TextIO) -> None:
+    if getattr(err, "isatty", lambda: False)():
+        err.write("\r\033[K")
+        err.flush()
 
 
 # ---------------------------------------------------------------- plan / apply

@@ -77,7 +77,15 @@ def wait_for(
 
 
 def run_sync(opts, names: Sequence[str], *, force: bool, wait: bool, timeout: float, out: TextIO, err: TextIO) -> int:
-    from reconciler.runner import _check_state_target, _load, _print_problems, _progress, build_store, build_target
+    from reconciler.runner import (
+        _check_state_target,
+        _load,
+        _print_problems,
+        _progress,
+        build_store,
+        build_target,
+        end_progress,
+    )
 
     result = _load(opts)
     _print_problems(result, err, True)
@@ -146,6 +154,7 @@ def run_sync(opts, names: Sequence[str], *, force: bool, wait: bool, timeout: fl
                 store.write(state, f"sync {rec.kind}/{rec.name}: {row.status}")
     finally:
         target.close()
+        end_progress(err)
     _render(rows, opts.fmt, out)
     failed = [r for r in rows if r.failed]
     if failed:

@@ -122,3 +122,35 @@ def test_preflight_passes_then_reports_each_failed_check(tmp_path: Path, helm, o
     assert "wrong-pw-123" not in bad.stdout + bad.stderr
     js = run(root, "--dry-run", "--preflight", "--format", "json", env=dict(ENV, OCI_PW="wrong-pw-123"))
     assert js.returncode == 1 and len(json.loads(js.stdout)["preflight"]) == len(lines)
+
+
+def test_progress_on_a_terminal_only(repo: Path):
+    """Progress lines go to stderr when it is a terminal (a pty here), and nowhere otherwise."""
+    import os
+    import pty
+    import subprocess
+
+    from tests.support.gitops_repo import reconcile_cmd
+
+    quiet = run(repo, "sync", "--force", env=ENV)
+    assert "downloading" not in quiet.stderr and "\r" not in quiet.stderr
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run([*reconcile_cmd(), "sync", "--force"], cwd=repo, stdout=subprocess.PIPE,
+                              stderr=slave, env={**os.environ, **ENV}, timeout=60)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    text = seen.decode("utf-8", "replace")
+    assert "\x1b[K" in text and "listing tags" in text
+    assert HELM_PW not in text
