@@ -24,7 +24,7 @@ FORMATS = click.Choice(["text", "json", "markdown"])
 
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
+        click.option("--dir", "root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
                      help="Repository root holding registries.d/ (default: current directory)."),
         click.option("--ref", default=None, help="Read registries.d/ from this git commit/branch/tag instead of the work tree."),
         click.option("--target", type=click.Choice(["local", "palette"]), default=None,

@@ -15,7 +15,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from reconciler import __version__
@@ -70,7 +70,7 @@ class State:
         if not isinstance(data, dict):
             raise StateError(f"{where}: state is not a JSON object; refusing to use or overwrite it")
         version = data.get("version")
-        if not isinstance(version, int):
+        if not isinstance(version, int) or isinstance(version, bool):
             raise StateError(f"{where}: state has no integer 'version'; refusing to use or overwrite it")
         if version > STATE_VERSION:
             raise StateError(
@@ -78,20 +78,79 @@ class State:
                 f"({STATE_VERSION}); upgrade reconcile (state written by {data.get('tool_version')})"
             )
         try:
+            for name in ("lineage", "salt"):
+                _check_field(data, name, str, "a string")
+            _check_field(data, "serial", int, "a non-negative integer")
+            if data["serial"] < 0:
+                raise ValueError("'serial' must be a non-negative integer")
+            registries = data["registries"] if "registries" in data else _missing("registries")
+            if not isinstance(registries, list):
+                raise ValueError("'registries' must be a list")
             records = {}
-            for raw in data["registries"]:
-                rec = Record(**raw)
+            for i, raw in enumerate(registries):
+                rec = _record(raw, i)
+                if rec.key in records:
+                    raise ValueError(f"registries[{i}]: {rec.kind}/{rec.name} (scope {rec.scope}) is recorded twice")
                 records[rec.key] = rec
             return cls(
-                lineage=str(data["lineage"]),
-                serial=int(data["serial"]),
+                lineage=data["lineage"],
+                serial=data["serial"],
                 tool_version=str(data.get("tool_version", "")),
-                salt=str(data["salt"]),
+                salt=data["salt"],
                 target=str(data.get("target", "")),
                 records=records,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except ValueError as exc:
             raise StateError(f"{where}: state is corrupt ({exc!s}); refusing to use or overwrite it") from exc
+
+
+def _missing(name: str) -> Any:
+    raise ValueError(f"missing field {name!r}")
+
+
+def _check_field(data: dict[str, Any], name: str, typ: type | tuple[type, ...], what: str,
+                 *, prefix: str = "", optional: bool = False) -> None:
+    if name not in data:
+        if optional:
+            return
+        raise ValueError(f"{prefix}missing field {name!r}")
+    value = data[name]
+    if value is None and optional:
+        return
+    if isinstance(value, bool) and bool not in (typ if isinstance(typ, tuple) else (typ,)):
+        raise ValueError(f"{prefix}{name!r} must be {what}, not {value!r}")
+    if not isinstance(value, typ):
+        raise ValueError(f"{prefix}{name!r} must be {what}, not {type(value).__name__}")
+
+
+_RECORD_FIELDS = {f.name for f in fields(Record)}
+
+
+def _record(raw: Any, i: int) -> Record:
+    """One recorded registry, every field checked (a corrupt state must not crash later)."""
+    prefix = f"registries[{i}]: "
+    if not isinstance(raw, dict):
+        raise ValueError(f"{prefix}must be an object, not {type(raw).__name__}")
+    unknown = sorted(set(raw) - _RECORD_FIELDS, key=str)
+    if unknown:
+        raise ValueError(f"{prefix}unknown field {unknown[0]!r}")
+    for name in ("uid", "kind", "name", "scope", "fingerprint"):
+        _check_field(raw, name, str, "a string", prefix=prefix)
+    _check_field(raw, "protect", bool, "true or false", prefix=prefix, optional=True)
+    for name in ("origin", "applied_commit", "applied_at"):
+        _check_field(raw, name, str, "a string", prefix=prefix, optional=True)
+    for name in ("secret_hashes", "last_sync", "spec"):
+        _check_field(raw, name, dict, "an object", prefix=prefix, optional=True)
+    if raw.get("origin", "created") not in ("created", "adopted"):
+        raise ValueError(f"{prefix}'origin' must be created or adopted, not {raw['origin']!r}")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in (raw.get("secret_hashes") or {}).items()):
+        raise ValueError(f"{prefix}'secret_hashes' must map strings to strings")
+    last_sync = raw.get("last_sync") or {}
+    for name in ("status", "last_synced", "last_success", "last_run", "fingerprint", "message"):
+        if last_sync.get(name) is not None and not isinstance(last_sync[name], str):
+            raise ValueError(f"{prefix}'last_sync.{name}' must be a string")
+    values = {k: v for k, v in raw.items() if not (v is None and k in ("protect", "origin", "secret_hashes"))}
+    return Record(**values)
 
 
 class StateStore(ABC):

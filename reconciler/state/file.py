@@ -39,8 +39,13 @@ class FileStateStore(StateStore):
 
     @contextmanager
     def lock(self, timeout: float = 0.0) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        if self.path.is_dir():
+            raise StateError(f"{self.path}: is a directory, not a state file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(f"{self.lock_path}: cannot create the state lock: {exc.strerror}") from exc
         try:
             deadline = time.monotonic() + max(timeout, 0.0)
             while True:
@@ -84,9 +89,12 @@ class FileStateStore(StateStore):
         return State.from_json(data, str(self.path))
 
     def write(self, state: State, message: str = "") -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode() + b"\n"
-        fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=self.path.parent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=self.path.parent)
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot write state: {exc.strerror}") from exc
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)

@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from reconciler.errors import ClientError, Conflict, NotFound, ServerError, TargetError, redact
+from reconciler.errors import ClientError, Conflict, InputError, NotFound, ServerError, TargetError, redact
 from reconciler.model import ObservedRegistry, Registry
 from reconciler.targets.base import Secrets, SyncStatus, Target
 
@@ -126,6 +126,28 @@ def _retry_after(response: httpx.Response) -> float | None:
             return None
 
 
+def _check_endpoint(endpoint: str) -> str:
+    """The API base URL, or an ``InputError`` before any request is made."""
+    try:
+        url = httpx.URL(endpoint)
+        ok = url.scheme in ("http", "https") and bool(url.host)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"palette endpoint {endpoint!r} is not an http:// or https:// URL with a host "
+                         "(--endpoint or PALETTE_ENDPOINT)")
+    return endpoint.rstrip("/")
+
+
+def _ssl_context(ca_file: str | os.PathLike[str]) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except ssl.SSLError as exc:
+        raise InputError(f"--ca-file {ca_file}: not a PEM CA bundle ({exc.reason or exc})") from exc
+    except OSError as exc:
+        raise InputError(f"--ca-file {ca_file}: cannot read: {exc.strerror or exc}") from exc
+
+
 class PaletteTarget(Target):
     max_concurrency = 8
 
@@ -153,7 +175,7 @@ class PaletteTarget(Target):
     ) -> None:
         if not api_key:
             raise ClientError("palette: no API key (set PALETTE_API_KEY)")
-        self.endpoint = endpoint.rstrip("/")
+        self.endpoint = _check_endpoint(endpoint)
         self._api_key = api_key
         self.base_dir = Path(base_dir)
         self.max_concurrency = max(1, int(max_concurrency))
@@ -177,7 +199,7 @@ class PaletteTarget(Target):
             headers["ProjectUid"] = project_uid
         verify_arg: bool | ssl.SSLContext = verify
         if ca_file:
-            verify_arg = ssl.create_default_context(cafile=str(ca_file))
+            verify_arg = _ssl_context(ca_file)
         self._client = httpx.Client(
             base_url=self.endpoint,
             headers=headers,

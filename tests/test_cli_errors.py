@@ -1,0 +1,256 @@
+"""Adversarial command lines: every bad input is one clear error line, exit 1, no traceback,
+and changes nothing (no state written, no API call)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.gitops_repo import commit_all, git, init_repo, registry_doc, run, write_defs
+
+HELM = registry_doc("HelmRegistry", "h", "endpoint: http://127.0.0.1:9/charts")
+
+
+def _repo(root: Path) -> Path:
+    init_repo(root)
+    write_defs(root, {"h.yaml": HELM})
+    commit_all(root)
+    return root
+
+
+def _fails(res: subprocess.CompletedProcess, *needles: str) -> None:
+    both = res.stdout + res.stderr
+    assert res.returncode == 1, both
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.stderr
+    for n in needles:
+        assert n in both, both
+
+
+# ---------------------------------------------------------------- --dir and registries.d/
+
+@pytest.mark.parametrize("args", [[], ["validate"]])
+def test_dir_that_does_not_exist_is_an_error_and_is_not_created(tmp_path: Path, args: list[str]):
+    missing = tmp_path / "nope"
+    _fails(run(tmp_path, "--dir", str(missing), *args), "--dir", "does not exist")
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("args", [[], ["import", "--all"]])
+def test_repository_without_registries_d_is_an_error(tmp_path: Path, args: list[str]):
+    (tmp_path / "repo").mkdir()
+    _fails(run(tmp_path, "--dir", "repo", *args), "no registries.d/ directory in repo")
+    assert not (tmp_path / "repo/.reconciler").exists()
+
+
+def test_empty_registries_d_is_fine(tmp_path: Path):
+    (tmp_path / "registries.d").mkdir()
+    res = run(tmp_path, "--dry-run")
+    assert res.returncode == 0 and "No changes" in res.stdout, res.stderr
+
+
+def test_ref_without_registries_d_is_an_error(tmp_path: Path):
+    root = _repo(tmp_path / "r")
+    git(root, "rm", "-rq", "registries.d")
+    git(root, "commit", "-qm", "rm")
+    _fails(run(root, "--dry-run", "--ref", "HEAD"), "no registries.d/ directory in commit HEAD")
+    _fails(run(root, "--dry-run", "--ref", "HEAD~1", "--dir", str(tmp_path)), "not in a git repository")
+
+
+@pytest.mark.parametrize("ref", ["nosuch", "--help"])
+def test_bad_ref(tmp_path: Path, ref: str):
+    _fails(run(_repo(tmp_path), "--dry-run", "--ref", ref), f"--ref {ref}: no such commit")
+
+
+def _link(d: Path, name: str, to: str) -> None:
+    os.symlink(to, d / name)
+
+
+BAD_FILES = [
+    (lambda d: (_link(d, "a.yaml", "b.yaml"), _link(d, "b.yaml", "a.yaml")), "symlink loop"),
+    (lambda d: _link(d, "gone.yaml", "missing.yaml"), "registries.d/gone.yaml:1:1: dangling symlink"),
+    (lambda d: (d / "bin.yaml").write_bytes(b"\x00\xff\xfe" * 100), "registries.d/bin.yaml:1:2: not UTF-8"),
+    (lambda d: (d / "big.yaml").write_text("# " + "a" * 2_000_000), "big.yaml:1:1: file is too large"),
+    (lambda d: (d / "t.yaml").write_text("kind: HelmRegistry\nmetadata:\n\tname: t\n"), "t.yaml:3:1: YAML syntax error"),
+    (lambda d: (d / "l.yaml").write_text("- a\n- b\n"), "l.yaml:1:1: a document must be a mapping"),
+    (lambda d: (d / "s.yaml").write_text("hello\n"), "s.yaml:1:1: a document must be a mapping"),
+    (lambda d: (d / "bomb.yaml").write_text(
+        'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+        + "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))),
+     "aliases expand to more than"),
+    (lambda d: (d / "set.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: Settings\nmetadata: {name: a}\nspec: {profile: saas}\n---\n"
+        "apiVersion: reconciler/v1\nkind: Settings\nmetadata: {name: b}\nspec: {profile: saas}\n"),
+     "set.yaml:7:7: a second Settings document"),
+]
+
+
+def test_bad_definition_files_each_reported_in_one_run(tmp_path: Path):
+    root = _repo(tmp_path)
+    for make, _ in BAD_FILES:
+        make(root / "registries.d")
+    _fails(run(root), *(m for _, m in BAD_FILES), f"{len(BAD_FILES) + 1} error(s) in the definitions; nothing was planned")
+    assert not (root / ".reconciler/state.json").exists()
+
+
+def test_directory_named_like_a_yaml_file_is_walked(tmp_path: Path):
+    root = _repo(tmp_path)
+    (root / "registries.d/x.yaml").mkdir()
+    res = run(root, "--dry-run")
+    assert res.returncode == 0 and "+ HelmRegistry/h" in res.stdout, res.stderr
+
+
+# ---------------------------------------------------------------- --state
+
+def test_state_in_an_unwritable_directory(tmp_path: Path):
+    root = _repo(tmp_path)
+    blocker = root / "blocker"
+    blocker.write_text("a file, not a directory")
+    _fails(run(root, "--state", "blocker/sub/s.json"), "cannot create the state lock")
+    assert blocker.read_text() == "a file, not a directory"
+
+
+@pytest.mark.parametrize("args", [["--dry-run"], [], ["sync"]])
+def test_state_that_is_a_directory(tmp_path: Path, args: list[str]):
+    root = _repo(tmp_path)
+    (root / "sd").mkdir()
+    _fails(run(root, "--state", "sd", *args), "sd")
+    assert list((root / "sd").iterdir()) == [] and not (root / "sd.lock").exists()
+
+
+@pytest.mark.parametrize(("state", "args", "message"), [
+    ("git:st", ["--dry-run"], "not inside a git repository"),
+    ("git:bad..name", [], "not a valid branch name"),
+    ("git:-x", ["--dry-run"], "not a valid branch name"),
+])
+def test_git_state_errors(tmp_path: Path, state: str, args: list[str], message: str):
+    root = tmp_path / "plain"
+    write_defs(root, {"h.yaml": HELM})
+    if "st" not in state:
+        init_repo(root)
+        commit_all(root)
+    _fails(run(root, "--state", state, *args), message)
+
+
+def _good_state(root: Path) -> dict:
+    assert run(root).returncode == 0
+    return json.loads((root / ".reconciler/state.json").read_text())
+
+
+def _mutations():
+    def rec(field, value):
+        def f(s):
+            s["registries"][0][field] = value
+        return f
+
+    def top(field, value):
+        def f(s):
+            s[field] = value
+        return f
+
+    return [
+        (lambda s: [], "not a JSON object"),
+        (lambda s: {}, "no integer 'version'"),
+        (top("version", 99), "newer than this reconcile understands"),
+        (top("version", True), "no integer 'version'"),
+        (top("serial", "x"), "'serial' must be a non-negative integer"),
+        (lambda s: s.pop("lineage") and s, "missing field 'lineage'"),
+        (lambda s: s["registries"].append(dict(s["registries"][0])), "recorded twice"),
+        (rec("last_sync", "x"), "'last_sync' must be an object"),
+        (rec("last_sync", {"last_success": 5}), "'last_sync.last_success' must be a string"),
+        (rec("spec", 5), "'spec' must be an object"),
+        (rec("secret_hashes", []), "'secret_hashes' must be an object"),
+        (rec("scope", 7), "'scope' must be a string"),
+        (rec("protect", "yes"), "'protect' must be true or false"),
+        (rec("colour", "red"), "unknown field 'colour'"),
+    ]
+
+
+MUTATIONS = _mutations()
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = _repo(tmp_path_factory.mktemp("applied"))
+    assert run(root).returncode == 0
+    return root
+
+
+@pytest.mark.parametrize(("mutate", "message"), MUTATIONS, ids=[m for _, m in MUTATIONS])
+def test_corrupt_state_is_refused_by_every_command(applied: Path, tmp_path: Path, mutate, message: str):
+    root = tmp_path / "r"
+    shutil.copytree(applied, root, symlinks=True)
+    path = root / ".reconciler/state.json"
+    data = json.loads(path.read_text())
+    result = mutate(data)
+    data = data if result is None or result is data else result
+    path.write_text(json.dumps(data))
+    before = path.read_bytes()
+    every = (["--dry-run"], ["status"], ["sync", "--no-wait"], [], ["import", "--all"])
+    for args in every if "last_sync" in message else (["status"] if "spec" in message else ["--dry-run"],):
+        _fails(run(root, *args), ".reconciler/state.json", message)
+    assert path.read_bytes() == before
+
+
+def test_truncated_state_and_corrupt_local_db(applied: Path, tmp_path: Path):
+    root = tmp_path / "r"
+    shutil.copytree(applied, root, symlinks=True)
+    state = root / ".reconciler/state.json"
+    good = state.read_bytes()
+    state.write_bytes(good[: len(good) // 2])
+    _fails(run(root, "--dry-run"), "state is not valid JSON")
+    state.write_bytes(good)
+    (root / ".reconciler/local.db").write_bytes(os.urandom(4096))
+    for args in (["--dry-run"], ["status"]):
+        _fails(run(root, *args), "local target", "file is not a database")
+    assert state.read_bytes() == good
+
+
+# ---------------------------------------------------------------- --target palette
+
+@pytest.mark.parametrize(("extra", "env", "message"), [
+    ([], {}, "PALETTE_API_KEY"),
+    (["--ca-file", "missing.pem"], {"PALETTE_API_KEY": "k-123-secret"}, "--ca-file missing.pem: cannot read"),
+    (["--ca-file", "junk.pem"], {"PALETTE_API_KEY": "k-123-secret"}, "--ca-file junk.pem: not a PEM CA bundle"),
+    (["--endpoint", "http://[::1"], {"PALETTE_API_KEY": "k-123-secret"}, "is not an http:// or https:// URL"),
+    (["--endpoint", "127.0.0.1:1"], {"PALETTE_API_KEY": "k-123-secret"}, "is not an http:// or https:// URL"),
+    (["--endpoint", "ftp://127.0.0.1/"], {"PALETTE_API_KEY": "k-123-secret"}, "is not an http:// or https:// URL"),
+    (["--endpoint", "http://"], {"PALETTE_API_KEY": "k-123-secret"}, "is not an http:// or https:// URL"),
+    (["--endpoint", ""], {"PALETTE_API_KEY": "k-123-secret"}, "is not an http:// or https:// URL"),
+    ([], {"PALETTE_API_KEY": "k-123-secret", "PALETTE_ENDPOINT": "not a url"}, "is not an http:// or https:// URL"),
+], ids=["no-key", "ca-missing", "ca-junk", "bad-port", "no-scheme", "ftp", "no-host", "empty", "env-endpoint"])
+def test_palette_options_fail_before_any_request(tmp_path: Path, extra, env, message):
+    root = _repo(tmp_path)
+    (root / "junk.pem").write_text("not a certificate\n")
+    env = {"PALETTE_ENDPOINT": "http://127.0.0.1:1", **env}
+    res = run(root, "--target", "palette", *extra, "--dry-run", env=env, timeout=20)
+    _fails(res, message)
+    assert "k-123-secret" not in res.stdout + res.stderr
+    assert not (root / ".reconciler/state-palette.json").exists()
+
+
+# ---------------------------------------------------------------- other commands and options
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--max-deletions", "-1"], "Invalid value for '--max-deletions'"),
+    (["--lock-timeout", "abc"], "Invalid value for '--lock-timeout'"),
+    (["--format", "yaml"], "Invalid value for '--format'"),
+    (["import"], "name a registry to import, or pass --all"),
+    (["import", "nosuch"], "no registry named 'nosuch'"),
+    (["sync", "--registry", "nosuch"], "not a managed registry: nosuch"),
+    (["--preflight"], "--preflight goes with --dry-run"),
+])
+def test_usage_errors(tmp_path: Path, args: list[str], message: str):
+    _fails(run(_repo(tmp_path), *args), message)
+
+
+@pytest.mark.parametrize("args", [["status", "--format", "json"], ["sync", "--format", "json"]])
+def test_fresh_repository_status_and_sync(tmp_path: Path, args: list[str]):
+    res = run(_repo(tmp_path), *args)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    if "json" in args:
+        json.loads(res.stdout)
