@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -267,3 +268,170 @@ def test_bearer_challenge_flow():
         assert r.json() == {"repositories": ["a/b"]}
         c.get("http://reg.test/v2/_catalog")
     assert calls == ["/v2/_catalog", "/token", "/v2/_catalog", "/v2/_catalog"]
+
+
+# --------------------------------------------------------------------------- the tags pool
+# A scripted registry: ``route(path, headers) -> (status, headers, body)``; HTTP/1.1
+# keep-alive unless the route asks to drop the connection after answering.
+
+
+class _Scripted:
+    def __init__(self, route) -> None:
+        import http.server
+        import threading
+
+        outer = self
+        self.connections = 0
+        self.requests: list[tuple[str, str | None]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                outer.connections += 1
+
+            def do_GET(self) -> None:  # noqa: N802
+                outer.requests.append((self.path, self.headers.get("Authorization")))
+                status, headers, body = route(self.path, self.headers)
+                if status == 0:  # hang: never answer
+                    time.sleep(5)
+                    self.close_connection = True
+                    return
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    if k != "x-drop":
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                if headers.get("x-drop"):  # close without announcing it: a stale keep-alive
+                    self.close_connection = True
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        ).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted():
+    made: list[_Scripted] = []
+
+    def make(route):
+        made.append(_Scripted(route))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def _dist(url: str, **spec_extra) -> oci.Distribution:
+    from reconciler.content.http import build_access
+
+    ep = oci.parse_endpoint(url)
+    s = spec(url, **spec_extra)
+    return oci.Distribution(
+        ep, build_access(s, {"auth.password": "pw-secret"}, Path("."), https=ep.https)
+    )
+
+
+def test_pool_keeps_connections_and_survives_stale_ones(scripted):
+    n = {"count": 0}
+
+    def route(path, headers):
+        n["count"] += 1
+        drop = {"x-drop": "1"} if n["count"] % 3 == 0 else {}
+        return 200, {"Content-Type": "application/json", **drop}, {"tags": [path]}
+
+    srv = scripted(route)
+    with _dist(srv.url, base="") as dist:
+        dist.pool.size = 1
+        got = [dist.tags(f"r/{i}") for i in range(9)]
+    assert got == [[f"/v2/r/{i}/tags/list"] for i in range(9)]
+    assert srv.connections == 3  # kept alive; a fresh one after each silent close
+
+
+def test_tags_follow_link_pages_through_the_pool(scripted):
+    def route(path, headers):
+        if path.endswith("?last=b"):
+            return 200, {}, {"tags": ["c"]}
+        return 200, {"Link": '</v2/r/x/tags/list?last=b>; rel="next"'}, {"tags": ["a", "b"]}
+
+    srv = scripted(route)
+    with _dist(srv.url, base="") as dist:
+        assert dist.tags("r/x") == ["a", "b", "c"]
+    assert srv.connections == 1
+
+
+def test_tags_bearer_challenge_falls_back_to_the_token_flow(scripted):
+    def route(path, headers):
+        if path.startswith("/token"):
+            assert headers["Authorization"].startswith("Basic ")
+            return 200, {}, {"token": "tok"}
+        if headers.get("Authorization") == "Bearer tok":
+            return 200, {}, {"tags": ["1"]}
+        realm = f'Bearer realm="{srv.url}/token",service="reg",scope="repository:r:pull"'
+        return 401, {"WWW-Authenticate": realm}, {"errors": []}
+
+    srv = scripted(route)
+    auth = {"type": "basic", "username": "u", "password": {"fromEnv": "P"}}
+    with _dist(srv.url, base="", auth=auth) as dist:
+        assert dist.tags("r/a") == ["1"]
+        assert dist.tags("r/b") == ["1"]
+    # the second repository goes straight to the token flow: no wasted pool request
+    assert [p for p, _ in srv.requests if "tags" in p].count("/v2/r/b/tags/list") == 2
+
+
+def test_tags_errors_are_one_clean_line(scripted, monkeypatch):
+    import httpx as _httpx
+
+    def route(path, headers):
+        if "slow" in path:
+            return 0, {}, b""
+        if "gone" in path:
+            return 404, {}, {"errors": []}
+        return 401, {"WWW-Authenticate": 'Basic realm="x"'}, {"errors": []}
+
+    srv = scripted(route)
+    monkeypatch.setattr(oci, "TIMEOUT", _httpx.Timeout(0.3, connect=0.3))
+    auth = {"type": "basic", "username": "u", "password": {"fromEnv": "P"}}
+    with _dist(srv.url, base="", auth=auth) as dist:
+        assert dist.tags("r/gone") == []
+        with pytest.raises(oci.ProbeError) as denied:
+            dist.tags("r/denied")
+        t0 = time.monotonic()
+        with pytest.raises(oci.ProbeError) as slow:
+            dist.tags("r/slow")
+        assert time.monotonic() - t0 < 2
+    assert "credentials rejected (HTTP 401)" in str(denied.value)
+    assert "timed out talking to" in str(slow.value)
+    assert "pw-secret" not in str(denied.value) + str(slow.value)
+
+
+def test_catalog_pages_feed_the_tags_fan_out(scripted):
+    def route(path, headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        if path.startswith("/v2/_catalog"):
+            if "last=" in path:
+                return 200, {}, {"repositories": ["t/c"]}
+            link = {"Link": '</v2/_catalog?last=t/b&n=2>; rel="next"'}
+            return 200, link, {"repositories": ["other/x", "t/a", "t/b"]}
+        return 200, {}, {"tags": [path.split("/")[3]]}
+
+    srv = scripted(route)
+    with _dist(srv.url, base="") as dist:
+        listing = oci.list_content(dist, "t")
+    assert listing.tags == {"t/a": ["a"], "t/b": ["b"], "t/c": ["c"]}
