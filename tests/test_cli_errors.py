@@ -220,9 +220,10 @@ def test_truncated_state_and_corrupt_local_db(applied: Path, tmp_path: Path):
     (["--endpoint", "127.0.0.1:1"], {"PALETTE_API_KEY": "k-123-secret"}, "is not an http:// or https:// URL"),
     (["--endpoint", "ftp://127.0.0.1/"], {"PALETTE_API_KEY": "k-123-secret"}, "is not an http:// or https:// URL"),
     (["--endpoint", "http://"], {"PALETTE_API_KEY": "k-123-secret"}, "is not an http:// or https:// URL"),
+    (["--endpoint", "http://127.0.0.1:99999"], {"PALETTE_API_KEY": "k-123-secret"}, "is not an http:// or https://"),
     (["--endpoint", ""], {"PALETTE_API_KEY": "k-123-secret"}, "is not an http:// or https:// URL"),
     ([], {"PALETTE_API_KEY": "k-123-secret", "PALETTE_ENDPOINT": "not a url"}, "is not an http:// or https:// URL"),
-], ids=["no-key", "ca-missing", "ca-junk", "bad-port", "no-scheme", "ftp", "no-host", "empty", "env-endpoint"])
+], ids=["no-key", "ca-missing", "ca-junk", "bad-port", "no-scheme", "ftp", "no-host", "port-range", "empty", "env-endpoint"])
 def test_palette_options_fail_before_any_request(tmp_path: Path, extra, env, message):
     root = _repo(tmp_path)
     (root / "junk.pem").write_text("not a certificate\n")

@@ -130,7 +130,7 @@ def _check_endpoint(endpoint: str) -> str:
     """The API base URL, or an ``InputError`` before any request is made."""
     try:
         url = httpx.URL(endpoint)
-        ok = url.scheme in ("http", "https") and bool(url.host)
+        ok = url.scheme in ("http", "https") and bool(url.host) and (url.port is None or 0 < url.port < 65536)
     except (httpx.InvalidURL, TypeError, ValueError):
         ok = False
     if not ok:
