@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -158,17 +159,27 @@ def run_reconcile(opts: Options, out: TextIO, err: TextIO, *, dry_run: bool, pre
         err.write(
             f"{len(result.errors)} error(s) in the definitions; nothing was planned or changed\n"
         )
+        if opts.fmt == "json":
+            render.write_json({"format_version": render.PLAN_FORMAT_VERSION, "has_changes": False,
+                               "valid": False, "errors": [p.as_dict() for p in result.errors]}, out)
         return EXIT_FAIL
     desired = result.desired
     profile = desired.settings.profile
     max_del = opts.max_deletions if opts.max_deletions is not None else desired.settings.max_deletions
     store = build_store(opts)
+    if dry_run:
+        with _target(opts, profile, err) as target:
+            return _dry_run(opts, out, err, desired, store, target, max_del, preflight)
+    # the lock comes first: a second apply must not even open the target
+    with store.lock(opts.lock_timeout), _target(opts, profile, err) as target:
+        return _apply(opts, out, err, desired, store, target, max_del)
+
+
+@contextmanager
+def _target(opts: Options, profile: str, err: TextIO) -> Iterator[Target]:
     target = build_target(opts, profile, _progress(err))
     try:
-        if dry_run:
-            return _dry_run(opts, out, err, desired, store, target, max_del, preflight)
-        with store.lock(opts.lock_timeout):
-            return _apply(opts, out, err, desired, store, target, max_del)
+        yield target
     finally:
         target.close()
 
@@ -346,46 +357,47 @@ def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err
         return EXIT_FAIL
     desired = {r.key: r for r in result.desired.registries}
     store = build_store(opts)
-    target = build_target(opts, result.desired.settings.profile)
-    try:
-        with store.lock(opts.lock_timeout):
-            state = store.read()
-            _check_state_target(state, target, store)
-            observed = [o for o in target.list() if not o.builtin]
-            wanted = set(names)
-            chosen = [o for o in observed if all_ or o.name in wanted]
-            missing = wanted - {o.name for o in observed}
-            failed = False
-            for name in sorted(missing):
-                err.write(f"import: no registry named {name!r} on {target.description}\n")
-                failed = True
-            imported = 0
-            for o in chosen:
-                if o.key in state.records:
-                    out.write(f"= {key_str(o.key)}: already managed\n")
-                    continue
-                if o.key not in desired:
-                    msg = (f"{key_str(o.key)} is not declared in registries.d/; declare it first "
-                           "(otherwise the next apply would delete it)")
-                    if all_:
-                        out.write(f"  skipped {msg}\n")
-                    else:
-                        err.write(f"import: {msg}\n")
-                        failed = True
-                    continue
-                state.records[o.key] = Record(uid=o.uid, kind=o.kind, name=o.name, scope=o.scope,
-                                              fingerprint=fingerprint(o.spec), protect=desired[o.key].protect,
-                                              origin="adopted", spec=dict(o.spec),
-                                              applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-                state.target = state.target or target.identity
-                state.serial += 1
-                store.write(state, f"import {key_str(o.key)}")
-                imported += 1
-                out.write(f"= {key_str(o.key)}: imported (uid {o.uid})\n")
-            out.write(f"Import: {imported} registr{'y' if imported == 1 else 'ies'} adopted\n")
-            return EXIT_FAIL if failed else EXIT_OK
-    finally:
-        target.close()
+    rows: list[dict[str, str | None]] = []
+    failed = False
+    with store.lock(opts.lock_timeout), _target(opts, result.desired.settings.profile, err) as target:
+        state = store.read()
+        _check_state_target(state, target, store)
+        observed = [o for o in target.list() if not o.builtin]
+        wanted = set(names)
+        for name in sorted(wanted - {o.name for o in observed}):
+            rows.append({"name": name, "kind": None, "scope": None, "uid": None, "result": "not found",
+                         "message": f"no registry named {name!r} on {target.description}"})
+            failed = True
+        for o in (o for o in observed if all_ or o.name in wanted):
+            row: dict[str, str | None] = {"name": o.name, "kind": o.kind, "scope": o.scope, "uid": o.uid}
+            if o.key in state.records:
+                rows.append({**row, "result": "already managed", "message": ""})
+                continue
+            if o.key not in desired:
+                rows.append({**row, "result": "skipped" if all_ else "refused",
+                             "message": "not declared in registries.d/; declare it first "
+                                        "(otherwise the next apply would delete it)"})
+                failed = failed or not all_
+                continue
+            state.records[o.key] = Record(uid=o.uid, kind=o.kind, name=o.name, scope=o.scope,
+                                          fingerprint=fingerprint(o.spec), protect=desired[o.key].protect,
+                                          origin="adopted", spec=dict(o.spec),
+                                          applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            state.target = state.target or target.identity
+            state.serial += 1
+            store.write(state, f"import {key_str(o.key)}")
+            rows.append({**row, "result": "imported", "message": ""})
+    imported = sum(1 for r in rows if r["result"] == "imported")
+    if opts.fmt == "json":
+        render.write_json({"imported": imported, "registries": rows}, out)
+    else:
+        for r in rows:
+            title = f"{r['kind']}/{r['name']}" if r["kind"] else str(r["name"])
+            line = f"{title}: {r['result']}" + (f" (uid {r['uid']})" if r["result"] == "imported" else "")
+            line += f": {r['message']}" if r["message"] else ""
+            (err if r["result"] in ("not found", "refused") else out).write(("import: " if r["result"] in ("not found", "refused") else "= ") + line + "\n")
+        out.write(f"Import: {imported} registr{'y' if imported == 1 else 'ies'} adopted\n")
+    return EXIT_FAIL if failed else EXIT_OK
 
 
 def main_error(exc: ReconcilerError, err: TextIO = sys.stderr) -> int:

@@ -89,6 +89,9 @@ def run_sync(opts, names: Sequence[str], *, force: bool, wait: bool, timeout: fl
 
     result = _load(opts)
     _print_problems(result, err, True)
+    if result.errors:
+        err.write(f"{len(result.errors)} error(s) in the definitions; nothing was synced\n")
+        return 1
     settings = result.desired.settings
     desired = {r.key: r for r in result.desired.registries}
     store = build_store(opts)

@@ -88,3 +88,26 @@ def test_status_and_import(tmp_path: Path):
     assert run(tmp_path, "--dry-run", "--detailed-exitcode").returncode == 0
     missing = run(tmp_path, "import", "nope")
     assert missing.returncode == 1 and "no registry named 'nope'" in missing.stderr
+
+
+def test_json_output_on_invalid_definitions_and_sync_refuses(tmp_path: Path):
+    init_repo(tmp_path)
+    write_defs(tmp_path, {"x.yaml": registry_doc("HelmRegistry", "h", "endpoint: 42")})
+    res = run(tmp_path, "--dry-run", "--format", "json")
+    assert res.returncode == 1
+    data = json.loads(res.stdout)
+    assert data["valid"] is False and data["errors"][0]["line"] == 6
+    sync = run(tmp_path, "sync")
+    assert sync.returncode == 1 and "nothing was synced" in sync.stderr
+
+
+def test_import_json(tmp_path: Path):
+    init_repo(tmp_path)
+    write_defs(tmp_path, {"x.yaml": registry_doc("HelmRegistry", "h", "endpoint: https://h.example.com")})
+    commit_all(tmp_path)
+    assert run(tmp_path).returncode == 0
+    (tmp_path / ".reconciler/state.json").unlink()
+    res = run(tmp_path, "import", "--all", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["imported"] == 1 and data["registries"][0]["result"] == "imported"

@@ -63,19 +63,37 @@ class LocalTarget(Target):
         self.base_dir = base_dir or Path.cwd()
         self.progress = progress
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
-            self.conn.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise TargetError(f"local target {self.path}: {exc}") from exc
+        self.conn = self._open()
         self._lock = threading.Lock()
         self._seed_builtins(profile)
 
     @property
     def description(self) -> str:
         return f"local ({self.path})"
+
+    def _open(self) -> sqlite3.Connection:
+        # Two processes creating the database at once can meet SQLITE_BUSY on the WAL switch,
+        # which the busy timeout does not cover: retry for a bounded time.
+        deadline = time.monotonic() + 30
+        while True:
+            conn = None
+            try:
+                conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.executescript(_SCHEMA)
+                return conn
+            except sqlite3.OperationalError as exc:
+                if conn is not None:
+                    conn.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise TargetError(f"local target {self.path}: {exc}") from exc
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                if conn is not None:
+                    conn.close()
+                raise TargetError(f"local target {self.path}: {exc}") from exc
 
     @property
     def identity(self) -> str:

@@ -49,6 +49,7 @@ log = logging.getLogger("reconciler.palette")
 
 DEFAULT_ENDPOINT = "https://api.spectrocloud.com"
 PAGE_LIMIT = 50
+MAX_CONNECT_RETRIES = 3  # connection refused / unresolvable: retried this many times only
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BUILTIN_ANNOTATION = "palette.spectrocloud.com/builtin"
 _MAX_MESSAGE = 300
@@ -298,6 +299,7 @@ class PaletteTarget(Target):
         secrets = [s for s in secrets if s]
         deadline = self._deadline_at()
         attempt = 0
+        connect_failures = 0
         last: TargetError | None = None
         while True:
             try:
@@ -309,7 +311,13 @@ class PaletteTarget(Target):
             try:
                 response = self._client.request(method, path, params=params, json=json)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                last = self._error(method, path, None, secrets, f"cannot connect: {type(exc).__name__}")
+                last = self._error(method, path, None, secrets,
+                                   f"cannot connect: {type(exc).__name__}: {exc or 'no reason given'}")
+                connect_failures += 1
+                if connect_failures > MAX_CONNECT_RETRIES:
+                    # nobody answers at all: a few quick tries, not minutes of backoff
+                    raise self._gave_up(method, path, last, f"gave up after {connect_failures} attempts",
+                                        secrets) from exc
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 last = self._error(method, path, None, secrets,
                                    f"no answer ({type(exc).__name__}: {exc or 'connection closed'})")
