@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import socket
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from reconciler.errors import StateError, StateLocked
-from reconciler.testhooks import checkpoint
+from reconciler.errors import StateError
 from reconciler.state.base import State, StateStore
+from reconciler.state.lock import exclusive
+from reconciler.testhooks import checkpoint
 
 _POLL = 0.05
 
@@ -30,48 +27,12 @@ class FileStateStore(StateStore):
     def description(self) -> str:
         return str(self.path)
 
-    def _holder(self) -> str:
-        try:
-            text = self.lock_path.read_text(encoding="utf-8").strip()
-        except OSError:
-            return "unknown holder"
-        return text or "unknown holder"
-
     @contextmanager
     def lock(self, timeout: float = 0.0) -> Iterator[None]:
         if self.path.is_dir():
             raise StateError(f"{self.path}: is a directory, not a state file")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StateError(f"{self.lock_path}: cannot create the state lock: {exc.strerror}") from exc
-        try:
-            deadline = time.monotonic() + max(timeout, 0.0)
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise StateError(f"{self.lock_path}: cannot lock: {exc.strerror}") from exc
-                    if time.monotonic() >= deadline:
-                        raise StateLocked(
-                            f"state {self.path} is locked by {self._holder()}; "
-                            "another reconcile is running (wait for it, or pass --lock-timeout SECONDS)"
-                        ) from None
-                    time.sleep(min(_POLL, max(deadline - time.monotonic(), 0.001)))
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())
-            self._locked = True
-            try:
-                yield
-            finally:
-                self._locked = False
-                os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        with exclusive(self.lock_path, timeout, str(self.path), "another reconcile is running"):
+            yield
 
     def read(self) -> State:
         try:

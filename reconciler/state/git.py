@@ -14,13 +14,9 @@ guard between machines (CI runners).
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BytesIO
@@ -30,8 +26,9 @@ import git
 from git.objects.fun import tree_entries_from_data, tree_to_stream
 from gitdb import IStream
 
-from reconciler.errors import StateConflict, StateError, StateLocked
+from reconciler.errors import StateConflict, StateError
 from reconciler.state.base import State, StateStore
+from reconciler.state.lock import exclusive
 from reconciler.testhooks import checkpoint
 
 _POLL = 0.05
@@ -87,41 +84,10 @@ class GitBranchStateStore(StateStore):
 
     # -- lock -----------------------------------------------------------------------------
 
-    def _holder(self) -> str:
-        try:
-            return self.lock_path.read_text(encoding="utf-8").strip() or "unknown holder"
-        except OSError:
-            return "unknown holder"
-
     @contextmanager
     def lock(self, timeout: float = 0.0) -> Iterator[None]:
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            deadline = time.monotonic() + max(timeout, 0.0)
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise StateError(f"{self.lock_path}: cannot lock: {exc.strerror}") from exc
-                    if time.monotonic() >= deadline:
-                        raise StateLocked(
-                            f"state git:{self.branch} is locked by {self._holder()}; another "
-                            "reconcile is running in this clone (wait for it, or pass --lock-timeout SECONDS)"
-                        ) from None
-                    time.sleep(min(_POLL, max(deadline - time.monotonic(), 0.001)))
-            os.ftruncate(fd, 0)
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode())
-            try:
-                yield
-            finally:
-                os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        with exclusive(self.lock_path, timeout, f"git:{self.branch}", "another reconcile is running in this clone"):
+            yield
 
     # -- read -----------------------------------------------------------------------------
 
