@@ -80,7 +80,7 @@ class ContentError(ReconcilerError):
     """Content sync or a preflight probe failed (unreachable, TLS, credentials, missing)."""
 
 
-def redact(text: str, secrets: "list[str] | tuple[str, ...] | set[str]") -> str:
+def redact(text: str, secrets: list[str] | tuple[str, ...] | set[str]) -> str:
     """Replace every known secret value in ``text`` by ``(sensitive)``."""
     for value in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(value, "(sensitive)")

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from . import loader
-from .errors import InputError
 from .cache import ValidationCache, hints_of
+from .errors import InputError
 from .loader import Document, LoadedFile, Path_, RawProblem
 from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
 from .profiles import DEFAULT_PROFILE, PROFILES, default_keys
