@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--diff", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keep", action="store_true", help="keep the generated repository (for profiling)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-plan-"))
     try:
@@ -102,7 +103,10 @@ def main() -> None:
         print(f"reconcile --dry-run (validation cache):   {ours:.3f} s   ratio {ours / floor:.2f} (target <= 1.3)")
         print(f"reconcile --dry-run (RECONCILER_NO_CACHE): {ours_cold:.3f} s   ratio {ours_cold / floor:.2f}")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if a.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

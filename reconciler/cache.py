@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from reconciler import __version__
 FORMAT = 1
 HINTS: tuple[tuple[str, ...], ...] = ((), ("kind",), ("metadata", "name"))
 _MAX_ENTRIES = 50_000
+_RACY_NS = 2_000_000_000
 
 
 def _code_salt() -> str:
@@ -53,7 +55,9 @@ class ValidationCache:
         self.path = directory / "validate.json" if directory is not None else None
         self.salt = _code_salt()
         self.entries: dict[str, Any] = {}
+        self.stats: dict[str, str] = {}  # stat key -> content key
         self.used: set[str] = set()
+        self.used_stats: set[str] = set()
         self.dirty = False
         if self.path is None:
             return
@@ -61,6 +65,8 @@ class ValidationCache:
             data = json.loads(self.path.read_bytes())
             if isinstance(data, dict) and data.get("salt") == self.salt and isinstance(data.get("files"), dict):
                 self.entries = data["files"]
+                stats = data.get("stats")
+                self.stats = stats if isinstance(stats, dict) else {}
         except (OSError, ValueError):
             self.entries = {}
 
@@ -72,6 +78,30 @@ class ValidationCache:
 
     def key(self, name: str, data: bytes) -> str:
         return hashlib.blake2b(name.encode() + b"\0" + data, digest_size=20).hexdigest()
+
+    def stat_key(self, name: str, size: int, stamp: tuple[int, int, int] | None) -> str:
+        return f"{name}\0{size}\0{stamp}"
+
+    def get_by_stat(self, stat_key: str) -> list[Any] | None:
+        key = self.stats.get(stat_key)
+        if not isinstance(key, str):
+            return None
+        entry = self.get(key)
+        if entry is not None:
+            self.used_stats.add(stat_key)
+        return entry
+
+    def alias(self, stat_key: str | None, key: str, stamp: tuple[int, int, int] | None) -> None:
+        """Remember a file by its stat too, unless it changed too recently to trust its
+        mtime (a write in the same clock tick could leave it unchanged: git's racy-clean)."""
+        if stat_key is None or stamp is None or self.path is None or key not in self.entries:
+            return
+        if time.time_ns() - max(stamp[0], stamp[2]) < _RACY_NS:
+            return
+        if self.stats.get(stat_key) != key:
+            self.stats[stat_key] = key
+            self.dirty = True
+        self.used_stats.add(stat_key)
 
     def get(self, key: str) -> list[Any] | None:
         entry = self.entries.get(key)
@@ -94,9 +124,10 @@ class ValidationCache:
         """Keep the entries used in this run (so the cache tracks the repository), atomically."""
         if self.path is None:
             return
-        if not self.dirty and len(self.used) == len(self.entries):
+        if not self.dirty and len(self.used) == len(self.entries) and len(self.used_stats) == len(self.stats):
             return
         keep = {k: self.entries[k] for k in self.used if k in self.entries}
+        stats = {k: self.stats[k] for k in self.used_stats if self.stats.get(k) in keep}
         if len(keep) > _MAX_ENTRIES:
             return
         try:
@@ -106,7 +137,7 @@ class ValidationCache:
                 ignore.write_text("# created by reconcile\n*\n", encoding="utf-8")
             fd, tmp = tempfile.mkstemp(prefix=".validate-", dir=self.path.parent)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"salt": self.salt, "files": keep}, fh, separators=(",", ":"))
+                json.dump({"salt": self.salt, "files": keep, "stats": stats}, fh, separators=(",", ":"))
             os.replace(tmp, self.path)
         except OSError:
             pass  # a cache that cannot be written is only slower

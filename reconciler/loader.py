@@ -89,6 +89,7 @@ class SourceFile:
     data: bytes | None = None  # None: read from ``path``
     path: Path | None = None
     size: int = 0
+    stamp: tuple[int, int, int] | None = None  # (mtime_ns, inode, ctime_ns) of a work-tree file
 
 
 @dataclass
@@ -103,6 +104,10 @@ class LoadedFile:
 
 
 # --------------------------------------------------------------------------- discovery
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def display_name(path: Path, root: Path) -> str:
@@ -169,13 +174,13 @@ def discover(
             return
         seen.add(real)
         try:
-            size = p.stat().st_size
+            st = p.stat()
         except OSError as exc:
             problems.append(
                 RawProblem(display_name(p, root), 1, 1, f"cannot read: {exc.strerror}", "io")
             )
             return
-        files.append(SourceFile(display_name(p, root), path=p, size=size))
+        files.append(SourceFile(display_name(p, root), path=p, size=st.st_size, stamp=_stamp(st)))
 
     def walk(d: Path, visited: set[Path]) -> None:
         real = d.resolve()
@@ -220,13 +225,13 @@ def discover(
                     continue
                 seen.add(key)
                 try:
-                    size = entry.stat().st_size
+                    st = entry.stat()
                 except OSError as exc:
                     problems.append(
                         RawProblem(display_name(p, root), 1, 1, f"cannot read: {exc.strerror}", "io")
                     )
                     continue
-                files.append(SourceFile(shown_dir + entry.name, path=p, size=size))
+                files.append(SourceFile(shown_dir + entry.name, path=p, size=st.st_size, stamp=_stamp(st)))
 
     targets = list(paths) if paths else [root / DEFINITIONS_DIR]
     for target in targets:

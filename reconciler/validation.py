@@ -17,7 +17,7 @@ import copy
 import difflib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -572,11 +572,13 @@ def load_files(
 class _CachedDocument(Document):
     """A document from the cache: a few positions known, the rest parsed again on demand."""
 
-    def __init__(self, file: str, index: int, value: Any, hints: dict[Path_, tuple[int, int]], text: str) -> None:
+    def __init__(
+        self, file: str, index: int, value: Any, hints: dict[Path_, tuple[int, int]], text: Callable[[], str]
+    ) -> None:
         # no dataclass __init__: this runs once per cached document on the hot path
         self.file, self.index, self.value = file, index, value
         self.positions, self.key_positions, self.load_errors = hints, {}, 0
-        self._text: str | None = text
+        self._text: Callable[[], str] | None = text
 
     def position(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
         p = tuple(path)
@@ -584,7 +586,7 @@ class _CachedDocument(Document):
             return self.positions[p]
         if self._text is not None:
             out = LoadedFile(self.file)
-            loader.parse_text(self.file, self._text, out)
+            loader.parse_text(self.file, self._text(), out)
             self._text = None
             for doc in out.documents:
                 if doc.index == self.index:
@@ -592,8 +594,31 @@ class _CachedDocument(Document):
         return super().position(path, key=key)
 
 
+def _from_cache(src: loader.SourceFile, entry: list[Any], text: Callable[[], str]) -> list[_Checked]:
+    checked = []
+    for index, value, hints in entry:
+        doc = _CachedDocument(src.name, index, value, {tuple(p): (pos[0], pos[1]) for p, pos in hints}, text)
+        kind = value.get("kind") if isinstance(value.get("kind"), str) else None
+        checked.append(_Checked(doc, kind, [], True))
+    return checked
+
+
 def _check_source(src: loader.SourceFile, cache: ValidationCache) -> tuple[list[Problem], list[_Checked]]:
-    """Load and check one file, through the cache when its bytes were seen clean before."""
+    """Load and check one file, through the cache when it was seen clean before.
+
+    A work-tree file whose (size, mtime, inode, ctime) match is not even read (git's index
+    does the same); otherwise the key is a digest of its bytes."""
+    stat_key = cache.stat_key(src.name, src.size, src.stamp) if src.stamp and src.path else None
+    if stat_key is not None:
+        entry = cache.get_by_stat(stat_key)
+        if entry is not None:
+            path = src.path
+
+            def reread() -> str:
+                data, _ = loader.read_source(loader.SourceFile(src.name, path=path, size=src.size))
+                return (loader.decode(src.name, data)[0] or "") if data else ""
+
+            return [], _from_cache(src, entry, reread)
     data, problem = loader.read_source(src)
     if problem is not None or data is None:
         return [_raw(problem)] if problem else [], []
@@ -601,12 +626,8 @@ def _check_source(src: loader.SourceFile, cache: ValidationCache) -> tuple[list[
     entry = cache.get(key)
     if entry is not None:
         text = loader.decode(src.name, data)[0] or ""
-        checked = []
-        for index, value, hints in entry:
-            doc = _CachedDocument(src.name, index, value, {tuple(p): (pos[0], pos[1]) for p, pos in hints}, text)
-            kind = value.get("kind") if isinstance(value.get("kind"), str) else None
-            checked.append(_Checked(doc, kind, [], True))
-        return [], checked
+        cache.alias(stat_key, key, src.stamp)
+        return [], _from_cache(src, entry, lambda: text)
     loaded = loader.load_file(loader.SourceFile(src.name, data=data, size=len(data)))
     problems = [_raw(p) for p in loaded.problems]
     checked = [_Checker(doc).run() for doc in loaded.documents]
@@ -614,6 +635,7 @@ def _check_source(src: loader.SourceFile, cache: ValidationCache) -> tuple[list[
         problems.extend(c.problems)
     if not problems and all(c.ok for c in checked):
         cache.put(key, [(c.doc.index, c.doc.value, hints_of(c.doc.position)) for c in checked])
+        cache.alias(stat_key, key, src.stamp)
     return problems, checked
 
 

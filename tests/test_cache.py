@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -89,3 +90,41 @@ def test_no_cache_env(repo: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("RECONCILER_NO_CACHE", "1")
     load_and_validate(repo)
     assert not (repo / ".reconciler").exists()
+
+
+def _age(root: Path, seconds: int = 60) -> None:
+    for p in (root / "registries.d").rglob("*.yaml"):
+        st = p.stat()
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns - seconds * 1_000_000_000))
+
+
+def test_unchanged_files_are_not_even_read(repo: Path, monkeypatch: pytest.MonkeyPatch):
+    import time
+
+    from reconciler import loader
+
+    _age(repo)
+    time.sleep(0.01)
+    first = summary(load_and_validate(repo))  # content-addressed; ctime is recent, so not aliased yet
+    calls = []
+    real = loader.read_source
+    monkeypatch.setattr(loader, "read_source", lambda src: calls.append(src.name) or real(src))
+    monkeypatch.setattr("reconciler.cache._RACY_NS", 0)
+    assert summary(load_and_validate(repo)) == first  # now remembered by stat too
+    calls.clear()
+    assert summary(load_and_validate(repo)) == first
+    assert calls == []
+
+
+def test_same_size_rewrite_with_old_mtime_is_still_seen(repo: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("reconciler.cache._RACY_NS", 0)
+    _age(repo)
+    load_and_validate(repo)
+    load_and_validate(repo)
+    p = repo / "registries.d/a.yaml"
+    st = p.stat()
+    text = p.read_text()
+    p.write_text(text.replace("https://a.example.com", "https://A.example.com"))  # same size
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back; ctime moves anyway
+    r = load_and_validate(repo)
+    assert any(x.spec["endpoint"] == "https://A.example.com" for x in r.desired.registries)
