@@ -137,8 +137,10 @@ def our_command() -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def timed(cmd: list[str], cwd: Path, repeat: int) -> tuple[float, subprocess.CompletedProcess[str]]:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def timed(
+    cmd: list[str], cwd: Path, repeat: int, extra: dict[str, str] | None = None
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(extra or {})}
     best = float("inf")
     result = None
     for _ in range(repeat):
@@ -162,7 +164,9 @@ def main() -> int:
         paths = generate(root, args.files)
         rel = [str(p.relative_to(root)) for p in paths]
         ours_cmd = our_command()
-        ours, ours_res = timed([*ours_cmd, "registries.d"], root, args.repeat)
+        # cold: no validation cache (what a fresh CI checkout sees); warm: the cache of a previous run
+        ours, ours_res = timed([*ours_cmd, "registries.d"], root, args.repeat, {"RECONCILER_NO_CACHE": "1"})
+        warm, _ = timed([*ours_cmd, "registries.d"], root, args.repeat + 1)
         theirs, theirs_res = timed(
             ["check-jsonschema", "--schemafile", str(SCHEMA), *rel], root, args.repeat
         )
@@ -172,8 +176,10 @@ def main() -> int:
         f"reconcile:        {ours:7.3f} s  (exit {ours_res.returncode}; {tail})"
         f"  [{' '.join(ours_cmd[:2])} ...]"
     )
+    print(f"reconcile (warm validation cache): {warm:7.3f} s")
     print(f"check-jsonschema: {theirs:7.3f} s  (exit {theirs_res.returncode})")
-    print(f"ratio:            {ours / theirs:7.3f}  (target <= 0.25)")
+    print(f"ratio (cold):     {ours / theirs:7.3f}  (target <= 0.25)")
+    print(f"ratio (warm):     {warm / theirs:7.3f}")
     if ours_res.returncode != 0 or theirs_res.returncode != 0:
         print("warning: a tool reported problems on the generated files:", file=sys.stderr)
         print((ours_res.stdout + ours_res.stderr)[-2000:], file=sys.stderr)
