@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from reconciler.content.result import SyncResult
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS content_sync (
     uid TEXT PRIMARY KEY,
@@ -181,3 +183,21 @@ def delete(conn: sqlite3.Connection, uid: str) -> None:
     with transaction(conn):
         for table in TABLES:
             conn.execute(f"DELETE FROM {table} WHERE uid = ?", (uid,))
+
+
+def previous(conn: sqlite3.Connection, uid: str, kind: str) -> dict[str, Any] | None:
+    """The last sync row of ``uid``; a row left by another kind (the uid was reused) is dropped."""
+    prev = sync_row(conn, uid)
+    if prev is not None and prev["kind"] != kind:
+        delete(conn, uid)
+        return None
+    return prev
+
+
+def failed(
+    conn: sqlite3.Connection, uid: str, kind: str, message: str, prev: Mapping[str, Any] | None, source: str
+) -> SyncResult:
+    """Record a failed sync (the previous catalog stays) and return its result."""
+    with transaction(conn):
+        record(conn, uid, kind, "Failed", message, prev=prev, source=source)
+    return SyncResult("Failed", message, [], [], stored_counts(prev), False)

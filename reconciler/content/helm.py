@@ -450,10 +450,7 @@ def sync(
     progress: Progress = None,
 ) -> SyncResult:
     url = index_url(spec)
-    prev = catalog.sync_row(conn, uid)
-    if prev is not None and prev["kind"] != KIND:
-        catalog.delete(conn, uid)
-        prev = None
+    prev = catalog.previous(conn, uid, KIND)
     try:
         access = build_access(spec, secrets, base_dir, https=url.startswith("https://"))
     except ProbeError as exc:
@@ -646,10 +643,7 @@ def _failed(
     secrets: tuple[str, ...],
     prev: Mapping[str, Any] | None,
 ) -> SyncResult:
-    message = redact(message, secrets)
-    with catalog.transaction(conn):
-        catalog.record(conn, uid, KIND, "Failed", message, prev=prev, source=url)
-    return SyncResult("Failed", message, [], [], catalog.stored_counts(prev), False)
+    return catalog.failed(conn, uid, KIND, redact(message, secrets), prev, url)
 
 
 # --------------------------------------------------------------------------- preflight

@@ -475,10 +475,7 @@ def sync(
     base_path = str(spec.get("baseContentPath") or "")
     prefix = endpoint.prefix(base_path)
     source = f"{endpoint.base}/{prefix}".rstrip("/")
-    prev = catalog.sync_row(conn, uid)
-    if prev is not None and prev["kind"] != KIND:
-        catalog.delete(conn, uid)
-        prev = None
+    prev = catalog.previous(conn, uid, KIND)
     secret_values: tuple[str, ...] = tuple(v for v in secrets.values() if v)
     try:
         if (spec.get("auth") or {}).get("type") == "ecr":
@@ -496,10 +493,7 @@ def sync(
                 check="content",
             )
     except ProbeError as exc:
-        message = redact(str(exc), secret_values)
-        with catalog.transaction(conn):
-            catalog.record(conn, uid, KIND, "Failed", message, prev=prev, source=source)
-        return SyncResult("Failed", message, [], [], catalog.stored_counts(prev), False)
+        return catalog.failed(conn, uid, KIND, redact(str(exc), secret_values), prev, source)
 
     with catalog.transaction(conn):
         added, removed = _store(conn, uid, listing)

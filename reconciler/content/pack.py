@@ -103,10 +103,7 @@ def sync(
     progress: Progress = None,
 ) -> SyncResult:
     url = base_url(spec)
-    prev = catalog.sync_row(conn, uid)
-    if prev is not None and prev["kind"] != KIND:
-        catalog.delete(conn, uid)
-        prev = None
+    prev = catalog.previous(conn, uid, KIND)
     values = tuple(v for v in secrets.values() if v)
     try:
         access = _access(spec, secrets, base_dir)
@@ -116,10 +113,7 @@ def sync(
                 progress(f"listing packs at {url}")
             packs = list_packs(client, url)
     except ProbeError as exc:
-        message = redact(str(exc), values)
-        with catalog.transaction(conn):
-            catalog.record(conn, uid, KIND, "Failed", message, prev=prev, source=url)
-        return SyncResult("Failed", message, [], [], catalog.stored_counts(prev), False)
+        return catalog.failed(conn, uid, KIND, redact(str(exc), values), prev, url)
 
     with catalog.transaction(conn):
         added: list[str] = []
