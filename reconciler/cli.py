@@ -19,6 +19,7 @@ import click
 
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
+from reconciler.secrets import redact_resolved
 
 FORMATS = click.Choice(["text", "json", "markdown"])
 
@@ -82,7 +83,7 @@ def handle_errors(f: Callable[..., int]) -> Callable[..., None]:
         try:
             code = f(*args, **kwargs)
         except ReconcilerError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {redact_resolved(str(exc))}", err=True)
             code = exc.exit_code
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -94,10 +95,10 @@ def handle_errors(f: Callable[..., int]) -> Callable[..., None]:
         except BrokenPipeError:
             code = 1
         except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into exit 3
-            click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+            click.echo(f"internal error: {type(exc).__name__}: {redact_resolved(str(exc))}", err=True)
             click.echo("this is a bug in reconcile; please report it with the output of -v", err=True)
             if "-v" in sys.argv or "--verbose" in sys.argv:
-                traceback.print_exc()
+                click.echo(redact_resolved(traceback.format_exc()), err=True)
             code = 3
         sys.exit(code)
 

@@ -16,6 +16,16 @@ from reconciler.model import Key, Registry, describe_ref, iter_secret_refs
 
 MAX_SECRET_FILE = 64 * 1024
 
+# Every value resolved in this process, so that the last line of defence (the CLI's error
+# handler) can redact any message, whatever path it took.
+_resolved: set[str] = set()
+
+
+def redact_resolved(text: str) -> str:
+    from reconciler.errors import redact
+
+    return redact(text, _resolved)
+
 
 def resolve(
     registry: Registry, *, base_dir: Path, environ: Mapping[str, str] | None = None
@@ -31,6 +41,8 @@ def resolve(
             if value is None:
                 missing.append(f"{path}: environment variable {name} is not set")
             values[path] = value
+            if value:
+                _resolved.add(value)
         else:
             file = Path(str(ref["fromFile"]))
             full = file if file.is_absolute() else base_dir / file
@@ -43,6 +55,8 @@ def resolve(
                 missing.append(f"{path}: cannot read secret file {file} ({reason})")
                 value = None
             values[path] = value
+            if value:
+                _resolved.add(value)
     return values, missing
 
 
