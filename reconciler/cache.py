@@ -32,12 +32,13 @@ _RACY_NS = 2_000_000_000
 def _code_salt() -> str:
     here = Path(__file__).resolve().parent
     parts = [str(FORMAT), __version__]
-    for rel in ("loader.py", "validation.py", "cache.py", "schema/registry.schema.json"):
+    digest = hashlib.blake2b(digest_size=16)
+    for rel in ("loader.py", "validation.py", "cache.py", "profiles.py", "model.py", "schema/registry.schema.json"):
         try:
-            st = (here / rel).stat()
-            parts.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
+            digest.update(rel.encode() + b"\0" + (here / rel).read_bytes())
         except OSError:
-            parts.append(f"{rel}:missing")
+            digest.update(rel.encode() + b"\0missing")
+    parts.append(digest.hexdigest())
     return "|".join(parts)
 
 
