@@ -265,5 +265,6 @@ def test_sigkill_at_every_checkpoint_then_rerun_converges(tmp_path: Path, repo: 
         assert names == {"packs", "ecr-charts", "zarf", "charts", "open", "new-1", "new-2", "legacy", "legacy-2"}
         shutil.rmtree(work)
         n += 1
+    print(f"\n{len(points)} distinct SIGKILL points, each followed by a converging rerun: {sorted(set(points))}")
     assert len(points) >= 20, points
     assert {"create:after-target", "delete:after-target", "state-write:before-rename"} <= set(points)
