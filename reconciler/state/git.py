@@ -93,7 +93,7 @@ class GitBranchStateStore(StateStore):
 
     def _git(self, *args: str) -> str:
         try:
-            return self.repo.git.execute(["git", *args], with_extended_output=False)  # type: ignore[call-overload,no-any-return]
+            return self.repo.git.execute(["git", *args], with_extended_output=False)
         except git.GitCommandError as exc:
             raise StateError(f"git:{self.branch}: git {args[0]} failed: {_stderr(exc)}") from exc
 

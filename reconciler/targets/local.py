@@ -113,7 +113,7 @@ class LocalTarget(Target):
                 )
 
     @staticmethod
-    def _row(row: tuple) -> ObservedRegistry:
+    def _row(row: tuple[str, str, str, str, str, int]) -> ObservedRegistry:
         uid, kind, scope, name, spec, builtin = row
         return ObservedRegistry(uid=uid, kind=kind, name=name, scope=scope, spec=json.loads(spec), builtin=bool(builtin))
 
