@@ -291,7 +291,7 @@ class Distribution:
     def _oras_client(self) -> Any:
         client = getattr(self._oras, "client", None)
         if client is None:
-            import oras.client  # type: ignore[import-untyped]
+            import oras.client
 
             verify: bool | str = True
             if self.access.insecure_skip_verify:
@@ -344,7 +344,8 @@ def _pool_next_link(resp: Response, url: str) -> str | None:
     for value in links:
         m = _LINK_NEXT.search(value)
         if m and m.group(1):
-            return urljoin(url, m.group(1))
+            nxt: str = m.group(1)
+            return urljoin(url, nxt)
     return None
 
 
