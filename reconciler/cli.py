@@ -13,13 +13,16 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
 from reconciler.secrets import redact_resolved
+
+if TYPE_CHECKING:
+    from reconciler.runner import Options
 
 FORMATS = click.Choice(["text", "json", "markdown"])
 
@@ -61,7 +64,7 @@ _COMMON = ("root", "ref", "target", "state", "profile", "fmt", "max_deletions", 
            "endpoint", "project_uid", "ca_file", "rate_limit", "burst", "local_db", "verbose", "quiet")
 
 
-def _options(ctx: click.Context, kwargs: dict[str, Any]):
+def _options(ctx: click.Context, kwargs: dict[str, Any]) -> Options:
     from reconciler.runner import Options
 
     merged: dict[str, Any] = dict(ctx.obj or {})
@@ -112,7 +115,7 @@ def handle_errors(f: Callable[..., int]) -> Callable[..., None]:
 @common_options
 @click.version_option(__version__, prog_name="reconcile")
 @click.pass_context
-def main(ctx: click.Context, dry_run: bool, detailed_exitcode: bool, preflight: bool, **kwargs: Any) -> None:
+def main(ctx: click.Context, /, dry_run: bool, detailed_exitcode: bool, preflight: bool, **kwargs: Any) -> None:
     """Palette registries as code: validate, plan (--dry-run) and apply registries.d/."""
     ctx.obj = {k: v for k, v in kwargs.items() if v is not None and v is not False and not (k == "verbose" and v == 0)}
     if ctx.invoked_subcommand is not None:

@@ -215,11 +215,11 @@ def make_plan(
                            reason="exists on the target with this name; adopted and brought to the desired spec")
                 )
             else:
-                fields = tuple(
+                created = tuple(
                     FieldChange(f.path, None, f.new, f.sensitive)
                     for f in _field_diff({}, target_spec(reg.spec), only_old_keys=False)
                 )
-                changes.append(Change(CREATE, key, registry=reg, fields=fields))
+                changes.append(Change(CREATE, key, registry=reg, fields=created))
             continue
 
         obs = by_uid.get(rec.uid)
@@ -232,7 +232,7 @@ def make_plan(
         new_spec = target_spec(reg.spec)
         fp_changed = fingerprint(reg.spec) != rec.fingerprint
         immutable = _immutable_change(reg.kind, old_spec or obs.spec, new_spec) if fp_changed else ""
-        fields: list[FieldChange] = []
+        fields = []
         reason = ""
         if fp_changed and rec.spec is not None:
             fields = _field_diff(old_spec, new_spec, only_old_keys=False)

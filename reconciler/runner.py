@@ -8,19 +8,23 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from reconciler import render
 from reconciler.errors import InputError, ReconcilerError, StateError
-from reconciler.model import Key, key_str
-from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, PlanOptions, SecretValues, make_plan
+from reconciler.model import Desired, Key, key_str
+from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan, PlanOptions, SecretValues, make_plan
 from reconciler.secrets import known_values, present, resolve_all
 from reconciler.state.base import Record, State, StateStore
 from reconciler.targets.base import Target
+
+if TYPE_CHECKING:
+    from reconciler.apply import ChangeResult
+    from reconciler.validation import LoadResult
 
 EXIT_OK, EXIT_FAIL, EXIT_CHANGES = 0, 1, 2
 
@@ -93,7 +97,7 @@ def build_target(opts: Options, profile: str, progress: Callable[[str], None] | 
     raise InputError(f"unknown target {opts.target!r}: choose local or palette")
 
 
-def _load(opts: Options, *, require_definitions: bool = False):
+def _load(opts: Options, *, require_definitions: bool = False) -> LoadResult:
     """Load and validate; ``require_definitions``: a missing ``registries.d/`` is an error
     (a wrong ``--dir`` or ``--ref`` must not plan "nothing declared")."""
     from reconciler.loader import DEFINITIONS_DIR, definitions_present
@@ -110,7 +114,7 @@ def _load(opts: Options, *, require_definitions: bool = False):
 WARNINGS_PER_RULE = 10
 
 
-def _print_problems(result, err: TextIO, quiet: bool = False, verbose: int = 0) -> None:
+def _print_problems(result: LoadResult, err: TextIO, quiet: bool = False, verbose: int = 0) -> None:
     """Every error; warnings too, but at most 10 of a kind unless -v (`validate` shows all)."""
     shown: dict[str, int] = {}
     for p in result.problems:
@@ -184,7 +188,9 @@ def _target(opts: Options, profile: str, err: TextIO) -> Iterator[Target]:
         target.close()
 
 
-def _make_plan(opts: Options, desired, store: StateStore, target: Target, max_del: int):
+def _make_plan(
+    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int
+) -> tuple[State, Plan, dict[Key, dict[str, str | None]]]:
     state = store.read()
     _check_state_target(state, target, store)
     observed = target.list()
@@ -196,7 +202,8 @@ def _make_plan(opts: Options, desired, store: StateStore, target: Target, max_de
     return state, plan, values
 
 
-def _emit_plan(opts: Options, out: TextIO, plan, extra: dict | None = None, problems: Sequence[str] = ()) -> None:
+def _emit_plan(opts: Options, out: TextIO, plan: Plan, extra: dict[str, Any] | None = None,
+               problems: Sequence[str] = ()) -> None:
     if opts.fmt == "json":
         render.write_json(render.plan_json(plan, problems=problems, extra=extra), out)
     elif opts.fmt == "markdown":
@@ -211,7 +218,8 @@ def _emit_plan(opts: Options, out: TextIO, plan, extra: dict | None = None, prob
             out.write(f"preflight: {p}\n")
 
 
-def _dry_run(opts, out, err, desired, store, target, max_del, preflight: bool) -> int:
+def _dry_run(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: StateStore, target: Target,
+             max_del: int, preflight: bool) -> int:
     state, plan, values = _make_plan(opts, desired, store, target, max_del)
     failures: list[str] = []
     if preflight:
@@ -224,7 +232,8 @@ def _dry_run(opts, out, err, desired, store, target, max_del, preflight: bool) -
     return EXIT_OK
 
 
-def run_preflight(opts: Options, plan, target: Target, values) -> list[str]:
+def run_preflight(opts: Options, plan: Plan, target: Target,
+                  values: Mapping[Key, Mapping[str, str | None]]) -> list[str]:
     from reconciler.content import preflight as content_preflight
     from reconciler.errors import TargetError
 
@@ -245,13 +254,14 @@ def run_preflight(opts: Options, plan, target: Target, values) -> list[str]:
     return failures
 
 
-def _commit_label(desired) -> str | None:
+def _commit_label(desired: Desired) -> str | None:
     if desired.commit is None:
         return "dirty" if desired.dirty else None
     return f"{desired.commit}-dirty" if desired.dirty else desired.commit
 
 
-def _apply(opts, out, err, desired, store, target, max_del) -> int:
+def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: StateStore, target: Target,
+           max_del: int) -> int:
     from reconciler.apply import apply_plan
 
     state, plan, values = _make_plan(opts, desired, store, target, max_del)
@@ -276,7 +286,7 @@ def _apply(opts, out, err, desired, store, target, max_del) -> int:
             render.write_json(render.plan_json(plan, extra={"applied": []}), out)
         return EXIT_OK
 
-    def report(r) -> None:
+    def report(r: ChangeResult) -> None:
         if opts.fmt == "text":
             status = "done" if r.ok else f"FAILED: {r.error}"
             out.write(f"{r.change.action} {r.change.title}: {status}\n")

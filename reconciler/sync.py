@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from reconciler import render
 from reconciler.errors import InputError, TargetError, redact
 from reconciler.secrets import known_values, present, resolve_all
 from reconciler.state.base import Record
 from reconciler.targets.base import SyncStatus, Target
+
+if TYPE_CHECKING:
+    from reconciler.runner import Options
 
 FORCE_MIN_AGE = 3600.0  # Palette refuses forceSync before a sync has run for an hour
 
@@ -76,7 +79,8 @@ def wait_for(
         delay = min(delay * 2, 15.0)
 
 
-def run_sync(opts, names: Sequence[str], *, force: bool, wait: bool, timeout: float, out: TextIO, err: TextIO) -> int:
+def run_sync(opts: Options, names: Sequence[str], *, force: bool, wait: bool, timeout: float,
+             out: TextIO, err: TextIO) -> int:
     from reconciler.runner import (
         _check_state_target,
         _load,
