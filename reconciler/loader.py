@@ -10,7 +10,7 @@ back as ``RawProblem`` values so that one run reports every file.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -166,21 +166,21 @@ def discover(
             return False
         return True
 
-    def add_file(p: Path) -> None:
-        if p.is_symlink() and not symlink_ok(p):
-            return
-        real = p.resolve()
+    def add(p: Path, real: Path, shown: str, stat: Callable[[], os.stat_result]) -> None:
         if real in seen:
             return
         seen.add(real)
         try:
-            st = p.stat()
+            st = stat()
         except OSError as exc:
-            problems.append(
-                RawProblem(display_name(p, root), 1, 1, f"cannot read: {exc.strerror}", "io")
-            )
+            problems.append(RawProblem(shown, 1, 1, f"cannot read: {exc.strerror}", "io"))
             return
-        files.append(SourceFile(display_name(p, root), path=p, size=st.st_size, stamp=_stamp(st)))
+        files.append(SourceFile(shown, path=p, size=st.st_size, stamp=_stamp(st)))
+
+    def add_file(p: Path) -> None:
+        if p.is_symlink() and not symlink_ok(p):
+            return
+        add(p, p.resolve(), display_name(p, root), p.stat)
 
     def walk(d: Path, visited: set[Path]) -> None:
         real = d.resolve()
@@ -219,19 +219,8 @@ def discover(
             elif entry.is_dir():
                 walk(p, visited)
             elif entry.is_file() and p.suffix in SUFFIXES:
-                # fast path: a plain file in a directory already resolved
-                key = real / entry.name
-                if key in seen:
-                    continue
-                seen.add(key)
-                try:
-                    st = entry.stat()
-                except OSError as exc:
-                    problems.append(
-                        RawProblem(display_name(p, root), 1, 1, f"cannot read: {exc.strerror}", "io")
-                    )
-                    continue
-                files.append(SourceFile(shown_dir + entry.name, path=p, size=st.st_size, stamp=_stamp(st)))
+                # fast path: a plain file in a directory already resolved (no realpath per file)
+                add(p, real / entry.name, shown_dir + entry.name, entry.stat)
 
     targets = list(paths) if paths else [root / DEFINITIONS_DIR]
     for target in targets:
