@@ -15,6 +15,8 @@ from reconciler.errors import InputError
 from reconciler.model import Key, Registry, describe_ref, iter_secret_refs
 
 MAX_SECRET_FILE = 64 * 1024
+# Credentials of the tool itself: a definition must never be able to send them to a registry.
+RESERVED_ENV = frozenset({"PALETTE_API_KEY", "GITHUB_TOKEN", "ACTIONS_RUNTIME_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"})
 
 # Every value resolved in this process, so that the last line of defence (the CLI's error
 # handler) can redact any message, whatever path it took.
@@ -37,8 +39,10 @@ def resolve(
     for path, ref in iter_secret_refs(registry.spec):
         if "fromEnv" in ref:
             name = str(ref["fromEnv"])
-            value = env.get(name)
-            if value is None:
+            value = env.get(name) if name not in RESERVED_ENV else None
+            if name in RESERVED_ENV:
+                missing.append(f"{path}: {name} is reserved for reconcile and CI; it is never used as a registry secret")
+            elif value is None:
                 missing.append(f"{path}: environment variable {name} is not set")
             values[path] = value
             if value:

@@ -28,6 +28,7 @@ from .cache import ValidationCache, hints_of
 from .errors import InputError
 from .loader import Document, LoadedFile, Path_, RawProblem
 from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
+from .secrets import RESERVED_ENV
 from .profiles import DEFAULT_PROFILE, PROFILES, default_keys
 
 API_VERSION = "reconciler/v1"
@@ -400,6 +401,13 @@ class _Checker:
                             f"{dotted(p)}: literal secret; write {{fromEnv: NAME}} or "
                             "{fromFile: PATH} instead",
                             "literal-secret",
+                        )
+                    elif k in SECRET_FIELDS and isinstance(v, dict) and v.get("fromEnv") in RESERVED_ENV:
+                        self.add(
+                            (*p, "fromEnv"),
+                            f"{dotted(p)}: {v['fromEnv']} is reserved for reconcile and CI; "
+                            "it is never sent as a registry secret",
+                            "reserved-secret",
                         )
                     else:
                         walk(v, p)

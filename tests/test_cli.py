@@ -111,3 +111,22 @@ def test_import_json(tmp_path: Path):
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
     assert data["imported"] == 1 and data["registries"][0]["result"] == "imported"
+
+
+def test_the_tools_own_credentials_are_never_a_registry_secret(tmp_path: Path):
+    init_repo(tmp_path)
+    write_defs(tmp_path, {"x.yaml": registry_doc("OciRegistry", "o", """
+        endpoint: reg.example.com
+        auth: {type: basic, username: u, password: {fromEnv: PALETTE_API_KEY}}
+    """)})
+    commit_all(tmp_path)
+    res = run(tmp_path, "--dry-run", "--preflight", env={"PALETTE_API_KEY": "the-api-key-0000"})
+    assert res.returncode == 1 and "registries.d/x.yaml:7:" in res.stderr and "PALETTE_API_KEY is reserved" in res.stderr
+    assert "the-api-key-0000" not in res.stdout + res.stderr
+    # and at the edge too, whatever reached it
+    from reconciler.model import Registry
+    from reconciler.secrets import resolve
+
+    reg = Registry("OciRegistry", "o", "tenant", {"auth": {"password": {"fromEnv": "GITHUB_TOKEN"}}})
+    values, problems = resolve(reg, base_dir=tmp_path, environ={"GITHUB_TOKEN": "gh-token-1234"})
+    assert values == {"auth.password": None} and "reserved" in problems[0]
