@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import logging
 import sys
 import traceback
 from collections.abc import Callable
@@ -77,7 +78,27 @@ def _options(ctx: click.Context, kwargs: dict[str, Any]) -> Options:
         if value is None:
             continue
         setattr(o, name, Path(value) if name == "root" else value)
+    if o.verbose:
+        _setup_logging(o.verbose)
     return o
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_resolved(record.getMessage()), None
+        return True
+
+
+def _setup_logging(verbose: int) -> None:
+    """-v: what reconcile does (INFO); -vv: every API request (DEBUG). Secrets redacted."""
+    root = logging.getLogger("reconciler")
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_RedactingFilter())
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
 def handle_errors(f: Callable[..., int]) -> Callable[..., None]:

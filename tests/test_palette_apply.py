@@ -147,3 +147,13 @@ def test_missing_secret_on_palette_is_an_error_before_any_call(repo: Path, palet
     assert not (repo / ".reconciler/state-palette.json").exists()
     no_key = run(repo, *args(emu), env=SECRET_ENV | {"PALETTE_API_KEY": ""})
     assert no_key.returncode == 1 and "PALETTE_API_KEY" in no_key.stderr
+
+
+def test_verbose_logs_requests_without_secrets(repo: Path, palette_emulator_factory):  # noqa: F811
+    write_defs(repo, dict(defs(3)))
+    commit_all(repo, "3")
+    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    res = run(repo, *args(emu), "-vv", env=env_for(emu))
+    assert res.returncode == 0, res.stderr
+    assert "DEBUG reconciler.palette: POST /v1/registries/helm -> 201" in res.stderr
+    scan_for_leaks([res.stdout, res.stderr])
