@@ -7,7 +7,8 @@ profiles, Settings) always run. Positions beyond a few hints are re-derived by p
 file again on demand, which only happens when a cross-file rule reports a problem.
 
 The cache is plain JSON (never pickle: a pull request could plant the file) and is only
-trusted for values JSON round-trips exactly. ``RECONCILER_NO_CACHE=1`` turns it off.
+trusted for values JSON round-trips exactly. ``RECONCILER_NO_CACHE=1`` turns it off;
+``RECONCILER_CACHE_DIR`` puts it elsewhere (entries are keyed so that repositories can share it).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class ValidationCache:
     def for_root(cls, root: Path) -> ValidationCache:
         if os.environ.get("RECONCILER_NO_CACHE"):
             return cls(None)
-        return cls(root / ".reconciler" / "cache")
+        elsewhere = os.environ.get("RECONCILER_CACHE_DIR")
+        return cls(Path(elsewhere) if elsewhere else root / ".reconciler" / "cache")
 
     def key(self, name: str, data: bytes) -> str:
         return hashlib.blake2b(name.encode() + b"\0" + data, digest_size=20).hexdigest()

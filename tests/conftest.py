@@ -41,6 +41,8 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("GIT_COMMITTER_NAME", "Test")
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "test@example.invalid")
     monkeypatch.delenv("PALETTE_API_KEY", raising=False)
+    # the validation cache goes to the test's temp dir, never into the repository under test
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", str(home / "validate-cache"))
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost,::1")

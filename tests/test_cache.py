@@ -28,6 +28,11 @@ def summary(r):
             sorted(r.failed_files), r.desired.settings)
 
 
+@pytest.fixture(autouse=True)
+def _cache_in_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RECONCILER_CACHE_DIR", raising=False)
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     write(tmp_path, "a.yaml", helm("a") + "---\n" + helm("b"))
@@ -128,3 +133,11 @@ def test_same_size_rewrite_with_old_mtime_is_still_seen(repo: Path, monkeypatch:
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back; ctime moves anyway
     r = load_and_validate(repo)
     assert any(x.spec["endpoint"] == "https://A.example.com" for x in r.desired.registries)
+
+
+def test_cache_dir_elsewhere(repo: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    elsewhere = tmp_path_factory.mktemp("shared-cache")
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", str(elsewhere))
+    first = summary(load_and_validate(repo))
+    assert (elsewhere / "validate.json").exists() and not (repo / ".reconciler").exists()
+    assert summary(load_and_validate(repo)) == first
