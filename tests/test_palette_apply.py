@@ -157,3 +157,39 @@ def test_verbose_logs_requests_without_secrets(repo: Path, palette_emulator_fact
     assert res.returncode == 0, res.stderr
     assert "DEBUG reconciler.palette: POST /v1/registries/helm -> 201" in res.stderr
     scan_for_leaks([res.stdout, res.stderr])
+
+
+def test_replace_on_palette_for_sync_off_and_auth_family_change(repo: Path, palette_emulator_factory):  # noqa: F811
+    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    oci = """
+        endpoint: reg.example.com
+        provider: helm
+        baseContentPath: charts
+        sync: true
+        auth: {type: basic, username: u, password: {fromEnv: PW_1}}
+    """
+    write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci)})
+    commit_all(repo, "oci")
+    assert run(repo, *args(emu), env=env_for(emu)).returncode == 0
+    uid_before = FileStateStore(repo / ".reconciler/state-palette.json").read().records[("tenant", "OciRegistry", "o")].uid
+    write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci.replace("sync: true", "sync: false"))})
+    plan = run(repo, *args(emu), "--dry-run", env=env_for(emu))
+    assert "-/+ OciRegistry/o  (sync cannot be turned off in place)" in plan.stdout, plan.stdout
+    res = run(repo, *args(emu), env=env_for(emu))
+    assert res.returncode == 0, res.stderr
+    rec = FileStateStore(repo / ".reconciler/state-palette.json").read().records[("tenant", "OciRegistry", "o")]
+    assert rec.uid != uid_before
+    assert_converged(repo, emu)
+    # basic -> ECR moves the registry to the other endpoint family: a replace too
+    ecr = """
+        endpoint: 123456789012.dkr.ecr.us-east-1.amazonaws.com
+        provider: helm
+        baseContentPath: charts
+        sync: false
+        auth: {type: ecr, credentials: {credentialType: sts, arn: "arn:aws:iam::123456789012:role/r", externalId: x}}
+    """
+    write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", ecr)})
+    res = run(repo, *args(emu), env=env_for(emu))
+    assert res.returncode == 0 and "replace OciRegistry/o: done" in res.stdout, res.stdout + res.stderr
+    assert [f for f, n in managed(emu) if n == "o"] == ["ecr"]
+    assert_converged(repo, emu)
