@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from reconciler.errors import NotFound, TargetError, redact
 from reconciler.model import Key, Registry, fingerprint, target_spec
 from reconciler.plan import ADOPT, APPLY_ORDER, CREATE, DELETE, NOOP, REPLACE, UPDATE, Change, Plan, secret_hashes
-from reconciler.secrets import present
+from reconciler.secrets import known_values, present
 from reconciler.state.base import Record, State, StateStore
 from reconciler.targets.base import Target
 from reconciler.testhooks import checkpoint
@@ -46,13 +46,11 @@ class ApplyResult:
 class _Recorder:
     """Serialises state mutations and writes one state revision per change."""
 
-    def __init__(self, store: StateStore, state: State, commit: str | None, target_name: str) -> None:
+    def __init__(self, store: StateStore, state: State, target_name: str, prefix: str, suffix: str) -> None:
         self.store = store
         self.state = state
-        self.commit = commit
         self.lock = threading.Lock()
-        self.prefix = "apply"
-        self.counts = ""
+        self.prefix, self.suffix = prefix, suffix  # of each state revision's message
         self.state.target = self.state.target or target_name
 
     def put(self, record: Record, message: str) -> None:
@@ -67,7 +65,7 @@ class _Recorder:
 
     def _write(self, message: str) -> None:
         self.state.serial += 1
-        self.store.write(self.state, f"{self.prefix}: {message} ({self.counts})")
+        self.store.write(self.state, f"{self.prefix}: {message} ({self.suffix})")
 
 
 def _now() -> str:
@@ -84,12 +82,10 @@ def apply_plan(
     commit: str | None = None,
     on_result: Callable[[ChangeResult], None] | None = None,
 ) -> ApplyResult:
-    rec = _Recorder(store, state, commit, target.identity)
-    c = plan.counts()
-    rec.prefix = f"apply {(commit or 'uncommitted')[:12]}{'-dirty' if commit and commit.endswith('-dirty') else ''}"
-    rec.counts = (f"plan: {c['create']} to create, {c['update']} to update, {c['replace']} to replace, "
-                  f"{c['delete']} to delete, {c['adopt']} to adopt")
-    known = {v for vals in secrets.values() for v in vals.values() if v}
+    # e.g. "apply 3f2a1bc9d0e1: create HelmRegistry/x (plan: 2 to create, ...)"
+    rec = _Recorder(store, state, target.identity, f"apply {(commit or 'uncommitted')[:12]}"
+                    f"{'-dirty' if commit and commit.endswith('-dirty') else ''}", f"plan: {plan.summary()}")
+    known = known_values(secrets)
     results: list[ChangeResult] = []
     results_lock = threading.Lock()
 

@@ -106,12 +106,6 @@ def iter_secret_refs(spec: Mapping[str, Any], prefix: str = "") -> Iterator[tupl
                 yield from iter_secret_refs(v, path + ".")
 
 
-def describe_ref(ref: Mapping[str, str]) -> str:
-    if "fromEnv" in ref:
-        return f"(from env {ref['fromEnv']})"
-    return f"(from file {ref['fromFile']})"
-
-
 def target_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a canonical spec a target stores (local-only fields dropped).
 
@@ -129,15 +123,6 @@ def secret_hash(salt: str, path: str, value: str) -> str:
     """Salted, keyed digest of a secret value; the value itself is never stored."""
     mac = hmac.new(salt.encode(), f"{path}\0{value}".encode(), hashlib.sha256)
     return "hmac-sha256:" + mac.hexdigest()
-
-
-def get_path(spec: Mapping[str, Any], dotted: str) -> Any:
-    cur: Any = spec
-    for part in dotted.split("."):
-        if not isinstance(cur, Mapping) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
 
 
 def flatten(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

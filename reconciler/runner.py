@@ -6,7 +6,6 @@ and calls one of the ``run_*`` functions, which return the exit code.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from reconciler import render
-from reconciler.errors import InputError, ReconcilerError, StateError
+from reconciler.errors import InputError, StateError
 from reconciler.model import Desired, Key, key_str
 from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan, PlanOptions, SecretValues, make_plan
 from reconciler.secrets import known_values, present, resolve_all
@@ -408,11 +407,6 @@ def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err
             (err if r["result"] in ("not found", "refused") else out).write(("import: " if r["result"] in ("not found", "refused") else "= ") + line + "\n")
         out.write(f"Import: {imported} registr{'y' if imported == 1 else 'ies'} adopted\n")
     return EXIT_FAIL if failed else EXIT_OK
-
-
-def main_error(exc: ReconcilerError, err: TextIO = sys.stderr) -> int:
-    err.write(f"error: {exc}\n")
-    return exc.exit_code
 
 
 __all__ = ["Options", "run_reconcile", "run_status", "run_import", "build_store", "build_target", "Key"]

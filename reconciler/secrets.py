@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from reconciler.errors import InputError
-from reconciler.model import Key, Registry, describe_ref, iter_secret_refs
+from reconciler.model import Key, Registry, iter_secret_refs
 
 MAX_SECRET_FILE = 64 * 1024
 # Credentials of the tool itself: a definition must never be able to send them to a registry.
@@ -88,7 +88,3 @@ def present(values: Mapping[str, str | None]) -> dict[str, str]:
 
 def known_values(all_values: Mapping[Key, Mapping[str, str | None]]) -> set[str]:
     return {v for vals in all_values.values() for v in vals.values() if v}
-
-
-def describe_refs(registry: Registry) -> dict[str, str]:
-    return {path: describe_ref(ref) for path, ref in iter_secret_refs(registry.spec)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, TextIO
 
 from reconciler import render
@@ -185,4 +185,4 @@ def _render(rows: list[SyncRow], fmt: str, out: TextIO) -> None:
         render.table(data, headers, out)
 
 
-__all__ = ["run_sync", "due_reason", "wait_for", "datetime", "timezone"]
+__all__ = ["run_sync", "due_reason", "wait_for"]

@@ -28,8 +28,8 @@ from .cache import ValidationCache, hints_of
 from .errors import InputError
 from .loader import Document, LoadedFile, Path_, RawProblem
 from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
-from .secrets import RESERVED_ENV
 from .profiles import DEFAULT_PROFILE, PROFILES, default_keys
+from .secrets import RESERVED_ENV
 
 API_VERSION = "reconciler/v1"
 SCHEMA_FILE = Path(__file__).parent / "schema" / "registry.schema.json"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import secrets as _secrets
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -175,6 +174,3 @@ class StateStore(ABC):
         (the git store uses it as commit message: applied commit, plan counts).
 
         ``StateConflict`` if someone else wrote since our ``read`` (never overwrite)."""
-
-    def records(self) -> Iterator[Record]:
-        yield from self.read().records.values()

@@ -21,7 +21,6 @@ class FileStateStore(StateStore):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self._locked = False
 
     @property
     def description(self) -> str:
