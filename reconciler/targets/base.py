@@ -14,7 +14,7 @@ compares only the fields present.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from reconciler.model import ObservedRegistry, Registry
@@ -40,6 +40,16 @@ class SyncStatus:
     @property
     def failed(self) -> bool:
         return self.status.lower() in ("failed", "error")
+
+
+@dataclass(frozen=True)
+class ProfileRef:
+    """A cluster profile that references a registry by uid (impact of a delete or replace)."""
+
+    profile_uid: str
+    profile_name: str
+    project: str | None  # project name; None for a tenant-scope profile
+    clusters: int = 0  # clusters using the profile (``status.inUseClusters``)
 
 
 class Target(ABC):
@@ -86,6 +96,14 @@ class Target(ABC):
     @abstractmethod
     def delete(self, kind: str, uid: str) -> None:
         """Delete; ``NotFound`` if it is already gone."""
+
+    def references(self, uids: Collection[str]) -> dict[str, list[ProfileRef]] | None:
+        """The cluster profiles that reference each of ``uids``; None when the target cannot tell.
+
+        Called by the runner only when a plan holds a delete or a replace. The local target
+        knows no profiles (None: the plan says so); Palette looks them up.
+        """
+        return None
 
     def validate(self, registry: Registry, secrets: Secrets) -> None:  # noqa: B027
         """Ask the target whether it would accept this registry (Palette ``/validate``)."""
