@@ -107,7 +107,7 @@ def apply_plan(
 
     def run(change: Change) -> ChangeResult:
         key = change.key
-        old = state.records.get(key)
+        old = state.records.get(change.renamed_from or key)
         values = present(secrets.get(key, {}))
         what = f"{change.action} {change.title}"
         if change.action == DELETE:
@@ -131,6 +131,8 @@ def apply_plan(
                 pass
             checkpoint("replace:after-delete")
             rec.drop(key, f"replace {change.title}: deleted old")
+            if change.renamed_from:
+                rec.drop(change.renamed_from, f"replace {change.title}: deleted old")
         if change.action in (CREATE, REPLACE):
             checkpoint("create:before-target")
             uid = target.create(reg, values)
@@ -150,6 +152,10 @@ def apply_plan(
                 checkpoint("update:before-target")
                 target.update(uid, reg, values)
                 checkpoint("update:after-target")
+            if change.renamed_from:
+                # the old name's record goes first: a crash in between leaves no record, which
+                # the next plan repairs by adoption; two records of one uid would be corrupt
+                rec.drop(change.renamed_from, f"{what}: renamed from {change.renamed_from[2]}")
             rec.put(record_for(reg, uid, old.origin if old else "created", old), what)
             checkpoint("update:after-state")
             return ChangeResult(change, True, uid)

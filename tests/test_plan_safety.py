@@ -1,0 +1,120 @@
+"""Plan and apply safety (data loss first): renames, corrupt state, records the target no
+longer lists, protect, immutable fields, impact of deletes, state writes, dry-runs that write
+nothing. Each test here failed before its fix (see the commit messages)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reconciler.model import Registry
+from reconciler.plan import PlanOptions, make_plan
+from reconciler.state.base import State
+from reconciler.state.file import FileStateStore
+from reconciler.targets.local import LocalTarget
+from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+from tests.test_plan import HELM, actions, observed, recorded, reg
+
+
+def local(root: Path) -> LocalTarget:
+    return LocalTarget(root / ".reconciler/local.db", base_dir=root)
+
+
+def managed(root: Path) -> dict[str, str]:
+    t = local(root)
+    try:
+        return {o.name: o.uid for o in t.list() if not o.builtin}
+    finally:
+        t.close()
+
+
+def state_of(root: Path) -> dict[str, str]:
+    return {k[2]: r.uid for k, r in FileStateStore(root / ".reconciler/state.json").read().records.items()}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"helm.yaml": "---\n".join([
+        registry_doc("HelmRegistry", "old", "endpoint: https://old.example.com"),
+        registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com"),
+    ])})
+    commit_all(root, "v1")
+    res = run(root)
+    assert res.returncode == 0, res.stderr
+    return root
+
+
+def rename_on_target(root: Path, old: str, new: str) -> str:
+    t = local(root)
+    try:
+        o = t.find("tenant", "HelmRegistry", old)
+        assert o is not None
+        t.update(o.uid, Registry(kind=o.kind, name=new, scope=o.scope, spec=dict(o.spec)), {})
+        return o.uid
+    finally:
+        t.close()
+
+
+# ---- #9.1 a rename never deletes
+
+
+def test_rename_on_target_then_in_file_keeps_the_registry(repo: Path):
+    uid = rename_on_target(repo, "old", "new")
+    write_defs(repo, {"helm.yaml": "---\n".join([
+        registry_doc("HelmRegistry", "new", "endpoint: https://old.example.com"),
+        registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com"),
+    ])})
+    commit_all(repo, "rename")
+    dry = run(repo, "--dry-run")
+    assert "~ HelmRegistry/new" in dry.stdout and "renamed on the target from 'old'" in dry.stdout, dry.stdout
+    assert "metadata.name: old -> new" in dry.stdout
+    assert "- HelmRegistry/old" not in dry.stdout and "to delete" in dry.stdout and "0 to delete" in dry.stdout
+    res = run(repo)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert managed(repo) == {"new": uid, "keep": managed(repo)["keep"]}
+    assert state_of(repo)["new"] == uid and "old" not in state_of(repo)
+    again = run(repo, "--dry-run", "--detailed-exitcode")
+    assert again.returncode == 0, again.stdout
+
+
+def test_rename_with_a_spec_change_is_one_in_place_update(repo: Path):
+    uid = rename_on_target(repo, "old", "new")
+    write_defs(repo, {"helm.yaml": "---\n".join([
+        registry_doc("HelmRegistry", "new", "endpoint: https://moved.example.com"),
+        registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com"),
+    ])})
+    res = run(repo)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert managed(repo)["new"] == uid and state_of(repo)["new"] == uid
+    t = local(repo)
+    try:
+        assert t.get("HelmRegistry", uid).spec["endpoint"] == "https://moved.example.com"
+    finally:
+        t.close()
+    assert run(repo, "--dry-run", "--detailed-exitcode").returncode == 0
+
+
+def test_rename_on_target_only_is_refused_not_renamed_back(repo: Path):
+    uid = rename_on_target(repo, "old", "new")
+    dry = run(repo, "--dry-run")
+    assert "HelmRegistry/old: update blocked: renamed on the target to 'new'" in dry.stdout, dry.stdout
+    res = run(repo)
+    assert res.returncode == 0
+    assert managed(repo)["new"] == uid and state_of(repo)["old"] == uid
+
+
+def test_plan_never_deletes_a_uid_it_also_keeps():
+    old, new = reg("old"), reg("new")
+    state = recorded(old, uid="u1")
+    plan = make_plan([new], state, [observed(new, uid="u1")], options=PlanOptions(allow_empty=True))
+    assert actions(plan) == [("update", "new", False)]
+    (c,) = plan.changes
+    assert c.renamed_from == old.key and c.state_only
+    # both names still declared: the second claim on the uid is blocked, nothing is deleted
+    plan = make_plan([old, new], state, [observed(new, uid="u1")])
+    assert ("delete", "old", False) not in actions(plan)
+    assert ("adopt", "new", True) in actions(plan)
