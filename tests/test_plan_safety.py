@@ -118,3 +118,56 @@ def test_plan_never_deletes_a_uid_it_also_keeps():
     plan = make_plan([old, new], state, [observed(new, uid="u1")])
     assert ("delete", "old", False) not in actions(plan)
     assert ("adopt", "new", True) in actions(plan)
+
+
+# ---- #9.3, #9.41, #9.18 the state loader refuses what it cannot trust
+
+
+def _state_doc(*records: dict) -> dict:
+    base = {"uid": "u1", "kind": "HelmRegistry", "name": "a", "scope": "tenant", "fingerprint": "sha256:x"}
+    return {"version": 1, "lineage": "l", "serial": 3, "salt": "s", "target": "local",
+            "registries": [{**base, **r} for r in records]}
+
+
+@pytest.mark.parametrize("records,message", [
+    (({"name": "a"}, {"name": "b"}), "uid 'u1' of HelmRegistry/b is also recorded for HelmRegistry/a"),
+    (({"kind": "Bogus"},), "'kind' must be one of OciRegistry, HelmRegistry, PackRegistry, not 'Bogus'"),
+    (({"scope": "galaxy"},), "'scope' must be one of tenant, system, not 'galaxy'"),
+    (({"spec": {"endpoint": "https://x", "auth": "basic"}},), "'spec.auth' must be an object, not str"),
+    (({"uid": ""},), "'uid' and 'name' must not be empty"),
+])
+def test_corrupt_records_are_refused_and_nothing_written(repo: Path, records, message):
+    path = repo / ".reconciler/state.json"
+    path.write_text(json.dumps(_state_doc(*records)))
+    before = path.read_bytes()
+    write_defs(repo, {"helm.yaml": registry_doc("HelmRegistry", "a", "endpoint: https://changed.example.com")})
+    for args in ((), ("--dry-run",)):
+        res = run(repo, *args)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert message in res.stderr and "state is corrupt" in res.stderr and "Traceback" not in res.stderr
+    assert path.read_bytes() == before
+
+
+def test_record_whose_uid_is_gone_is_repaired_by_adoption():
+    r = reg("a")
+    state = recorded(r, uid="stale")
+    plan = make_plan([r], state, [observed(r, uid="live")])
+    (c,) = plan.changes
+    assert (c.action, c.uid) == ("adopt", "live") and "recorded uid stale is gone" in c.reason
+    assert make_plan([r], state, []).changes[0].action == "create"  # nothing of that name: recreated
+    # not declared any more and gone: the record is dropped (counted as a deletion)
+    plan = make_plan([reg("b")], state, [], options=PlanOptions(allow_empty=True))
+    assert [(c.action, c.gone) for c in plan.changes if c.name == "a"] == [("delete", True)]
+
+
+def test_record_whose_uid_is_gone_is_repaired_through_apply(repo: Path):
+    path = repo / ".reconciler/state.json"
+    data = json.loads(path.read_text())
+    for r in data["registries"]:
+        if r["name"] == "keep":
+            r["uid"] = "0000stale0000"
+    path.write_text(json.dumps(data))
+    res = run(repo)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert state_of(repo)["keep"] == managed(repo)["keep"] != "0000stale0000"
+    assert run(repo, "--dry-run", "--detailed-exitcode").returncode == 0
