@@ -171,3 +171,55 @@ def test_record_whose_uid_is_gone_is_repaired_through_apply(repo: Path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert state_of(repo)["keep"] == managed(repo)["keep"] != "0000stale0000"
     assert run(repo, "--dry-run", "--detailed-exitcode").returncode == 0
+
+
+# ---- #9.2 records the target no longer lists: guarded like any deletion
+
+
+def test_records_gone_from_the_target_count_as_deletions():
+    regs = [reg(f"r{i}") for i in range(7)]
+    state = State()
+    for i, r in enumerate(regs):
+        recorded(r, uid=f"u{i}", state=state)
+    # the target answers with nothing at all (a redirect page, an empty tenant, the wrong tenant)
+    plan = make_plan([], state, [])
+    assert any("every managed registry (7)" in r for r in plan.refusals), plan.refusals
+    assert any("more than --max-deletions 5" in r for r in plan.refusals), plan.refusals
+    plan = make_plan(regs[:1], state, [observed(regs[0], uid="u0")], options=PlanOptions(max_deletions=5))
+    assert any("6 deletions" in r for r in plan.refusals), plan.refusals
+
+
+def test_protected_record_gone_from_the_target_is_kept_and_blocked():
+    p = reg("precious", protect=True)
+    state = recorded(p, uid="u1")
+    recorded(reg("other"), uid="u2", state=state)
+    plan = make_plan([reg("other")], state, [observed(reg("other"), uid="u2")])
+    (c,) = [c for c in plan.changes if c.name == "precious"]
+    assert c.action == "delete" and c.gone and "protect: true is recorded" in c.blocked
+    assert "no longer lists it" in c.blocked
+    assert plan.counts()["delete"] == 0
+
+
+def test_empty_target_drops_no_record_through_apply(repo: Path):
+    path = repo / ".reconciler/state.json"
+    data = json.loads(path.read_text())
+    for r in data["registries"]:
+        if r["name"] == "keep":
+            r["protect"] = True
+    path.write_text(json.dumps(data))
+    before = path.read_bytes()
+    t = local(repo)
+    try:
+        for o in t.list():
+            if not o.builtin:
+                t.delete(o.kind, o.uid)
+    finally:
+        t.close()
+    write_defs(repo, {})  # nothing declared, nothing listed
+    res = run(repo)
+    assert res.returncode == 1 and "refusing to delete every managed registry (1)" in res.stderr, res.stderr
+    assert "HelmRegistry/keep: delete blocked: the target no longer lists it" in res.stderr
+    assert path.read_bytes() == before
+    res = run(repo, "--allow-empty")
+    assert res.returncode == 0, res.stderr
+    assert set(state_of(repo)) == {"keep"}  # the protected record outlives both
