@@ -223,3 +223,35 @@ def test_empty_target_drops_no_record_through_apply(repo: Path):
     res = run(repo, "--allow-empty")
     assert res.returncode == 0, res.stderr
     assert set(state_of(repo)) == {"keep"}  # the protected record outlives both
+
+
+# ---- #9.5 lifting protect takes effect only once applied, for a replace as for a delete
+
+OCI_SYNC = """
+    endpoint: oci.example.com
+    provider: helm
+    baseContentPath: charts
+    sync: {sync}
+"""
+
+
+def test_protected_replace_with_protect_false_in_the_same_commit_is_blocked(tmp_path: Path):
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"oci.yaml": registry_doc("OciRegistry", "p", OCI_SYNC.format(sync="true"), "protect: true")})
+    commit_all(root, "v1")
+    assert run(root).returncode == 0
+    uid = managed(root)["p"]
+    write_defs(root, {"oci.yaml": registry_doc("OciRegistry", "p", OCI_SYNC.format(sync="false"), "protect: false")})
+    res = run(root)
+    assert res.returncode == 0, res.stderr
+    assert "OciRegistry/p: replace blocked: protected" in res.stdout, res.stdout
+    assert managed(root)["p"] == uid
+    assert FileStateStore(root / ".reconciler/state.json").read().records[("tenant", "OciRegistry", "p")].protect
+    # lift protection on its own first, then the replace goes through
+    write_defs(root, {"oci.yaml": registry_doc("OciRegistry", "p", OCI_SYNC.format(sync="true"), "protect: false")})
+    assert run(root).returncode == 0
+    write_defs(root, {"oci.yaml": registry_doc("OciRegistry", "p", OCI_SYNC.format(sync="false"), "protect: false")})
+    res = run(root)
+    assert res.returncode == 0 and "-/+ OciRegistry/p" in res.stdout, res.stdout
+    assert managed(root)["p"] != uid
