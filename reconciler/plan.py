@@ -7,9 +7,9 @@ real run would refuse.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.model import (
     Key,
@@ -25,6 +25,9 @@ from reconciler.model import (
     target_spec,
 )
 from reconciler.state.base import State
+
+if TYPE_CHECKING:
+    from reconciler.targets.base import ProfileRef
 
 CREATE, UPDATE, REPLACE, DELETE, ADOPT, NOOP = "create", "update", "replace", "delete", "adopt", "noop"
 SYMBOLS = {CREATE: "+", UPDATE: "~", REPLACE: "-/+", DELETE: "-", ADOPT: "=", NOOP: " "}
@@ -74,11 +77,17 @@ class Change:
         return key_str(self.key)
 
 
+NO_PROFILES_NOTE = "no cluster profiles known on this target: deletes and replaces were not checked for use"
+
+
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
     refusals: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    # None: no delete or replace, nothing to look up; False: the target cannot tell (local)
+    profiles_known: bool | None = None
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -112,6 +121,11 @@ class PlanOptions:
     max_deletions: int = 5
     allow_empty: bool = False
     inputs_failed: bool = False  # some file failed to load or validate: no deletions at all
+    # #10.2 impact analysis: what Target.references() answered for impact_uids(plan)
+    # (None: the target cannot tell); only looked at when in_use_checked
+    in_use_checked: bool = False
+    in_use: Mapping[str, Sequence[ProfileRef]] | None = None
+    allow_in_use: bool = False
 
 
 @dataclass
@@ -162,14 +176,19 @@ def _observable_view(desired: Mapping[str, Any], observed: Mapping[str, Any]) ->
 
 
 def _immutable_change(kind: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """Why ``old`` cannot become ``new`` in place ("" when it can); the plan then replaces.
+
+    Follows terraform-provider-spectrocloud ``resourceRegistryOciEcr``: ``type`` (basic|ecr)
+    is ForceNew, while basic <-> noAuth (``credentials.credential_type``) is a PUT on the same
+    basic registry (``toRegistryBasic``). ``resourceRegistryEcrUpdate`` refuses sync on -> off
+    and Spectro's docs call the OCI synchronization toggle immutable, so both directions are
+    replaces (#10.3)."""
     old_auth = (old.get("auth") or {}).get("type")
     new_auth = (new.get("auth") or {}).get("type")
     if old_auth and new_auth and old_auth != new_auth and (old_auth == "ecr" or new_auth == "ecr"):
         return f"auth type {old_auth} -> {new_auth} cannot change in place"
-    if old_auth and new_auth and old_auth != new_auth and kind == "OciRegistry":
-        return f"auth type {old_auth} -> {new_auth} cannot change in place"
-    if kind == "OciRegistry" and old.get("sync") is True and new.get("sync") is False:
-        return "sync cannot be turned off in place"
+    if kind == "OciRegistry" and "sync" in old and "sync" in new and bool(old["sync"]) != bool(new["sync"]):
+        return f"sync cannot be turned {'on' if new['sync'] else 'off'} in place"
     return ""
 
 
@@ -344,6 +363,16 @@ def make_plan(
                                 reason="already gone from the target" if gone else ""))
 
     changes = _never_delete_kept(changes + deletions)
+    notes: list[str] = []
+    profiles_known: bool | None = None
+    if options.in_use_checked:
+        profiles_known = options.in_use is not None
+        if options.in_use is None:
+            notes.append(NO_PROFILES_NOTE)
+        else:
+            changes = [_guard_in_use(c, options.in_use, options.allow_in_use) for c in changes]
+            if options.allow_in_use and any("--allow-in-use" in c.reason for c in changes):
+                notes.append("--allow-in-use: changes to registries that cluster profiles use are let through")
     deletions = [c for c in changes if c.action == DELETE and not c.blocked]
 
     refusals: list[str] = []
@@ -357,7 +386,37 @@ def make_plan(
         refusals.append(
             f"refusing {live_deletions} deletions: more than --max-deletions {options.max_deletions}"
         )
-    return Plan(tuple(changes), tuple(refusals), tuple(warnings))
+    return Plan(tuple(changes), tuple(refusals), tuple(warnings), tuple(notes), profiles_known)
+
+
+def impact_uids(plan: Plan) -> list[str]:
+    """The uids a plan would delete from the target (deletes and replaces): those whose
+    users must be looked up before it may run."""
+    return sorted({str(c.uid) for c in plan.changes
+                   if c.uid and not c.blocked and (c.action == REPLACE or (c.action == DELETE and not c.gone))})
+
+
+def describe_refs(refs: Sequence[ProfileRef]) -> str:
+    parts = []
+    for r in sorted(refs, key=lambda r: (r.project or "", r.profile_name, r.profile_uid)):
+        where = f"project {r.project}" if r.project else "tenant"
+        parts.append(f"{r.profile_name} ({where}, {r.clusters} cluster{'' if r.clusters == 1 else 's'})")
+    return ", ".join(parts)
+
+
+def _guard_in_use(c: Change, in_use: Mapping[str, Sequence[ProfileRef]], allow: bool) -> Change:
+    """#10.2: a delete or replace of a registry that cluster profiles reference is blocked
+    as protect blocks it, naming them; --allow-in-use lets a reviewed change through."""
+    if c.blocked or not c.uid or not (c.action == REPLACE or (c.action == DELETE and not c.gone)):
+        return c
+    refs = in_use.get(c.uid) or ()
+    if not refs:
+        return c
+    what = "deleting" if c.action == DELETE else "replacing (new uid)"
+    users = f"used by cluster profile{'' if len(refs) == 1 else 's'} {describe_refs(refs)}"
+    if allow:
+        return replace(c, reason="; ".join(x for x in (c.reason, f"{users}; let through by --allow-in-use") if x))
+    return replace(c, blocked=f"{users}; {what} breaks them; pass --allow-in-use once reviewed")
 
 
 def _adopt(reg: Registry, obs: ObservedRegistry, reason: str = "") -> Change:

@@ -255,3 +255,147 @@ def test_protected_replace_with_protect_false_in_the_same_commit_is_blocked(tmp_
     res = run(root)
     assert res.returncode == 0 and "-/+ OciRegistry/p" in res.stdout, res.stdout
     assert managed(root)["p"] != uid
+
+
+# ---- #10.3 immutable fields are replaces, and a replace says the uid changes
+
+
+@pytest.mark.parametrize("before,after,why", [
+    ("true", "false", "sync cannot be turned off in place"),
+    ("false", "true", "sync cannot be turned on in place"),
+])
+def test_oci_sync_toggle_is_a_visible_replace_both_ways(tmp_path: Path, before, after, why):
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"oci.yaml": registry_doc("OciRegistry", "o", OCI_SYNC.format(sync=before))})
+    commit_all(root, "v1")
+    assert run(root).returncode == 0
+    uid = managed(root)["o"]
+    write_defs(root, {"oci.yaml": registry_doc("OciRegistry", "o", OCI_SYNC.format(sync=after))})
+    text = run(root, "--dry-run")
+    assert f"-/+ OciRegistry/o  ({why})" in text.stdout, text.stdout
+    assert f"new uid: deleted and created again; uid {uid} goes away" in text.stdout
+    data = json.loads(run(root, "--dry-run", "--format", "json").stdout)
+    (c,) = data["changes"]
+    assert (c["action"], c["new_uid"], c["uid"]) == ("replace", True, uid) and why in c["reason"]
+    assert run(root).returncode == 0
+    assert managed(root)["o"] != uid
+    assert run(root, "--dry-run", "--detailed-exitcode").returncode == 0
+
+
+def test_oci_auth_family_change_is_a_replace_basic_to_noauth_is_not(tmp_path: Path):
+    root = tmp_path / "repo"
+    init_repo(root)
+    spec = OCI_SYNC.format(sync="true") + "    auth: {type: basic, username: u, password: {fromEnv: PW}}\n"
+    write_defs(root, {"oci.yaml": registry_doc("OciRegistry", "o", spec)})
+    commit_all(root, "v1")
+    assert run(root).returncode == 0
+    write_defs(root, {"oci.yaml": registry_doc("OciRegistry", "o", OCI_SYNC.format(sync="true"))})
+    data = json.loads(run(root, "--dry-run", "--format", "json").stdout)
+    assert [(c["action"], c["new_uid"]) for c in data["changes"]] == [("update", False)]
+    ecr = """
+        endpoint: 123456789012.dkr.ecr.us-east-1.amazonaws.com
+        provider: helm
+        baseContentPath: charts
+        sync: true
+        auth: {type: ecr, credentials: {credentialType: sts, arn: "arn:aws:iam::123456789012:role/p", externalId: x}}
+    """
+    write_defs(root, {"oci.yaml": registry_doc("OciRegistry", "o", ecr)})
+    data = json.loads(run(root, "--dry-run", "--format", "json").stdout)
+    assert [(c["action"], c["new_uid"]) for c in data["changes"]] == [("replace", True)], data
+    assert "auth type basic -> ecr" in data["changes"][0]["reason"]
+
+
+# ---- #10.2 impact analysis: deletes and replaces of registries cluster profiles use
+
+
+class _ProfiledTarget(LocalTarget):
+    """The local target plus cluster profiles: ``used`` maps registry name -> references."""
+
+    used: dict = {}
+    calls: list = []
+
+    def references(self, uids):
+        type(self).calls.append(sorted(uids))
+        names = {o.uid: o.name for o in self.list()}
+        return {u: list(self.used.get(names.get(u), [])) for u in uids}
+
+
+def _run_in_process(root: Path, monkeypatch, *, dry_run=False, fmt="text", **opts):
+    import io
+
+    from reconciler import runner
+
+    def build(o, profile, progress=None):
+        return _ProfiledTarget(root / ".reconciler/local.db", profile=profile, base_dir=root)
+
+    monkeypatch.setattr(runner, "build_target", build)
+    out, err = io.StringIO(), io.StringIO()
+    code = runner.run_reconcile(runner.Options(root=root, fmt=fmt, environ={}, **opts), out, err, dry_run=dry_run)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_delete_of_a_registry_in_use_is_blocked_naming_the_profiles(repo: Path, monkeypatch):
+    from reconciler.targets.base import ProfileRef
+
+    _ProfiledTarget.used = {"old": [ProfileRef("p1", "edge-base", "prod", 3), ProfileRef("p2", "shared", None, 1)]}
+    _ProfiledTarget.calls = []
+    code, out, _ = _run_in_process(repo, monkeypatch, dry_run=True)
+    assert code == 0 and _ProfiledTarget.calls == [], "no delete or replace: no look-up"
+    write_defs(repo, {"helm.yaml": "---\n".join([
+        registry_doc("HelmRegistry", "old", "endpoint: https://old.example.com"),
+        registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com"),
+        registry_doc("HelmRegistry", "spare", "endpoint: https://spare.example.com"),
+    ])})
+    assert run(repo).returncode == 0
+    uids = managed(repo)
+    write_defs(repo, {"helm.yaml": registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com")})
+    code, out, err = _run_in_process(repo, monkeypatch)
+    assert code == 0, out + err
+    assert _ProfiledTarget.calls == [sorted([uids["old"], uids["spare"]])]
+    assert ("! HelmRegistry/old: delete blocked: used by cluster profiles shared (tenant, 1 cluster), "
+            "edge-base (project prod, 3 clusters); deleting breaks them; pass --allow-in-use once reviewed") in out, out
+    assert "- HelmRegistry/spare" in out  # not referenced: deleted as usual
+    assert managed(repo) == {"old": uids["old"], "keep": uids["keep"]}
+    code, out, err = _run_in_process(repo, monkeypatch, dry_run=True, fmt="json")
+    data = json.loads(out)
+    (c,) = [c for c in data["changes"] if c["name"] == "old"]
+    assert "edge-base (project prod, 3 clusters)" in c["blocked"] and data["cluster_profiles_known"] is True
+    code, out, err = _run_in_process(repo, monkeypatch, allow_in_use=True)
+    assert code == 0, out + err
+    assert "- HelmRegistry/old  (used by cluster profiles shared (tenant" in out and "let through by --allow-in-use" in out
+    assert "note: --allow-in-use" in out
+    assert set(managed(repo)) == {"keep"}
+
+
+def test_replace_of_a_registry_in_use_is_blocked(tmp_path: Path, monkeypatch):
+    from reconciler.targets.base import ProfileRef
+
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"oci.yaml": registry_doc("OciRegistry", "o", OCI_SYNC.format(sync="true"))})
+    commit_all(root, "v1")
+    assert run(root).returncode == 0
+    uid = managed(root)["o"]
+    _ProfiledTarget.used = {"o": [ProfileRef("p1", "edge-base", "prod", 2)]}
+    write_defs(root, {"oci.yaml": registry_doc("OciRegistry", "o", OCI_SYNC.format(sync="false"))})
+    code, out, err = _run_in_process(root, monkeypatch)
+    assert "OciRegistry/o: replace blocked: used by cluster profile edge-base (project prod, 2 clusters)" in out, out
+    assert managed(root)["o"] == uid
+    code, out, err = _run_in_process(root, monkeypatch, allow_in_use=True)
+    assert code == 0 and managed(root)["o"] != uid, out + err
+
+
+def test_local_target_says_no_profiles_are_known(repo: Path):
+    write_defs(repo, {"helm.yaml": registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com")})
+    text = run(repo, "--dry-run")
+    assert "note: no cluster profiles known on this target" in text.stdout, text.stdout
+    data = json.loads(run(repo, "--dry-run", "--format", "json").stdout)
+    assert data["cluster_profiles_known"] is False
+    assert any("no cluster profiles known on this target" in n for n in data["notes"])
+    write_defs(repo, {"helm.yaml": "---\n".join([
+        registry_doc("HelmRegistry", "old", "endpoint: https://old.example.com"),
+        registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com"),
+    ])})
+    data = json.loads(run(repo, "--dry-run", "--format", "json").stdout)
+    assert data["cluster_profiles_known"] is None and data["notes"] == []
