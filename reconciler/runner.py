@@ -302,6 +302,10 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
     elif opts.fmt == "markdown":
         _emit_plan(opts, out, plan)
     ok, failed = len(res.succeeded), len(res.failed)
+    if res.unrecorded or any(r.skipped for r in res.results):
+        titles = ", ".join(f"{r.change.action} {r.change.title}" for r in res.unrecorded) or "none"
+        err.write(f"state: {store.description} could not be written; the apply stopped. Reached the target "
+                  f"but not recorded: {titles}. The next plan finds them again (a created registry is adopted by name).\n")
     err.write(f"Apply: {ok} change(s) applied, {failed} failed\n")
     return EXIT_FAIL if failed else EXIT_OK
 

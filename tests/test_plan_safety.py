@@ -399,3 +399,93 @@ def test_local_target_says_no_profiles_are_known(repo: Path):
     ])})
     data = json.loads(run(repo, "--dry-run", "--format", "json").stdout)
     assert data["cluster_profiles_known"] is None and data["notes"] == []
+
+
+# ---- #9.20 a state that cannot be written
+
+
+class _FailingStore(FileStateStore):
+    """Writes ``ok_writes`` revisions, then every write raises as a full or immutable disk does."""
+
+    def __init__(self, path: Path, ok_writes: int) -> None:
+        super().__init__(path)
+        self.ok_writes = ok_writes
+
+    def write(self, state, message=""):
+        if self.ok_writes <= 0:
+            raise PermissionError(1, "Operation not permitted", str(self.path))
+        self.ok_writes -= 1
+        super().write(state, message)
+
+
+def test_state_write_failing_mid_apply_stops_and_says_what_is_unrecorded(tmp_path: Path):
+    import io
+
+    from reconciler import runner
+    from reconciler.apply import apply_plan
+
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"helm.yaml": "---\n".join(
+        registry_doc("HelmRegistry", n, f"endpoint: https://{n}.example.com") for n in ("a", "b", "c"))})
+    store = _FailingStore(root / ".reconciler/state.json", ok_writes=1)
+    target = local(root)
+    try:
+        from reconciler.validation import load_and_validate
+
+        desired = load_and_validate(root).desired
+        state = store.read()
+        plan = make_plan(desired.registries, state, target.list())
+        res = apply_plan(plan, target, store, state, {})
+        assert [(r.change.name, r.ok, r.unrecorded, r.skipped) for r in res.results] == [
+            ("a", True, False, False), ("b", False, True, False), ("c", False, False, True)]
+        assert "reached the target but is NOT recorded in the state" in res.results[1].error
+        assert {o.name for o in target.list() if not o.builtin} == {"a", "b"}  # c never sent
+    finally:
+        target.close()
+    assert set(state_of(root)) == {"a"}
+    # the next run converges: b is adopted by name, c created
+    res = run(root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "= HelmRegistry/b" in res.stdout and "+ HelmRegistry/c" in res.stdout
+    assert set(state_of(root)) == {"a", "b", "c"}
+    # through the runner: the report names what reached the target unrecorded, exit 1
+    write_defs(root, {"helm.yaml": "---\n".join(
+        registry_doc("HelmRegistry", n, f"endpoint: https://{n}2.example.com") for n in ("a", "b", "c"))})
+    orig = runner.build_store
+    try:
+        runner.build_store = lambda o: _FailingStore(root / ".reconciler/state.json", ok_writes=0)
+        out, err = io.StringIO(), io.StringIO()
+        code = runner.run_reconcile(runner.Options(root=root, environ={}), out, err, dry_run=False)
+    finally:
+        runner.build_store = orig
+    assert code == 1
+    assert "Reached the target but not recorded: update HelmRegistry/a." in err.getvalue(), err.getvalue()
+    assert "update HelmRegistry/b: FAILED: not attempted" in out.getvalue()
+
+
+def test_state_that_cannot_be_written_is_found_before_any_change(repo: Path):
+    import subprocess
+
+    path = repo / ".reconciler/state.json"
+    before = managed(repo)
+    write_defs(repo, {"helm.yaml": "---\n".join([
+        registry_doc("HelmRegistry", "old", "endpoint: https://old2.example.com"),
+        registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com"),
+        registry_doc("HelmRegistry", "more", "endpoint: https://more.example.com"),
+    ])})
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not permitted here (needs root on ext4/xfs/btrfs)")
+    try:
+        res = run(repo)
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "state cannot be written (Operation not permitted); nothing was changed" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert managed(repo) == before
+    t = local(repo)
+    try:
+        assert t.get("HelmRegistry", before["old"]).spec["endpoint"] == "https://old.example.com"
+    finally:
+        t.close()

@@ -200,6 +200,11 @@ class StateStore(ABC):
     def read(self) -> State:
         """The current state, or a new empty one; ``StateError`` if corrupt or too new."""
 
+    def check_writable(self) -> None:  # noqa: B027 - optional probe; a store may know no cheaper check
+        """Raise ``StateError`` if a ``write`` is bound to fail (read-only directory, an
+        immutable file), without changing anything. Called before the first change reaches
+        the target, so a state that cannot record it stops the apply before it starts."""
+
     @abstractmethod
     def write(self, state: State, message: str = "") -> None:
         """Persist atomically; the caller bumps ``serial``. ``message`` describes the change
