@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from reconciler.errors import NotFound, TargetError, redact
+from reconciler.errors import NotFound, StateError, TargetError, redact
 from reconciler.model import Key, Registry, fingerprint, target_spec
 from reconciler.plan import ADOPT, APPLY_ORDER, CREATE, DELETE, NOOP, REPLACE, UPDATE, Change, Plan, secret_hashes
 from reconciler.secrets import known_values, present
@@ -28,6 +28,8 @@ class ChangeResult:
     ok: bool
     uid: str | None = None
     error: str = ""
+    unrecorded: bool = False  # reached the target, but the state write failed
+    skipped: bool = False  # not attempted: an earlier state write failed
 
 
 @dataclass
@@ -41,6 +43,14 @@ class ApplyResult:
     @property
     def succeeded(self) -> list[ChangeResult]:
         return [r for r in self.results if r.ok]
+
+    @property
+    def unrecorded(self) -> list[ChangeResult]:
+        return [r for r in self.results if r.unrecorded]
+
+
+class _Unrecorded(Exception):
+    """A change reached the target and the state write that records it failed."""
 
 
 class _Recorder:
@@ -88,6 +98,21 @@ def apply_plan(
     known = known_values(secrets)
     results: list[ChangeResult] = []
     results_lock = threading.Lock()
+    stop = threading.Event()  # set once a state write failed: nothing more reaches the target
+    if any(c.action != NOOP for c in plan.actionable):
+        store.check_writable()  # #9.20: before the first change reaches the target
+
+    def put(record: Record, message: str) -> None:
+        try:
+            rec.put(record, message)
+        except (OSError, StateError) as exc:
+            raise _Unrecorded(str(exc)) from exc
+
+    def drop(key: Key, message: str) -> None:
+        try:
+            rec.drop(key, message)
+        except (OSError, StateError) as exc:
+            raise _Unrecorded(str(exc)) from exc
 
     def record_for(reg: Registry, uid: str, origin: str, old: Record | None) -> Record:
         return Record(
@@ -107,7 +132,7 @@ def apply_plan(
 
     def run(change: Change) -> ChangeResult:
         key = change.key
-        old = state.records.get(key)
+        old = state.records.get(change.renamed_from or key)
         values = present(secrets.get(key, {}))
         what = f"{change.action} {change.title}"
         if change.action == DELETE:
@@ -118,7 +143,7 @@ def apply_plan(
                 except NotFound:
                     pass
                 checkpoint("delete:after-target")
-            rec.drop(key, what)
+            drop(key, what)
             checkpoint("delete:after-state")
             return ChangeResult(change, True, change.uid)
         reg = change.registry
@@ -130,12 +155,14 @@ def apply_plan(
             except NotFound:
                 pass
             checkpoint("replace:after-delete")
-            rec.drop(key, f"replace {change.title}: deleted old")
+            drop(key, f"replace {change.title}: deleted old")
+            if change.renamed_from:
+                drop(change.renamed_from, f"replace {change.title}: deleted old")
         if change.action in (CREATE, REPLACE):
             checkpoint("create:before-target")
             uid = target.create(reg, values)
             checkpoint("create:after-target")
-            rec.put(record_for(reg, uid, "created", old), what)
+            put(record_for(reg, uid, "created", old), what)
             checkpoint("create:after-state")
             return ChangeResult(change, True, uid)
         uid = str(change.uid)
@@ -143,23 +170,37 @@ def apply_plan(
             checkpoint("adopt:before-target")
             target.update(uid, reg, values)
             checkpoint("adopt:after-target")
-            rec.put(record_for(reg, uid, "adopted", old), what)
+            put(record_for(reg, uid, "adopted", old), what)
             return ChangeResult(change, True, uid)
         if change.action == UPDATE:
             if not change.state_only:
                 checkpoint("update:before-target")
                 target.update(uid, reg, values)
                 checkpoint("update:after-target")
-            rec.put(record_for(reg, uid, old.origin if old else "created", old), what)
+            if change.renamed_from:
+                # the old name's record goes first: a crash in between leaves no record, which
+                # the next plan repairs by adoption; two records of one uid would be corrupt
+                drop(change.renamed_from, f"{what}: renamed from {change.renamed_from[2]}")
+            put(record_for(reg, uid, old.origin if old else "created", old), what)
             checkpoint("update:after-state")
             return ChangeResult(change, True, uid)
         raise AssertionError(f"unexpected action {change.action}")
 
     def guarded(change: Change) -> ChangeResult:
-        try:
-            result = run(change)
-        except TargetError as exc:
-            result = ChangeResult(change, False, change.uid, redact(str(exc), known))
+        if stop.is_set():
+            result = ChangeResult(change, False, change.uid, "not attempted: the state cannot be written",
+                                  skipped=True)
+        else:
+            try:
+                result = run(change)
+            except TargetError as exc:
+                result = ChangeResult(change, False, change.uid, redact(str(exc), known))
+            except _Unrecorded as exc:
+                stop.set()
+                touched = not (change.state_only or (change.action == DELETE and change.gone))
+                what = ("reached the target but is NOT recorded in the state" if touched
+                        else "not recorded in the state (nothing was sent to the target)")
+                result = ChangeResult(change, False, change.uid, redact(f"{what}: {exc}", known), unrecorded=touched)
         with results_lock:
             results.append(result)
         if on_result:

@@ -43,6 +43,8 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-deletions", type=click.IntRange(min=0), default=None,
                      help="Refuse a plan with more deletions than this (default: Settings or 5)."),
         click.option("--allow-empty", is_flag=True, default=None, help="Allow a plan that deletes every managed registry."),
+        click.option("--allow-in-use", is_flag=True, default=None,
+                     help="Let through deletes and replaces of registries that cluster profiles use."),
         click.option("--lock-timeout", type=click.FloatRange(min=0), default=None,
                      help="Seconds to wait for the state lock (default: fail at once)."),
         click.option("--endpoint", default=None, help="Palette API endpoint (default https://api.spectrocloud.com or $PALETTE_ENDPOINT)."),
@@ -62,7 +64,8 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _COMMON = ("root", "ref", "target", "state", "profile", "fmt", "max_deletions", "allow_empty", "lock_timeout",
-           "endpoint", "project_uid", "ca_file", "rate_limit", "burst", "local_db", "verbose", "quiet")
+           "endpoint", "project_uid", "ca_file", "rate_limit", "burst", "local_db", "verbose", "quiet",
+           "allow_in_use")
 
 
 def _options(ctx: click.Context, kwargs: dict[str, Any]) -> Options:

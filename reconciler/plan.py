@@ -7,9 +7,9 @@ real run would refuse.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from reconciler.model import (
     Key,
@@ -25,6 +25,9 @@ from reconciler.model import (
     target_spec,
 )
 from reconciler.state.base import State
+
+if TYPE_CHECKING:
+    from reconciler.targets.base import ProfileRef
 
 CREATE, UPDATE, REPLACE, DELETE, ADOPT, NOOP = "create", "update", "replace", "delete", "adopt", "noop"
 SYMBOLS = {CREATE: "+", UPDATE: "~", REPLACE: "-/+", DELETE: "-", ADOPT: "=", NOOP: " "}
@@ -51,6 +54,7 @@ class Change:
     blocked: str = ""  # non-empty: shown, never executed
     state_only: bool = False  # e.g. protect flag changed: nothing to send to the target
     gone: bool = False  # delete of a registry already gone from the target
+    renamed_from: Key | None = None  # update of a registry renamed on the target: the record moves here
 
     @property
     def kind(self) -> str:
@@ -73,11 +77,17 @@ class Change:
         return key_str(self.key)
 
 
+NO_PROFILES_NOTE = "no cluster profiles known on this target: deletes and replaces were not checked for use"
+
+
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
     refusals: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    # None: no delete or replace, nothing to look up; False: the target cannot tell (local)
+    profiles_known: bool | None = None
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -111,6 +121,11 @@ class PlanOptions:
     max_deletions: int = 5
     allow_empty: bool = False
     inputs_failed: bool = False  # some file failed to load or validate: no deletions at all
+    # #10.2 impact analysis: what Target.references() answered for impact_uids(plan)
+    # (None: the target cannot tell); only looked at when in_use_checked
+    in_use_checked: bool = False
+    in_use: Mapping[str, Sequence[ProfileRef]] | None = None
+    allow_in_use: bool = False
 
 
 @dataclass
@@ -161,14 +176,19 @@ def _observable_view(desired: Mapping[str, Any], observed: Mapping[str, Any]) ->
 
 
 def _immutable_change(kind: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """Why ``old`` cannot become ``new`` in place ("" when it can); the plan then replaces.
+
+    Follows terraform-provider-spectrocloud ``resourceRegistryOciEcr``: ``type`` (basic|ecr)
+    is ForceNew, while basic <-> noAuth (``credentials.credential_type``) is a PUT on the same
+    basic registry (``toRegistryBasic``). ``resourceRegistryEcrUpdate`` refuses sync on -> off
+    and Spectro's docs call the OCI synchronization toggle immutable, so both directions are
+    replaces (#10.3)."""
     old_auth = (old.get("auth") or {}).get("type")
     new_auth = (new.get("auth") or {}).get("type")
     if old_auth and new_auth and old_auth != new_auth and (old_auth == "ecr" or new_auth == "ecr"):
         return f"auth type {old_auth} -> {new_auth} cannot change in place"
-    if old_auth and new_auth and old_auth != new_auth and kind == "OciRegistry":
-        return f"auth type {old_auth} -> {new_auth} cannot change in place"
-    if kind == "OciRegistry" and old.get("sync") is True and new.get("sync") is False:
-        return "sync cannot be turned off in place"
+    if kind == "OciRegistry" and "sync" in old and "sync" in new and bool(old["sync"]) != bool(new["sync"]):
+        return f"sync cannot be turned {'on' if new['sync'] else 'off'} in place"
     return ""
 
 
@@ -194,6 +214,8 @@ def make_plan(
     observed_list = list(observed)
     by_uid = {o.uid: o for o in observed_list}
     by_key = {o.key: o for o in observed_list}
+    recorded_as: dict[str, Key] = {rec.uid: k for k, rec in state.records.items()}  # uids are unique (State)
+    renamed: set[Key] = set()  # recorded keys whose registry was renamed on the target and in the file
     changes: list[Change] = []
     warnings: list[str] = []
 
@@ -201,33 +223,63 @@ def make_plan(
         reg = desired_by_key[key]
         rec = state.records.get(key)
         obs_same_name = by_key.get(key)
+        renamed_from: Key | None = None
         if obs_same_name is not None and obs_same_name.builtin:
             changes.append(
                 Change(CREATE, key, registry=reg, blocked=f"{key_str(key)} is a built-in default registry; it is read-only")
             )
             continue
+        if rec is not None and rec.uid not in by_uid and obs_same_name is not None:
+            # #9.41: the recorded uid is gone but a registry of this name exists: repair the
+            # record by adopting it (the stale uid would otherwise stay recorded for ever)
+            holder = recorded_as.get(obs_same_name.uid)
+            if holder is not None and holder != key:
+                changes.append(Change(ADOPT, key, uid=obs_same_name.uid, registry=reg, blocked=(
+                    f"recorded uid {rec.uid} is gone and the registry of this name (uid {obs_same_name.uid}) "
+                    f"is recorded as {key_str(holder)}; resolve by hand")))
+                continue
+            changes.append(_adopt(reg, obs_same_name, reason=(
+                f"recorded uid {rec.uid} is gone from the target; adopting the registry of this name "
+                f"(uid {obs_same_name.uid})")))
+            continue
         if rec is None:
             if obs_same_name is not None:
-                fields = _field_diff(obs_same_name.spec, _observable_view(reg.spec, obs_same_name.spec), only_old_keys=True)
-                fields += [FieldChange(p, "(unknown)", "(sensitive)", True) for p, _ in iter_secret_refs(reg.spec)]
-                changes.append(
-                    Change(ADOPT, key, uid=obs_same_name.uid, fields=tuple(fields), registry=reg,
-                           reason="exists on the target with this name; adopted and brought to the desired spec")
-                )
+                holder = recorded_as.get(obs_same_name.uid)
+                if holder is None:
+                    changes.append(_adopt(reg, obs_same_name))
+                    continue
+                # #9.1: the uid is recorded under another name: renamed on the target
+                if holder in desired_by_key or holder[:2] != key[:2]:
+                    changes.append(Change(ADOPT, key, uid=obs_same_name.uid, registry=reg, blocked=(
+                        f"uid {obs_same_name.uid} is recorded as {key_str(holder)}, which is still declared; "
+                        "one registry cannot be managed under two names")))
+                    continue
+                # renamed on the target, then in the file: the same registry, updated in place
+                # (the PUT carries the name the target already has); never a delete of its uid
+                rec = state.records[holder]
+                renamed_from = holder
+                renamed.add(holder)
             else:
                 created = tuple(
                     FieldChange(f.path, None, f.new, f.sensitive)
                     for f in _field_diff({}, target_spec(reg.spec), only_old_keys=False)
                 )
                 changes.append(Change(CREATE, key, registry=reg, fields=created))
-            continue
+                continue
 
         obs = by_uid.get(rec.uid)
         if obs is None:
-            obs = obs_same_name
-            if obs is None:
-                changes.append(Change(CREATE, key, registry=reg, reason="recorded but missing on the target"))
-                continue
+            changes.append(Change(CREATE, key, registry=reg, reason="recorded but missing on the target"))
+            continue
+        if renamed_from is None and obs.name != reg.name:
+            # renamed on the target only. Spectro's provider never renames in place (name is
+            # ForceNew in terraform-provider-spectrocloud resourceRegistryOciEcr and
+            # resourceRegistryHelm), so neither do we.
+            changes.append(Change(UPDATE, key, uid=obs.uid, registry=reg,
+                                  fields=(FieldChange("metadata.name", obs.name, reg.name),), blocked=(
+                f"renamed on the target to {obs.name!r} (uid {obs.uid}); a registry is not renamed in place: "
+                f"rename it in the file to {obs.name!r} (the record follows) or back on the target")))
+            continue
         old_spec = rec.spec if rec.spec is not None else {}
         new_spec = target_spec(reg.spec)
         fp_changed = fingerprint(reg.spec) != rec.fingerprint
@@ -259,48 +311,73 @@ def make_plan(
             if not fields:
                 state_only = True
             fields.append(FieldChange("metadata.protect", rec.protect, reg.protect))
+        if renamed_from is not None:
+            state_only = not fields  # the target already has the new name: nothing to send
+            fields.insert(0, FieldChange("metadata.name", renamed_from[2], reg.name))
+            reason = "; ".join(x for x in (
+                f"renamed on the target from {renamed_from[2]!r}: same uid, the record follows", reason) if x)
         if not fields:
             changes.append(Change(NOOP, key, uid=obs.uid, registry=reg))
             continue
         if immutable:
             blocked = ""
-            if rec.protect and reg.protect:
-                blocked = f"protected: replacing deletes it first ({immutable}); set protect: false to allow"
+            if rec.protect:
+                # #9.5: protect: false in the same commit takes effect only once applied
+                blocked = (f"protected: replacing deletes it first ({immutable}); protect: true is recorded: "
+                           "apply protect: false (spec unchanged) first, then the replace")
             changes.append(
-                Change(REPLACE, key, uid=obs.uid, fields=tuple(fields), registry=reg, reason=immutable, blocked=blocked)
+                Change(REPLACE, key, uid=obs.uid, fields=tuple(fields), registry=reg, reason=immutable, blocked=blocked,
+                       renamed_from=renamed_from)
             )
         else:
             changes.append(
-                Change(UPDATE, key, uid=obs.uid, fields=tuple(fields), registry=reg, reason=reason, state_only=state_only)
+                Change(UPDATE, key, uid=obs.uid, fields=tuple(fields), registry=reg, reason=reason, state_only=state_only,
+                       renamed_from=renamed_from)
             )
 
     deletions: list[Change] = []
-    for key in sorted(set(state.records) - set(desired_by_key)):
+    for key in sorted(set(state.records) - set(desired_by_key) - renamed):
         rec = state.records[key]
         obs = by_uid.get(rec.uid)
-        if obs is None:
-            changes.append(Change(DELETE, key, uid=rec.uid, gone=True, reason="already gone from the target"))
-            continue
-        if obs.builtin:
+        if obs is not None and obs.builtin:
             changes.append(Change(DELETE, key, uid=rec.uid, blocked="built-in default registry; never deleted"))
             continue
+        gone = obs is None
         if rec.protect:
             changes.append(
-                Change(DELETE, key, uid=rec.uid,
-                       blocked="protect: true is recorded; apply a definition with protect: false first")
+                Change(DELETE, key, uid=rec.uid, gone=gone,
+                       blocked=("the target no longer lists it, but protect: true is recorded; the record is kept "
+                                "(check the target; apply a definition with protect: false to let it go)") if gone
+                       else "protect: true is recorded; apply a definition with protect: false first")
             )
             continue
         if options.inputs_failed:
             changes.append(
-                Change(DELETE, key, uid=rec.uid, blocked="some definitions failed to load or validate; deletions are off")
+                Change(DELETE, key, uid=rec.uid, gone=gone,
+                       blocked="some definitions failed to load or validate; deletions are off")
             )
             continue
-        deletions.append(Change(DELETE, key, uid=rec.uid))
-    changes.extend(deletions)
+        # #9.2: dropping a record the target no longer lists is a deletion too (an empty or
+        # wrong answer from the target must hit the same guards as a real delete)
+        deletions.append(Change(DELETE, key, uid=rec.uid, gone=gone,
+                                reason="already gone from the target" if gone else ""))
+
+    changes = _never_delete_kept(changes + deletions)
+    notes: list[str] = []
+    profiles_known: bool | None = None
+    if options.in_use_checked:
+        profiles_known = options.in_use is not None
+        if options.in_use is None:
+            notes.append(NO_PROFILES_NOTE)
+        else:
+            changes = [_guard_in_use(c, options.in_use, options.allow_in_use) for c in changes]
+            if options.allow_in_use and any("--allow-in-use" in c.reason for c in changes):
+                notes.append("--allow-in-use: changes to registries that cluster profiles use are let through")
+    deletions = [c for c in changes if c.action == DELETE and not c.blocked]
 
     refusals: list[str] = []
     live_deletions = len(deletions)
-    managed_left = len([k for k in state.records if k in desired_by_key])
+    managed_left = len([k for k in state.records if k in desired_by_key]) + len(renamed)
     if live_deletions and managed_left == 0 and not options.allow_empty:
         refusals.append(
             f"refusing to delete every managed registry ({live_deletions}); pass --allow-empty if this is intended"
@@ -309,4 +386,57 @@ def make_plan(
         refusals.append(
             f"refusing {live_deletions} deletions: more than --max-deletions {options.max_deletions}"
         )
-    return Plan(tuple(changes), tuple(refusals), tuple(warnings))
+    return Plan(tuple(changes), tuple(refusals), tuple(warnings), tuple(notes), profiles_known)
+
+
+def impact_uids(plan: Plan) -> list[str]:
+    """The uids a plan would delete from the target (deletes and replaces): those whose
+    users must be looked up before it may run."""
+    return sorted({str(c.uid) for c in plan.changes
+                   if c.uid and not c.blocked and (c.action == REPLACE or (c.action == DELETE and not c.gone))})
+
+
+def describe_refs(refs: Sequence[ProfileRef]) -> str:
+    parts = []
+    for r in sorted(refs, key=lambda r: (r.project or "", r.profile_name, r.profile_uid)):
+        where = f"project {r.project}" if r.project else "tenant"
+        parts.append(f"{r.profile_name} ({where}, {r.clusters} cluster{'' if r.clusters == 1 else 's'})")
+    return ", ".join(parts)
+
+
+def _guard_in_use(c: Change, in_use: Mapping[str, Sequence[ProfileRef]], allow: bool) -> Change:
+    """#10.2: a delete or replace of a registry that cluster profiles reference is blocked
+    as protect blocks it, naming them; --allow-in-use lets a reviewed change through."""
+    if c.blocked or not c.uid or not (c.action == REPLACE or (c.action == DELETE and not c.gone)):
+        return c
+    refs = in_use.get(c.uid) or ()
+    if not refs:
+        return c
+    what = "deleting" if c.action == DELETE else "replacing (new uid)"
+    users = f"used by cluster profile{'' if len(refs) == 1 else 's'} {describe_refs(refs)}"
+    if allow:
+        return replace(c, reason="; ".join(x for x in (c.reason, f"{users}; let through by --allow-in-use") if x))
+    return replace(c, blocked=f"{users}; {what} breaks them; pass --allow-in-use once reviewed")
+
+
+def _adopt(reg: Registry, obs: ObservedRegistry, reason: str = "") -> Change:
+    fields = _field_diff(obs.spec, _observable_view(reg.spec, obs.spec), only_old_keys=True)
+    fields += [FieldChange(p, "(unknown)", "(sensitive)", True) for p, _ in iter_secret_refs(reg.spec)]
+    return Change(ADOPT, reg.key, uid=obs.uid, fields=tuple(fields), registry=reg,
+                  reason=reason or "exists on the target with this name; adopted and brought to the desired spec")
+
+
+def _never_delete_kept(changes: list[Change]) -> list[Change]:
+    """#9.1: a plan never deletes (or replaces away) a uid that another change adopts, updates
+    or keeps; such a delete is blocked, whatever led to it."""
+    kept: dict[str, Key] = {}
+    for c in changes:
+        if c.action in (ADOPT, UPDATE, NOOP) and c.uid:
+            kept.setdefault(c.uid, c.key)
+    out = []
+    for c in changes:
+        other = kept.get(c.uid or "")
+        if c.action in (DELETE, REPLACE) and not c.blocked and other is not None and other != c.key:
+            c = replace(c, blocked=f"uid {c.uid} is also kept as {key_str(other)}; never deleted")
+        out.append(c)
+    return out

@@ -40,6 +40,10 @@ def change_line(c: Change) -> str:
     return head
 
 
+def replace_note(c: Change) -> str:
+    return f"new uid: deleted and created again; uid {c.uid} goes away (what references it breaks)"
+
+
 def render_plan_text(plan: Plan, out: TextIO, *, show_noop: bool = False) -> None:
     for c in plan.changes:
         if c.action == NOOP and not show_noop:
@@ -48,8 +52,12 @@ def render_plan_text(plan: Plan, out: TextIO, *, show_noop: bool = False) -> Non
         if not c.blocked:
             for f in c.fields:
                 out.write(f"    {field_line(f, c.action)}\n")
+            if c.action == "replace":
+                out.write(f"    {replace_note(c)}\n")
     for w in plan.warnings:
         out.write(f"warning: {w}\n")
+    for n in plan.notes:
+        out.write(f"note: {n}\n")
     for r in plan.refusals:
         out.write(f"refused: {r}\n")
     out.write(("Plan: " + plan.summary() if plan.has_changes else "No changes. " + plan.summary()) + "\n")
@@ -64,6 +72,8 @@ def change_json(c: Change) -> dict[str, Any]:
         "uid": c.uid,
         "reason": c.reason or None,
         "blocked": c.blocked or None,
+        "new_uid": c.action == "replace",  # a replace deletes the registry: whatever uses its uid breaks
+        "note": replace_note(c) if c.action == "replace" else None,
         "source": str(c.source) if c.source else None,
         "fields": [
             {"path": f.path, "old": f.old, "new": f.new, "sensitive": f.sensitive} for f in c.fields
@@ -79,6 +89,9 @@ def plan_json(plan: Plan, *, problems: Sequence[str] = (), extra: dict[str, Any]
         "changes": [change_json(c) for c in plan.changes if c.action != NOOP or c.blocked],
         "refusals": list(plan.refusals),
         "warnings": list(plan.warnings),
+        "notes": list(plan.notes),
+        # null: nothing deleted or replaced, not asked; false: the target knows no cluster profiles
+        "cluster_profiles_known": plan.profiles_known,
         "problems": list(problems),
     }
     if extra:

@@ -9,14 +9,14 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from reconciler import render
 from reconciler.errors import InputError, StateError
 from reconciler.model import Desired, Key, key_str
-from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan, PlanOptions, SecretValues, make_plan
+from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan, PlanOptions, SecretValues, impact_uids, make_plan
 from reconciler.secrets import known_values, present, resolve_all
 from reconciler.state.base import Record, State, StateStore
 from reconciler.targets.base import Target
@@ -38,6 +38,7 @@ class Options:
     fmt: str = "text"
     max_deletions: int | None = None
     allow_empty: bool = False
+    allow_in_use: bool = False
     lock_timeout: float = 0.0
     detailed_exitcode: bool = False
     endpoint: str | None = None
@@ -194,10 +195,12 @@ def _make_plan(
     _check_state_target(state, target, store)
     observed = target.list()
     values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ)
-    plan = make_plan(
-        desired.registries, state, observed, SecretValues(values),
-        PlanOptions(max_deletions=max_del, allow_empty=opts.allow_empty),
-    )
+    options = PlanOptions(max_deletions=max_del, allow_empty=opts.allow_empty, allow_in_use=opts.allow_in_use)
+    plan = make_plan(desired.registries, state, observed, SecretValues(values), options)
+    uids = impact_uids(plan)
+    if uids:  # #10.2: look up users only when something would be deleted or replaced
+        options = replace(options, in_use_checked=True, in_use=target.references(uids))
+        plan = make_plan(desired.registries, state, observed, SecretValues(values), options)
     return state, plan, values
 
 
@@ -299,6 +302,10 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
     elif opts.fmt == "markdown":
         _emit_plan(opts, out, plan)
     ok, failed = len(res.succeeded), len(res.failed)
+    if res.unrecorded or any(r.skipped for r in res.results):
+        titles = ", ".join(f"{r.change.action} {r.change.title}" for r in res.unrecorded) or "none"
+        err.write(f"state: {store.description} could not be written; the apply stopped. Reached the target "
+                  f"but not recorded: {titles}. The next plan finds them again (a created registry is adopted by name).\n")
     err.write(f"Apply: {ok} change(s) applied, {failed} failed\n")
     return EXIT_FAIL if failed else EXIT_OK
 

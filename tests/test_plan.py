@@ -69,7 +69,10 @@ def test_update_lists_changed_fields():
     "old_spec,new_spec,why",
     [
         ({**OCI}, {**OCI, "sync": False, "baseContentPath": "charts"}, "sync cannot be turned off"),
-        ({**OCI}, {**OCI, "auth": {"type": "noAuth"}}, "auth type basic -> noAuth"),
+        ({**OCI, "sync": False}, {**OCI}, "sync cannot be turned on"),
+        ({**OCI}, {**OCI, "auth": {"type": "ecr", "credentials": {"credentialType": "sts", "arn": "a", "externalId": "e"}},
+                   "endpoint": "1.dkr.ecr.us-east-1.amazonaws.com"}, "auth type basic -> ecr"),
+        ({**OCI, "auth": {"type": "ecr"}}, {**OCI}, "auth type ecr -> basic"),
     ],
 )
 def test_replace_on_immutable_change(old_spec, new_spec, why):
@@ -78,6 +81,16 @@ def test_replace_on_immutable_change(old_spec, new_spec, why):
     plan = make_plan([new], recorded(old), [observed(old)])
     (c,) = plan.changes
     assert c.action == "replace" and why in c.reason
+
+
+def test_oci_basic_to_noauth_is_an_update_not_a_replace():
+    # both are the basic flavour (v1BasicOciRegistry): Spectro's provider PUTs the new
+    # credential_type in place (terraform-provider-spectrocloud toRegistryBasic). This test
+    # used to expect a replace, which would have given the registry a new uid for nothing.
+    old = reg(kind="OciRegistry", spec=OCI)
+    new = reg(kind="OciRegistry", spec={**OCI, "auth": {"type": "noAuth"}})
+    (c,) = make_plan([new], recorded(old), [observed(old)]).changes
+    assert c.action == "update"
 
 
 def test_helm_sync_off_is_an_update_not_a_replace():
@@ -209,9 +222,13 @@ def test_protect_change_is_state_only_update():
 
 def test_protected_replace_is_blocked():
     old = reg("p", kind="OciRegistry", spec=OCI, protect=True)
-    new = reg("p", kind="OciRegistry", spec={**OCI, "auth": {"type": "noAuth"}}, protect=True)
+    new = reg("p", kind="OciRegistry", spec={**OCI, "sync": False}, protect=True)
     (c,) = make_plan([new], recorded(old), [observed(old)]).changes
     assert c.action == "replace" and c.blocked
+    # lifting protect in the same definition does not unblock it (#9.5)
+    new = reg("p", kind="OciRegistry", spec={**OCI, "sync": False}, protect=False)
+    (c,) = make_plan([new], recorded(old), [observed(old)]).changes
+    assert c.action == "replace" and "protect: true is recorded" in c.blocked
 
 
 def test_no_secret_value_in_plan():

@@ -19,7 +19,7 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.errors import StateError
-from reconciler.model import Key
+from reconciler.model import KINDS, SCOPES, Key
 
 STATE_VERSION = 1
 
@@ -86,11 +86,19 @@ class State:
             if not isinstance(registries, list):
                 raise ValueError("'registries' must be a list")
             records = {}
+            uids: dict[str, Record] = {}
             for i, raw in enumerate(registries):
                 rec = _record(raw, i)
                 if rec.key in records:
                     raise ValueError(f"registries[{i}]: {rec.kind}/{rec.name} (scope {rec.scope}) is recorded twice")
+                # #9.3: one uid under two records would make a plan delete a registry it keeps
+                # (or PUT one registry's spec onto another)
+                twin = uids.get(rec.uid)
+                if twin is not None:
+                    raise ValueError(f"registries[{i}]: uid {rec.uid!r} of {rec.kind}/{rec.name} is also recorded "
+                                     f"for {twin.kind}/{twin.name}")
                 records[rec.key] = rec
+                uids[rec.uid] = rec
             return cls(
                 lineage=data["lineage"],
                 serial=data["serial"],
@@ -140,6 +148,13 @@ def _record(raw: Any, i: int) -> Record:
         _check_field(raw, name, str, "a string", prefix=prefix, optional=True)
     for name in ("secret_hashes", "last_sync", "spec"):
         _check_field(raw, name, dict, "an object", prefix=prefix, optional=True)
+    if raw["kind"] not in KINDS:
+        raise ValueError(f"{prefix}'kind' must be one of {', '.join(KINDS)}, not {raw['kind']!r}")
+    if raw["scope"] not in SCOPES:
+        raise ValueError(f"{prefix}'scope' must be one of {', '.join(SCOPES)}, not {raw['scope']!r}")
+    if not raw["uid"] or not raw["name"]:
+        raise ValueError(f"{prefix}'uid' and 'name' must not be empty")
+    _check_spec(raw.get("spec"), prefix)
     if raw.get("origin", "created") not in ("created", "adopted"):
         raise ValueError(f"{prefix}'origin' must be created or adopted, not {raw['origin']!r}")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in (raw.get("secret_hashes") or {}).items()):
@@ -150,6 +165,23 @@ def _record(raw: Any, i: int) -> Record:
             raise ValueError(f"{prefix}'last_sync.{name}' must be a string")
     values = {k: v for k, v in raw.items() if not (v is None and k in ("protect", "origin", "secret_hashes"))}
     return Record(**values)
+
+
+def _check_spec(spec: dict[str, Any] | None, prefix: str) -> None:
+    """The recorded spec is diffed against the desired one: its nested blocks must be
+    objects (#9.18: a string ``auth`` crashed the planner once the definition changed)."""
+    if spec is None:
+        return
+    if not all(isinstance(k, str) for k in spec):
+        raise ValueError(f"{prefix}'spec' keys must be strings")
+    for name in ("auth", "tls"):
+        if name in spec and spec[name] is not None and not isinstance(spec[name], dict):
+            raise ValueError(f"{prefix}'spec.{name}' must be an object, not {type(spec[name]).__name__}")
+    auth = spec.get("auth") or {}
+    if "type" in auth and not isinstance(auth["type"], str):
+        raise ValueError(f"{prefix}'spec.auth.type' must be a string")
+    if "credentials" in auth and auth["credentials"] is not None and not isinstance(auth["credentials"], dict):
+        raise ValueError(f"{prefix}'spec.auth.credentials' must be an object")
 
 
 class StateStore(ABC):
@@ -167,6 +199,11 @@ class StateStore(ABC):
     @abstractmethod
     def read(self) -> State:
         """The current state, or a new empty one; ``StateError`` if corrupt or too new."""
+
+    def check_writable(self) -> None:  # noqa: B027 - optional probe; a store may know no cheaper check
+        """Raise ``StateError`` if a ``write`` is bound to fail (read-only directory, an
+        immutable file), without changing anything. Called before the first change reaches
+        the target, so a state that cannot record it stops the apply before it starts."""
 
     @abstractmethod
     def write(self, state: State, message: str = "") -> None:

@@ -48,6 +48,19 @@ class FileStateStore(StateStore):
             ) from exc
         return State.from_json(data, str(self.path))
 
+    def check_writable(self) -> None:
+        """A temp file can be made beside the state, and the state file itself can be
+        opened for writing (an immutable or read-only file fails here, unchanged)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".state-probe-", suffix=".tmp", dir=self.path.parent)
+            os.close(fd)
+            os.unlink(tmp)
+            if self.path.exists():
+                os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))
+        except OSError as exc:
+            raise StateError(f"{self.path}: state cannot be written ({exc.strerror}); nothing was changed") from exc
+
     def write(self, state: State, message: str = "") -> None:
         data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode() + b"\n"
         try:
