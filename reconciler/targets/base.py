@@ -52,6 +52,10 @@ class ProfileRef:
     clusters: int = 0  # clusters using the profile (``status.inUseClusters``)
 
 
+#: registry uid -> the profiles that reference it
+References = dict[str, list[ProfileRef]]
+
+
 class Target(ABC):
     """A place registries live. Methods raise ``reconciler.errors.TargetError`` subclasses."""
 
@@ -97,7 +101,7 @@ class Target(ABC):
     def delete(self, kind: str, uid: str) -> None:
         """Delete; ``NotFound`` if it is already gone."""
 
-    def references(self, uids: Collection[str]) -> dict[str, list[ProfileRef]] | None:
+    def references(self, uids: Collection[str]) -> References | None:
         """The cluster profiles that reference each of ``uids``; None when the target cannot tell.
 
         Called by the runner only when a plan holds a delete or a replace. The local target
