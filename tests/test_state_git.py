@@ -230,11 +230,58 @@ def test_no_remote_commits_to_the_local_branch_with_compare_and_swap(tmp_path: P
 
 
 def test_checked_out_state_branch_is_refused(tmp_path: Path) -> None:
+    # Refused when the store is opened, before any read or write (issue #9.28).
     work = make_work_repo(tmp_path / "work", None)
     git(work, "checkout", "--quiet", "-b", BRANCH)
-    store = GitBranchStateStore(work)
     with pytest.raises(StateError, match="checked out"):
-        store.write(bump(store, store.read(), "a"), "apply")
+        GitBranchStateStore(work)
+    assert git(work, "rev-parse", "HEAD") == git(work, "rev-parse", "main")
+
+
+def test_branch_checked_out_in_another_worktree_is_refused(tmp_path: Path) -> None:
+    work = make_work_repo(tmp_path / "work", None)
+    git(work, "worktree", "add", "--quiet", "-b", "ops", str(tmp_path / "other"))
+    with pytest.raises(StateError, match="checked out"):
+        GitBranchStateStore(work, branch="ops")
+
+
+@pytest.mark.parametrize("remote_head", ["trunk", None], ids=["origin-head", "unknown-head"])
+def test_default_branch_is_refused_as_state_branch(tmp_path: Path, remote_head: str | None) -> None:
+    origin = tmp_path / "origin.git"
+    work = make_work_repo(tmp_path / "work", origin)
+    git(work, "checkout", "--quiet", "-b", "feature")  # main is no longer checked out
+    if remote_head:
+        git(work, "push", "--quiet", "origin", "main:trunk")
+        git(work, "symbolic-ref", "refs/remotes/origin/HEAD", f"refs/remotes/origin/{remote_head}")
+        refused = ["trunk"]
+        GitBranchStateStore(work, branch="main")  # main is an ordinary branch here
+    else:
+        subprocess.run(["git", "symbolic-ref", "--delete", "refs/remotes/origin/HEAD"], cwd=work, check=False)
+        refused = ["main", "master"]
+    for branch in refused:
+        with pytest.raises(StateError, match="default branch"):
+            GitBranchStateStore(work, branch=branch)
+    tip = git(origin, "rev-parse", "refs/heads/main")
+    assert git(origin, "rev-parse", "refs/heads/main") == tip
+
+
+def test_state_git_main_through_the_cli_exits_1_and_commits_nothing(tmp_path: Path) -> None:
+    from tests.support.gitops_repo import registry_doc, run
+
+    origin = tmp_path / "origin.git"
+    work = make_work_repo(tmp_path / "work", origin)
+    (work / "registries.d" / "a.yaml").write_text(registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com"))
+    git(work, "commit", "--quiet", "-am", "a real definition")
+    git(work, "push", "--quiet", "origin", "main")
+    tip = git(origin, "rev-parse", "refs/heads/main")
+    res = run(work, "--state", "git:main")
+    assert res.returncode == 1, res.stderr
+    assert "checked out" in res.stderr and "Traceback" not in res.stderr
+    git(work, "checkout", "--quiet", "-b", "feature")
+    res = run(work, "--state", "git:main")
+    assert res.returncode == 1 and "default branch" in res.stderr, res.stderr
+    assert git(origin, "rev-parse", "refs/heads/main") == tip
+    assert git(work, "rev-parse", "main") == tip
 
 
 def test_not_a_repository(tmp_path: Path) -> None:

@@ -60,10 +60,49 @@ class GitBranchStateStore(StateStore):
             raise StateError(f"--state git:{branch}: empty document path")
         remotes = {r.name for r in self.repo.remotes}
         self.remote = remote if remote in remotes else None
+        self._refuse_work_branch()
         self._base: str | None = None  # commit our last read/write saw; None = no branch
         self._base_meta: tuple[str, int] | None = None  # (lineage, serial) of the branch's state
         self._have_read = False
         self.lock_path = Path(self.repo.common_dir) / "reconciler" / f"{branch.replace('/', '%')}.lock"
+
+    def _refuse_work_branch(self) -> None:
+        """State commits never go onto a branch people work on (issue #9.28): not a branch
+        checked out in any work tree of this repository, not the default branch (the
+        remote's HEAD, or main/master when that is unknown)."""
+        checked_out = set()
+        try:
+            listing = self.repo.git.execute(["git", "worktree", "list", "--porcelain"])
+        except git.GitCommandError:
+            listing = ""
+        for line in str(listing).splitlines():
+            if line.startswith("branch refs/heads/"):
+                checked_out.add(line.removeprefix("branch refs/heads/"))
+        if not self.repo.head.is_detached:
+            try:
+                checked_out.add(self.repo.head.ref.name)
+            except TypeError:
+                pass
+        if self.branch in checked_out:
+            raise StateError(
+                f"--state git:{self.branch}: {self.branch} is checked out in this repository; "
+                "the state needs a branch of its own that nobody works on (e.g. git:reconciler-state)"
+            )
+        default = None
+        if self.remote:
+            try:
+                head = self.repo.git.execute(
+                    ["git", "symbolic-ref", "--quiet", f"refs/remotes/{self.remote}/HEAD"]
+                )
+                default = str(head).strip().removeprefix(f"refs/remotes/{self.remote}/") or None
+            except git.GitCommandError:
+                default = None
+        defaults = {default} if default else {"main", "master"}
+        if self.branch in defaults:
+            raise StateError(
+                f"--state git:{self.branch}: {self.branch} is the repository's default branch; "
+                "the state needs a branch of its own that nobody works on (e.g. git:reconciler-state)"
+            )
 
     # -- identity -------------------------------------------------------------------------
 
