@@ -332,3 +332,38 @@ def test_race_between_two_appliers(tmp_path: Path, origin: Path, preexisting: bo
     assert serials == sorted(set(serials), reverse=True)
     assert [s for _, s in commits][:2] == ["apply bbbbbbb: 1 created", "apply aaaaaaa: 1 created"]
     assert len(commits) == (3 if preexisting else 2)
+
+
+def test_push_that_loses_a_race_on_the_server_is_the_documented_conflict(tmp_path: Path, origin: Path) -> None:
+    """Two pushes meet on the server: the loser's ref update fails under the ref lock
+    ("[remote rejected] (failed to update ref)", "cannot lock ref"). Issue #9.35: that is the
+    documented conflict message, not git's raw output."""
+    a = GitBranchStateStore(clone(tmp_path, origin, "a"))
+    a.write(bump(a, a.read(), "first"), "apply 1111111: 1 created")
+    b = GitBranchStateStore(clone(tmp_path, origin, "b"))
+    sb = b.read()
+    a.write(bump(a, a.read(), "from-a"), "apply aaaaaaa: 1 created")
+    winner = git(origin, "rev-parse", f"refs/heads/{BRANCH}")
+    git(origin, "update-ref", f"refs/heads/{BRANCH}", f"{winner}~1")  # b's push will look like a fast-forward
+    hook = origin / "hooks" / "update"
+    # The other push lands while ours is being received: the server then fails our ref update.
+    hook.write_text(f"#!/bin/sh\ngit update-ref refs/heads/{BRANCH} {winner}\n")
+    hook.chmod(0o755)
+    with pytest.raises(StateConflict) as info:
+        b.write(bump(b, sb, "from-b"), "apply bbbbbbb: 1 created")
+    assert str(info.value) == (
+        f"state branch moved; re-read and re-plan (git:{BRANCH} on origin changed since it was read; "
+        "nothing was overwritten)"
+    )
+    assert git(origin, "rev-parse", f"refs/heads/{BRANCH}") == winner
+
+
+def test_push_refused_by_the_server_names_the_reason_only(tmp_path: Path, origin: Path) -> None:
+    hook = origin / "hooks" / "update"
+    hook.write_text("#!/bin/sh\necho 'branch is protected' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    store = GitBranchStateStore(clone(tmp_path, origin, "work"))
+    with pytest.raises(StateError) as info:
+        store.write(bump(store, store.read(), "a"), "apply")
+    assert not isinstance(info.value, StateConflict)
+    assert str(info.value) == f"git:{BRANCH}: cannot push to origin: [remote rejected] (hook declined)"

@@ -284,12 +284,12 @@ class GitBranchStateStore(StateStore):
             )
         except git.GitCommandError as exc:
             text = f"{exc.stdout or ''}\n{_stderr(exc)}"
-            if any(w in text for w in ("[rejected]", "non-fast-forward", "fetch first", "stale info")):
+            if _lost_race(text):
                 raise StateConflict(
                     f"state branch moved; re-read and re-plan (git:{self.branch} on {self.remote} "
                     "changed since it was read; nothing was overwritten)"
                 ) from exc
-            raise StateError(f"git:{self.branch}: cannot push to {self.remote}: {_stderr(exc)}") from exc
+            raise StateError(f"git:{self.branch}: cannot push to {self.remote}: {_push_reason(exc)}") from exc
 
     def _update_local(self, new: str, parent: str | None) -> None:
         head = self.repo.head
@@ -305,6 +305,30 @@ class GitBranchStateStore(StateStore):
                 f"state branch moved; re-read and re-plan (git:{self.branch} changed since it was read; "
                 "nothing was overwritten)"
             ) from exc
+
+
+# What git says when another push moved the branch first: the client saw it ("[rejected]",
+# "fetch first", "non-fast-forward", "stale info"), or the two pushes met on the server and
+# the loser could not take the ref's lock ("[remote rejected] ... (failed to update ref)",
+# "cannot lock ref ... but expected ...", "incorrect old value provided").
+_RACE_MARKS = ("[rejected]", "non-fast-forward", "fetch first", "stale info", "failed to update ref",
+               "cannot lock ref", "incorrect old value", "but expected")
+
+
+def _lost_race(text: str) -> bool:
+    return any(mark in text for mark in _RACE_MARKS)
+
+
+def _push_reason(exc: git.GitCommandError) -> str:
+    """The server's reason from ``--porcelain`` output (``!<TAB>ref<TAB>[remote rejected] (why)``),
+    else git's last error line; never git's whole output."""
+    for line in str(exc.stdout or "").splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[0] == "!":
+            return parts[2].strip()
+    lines = [ln.strip() for ln in _stderr(exc).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
+    return (errors or lines or ["git push failed"])[0][:300]
 
 
 def _stderr(exc: git.GitCommandError) -> str:
