@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from reconciler.errors import StateConflict, StateError
+from reconciler.errors import StateConflict, StateError, StateLocked
 from reconciler.state.base import State, StateStore
 from reconciler.state.git import GitBranchStateStore, parse_state_url
 from tests.support.state_contract import StateStoreContract, make_record, with_record
@@ -91,6 +92,20 @@ class TestGitStoreWithRemote(StateStoreContract):
         assert isinstance(store, GitBranchStateStore)
         return show(self.origin(store), f"refs/heads/{BRANCH}:state.json")
 
+    def other_runner(self, store: StateStore) -> StateStore:
+        assert isinstance(store, GitBranchStateStore)
+        work = Path(store.repo.working_tree_dir)  # type: ignore[arg-type]
+        other = work.parent / "other-runner"
+        if not other.exists():
+            make_work_repo(other, self.origin(store))
+        return GitBranchStateStore(other)
+
+    def open_code(self, store: StateStore) -> str:
+        assert isinstance(store, GitBranchStateStore)
+        work = Path(store.repo.working_tree_dir).parent / "killed-runner"  # type: ignore[arg-type]
+        make_work_repo(work, self.origin(store))
+        return f"from reconciler.state.git import GitBranchStateStore\nstore = GitBranchStateStore({str(work)!r})"
+
 
 class TestGitStoreWithoutRemote(StateStoreContract):
     def make_store(self, tmp_path: Path) -> StateStore:
@@ -107,6 +122,11 @@ class TestGitStoreWithoutRemote(StateStoreContract):
     def raw(self, store: StateStore) -> str | None:
         assert isinstance(store, GitBranchStateStore)
         return show(Path(store.repo.working_tree_dir), f"refs/heads/{BRANCH}:state.json")  # type: ignore[arg-type]
+
+    def open_code(self, store: StateStore) -> str:
+        assert isinstance(store, GitBranchStateStore)
+        return (f"from reconciler.state.git import GitBranchStateStore\n"
+                f"store = GitBranchStateStore({store.repo.working_tree_dir!r})")
 
 
 # -- git-specific behaviour ----------------------------------------------------------------
@@ -367,3 +387,171 @@ def test_push_refused_by_the_server_names_the_reason_only(tmp_path: Path, origin
         store.write(bump(store, store.read(), "a"), "apply")
     assert not isinstance(info.value, StateConflict)
     assert str(info.value) == f"git:{BRANCH}: cannot push to origin: [remote rejected] (hook declined)"
+
+
+# -- the lease (issue #10.1) ---------------------------------------------------------------
+
+
+def lease_on(origin: Path) -> dict | None:
+    text = show(origin, f"refs/heads/{BRANCH}:state.json.lock")
+    return json.loads(text) if text else None
+
+
+@pytest.fixture
+def strict_origin(origin: Path) -> Path:
+    """The remote refuses every forced update: the lease must never need --force."""
+    git(origin, "config", "receive.denyNonFastForwards", "true")
+    git(origin, "config", "receive.denyDeletes", "true")
+    return origin
+
+
+def test_lease_is_pushed_names_its_holder_and_is_released(tmp_path: Path, strict_origin: Path, monkeypatch) -> None:
+    import os
+    import socket
+
+    for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    store = GitBranchStateStore(clone(tmp_path, strict_origin, "work"))
+    with store.lock():
+        lease = lease_on(strict_origin)
+        assert lease is not None
+        assert lease["holder"] == f"pid {os.getpid()} on {socket.gethostname()}"
+        assert lease["taken_at"] < lease["expires_at"]
+        state = store.read()
+        store.write(bump(store, state, "a"), "apply 1234567: 1 created")
+        assert lease_on(strict_origin) == lease  # a state write keeps the lease
+    assert lease_on(strict_origin) is None
+    assert GitBranchStateStore(clone(tmp_path, strict_origin, "check")).read().serial == 1
+    subjects = [s for _, s in history(strict_origin)]
+    assert subjects[0].startswith("unlock: ") and subjects[1] == "apply 1234567: 1 created"
+    assert subjects[2].startswith("lock: apply by pid ")
+
+
+def test_lease_holder_is_the_github_run_when_there_is_one(tmp_path: Path, origin: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.com")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/registries")
+    monkeypatch.setenv("GITHUB_RUN_ID", "4242")
+    store = GitBranchStateStore(clone(tmp_path, origin, "work"))
+    other = GitBranchStateStore(clone(tmp_path, origin, "other"))
+    with store.lock():
+        assert lease_on(origin)["holder"].startswith("https://github.com/acme/registries/actions/runs/4242 (pid ")
+        with pytest.raises(StateLocked) as info:
+            with other.lock(timeout=0):
+                pass
+    message = str(info.value)
+    assert "locked by https://github.com/acme/registries/actions/runs/4242" in message
+    assert "reconcile unlock " in message and "--lock-timeout" in message
+
+
+def test_lease_is_released_when_the_run_fails(tmp_path: Path, strict_origin: Path) -> None:
+    store = GitBranchStateStore(clone(tmp_path, strict_origin, "work"))
+    with pytest.raises(RuntimeError):
+        with store.lock():
+            raise RuntimeError("apply failed")
+    assert lease_on(strict_origin) is None
+
+
+def test_expired_lease_is_taken_over_with_a_message(tmp_path: Path, origin: Path, monkeypatch) -> None:
+    from reconciler.state.lease import Lease
+
+    dead = Lease.new("apply", 60, now=time.time() - 3600)
+    commit_doc(origin, BRANCH, {"state.json.lock": json.dumps(dead.to_json())})
+    notes: list[str] = []
+    store = GitBranchStateStore(clone(tmp_path, origin, "work"), notify=notes.append)
+    with store.lock(timeout=0):
+        assert lease_on(origin)["id"] != dead.id
+    assert any("taking over the expired lock" in n and dead.id in n for n in notes), notes
+
+
+def test_unlock_releases_only_the_named_lease(tmp_path: Path, strict_origin: Path) -> None:
+    from reconciler.state.lease import Lease
+
+    stuck = Lease.new("apply", 3600)
+    commit_doc(strict_origin, BRANCH, {"state.json.lock": json.dumps(stuck.to_json())})
+    store = GitBranchStateStore(clone(tmp_path, strict_origin, "work"))
+    with pytest.raises(StateLocked, match=f"reconcile unlock {stuck.id}"):
+        with store.lock(timeout=0):
+            pass
+    with pytest.raises(StateError, match="not with lock id wrong-id"):
+        store.unlock("wrong-id")
+    assert lease_on(strict_origin)["id"] == stuck.id
+    assert "released the lock of" in store.unlock(stuck.id)
+    assert lease_on(strict_origin) is None
+    with pytest.raises(StateError, match="is not locked"):
+        store.unlock(stuck.id)
+    with store.lock(timeout=0):
+        pass
+
+
+def test_reconcile_unlock_cli(tmp_path: Path, origin: Path) -> None:
+    from reconciler.state.lease import Lease
+    from tests.support.gitops_repo import run
+
+    stuck = Lease.new("apply", 3600)
+    commit_doc(origin, BRANCH, {"state.json.lock": json.dumps(stuck.to_json())})
+    work = clone(tmp_path, origin, "work")
+    res = run(work, "unlock", "nope", "--state", f"git:{BRANCH}")
+    assert res.returncode == 1 and "not with lock id nope" in res.stderr and "Traceback" not in res.stderr
+    res = run(work, "unlock", stuck.id, "--state", f"git:{BRANCH}")
+    assert res.returncode == 0, res.stderr
+    assert f"git:{BRANCH}: released the lock of" in res.stdout
+    assert lease_on(origin) is None
+    res = run(work, "unlock", "x", "--state", str(tmp_path / "s.json"))
+    assert res.returncode == 1 and "nothing to release by hand" in res.stderr
+
+
+# -- continuity (issue #9.4) ---------------------------------------------------------------
+
+
+def test_branch_forced_back_to_an_older_serial_is_refused(tmp_path: Path, origin: Path) -> None:
+    work = clone(tmp_path, origin, "work")
+    store = GitBranchStateStore(work)
+    state = store.read()
+    for n in ("a", "b", "c"):
+        store.write(bump(store, state, n), f"apply {n}")
+    old = git(origin, "rev-parse", f"refs/heads/{BRANCH}~2")
+    git(origin, "update-ref", f"refs/heads/{BRANCH}", old)  # git push --force to an older commit
+    again = GitBranchStateStore(work)  # a later run in the same clone
+    with pytest.raises(StateError, match="older than the serial 3 this clone last saw"):
+        again.read()
+    with pytest.raises(StateError):
+        again.write(State(serial=9), "over it")
+    assert git(origin, "rev-parse", f"refs/heads/{BRANCH}") == old
+    # A user's own `git fetch` does not make the rollback acceptable.
+    git(work, "fetch", "--quiet", "origin")
+    with pytest.raises(StateError, match="force-pushed back"):
+        GitBranchStateStore(work).read()
+
+
+def test_replaced_branch_is_refused_while_the_target_holds_what_the_old_state_recorded(
+    tmp_path: Path, origin: Path
+) -> None:
+    work = clone(tmp_path, origin, "work")
+    store = GitBranchStateStore(work)
+    state = bump(store, store.read(), "precious")
+    state.records[("tenant", "OciRegistry", "precious")].protect = True
+    store.write(state, "apply: precious")
+    # Someone replaces the branch with a fresh state of another lineage at serial 0.
+    git(origin, "update-ref", "-d", f"refs/heads/{BRANCH}")
+    commit_doc(origin, BRANCH, {"state.json": json.dumps(State().to_json())}, "replaced")
+    again = GitBranchStateStore(work)
+    fresh = again.read()
+    assert fresh.lineage != state.lineage
+    with pytest.raises(StateError, match="another lineage") as info:
+        again.verify(fresh, {"uid-precious", "uid-unrelated"})
+    assert "OciRegistry/precious" in str(info.value)
+    with pytest.raises(StateError, match="check it against the target"):
+        again.write(bump(again, fresh, "x"), "apply")
+    # Deleting the branch is the same loss.
+    git(origin, "update-ref", "-d", f"refs/heads/{BRANCH}")
+    third = GitBranchStateStore(work)
+    with pytest.raises(StateError, match="no state"):
+        third.verify(third.read(), {"uid-precious"})
+    # When the target holds none of them, the new state is accepted and remembered.
+    commit_doc(origin, BRANCH, {"state.json": json.dumps(fresh.to_json())}, "replaced again")
+    fourth = GitBranchStateStore(work)
+    s4 = fourth.read()
+    fourth.verify(s4, {"uid-unrelated"})
+    fourth.write(bump(fourth, s4, "new"), "apply: new")
+    fifth = GitBranchStateStore(work)
+    fifth.verify(fifth.read(), {"uid-precious"})  # remembered: no longer "replaced"
