@@ -215,6 +215,18 @@ def import_(ctx: click.Context, names: tuple[str, ...], all_: bool, **kwargs: An
 
 
 @main.command()
+@click.argument("lock_id", metavar="ID")
+@common_options
+@click.pass_context
+@handle_errors
+def unlock(ctx: click.Context, lock_id: str, **kwargs: Any) -> int:
+    """Release the state lock with this id, left by a run that is gone (git:BRANCH state)."""
+    from reconciler.commands.unlock import run_unlock
+
+    return run_unlock(_options(ctx, kwargs), lock_id, sys.stdout)
+
+
+@main.command()
 @handle_errors
 def schema() -> int:
     """Print the JSON Schema of the definitions format."""

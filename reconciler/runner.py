@@ -194,6 +194,7 @@ def _make_plan(
     state = store.read()
     _check_state_target(state, target, store)
     observed = target.list()
+    store.verify(state, {o.uid for o in observed})  # a replaced state is refused here (issue #9.4)
     values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ)
     options = PlanOptions(max_deletions=max_del, allow_empty=opts.allow_empty, allow_in_use=opts.allow_in_use)
     plan = make_plan(desired.registries, state, observed, SecretValues(values), options)
@@ -379,6 +380,7 @@ def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err
         state = store.read()
         _check_state_target(state, target, store)
         observed = [o for o in target.list() if not o.builtin]
+        store.verify(state, {o.uid for o in observed})
         wanted = set(names)
         for name in sorted(wanted - {o.name for o in observed}):
             rows.append({"name": name, "kind": None, "scope": None, "uid": None, "result": "not found",

@@ -33,6 +33,10 @@ class TestFileStore(StateStoreContract):
         assert isinstance(store, FileStateStore)
         return store.path.read_text() if store.path.exists() else None
 
+    def open_code(self, store: StateStore) -> str:
+        assert isinstance(store, FileStateStore)
+        return f"from reconciler.state.file import FileStateStore\nstore = FileStateStore({str(store.path)!r})"
+
 
 def test_write_leaves_no_temp_files_and_is_valid_json(tmp_path: Path):
     store = FileStateStore(tmp_path / "state.json")

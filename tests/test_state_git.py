@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from reconciler.errors import StateConflict, StateError
+from reconciler.errors import StateConflict, StateError, StateLocked
 from reconciler.state.base import State, StateStore
 from reconciler.state.git import GitBranchStateStore, parse_state_url
 from tests.support.state_contract import StateStoreContract, make_record, with_record
@@ -91,6 +92,20 @@ class TestGitStoreWithRemote(StateStoreContract):
         assert isinstance(store, GitBranchStateStore)
         return show(self.origin(store), f"refs/heads/{BRANCH}:state.json")
 
+    def other_runner(self, store: StateStore) -> StateStore:
+        assert isinstance(store, GitBranchStateStore)
+        work = Path(store.repo.working_tree_dir)  # type: ignore[arg-type]
+        other = work.parent / "other-runner"
+        if not other.exists():
+            make_work_repo(other, self.origin(store))
+        return GitBranchStateStore(other)
+
+    def open_code(self, store: StateStore) -> str:
+        assert isinstance(store, GitBranchStateStore)
+        work = Path(store.repo.working_tree_dir).parent / "killed-runner"  # type: ignore[arg-type]
+        make_work_repo(work, self.origin(store))
+        return f"from reconciler.state.git import GitBranchStateStore\nstore = GitBranchStateStore({str(work)!r})"
+
 
 class TestGitStoreWithoutRemote(StateStoreContract):
     def make_store(self, tmp_path: Path) -> StateStore:
@@ -107,6 +122,11 @@ class TestGitStoreWithoutRemote(StateStoreContract):
     def raw(self, store: StateStore) -> str | None:
         assert isinstance(store, GitBranchStateStore)
         return show(Path(store.repo.working_tree_dir), f"refs/heads/{BRANCH}:state.json")  # type: ignore[arg-type]
+
+    def open_code(self, store: StateStore) -> str:
+        assert isinstance(store, GitBranchStateStore)
+        return (f"from reconciler.state.git import GitBranchStateStore\n"
+                f"store = GitBranchStateStore({store.repo.working_tree_dir!r})")
 
 
 # -- git-specific behaviour ----------------------------------------------------------------
@@ -230,11 +250,58 @@ def test_no_remote_commits_to_the_local_branch_with_compare_and_swap(tmp_path: P
 
 
 def test_checked_out_state_branch_is_refused(tmp_path: Path) -> None:
+    # Refused when the store is opened, before any read or write (issue #9.28).
     work = make_work_repo(tmp_path / "work", None)
     git(work, "checkout", "--quiet", "-b", BRANCH)
-    store = GitBranchStateStore(work)
     with pytest.raises(StateError, match="checked out"):
-        store.write(bump(store, store.read(), "a"), "apply")
+        GitBranchStateStore(work)
+    assert git(work, "rev-parse", "HEAD") == git(work, "rev-parse", "main")
+
+
+def test_branch_checked_out_in_another_worktree_is_refused(tmp_path: Path) -> None:
+    work = make_work_repo(tmp_path / "work", None)
+    git(work, "worktree", "add", "--quiet", "-b", "ops", str(tmp_path / "other"))
+    with pytest.raises(StateError, match="checked out"):
+        GitBranchStateStore(work, branch="ops")
+
+
+@pytest.mark.parametrize("remote_head", ["trunk", None], ids=["origin-head", "unknown-head"])
+def test_default_branch_is_refused_as_state_branch(tmp_path: Path, remote_head: str | None) -> None:
+    origin = tmp_path / "origin.git"
+    work = make_work_repo(tmp_path / "work", origin)
+    git(work, "checkout", "--quiet", "-b", "feature")  # main is no longer checked out
+    if remote_head:
+        git(work, "push", "--quiet", "origin", "main:trunk")
+        git(work, "symbolic-ref", "refs/remotes/origin/HEAD", f"refs/remotes/origin/{remote_head}")
+        refused = ["trunk"]
+        GitBranchStateStore(work, branch="main")  # main is an ordinary branch here
+    else:
+        subprocess.run(["git", "symbolic-ref", "--delete", "refs/remotes/origin/HEAD"], cwd=work, check=False)
+        refused = ["main", "master"]
+    for branch in refused:
+        with pytest.raises(StateError, match="default branch"):
+            GitBranchStateStore(work, branch=branch)
+    tip = git(origin, "rev-parse", "refs/heads/main")
+    assert git(origin, "rev-parse", "refs/heads/main") == tip
+
+
+def test_state_git_main_through_the_cli_exits_1_and_commits_nothing(tmp_path: Path) -> None:
+    from tests.support.gitops_repo import registry_doc, run
+
+    origin = tmp_path / "origin.git"
+    work = make_work_repo(tmp_path / "work", origin)
+    (work / "registries.d" / "a.yaml").write_text(registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com"))
+    git(work, "commit", "--quiet", "-am", "a real definition")
+    git(work, "push", "--quiet", "origin", "main")
+    tip = git(origin, "rev-parse", "refs/heads/main")
+    res = run(work, "--state", "git:main")
+    assert res.returncode == 1, res.stderr
+    assert "checked out" in res.stderr and "Traceback" not in res.stderr
+    git(work, "checkout", "--quiet", "-b", "feature")
+    res = run(work, "--state", "git:main")
+    assert res.returncode == 1 and "default branch" in res.stderr, res.stderr
+    assert git(origin, "rev-parse", "refs/heads/main") == tip
+    assert git(work, "rev-parse", "main") == tip
 
 
 def test_not_a_repository(tmp_path: Path) -> None:
@@ -285,3 +352,206 @@ def test_race_between_two_appliers(tmp_path: Path, origin: Path, preexisting: bo
     assert serials == sorted(set(serials), reverse=True)
     assert [s for _, s in commits][:2] == ["apply bbbbbbb: 1 created", "apply aaaaaaa: 1 created"]
     assert len(commits) == (3 if preexisting else 2)
+
+
+def test_push_that_loses_a_race_on_the_server_is_the_documented_conflict(tmp_path: Path, origin: Path) -> None:
+    """Two pushes meet on the server: the loser's ref update fails under the ref lock
+    ("[remote rejected] (failed to update ref)", "cannot lock ref"). Issue #9.35: that is the
+    documented conflict message, not git's raw output."""
+    a = GitBranchStateStore(clone(tmp_path, origin, "a"))
+    a.write(bump(a, a.read(), "first"), "apply 1111111: 1 created")
+    b = GitBranchStateStore(clone(tmp_path, origin, "b"))
+    sb = b.read()
+    a.write(bump(a, a.read(), "from-a"), "apply aaaaaaa: 1 created")
+    winner = git(origin, "rev-parse", f"refs/heads/{BRANCH}")
+    git(origin, "update-ref", f"refs/heads/{BRANCH}", f"{winner}~1")  # b's push will look like a fast-forward
+    hook = origin / "hooks" / "update"
+    # The other push lands while ours is being received: the server then fails our ref update.
+    hook.write_text(f"#!/bin/sh\ngit update-ref refs/heads/{BRANCH} {winner}\n")
+    hook.chmod(0o755)
+    with pytest.raises(StateConflict) as info:
+        b.write(bump(b, sb, "from-b"), "apply bbbbbbb: 1 created")
+    assert str(info.value) == (
+        f"state branch moved; re-read and re-plan (git:{BRANCH} on origin changed since it was read; "
+        "nothing was overwritten)"
+    )
+    assert git(origin, "rev-parse", f"refs/heads/{BRANCH}") == winner
+
+
+def test_push_refused_by_the_server_names_the_reason_only(tmp_path: Path, origin: Path) -> None:
+    hook = origin / "hooks" / "update"
+    hook.write_text("#!/bin/sh\necho 'branch is protected' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    store = GitBranchStateStore(clone(tmp_path, origin, "work"))
+    with pytest.raises(StateError) as info:
+        store.write(bump(store, store.read(), "a"), "apply")
+    assert not isinstance(info.value, StateConflict)
+    assert str(info.value) == f"git:{BRANCH}: cannot push to origin: [remote rejected] (hook declined)"
+
+
+# -- the lease (issue #10.1) ---------------------------------------------------------------
+
+
+def lease_on(origin: Path) -> dict | None:
+    text = show(origin, f"refs/heads/{BRANCH}:state.json.lock")
+    return json.loads(text) if text else None
+
+
+@pytest.fixture
+def strict_origin(origin: Path) -> Path:
+    """The remote refuses every forced update: the lease must never need --force."""
+    git(origin, "config", "receive.denyNonFastForwards", "true")
+    git(origin, "config", "receive.denyDeletes", "true")
+    return origin
+
+
+def test_lease_is_pushed_names_its_holder_and_is_released(tmp_path: Path, strict_origin: Path, monkeypatch) -> None:
+    import os
+    import socket
+
+    for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    store = GitBranchStateStore(clone(tmp_path, strict_origin, "work"))
+    with store.lock():
+        lease = lease_on(strict_origin)
+        assert lease is not None
+        assert lease["holder"] == f"pid {os.getpid()} on {socket.gethostname()}"
+        assert lease["taken_at"] < lease["expires_at"]
+        state = store.read()
+        store.write(bump(store, state, "a"), "apply 1234567: 1 created")
+        assert lease_on(strict_origin) == lease  # a state write keeps the lease
+    assert lease_on(strict_origin) is None
+    assert GitBranchStateStore(clone(tmp_path, strict_origin, "check")).read().serial == 1
+    subjects = [s for _, s in history(strict_origin)]
+    assert subjects[0].startswith("unlock: ") and subjects[1] == "apply 1234567: 1 created"
+    assert subjects[2].startswith("lock: apply by pid ")
+
+
+def test_lease_holder_is_the_github_run_when_there_is_one(tmp_path: Path, origin: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.com")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/registries")
+    monkeypatch.setenv("GITHUB_RUN_ID", "4242")
+    store = GitBranchStateStore(clone(tmp_path, origin, "work"))
+    other = GitBranchStateStore(clone(tmp_path, origin, "other"))
+    with store.lock():
+        assert lease_on(origin)["holder"].startswith("https://github.com/acme/registries/actions/runs/4242 (pid ")
+        with pytest.raises(StateLocked) as info:
+            with other.lock(timeout=0):
+                pass
+    message = str(info.value)
+    assert "locked by https://github.com/acme/registries/actions/runs/4242" in message
+    assert "reconcile unlock " in message and "--lock-timeout" in message
+
+
+def test_lease_is_released_when_the_run_fails(tmp_path: Path, strict_origin: Path) -> None:
+    store = GitBranchStateStore(clone(tmp_path, strict_origin, "work"))
+    with pytest.raises(RuntimeError):
+        with store.lock():
+            raise RuntimeError("apply failed")
+    assert lease_on(strict_origin) is None
+
+
+def test_expired_lease_is_taken_over_with_a_message(tmp_path: Path, origin: Path, monkeypatch) -> None:
+    from reconciler.state.lease import Lease
+
+    dead = Lease.new("apply", 60, now=time.time() - 3600)
+    commit_doc(origin, BRANCH, {"state.json.lock": json.dumps(dead.to_json())})
+    notes: list[str] = []
+    store = GitBranchStateStore(clone(tmp_path, origin, "work"), notify=notes.append)
+    with store.lock(timeout=0):
+        assert lease_on(origin)["id"] != dead.id
+    assert any("taking over the expired lock" in n and dead.id in n for n in notes), notes
+
+
+def test_unlock_releases_only_the_named_lease(tmp_path: Path, strict_origin: Path) -> None:
+    from reconciler.state.lease import Lease
+
+    stuck = Lease.new("apply", 3600)
+    commit_doc(strict_origin, BRANCH, {"state.json.lock": json.dumps(stuck.to_json())})
+    store = GitBranchStateStore(clone(tmp_path, strict_origin, "work"))
+    with pytest.raises(StateLocked, match=f"reconcile unlock {stuck.id}"):
+        with store.lock(timeout=0):
+            pass
+    with pytest.raises(StateError, match="not with lock id wrong-id"):
+        store.unlock("wrong-id")
+    assert lease_on(strict_origin)["id"] == stuck.id
+    assert "released the lock of" in store.unlock(stuck.id)
+    assert lease_on(strict_origin) is None
+    with pytest.raises(StateError, match="is not locked"):
+        store.unlock(stuck.id)
+    with store.lock(timeout=0):
+        pass
+
+
+def test_reconcile_unlock_cli(tmp_path: Path, origin: Path) -> None:
+    from reconciler.state.lease import Lease
+    from tests.support.gitops_repo import run
+
+    stuck = Lease.new("apply", 3600)
+    commit_doc(origin, BRANCH, {"state.json.lock": json.dumps(stuck.to_json())})
+    work = clone(tmp_path, origin, "work")
+    res = run(work, "unlock", "nope", "--state", f"git:{BRANCH}")
+    assert res.returncode == 1 and "not with lock id nope" in res.stderr and "Traceback" not in res.stderr
+    res = run(work, "unlock", stuck.id, "--state", f"git:{BRANCH}")
+    assert res.returncode == 0, res.stderr
+    assert f"git:{BRANCH}: released the lock of" in res.stdout
+    assert lease_on(origin) is None
+    res = run(work, "unlock", "x", "--state", str(tmp_path / "s.json"))
+    assert res.returncode == 1 and "nothing to release by hand" in res.stderr
+
+
+# -- continuity (issue #9.4) ---------------------------------------------------------------
+
+
+def test_branch_forced_back_to_an_older_serial_is_refused(tmp_path: Path, origin: Path) -> None:
+    work = clone(tmp_path, origin, "work")
+    store = GitBranchStateStore(work)
+    state = store.read()
+    for n in ("a", "b", "c"):
+        store.write(bump(store, state, n), f"apply {n}")
+    old = git(origin, "rev-parse", f"refs/heads/{BRANCH}~2")
+    git(origin, "update-ref", f"refs/heads/{BRANCH}", old)  # git push --force to an older commit
+    again = GitBranchStateStore(work)  # a later run in the same clone
+    with pytest.raises(StateError, match="older than the serial 3 this clone last saw"):
+        again.read()
+    with pytest.raises(StateError):
+        again.write(State(serial=9), "over it")
+    assert git(origin, "rev-parse", f"refs/heads/{BRANCH}") == old
+    # A user's own `git fetch` does not make the rollback acceptable.
+    git(work, "fetch", "--quiet", "origin")
+    with pytest.raises(StateError, match="force-pushed back"):
+        GitBranchStateStore(work).read()
+
+
+def test_replaced_branch_is_refused_while_the_target_holds_what_the_old_state_recorded(
+    tmp_path: Path, origin: Path
+) -> None:
+    work = clone(tmp_path, origin, "work")
+    store = GitBranchStateStore(work)
+    state = bump(store, store.read(), "precious")
+    state.records[("tenant", "OciRegistry", "precious")].protect = True
+    store.write(state, "apply: precious")
+    # Someone replaces the branch with a fresh state of another lineage at serial 0.
+    git(origin, "update-ref", "-d", f"refs/heads/{BRANCH}")
+    commit_doc(origin, BRANCH, {"state.json": json.dumps(State().to_json())}, "replaced")
+    again = GitBranchStateStore(work)
+    fresh = again.read()
+    assert fresh.lineage != state.lineage
+    with pytest.raises(StateError, match="another lineage") as info:
+        again.verify(fresh, {"uid-precious", "uid-unrelated"})
+    assert "OciRegistry/precious" in str(info.value)
+    with pytest.raises(StateError, match="check it against the target"):
+        again.write(bump(again, fresh, "x"), "apply")
+    # Deleting the branch is the same loss.
+    git(origin, "update-ref", "-d", f"refs/heads/{BRANCH}")
+    third = GitBranchStateStore(work)
+    with pytest.raises(StateError, match="no state"):
+        third.verify(third.read(), {"uid-precious"})
+    # When the target holds none of them, the new state is accepted and remembered.
+    commit_doc(origin, BRANCH, {"state.json": json.dumps(fresh.to_json())}, "replaced again")
+    fourth = GitBranchStateStore(work)
+    s4 = fourth.read()
+    fourth.verify(s4, {"uid-unrelated"})
+    fourth.write(bump(fourth, s4, "new"), "apply: new")
+    fifth = GitBranchStateStore(work)
+    fifth.verify(fifth.read(), {"uid-precious"})  # remembered: no longer "replaced"

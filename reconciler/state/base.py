@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets as _secrets
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -185,7 +186,21 @@ def _check_spec(spec: dict[str, Any] | None, prefix: str) -> None:
 
 
 class StateStore(ABC):
-    """Where the recorded state lives. ``write`` is atomic; ``lock`` is exclusive."""
+    """Where the recorded state lives. ``write`` is atomic; ``lock`` is exclusive.
+
+    An apply records its changes through ``begin`` / ``record`` / ``finish``: ``record`` is
+    O(1) per change (the file store appends to a journal and fsyncs it; the git store
+    commits at most every few seconds), and ``finish`` writes the whole document once.
+
+    Continuity: while a store holds its lock, every read remembers the state's lineage and
+    serial, and a later read in the same run that finds another lineage or a lower serial
+    (the state was replaced or rolled back under us) is refused. Stores that can remember
+    across runs (the git store) refuse more, in ``read`` and in ``verify``.
+    """
+
+    # (lineage, serial) of the newest state read while this store held its lock.
+    _run_seen: tuple[str, int] | None = None
+    _locked: bool = False
 
     @property
     @abstractmethod
@@ -211,3 +226,59 @@ class StateStore(ABC):
         (the git store uses it as commit message: applied commit, plan counts).
 
         ``StateConflict`` if someone else wrote since our ``read`` (never overwrite)."""
+
+    def unlock(self, lock_id: str) -> str:
+        """Release a lock left by a run that is gone (``reconcile unlock ID``)."""
+        raise StateError(f"{self.description}: this state store has no lock to release by hand")
+
+    def verify(self, state: State, live_uids: Collection[str]) -> None:
+        """Called with the uids the target holds, after ``read`` and before any change."""
+
+    # -- recording an apply -----------------------------------------------------------------
+
+    def begin(self, state: State, message: str) -> None:
+        """Before the first change: the state can be written and changes can be recorded."""
+
+    def record(self, state: State, entry: dict[str, Any], message: str) -> None:
+        """``state`` already holds one more change, described by ``entry`` (``{"op": "put",
+        "record": {...}}`` or ``{"op": "drop", "key": [scope, kind, name]}``). Default: write."""
+        state.serial += 1
+        self.write(state, message)
+
+    def finish(self, state: State, message: str) -> None:
+        """After the last change: everything recorded is in the state document."""
+
+    # -- continuity --------------------------------------------------------------------------
+
+    def _remember(self, state: State | None, where: str) -> None:
+        """``state`` was read (None: no document) while holding the lock, or not."""
+        if not self._locked:
+            return
+        seen = self._run_seen
+        if seen is not None:
+            lineage, serial = seen
+            if state is None:
+                raise StateError(
+                    f"{where}: the state (lineage {lineage}, serial {serial}) this run read under its lock is gone; "
+                    "refusing to go on without it"
+                )
+            if state.lineage != lineage:
+                raise StateError(
+                    f"{where}: state lineage {state.lineage} is not the {lineage} this run read under its lock "
+                    "(the state was replaced); refusing to use it"
+                )
+            if state.serial < serial:
+                raise StateError(
+                    f"{where}: state serial {state.serial} is older than the {serial} this run read under its lock "
+                    "(the state was rolled back); refusing to use it"
+                )
+        if state is not None:
+            self._run_seen = (state.lineage, state.serial)
+
+
+def entry_put(record: Record) -> dict[str, Any]:
+    return {"op": "put", "record": asdict(record)}
+
+
+def entry_drop(key: Key) -> dict[str, Any]:
+    return {"op": "drop", "key": list(key)}

@@ -31,12 +31,23 @@ class FileStateStore(StateStore):
         if self.path.is_dir():
             raise StateError(f"{self.path}: is a directory, not a state file")
         with exclusive(self.lock_path, timeout, str(self.path), "another reconcile is running"):
-            yield
+            self._locked, self._run_seen = True, None
+            try:
+                yield
+            finally:
+                self._locked, self._run_seen = False, None
+
+    def unlock(self, lock_id: str) -> str:
+        raise StateError(
+            f"{self.path}: the file state's lock is a flock ({self.lock_path}); the kernel releases it when its "
+            "holder exits, even under kill -9, so there is nothing to release by hand"
+        )
 
     def read(self) -> State:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
+            self._remember(None, str(self.path))
             return State()
         except OSError as exc:
             raise StateError(f"{self.path}: cannot read state: {exc.strerror}") from exc
@@ -46,7 +57,9 @@ class FileStateStore(StateStore):
             raise StateError(
                 f"{self.path}: state is not valid JSON ({exc}); refusing to use or overwrite it"
             ) from exc
-        return State.from_json(data, str(self.path))
+        state = State.from_json(data, str(self.path))
+        self._remember(state, str(self.path))
+        return state
 
     def check_writable(self) -> None:
         """A temp file can be made beside the state, and the state file itself can be

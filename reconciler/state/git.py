@@ -1,15 +1,23 @@
 """State kept in a git branch (``--state git:BRANCH``), committed with gitpython.
 
-The branch holds one JSON document (``state.json``). Commits are built from low-level
-objects (blob, tree, commit) in the object database, so the user's work tree, index and
-HEAD are never touched. Every write is a compare-and-swap against the commit ``read``
-saw: with a remote, a plain (never forced) push that git rejects as non-fast-forward when
-someone else moved the branch; without a remote, ``git update-ref REF NEW OLD``. A lost
-race raises ``StateConflict``: re-read and re-plan, never overwrite.
+The branch holds one JSON document (``state.json``) and, while a run changes the target, a
+lease record beside it (``state.json.lock``, see ``lease.py``). Commits are built from
+low-level objects (blob, tree, commit) in the object database, so the user's work tree,
+index and HEAD are never touched. Every write is a compare-and-swap against the commit
+``read`` saw: with a remote, a plain (never forced) push that git rejects as
+non-fast-forward when someone else moved the branch; without a remote, ``git update-ref
+REF NEW OLD``. A lost race raises ``StateConflict``: re-read and re-plan, never overwrite.
 
-``lock`` is only a local lock (flock on a file in the git directory) that keeps two
-processes on one machine from interleaving; the branch's compare-and-swap is the real
-guard between machines (CI runners).
+``lock`` is the lease on the branch, taken and released with the same compare-and-swap,
+so it holds between machines (CI runners), plus a flock in the git directory that keeps two
+processes of one clone from interleaving their git calls.
+
+Continuity (issue #9.4): the clone remembers the last state it accepted in
+``refs/reconciler/seen/BRANCH`` (a ref ``git fetch`` does not move). A branch whose state
+went back to a lower serial of the same lineage is refused at ``read``; a state of another
+lineage (or a deleted branch) is refused at ``verify`` when the target still holds a
+registry that the remembered state recorded. A fresh clone has nothing remembered, so
+there only the in-run checks of ``StateStore`` apply.
 """
 
 from __future__ import annotations
@@ -17,25 +25,39 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+import sys
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import git
 from git.objects.fun import tree_entries_from_data, tree_to_stream
 from gitdb import IStream
 
-from reconciler.errors import StateConflict, StateError
+from reconciler.errors import StateConflict, StateError, StateLocked
 from reconciler.state.base import State, StateStore
+from reconciler.state.lease import Lease, lease_seconds
 from reconciler.state.lock import exclusive
 from reconciler.testhooks import checkpoint
 
-_POLL = 0.05
+_POLL = 0.5  # seconds between looks at a held lease
 _ZERO = "0" * 40
 _BLOB_MODE = 0o100644
 _TREE_MODE = 0o040000
 _FALLBACK_ACTOR = git.Actor("reconcile", "reconcile@users.noreply.github.com")
+_CAS_TRIES = 20
+# The apply commits its state at most this often (issue #11.1); a kill loses at most this
+# window of records, which the rerun recovers by adoption.
+COMMIT_INTERVAL = 10.0
+
+
+def _note(message: str) -> None:
+    sys.stderr.write(f"note: {message}\n")
+    sys.stderr.flush()
 
 
 class GitBranchStateStore(StateStore):
@@ -45,6 +67,9 @@ class GitBranchStateStore(StateStore):
         branch: str = "reconciler-state",
         remote: str = "origin",
         path: str = "state.json",
+        *,
+        notify: Callable[[str], None] = _note,
+        operation: str = "apply",
     ) -> None:
         try:
             self.repo = git.Repo(repo_dir, search_parent_directories=True)
@@ -58,12 +83,59 @@ class GitBranchStateStore(StateStore):
         self.path = path.strip("/")
         if not self.path:
             raise StateError(f"--state git:{branch}: empty document path")
+        self.lease_path = f"{self.path}.lock"
         remotes = {r.name for r in self.repo.remotes}
         self.remote = remote if remote in remotes else None
+        self._refuse_work_branch()
+        self.notify = notify
+        self.operation = operation
         self._base: str | None = None  # commit our last read/write saw; None = no branch
         self._base_meta: tuple[str, int] | None = None  # (lineage, serial) of the branch's state
         self._have_read = False
+        self._replaced: State | None = None  # the remembered state, when the branch holds another lineage
+        self._mutex = threading.RLock()  # the heartbeat and the main thread share the repo
+        self._lease: Lease | None = None
+        self._last_commit = 0.0
+        self._pending = 0
         self.lock_path = Path(self.repo.common_dir) / "reconciler" / f"{branch.replace('/', '%')}.lock"
+
+    def _refuse_work_branch(self) -> None:
+        """State commits never go onto a branch people work on (issue #9.28): not a branch
+        checked out in any work tree of this repository, not the default branch (the
+        remote's HEAD, or main/master when that is unknown)."""
+        checked_out = set()
+        try:
+            listing = self.repo.git.execute(["git", "worktree", "list", "--porcelain"])
+        except git.GitCommandError:
+            listing = ""
+        for line in str(listing).splitlines():
+            if line.startswith("branch refs/heads/"):
+                checked_out.add(line.removeprefix("branch refs/heads/"))
+        if not self.repo.head.is_detached:
+            try:
+                checked_out.add(self.repo.head.ref.name)
+            except TypeError:
+                pass
+        if self.branch in checked_out:
+            raise StateError(
+                f"--state git:{self.branch}: {self.branch} is checked out in this repository; "
+                "the state needs a branch of its own that nobody works on (e.g. git:reconciler-state)"
+            )
+        default = None
+        if self.remote:
+            try:
+                head = self.repo.git.execute(
+                    ["git", "symbolic-ref", "--quiet", f"refs/remotes/{self.remote}/HEAD"]
+                )
+                default = str(head).strip().removeprefix(f"refs/remotes/{self.remote}/") or None
+            except git.GitCommandError:
+                default = None
+        defaults = {default} if default else {"main", "master"}
+        if self.branch in defaults:
+            raise StateError(
+                f"--state git:{self.branch}: {self.branch} is the repository's default branch; "
+                "the state needs a branch of its own that nobody works on (e.g. git:reconciler-state)"
+            )
 
     # -- identity -------------------------------------------------------------------------
 
@@ -79,17 +151,15 @@ class GitBranchStateStore(StateStore):
         return f"refs/heads/{self.branch}"
 
     @property
+    def seen_ref(self) -> str:
+        """The last state this clone accepted (moved by reconcile only)."""
+        return f"refs/reconciler/seen/{self.branch}"
+
+    @property
     def base_commit(self) -> str | None:
         return self._base
 
-    # -- lock -----------------------------------------------------------------------------
-
-    @contextmanager
-    def lock(self, timeout: float = 0.0) -> Iterator[None]:
-        with exclusive(self.lock_path, timeout, f"git:{self.branch}", "another reconcile is running in this clone"):
-            yield
-
-    # -- read -----------------------------------------------------------------------------
+    # -- git plumbing ---------------------------------------------------------------------
 
     def _git(self, *args: str) -> str:
         try:
@@ -115,54 +185,250 @@ class GitBranchStateStore(StateStore):
                 f"git:{self.branch}: cannot fetch from {self.remote}: {text}"
             ) from exc
 
-    def _resolve(self) -> str | None:
+    def _tip(self) -> str | None:
+        if self.remote:
+            self._fetch()
+        return self._resolve()
+
+    def _resolve(self, ref: str | None = None) -> str | None:
         try:
             out = self.repo.git.execute(
-                ["git", "rev-parse", "--verify", "--quiet", f"{self.ref}^{{commit}}"]
+                ["git", "rev-parse", "--verify", "--quiet", f"{ref or self.ref}^{{commit}}"]
             )
         except git.GitCommandError:
             return None
         return str(out).strip() or None
 
-    def _document(self, commit: str) -> bytes | None:
+    def _blob(self, commit: str, path: str) -> bytes | None:
         tree = self.repo.commit(commit).tree
         try:
-            blob = tree / self.path
+            blob = tree / path
         except KeyError:
             return None
         if blob.type != "blob":
-            raise StateError(f"git:{self.branch}:{self.path} is not a file; refusing to use or overwrite it")
+            raise StateError(f"git:{self.branch}:{path} is not a file; refusing to use or overwrite it")
         return blob.data_stream.read()  # type: ignore[no-any-return]
 
-    def read(self) -> State:
-        self._have_read = False
-        self._base_meta = None
-        if self.remote:
-            self._fetch()
-        self._base = self._resolve()
-        where = f"git:{self.branch}:{self.path} at {self._base[:12] if self._base else '-'}"
-        raw = self._document(self._base) if self._base else None
+    def _document(self, commit: str) -> bytes | None:
+        return self._blob(commit, self.path)
+
+    def _parse(self, raw: bytes, where: str) -> State:
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StateError(f"{where}: state is not valid JSON ({exc}); refusing to use or overwrite it") from exc
+        return State.from_json(data, where)
+
+    def _remember_commit(self, commit: str | None) -> None:
+        if commit is not None:
+            self._git("update-ref", self.seen_ref, commit)
+
+    # -- lock (the lease) -------------------------------------------------------------------
+
+    def _lease_at(self, commit: str | None) -> Lease | None:
+        raw = self._blob(commit, self.lease_path) if commit else None
         if raw is None:
-            state = State()
-        else:
+            return None
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = None
+        return Lease.from_json(data, f"git:{self.branch}:{self.lease_path}")
+
+    def _commit_lease(self, parent: str | None, lease: Lease | None, message: str) -> str:
+        """Commit ``lease`` (None: no lease) on top of ``parent``, compare-and-swap."""
+        parent_tree = self.repo.commit(parent).tree.binsha if parent else None
+        blob = None
+        if lease is not None:
+            blob = self._store("blob", json.dumps(lease.to_json(), indent=1, sort_keys=True).encode() + b"\n")
+        tree = self._tree_with(parent_tree, self.lease_path.split("/"), blob)
+        new = self._commit(tree, parent, message)
+        self._publish(new, parent)
+        return new
+
+    @contextmanager
+    def lock(self, timeout: float = 0.0) -> Iterator[None]:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with exclusive(self.lock_path, timeout, f"git:{self.branch}", "another reconcile is running in this clone"):
+            lease = self._acquire(deadline)
+            stop = threading.Event()
+            beat = threading.Thread(target=self._heartbeat, args=(stop,), name="reconcile-lease", daemon=True)
+            self._locked, self._run_seen = True, None
+            beat.start()
             try:
-                data = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise StateError(f"{where}: state is not valid JSON ({exc}); refusing to use or overwrite it") from exc
-            state = State.from_json(data, where)
-            # Keep copies: the caller mutates the State it got back.
-            self._base_meta = (state.lineage, state.serial)
-        self._have_read = True
-        return state
+                yield
+            finally:
+                stop.set()
+                beat.join(timeout=60)
+                self._locked, self._run_seen = False, None
+                self._release(lease)
+
+    def _acquire(self, deadline: float) -> Lease:
+        seconds = lease_seconds()
+        told = False
+        for _ in range(100_000):  # bounded: each pass sleeps or makes progress
+            with self._mutex:
+                tip = self._tip()
+                current = self._lease_at(tip)
+                if current is None or current.expired():
+                    if current is not None:
+                        self.notify(f"git:{self.branch}: taking over the expired lock of {current.describe()}")
+                    mine = Lease.new(self.operation, seconds)
+                    try:
+                        self._commit_lease(tip, mine, f"lock: {self.operation} by {mine.holder}\n\nlock id {mine.id}")
+                    except StateConflict:
+                        continue  # someone moved the branch meanwhile: look again
+                    self._lease = mine
+                    return mine
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StateLocked(
+                    f"state git:{self.branch} is locked by {current.describe()}; wait for it, or pass "
+                    f"--lock-timeout SECONDS (if that run is gone: reconcile unlock {current.id})"
+                )
+            if not told:
+                self.notify(f"git:{self.branch} is locked by {current.describe()}; waiting up to {left:.0f} s")
+                told = True
+            time.sleep(min(_POLL, left))
+        raise StateLocked(f"state git:{self.branch}: could not take the lock")  # pragma: no cover
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        """Renew the lease while the run holds it, so only a dead holder's lease expires."""
+        seconds = lease_seconds()
+        while not stop.wait(seconds / 3):
+            with self._mutex:
+                lease = self._lease
+                if lease is None:
+                    return
+                try:
+                    tip = self._tip()
+                    current = self._lease_at(tip)
+                    if current is None or current.id != lease.id:
+                        self.notify(f"git:{self.branch}: the lock {lease.id} was released or taken over while this "
+                                    "run held it; the next state write will be refused")
+                        self._lease = None
+                        return
+                    renewed = lease.renewed(seconds)
+                    new = self._commit_lease(tip, renewed, f"lock renewed: {lease.holder}\n\nlock id {lease.id}")
+                    if self._base == tip or self._base is None:
+                        self._base = new
+                    self._lease = renewed
+                except StateError as exc:  # a lost race or an unreachable remote: try again later
+                    self.notify(f"git:{self.branch}: could not renew the lock ({exc})")
+
+    def _release(self, lease: Lease) -> None:
+        with self._mutex:
+            self._lease = None
+            for _ in range(_CAS_TRIES):
+                try:
+                    tip = self._tip()
+                    current = self._lease_at(tip)
+                    if current is None or current.id != lease.id:
+                        self.notify(f"git:{self.branch}: the lock {lease.id} was already released or taken over")
+                        return
+                    new = self._commit_lease(tip, None, f"unlock: {lease.holder}\n\nlock id {lease.id}")
+                    if self._base == tip:
+                        self._base = new
+                    return
+                except StateConflict:
+                    continue
+                except StateError as exc:
+                    break
+            self.notify(f"git:{self.branch}: could not release the lock {lease.id}; it expires at "
+                        f"{lease.expires_at}, or run: reconcile unlock {lease.id}")
+
+    def unlock(self, lock_id: str) -> str:
+        with self._mutex:
+            for _ in range(_CAS_TRIES):
+                tip = self._tip()
+                current = self._lease_at(tip)
+                if current is None:
+                    raise StateError(f"git:{self.branch} is not locked; nothing was changed")
+                if current.id != lock_id:
+                    raise StateError(
+                        f"git:{self.branch} is locked by {current.describe()}, not with lock id {lock_id}; "
+                        "nothing was changed"
+                    )
+                try:
+                    self._commit_lease(tip, None, f"unlock by hand: {current.holder}\n\nlock id {current.id}")
+                except StateConflict:
+                    continue
+                return f"released the lock of {current.describe()}"
+            raise StateConflict(f"git:{self.branch} kept moving; try again")
+
+    # -- read -----------------------------------------------------------------------------
+
+    def read(self) -> State:
+        with self._mutex:
+            self._have_read = False
+            self._base_meta = None
+            self._replaced = None
+            self._base = self._tip()
+            where = f"git:{self.branch}:{self.path} at {self._base[:12] if self._base else '-'}"
+            raw = self._document(self._base) if self._base else None
+            state = None if raw is None else self._parse(raw, where)
+            self._remember(state, f"git:{self.branch}")
+            self._continuity(state, where)
+            if state is None:
+                state = State()
+            else:
+                self._base_meta = (state.lineage, state.serial)
+            self._have_read = True
+            return state
+
+    def _continuity(self, state: State | None, where: str) -> None:
+        """Compare what the branch holds with the last state this clone accepted."""
+        seen = self._resolve(self.seen_ref)
+        if seen is None or seen == self._base:
+            self._remember_commit(self._base)
+            return
+        try:
+            raw = self._document(seen)
+            old = self._parse(raw, f"{self.seen_ref}") if raw is not None else None
+        except (StateError, ValueError):
+            old = None
+        if old is None:
+            self._remember_commit(self._base)
+            return
+        if state is not None and state.lineage == old.lineage:
+            if state.serial < old.serial:
+                raise StateError(
+                    f"{where}: state serial {state.serial} is older than the serial {old.serial} this clone last "
+                    f"saw on git:{self.branch} (was the branch force-pushed back?); refusing to use it, the newer "
+                    f"records would be lost. Restore the branch, or accept it: git update-ref -d {self.seen_ref}"
+                )
+            self._remember_commit(self._base)
+            return
+        self._replaced = old  # decided in verify, which knows the target
+
+    def verify(self, state: State, live_uids: Collection[str]) -> None:
+        old = self._replaced
+        if old is None:
+            return
+        live = set(live_uids)
+        held = sorted(f"{r.kind}/{r.name}" for r in old.records.values() if r.uid in live)
+        if held:
+            now = (f"a state of another lineage ({state.lineage}, serial {state.serial})"
+                   if self._base_meta is not None else "no state (the branch or document was deleted)")
+            more = f" and {len(held) - 5} more" if len(held) > 5 else ""
+            raise StateError(
+                f"git:{self.branch} now holds {now}, but the target still holds {len(held)} registr"
+                f"{'y' if len(held) == 1 else 'ies'} recorded by the state this clone last saw (lineage "
+                f"{old.lineage}, serial {old.serial}): {', '.join(held[:5])}{more}; refusing to use it "
+                f"(their records, protect among them, would be lost). Restore the branch, or accept it: "
+                f"git update-ref -d {self.seen_ref}"
+            )
+        self._replaced = None
+        self._remember_commit(self._base)
 
     # -- write ----------------------------------------------------------------------------
 
     def _store(self, kind: str, data: bytes) -> bytes:
         return self.repo.odb.store(IStream(kind, len(data), BytesIO(data))).binsha  # type: ignore[no-any-return]
 
-    def _tree_with(self, tree_sha: bytes | None, parts: list[str], blob: bytes) -> bytes:
-        """A tree equal to ``tree_sha`` (or empty) with ``parts`` set to ``blob``; other
-        entries (a README someone added to the branch) are kept."""
+    def _tree_with(self, tree_sha: bytes | None, parts: list[str], blob: bytes | None) -> bytes:
+        """A tree equal to ``tree_sha`` (or empty) with ``parts`` set to ``blob`` (None:
+        removed); other entries (a README someone added to the branch) are kept."""
         entries: list[tuple[bytes, int, str]] = []
         if tree_sha is not None:
             entries = list(tree_entries_from_data(self.repo.odb.stream(tree_sha).read()))
@@ -171,8 +437,9 @@ class GitBranchStateStore(StateStore):
         entries = [e for e in entries if e[2] != name]
         if rest:
             sub = existing[0] if existing is not None and existing[1] == _TREE_MODE else None
-            entries.append((self._tree_with(sub, rest, blob), _TREE_MODE, name))
-        else:
+            if blob is not None or sub is not None:
+                entries.append((self._tree_with(sub, rest, blob), _TREE_MODE, name))
+        elif blob is not None:
             entries.append((blob, _BLOB_MODE, name))
         # git sorts tree entries by name, with a tree sorting as if its name ended in "/".
         entries.sort(key=lambda e: e[2] + "/" if e[1] == _TREE_MODE else e[2])
@@ -193,6 +460,11 @@ class GitBranchStateStore(StateStore):
             raise StateError(
                 f"git:{self.branch}: write without a successful read; refusing to overwrite the branch"
             )
+        if self._replaced is not None:
+            raise StateError(
+                f"git:{self.branch} holds another state than the one this clone last saw; check it against the "
+                "target first (reconcile --dry-run)"
+            )
         if self._base_meta is None:
             return
         lineage, serial = self._base_meta
@@ -207,34 +479,64 @@ class GitBranchStateStore(StateStore):
                 f"{serial}; refusing to roll the state back"
             )
 
-    def write(self, state: State, message: str = "") -> None:
-        self._check(state)
-        data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode() + b"\n"
-        parent = self._base
-        parent_tree = self.repo.commit(parent).tree.binsha if parent else None
-        tree = self._tree_with(parent_tree, self.path.split("/"), self._store("blob", data))
+    def _commit(self, tree: bytes, parent: str | None, message: str) -> str:
         actor = self._actor()
-        text = (message or f"reconcile state serial {state.serial}").rstrip() + "\n"
-        if "serial" not in text:
-            text += f"\nserial {state.serial}, lineage {state.lineage}\n"
         commit = git.Commit.create_from_tree(
             self.repo,
             git.Tree(self.repo, tree),
-            text,
+            message.rstrip() + "\n",
             parent_commits=[self.repo.commit(parent)] if parent else [],
             head=False,
             author=actor,
             committer=actor,
         )
-        new = commit.hexsha
-        checkpoint("state-write:before-push")
+        return commit.hexsha
+
+    def _publish(self, new: str, parent: str | None) -> None:
+        """Move the branch from ``parent`` to ``new``, compare-and-swap."""
         if self.remote:
             self._push(new)
             self._git("update-ref", self.ref, new)
         else:
             self._update_local(new, parent)
-        self._base = new
-        self._base_meta = (state.lineage, state.serial)
+
+    def write(self, state: State, message: str = "") -> None:
+        with self._mutex:
+            self._check(state)
+            data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode() + b"\n"
+            parent = self._base
+            parent_tree = self.repo.commit(parent).tree.binsha if parent else None
+            tree = self._tree_with(parent_tree, self.path.split("/"), self._store("blob", data))
+            text = (message or f"reconcile state serial {state.serial}").rstrip() + "\n"
+            if "serial" not in text:
+                text += f"\nserial {state.serial}, lineage {state.lineage}\n"
+            new = self._commit(tree, parent, text)
+            checkpoint("state-write:before-push")
+            self._publish(new, parent)
+            self._base = new
+            self._base_meta = (state.lineage, state.serial)
+            self._remember_commit(new)
+            if self._locked:
+                self._run_seen = (state.lineage, state.serial)
+            self._last_commit = time.monotonic()
+            self._pending = 0
+
+    # -- recording an apply: one commit at the end, and at most every COMMIT_INTERVAL --------
+
+    def begin(self, state: State, message: str) -> None:
+        self._last_commit = time.monotonic()
+        self._pending = 0
+
+    def record(self, state: State, entry: dict[str, Any], message: str) -> None:
+        self._pending += 1
+        if time.monotonic() - self._last_commit >= COMMIT_INTERVAL:
+            state.serial += 1
+            self.write(state, message)
+
+    def finish(self, state: State, message: str) -> None:
+        if self._pending:
+            state.serial += 1
+            self.write(state, message)
 
     def _push(self, new: str) -> None:
         assert self.remote is not None
@@ -245,12 +547,12 @@ class GitBranchStateStore(StateStore):
             )
         except git.GitCommandError as exc:
             text = f"{exc.stdout or ''}\n{_stderr(exc)}"
-            if any(w in text for w in ("[rejected]", "non-fast-forward", "fetch first", "stale info")):
+            if _lost_race(text):
                 raise StateConflict(
                     f"state branch moved; re-read and re-plan (git:{self.branch} on {self.remote} "
                     "changed since it was read; nothing was overwritten)"
                 ) from exc
-            raise StateError(f"git:{self.branch}: cannot push to {self.remote}: {_stderr(exc)}") from exc
+            raise StateError(f"git:{self.branch}: cannot push to {self.remote}: {_push_reason(exc)}") from exc
 
     def _update_local(self, new: str, parent: str | None) -> None:
         head = self.repo.head
@@ -266,6 +568,30 @@ class GitBranchStateStore(StateStore):
                 f"state branch moved; re-read and re-plan (git:{self.branch} changed since it was read; "
                 "nothing was overwritten)"
             ) from exc
+
+
+# What git says when another push moved the branch first: the client saw it ("[rejected]",
+# "fetch first", "non-fast-forward", "stale info"), or the two pushes met on the server and
+# the loser could not take the ref's lock ("[remote rejected] ... (failed to update ref)",
+# "cannot lock ref ... but expected ...", "incorrect old value provided").
+_RACE_MARKS = ("[rejected]", "non-fast-forward", "fetch first", "stale info", "failed to update ref",
+               "cannot lock ref", "incorrect old value", "but expected")
+
+
+def _lost_race(text: str) -> bool:
+    return any(mark in text for mark in _RACE_MARKS)
+
+
+def _push_reason(exc: git.GitCommandError) -> str:
+    """The server's reason from ``--porcelain`` output (``!<TAB>ref<TAB>[remote rejected] (why)``),
+    else git's last error line; never git's whole output."""
+    for line in str(exc.stdout or "").splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[0] == "!":
+            return parts[2].strip()
+    lines = [ln.strip() for ln in _stderr(exc).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
+    return (errors or lines or ["git push failed"])[0][:300]
 
 
 def _stderr(exc: git.GitCommandError) -> str:

@@ -12,12 +12,21 @@ implement the three hooks::
             store.path.write_text(text)
         def raw(self, store):                     # the raw document as stored, or None
             return store.path.read_text() if store.path.exists() else None
+
+    and, for the lock tests, ``other_runner`` (a store as a second machine would open it: a
+    second clone) and ``open_code`` (Python source that opens the same store in another
+    process as ``store``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +73,12 @@ class StateStoreContract:
         raise NotImplementedError
 
     def raw(self, store: StateStore) -> str | None:
+        raise NotImplementedError
+
+    def other_runner(self, store: StateStore) -> StateStore:
+        return self.reopen(store)
+
+    def open_code(self, store: StateStore) -> str:
         raise NotImplementedError
 
     # -- fixtures -------------------------------------------------------------------------
@@ -169,3 +184,80 @@ class StateStoreContract:
                 raise RuntimeError("boom")
         with self.reopen(store).lock(timeout=0.2):
             pass
+
+    def test_lock_is_exclusive_between_runners(self, store: StateStore) -> None:
+        other = self.other_runner(store)
+        with store.lock():
+            t0 = time.monotonic()
+            with pytest.raises(StateLocked) as info:
+                with other.lock(timeout=0):
+                    pytest.fail("a second runner took the lock while the first holds it")
+            assert time.monotonic() - t0 < 5  # fails at once
+            assert f"pid {os.getpid()}" in str(info.value)  # names the holder
+        with other.lock(timeout=0):
+            pass
+
+    def test_lock_waits_for_the_holder_then_holds(self, store: StateStore) -> None:
+        other = self.other_runner(store)
+        held = threading.Event()
+        release = threading.Event()
+
+        def holder() -> None:
+            with store.lock():
+                held.set()
+                release.wait(30)
+
+        t = threading.Thread(target=holder)
+        t.start()
+        try:
+            assert held.wait(30)
+            threading.Timer(1.0, release.set).start()
+            t0 = time.monotonic()
+            with other.lock(timeout=30):
+                waited = time.monotonic() - t0
+                assert not t.is_alive() or release.is_set()
+        finally:
+            release.set()
+            t.join(30)
+        assert 0.8 <= waited < 30
+
+    def test_lock_of_a_killed_holder_is_recovered(self, store: StateStore, tmp_path: Path) -> None:
+        """SIGKILL: the file store's flock dies with the process; the git store's lease
+        expires (RECONCILER_LEASE_SECONDS=2) and is taken over."""
+        code = f"{self.open_code(store)}\nwith store.lock():\n    print('locked', flush=True)\n    time.sleep(600)\n"
+        env = dict(os.environ, RECONCILER_LEASE_SECONDS="2")
+        proc = subprocess.Popen([sys.executable, "-c", "import time\n" + code], stdout=subprocess.PIPE,
+                                text=True, env=env)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+            other = self.other_runner(store)
+            with pytest.raises(StateLocked):
+                with other.lock(timeout=0):
+                    pass
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            t0 = time.monotonic()
+            with other.lock(timeout=30):
+                assert time.monotonic() - t0 < 30
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+
+    def test_a_rollback_under_the_lock_is_refused(self, store: StateStore) -> None:
+        state = store.read()
+        state.serial = 5
+        with_record(state, make_record("alpha"))
+        store.write(state, "serial 5")
+        with store.lock():
+            assert store.read().serial == 5
+            older = State.from_json(json.loads(self.raw(store) or "{}"), "x")
+            older.serial = 3
+            older.records.clear()
+            self.plant(store, json.dumps(older.to_json()))
+            with pytest.raises(StateError, match="older than the 5 this run read under its lock"):
+                store.read()
+            foreign = State(serial=9)
+            self.plant(store, json.dumps(foreign.to_json()))
+            with pytest.raises(StateError, match="not the .* this run read under its lock"):
+                store.read()
