@@ -17,7 +17,7 @@ from reconciler import render
 from reconciler.errors import InputError, StateError
 from reconciler.model import Desired, Key, key_str
 from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan, PlanOptions, SecretValues, make_plan
-from reconciler.secrets import known_values, present, resolve_all
+from reconciler.secrets import known_values, present, resolve_all, state_key, warn_short_secrets
 from reconciler.state.base import Record, State, StateStore
 from reconciler.targets.base import Target
 
@@ -188,14 +188,16 @@ def _target(opts: Options, profile: str, err: TextIO) -> Iterator[Target]:
 
 
 def _make_plan(
-    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int
+    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int, dry_run: bool = False
 ) -> tuple[State, Plan, dict[Key, dict[str, str | None]]]:
     state = store.read()
     _check_state_target(state, target, store)
     observed = target.list()
-    values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ)
+    # a dry-run reads no secret file (values from the environment only, to show rotations)
+    values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ,
+                         roots=desired.settings.secret_roots, read_files=not dry_run)
     plan = make_plan(
-        desired.registries, state, observed, SecretValues(values),
+        desired.registries, state, observed, SecretValues(values, state_key(opts.environ)),
         PlanOptions(max_deletions=max_del, allow_empty=opts.allow_empty),
     )
     return state, plan, values
@@ -219,7 +221,8 @@ def _emit_plan(opts: Options, out: TextIO, plan: Plan, extra: dict[str, Any] | N
 
 def _dry_run(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: StateStore, target: Target,
              max_del: int, preflight: bool) -> int:
-    state, plan, values = _make_plan(opts, desired, store, target, max_del)
+    state, plan, values = _make_plan(opts, desired, store, target, max_del, dry_run=True)
+    warn_short_secrets(values, err)
     failures: list[str] = []
     if preflight:
         failures = run_preflight(opts, plan, target, values)
@@ -269,8 +272,10 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
         err.write("plan refused; nothing was changed\n")
         return EXIT_FAIL
     needed = [c.registry for c in plan.actionable if c.registry is not None and not c.state_only]
+    warn_short_secrets(values, err)
     if target.needs_secrets:
-        resolve_all(needed, base_dir=opts.root, required=True, environ=opts.environ)
+        resolve_all(needed, base_dir=opts.root, required=True, environ=opts.environ,
+                    roots=desired.settings.secret_roots)
     else:
         unset = sorted({f"{c.title}: {p}" for c in plan.actionable if c.registry is not None
                         for p, v in values.get(c.key, {}).items() if v is None})
@@ -291,7 +296,8 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
             out.write(f"{r.change.action} {r.change.title}: {status}\n")
             out.flush()
 
-    res = apply_plan(plan, target, store, state, values, commit=_commit_label(desired), on_result=report)
+    res = apply_plan(plan, target, store, state, values, commit=_commit_label(desired), on_result=report,
+                     state_key=state_key(opts.environ))
     if opts.fmt == "json":
         render.write_json(render.plan_json(plan, extra={"applied": [
             {"action": r.change.action, "kind": r.change.kind, "name": r.change.name, "scope": r.change.scope,
