@@ -91,6 +91,7 @@ def apply_plan(
     *,
     commit: str | None = None,
     on_result: Callable[[ChangeResult], None] | None = None,
+    state_key: str | None = None,
 ) -> ApplyResult:
     # e.g. "apply 3f2a1bc9d0e1: create HelmRegistry/x (plan: 2 to create, ...)"
     rec = _Recorder(store, state, target.identity, f"apply {(commit or 'uncommitted')[:12]}"
@@ -121,7 +122,7 @@ def apply_plan(
             name=reg.name,
             scope=reg.scope,
             fingerprint=fingerprint(reg.spec),
-            secret_hashes=secret_hashes(state.salt, reg, secrets.get(reg.key, {})),
+            secret_hashes=secret_hashes(state.salt, reg, secrets.get(reg.key, {}), state_key),
             protect=reg.protect,
             origin=origin,
             applied_commit=commit,

@@ -6,6 +6,11 @@ Messages never carry secret values: errors raised from target responses go throu
 
 from __future__ import annotations
 
+import json
+import re
+from functools import lru_cache
+from urllib.parse import quote, quote_plus
+
 
 class ReconcilerError(Exception):
     """Base of every error we expect; the CLI prints ``str(err)`` and exits 1."""
@@ -80,8 +85,33 @@ class ContentError(ReconcilerError):
     """Content sync or a preflight probe failed (unreachable, TLS, credentials, missing)."""
 
 
-def redact(text: str, secrets: list[str] | tuple[str, ...] | set[str]) -> str:
-    """Replace every known secret value in ``text`` by ``(sensitive)``."""
-    for value in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(value, "(sensitive)")
+# Values shorter than this are not searched for in free text: "a" or "pw" would turn every
+# message into "st(sensitive)te" soup, and no real credential is that short (resolution warns).
+MIN_REDACT_LEN = 4
+
+
+_PCT = re.compile(r"%[0-9A-F]{2}")
+
+
+@lru_cache(maxsize=4096)
+def _forms(value: str) -> frozenset[str]:
+    """Every form a value can take in a server's message: raw, JSON-escaped (ASCII or not),
+    URL-encoded (path, query, form)."""
+    forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+             quote(value, safe=""), quote(value), quote_plus(value), quote_plus(value, safe="/")}
+    forms |= {_PCT.sub(lambda m: m.group().lower(), f) for f in forms}  # some servers lower-case escapes
+    return frozenset(f for f in forms if len(f) >= MIN_REDACT_LEN)
+
+
+def redact(text: str, secrets: list[str] | tuple[str, ...] | set[str] | frozenset[str]) -> str:
+    """Replace every known secret value, in each of its forms, by ``(sensitive)``.
+
+    Call it on the full text, before collapsing whitespace or shortening: a cut or reflowed
+    value can no longer be found."""
+    forms: set[str] = set()
+    for s in secrets:
+        if s and len(s) >= MIN_REDACT_LEN:
+            forms |= _forms(s)
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "(sensitive)")
     return text

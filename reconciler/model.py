@@ -12,6 +12,7 @@ import hmac
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 KINDS = ("OciRegistry", "HelmRegistry", "PackRegistry")
@@ -74,6 +75,7 @@ class Settings:
     sync_interval_seconds: int = 24 * 3600
     max_deletions: int = 5
     source: Span | None = None
+    secret_roots: tuple[str, ...] = ()  # Settings.spec.secretRoots: where fromFile/caFile may read besides the repo
 
 
 @dataclass
@@ -119,10 +121,42 @@ def fingerprint(spec: Mapping[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
 
 
-def secret_hash(salt: str, path: str, value: str) -> str:
-    """Salted, keyed digest of a secret value; the value itself is never stored."""
-    mac = hmac.new(salt.encode(), f"{path}\0{value}".encode(), hashlib.sha256)
-    return "hmac-sha256:" + mac.hexdigest()
+# Without a key, a recorded hash is a password-guessing oracle for anyone who can read the
+# state (the salt sits beside it): scrypt makes each guess cost ~50 ms and 16 MiB (n=2**14,
+# r=8, p=1; 47 ms measured on the CI machine). With the key (RECONCILER_STATE_KEY, kept out
+# of the repository, e.g. an Actions secret) a guess needs the key: a cheap HMAC suffices.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+HASH_KEYED = "hmac-sha256-key:"
+HASH_SCRYPT = f"scrypt-n{SCRYPT_N}r{SCRYPT_R}p{SCRYPT_P}:"
+
+
+@lru_cache(maxsize=1024)  # a plan compares and apply records the same values: pay scrypt once
+def _scrypt(salt: str, path: str, value: str) -> str:
+    digest = hashlib.scrypt(value.encode(), salt=f"{salt}\0{path}".encode(), n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+                            maxmem=64 << 20, dklen=32)
+    return digest.hex()
+
+
+def secret_hash(salt: str, path: str, value: str, key: str | None = None) -> str:
+    """Salted digest of a secret value; the value itself is never stored.
+
+    Keyed (HMAC with a secret that is not in the repository) when ``key`` is given, else
+    scrypt. Older states hold ``hmac-sha256:`` (keyed by the salt alone): they no longer
+    match, so each secret is planned as an update once and recorded in the new form."""
+    if key:
+        mac = hmac.new(key.encode(), f"{salt}\0{path}\0{value}".encode(), hashlib.sha256)
+        return HASH_KEYED + mac.hexdigest()
+    return HASH_SCRYPT + _scrypt(salt, path, value)
+
+
+def secret_matches(recorded: str | None, salt: str, path: str, value: str, key: str | None = None) -> bool | None:
+    """Whether ``value`` is the recorded one; None when this run cannot tell (the state was
+    keyed and the key is not given, e.g. a dry-run without the Actions secret)."""
+    if recorded is None:
+        return False
+    if recorded.startswith(HASH_KEYED) and not key:
+        return None
+    return hmac.compare_digest(recorded, secret_hash(salt, path, value, key))
 
 
 def flatten(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

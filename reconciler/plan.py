@@ -22,6 +22,7 @@ from reconciler.model import (
     iter_secret_refs,
     key_str,
     secret_hash,
+    secret_matches,
     target_spec,
 )
 from reconciler.state.base import State
@@ -133,6 +134,7 @@ class SecretValues:
     """Resolved secret values per registry key: path -> value (None when unavailable)."""
 
     values: dict[Key, dict[str, str | None]] = field(default_factory=dict)
+    state_key: str | None = None  # RECONCILER_STATE_KEY: keys the recorded hashes (model.secret_hash)
 
     def for_key(self, key: Key) -> Mapping[str, str | None]:
         return self.values.get(key, {})
@@ -192,12 +194,13 @@ def _immutable_change(kind: str, old: Mapping[str, Any], new: Mapping[str, Any])
     return ""
 
 
-def secret_hashes(salt: str, registry: Registry, values: Mapping[str, str | None]) -> dict[str, str]:
+def secret_hashes(salt: str, registry: Registry, values: Mapping[str, str | None],
+                  key: str | None = None) -> dict[str, str]:
     out = {}
     for path, _ref in iter_secret_refs(registry.spec):
         value = values.get(path)
         if value is not None:
-            out[path] = secret_hash(salt, path, value)
+            out[path] = secret_hash(salt, path, value, key)
     return out
 
 
@@ -301,7 +304,7 @@ def make_plan(
         for path, _ref in iter_secret_refs(reg.spec):
             value = values.get(path)
             recorded = rec.secret_hashes.get(path)
-            if value is not None and recorded != secret_hash(state.salt, path, value):
+            if value is not None and secret_matches(recorded, state.salt, path, value, secrets.state_key) is False:
                 if not any(f.path == path for f in fields):
                     fields.append(FieldChange(path, "(sensitive)", "(sensitive)", True))
         if fp_changed and not fields:

@@ -17,7 +17,7 @@ from reconciler import render
 from reconciler.errors import InputError, StateError
 from reconciler.model import Desired, Key, key_str
 from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan, PlanOptions, SecretValues, impact_uids, make_plan
-from reconciler.secrets import known_values, present, resolve_all
+from reconciler.secrets import known_values, present, resolve_all, state_key, warn_short_secrets
 from reconciler.state.base import Record, State, StateStore
 from reconciler.targets.base import Target
 
@@ -189,19 +189,22 @@ def _target(opts: Options, profile: str, err: TextIO) -> Iterator[Target]:
 
 
 def _make_plan(
-    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int
+    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int, dry_run: bool = False
 ) -> tuple[State, Plan, dict[Key, dict[str, str | None]]]:
     state = store.read()
     _check_state_target(state, target, store)
     observed = target.list()
     store.verify(state, {o.uid for o in observed})  # a replaced state is refused here (issue #9.4)
-    values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ)
+    # a dry-run reads no secret file (values from the environment only, to show rotations)
+    values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ,
+                         roots=desired.settings.secret_roots, read_files=not dry_run)
+    secret_values = SecretValues(values, state_key(opts.environ))
     options = PlanOptions(max_deletions=max_del, allow_empty=opts.allow_empty, allow_in_use=opts.allow_in_use)
-    plan = make_plan(desired.registries, state, observed, SecretValues(values), options)
+    plan = make_plan(desired.registries, state, observed, secret_values, options)
     uids = impact_uids(plan)
     if uids:  # #10.2: look up users only when something would be deleted or replaced
         options = replace(options, in_use_checked=True, in_use=target.references(uids))
-        plan = make_plan(desired.registries, state, observed, SecretValues(values), options)
+        plan = make_plan(desired.registries, state, observed, secret_values, options)
     return state, plan, values
 
 
@@ -223,7 +226,8 @@ def _emit_plan(opts: Options, out: TextIO, plan: Plan, extra: dict[str, Any] | N
 
 def _dry_run(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: StateStore, target: Target,
              max_del: int, preflight: bool) -> int:
-    state, plan, values = _make_plan(opts, desired, store, target, max_del)
+    state, plan, values = _make_plan(opts, desired, store, target, max_del, dry_run=True)
+    warn_short_secrets(values, err)
     failures: list[str] = []
     if preflight:
         failures = run_preflight(opts, plan, target, values)
@@ -273,8 +277,10 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
         err.write("plan refused; nothing was changed\n")
         return EXIT_FAIL
     needed = [c.registry for c in plan.actionable if c.registry is not None and not c.state_only]
+    warn_short_secrets(values, err)
     if target.needs_secrets:
-        resolve_all(needed, base_dir=opts.root, required=True, environ=opts.environ)
+        resolve_all(needed, base_dir=opts.root, required=True, environ=opts.environ,
+                    roots=desired.settings.secret_roots)
     else:
         unset = sorted({f"{c.title}: {p}" for c in plan.actionable if c.registry is not None
                         for p, v in values.get(c.key, {}).items() if v is None})
@@ -295,7 +301,8 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
             out.write(f"{r.change.action} {r.change.title}: {status}\n")
             out.flush()
 
-    res = apply_plan(plan, target, store, state, values, commit=_commit_label(desired), on_result=report)
+    res = apply_plan(plan, target, store, state, values, commit=_commit_label(desired), on_result=report,
+                     state_key=state_key(opts.environ))
     if opts.fmt == "json":
         render.write_json(render.plan_json(plan, extra={"applied": [
             {"action": r.change.action, "kind": r.change.kind, "name": r.change.name, "scope": r.change.scope,

@@ -1,26 +1,53 @@
-"""Resolve secret references (``fromEnv`` / ``fromFile``) to values, at the edge.
+"""Resolve secret references (``fromEnv`` / ``fromFile``) to values, at the edge; read the
+files the tool is pointed at (secret files, CA files, the state file) safely.
 
 Values live only in memory for the duration of a request; they are never printed, logged,
 stored, or put in a plan. ``known_values`` feeds ``errors.redact`` for any message that
 could echo one back (e.g. an API error body).
+
+Files named by a definition (``fromFile``, ``tls.caFile``) are read only when they are
+regular files inside the repository (never under ``.git/``) or under a root listed in
+``Settings.spec.secretRoots``, never under ``/proc``, ``/sys`` or ``/dev``, and never more
+than a bound of bytes: a pull request must not be able to make us send
+``/proc/self/environ`` (our own credentials) to a registry, nor hang us on a FIFO.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterable, Mapping
+import re
+import stat
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TextIO
 
-from reconciler.errors import InputError
-from reconciler.model import Key, Registry, iter_secret_refs
+from reconciler.errors import MIN_REDACT_LEN, InputError
+from reconciler.model import Key, Registry, iter_secret_refs, key_str
 
 MAX_SECRET_FILE = 64 * 1024
+MAX_CA_FILE = 1 << 20  # a CA bundle (Debian's full bundle is ~200 KiB)
 # Credentials of the tool itself: a definition must never be able to send them to a registry.
-RESERVED_ENV = frozenset({"PALETTE_API_KEY", "GITHUB_TOKEN", "ACTIONS_RUNTIME_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"})
+RESERVED_ENV = frozenset({"PALETTE_API_KEY", "GITHUB_TOKEN", "ACTIONS_RUNTIME_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                          "RECONCILER_STATE_KEY"})
+# The key of the state's secret hashes (model.secret_hash); kept out of the repository.
+STATE_KEY_ENV = "RECONCILER_STATE_KEY"
+# Pseudo-filesystems: what they hold is the process (its environment) or the machine.
+FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # Every value resolved in this process, so that the last line of defence (the CLI's error
 # handler) can redact any message, whatever path it took.
 _resolved: set[str] = set()
+
+
+class FileRefused(OSError):
+    """A file we will not read (not a regular file, too large, outside the allowed roots).
+
+    An ``OSError`` with ``strerror`` set, so callers that report ``exc.strerror`` say why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.EINVAL, reason)
 
 
 def redact_resolved(text: str) -> str:
@@ -29,50 +56,189 @@ def redact_resolved(text: str) -> str:
     return redact(text, _resolved)
 
 
+def state_key(environ: Mapping[str, str] | None = None) -> str | None:
+    """The secret that keys the state's secret hashes, or None (empty counts as unset)."""
+    env = os.environ if environ is None else environ
+    return env.get(STATE_KEY_ENV) or None
+
+
+# ---------------------------------------------------------------- files
+
+
+def _kind_of(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def path_problem(ref: str, base_dir: Path, roots: Sequence[str] | None, *, limit: int) -> str | None:
+    """Why the file a definition names (``fromFile``, ``tls.caFile``) must not be read, or None.
+
+    Never opens the file (a FIFO cannot block us here). A file that does not exist is no
+    problem here: it may exist only where apply runs (e.g. ``/run/secrets``); reading it
+    then reports it. ``roots`` None: the containment check is left to validation, which
+    knows ``Settings.spec.secretRoots`` (the pseudo-filesystem and file-type checks stay)."""
+    if not ref or "\0" in ref:
+        return "is not a usable path"
+    full = Path(ref) if os.path.isabs(ref) else Path(base_dir) / ref
+    lexical = os.path.normpath(os.path.abspath(full))
+    real = os.path.realpath(full)
+    for p in (lexical, real):
+        for bad in FORBIDDEN_ROOTS:
+            if _under(p, bad):
+                return f"is under {bad}, which is never read"
+    if roots is not None:
+        repo = os.path.realpath(base_dir)
+        allowed = [repo, *(os.path.realpath(r) for r in roots)]
+        inside = [a for a in allowed if _under(real, a)]
+        if not inside:
+            how = " (through a symbolic link)" if _under(lexical, repo) or any(_under(lexical, r) for r in roots) else ""
+            listed = ", ".join(roots) if roots else "none listed"
+            return (f"is outside the repository{how}; files are read only from the repository or from "
+                    f"Settings.spec.secretRoots ({listed})")
+        if inside == [repo] and ".git" in Path(os.path.relpath(real, repo)).parts:
+            return "is inside .git/, which is never read"
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror or exc})"
+    if not stat.S_ISREG(st.st_mode):
+        return f"is {_kind_of(st.st_mode)}, not a regular file"
+    if st.st_size > limit:
+        return f"is larger than {limit} bytes"
+    return None
+
+
+def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes.
+
+    Opened without blocking (a FIFO with no writer would hang ``open``), checked with
+    ``fstat`` on what was opened (``stat`` says 0 bytes for devices and FIFOs), then read at
+    most ``limit + 1`` bytes: ``/dev/zero`` or a growing file cannot exhaust memory. Raises
+    ``OSError`` (``FileRefused`` for a file we will not read)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileRefused(f"is {_kind_of(st.st_mode)}, not a regular file")
+        if st.st_size > limit:
+            raise FileRefused(f"is larger than {limit} bytes")
+        chunks: list[bytes] = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise FileRefused(f"is larger than {limit} bytes")
+    return data
+
+
+def read_ref(ref: str, base_dir: Path, roots: Sequence[str] | None, *, limit: int) -> bytes:
+    """Read a file a definition names, under the same rules as validation (``path_problem``)."""
+    problem = path_problem(ref, base_dir, roots, limit=limit)
+    if problem:
+        raise FileRefused(problem)
+    full = Path(ref) if os.path.isabs(ref) else Path(base_dir) / ref
+    return read_bounded(os.path.realpath(full), limit)
+
+
+# ---------------------------------------------------------------- secret values
+
+
 def resolve(
-    registry: Registry, *, base_dir: Path, environ: Mapping[str, str] | None = None
+    registry: Registry, *, base_dir: Path, environ: Mapping[str, str] | None = None,
+    roots: Sequence[str] | None = None, read_files: bool = True,
 ) -> tuple[dict[str, str | None], list[str]]:
-    """Return ({path: value or None}, [problems]) for one registry's secret references."""
+    """Return ({path: value or None}, [problems]) for one registry's secret references.
+
+    An empty value counts as missing: Actions gives ``""`` for an undefined secret, and a
+    registry must not be created without its password. ``read_files`` False (dry-run): files
+    are not read, their values are unknown (None) and not reported missing."""
     env = os.environ if environ is None else environ
     values: dict[str, str | None] = {}
     missing: list[str] = []
     for path, ref in iter_secret_refs(registry.spec):
+        value: str | None
         if "fromEnv" in ref:
             name = str(ref["fromEnv"])
-            value = env.get(name) if name not in RESERVED_ENV else None
-            if name in RESERVED_ENV:
+            value = None
+            if not _ENV_NAME.fullmatch(name):
+                # it may be a secret pasted in place of its name: never echo it
+                missing.append(f"{path}: fromEnv is not an environment variable name (the value is not shown, "
+                               "in case it is a pasted secret)")
+            elif name in RESERVED_ENV:
                 missing.append(f"{path}: {name} is reserved for reconcile and CI; it is never used as a registry secret")
-            elif value is None:
-                missing.append(f"{path}: environment variable {name} is not set")
-            values[path] = value
-            if value:
-                _resolved.add(value)
+            else:
+                value = env.get(name)
+                if value is None:
+                    missing.append(f"{path}: environment variable {name} is not set")
+                elif not value:
+                    missing.append(f"{path}: environment variable {name} is empty (an undefined Actions secret "
+                                   "reads as empty); an empty secret counts as missing")
+                    value = None
+        elif not read_files:
+            value = None
         else:
-            file = Path(str(ref["fromFile"]))
-            full = file if file.is_absolute() else base_dir / file
+            file = str(ref["fromFile"])
             try:
-                if full.stat().st_size > MAX_SECRET_FILE:
-                    raise OSError("file is larger than 64 KiB")
-                value = full.read_text(encoding="utf-8").rstrip("\r\n")
+                value = read_ref(file, base_dir, roots, limit=MAX_SECRET_FILE).decode("utf-8").rstrip("\r\n")
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 missing.append(f"{path}: cannot read secret file {file} ({reason})")
                 value = None
-            values[path] = value
-            if value:
-                _resolved.add(value)
+            else:
+                if not value:
+                    missing.append(f"{path}: secret file {file} is empty; an empty secret counts as missing")
+                    value = None
+        values[path] = value
+        if value:
+            _resolved.add(value)
     return values, missing
 
 
+def short_secrets(all_values: Mapping[Key, Mapping[str, str | None]]) -> list[tuple[Key, str]]:
+    """(registry, field) of every resolved value too short to be a real credential."""
+    return sorted((key, path) for key, vals in all_values.items() for path, v in vals.items()
+                  if v and len(v) < MIN_REDACT_LEN)
+
+
+def warn_short_secrets(all_values: Mapping[Key, Mapping[str, str | None]], err: TextIO) -> None:
+    """Warn about each value too short to be real: such values are not redacted from free
+    text (``errors.MIN_REDACT_LEN``), which would make every message unreadable."""
+    for key, path in short_secrets(all_values):
+        err.write(f"warning: {key_str(key)}: {path} is shorter than {MIN_REDACT_LEN} characters, too short to be "
+                  "a real secret; it is not masked in messages\n")
+
+
 def resolve_all(
-    registries: Iterable[Registry], *, base_dir: Path, required: bool, environ: Mapping[str, str] | None = None
+    registries: Iterable[Registry], *, base_dir: Path, required: bool, environ: Mapping[str, str] | None = None,
+    roots: Sequence[str] | None = None, read_files: bool = True,
 ) -> dict[Key, dict[str, str | None]]:
     """Resolve every registry's secrets; with ``required`` a missing one is an InputError
     (listing every missing reference, located at its registry's definition)."""
     out: dict[Key, dict[str, str | None]] = {}
     problems: list[str] = []
     for reg in registries:
-        values, missing = resolve(reg, base_dir=base_dir, environ=environ)
+        values, missing = resolve(reg, base_dir=base_dir, environ=environ, roots=roots, read_files=read_files)
         out[reg.key] = values
         for m in missing:
             where = f"{reg.source}: " if reg.source else ""

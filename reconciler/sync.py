@@ -113,7 +113,7 @@ def run_sync(opts: Options, names: Sequence[str], *, force: bool, wait: bool, ti
                     raise InputError(f"not a managed registry: {', '.join(sorted(unknown))}")
                 records = [r for r in records if r.name in names]
             values = resolve_all([desired[r.key] for r in records if r.key in desired], base_dir=opts.root,
-                                 required=False, environ=opts.environ)
+                                 required=False, environ=opts.environ, roots=settings.secret_roots)
             known = known_values(values)
             now = time.time()
             for rec in records:

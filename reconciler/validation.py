@@ -29,7 +29,7 @@ from .errors import InputError
 from .loader import Document, LoadedFile, Path_, RawProblem
 from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
 from .profiles import DEFAULT_PROFILE, PROFILES, default_keys
-from .secrets import RESERVED_ENV
+from .secrets import MAX_CA_FILE, MAX_SECRET_FILE, RESERVED_ENV, path_problem
 
 API_VERSION = "reconciler/v1"
 SCHEMA_FILE = Path(__file__).parent / "schema" / "registry.schema.json"
@@ -271,6 +271,7 @@ def settings_from_spec(spec: Mapping[str, Any], source: Span | None = None) -> S
         sync_interval_seconds=parse_duration(spec.get("syncInterval", "24h")),
         max_deletions=int(spec.get("maxDeletions", 5)),
         source=source,
+        secret_roots=tuple(str(r) for r in spec.get("secretRoots", ())),
     )
 
 
@@ -483,6 +484,7 @@ class _Checker:
                 + (
                     f" {show(inst)}"
                     if isinstance(inst, (str, int, float)) and not isinstance(inst, bool)
+                    and not any(x in SECRET_FIELDS for x in path if isinstance(x, str))  # may be a secret
                     else ""
                 ),
                 rule,
@@ -493,9 +495,11 @@ class _Checker:
             if (path, custom) in self.reported:
                 return
             self.reported.add((path, custom))
-            self.add(
-                path, f"{where}: {custom}" + (f", not {show(inst)}" if v == "pattern" else ""), rule
-            )
+            shown = f", not {show(inst)}" if v == "pattern" else ""
+            if shown and path[-1:] == ("fromEnv",):
+                # a secret pasted where its variable's name belongs: never echo it
+                shown = " (the value is not shown: it may be a pasted secret)"
+            self.add(path, f"{where}: {custom}{shown}", rule)
             return
         if v == "minLength" and error.validator_value == 1:
             self.add(path, f"{where}: must not be empty", rule)
@@ -715,6 +719,7 @@ def load_and_validate(
             settings.sync_interval_seconds,
             settings.max_deletions,
             settings.source,
+            settings.secret_roots,
         )
 
     defaults = default_keys(effective)
@@ -764,6 +769,7 @@ def load_and_validate(
                 )
         if effective == "vertex":
             _vertex_rules(c, spec, scope, settings.allow_non_fips, fail)
+        _secret_rules(c, spec, root, settings.secret_roots, fail)
         if c.ok:
             line, col = c.doc.start
             registries.append(
@@ -830,3 +836,34 @@ def _vertex_rules(
             "vertex: plain http:// endpoints are not allowed; use https://",
             "vertex-http",
         )
+
+
+def _secret_rules(c: _Checked, spec: dict[str, Any], root: Path, roots: Sequence[str], fail: Any) -> None:
+    """Files a definition names and credentials inside endpoints (issue 9: items 6, 10, 12).
+
+    Not cached with the document: whether a path is a FIFO or leaves the repository through a
+    symbolic link depends on the file system now, not on the file's bytes."""
+    endpoint = spec.get("endpoint")
+    if isinstance(endpoint, str) and "@" in endpoint.split("://", 1)[-1].split("/", 1)[0]:
+        # the userinfo is never shown: it is a password
+        fail(c, ("spec", "endpoint"), "spec.endpoint: literal secret: credentials inside the URL (user:password@); "
+             "put them in auth with {fromEnv: NAME} or {fromFile: PATH}", "literal-secret")
+
+    def walk(node: Any, path: tuple[str | int, ...]) -> None:
+        if not isinstance(node, dict):
+            return
+        for k, v in node.items():
+            p = (*path, k)
+            if k in SECRET_FIELDS and isinstance(v, dict) and isinstance(v.get("fromFile"), str):
+                check((*p, "fromFile"), v["fromFile"], MAX_SECRET_FILE)
+            elif k == "caFile" and path[-1:] == ("tls",) and isinstance(v, str):
+                check(p, v, MAX_CA_FILE)
+            elif isinstance(v, dict):
+                walk(v, p)
+
+    def check(p: tuple[str | int, ...], ref: str, limit: int) -> None:
+        problem = path_problem(ref, root, roots, limit=limit)
+        if problem:
+            fail(c, p, f"{dotted(p)}: {show(ref)} {problem}", "file-reference")
+
+    walk(spec, ("spec",))

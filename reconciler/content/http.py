@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from reconciler.errors import redact
+from reconciler.secrets import MAX_CA_FILE, path_problem
 
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 USER_AGENT = "reconcile-content/0.1"
@@ -98,6 +99,9 @@ def build_access(
     else:
         if tls.get("caFile"):
             ca_file = (base_dir / str(tls["caFile"])).resolve()
+            refused = path_problem(str(tls["caFile"]), base_dir, None, limit=MAX_CA_FILE)
+            if refused:
+                raise ProbeError(f"tls.caFile {tls['caFile']} {refused}", check="config")
             if not ca_file.is_file():
                 raise ProbeError(
                     f"tls.caFile {tls['caFile']} not found (looked in {base_dir})", check="config"
@@ -162,7 +166,7 @@ def describe_error(exc: BaseException, url: str, secrets: tuple[str, ...] = ()) 
     where = strip_userinfo(url)
     if isinstance(exc, ProbeError):
         return exc
-    text = _root_text(exc)
+    text = _root_text(exc, secrets)
     check = "reach"
     if _is_tls(exc):
         check = "tls"
@@ -206,7 +210,7 @@ def _is_tls(exc: BaseException) -> bool:
     return False
 
 
-def _root_text(exc: BaseException) -> str:
+def _root_text(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
     seen: BaseException = exc
     while (seen.__cause__ or seen.__context__) is not None:
         seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
@@ -214,5 +218,5 @@ def _root_text(exc: BaseException) -> str:
         return seen.verify_message or str(seen)
     if isinstance(seen, ConnectionRefusedError):
         return "connection refused"
-    text = str(seen) or type(seen).__name__
+    text = redact(str(seen), secrets) or type(seen).__name__  # redact before cutting
     return text.splitlines()[0][:200]

@@ -322,7 +322,7 @@ class Distribution:
             return manifest
         except Exception as exc:  # oras raises ValueError / requests errors
             raise ProbeError(
-                redact(f"cannot read manifest {repo}:{ref}: {exc}"[:300], self.access.secrets),
+                redact(f"cannot read manifest {repo}:{ref}: {exc}", self.access.secrets)[:300],
                 check="content",
             ) from None
 

@@ -10,11 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reconciler.errors import StateError
+from reconciler.secrets import read_bounded
 from reconciler.state.base import State, StateStore
 from reconciler.state.lock import exclusive
 from reconciler.testhooks import checkpoint
 
 _POLL = 0.05
+MAX_STATE_BYTES = 256 << 20  # regular files only, bounded: --state /dev/zero must not exhaust memory
 
 
 class FileStateStore(StateStore):
@@ -45,7 +47,7 @@ class FileStateStore(StateStore):
 
     def read(self) -> State:
         try:
-            raw = self.path.read_bytes()
+            raw = read_bounded(self.path, MAX_STATE_BYTES)
         except FileNotFoundError:
             self._remember(None, str(self.path))
             return State()

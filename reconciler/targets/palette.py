@@ -43,6 +43,7 @@ import httpx
 
 from reconciler.errors import ClientError, Conflict, InputError, NotFound, ServerError, TargetError, redact
 from reconciler.model import ObservedRegistry, Registry
+from reconciler.secrets import MAX_CA_FILE, read_bounded, read_ref
 from reconciler.targets.base import Secrets, SyncStatus, Target
 
 log = logging.getLogger("reconciler.palette")
@@ -142,9 +143,15 @@ def _check_endpoint(endpoint: str) -> str:
 
 def _ssl_context(ca_file: str | os.PathLike[str]) -> ssl.SSLContext:
     try:
-        return ssl.create_default_context(cafile=str(ca_file))
+        # bounded, regular files only: --ca-file /dev/zero or a FIFO must not hang us
+        data = read_bounded(ca_file, MAX_CA_FILE)
+        if not data.strip():
+            raise InputError(f"--ca-file {ca_file}: the file is empty, not a PEM CA bundle")
+        return ssl.create_default_context(cadata=data.decode("utf-8"))
     except ssl.SSLError as exc:
         raise InputError(f"--ca-file {ca_file}: not a PEM CA bundle ({exc.reason or exc})") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"--ca-file {ca_file}: not a PEM CA bundle ({exc})") from exc
     except OSError as exc:
         raise InputError(f"--ca-file {ca_file}: cannot read: {exc.strerror or exc}") from exc
 
@@ -266,6 +273,8 @@ class PaletteTarget(Target):
             message = response.text
         if not code:
             code = response.reason_phrase or "Error"
+        # redact first, on the whole text: collapsing or cutting a value first hides it from redact
+        code, message = redact(code, known), redact(message, known)
         message = " ".join(message.split())
         if len(message) > _MAX_MESSAGE:
             message = message[:_MAX_MESSAGE] + "..."
@@ -496,13 +505,12 @@ class PaletteTarget(Target):
         ca_file = (spec.get("tls") or {}).get("caFile")
         if not ca_file:
             return ""
-        path = Path(ca_file)
-        if not path.is_absolute():
-            path = self.base_dir / path
         try:
-            return path.read_text(encoding="utf-8")
+            return read_ref(str(ca_file), self.base_dir, None, limit=MAX_CA_FILE).decode("utf-8")
         except OSError as exc:
             raise ClientError(f"palette: cannot read tls.caFile {ca_file}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ClientError(f"palette: tls.caFile {ca_file} is not a PEM file (not UTF-8)") from exc
 
     def _body(self, registry: Registry, secrets: Secrets) -> tuple[str, dict[str, Any]]:
         """(flavour, API object) for a desired registry; flavour: basic|ecr|helm|pack."""

@@ -7,7 +7,9 @@ local database left under the session's temp directory.
 
 from __future__ import annotations
 
+import json
 import threading
+from urllib.parse import quote, quote_plus
 
 NOT_SECRET = frozenset({
     "PATH", "HOME", "PALETTE_ENDPOINT", "PALETTE_PROJECT_UID", "RECONCILER_CRASH_AT", "RECONCILER_CRASH_LOG",
@@ -34,3 +36,9 @@ def note_secret(value: str) -> None:
 def note_output(*texts: str) -> None:
     with _lock:
         outputs.extend(t for t in texts if t)
+
+
+def forms(value: str) -> set[str]:
+    """The forms a value can take in a message: raw, JSON-escaped, URL-encoded."""
+    return {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], quote(value, safe=""),
+            quote_plus(value)}

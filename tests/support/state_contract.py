@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import StateError, StateLocked
-from reconciler.model import secret_hash
+from reconciler.model import HASH_SCRYPT, secret_hash
 from reconciler.state.base import STATE_VERSION, Record, State, StateStore
 
 SECRET_VALUE = "hunter2-do-not-store-me"
@@ -166,7 +166,8 @@ class StateStoreContract:
         text = self.raw(store) or ""
         assert SECRET_VALUE not in text
         assert rec.secret_hashes["auth.password"] in text
-        assert rec.secret_hashes["auth.password"].startswith("hmac-sha256:")
+        # no key given: scrypt (each offline guess costs tens of ms), never the bare salted HMAC of old
+        assert rec.secret_hashes["auth.password"].startswith(HASH_SCRYPT)
 
     def test_lock_is_exclusive(self, store: StateStore) -> None:
         other = self.reopen(store)

@@ -1,0 +1,398 @@
+"""Secrets under attack (issue 9 items 6, 8-12, 26, 31; issue 10 item 4): which files a
+definition may make us read, how reads are bounded, redaction of server messages, short and
+empty secrets, pasted secrets, credentials in URLs, and the cost of guessing a recorded hash."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reconciler import secrets as secrets_mod
+from reconciler.errors import ClientError, redact
+from reconciler.model import HASH_KEYED, HASH_SCRYPT, Registry, secret_hash, secret_matches
+from reconciler.secrets import FileRefused, read_bounded, resolve
+from reconciler.targets.palette import PaletteTarget
+from reconciler.validation import load_and_validate
+from tests.support import leaks
+from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+from tests.support.palette_emulator import API_KEY, palette_emulator  # noqa: F401
+from tests.support.palette_emulator import palette_emulator_factory  # noqa: F401
+
+PW = "s3cret-value-for-h4-tests"
+
+
+def helm(name: str, password_ref: str, extra: str = "") -> str:
+    return registry_doc("HelmRegistry", name, f"""
+        endpoint: https://{name}.example.com
+        auth: {{type: basic, username: u, password: {password_ref}}}
+        {extra}
+    """)
+
+
+def repo_with(tmp_path: Path, *docs: str, settings: str = "") -> Path:
+    root = tmp_path / "repo"
+    init_repo(root)
+    files = {"r.yaml": "---\n".join(docs)}
+    if settings:
+        files["settings.yaml"] = f"apiVersion: reconciler/v1\nkind: Settings\nspec:\n{settings}"
+    write_defs(root, files)
+    commit_all(root)
+    return root
+
+
+def errors_of(root: Path) -> list[str]:
+    return [str(p) for p in load_and_validate(root).errors]
+
+
+# ---------------------------------------------------------------- #9.6: which files may be read
+
+
+@pytest.mark.parametrize("ref, why", [
+    ("/proc/self/environ", "is under /proc"),
+    ("../../../../../../../../proc/self/environ", "is under /proc"),
+    (".git/config", "inside .git/"),
+    ("/dev/zero", "is under /dev"),
+    ("/sys/kernel/notes", "is under /sys"),
+    ("fifo", "is a FIFO, not a regular file"),
+    ("link-out", "outside the repository (through a symbolic link)"),
+    ("/etc/hostname", "outside the repository"),
+    ("registries.d", "is a directory"),
+])
+def test_file_references_refused_at_validation(tmp_path: Path, ref: str, why: str):
+    root = repo_with(tmp_path, helm("a", f"{{fromFile: '{ref}'}}"),
+                     helm("b", "{fromEnv: B_PW}", f"tls: {{caFile: '{ref}'}}"))
+    os.mkfifo(root / "fifo")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not for registries\n")
+    (root / "link-out").symlink_to(outside)
+    started = time.monotonic()
+    errors = errors_of(root)
+    assert time.monotonic() - started < 1.0
+    assert len(errors) == 2, errors
+    assert errors[0].startswith("registries.d/r.yaml:7:") and "spec.auth.password.fromFile" in errors[0]
+    assert "spec.tls.caFile" in errors[1]
+    assert all(why in e for e in errors), errors
+
+
+def test_refused_file_changes_nothing_and_exits_1(tmp_path: Path):
+    root = repo_with(tmp_path, helm("a", "{fromFile: ../../../../../../../../proc/self/environ}"))
+    for args in ([], ["--dry-run"]):
+        res = run(root, *args, env={"SOME_TOKEN": "tok-should-never-leave-1234"}, timeout=20)
+        assert res.returncode == 1, res.stderr
+        assert "registries.d/r.yaml:7:" in res.stderr and "is under /proc" in res.stderr
+        assert "Traceback" not in res.stderr
+        assert "tok-should-never-leave-1234" not in res.stdout + res.stderr
+    assert not (root / ".reconciler" / "state.json").exists()
+    assert not (root / ".reconciler" / "local.db").exists()
+
+
+def test_files_inside_the_repo_and_under_secret_roots_are_read(tmp_path: Path):
+    roots = tmp_path / "run-secrets"
+    roots.mkdir()
+    (roots / "pw").write_text(PW + "\n")
+    root = repo_with(tmp_path, helm("a", "{fromFile: secrets/pw}"), helm("b", f"{{fromFile: {roots}/pw}}"),
+                     settings=f"  secretRoots: [{roots}]\n")
+    (root / "secrets").mkdir()
+    (root / "secrets" / "pw").write_text(PW + "\n")
+    assert errors_of(root) == []
+    desired = load_and_validate(root).desired
+    assert desired.settings.secret_roots == (str(roots),)
+    for reg in desired.registries:
+        values, problems = resolve(reg, base_dir=root, environ={}, roots=desired.settings.secret_roots)
+        assert problems == [] and values == {"auth.password": PW}
+    # without the Settings entry the same path is refused
+    (root / "registries.d" / "settings.yaml").unlink()
+    assert [e for e in errors_of(root) if "outside the repository" in e]
+
+
+def test_secret_roots_cannot_be_pseudo_filesystems(tmp_path: Path):
+    root = repo_with(tmp_path, helm("a", "{fromEnv: A_PW}"), settings="  secretRoots: [/proc, /dev/shm, /]\n")
+    errors = errors_of(root)
+    assert len(errors) == 3 and all("secretRoots" in e and "must be an absolute directory" in e for e in errors)
+
+
+def test_symlink_swapped_after_validation_is_refused_at_read(tmp_path: Path):
+    root = repo_with(tmp_path, helm("a", "{fromFile: pw}"))
+    (root / "pw").write_text(PW)
+    reg = load_and_validate(root).desired.registries[0]
+    (root / "pw").unlink()
+    (root / "pw").symlink_to("/proc/self/environ")
+    values, problems = resolve(reg, base_dir=root, environ={}, roots=())
+    assert values == {"auth.password": None}
+    assert len(problems) == 1 and "is under /proc" in problems[0]
+
+
+# ---------------------------------------------------------------- #9.12: bounded, regular-file reads
+
+
+def _in_thread(fn, timeout: float = 5.0):
+    box: dict[str, object] = {}
+
+    def go() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "the read hung"
+    return box
+
+
+def test_read_bounded_refuses_devices_fifos_and_large_files(tmp_path: Path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 2049)
+    for path, why in [("/dev/zero", "a device"), ("/dev/urandom", "a device"), (str(fifo), "a FIFO"),
+                      (str(big), "larger than 2048 bytes"), (str(tmp_path), "a directory")]:
+        box = _in_thread(lambda p=path: read_bounded(p, 2048))
+        assert isinstance(box.get("error"), FileRefused), (path, box)
+        assert why in str(box["error"].strerror)
+    ok = tmp_path / "ok"
+    ok.write_bytes(b"y" * 2048)
+    assert read_bounded(ok, 2048) == b"y" * 2048
+
+
+def test_proc_files_that_stat_as_empty_are_read_bounded(tmp_path: Path):
+    # /proc files claim st_size 0; the read itself must stop at the bound
+    box = _in_thread(lambda: read_bounded("/proc/self/maps", 16))
+    assert isinstance(box.get("error"), FileRefused) and "larger than 16" in str(box["error"])
+
+
+@pytest.mark.parametrize("what", ["dev", "fifo"])
+def test_state_file_that_is_not_regular_is_a_clear_error(tmp_path: Path, what: str):
+    root = repo_with(tmp_path, helm("a", "{fromEnv: A_PW}"))
+    path = "/dev/zero"
+    if what == "fifo":
+        path = str(tmp_path / "state-fifo")
+        os.mkfifo(path)
+    for args in (["--dry-run"], ["status"]):
+        res = run(root, "--state", path, *args, timeout=20)
+        assert res.returncode == 1, (res.returncode, res.stderr)
+        assert "not a regular file" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("what", ["/dev/zero", "fifo", "empty"])
+def test_ca_file_option_that_is_not_a_bundle_is_a_clear_error(tmp_path: Path, what: str):
+    root = repo_with(tmp_path, helm("a", "{fromEnv: A_PW}"))
+    path = what
+    if what == "fifo":
+        path = str(tmp_path / "ca-fifo")
+        os.mkfifo(path)
+    elif what == "empty":
+        path = str(tmp_path / "empty.pem")
+        Path(path).write_text("")
+    res = run(root, "--target", "palette", "--endpoint", "https://127.0.0.1:9", "--ca-file", path, "--dry-run",
+              env={"PALETTE_API_KEY": "k-for-ca-test-1234"}, timeout=20)
+    assert res.returncode == 1, res.stderr
+    assert f"--ca-file {path}:" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_dry_run_reads_no_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from reconciler import runner
+
+    root = repo_with(tmp_path, helm("a", "{fromFile: pw}"))
+    (root / "pw").write_text(PW)
+    reads: list[str] = []
+    real = secrets_mod.read_bounded
+    monkeypatch.setattr(secrets_mod, "read_bounded", lambda p, n: reads.append(str(p)) or real(p, n))
+    opts = runner.Options(root=root, environ={})
+    out, err = _Buf(), _Buf()
+    assert runner.run_reconcile(opts, out, err, dry_run=True) == 0, err.text
+    assert not [r for r in reads if r.endswith("/pw")]
+    assert runner.run_reconcile(opts, out, err, dry_run=False) == 0, err.text
+    assert [r for r in reads if r.endswith("/pw")]
+
+
+class _Buf:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+# ---------------------------------------------------------------- #9.8, #10.4: redaction
+
+
+def test_redact_covers_every_form_of_a_value():
+    value = 'p@ss "wo\\rd"/ü+&='
+    forms = [value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]]
+    from urllib.parse import quote, quote_plus
+    forms += [quote(value, safe=""), quote(value), quote_plus(value), quote(value, safe="").lower()]
+    for form in forms:
+        text = redact(f"server said: {form} (end)", {value})
+        assert text == "server said: (sensitive) (end)", (form, text)
+
+
+def test_short_values_are_not_searched_for_in_free_text():
+    assert redact("state is ready, registry error", {"e", "re", "ady"}) == "state is ready, registry error"
+    assert redact("token abcd leaked", {"abcd"}) == "token (sensitive) leaked"
+
+
+def _palette(answers: list[httpx.Response]) -> PaletteTarget:
+    return PaletteTarget("https://palette.test", "k-secret-key", transport=httpx.MockTransport(lambda r: answers.pop(0)),
+                         sleep=lambda s: None, rate=1000.0, burst=10)
+
+
+@pytest.mark.parametrize("message, secret", [
+    ("x" * 290 + f" {PW} tail", PW),  # the value straddles the 300-character cut
+    (f"bad value: {PW.replace('-', '  ')} end", PW.replace("-", "  ")),  # whitespace the shortening collapses
+    ("rejected " + json.dumps({"password": 'p"w\\' + PW}), 'p"w\\' + PW),  # JSON-escaped in the message
+])
+def test_server_messages_are_redacted_before_they_are_shortened(message: str, secret: str):
+    target = _palette([httpx.Response(400, json={"code": "Bad", "message": message})])
+    with pytest.raises(ClientError) as info:
+        target._request("POST", "/v1/registries/helm", json={}, secrets=[secret])
+    text = str(info.value)
+    assert len(text) < 400
+    collapsed = " ".join(secret.split())
+    for piece in (secret[:8], secret[-8:], json.dumps(secret)[1:9], collapsed[:8], collapsed[-8:]):
+        assert piece not in text, text
+
+
+def test_short_secret_warns_and_leaves_messages_readable(tmp_path: Path):
+    root = repo_with(tmp_path, helm("a", "{fromEnv: A_PW}"))
+    res = run(root, "--dry-run", env={"A_PW": "pw"})
+    assert res.returncode == 0, res.stderr
+    assert "HelmRegistry/a: auth.password is shorter than 4 characters, too short to be a real secret" in res.stderr
+    assert "(sensitive)" not in res.stderr.replace("auth.password", "")
+
+
+# ---------------------------------------------------------------- #9.26: empty is missing
+
+
+def test_empty_secret_is_refused_at_apply_and_nothing_is_created(tmp_path: Path, palette_emulator):  # noqa: F811
+    root = repo_with(tmp_path, helm("a", "{fromEnv: A_PW}"), helm("b", "{fromEnv: B_PW}"))
+    env = {"PALETTE_API_KEY": API_KEY, "A_PW": "", "B_PW": PW}
+    res = run(root, "--target", "palette", "--endpoint", palette_emulator.url, env=env)
+    assert res.returncode == 1, res.stderr
+    assert "environment variable A_PW is empty" in res.stderr and "nothing was changed" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert palette_emulator.calls("POST", "/v1/registries") == []
+    assert palette_emulator.calls("PUT") == []
+
+
+def test_empty_secret_file_counts_as_missing(tmp_path: Path):
+    root = repo_with(tmp_path, helm("a", "{fromFile: pw}"))
+    (root / "pw").write_text("\n")
+    reg = load_and_validate(root).desired.registries[0]
+    values, problems = resolve(reg, base_dir=root, environ={}, roots=())
+    assert values == {"auth.password": None} and "is empty" in problems[0]
+
+
+# ---------------------------------------------------------------- #9.11 / #9.10: pasted secrets, URLs
+
+
+def test_secret_pasted_as_env_name_is_not_echoed(tmp_path: Path):
+    pasted = "ghp_R3alL00king$ecret!Token"
+    leaks.note_secret(pasted)
+    root = repo_with(tmp_path, helm("a", f"{{fromEnv: '{pasted}'}}"))
+    for args in (["validate"], ["--dry-run"], ["--dry-run", "--format", "json"]):
+        res = run(root, *args)
+        assert res.returncode == 1
+        assert "registries.d/r.yaml:7:" in res.stderr + res.stdout
+        assert pasted not in res.stdout + res.stderr and pasted[:10] not in res.stdout + res.stderr
+    # a Registry built by hand (no validation) is caught at resolution, without echo either
+    reg = Registry("HelmRegistry", "a", "tenant", {"auth": {"password": {"fromEnv": pasted}}})
+    values, problems = resolve(reg, base_dir=tmp_path, environ={pasted: "x"})
+    assert values == {"auth.password": None} and len(problems) == 1 and pasted not in problems[0]
+
+
+@pytest.mark.parametrize("endpoint", ["https://admin:hunter2-pw-h4@o.example.com",
+                                      "https://admin@o.example.com/base", "admin:hunter2-pw-h4@o.example.com"])
+def test_credentials_in_an_endpoint_are_a_literal_secret(tmp_path: Path, endpoint: str):
+    leaks.note_secret("hunter2-pw-h4")
+    root = repo_with(tmp_path, registry_doc("OciRegistry", "o", f"""
+        endpoint: {endpoint}
+        auth: {{type: basic, username: u, password: {{fromEnv: O_PW}}}}
+    """))
+    errors = errors_of(root)
+    assert [e for e in errors if e.startswith("registries.d/r.yaml:6:13: spec.endpoint: literal secret")], errors
+    res = run(root, "--dry-run", env={"O_PW": PW})
+    assert res.returncode == 1 and "hunter2-pw-h4" not in res.stdout + res.stderr
+    assert not (root / ".reconciler" / "state.json").exists()
+
+
+# ---------------------------------------------------------------- #9.9: offline guessing cost
+
+
+def test_each_offline_guess_costs_tens_of_milliseconds():
+    salt = "0123456789abcdef0123456789abcdef"
+    recorded = secret_hash(salt, "auth.password", "Summer2024")
+    assert recorded.startswith(HASH_SCRYPT) and "Summer2024" not in recorded
+    guesses = [f"Summer20{n:02d}" for n in range(5)]
+    started = time.perf_counter()
+    hits = [g for g in guesses if secret_matches(recorded, salt, "auth.password", g)]
+    per_guess = (time.perf_counter() - started) / len(guesses)
+    assert hits == []
+    assert per_guess >= 0.02, f"a guess costs {per_guess * 1000:.1f} ms"
+    # the old scheme (HMAC keyed by the salt that sits beside it) no longer verifies it
+    old = "hmac-sha256:" + hmac.new(salt.encode(), b"auth.password\0Summer2024", hashlib.sha256).hexdigest()
+    assert old != recorded
+
+
+def test_keyed_hashes_need_the_key():
+    salt = "s" * 32
+    keyed = secret_hash(salt, "auth.password", PW, key="k" * 32)
+    assert keyed.startswith(HASH_KEYED)
+    assert secret_matches(keyed, salt, "auth.password", PW, key="k" * 32) is True
+    assert secret_matches(keyed, salt, "auth.password", PW, key="other-key-xxxxxxxxxxxxxxx") is False
+    assert secret_matches(keyed, salt, "auth.password", PW) is None  # cannot tell without the key
+    # the salt alone (what the state holds) does not verify it
+    assert keyed.split(":", 1)[1] != hmac.new(salt.encode(), f"auth.password\0{PW}".encode(),
+                                              hashlib.sha256).hexdigest()
+
+
+def _state(root: Path) -> dict:
+    return json.loads((root / ".reconciler" / "state.json").read_text())
+
+
+def test_old_hashes_plan_one_update_then_nothing(tmp_path: Path):
+    root = repo_with(tmp_path, helm("a", "{fromEnv: A_PW}"))
+    env = {"A_PW": PW}
+    assert run(root, env=env).returncode == 0
+    state = _state(root)
+    rec = state["registries"][0]
+    assert rec["secret_hashes"]["auth.password"].startswith(HASH_SCRYPT)
+    # a state written by the old version: HMAC keyed by the salt
+    old = "hmac-sha256:" + hmac.new(state["salt"].encode(), f"auth.password\0{PW}".encode(), hashlib.sha256).hexdigest()
+    text = (root / ".reconciler" / "state.json").read_text().replace(rec["secret_hashes"]["auth.password"], old)
+    (root / ".reconciler" / "state.json").write_text(text)
+    plan = run(root, "--dry-run", "--detailed-exitcode", env=env)
+    assert plan.returncode == 2 and "auth.password: (sensitive) -> (sensitive)" in plan.stdout
+    assert run(root, env=env).returncode == 0
+    assert run(root, "--dry-run", "--detailed-exitcode", env=env).returncode == 0
+    assert old not in (root / ".reconciler" / "state.json").read_text()
+
+
+def test_state_key_keys_the_hashes_and_a_dry_run_without_it_plans_no_false_update(tmp_path: Path):
+    root = repo_with(tmp_path, helm("a", "{fromEnv: A_PW}"))
+    key = "state-key-from-an-actions-secret-0042"
+    leaks.note_secret(key)
+    keyed = {"A_PW": PW, "RECONCILER_STATE_KEY": key}
+    assert run(root, env=keyed).returncode == 0
+    text = (root / ".reconciler" / "state.json").read_text()
+    assert HASH_KEYED in text and key not in text
+    assert run(root, "--dry-run", "--detailed-exitcode", env=keyed).returncode == 0
+    assert run(root, "--dry-run", "--detailed-exitcode", env={"A_PW": PW}).returncode == 0
+    rotated = run(root, "--dry-run", "--detailed-exitcode", env=dict(keyed, A_PW="rotated-" + PW))
+    assert rotated.returncode == 2
