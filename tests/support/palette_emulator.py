@@ -1,6 +1,6 @@
 """A Palette registries API emulator on loopback, for tests and benchmarks.
 
-It serves the 30 paths of ``tests/palette_spec/palette-registries-openapi.json`` from an
+It serves the registry paths of ``tests/palette_spec/palette-registries-openapi.json`` from an
 in-memory store and behaves like a Palette tenant where it matters to a client:
 
 * ``ApiKey`` (or ``Authorization``) header required, 401 otherwise;
