@@ -11,6 +11,7 @@ import pytest
 
 from reconciler.errors import ClientError, Conflict, NotFound, ServerError, TargetError
 from reconciler.model import Registry, flatten
+from reconciler.targets.base import SyncStatus
 from reconciler.targets.palette import PaletteTarget, TokenBucket
 from tests.support.palette_emulator import (  # noqa: F401
     API_KEY,
@@ -134,17 +135,28 @@ def test_round_trip(palette_emulator_factory, make):
     assert not any(s in line for line in emu.request_lines() for s in ALL_SECRETS.values())
 
 
-def test_ca_file_content_is_sent(palette_emulator_factory, tmp_path):
+def test_ca_file_content_is_sent_where_each_kind_reads_it(palette_emulator_factory, tmp_path):
+    # TF toRegistryBasic / toRegistryEcr put the CA PEM in tls.certificate; Helm's backend reads
+    # tls.ca (TF PR #978); Pack: ca (unverified)
     emu = fast_emu(palette_emulator_factory)
     (tmp_path / "certs").mkdir()
     pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     (tmp_path / "certs" / "ca.pem").write_text(pem)
     target = fast_target(emu, base_dir=tmp_path)
-    desired = oci_basic(tls={"insecureSkipVerify": False, "caFile": "certs/ca.pem"})
+    tls = {"insecureSkipVerify": False, "caFile": "certs/ca.pem"}
+    desired = oci_basic(tls=tls)
     uid = target.create(desired, ALL_SECRETS)
-    tls = emu.store.records[uid].obj["spec"]["auth"]["tls"]
-    assert tls["ca"] == pem and tls["enabled"] is True
+    stored = emu.store.records[uid].obj["spec"]["auth"]["tls"]
+    assert stored["certificate"] == pem and stored["ca"] == "" and stored["enabled"] is True
     assert_no_diff(desired, by_key(target.list())[desired.key])
+    ecr = oci_ecr_secret()
+    ecr = Registry(ecr.kind, ecr.name, ecr.scope, {**ecr.spec, "tls": tls})
+    stored = emu.store.records[target.create(ecr, ALL_SECRETS)].obj["spec"]["tls"]
+    assert stored["certificate"] == pem and stored["ca"] == ""
+    h = helm()
+    h = Registry(h.kind, h.name, h.scope, {**h.spec, "tls": tls})
+    stored = emu.store.records[target.create(h, ALL_SECRETS)].obj["spec"]["auth"]["tls"]
+    assert stored["ca"] == pem and stored["certificate"] == ""
     missing = oci_basic(name="nope", tls={"insecureSkipVerify": False, "caFile": "certs/missing.pem"})
     with pytest.raises(ClientError, match="caFile"):
         target.create(missing, ALL_SECRETS)
@@ -303,11 +315,18 @@ def test_sync_and_status(palette_emulator_factory):
     emu.clock.advance(3600)
     target.sync("OciRegistry", uid, force=True)
     emu.faults.sync_mode_by_name = {"charts": "fail"}
-    huid = target.create(helm(), ALL_SECRETS)
+    huid = target.create(helm(sync=True), ALL_SECRETS)
     target.sync("HelmRegistry", huid)
     target.sync_status("HelmRegistry", huid)
     failed = target.sync_status("HelmRegistry", huid)
-    assert failed.failed and "401" in failed.message and failed.sync_supported is False
+    assert failed.failed and "401" in failed.message and failed.sync_supported is True
+    # isSyncSupported false: nothing to wait for, whatever the status word says
+    # (TF resourceOciRegistrySyncRefreshFunc); "", Pending, Unknown are still pending
+    assert SyncStatus("Failed", sync_supported=False).done and not SyncStatus("Failed", sync_supported=False).failed
+    for word in ("", "Pending", "Unknown", "InProgress", "Syncing"):
+        assert not SyncStatus(word).done, word
+    for word in ("Success", "Completed", "completed"):
+        assert SyncStatus(word).done and not SyncStatus(word).failed, word
 
 
 def test_validate(palette_emulator_factory):
@@ -377,7 +396,10 @@ def test_retry_after_is_honoured_and_headers_sent():
     target._oci_types["u1"] = "basic"
     assert target.sync_status("OciRegistry", "u1").done
     assert 3.0 in sleeps or any(s >= 3.0 for s in sleeps)
-    assert rec.seen[0].headers["ApiKey"] == "k-secret-key" and rec.seen[0].headers["ProjectUid"] == "proj-1"
+    # registries are tenant objects: no ProjectUid on /v1/registries/* even with a project uid
+    # configured (TF getV1ClientWithResourceContext(m, "tenant"); SDK commit 290958d)
+    assert rec.seen[0].headers["ApiKey"] == "k-secret-key" and "ProjectUid" not in rec.seen[0].headers
+    assert target.project_uid == "proj-1"
 
 
 def test_delete_404_after_retry_is_success():
