@@ -305,9 +305,11 @@ class Faults:
     sync_mode: str = "complete"  # complete | fail | hang
     sync_fail_message: str = "failed to pull index: 401 Unauthorized"
     sync_mode_by_name: dict[str, str] = field(default_factory=dict)
+    # a server that drips its answers: one byte every ``drip`` seconds (status line, headers, body)
+    drip: float = 0.0
 
     def clear(self) -> None:
-        self.latency = self.p500 = self.p503 = self.p429 = self.p_timeout = self.p_drop = 0.0
+        self.latency = self.p500 = self.p503 = self.p429 = self.p_timeout = self.p_drop = self.drip = 0.0
         self.after_effect = ""
         self.after_effect_count = 0
         self.script = []
@@ -493,7 +495,7 @@ class PaletteEmulator:
             pass
 
         Handler.emulator = emulator
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._server.request_queue_size = 128
         self._thread = threading.Thread(target=self._server.serve_forever, name="palette-emulator",
@@ -941,6 +943,14 @@ class PaletteEmulator:
         return self.sync_status_body(rec)
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)  # a client that gave up is no error
+
+
 class _Handler(BaseHTTPRequestHandler):
     emulator: PaletteEmulator
     protocol_version = "HTTP/1.1"
@@ -971,8 +981,29 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _dripped(self, status: int, headers: dict[str, str], payload: bytes) -> bool:
+        """Write the answer one byte every ``Faults.drip`` s (False: not dripping)."""
+        drip = self.emulator.faults.drip
+        if not drip:
+            return False
+        head = f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in {**headers, "Content-Length": str(len(payload))}.items())
+        data = (head + "\r\n").encode() + payload
+        self.close_connection = True
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(min(drip, MAX_SLEEP))
+        except OSError:
+            pass  # the client gave up
+        return True
+
     def _send(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
         payload = b"" if data is None or status == 204 else json.dumps(data).encode()
+        if self._dripped(status, {**({"Content-Type": "application/json"} if payload else {}), **(headers or {})},
+                         payload):
+            return
         self.send_response(status)
         if payload:
             self.send_header("Content-Type", "application/json")
@@ -984,6 +1015,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def _send_raw(self, status: int, content_type: str, payload: bytes) -> None:
+        if self._dripped(status, {"Content-Type": content_type}, payload):
+            return
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
