@@ -129,6 +129,7 @@ def apply_plan(
             applied_at=_now(),
             last_sync=old.last_sync if old else None,
             spec=target_spec(reg.spec),
+            version=target.version(reg.kind, uid),
         )
 
     def run(change: Change) -> ChangeResult:

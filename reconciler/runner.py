@@ -19,7 +19,7 @@ from reconciler.model import Desired, Key, key_str
 from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan, PlanOptions, SecretValues, impact_uids, make_plan
 from reconciler.secrets import known_values, present, resolve_all, state_key, warn_short_secrets
 from reconciler.state.base import Record, State, StateStore
-from reconciler.targets.base import Target
+from reconciler.targets.base import Known, Target
 
 if TYPE_CHECKING:
     from reconciler.apply import ChangeResult
@@ -188,12 +188,22 @@ def _target(opts: Options, profile: str, err: TextIO) -> Iterator[Target]:
         target.close()
 
 
+def known_to_target(desired: Desired, state: State) -> dict[str, Known]:
+    """What a target may skip re-reading: recorded registries whose definition did not change
+    since they were applied (a changed one is read in full, to diff against what is there)."""
+    from reconciler.model import fingerprint
+
+    declared = {r.key: fingerprint(r.spec) for r in desired.registries}
+    return {rec.uid: Known(rec.version, rec.spec, rec.kind) for rec in state.records.values()
+            if rec.spec is not None and declared.get(rec.key) == rec.fingerprint}
+
+
 def _make_plan(
     opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int, dry_run: bool = False
 ) -> tuple[State, Plan, dict[Key, dict[str, str | None]]]:
     state = store.read()
     _check_state_target(state, target, store)
-    observed = target.list()
+    observed = target.observe({r.key for r in desired.registries}, known_to_target(desired, state))
     store.verify(state, {o.uid for o in observed})  # a replaced state is refused here (issue #9.4)
     # a dry-run reads no secret file (values from the environment only, to show rotations)
     values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ,

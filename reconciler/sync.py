@@ -76,6 +76,8 @@ def wait_for(
         if left <= 0:
             return None
         sleep(min(delay, left))
+        if clock() >= deadline:
+            return None
         delay = min(delay * 2, 15.0)
 
 
@@ -101,6 +103,8 @@ def run_sync(opts: Options, names: Sequence[str], *, force: bool, wait: bool, ti
     store = build_store(opts)
     target = build_target(opts, settings.profile if not result.errors else (opts.profile or "saas"), _progress(err))
     deadline = time.monotonic() + timeout
+    # --timeout bounds every request too, not only the polling between them (issue 9 item 15)
+    target.set_deadline(timeout + 1.0)  # a second of grace for the last status poll
     rows: list[SyncRow] = []
     try:
         with store.lock(opts.lock_timeout):
@@ -118,7 +122,11 @@ def run_sync(opts: Options, names: Sequence[str], *, force: bool, wait: bool, ti
             now = time.time()
             for rec in records:
                 spec = (rec.spec or {})
-                sync_enabled = bool(spec.get("sync", True)) if rec.kind != "PackRegistry" else True
+                sync_enabled = bool(spec.get("sync", rec.kind != "OciRegistry")) if rec.kind != "PackRegistry" else True
+                if rec.kind == "OciRegistry" and not sync_enabled:
+                    # an OCI registry with sync off has nothing to sync: never triggered
+                    rows.append(SyncRow(rec, "skipped", "", "sync is off", False, ""))
+                    continue
                 reason = due_reason(rec, force=force or bool(names), interval=settings.sync_interval_seconds, now=now,
                                     sync_enabled=sync_enabled)
                 last = rec.last_sync or {}
@@ -139,6 +147,11 @@ def run_sync(opts: Options, names: Sequence[str], *, force: bool, wait: bool, ti
                 if status is None:
                     row = SyncRow(rec, "Timeout", last.get("last_success") or "",
                                   f"still running after the {timeout:.0f} s deadline", True, reason)
+                elif not status.sync_supported:
+                    # TF resourceOciRegistrySyncRefreshFunc: isSyncSupported false is nothing to wait for
+                    row = SyncRow(rec, "not synced", status.last_synced or "",
+                                  "Palette reports that this registry does not sync (isSyncSupported: false)", False,
+                                  reason)
                 elif not wait and not status.done:
                     row = SyncRow(rec, "triggered", status.last_synced or "", status.message, False, reason)
                 else:

@@ -230,6 +230,7 @@ def canonical_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
             "auth": auth,
             "tls": _tls(spec),
             "fips": bool(spec.get("fips", False)),
+            **({"basePath": spec["basePath"]} if spec.get("basePath") else {}),
         }
     if kind == "HelmRegistry":
         out: dict[str, Any] = {

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from reconciler.errors import ClientError, Conflict, NotFound, ServerError, TargetError
-from reconciler.model import Registry, flatten
-from reconciler.targets.palette import PaletteTarget, TokenBucket
+from reconciler.errors import ClientError, Conflict, InputError, NotFound, ServerError, TargetError
+from reconciler.model import Registry, flatten, target_spec
+from reconciler.targets.base import Known, SyncStatus
+from reconciler.targets.palette import PaletteTarget, TokenBucket, observe_oci
 from tests.support.palette_emulator import (  # noqa: F401
     API_KEY,
+    Behaviour,
     PaletteEmulator,
     palette_emulator,
     palette_emulator_factory,
@@ -134,17 +138,28 @@ def test_round_trip(palette_emulator_factory, make):
     assert not any(s in line for line in emu.request_lines() for s in ALL_SECRETS.values())
 
 
-def test_ca_file_content_is_sent(palette_emulator_factory, tmp_path):
+def test_ca_file_content_is_sent_where_each_kind_reads_it(palette_emulator_factory, tmp_path):
+    # TF toRegistryBasic / toRegistryEcr put the CA PEM in tls.certificate; Helm's backend reads
+    # tls.ca (TF PR #978); Pack: ca (unverified)
     emu = fast_emu(palette_emulator_factory)
     (tmp_path / "certs").mkdir()
     pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     (tmp_path / "certs" / "ca.pem").write_text(pem)
     target = fast_target(emu, base_dir=tmp_path)
-    desired = oci_basic(tls={"insecureSkipVerify": False, "caFile": "certs/ca.pem"})
+    tls = {"insecureSkipVerify": False, "caFile": "certs/ca.pem"}
+    desired = oci_basic(tls=tls)
     uid = target.create(desired, ALL_SECRETS)
-    tls = emu.store.records[uid].obj["spec"]["auth"]["tls"]
-    assert tls["ca"] == pem and tls["enabled"] is True
+    stored = emu.store.records[uid].obj["spec"]["auth"]["tls"]
+    assert stored["certificate"] == pem and stored["ca"] == "" and stored["enabled"] is True
     assert_no_diff(desired, by_key(target.list())[desired.key])
+    ecr = oci_ecr_secret()
+    ecr = Registry(ecr.kind, ecr.name, ecr.scope, {**ecr.spec, "tls": tls})
+    stored = emu.store.records[target.create(ecr, ALL_SECRETS)].obj["spec"]["tls"]
+    assert stored["certificate"] == pem and stored["ca"] == ""
+    h = helm()
+    h = Registry(h.kind, h.name, h.scope, {**h.spec, "tls": tls})
+    stored = emu.store.records[target.create(h, ALL_SECRETS)].obj["spec"]["auth"]["tls"]
+    assert stored["ca"] == pem and stored["certificate"] == ""
     missing = oci_basic(name="nope", tls={"insecureSkipVerify": False, "caFile": "certs/missing.pem"})
     with pytest.raises(ClientError, match="caFile"):
         target.create(missing, ALL_SECRETS)
@@ -303,11 +318,18 @@ def test_sync_and_status(palette_emulator_factory):
     emu.clock.advance(3600)
     target.sync("OciRegistry", uid, force=True)
     emu.faults.sync_mode_by_name = {"charts": "fail"}
-    huid = target.create(helm(), ALL_SECRETS)
+    huid = target.create(helm(sync=True), ALL_SECRETS)
     target.sync("HelmRegistry", huid)
     target.sync_status("HelmRegistry", huid)
     failed = target.sync_status("HelmRegistry", huid)
-    assert failed.failed and "401" in failed.message and failed.sync_supported is False
+    assert failed.failed and "401" in failed.message and failed.sync_supported is True
+    # isSyncSupported false: nothing to wait for, whatever the status word says
+    # (TF resourceOciRegistrySyncRefreshFunc); "", Pending, Unknown are still pending
+    assert SyncStatus("Failed", sync_supported=False).done and not SyncStatus("Failed", sync_supported=False).failed
+    for word in ("", "Pending", "Unknown", "InProgress", "Syncing"):
+        assert not SyncStatus(word).done, word
+    for word in ("Success", "Completed", "completed"):
+        assert SyncStatus(word).done and not SyncStatus(word).failed, word
 
 
 def test_validate(palette_emulator_factory):
@@ -377,7 +399,10 @@ def test_retry_after_is_honoured_and_headers_sent():
     target._oci_types["u1"] = "basic"
     assert target.sync_status("OciRegistry", "u1").done
     assert 3.0 in sleeps or any(s >= 3.0 for s in sleeps)
-    assert rec.seen[0].headers["ApiKey"] == "k-secret-key" and rec.seen[0].headers["ProjectUid"] == "proj-1"
+    # registries are tenant objects: no ProjectUid on /v1/registries/* even with a project uid
+    # configured (TF getV1ClientWithResourceContext(m, "tenant"); SDK commit 290958d)
+    assert rec.seen[0].headers["ApiKey"] == "k-secret-key" and "ProjectUid" not in rec.seen[0].headers
+    assert target.project_uid == "proj-1"
 
 
 def test_delete_404_after_retry_is_success():
@@ -452,3 +477,285 @@ def test_token_bucket_paces_threads():
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: bucket.acquire(), range(22)))
     assert time.monotonic() - start >= 0.18
+
+
+# ---------------------------------------------------------------- Palette as it really is (issue 13)
+
+
+def realistic_emu(factory, **kw) -> PaletteEmulator:
+    kw.setdefault("rate", 0)
+    return factory(seed_defaults=True, realistic=True, **kw)
+
+
+def test_oci_sync_flag_is_read_from_status(palette_emulator_factory):
+    # TF resourceRegistryEcrRead reads is_synchronization from status.syncStatus (commit c3025510)
+    emu = fast_emu(palette_emulator_factory, behaviour=Behaviour(sync_in_status_only=True))
+    target = fast_target(emu)
+    for make in (oci_basic, oci_ecr_secret):
+        desired = make()
+        uid = target.create(desired, ALL_SECRETS)
+        assert "isSyncSupported" not in emu.view(emu.store.records[uid])["spec"]
+        assert target.get("OciRegistry", uid).spec["sync"] is True
+        assert_no_diff(desired, by_key(target.list())[desired.key])
+    # and the spec is the fallback where the status says nothing
+    assert observe_oci({"isSyncSupported": True, "endpoint": "e"}, "basic", {})["sync"] is True
+
+
+def test_put_is_built_on_the_server_object_and_keeps_its_fields(palette_emulator_factory):
+    emu = realistic_emu(palette_emulator_factory)
+    ui = emu.add("basic", "jfrog", {"endpoint": "acme.jfrog.io", "basePath": "artifactory/api/oci/oci-local",
+                                    "providerType": "helm", "baseContentPath": "charts",
+                                    "containsSpectroManifest": True, "isSyncSupported": True,
+                                    "auth": {"type": "basic", "username": "ci-bot", "password": "old-password-1"}})
+    target = fast_target(emu)
+    desired = oci_basic(name="jfrog", endpoint="acme.jfrog.io", provider="helm", baseContentPath="charts",
+                        basePath="artifactory/api/oci/oci-local")
+    observed = by_key(target.list())[desired.key]
+    assert observed.spec["basePath"] == "artifactory/api/oci/oci-local"
+    assert_no_diff(desired, observed)
+    target.update(ui.uid, desired, {"auth.password": PASSWORD})  # a rotated secret
+    spec = emu.store.records[ui.uid].obj["spec"]
+    assert emu.lost == [], emu.lost
+    assert spec["basePath"] == "artifactory/api/oci/oci-local" and spec["containsSpectroManifest"] is True
+    assert spec["futureField"] == "kept-by-server"
+    assert spec["auth"]["password"] == PASSWORD
+    # the masked value a GET answers is never sent back as a secret
+    put = next(e for e in emu.raw if e["method"] == "PUT")
+    assert "***" not in put["body"]
+    # a PUT without a new secret keeps the stored one and sends no masked copy either
+    target.update(ui.uid, desired, {})
+    assert emu.store.records[ui.uid].obj["spec"]["auth"]["password"] == PASSWORD and emu.lost == []
+
+
+def test_public_ecr_sends_is_private_false(palette_emulator_factory):
+    emu = realistic_emu(palette_emulator_factory)
+    target = fast_target(emu)
+    desired = Registry("OciRegistry", "public-ecr", "tenant", {
+        "endpoint": "public.ecr.aws", "provider": "helm", "baseContentPath": "charts", "sync": True,
+        "auth": {"type": "ecr"}, "tls": {"insecureSkipVerify": False}, "fips": False})
+    uid = target.create(desired, {})
+    body = json.loads(next(e for e in emu.raw if e["method"] == "POST")["body"])
+    assert body["spec"]["isPrivate"] is False and "credentials" not in body["spec"]
+    assert emu.store.records[uid].flavour == "ecr"
+    assert_no_diff(desired, target.get("OciRegistry", uid))
+
+
+def test_no_project_uid_on_registry_calls(palette_emulator_factory):
+    # TF getV1ClientWithResourceContext(m, "tenant") in every registry resource; SDK commit 290958d
+    emu = realistic_emu(palette_emulator_factory)
+    target = fast_target(emu, project_uid="0123456789abcdef01234567")
+    uid = target.create(oci_basic(), ALL_SECRETS)
+    target.list()
+    target.update(uid, oci_basic(), ALL_SECRETS)
+    target.sync("OciRegistry", uid)
+    target.sync_status("OciRegistry", uid)
+    target.delete("OciRegistry", uid)
+    assert len(emu.raw) > 8 and emu.headers_sent("ProjectUid") == []
+    assert all(h.lower() != "projectuid" for e in emu.raw for h in e["headers"])
+
+
+def test_builtins_are_never_read_in_detail(palette_emulator_factory):
+    emu = realistic_emu(palette_emulator_factory)
+    target = fast_target(emu)
+    regs = by_key(target.list())
+    builtin = regs[("system", "OciRegistry", "Palette Registry")]
+    assert builtin.builtin and builtin.spec["endpoint"].endswith("amazonaws.com")
+    assert not [e for e in emu.requests if builtin.uid in e["path"]]
+    assert not [e for e in emu.requests if e["status"] == 403]
+
+
+def test_a_refused_detail_read_is_not_a_failed_plan(palette_emulator_factory):
+    # a registry whose detail GET answers 403 (as Spectro's built-in ECR ones): observed from the summary
+    emu = realistic_emu(palette_emulator_factory)
+    target = fast_target(emu)
+    with emu.store.lock:
+        builtin_uids = {r.uid for r in emu.store.records.values() if r.builtin}
+    emu.add("ecr", "spectro-ecr", {"endpoint": "1.dkr.ecr.us-east-1.amazonaws.com", "isPrivate": False},
+            builtin=True)
+    target._refresh_builtins = lambda: set(builtin_uids)  # a server that does not flag it isDefault
+    regs = by_key(target.list())
+    assert regs[("tenant", "OciRegistry", "spectro-ecr")].spec["endpoint"] == "1.dkr.ecr.us-east-1.amazonaws.com"
+    assert [e["status"] for e in emu.requests if e["status"] == 403] == [403]
+
+
+def test_plan_reads_only_what_it_needs(palette_emulator_factory):
+    # issue 11 item 2: no detail GET of an OCI registry unchanged since our last write
+    emu = realistic_emu(palette_emulator_factory)
+    target = fast_target(emu)
+    desired = [oci_basic(name=f"o{i}") for i in range(4)]
+    known = {}
+    for reg in desired:
+        uid = target.create(reg, ALL_SECRETS)
+        known[uid] = Known(target.version(reg.kind, uid), target_spec(reg.spec), reg.kind)
+    assert all(k.version for k in known.values())
+    other = emu.add("basic", "not-ours", {"endpoint": "x.example.com", "auth": {"type": "noAuth"}})
+    wanted = {r.key for r in desired}
+    before = len(emu.requests)
+    regs = by_key(fast_target(emu).observe(wanted, known))
+    new = emu.requests[before:]
+    assert not [e for e in new if "/v1/registries/oci/" in e["path"] and not e["path"].endswith("summary")], new
+    for reg in desired:
+        assert_no_diff(reg, regs[reg.key])
+    assert regs[("tenant", "OciRegistry", "not-ours")].uid == other.uid
+    # an edit in the UI changes the stamp: read in full, drift visible
+    edited = emu.edit("o1", lambda spec: spec.update(endpoint="edited.example.com"))
+    before = len(emu.requests)
+    regs = by_key(fast_target(emu).observe(wanted, known))
+    details = [e["path"] for e in emu.requests[before:] if e["path"].endswith("/basic")]
+    assert details == [f"/v1/registries/oci/{edited.uid}/basic"]
+    assert regs[desired[1].key].spec["endpoint"] == "edited.example.com"
+    # a declared registry nobody recorded yet is read in full
+    before = len(emu.requests)
+    fast_target(emu).observe(wanted | {("tenant", "OciRegistry", "not-ours")}, known)
+    assert f"/v1/registries/oci/{other.uid}/basic" in [e["path"] for e in emu.requests[before:]]
+
+
+def test_without_summary_stamps_every_managed_oci_registry_is_read(palette_emulator_factory):
+    # unverified whether Palette's summary carries lastModifiedTimestamp: without it, GET
+    emu = realistic_emu(palette_emulator_factory)
+    emu.behaviour.summary_timestamps = False
+    target = fast_target(emu)
+    known = {}
+    for i in range(3):
+        reg = oci_basic(name=f"o{i}")
+        uid = target.create(reg, ALL_SECRETS)
+        known[uid] = Known(target.version(reg.kind, uid), target_spec(reg.spec), reg.kind)
+    before = len(emu.requests)
+    fast_target(emu).observe(set(), known)
+    assert len([e for e in emu.requests[before:] if e["path"].endswith("/basic")]) == 3
+
+
+def test_not_found_is_the_resource_not_found_code_too():
+    # SDK herr.IsNotFound keys on the code
+    target, _, _ = mock_target([httpx.Response(400, json={"code": "ResourceNotFound", "message": "no such"})])
+    with pytest.raises(NotFound):
+        target.get("HelmRegistry", "u1")
+
+
+def test_same_origin_redirect_of_a_get_is_followed():
+    target, rec, _ = mock_target([
+        httpx.Response(301, headers={"Location": "/v1/registries/helm/u2"}),
+        httpx.Response(200, json={"metadata": {"uid": "u2", "name": "h"}, "spec": {"endpoint": "https://x"}}),
+    ])
+    assert target.get("HelmRegistry", "u1").uid == "u2"
+    assert [str(r.url) for r in rec.seen] == ["https://palette.test/v1/registries/helm/u1",
+                                              "https://palette.test/v1/registries/helm/u2"]
+    assert rec.seen[1].headers["ApiKey"] == "k-secret-key"
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirect_to_another_origin_is_refused_and_gets_no_key(status):
+    target, rec, _ = mock_target([httpx.Response(status, headers={"Location": "https://login.example.com/x"})])
+    with pytest.raises(ClientError, match=rf"{status} redirect to another origin \(https://login.example.com\)"):
+        target.list()
+    assert len(rec.seen) == 1  # never sent there
+
+
+def test_redirect_of_a_write_or_without_end_is_refused():
+    target, rec, _ = mock_target([httpx.Response(307, headers={"Location": "/v1/registries/helm"})])
+    with pytest.raises(ClientError, match="307 redirect for a POST"):
+        target.create(helm(), ALL_SECRETS)
+    loop = [httpx.Response(302, headers={"Location": "/v1/registries/metadata"})] * 10
+    target, rec, _ = mock_target(loop)
+    with pytest.raises(ClientError, match="after 5 redirects"):
+        target.list()
+    target, rec, _ = mock_target([httpx.Response(301)])
+    with pytest.raises(ClientError, match="without a Location"):
+        target.list()
+
+
+def test_stuck_continue_token_fails_within_seconds(palette_emulator_factory):
+    emu = fast_emu(palette_emulator_factory)
+    emu.behaviour.page_limit = 2
+    emu.behaviour.stuck_continue = True
+    target = PaletteTarget(emu.url, API_KEY, rate=1000, burst=50)
+    start = time.monotonic()
+    for i in range(5):
+        emu.add("helm", f"h{i}", {"endpoint": f"https://h{i}.example.com", "auth": {"type": "noAuth"}})
+    with pytest.raises(ServerError, match="paging does not end: page 2 returned a continue token the server "
+                                          "already gave"):
+        target.list()
+    assert time.monotonic() - start < 3 and len(emu.calls("GET", "/v1/registries/helm")) == 2
+
+
+def test_implausibly_many_pages_fail(monkeypatch):
+    monkeypatch.setattr("reconciler.targets.palette.MAX_PAGES", 3)
+    pages = [httpx.Response(200, json={"items": [], "listmeta": {"continue": f"t{i}"}}) for i in range(5)]
+    target, rec, _ = mock_target([httpx.Response(200, json={"items": []}), *pages])
+    with pytest.raises(ServerError, match="more than 3 pages"):
+        target.list()
+
+
+@pytest.mark.parametrize("answer, words", [
+    (httpx.Response(200, text="<!DOCTYPE html><html>login</html>", headers={"Content-Type": "text/html"}),
+     "200 answered an HTML page"),
+    (httpx.Response(200, text="{not json", headers={"Content-Type": "application/json"}), "200 answered not JSON"),
+    (httpx.Response(200, json=[1, 2]), "200 answered a JSON list, not the object"),
+    (httpx.Response(200, json={"items": "x"}), "'items' is not a list of objects"),
+])
+def test_answers_that_are_not_the_api_are_clear_errors(answer, words):
+    target, _, _ = mock_target([answer])
+    with pytest.raises(ServerError, match=re.escape(words)):
+        target.list()
+
+
+def test_html_error_page_fails_at_once_not_after_a_minute_of_retries():
+    page = httpx.Response(500, text="<html><body>Internal Server Error</body></html>",
+                          headers={"Content-Type": "text/html"})
+    target, rec, sleeps = mock_target([page] * 10)
+    with pytest.raises(ServerError, match="an HTML page, not the Palette API's JSON"):
+        target.list()
+    assert len(rec.seen) == 1 and not sleeps
+    # once the API has answered, an HTML 502 from a proxy in front of it is retried as usual
+    proxy = httpx.Response(502, text="<html>bad gateway</html>", headers={"Content-Type": "text/html"})
+    ok = httpx.Response(200, json={"items": []})
+    target, rec, sleeps = mock_target([ok, proxy, ok, ok, ok])
+    target.list()
+    assert len(rec.seen) == 5 and len(sleeps) == 1
+
+
+def test_a_port_that_accepts_and_never_answers_fails_within_seconds():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)  # the kernel accepts; nobody ever reads or answers
+        port = sock.getsockname()[1]
+        target = PaletteTarget(f"http://127.0.0.1:{port}", API_KEY)
+        start = time.monotonic()
+        with pytest.raises(ServerError, match="never answered: is --endpoint the Palette API"):
+            target.list()
+        took = time.monotonic() - start
+    assert took < 15, took
+
+
+@pytest.mark.parametrize("endpoint", ["https://admin:pw-in-url-77@palette.example.com",
+                                      "https://admin:pw-in-url-77@[bad"])
+def test_credentials_in_the_endpoint_are_refused_and_never_printed(endpoint):
+    with pytest.raises(InputError) as info:
+        PaletteTarget(endpoint, API_KEY)
+    assert "pw-in-url-77" not in str(info.value) and "credentials" in str(info.value)
+
+
+def test_secrets_go_only_in_their_own_fields(palette_emulator_factory):
+    # the emulator's request log masks secrets; this checks the raw requests instead
+    emu = realistic_emu(palette_emulator_factory)
+    target = fast_target(emu)
+    for make in (oci_basic, oci_ecr_secret, helm, pack):
+        uid = target.create(make(), ALL_SECRETS)
+        target.update(uid, make(), ALL_SECRETS)
+        target.validate(make(), ALL_SECRETS)
+    assert len(emu.raw) > 12
+    assert emu.misplaced_secrets([*ALL_SECRETS.values()]) == []
+    assert any(PASSWORD in e["body"] for e in emu.raw)  # it did travel, in its field
+
+
+def test_the_raw_secret_check_can_fail(palette_emulator):
+    emu = palette_emulator
+    body = {"metadata": {"name": "leaky"}, "spec": {"endpoint": "https://x.example.com", "name": "leaky",
+                                                     "isPrivate": False, "scope": "tenant",
+                                                     "auth": {"type": "basic", "username": PASSWORD}}}
+    with httpx.Client(base_url=emu.url, headers={"ApiKey": API_KEY, "X-Debug": TOKEN}) as c:
+        c.post("/v1/registries/helm", json=body, params={"scope": SECRET_KEY})
+    found = emu.misplaced_secrets([*ALL_SECRETS.values()])
+    assert any("username" in f for f in found) and any("header X-Debug" in f for f in found)
+    assert any("URL" in f for f in found)
+    emu.violations.clear()  # the unknown query parameter was the point

@@ -4,6 +4,7 @@ not due, and force-sync only where Palette allows it."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,39 @@ def test_sync_that_never_finishes_hits_the_deadline(setup):
     res = run(root, *args, "sync", "--registry", "charts", "--timeout", "2", env=ENV)
     assert res.returncode == 1
     assert "Timeout" in res.stdout and "deadline" in res.stdout
+
+
+def test_sync_timeout_bounds_a_server_that_drips_its_answers(setup):
+    # issue 9 item 15: one byte every 2 s never trips a per-read timeout; --timeout 5 must hold
+    root, emu, args = setup
+    before = (root / ".reconciler/state-palette.json").read_text()
+    emu.faults.drip = 2.0
+    start = time.monotonic()
+    res = run(root, *args, "sync", "--registry", "charts", "--timeout", "5", env=ENV, timeout=60)
+    took = time.monotonic() - start
+    emu.faults.drip = 0.0
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert took < 12, f"sync --timeout 5 took {took:.1f} s"
+    assert "charts" in res.stdout and ("within" in res.stdout or "deadline" in res.stdout), res.stdout
+    assert json.loads(before)["serial"] <= json.loads((root / ".reconciler/state-palette.json").read_text())["serial"]
+
+
+def test_oci_registry_with_sync_off_is_never_triggered(tmp_path: Path, palette_emulator_factory):  # noqa: F811
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"r.yaml": registry_doc("OciRegistry", "nosync", """
+        endpoint: reg.example.com
+        provider: helm
+        sync: false
+    """)})
+    commit_all(root)
+    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    args = ["--target", "palette", "--endpoint", emu.url]
+    assert run(root, *args, env=ENV).returncode == 0
+    res = run(root, *args, "sync", "--force", env=ENV)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "sync is off" in res.stdout
+    assert not emu.calls("POST", "/v1/registries/oci/") or not [c for c in emu.calls("POST") if "/sync" in c["path"]]
 
 
 def test_force_sync_only_where_palette_allows_it(setup):

@@ -1,5 +1,6 @@
 """One contract for every ``Target``: the local SQLite target and the Palette API target
-(against the emulator of the official spec). Specs round-trip with no spurious diff."""
+(against the emulator of the official spec, every evidenced behaviour switched on:
+``PaletteEmulator(realistic=True)``). Specs round-trip with no spurious diff."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from reconciler.errors import ClientError, Conflict, NotFound
 from reconciler.model import Registry, target_spec
 from reconciler.plan import _observable_view
-from tests.support.palette_emulator import API_KEY, palette_emulator, palette_emulator_factory  # noqa: F401
+from tests.support.palette_emulator import API_KEY, palette_emulator_factory  # noqa: F401
 
 TLS = {"insecureSkipVerify": False}
 SPECS = {
@@ -48,9 +49,11 @@ def target(request, tmp_path: Path):
 
         t = LocalTarget(tmp_path / "local.db", profile="saas", base_dir=tmp_path)
     else:
-        palette = pytest.importorskip("reconciler.targets.palette")
-        emu = request.getfixturevalue("palette_emulator")
-        t = palette.PaletteTarget.from_options(endpoint=emu.url, api_key=API_KEY, base_dir=tmp_path)
+        from reconciler.targets.palette import PaletteTarget  # a missing client is a failure, not a skip
+
+        # the emulator in its most realistic configuration (every evidenced behaviour on)
+        emu = request.getfixturevalue("palette_emulator_factory")(seed_defaults=True, realistic=True)
+        t = PaletteTarget.from_options(endpoint=emu.url, api_key=API_KEY, base_dir=tmp_path)
     yield t
     t.close()
 

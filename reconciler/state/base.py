@@ -39,6 +39,7 @@ class Record:
     applied_at: str | None = None
     last_sync: dict[str, Any] | None = None
     spec: dict[str, Any] | None = None  # canonical spec as applied (secret *references* only)
+    version: str | None = None  # the target's modification stamp after our last write (Palette lastModifiedTimestamp)
 
     @property
     def key(self) -> Key:
@@ -145,7 +146,7 @@ def _record(raw: Any, i: int) -> Record:
     for name in ("uid", "kind", "name", "scope", "fingerprint"):
         _check_field(raw, name, str, "a string", prefix=prefix)
     _check_field(raw, "protect", bool, "true or false", prefix=prefix, optional=True)
-    for name in ("origin", "applied_commit", "applied_at"):
+    for name in ("origin", "applied_commit", "applied_at", "version"):
         _check_field(raw, name, str, "a string", prefix=prefix, optional=True)
     for name in ("secret_hashes", "last_sync", "spec"):
         _check_field(raw, name, dict, "an object", prefix=prefix, optional=True)

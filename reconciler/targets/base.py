@@ -16,17 +16,27 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from reconciler.model import ObservedRegistry, Registry
+from reconciler.model import Key, ObservedRegistry, Registry
 
 Secrets = Mapping[str, str]
+ObservedList = list[ObservedRegistry]
+
+
+# Sync status words as Spectro's Terraform provider maps them
+# (terraform-provider-spectrocloud, resource_registry_oci_ecr.go, resourceOciRegistrySyncRefreshFunc):
+# Success/Completed are done, Failed/Error failed, anything else ("", InProgress, Pending,
+# Unknown, ...) still pending; ``isSyncSupported: false`` means there is nothing to wait for.
+SYNC_DONE = frozenset({"success", "completed"})
+SYNC_FAILED = frozenset({"failed", "error"})
 
 
 @dataclass(frozen=True)
 class SyncStatus:
     """Status of a registry's content sync as Palette reports it (v1RegistrySyncStatus)."""
 
-    status: str  # "", "InProgress", "Completed"/"Success", "Failed", "Error", ...
+    status: str  # "", "InProgress", "Completed"/"Success", "Failed", "Error", "Unknown", ...
     message: str = ""
     last_synced: str | None = None  # RFC 3339
     last_run: str | None = None  # RFC 3339
@@ -35,11 +45,22 @@ class SyncStatus:
 
     @property
     def done(self) -> bool:
-        return self.status.lower() not in ("", "inprogress", "in progress", "running", "pending", "syncing")
+        if not self.sync_supported:
+            return True  # nothing to wait for (resourceOciRegistrySyncRefreshFunc: "Success")
+        return self.status.lower() in SYNC_DONE or self.failed
 
     @property
     def failed(self) -> bool:
-        return self.status.lower() in ("failed", "error")
+        return self.sync_supported and self.status.lower() in SYNC_FAILED
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the state recorded of a managed registry, so a target can skip re-reading it."""
+
+    version: str | None  # the target's modification stamp right after our last write
+    spec: Mapping[str, Any]  # canonical spec as applied (secret references only)
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,22 @@ class Target(ABC):
     @abstractmethod
     def list(self) -> list[ObservedRegistry]:
         """Every registry of every kind and scope, built-in defaults included (``builtin``)."""
+
+    def observe(self, wanted: Collection[Key], known: Mapping[str, Known]) -> ObservedList:
+        """``list()`` for a plan, told what it needs in full.
+
+        ``wanted``: the declared keys; ``known``: recorded uids with what was applied. A target
+        may leave out details of registries neither names, and skip re-reading a registry whose
+        stamp matches ``Known.version`` (Palette: one GET per OCI registry otherwise).
+        """
+        return self.list()
+
+    def version(self, kind: str, uid: str) -> str | None:
+        """The target's modification stamp of a registry this run just wrote (None: unknown)."""
+        return None
+
+    def set_deadline(self, seconds: float) -> None:  # noqa: B027
+        """Bound every later request of this run to end within ``seconds`` from now."""
 
     @abstractmethod
     def get(self, kind: str, uid: str) -> ObservedRegistry:

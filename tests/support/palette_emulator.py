@@ -1,33 +1,46 @@
 """A Palette registries API emulator on loopback, for tests and benchmarks.
 
-It serves the 30 paths of ``tests/palette_spec/palette-registries-openapi.json`` from an
-in-memory store and behaves like a Palette tenant where it matters to a client:
+It serves the registry paths of ``tests/palette_spec/palette-registries-openapi.json`` from an
+in-memory store. Every request is checked against the spec: unknown path/method, unknown or
+ill-typed query parameter, body not matching the body parameter's definition (Swagger 2.0
+definitions turned into JSON Schema; by default objects are closed, so a misspelt field is
+caught too). A bad request gets 400 with a V1Error body and is recorded in ``violations``.
 
-* ``ApiKey`` (or ``Authorization``) header required, 401 otherwise;
-* every request is checked against the spec: unknown path/method, unknown or ill-typed query
-  parameter, body not matching the body parameter's definition (Swagger 2.0 definitions turned
-  into JSON Schema; by default objects are closed, so a misspelt field is caught too). A bad
-  request gets 400 with a V1Error body and is recorded in ``violations``;
-* uids of 24 hex chars, 409 ``DuplicateRegistryName`` per (kind family, scope, name) where
-  OCI basic and ECR share one family; secrets (password, token, secretKey, secretToken) are
-  write-only (GET answers them as ""); server defaults are added (TLS block, ``basePath``,
-  ``containsSpectroManifest``, metadata timestamps, status);
-* helm and pack lists page with ``limit`` (max 50) and an opaque ``continue`` token;
-* built-in default registries (``seed_defaults``) are reported with ``isDefault: true`` by
-  ``/v1/registries/metadata`` and carry the annotation ``BUILTIN_ANNOTATION``; PUT/DELETE on
-  them answer 403;
+Everything it does beyond the spec names its evidence: a row of
+``/work/shared/reference/palette-behaviour.md`` ("PB: <table>"), a file of Spectro's Terraform
+provider ("TF") or SDK, or says **unverified** (our conservative guess; the client must not
+depend on it). Behaviours with evidence that a real server may or may not show are switches
+(``Behaviour``); ``PaletteEmulator(realistic=True)`` turns on every evidenced one at once and
+is what the target contract suite runs against.
+
+Always on:
+
+* ``ApiKey`` (or ``Authorization``) header required, 401 otherwise (spec securityDefinitions);
+* uids of 24 hex chars (unverified); secrets (password, token, secretKey, secretToken) are
+  write-only (PB "Reading": masked or empty on GET, ``Behaviour.secrets_on_get``); a PUT
+  with an empty or missing secret keeps the stored one (unverified: the console's behaviour);
+* server defaults (TLS block, ``basePath``, ``containsSpectroManifest``, metadata timestamps,
+  status): the shapes of the spec's definitions, values unverified;
+* built-in default registries (``seed_defaults``) are ``isDefault: true`` in
+  ``/v1/registries/metadata`` (unverified: PB "Unknown") and refuse PUT/DELETE with 403
+  (PB "Rules": default registries cannot be edited; the status code is unverified);
 * content sync: ``POST .../sync`` (202) starts a sync that ``GET .../sync/status`` reports
   ``InProgress`` for ``sync_polls`` polls, then ``Completed`` (or ``Failed`` / never ending,
-  see ``Faults``). ``forceSync=true`` is refused with 409 ``SyncForceNotAllowed`` while the
-  last sync started less than an hour ago on the injectable ``clock``;
-* ``/validate`` rule (documented for tests): 400 ``RegistryValidationFailed`` when the
-  endpoint contains ``invalid`` or a secret (password, token, secretKey) equals ``wrong``;
-  204 otherwise;
-* a token bucket rate limit (default 10 requests/s, burst 6: Palette's "10 rps with a burst
-  queue of 5") answering 429 with ``Retry-After``;
+  see ``Faults``); ``isSyncSupported: false`` for a registry with sync off (PB "Sync status").
+  ``forceSync=true`` is refused with 409 ``SyncForceNotAllowed`` while the last sync started
+  less than an hour ago on the injectable ``clock`` (unverified);
+* ``/validate`` rule (unverified, documented for tests): 400 ``RegistryValidationFailed`` when
+  the endpoint contains ``invalid`` or a secret (password, token, secretKey) equals ``wrong``;
+* a token bucket rate limit (default 10 requests/s, burst 6: PB "Writing", the documented
+  "10 rps with a burst queue of 5") answering 429 with ``Retry-After``;
 * fault switches (``Faults``): latency, seeded random 500/503/429/timeouts/dropped
   connections, and "fail after effect" for creates (the registry is stored, the answer is a
-  500 or a dropped connection). Every sleep is bounded.
+  500 or a dropped connection); raw answers (``answers``: HTML, invalid JSON, a JSON list) and
+  redirects (``redirects``) per path. Every sleep is bounded.
+
+The raw requests (headers and bodies, secrets included) are kept in ``raw`` (never in the
+request log that leak scans read), so tests can check where a secret went
+(``misplaced_secrets``) and which headers were sent.
 """
 
 from __future__ import annotations
@@ -41,7 +54,7 @@ import secrets as _secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,7 +68,6 @@ import pytest
 from tests.support import leaks
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "palette_spec" / "palette-registries-openapi.json"
-BUILTIN_ANNOTATION = "palette.spectrocloud.com/builtin"
 SECRET_KEYS = frozenset({"password", "token", "secretKey", "secretToken"})
 MAX_SLEEP = 5.0  # no emulator sleep lasts longer than this
 API_KEY = "test-api-key-0123456789"
@@ -167,7 +179,7 @@ class SpecIndex:
                 problems.append(f"query parameter {name!r} must be one of {decl['enum']}, got {value!r}")
         return problems
 
-    def check_body(self, op: Operation, raw: bytes) -> tuple[Any, list[str]]:
+    def check_body(self, op: Operation, raw: bytes, ignore: Iterable[str] = ()) -> tuple[Any, list[str]]:
         if op.body is None:
             if raw.strip():
                 return None, [f"{op.method} {op.template} takes no body"]
@@ -180,7 +192,11 @@ class SpecIndex:
             data = json.loads(raw)
         except ValueError as exc:
             return None, [f"body is not JSON: {exc}"]
-        errors = sorted(self.validator(op.body["schema"]).iter_errors(data), key=lambda e: list(e.path))
+        checked = data
+        extra = [k for k in ignore if isinstance(data, dict) and isinstance(data.get("spec"), dict) and k in data["spec"]]
+        if extra:  # fields the server itself added (Behaviour.future_fields): not ours to check
+            checked = {**data, "spec": {k: v for k, v in data["spec"].items() if k not in extra}}
+        errors = sorted(self.validator(op.body["schema"]).iter_errors(checked), key=lambda e: list(e.path))
         problems = [f"body{''.join(f'[{p!r}]' for p in e.path)}: {e.message}" for e in errors]
         return data, problems
 
@@ -289,12 +305,59 @@ class Faults:
     sync_mode: str = "complete"  # complete | fail | hang
     sync_fail_message: str = "failed to pull index: 401 Unauthorized"
     sync_mode_by_name: dict[str, str] = field(default_factory=dict)
+    # a server that drips its answers: one byte every ``drip`` seconds (status line, headers, body)
+    drip: float = 0.0
 
     def clear(self) -> None:
-        self.latency = self.p500 = self.p503 = self.p429 = self.p_timeout = self.p_drop = 0.0
+        self.latency = self.p500 = self.p503 = self.p429 = self.p_timeout = self.p_drop = self.drip = 0.0
         self.after_effect = ""
         self.after_effect_count = 0
         self.script = []
+
+
+# server-kept fields of an OCI registry that our format does not manage (or manages only when
+# declared): a PUT must send them back (spec v1BasicOciRegistrySpec / v1EcrRegistrySpec)
+SERVER_KEPT = ("basePath", "containsSpectroManifest", "defaultRegion")
+
+
+@dataclass
+class Behaviour:
+    """Switches for what Palette is evidenced to do beyond the spec (each names its source)."""
+
+    # PB "Reading" row 1; TF resourceRegistryEcrRead reads Status.SyncStatus.IsSyncSupported
+    # (commit c3025510): the OCI sync flag only in ``status.syncStatus``, absent from the spec
+    sync_in_status_only: bool = False
+    # PB "Reading" row 2; TF tests/mockApiServer/routes/mockRegistries.go ecrRegistryFixtureFor
+    # ("ecr-uid-secret-masked" answers SecretKey "abc***def"): "empty" or "masked"
+    secrets_on_get: str = "empty"
+    # issue 13 (Spectro's built-in ECR registries); PB "Reading" row 3 (no Spectro client reads
+    # built-ins in detail): a detail GET of a built-in OCI registry answers 403
+    builtin_detail_403: bool = False
+    # PB "Writing" row 3 (TF toRegistryBasic / toRegistryEcr send whole objects): a PUT replaces
+    # the object, so a server-kept field missing from the body is lost (recorded in ``lost``)
+    put_replaces: bool = False
+    # unknown future fields the server adds to every OCI spec; a PUT must send them back
+    # (unverified that any exist today; the closed-object check ignores these names)
+    future_fields: dict[str, Any] = field(default_factory=dict)
+    # unverified (PB "Unknown"): whether the OCI summary carries metadata.lastModifiedTimestamp
+    summary_timestamps: bool = True
+    # paging: spec v1ListMetaData (``continue``); the page size cap of 50 is unverified
+    page_limit: int = 50
+    # a server bug or a caching proxy: every page answers the same non-empty continue token
+    stuck_continue: bool = False
+
+    @classmethod
+    def realistic(cls) -> Behaviour:
+        """Every evidenced behaviour at once (the configuration the contract suite runs against)."""
+        return cls(sync_in_status_only=True, secrets_on_get="masked", builtin_detail_403=True, put_replaces=True,
+                   future_fields={"futureField": "kept-by-server"})
+
+
+def mask_value(value: Any) -> Any:
+    """How the TF mock server shows a secret: first and last three characters around ``***``."""
+    if not isinstance(value, str) or not value:
+        return ""
+    return f"{value[:3]}***{value[-3:]}" if len(value) > 6 else "***"
 
 
 class Clock:
@@ -339,12 +402,13 @@ def mask(data: Any) -> Any:
     return data
 
 
-def _strip_secrets(data: Any) -> Any:
-    """What GET answers: secrets write-only (empty string)."""
+def _strip_secrets(data: Any, how: str = "empty") -> Any:
+    """What GET answers: secrets write-only (empty string, or masked with ``how="masked"``)."""
     if isinstance(data, dict):
-        return {k: ("" if k in SECRET_KEYS else _strip_secrets(v)) for k, v in data.items()}
+        return {k: ((mask_value(v) if how == "masked" else "") if k in SECRET_KEYS else _strip_secrets(v, how))
+                for k, v in data.items()}
     if isinstance(data, list):
-        return [_strip_secrets(v) for v in data]
+        return [_strip_secrets(v, how) for v in data]
     return data
 
 
@@ -392,10 +456,19 @@ class PaletteEmulator:
         api_key: str = API_KEY,
         closed_objects: bool = True,
         spec_path: Path = SPEC_PATH,
+        realistic: bool = False,
+        behaviour: Behaviour | None = None,
     ) -> None:
         self.spec = SpecIndex(load_spec(spec_path), closed_objects)
         self.store = Store()
         self.faults = Faults()
+        self.behaviour = behaviour or (Behaviour.realistic() if realistic else Behaviour())
+        # raw answers per path (status, content type, body): HTML pages, invalid JSON, lists
+        self.answers: dict[str, tuple[int, str, bytes]] = {}
+        # redirects per path: [status, Location, times left (-1: always)]
+        self.redirects: dict[str, list[Any]] = {}
+        self.raw: list[dict[str, Any]] = []  # raw requests: method, path, query, headers, body (secrets included)
+        self.lost: list[str] = []  # server-kept fields a PUT dropped (Behaviour.put_replaces)
         self.clock = Clock()
         self.api_key = api_key
         self.rng = random.Random(seed)
@@ -422,7 +495,7 @@ class PaletteEmulator:
             pass
 
         Handler.emulator = emulator
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._server.request_queue_size = 128
         self._thread = threading.Thread(target=self._server.serve_forever, name="palette-emulator",
@@ -496,6 +569,59 @@ class PaletteEmulator:
             return [e for e in self.requests if (method is None or e["method"] == method)
                     and e["path"].startswith(path_prefix)]
 
+    def edit(self, name: str, change: Callable[[dict[str, Any]], None], flavour: str | None = None) -> Record:
+        """An edit made in the Palette UI: ``change(spec)`` and a new lastModifiedTimestamp."""
+        with self.store.lock:
+            rec = next(r for r in self.store.records.values()
+                       if r.name == name and (flavour is None or r.flavour == flavour))
+            change(rec.obj["spec"])
+            rec.obj["metadata"]["lastModifiedTimestamp"] = _now_iso(self.clock() + 0.001)
+        return rec
+
+    def misplaced_secrets(self, values: Iterable[str]) -> list[str]:
+        """Where a secret value went that is not the field it belongs to (raw requests: URL,
+        headers, any body field not named password/token/secretKey/secretToken)."""
+        values = [v for v in values if v]
+        found: list[str] = []
+
+        def walk(node: Any, where: str) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if k in SECRET_KEYS and isinstance(v, str):
+                        continue
+                    walk(v, f"{where}.{k}")
+                    if any(s in str(k) for s in values):
+                        found.append(f"{where}: a key")
+            elif isinstance(node, list):
+                for i, v in enumerate(node):
+                    walk(v, f"{where}[{i}]")
+            elif isinstance(node, str) and any(s in node for s in values):
+                found.append(where)
+
+        with self._log_lock:
+            raw = list(self.raw)
+        for e in raw:
+            name = f"{e['method']} {e['path']}"
+            if any(s in e["path"] + json.dumps(e["query"]) for s in values):
+                found.append(f"{name}: URL")
+            for h, v in e["headers"].items():
+                if h.lower() not in ("apikey", "authorization") and any(s in v for s in values):
+                    found.append(f"{name}: header {h}")
+            try:
+                body = json.loads(e["body"]) if e["body"].strip() else None
+            except ValueError:
+                if any(s in e["body"] for s in values):
+                    found.append(f"{name}: body (not JSON)")
+                continue
+            walk(body, f"{name}: body")
+        return found
+
+    def headers_sent(self, name: str, path_prefix: str = "/v1/registries") -> list[str]:
+        """Values of header ``name`` on raw requests under ``path_prefix``."""
+        with self._log_lock:
+            return [v for e in self.raw if e["path"].startswith(path_prefix)
+                    for h, v in e["headers"].items() if h.lower() == name.lower()]
+
     # ---- objects
 
     def _create_record(self, flavour: str, body: dict[str, Any], *, builtin: bool = False,
@@ -512,11 +638,12 @@ class PaletteEmulator:
             raise ApiError(409, "DuplicateRegistryName",
                            f"registry with name '{name}' already exists in scope {scope}")
         self._business_rules(flavour, spec)
+        if flavour in ("basic", "ecr"):
+            for k, v in self.behaviour.future_fields.items():
+                spec.setdefault(k, v)
         now = self.clock()
         uid = uid or new_uid()
         annotations = dict(meta.get("annotations") or {})
-        if builtin:
-            annotations[BUILTIN_ANNOTATION] = "true"
         metadata = {"name": name, "uid": uid, "annotations": annotations, "labels": dict(meta.get("labels") or {}),
                     "creationTimestamp": _now_iso(now), "lastModifiedTimestamp": _now_iso(now)}
         spec["scope"] = scope
@@ -596,7 +723,9 @@ class PaletteEmulator:
 
     def view(self, rec: Record) -> dict[str, Any]:
         """What GET answers for a registry: no secrets, defaults in, status attached."""
-        obj = _strip_secrets(copy.deepcopy(rec.obj))
+        obj = _strip_secrets(copy.deepcopy(rec.obj), self.behaviour.secrets_on_get)
+        if rec.flavour in ("basic", "ecr") and self.behaviour.sync_in_status_only:
+            obj["spec"].pop("isSyncSupported", None)
         status_key = {"helm": "helmSyncStatus", "pack": "packSyncStatus"}.get(rec.flavour, "syncStatus")
         obj["status"] = {status_key: self.sync_status_body(rec)}
         obj["kind"] = {"helm": "HelmRegistry", "pack": "PackRegistry", "basic": "OciRegistry",
@@ -639,6 +768,8 @@ class PaletteEmulator:
                 flavour = m.group(1)
                 rec = self._get(args[0], flavour)
                 if method == "GET":
+                    if rec.builtin and flavour in ("basic", "ecr") and self.behaviour.builtin_detail_403:
+                        raise ApiError(403, "Forbidden", f"registry '{rec.name}': access denied")
                     return 200, self.view(rec)
                 self._writable(rec)
                 if method == "DELETE":
@@ -666,9 +797,9 @@ class PaletteEmulator:
                 for r in self.store.of("basic", "ecr"):
                     s = r.obj["spec"]
                     items.append({
-                        "metadata": {k: r.obj["metadata"][k] for k in ("name", "uid", "annotations",
-                                                                        "creationTimestamp",
-                                                                        "lastModifiedTimestamp")},
+                        "metadata": {k: r.obj["metadata"][k] for k in (
+                            ("name", "uid", "annotations", "creationTimestamp", "lastModifiedTimestamp")
+                            if self.behaviour.summary_timestamps else ("name", "uid", "annotations"))},
                         "spec": {"endpoint": s["endpoint"], "providerType": s.get("providerType", "helm"),
                                  "registryType": r.flavour, "scope": r.scope,
                                  "isPrivate": bool(s.get("isPrivate", r.flavour == "basic"
@@ -718,9 +849,10 @@ class PaletteEmulator:
     def _list(self, flavour: str, query: dict[str, str], summary: bool) -> dict[str, Any]:
         scope = query.get("scope", "all")
         recs = [r for r in self.store.of(flavour) if scope in ("all", r.scope)]
-        limit = min(int(query.get("limit", "50")), 50)
+        cap = self.behaviour.page_limit
+        limit = min(int(query.get("limit", str(cap))), cap)
         if limit <= 0:
-            limit = 50
+            limit = cap
         offset = int(query.get("offset", "0"))
         token = query.get("continue")
         if token:
@@ -731,6 +863,8 @@ class PaletteEmulator:
         page = recs[offset: offset + limit]
         nxt = offset + len(page)
         cont = base64.urlsafe_b64encode(f"off:{nxt}".encode()).decode() if nxt < len(recs) else ""
+        if self.behaviour.stuck_continue:
+            cont = base64.urlsafe_b64encode(b"off:0").decode()  # the same token on every page
         if summary:
             key = "isPrivate" if flavour == "helm" else "private"
             items = [{"metadata": {k: r.obj["metadata"][k] for k in ("name", "uid", "annotations")},
@@ -743,6 +877,15 @@ class PaletteEmulator:
 
     def _put(self, rec: Record, body: dict[str, Any]) -> tuple[int, Any]:
         spec = copy.deepcopy(body.get("spec") or {})
+        if self.behaviour.put_replaces:
+            old = rec.obj["spec"]
+            for k in (*SERVER_KEPT, *self.behaviour.future_fields):
+                if old.get(k) not in (None, "", False) and spec.get(k) != old.get(k):
+                    self.lost.append(f"{rec.name}: spec.{k} {old.get(k)!r} -> {spec.get(k)!r}")
+        else:  # a lenient server (unverified): what the PUT leaves out is kept
+            for k in (*SERVER_KEPT, *self.behaviour.future_fields):
+                if k not in spec and k in rec.obj["spec"]:
+                    spec[k] = copy.deepcopy(rec.obj["spec"][k])
         spec["scope"] = rec.scope  # scope cannot change
         spec = _merge_secrets(spec, rec.obj["spec"])
         for k in ("registryUid",):
@@ -800,6 +943,14 @@ class PaletteEmulator:
         return self.sync_status_body(rec)
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)  # a client that gave up is no error
+
+
 class _Handler(BaseHTTPRequestHandler):
     emulator: PaletteEmulator
     protocol_version = "HTTP/1.1"
@@ -830,8 +981,29 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _dripped(self, status: int, headers: dict[str, str], payload: bytes) -> bool:
+        """Write the answer one byte every ``Faults.drip`` s (False: not dripping)."""
+        drip = self.emulator.faults.drip
+        if not drip:
+            return False
+        head = f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in {**headers, "Content-Length": str(len(payload))}.items())
+        data = (head + "\r\n").encode() + payload
+        self.close_connection = True
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(min(drip, MAX_SLEEP))
+        except OSError:
+            pass  # the client gave up
+        return True
+
     def _send(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
         payload = b"" if data is None or status == 204 else json.dumps(data).encode()
+        if self._dripped(status, {**({"Content-Type": "application/json"} if payload else {}), **(headers or {})},
+                         payload):
+            return
         self.send_response(status)
         if payload:
             self.send_header("Content-Type", "application/json")
@@ -841,6 +1013,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if payload:
             self.wfile.write(payload)
+
+    def _send_raw(self, status: int, content_type: str, payload: bytes) -> None:
+        if self._dripped(status, {"Content-Type": content_type}, payload):
+            return
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def _serve(self, method: str) -> None:
         emu = self.emulator
@@ -855,6 +1036,9 @@ class _Handler(BaseHTTPRequestHandler):
             entry["body"] = mask(json.loads(raw)) if raw.strip() else None
         except ValueError:
             entry["body"] = "<not json>"
+        with emu._log_lock:
+            emu.raw.append({"method": method, "path": path, "query": entry["query"],
+                            "headers": dict(self.headers.items()), "body": raw.decode("utf-8", "replace")})
         try:
             self._dispatch(emu, method, path, raw_query, raw, entry)
         finally:
@@ -876,12 +1060,21 @@ class _Handler(BaseHTTPRequestHandler):
                              {"Retry-After": f"{retry_after:.3f}".rstrip("0").rstrip(".")})
         if not (self.headers.get("ApiKey") == emu.api_key or self.headers.get("Authorization") == emu.api_key):
             return error(401, "Unauthorized", "missing or invalid ApiKey header")
+        redirect = emu.redirects.get(path)
+        if redirect is not None and redirect[2] != 0:
+            redirect[2] -= 1 if redirect[2] > 0 else 0
+            entry["status"], entry["fault"] = redirect[0], "redirect"
+            return self._send(redirect[0], None, {"Location": redirect[1]})
+        answer = emu.answers.get(path)
+        if answer is not None:
+            entry["status"], entry["fault"] = answer[0], "answer"
+            return self._send_raw(*answer)
         op, args, known = emu.spec.route(method, path)
         if op is None:
             emu.violation(f"{method} {path}: {'method not allowed' if known else 'path not in spec'}")
             return error(405 if known else 404, "NotFound", f"{method} {path} is not an API operation")
         problems = emu.spec.check_query(op, raw_query)
-        body, body_problems = emu.spec.check_body(op, raw)
+        body, body_problems = emu.spec.check_body(op, raw, emu.behaviour.future_fields)
         problems += body_problems
         if problems:
             for p in problems:
