@@ -34,7 +34,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,9 @@ from typing import Any
 import httpx
 
 from reconciler.errors import ClientError, Conflict, InputError, NotFound, ServerError, TargetError, redact
-from reconciler.model import ObservedRegistry, Registry
-from reconciler.targets.base import Secrets, SyncStatus, Target
+from reconciler.model import ObservedRegistry, Registry, Settings
+from reconciler.targets import palette_profiles
+from reconciler.targets.base import References, Secrets, SyncStatus, Target
 
 log = logging.getLogger("reconciler.palette")
 
@@ -290,6 +291,7 @@ class PaletteTarget(Target):
         json: Any = None,
         secrets: Iterable[str] = (),
         create: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send with rate limit and retries; raise a TargetError for a failure.
 
@@ -309,7 +311,7 @@ class PaletteTarget(Target):
             self._count("requests")
             retry_after: float | None = None
             try:
-                response = self._client.request(method, path, params=params, json=json)
+                response = self._client.request(method, path, params=params, json=json, headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 last = self._error(method, path, None, secrets,
                                    f"cannot connect: {type(exc).__name__}: {exc or 'no reason given'}")
@@ -575,6 +577,15 @@ class PaletteTarget(Target):
         self._request("DELETE", self._path(kind, uid))
         with self._lock:
             self._oci_types.pop(uid, None)
+
+    def references(self, uids: Collection[str]) -> References:
+        return palette_profiles.find_references(self._request, uids, workers=self.max_concurrency)
+
+    def check_tenant_policy(self, settings: Settings, registries: Sequence[Registry]) -> str | None:
+        if settings.profile != "vertex":
+            return None
+        non_fips = [r.name for r in registries if r.spec.get("fips") is not True]
+        return palette_profiles.check_tenant_fips(self._request, settings.allow_non_fips, non_fips)
 
     def validate(self, registry: Registry, secrets: Secrets) -> None:
         flavour, body = self._body(registry, secrets)
