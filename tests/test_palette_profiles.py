@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import ServerError
+from reconciler.errors import ClientError, ServerError
 from reconciler.model import Registry, Settings
 from reconciler.state.file import FileStateStore
 from reconciler.targets.base import ProfileRef
@@ -142,6 +142,18 @@ def test_no_look_up_without_uids(emu):
     assert profile_requests(emu) == []
 
 
+@pytest.mark.parametrize("template", ["/v1/dashboard/projects/metadata", "/v1/clusterprofiles/{uid}"])
+def test_a_refused_look_up_is_a_clear_error_not_no_references(emu, template):
+    used = helm(emu, "used")
+    emu.profiles.add_profile("web", [used])
+    emu.profiles.forbidden.add(template)
+    with fast_target(emu) as target, pytest.raises(ClientError) as caught:
+        target.references([used])
+    assert str(caught.value).startswith("cannot tell which cluster profiles use the registries to delete or "
+                                        "replace: palette: GET /v1/"), caught.value
+    assert "403" in str(caught.value)
+
+
 def test_look_ups_respect_the_targets_rate_limit(emu):
     used = helm(emu, "used")
     for i in range(8):
@@ -211,6 +223,13 @@ def test_vertex_tenant_fips_setting_must_agree(emu, mode, allow, registries, exp
     else:
         assert problem is not None and problem.startswith(expected.format(tenant=emu.profiles.tenant_uid)), problem
     assert [t for _, t, _ in emu.profiles.calls] == ["/v1/users/info", "/v1/tenants/{tenantUid}/preferences/fips"]
+
+
+def test_an_unreadable_tenant_setting_is_a_clear_error(emu):
+    emu.profiles.forbidden.add("/v1/tenants/{tenantUid}/preferences/fips")
+    with fast_target(emu) as target, pytest.raises(ClientError, match="^vertex: cannot read the tenant's FIPS "
+                                                                      "setting: palette: GET /v1/tenants/.*403"):
+        target.check_tenant_policy(Settings("vertex", allow_non_fips=False), [])
 
 
 def test_no_tenant_check_outside_vertex(emu):

@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from reconciler.errors import NotFound, ServerError
+from reconciler.errors import NotFound, ServerError, TargetError
 from reconciler.targets.base import ProfileRef, References
 
 log = logging.getLogger("reconciler.palette")
@@ -140,6 +140,17 @@ def _clusters(status: Mapping[str, Any]) -> int:
 
 def find_references(request: Request, uids: Collection[str], *, workers: int = 1) -> References:
     """Registry uid -> the cluster profiles (any scope, any project) whose packs use it."""
+    try:
+        return _find_references(request, uids, workers)
+    except TargetError as exc:
+        raise _context(exc, "cannot tell which cluster profiles use the registries to delete or replace") from exc
+
+
+def _context(exc: TargetError, what: str) -> TargetError:
+    return type(exc)(f"{what}: {exc}", status=exc.status, code=exc.code)
+
+
+def _find_references(request: Request, uids: Collection[str], workers: int) -> References:
     wanted = {u for u in uids if u}
     out: References = {u: [] for u in wanted}
     if not wanted:
@@ -225,7 +236,10 @@ def check_tenant_fips(request: Request, allow_non_fips: bool, non_fips: Sequence
     ``non_fips``: names of the declared registries that are not FIPS. The tenant allows non-FIPS
     packs only when the mode is ``nonFipsEnabled`` (the provider's ``convertFIPSString``).
     """
-    tenant, mode = tenant_fips_pack_mode(request)
+    try:
+        tenant, mode = tenant_fips_pack_mode(request)
+    except TargetError as exc:
+        raise _context(exc, "vertex: cannot read the tenant's FIPS setting") from exc
     tenant_allows = mode == NON_FIPS_ENABLED
     said = f"tenant {tenant} has fipsPackConfig.mode {mode}"
     if non_fips and not tenant_allows:

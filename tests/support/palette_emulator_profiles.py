@@ -17,7 +17,8 @@ What each behaviour beyond the spec rests on:
   version of each profile, older versions appear only in ``spec.versions`` (each version is a
   profile with its own uid); an unknown ``ProjectUid`` or tenant uid is 403.
 * switches for tests: ``stuck_continue`` (the list repeats its ``continue`` token forever),
-  ``page_limit`` (a server page smaller than 50).
+  ``page_limit`` (a server page smaller than 50), ``forbidden`` (path templates that answer 403,
+  as for an API key without the permission; the code Palette sends then is unverified).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class ProfilesData:
         self.profiles: dict[str, Profile] = {}  # uid -> profile, in creation order
         self.page_limit = 50
         self.stuck_continue = False
+        self.forbidden: set[str] = set()
         self.calls: list[tuple[str, str, str | None]] = []  # (method, path template, ProjectUid)
 
     # ---- seeding
@@ -167,6 +169,8 @@ class ProfilesData:
                project_uid: str | None) -> Answer:
         with self.lock:
             self.calls.append((method, template, project_uid))
+            if template in self.forbidden:
+                return _error(403, "Forbidden", "permission denied")  # unverified code
             if project_uid and project_uid not in self.projects:
                 return _error(403, "Forbidden", f"project '{project_uid}' is not accessible")  # unverified
             if template == "/v1/dashboard/projects/metadata":
