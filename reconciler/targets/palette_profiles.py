@@ -163,8 +163,7 @@ def _find_references(request: Request, uids: Collection[str], workers: int) -> R
             if uid and uid not in found:
                 found[uid] = ctx
 
-    def read(uid: str) -> dict[str, Any] | None:
-        ctx = found[uid]
+    def read(uid: str, ctx: _Context) -> dict[str, Any] | None:
         try:
             return _json(request("GET", f"/v1/clusterprofiles/{uid}", headers=ctx.headers))
         except NotFound:
@@ -177,7 +176,8 @@ def _find_references(request: Request, uids: Collection[str], workers: int) -> R
             if len(details) + len(pending) > MAX_PROFILES:
                 raise ServerError(f"palette: more than {MAX_PROFILES} cluster profiles to read; giving up")
             batch, pending = pending, []
-            for uid, obj in zip(batch, pool.map(read, batch), strict=True):
+            contexts_of = [found[uid] for uid in batch]  # read here: workers never touch ``found``
+            for uid, obj in zip(batch, pool.map(read, batch, contexts_of), strict=True):
                 if obj is None:
                     continue
                 details[uid] = obj
