@@ -173,10 +173,21 @@ def run_reconcile(opts: Options, out: TextIO, err: TextIO, *, dry_run: bool, pre
     store = build_store(opts)
     if dry_run:
         with _target(opts, profile, err) as target:
+            _check_tenant_policy(desired, target)
             return _dry_run(opts, out, err, desired, store, target, max_del, preflight)
     # the lock comes first: a second apply must not even open the target
     with store.lock(opts.lock_timeout), _target(opts, profile, err) as target:
+        _check_tenant_policy(desired, target)
         return _apply(opts, out, err, desired, store, target, max_del)
+
+
+def _check_tenant_policy(desired: Desired, target: Target) -> None:
+    """Refuse, before planning, definitions the target's own policy (VerteX tenant FIPS) refuses."""
+    problem = target.check_tenant_policy(desired.settings, desired.registries)
+    if problem:
+        src = desired.settings.source
+        raise InputError(f"{problem}; nothing was planned or changed",
+                         *((src.file, src.line, src.col) if src else ()))
 
 
 @contextmanager

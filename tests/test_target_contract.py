@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import ClientError, Conflict, NotFound
-from reconciler.model import Registry, target_spec
+from reconciler.model import Registry, Settings, target_spec
 from reconciler.plan import _observable_view
 from tests.support.palette_emulator import API_KEY, palette_emulator_factory  # noqa: F401
 
@@ -123,3 +123,11 @@ def test_secret_values_never_come_back(target):
 def test_unknown_uid_is_not_found(target):
     with pytest.raises(NotFound):
         target.get("HelmRegistry", "0123456789abcdef01234567")
+
+
+def test_references_answer_each_uid_asked_or_none(target):
+    # None: the target cannot tell (local); otherwise every uid asked, unused ones with no profiles
+    reg, secrets = make("r-unused", "helm-noauth")
+    uid = target.create(reg, secrets)
+    assert target.references([uid]) in (None, {uid: []})
+    assert target.check_tenant_policy(Settings("saas"), [reg]) is None

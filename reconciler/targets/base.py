@@ -14,11 +14,11 @@ compares only the fields present.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.model import Key, ObservedRegistry, Registry
+from reconciler.model import Key, ObservedRegistry, Registry, Settings
 
 Secrets = Mapping[str, str]
 ObservedList = list[ObservedRegistry]
@@ -143,6 +143,14 @@ class Target(ABC):
 
         Called by the runner only when a plan holds a delete or a replace. The local target
         knows no profiles (None: the plan says so); Palette looks them up.
+        """
+        return None
+
+    def check_tenant_policy(self, settings: Settings, registries: Sequence[Registry]) -> str | None:
+        """Why the target's own policy refuses these definitions, or None (the default: no policy).
+
+        Called by the runner before planning. Palette with the ``vertex`` profile compares the
+        tenant's FIPS setting with ``Settings.allowNonFips`` and the non-FIPS registries.
         """
         return None
 

@@ -52,7 +52,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -61,9 +61,10 @@ import httpcore
 import httpx
 
 from reconciler.errors import ClientError, Conflict, InputError, NotFound, ServerError, TargetError, redact
-from reconciler.model import Key, ObservedRegistry, Registry
+from reconciler.model import Key, ObservedRegistry, Registry, Settings
 from reconciler.secrets import MAX_CA_FILE, read_bounded, read_ref
-from reconciler.targets.base import Known, ObservedList, Secrets, SyncStatus, Target
+from reconciler.targets import palette_profiles
+from reconciler.targets.base import Known, ObservedList, References, Secrets, SyncStatus, Target
 
 log = logging.getLogger("reconciler.palette")
 
@@ -454,6 +455,7 @@ class PaletteTarget(Target):
         json: Any = None,
         secrets: Iterable[str] = (),
         create: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send with rate limit and retries; raise a TargetError for a failure.
 
@@ -479,7 +481,7 @@ class PaletteTarget(Target):
             limit = min(self.timeout, FIRST_CONTACT_TIMEOUT) if first_contact else self.timeout
             limit = max(0.001, min(limit, deadline - self._clock()))
             try:
-                response = self._send(method, url, params if hops == 0 else None, json, limit)
+                response = self._send(method, url, params if hops == 0 else None, json, limit, headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 last = self._error(method, path, None, secrets,
                                    f"cannot connect: {type(exc).__name__}: {exc or 'no reason given'}")
@@ -543,11 +545,11 @@ class PaletteTarget(Target):
             self._sleep(delay)
 
     def _send(self, method: str, url: httpx.URL | str, params: Mapping[str, Any] | None, json: Any,
-              limit: float) -> httpx.Response:
+              limit: float, headers: Mapping[str, str] | None = None) -> httpx.Response:
         """One request that ends, headers and body, within ``limit`` seconds (issue 9 item 15)."""
         _request_until.at = time.monotonic() + limit
         try:
-            return self._client.request(method, url, params=params, json=json,
+            return self._client.request(method, url, params=params, json=json, headers=headers,
                                         timeout=httpx.Timeout(limit, connect=min(limit, 10.0)))
         finally:
             _request_until.at = None
@@ -876,6 +878,15 @@ class PaletteTarget(Target):
         self._request("DELETE", self._path(kind, uid))
         with self._lock:
             self._oci_types.pop(uid, None)
+
+    def references(self, uids: Collection[str]) -> References:
+        return palette_profiles.find_references(self._request, uids, workers=self.max_concurrency)
+
+    def check_tenant_policy(self, settings: Settings, registries: Sequence[Registry]) -> str | None:
+        if settings.profile != "vertex":
+            return None
+        non_fips = [r.name for r in registries if r.spec.get("fips") is not True]
+        return palette_profiles.check_tenant_fips(self._request, settings.allow_non_fips, non_fips)
 
     def validate(self, registry: Registry, secrets: Secrets) -> None:
         flavour, body = self._body(registry, secrets)

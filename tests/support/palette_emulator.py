@@ -66,6 +66,8 @@ import jsonschema
 import pytest
 
 from tests.support import leaks
+from tests.support.palette_emulator_profiles import PATHS as PROFILE_PATHS
+from tests.support.palette_emulator_profiles import ProfilesData
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "palette_spec" / "palette-registries-openapi.json"
 SECRET_KEYS = frozenset({"password", "token", "secretKey", "secretToken"})
@@ -480,6 +482,7 @@ class PaletteEmulator:
         self.injected: dict[str, int] = {}
         self.system_config: dict[str, Any] = {}
         self.oci_image: dict[str, Any] = {"name": "", "endpoint": "", "baseContentPath": ""}
+        self.profiles = ProfilesData()  # cluster profiles, projects, tenant: palette_emulator_profiles.py
         self._log_lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -1111,7 +1114,11 @@ class _Handler(BaseHTTPRequestHandler):
 
         query = {k: v[0] for k, v in raw_query.items()}
         try:
-            status, data = emu.handle(method, op, args, query, body)
+            if op.template in PROFILE_PATHS:
+                status, data = emu.profiles.handle(method, op.template, args, query, body,
+                                                   self.headers.get("ProjectUid"))
+            else:
+                status, data = emu.handle(method, op, args, query, body)
         except ApiError as exc:
             return error(exc.status, exc.code, exc.message, exc.headers)
         is_create = method == "POST" and status == 201
