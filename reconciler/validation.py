@@ -566,6 +566,13 @@ class _Checker:
                 rule,
             )
             return
+        if v == "maxLength" and isinstance(inst, str):
+            self.add(
+                path,
+                f"{where}: too long ({len(inst)} characters; at most {error.validator_value})",
+                rule,
+            )
+            return
         custom = sch.get("x-message")
         if custom and v in ("pattern", "minLength", "maxLength", "minProperties", "maxProperties"):
             if (path, custom) in self.reported:

@@ -597,3 +597,90 @@ def test_a_document_with_a_duplicate_key_is_not_desired(tmp_path: Path) -> None:
     assert [e[2] for e in errors(r)] == ["duplicate-key"]
     assert [x.name for x in r.desired.registries] == ["ok"]
     assert r.failed_files == {"registries.d/r.yaml"}
+
+
+# ------------------------------------------------------------------ input hygiene (#9.30, #9.39, #9.42, #9.10)
+
+
+def test_endpoint_credentials_reported_once_and_never_echoed(tmp_path: Path) -> None:
+    docs = [
+        ("HelmRegistry", "https://admin:hunter2@charts.example.com"),
+        ("PackRegistry", "http://admin:hunter2@packs.example.com"),  # also not https
+        ("OciRegistry", "admin:hunter2@123456789012.dkr.ecr.us-east-1.amazonaws.com/x"),
+        ("OciRegistry", "oci://admin:hunter2@o.example.com"),
+        ("HelmRegistry", "https://admin:pa/ss@charts.example.com"),  # '/' in the password
+    ]
+    text = "---\n".join(
+        HDR + f"kind: {k}\nmetadata: {{name: r{i}}}\nspec: {{endpoint: '{e}'}}\n"
+        for i, (k, e) in enumerate(docs)
+    )
+    r = check(tmp_path, text)
+    assert [(p.rule, p.message) for p in r.errors] == [
+        (
+            "literal-secret",
+            "spec.endpoint: credentials in an endpoint URL are a literal secret; use auth with fromEnv",
+        )
+    ] * len(docs)
+    assert not any("hunter2" in str(p) or "pa/ss" in str(p) for p in r.problems)
+
+
+def test_control_characters_refused_and_shown_escaped(tmp_path: Path) -> None:
+    bad = {
+        "\x1b[8m": "ESC",
+        "\x07": "BEL",
+        "\r": "CR",
+        "\u202e": "right-to-left override",
+        "\u2066": "left-to-right isolate",
+        "\x00": "NUL",
+        "\u200b": "zero-width space",
+    }
+    for ch, name in bad.items():
+        for field, doc in (
+            ("metadata.name", oci("endpoint: o\n", meta='{name: "a%sb"}')),
+            ("spec.endpoint", oci('endpoint: "o%s.example.com"\n')),
+            ("spec.auth.username", oci('endpoint: o\nauth: {type: basic, username: "u%s", password: {fromEnv: P}}\n')),
+        ):
+            quoted = json.dumps(ch)[1:-1]  # a YAML double-quoted escape of the character
+            r = check(tmp_path, doc.replace("%s", quoted))
+            assert [p.rule for p in r.errors] == ["control-character"], (field, name, r.problems)
+            msg = str(r.errors[0])
+            assert msg.split(": ", 1)[1].startswith(f"{field}: control character {name}")
+            assert ch not in msg and not any(c in msg for c in "\x1b\x07\r\x00\u202e\u2066\u200b")
+
+
+def test_trailing_newline_in_a_name_is_refused(tmp_path: Path) -> None:
+    # the schema pattern alone lets it through: Python's '$' matches before a final newline
+    r = check(tmp_path, oci("endpoint: o\n", meta='{name: "name\\n"}'))
+    assert [(p.rule, p.message.split(";")[0]) for p in r.errors] == [
+        ("control-character", "metadata.name: control character newline (\\x0a) at character 5")
+    ]
+
+
+def test_whitespace_in_token_fields(tmp_path: Path) -> None:
+    r = check(tmp_path, oci("endpoint: 'o.example.com /x'\nauth: {type: basic, username: 'a b', password: {fromEnv: P}}\n"))
+    assert [(p.rule, p.message) for p in r.errors] == [
+        ("whitespace", "spec.endpoint: must not contain spaces"),
+        ("whitespace", "spec.auth.username: must not contain spaces"),
+    ]
+    assert check(tmp_path, oci("endpoint: o\n", meta="{name: 'Team Packs'}")).ok  # names may
+
+
+def test_every_string_field_is_bounded(tmp_path: Path) -> None:
+    huge = "x" * 900_000
+    r = check(tmp_path, oci(f"endpoint: {huge}.example.com\n"))
+    assert [(p.line, p.col, p.message) for p in r.errors] == [
+        (5, 13, "spec.endpoint: too long (900012 characters; at most 2048)")
+    ]
+    assert len(str(r.errors[0])) < 200  # the value is named, not printed
+
+    def unbounded(node, path=()):
+        if isinstance(node, dict):
+            if node.get("type") == "string" and "maxLength" not in node and "enum" not in node:
+                yield "/".join(map(str, path))
+            for k, v in node.items():
+                yield from unbounded(v, (*path, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from unbounded(v, (*path, i))
+
+    assert list(unbounded(load_schema())) == []
