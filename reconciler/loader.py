@@ -10,12 +10,15 @@ back as ``RawProblem`` values so that one run reports every file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+
+from .text import describe
 
 try:  # libyaml: about ten times faster than the pure-Python composer
     from yaml import CSafeLoader as _Loader
@@ -486,10 +489,33 @@ def parse_text(name: str, text: str, out: LoadedFile) -> None:
         out.problems.append(
             RawProblem(name, line, col, f"YAML syntax error: {what}", "yaml-syntax")
         )
+    except yaml.reader.ReaderError as exc:
+        # libyaml's reader refuses NUL, ESC, ... with a two-line message and a character
+        # offset; report it once, at the character's own line:col, in our words
+        line, col, what = _reader_error_position(text, exc)
+        out.problems.append(
+            RawProblem(name, line, col, f"YAML error: {what} is not allowed in YAML", "yaml-syntax")
+        )
     except yaml.YAMLError as exc:  # pragma: no cover - unmarked reader errors
         out.problems.append(RawProblem(name, 1, 1, f"YAML error: {exc}", "yaml-syntax"))
     except RecursionError:
         out.problems.append(RawProblem(name, 1, 1, "YAML nesting is too deep", "yaml-depth"))
+
+
+# what YAML's reader refuses (PyYAML's Reader.NON_PRINTABLE)
+_NON_PRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def _reader_error_position(text: str, exc: yaml.reader.ReaderError) -> tuple[int, int, str]:
+    m = _NON_PRINTABLE.search(text)
+    at = m.start() if m else max(0, min(int(exc.position), len(text)))
+    ch = text[at] if at < len(text) else ""
+    line = text.count("\n", 0, at) + 1
+    col = at - (text.rfind("\n", 0, at) + 1) + 1
+    what = f"the control character {describe(ch)}" if ch else "a control character"
+    return line, col, what
 
 
 class _Abort(Exception):

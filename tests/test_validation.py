@@ -684,3 +684,15 @@ def test_every_string_field_is_bounded(tmp_path: Path) -> None:
                 yield from unbounded(v, (*path, i))
 
     assert list(unbounded(load_schema())) == []
+
+
+@pytest.mark.parametrize(("raw", "name"), [("\x00", "NUL"), ("\x1b", "ESC"), ("\ufffe", "U+FFFE")])
+def test_a_character_yaml_refuses_is_reported_once_at_its_position(tmp_path: Path, raw: str, name: str) -> None:
+    # #9.33: it used to be "1:1" with libyaml's "in <unicode string>, position N" on a second line
+    text = HDR + "kind: OciRegistry\nmetadata: {name: ok}\nspec:\n  endpoint: o" + raw + "x\n"
+    r = check(tmp_path, text)
+    assert [(p.line, p.col, p.rule) for p in r.problems] == [(5, 14, "yaml-syntax")]
+    msg = str(r.problems[0])
+    assert f"the control character {name}" in msg
+    assert "\n" not in msg and "position" not in msg and "<unicode string>" not in msg
+    assert r.failed_files == {"registries.d/r.yaml"}
