@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -109,6 +110,24 @@ class LoadedFile:
 # --------------------------------------------------------------------------- discovery
 
 
+def not_regular_file(p: Path) -> str:
+    """'not a regular file (a FIFO)': what a definitions file that is not one is told."""
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        return "not a regular file"
+    for test, what in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return f"not a regular file ({what})"
+    return "not a regular file"
+
+
 def _stamp(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
@@ -180,6 +199,9 @@ def discover(
             return
         files.append(SourceFile(shown, path=p, size=st.st_size, stamp=_stamp(st)))
 
+    def not_regular(p: Path) -> None:
+        problems.append(RawProblem(display_name(p, root), 1, 1, not_regular_file(p), "io"))
+
     def add_file(p: Path) -> None:
         if p.is_symlink() and not symlink_ok(p):
             return
@@ -219,11 +241,15 @@ def discover(
                             "symlink",
                         )
                     )
+                elif p.suffix in SUFFIXES:
+                    not_regular(p)
             elif entry.is_dir():
                 walk(p, visited)
             elif entry.is_file() and p.suffix in SUFFIXES:
                 # fast path: a plain file in a directory already resolved (no realpath per file)
                 add(p, real / entry.name, shown_dir + entry.name, entry.stat)
+            elif p.suffix in SUFFIXES and not entry.is_file():
+                not_regular(p)  # a FIFO or device: never opened, never skipped silently
 
     targets = list(paths) if paths else [root / DEFINITIONS_DIR]
     for target in targets:
@@ -236,6 +262,8 @@ def discover(
             walk(target, set())
         elif target.is_file():
             add_file(target)
+        elif paths and os.path.lexists(target):
+            not_regular(target)
         elif paths:
             problems.append(
                 RawProblem(display_name(target, root), 1, 1, "no such file or directory", "io")
@@ -418,7 +446,11 @@ def read_source(src: SourceFile) -> tuple[bytes | None, RawProblem | None]:
         return src.data, None
     assert src.path is not None
     try:
-        with open(src.path, "rb") as fh:
+        # O_NONBLOCK: a FIFO put in place after discovery must not hang the run
+        fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb", closefd=True) as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None, RawProblem(src.name, 1, 1, not_regular_file(src.path), "io")
             data = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         return None, RawProblem(src.name, 1, 1, f"cannot read: {exc.strerror}", "io")

@@ -696,3 +696,66 @@ def test_a_character_yaml_refuses_is_reported_once_at_its_position(tmp_path: Pat
     assert f"the control character {name}" in msg
     assert "\n" not in msg and "position" not in msg and "<unicode string>" not in msg
     assert r.failed_files == {"registries.d/r.yaml"}
+
+
+# ------------------------------------------------------------------ special files (#9.34)
+
+
+def _validate_cli(root: Path, *paths: str):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", "validate", *paths],
+        cwd=root, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_a_fifo_in_registries_d_is_an_error_not_skipped(tmp_path: Path) -> None:
+    import os
+
+    root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
+    os.mkfifo(root / "registries.d" / "pipe.yaml")
+    os.mkfifo(root / "elsewhere.yaml")
+    os.symlink("../elsewhere.yaml", root / "registries.d" / "link.yaml")
+    r = load_and_validate(root)
+    assert [(p.file, p.line, p.col, p.message) for p in r.errors] == [
+        ("registries.d/link.yaml", 1, 1, "not a regular file (a FIFO)"),
+        ("registries.d/pipe.yaml", 1, 1, "not a regular file (a FIFO)"),
+    ]
+    assert {"registries.d/link.yaml", "registries.d/pipe.yaml"} <= r.failed_files
+    res = _validate_cli(root)  # and the command neither hangs nor passes
+    assert res.returncode == 1 and "registries.d/pipe.yaml:1:1: not a regular file (a FIFO)" in res.stdout
+
+
+def test_a_fifo_or_device_given_by_path_is_not_a_regular_file(tmp_path: Path) -> None:
+    import os
+
+    root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
+    os.mkfifo(root / "pipe.yaml")
+    res = _validate_cli(root, "pipe.yaml", "/dev/null", "/dev/zero")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "pipe.yaml:1:1: not a regular file (a FIFO)" in res.stdout
+    assert res.stdout.count("not a regular file (a character device)") == 2
+    assert "no such file" not in res.stdout
+
+
+def test_a_fifo_swapped_in_after_discovery_is_not_opened_for_ever(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    from reconciler import loader
+
+    fifo = tmp_path / "late.yaml"
+    os.mkfifo(fifo)
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(loader.read_source(loader.SourceFile("late.yaml", path=fifo, size=0))))
+    t.start()
+    t.join(5)
+    if t.is_alive():  # unblock the reader before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(5)
+        pytest.fail("read_source blocked on a FIFO")
+    data, problem = out[0]
+    assert data is None and problem is not None and problem.message == "not a regular file (a FIFO)"
