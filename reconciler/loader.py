@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .text import describe
+from .text import CONTROL, describe, escape
 
 try:  # libyaml: about ten times faster than the pure-Python composer
     from yaml import CSafeLoader as _Loader
@@ -108,6 +108,20 @@ class LoadedFile:
 
 
 # --------------------------------------------------------------------------- discovery
+
+
+BAD_NAME = (
+    "a file name with a control character (newline, ESC, CR, ...) is not allowed; rename it"
+)
+
+
+def bad_name(name: str, is_dir: bool) -> bool:
+    """A directory, or a file that would be a definition, whose name holds a control
+    character: refused, since the name is printed in CI logs (``::error`` injection, a
+    newline breaking out of a fence). Other files are ignored as usual."""
+    if not CONTROL.search(name):
+        return False
+    return is_dir or CONTROL.sub("", name).endswith(SUFFIXES)
 
 
 def not_regular_file(p: Path) -> str:
@@ -224,6 +238,9 @@ def discover(
             if entry.name.startswith("."):
                 continue
             p = Path(entry.path)
+            if bad_name(entry.name, entry.is_dir()):
+                problems.append(RawProblem(escape(shown_dir + entry.name), 1, 1, BAD_NAME, "file-name"))
+                continue
             if entry.is_symlink():
                 if not symlink_ok(p):
                     continue
@@ -254,6 +271,9 @@ def discover(
     targets = list(paths) if paths else [root / DEFINITIONS_DIR]
     for target in targets:
         target = Path(target)
+        if CONTROL.search(str(target)):
+            problems.append(RawProblem(escape(str(target)), 1, 1, BAD_NAME, "file-name"))
+            continue
         if not target.is_absolute() and not target.exists() and (root / target).exists():
             target = root / target
         if target.is_symlink() and not symlink_ok(target):
@@ -359,6 +379,9 @@ def discover_git(
             if obj.name.startswith("."):
                 continue
             p = base / obj.name
+            if bad_name(obj.name, obj.type == "tree"):
+                problems.append(RawProblem(escape(shown(p)), 1, 1, BAD_NAME, "file-name"))
+                continue
             if obj.type == "tree":
                 walk(obj, p, depth)
             else:

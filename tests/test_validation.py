@@ -759,3 +759,37 @@ def test_a_fifo_swapped_in_after_discovery_is_not_opened_for_ever(tmp_path: Path
         pytest.fail("read_source blocked on a FIFO")
     data, problem = out[0]
     assert data is None and problem is not None and problem.message == "not a regular file (a FIFO)"
+
+
+# ------------------------------------------------------------------ file names (#9.29)
+
+
+def test_file_names_with_control_characters_are_refused_and_printed_escaped(tmp_path: Path) -> None:
+    import subprocess
+
+    root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
+    d = root / "registries.d"
+    (d / "a\n::error file=x::owned.yaml").write_text(oci("endpoint: o\n", meta="{name: a}"))
+    (d / "b\x1b[8m.yaml").write_text(oci("endpoint: o\n", meta="{name: b}"))
+    (d / "dir\r").mkdir()
+    (d / "dir\r" / "c.yaml").write_text(oci("endpoint: o\n", meta="{name: c}"))
+    (d / "Icon\r").write_text("not a definition")  # macOS litter: ignored like any non-YAML file
+    expected = [
+        "registries.d/a\\x0a::error file=x::owned.yaml",
+        "registries.d/b\\x1b[8m.yaml",
+        "registries.d/dir\\x0d",
+    ]
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "x"],
+                   cwd=root, check=True)
+    for ref in (None, "HEAD"):
+        r = load_and_validate(root, ref=ref)
+        assert [(p.file, p.rule) for p in r.errors] == [(f, "file-name") for f in expected], ref
+        assert all("rename it" in p.message for p in r.errors)
+        assert [x.name for x in r.desired.registries] == ["r"]  # nothing read from those files
+        assert set(expected) <= r.failed_files  # so the prune guard refuses deletions
+    res = _validate_cli(root)
+    assert res.returncode == 1
+    assert "\x1b" not in res.stdout and "\r" not in res.stdout
+    assert not any(line.startswith("::") for line in res.stdout.splitlines())
