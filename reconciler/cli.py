@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 FORMATS = click.Choice(["text", "json", "markdown"])
 
 
-class Bounded(click.ParamType):
+class Bounded(click.ParamType[float]):
     """A number that is finite and within [lo, hi]: ``nan``, ``inf``, ``1e999`` and
     out-of-range values are a usage error (exit 1), never a wait that lasts for ever."""
 

@@ -793,3 +793,23 @@ def test_file_names_with_control_characters_are_refused_and_printed_escaped(tmp_
     assert res.returncode == 1
     assert "\x1b" not in res.stdout and "\r" not in res.stdout
     assert not any(line.startswith("::") for line in res.stdout.splitlines())
+
+
+def test_schema_descriptions_agree_with_the_client_and_the_docs() -> None:
+    from reconciler.model import LOCAL_ONLY_FIELDS
+
+    schema = load_schema()
+    helm = schema["$defs"]["helmSpec"]["properties"]
+    # the client sends Helm sync as isPrivate = not sync (model.py; TF PRs #990, #986)
+    assert "isPrivate" in helm["sync"]["description"]
+    assert "skipSync" not in json.dumps(schema)
+    # requiredCharts are reconciler-only
+    assert "requiredCharts" in LOCAL_ONLY_FIELDS
+    assert "never sent to Palette" in helm["requiredCharts"]["description"]
+    assert "createOption" not in helm["requiredCharts"]["description"]
+    assert "on or off replaces" in schema["$defs"]["ociSpec"]["properties"]["sync"]["description"]
+    mapping = (REPO / "docs" / "field-mapping.md").read_text(encoding="utf-8")
+    assert "`isPrivate` = `not sync`" in mapping and "never sent" in mapping
+    assert "on → off and off → on are a replace" in mapping
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "Helm: sync off = `isPrivate: true`" in readme and "never sent to Palette" in readme
