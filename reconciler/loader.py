@@ -238,7 +238,7 @@ def discover(
             if entry.name.startswith("."):
                 continue
             p = Path(entry.path)
-            if bad_name(entry.name, entry.is_dir()):
+            if CONTROL.search(entry.name) and bad_name(entry.name, entry.is_dir(follow_symlinks=False)):
                 problems.append(RawProblem(escape(shown_dir + entry.name), 1, 1, BAD_NAME, "file-name"))
                 continue
             if entry.is_symlink():
