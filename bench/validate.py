@@ -52,7 +52,7 @@ spec:
         return (
             HEADER
             + f"""kind: OciRegistry
-metadata: {{name: ecr-{i}, scope: system, protect: true}}
+metadata: {{name: ecr-{i}, scope: tenant, protect: true}}
 spec:
   endpoint: {100000000000 + i}.dkr.ecr.us-east-1.amazonaws.com
   provider: helm

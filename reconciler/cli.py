@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import math
 import sys
 import traceback
 from collections.abc import Callable
@@ -28,6 +29,37 @@ if TYPE_CHECKING:
 FORMATS = click.Choice(["text", "json", "markdown"])
 
 
+class Bounded(click.ParamType[float]):
+    """A number that is finite and within [lo, hi]: ``nan``, ``inf``, ``1e999`` and
+    out-of-range values are a usage error (exit 1), never a wait that lasts for ever."""
+
+    def __init__(self, kind: type[int] | type[float], lo: float, hi: float) -> None:
+        self.kind, self.lo, self.hi = kind, lo, hi
+        self.name = "integer" if kind is int else "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, self.kind) and not isinstance(value, bool):
+            number: float = value
+        else:
+            text = str(value).strip()
+            try:
+                number = self.kind(text)
+            except (TypeError, ValueError, OverflowError):
+                self.fail(f"{text!r} is not a valid {self.name}", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite {self.name}", param, ctx)
+        if not self.lo <= number <= self.hi:
+            self.fail(f"{value} is not between {_num(self.lo)} and {_num(self.hi)}", param, ctx)
+        return number
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return f"[{_num(self.lo)}..{_num(self.hi)}]"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--dir", "root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -40,20 +72,20 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--profile", type=click.Choice(["saas", "self-hosted", "airgap", "vertex"]), default=None,
                      help="Installation profile; overrides Settings.spec.profile."),
         click.option("--format", "fmt", type=FORMATS, default=None, help="Output format (text, json, markdown)."),
-        click.option("--max-deletions", type=click.IntRange(min=0), default=None,
+        click.option("--max-deletions", type=Bounded(int, 0, 1_000_000), default=None,
                      help="Refuse a plan with more deletions than this (default: Settings or 5)."),
         click.option("--allow-empty", is_flag=True, default=None, help="Allow a plan that deletes every managed registry."),
         click.option("--allow-in-use", is_flag=True, default=None,
                      help="Let through deletes and replaces of registries that cluster profiles use."),
-        click.option("--lock-timeout", type=click.FloatRange(min=0), default=None,
+        click.option("--lock-timeout", type=Bounded(float, 0, 86_400), default=None,
                      help="Seconds to wait for the state lock (default: fail at once)."),
         click.option("--endpoint", default=None, help="Palette API endpoint (default https://api.spectrocloud.com or $PALETTE_ENDPOINT)."),
         click.option("--project-uid", default=None, help="Palette project uid (header ProjectUid)."),
         click.option("--ca-file", default=None, type=click.Path(dir_okay=False),
                      help="CA bundle to verify the Palette API's TLS certificate."),
-        click.option("--rate-limit", type=click.FloatRange(min=0.1), default=None,
+        click.option("--rate-limit", type=Bounded(float, 0.1, 1000), default=None,
                      help="Palette API requests per second (default 10, Palette's limit)."),
-        click.option("--burst", type=click.IntRange(min=1), default=None, help="Palette API burst size (default 5)."),
+        click.option("--burst", type=Bounded(int, 1, 1000), default=None, help="Palette API burst size (default 5)."),
         click.option("--local-db", default=None, help="Local target database (default .reconciler/local.db)."),
         click.option("-v", "--verbose", count=True, default=None, help="More output."),
         click.option("-q", "--quiet", is_flag=True, default=None, help="Only errors."),
@@ -175,7 +207,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], **kwargs: Any) -> int:
 @click.option("--registry", "names", multiple=True, help="Only this managed registry (repeatable).")
 @click.option("--force", is_flag=True, help="Sync even when not due (Palette: forceSync where allowed).")
 @click.option("--wait/--no-wait", default=True, help="Wait for each sync to finish (default) or only trigger it.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=900.0, show_default=True,
+@click.option("--timeout", type=Bounded(float, 1, 86_400), default=900.0, show_default=True,
               help="Deadline in seconds for the whole sync run.")
 @common_options
 @click.pass_context

@@ -10,12 +10,16 @@ back as ``RawProblem`` values so that one run reports every file.
 from __future__ import annotations
 
 import os
+import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+
+from .text import CONTROL, describe, escape
 
 try:  # libyaml: about ten times faster than the pure-Python composer
     from yaml import CSafeLoader as _Loader
@@ -106,6 +110,38 @@ class LoadedFile:
 # --------------------------------------------------------------------------- discovery
 
 
+BAD_NAME = (
+    "a file name with a control character (newline, ESC, CR, ...) is not allowed; rename it"
+)
+
+
+def bad_name(name: str, is_dir: bool) -> bool:
+    """A directory, or a file that would be a definition, whose name holds a control
+    character: refused, since the name is printed in CI logs (``::error`` injection, a
+    newline breaking out of a fence). Other files are ignored as usual."""
+    if not CONTROL.search(name):
+        return False
+    return is_dir or CONTROL.sub("", name).endswith(SUFFIXES)
+
+
+def not_regular_file(p: Path) -> str:
+    """'not a regular file (a FIFO)': what a definitions file that is not one is told."""
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        return "not a regular file"
+    for test, what in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return f"not a regular file ({what})"
+    return "not a regular file"
+
+
 def _stamp(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
@@ -177,6 +213,9 @@ def discover(
             return
         files.append(SourceFile(shown, path=p, size=st.st_size, stamp=_stamp(st)))
 
+    def not_regular(p: Path) -> None:
+        problems.append(RawProblem(display_name(p, root), 1, 1, not_regular_file(p), "io"))
+
     def add_file(p: Path) -> None:
         if p.is_symlink() and not symlink_ok(p):
             return
@@ -199,6 +238,9 @@ def discover(
             if entry.name.startswith("."):
                 continue
             p = Path(entry.path)
+            if CONTROL.search(entry.name) and bad_name(entry.name, entry.is_dir(follow_symlinks=False)):
+                problems.append(RawProblem(escape(shown_dir + entry.name), 1, 1, BAD_NAME, "file-name"))
+                continue
             if entry.is_symlink():
                 if not symlink_ok(p):
                     continue
@@ -216,15 +258,22 @@ def discover(
                             "symlink",
                         )
                     )
+                elif p.suffix in SUFFIXES:
+                    not_regular(p)
             elif entry.is_dir():
                 walk(p, visited)
             elif entry.is_file() and p.suffix in SUFFIXES:
                 # fast path: a plain file in a directory already resolved (no realpath per file)
                 add(p, real / entry.name, shown_dir + entry.name, entry.stat)
+            elif p.suffix in SUFFIXES and not entry.is_file():
+                not_regular(p)  # a FIFO or device: never opened, never skipped silently
 
     targets = list(paths) if paths else [root / DEFINITIONS_DIR]
     for target in targets:
         target = Path(target)
+        if CONTROL.search(str(target)):
+            problems.append(RawProblem(escape(str(target)), 1, 1, BAD_NAME, "file-name"))
+            continue
         if not target.is_absolute() and not target.exists() and (root / target).exists():
             target = root / target
         if target.is_symlink() and not symlink_ok(target):
@@ -233,6 +282,8 @@ def discover(
             walk(target, set())
         elif target.is_file():
             add_file(target)
+        elif paths and os.path.lexists(target):
+            not_regular(target)
         elif paths:
             problems.append(
                 RawProblem(display_name(target, root), 1, 1, "no such file or directory", "io")
@@ -328,6 +379,9 @@ def discover_git(
             if obj.name.startswith("."):
                 continue
             p = base / obj.name
+            if bad_name(obj.name, obj.type == "tree"):
+                problems.append(RawProblem(escape(shown(p)), 1, 1, BAD_NAME, "file-name"))
+                continue
             if obj.type == "tree":
                 walk(obj, p, depth)
             else:
@@ -415,7 +469,11 @@ def read_source(src: SourceFile) -> tuple[bytes | None, RawProblem | None]:
         return src.data, None
     assert src.path is not None
     try:
-        with open(src.path, "rb") as fh:
+        # O_NONBLOCK: a FIFO put in place after discovery must not hang the run
+        fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb", closefd=True) as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None, RawProblem(src.name, 1, 1, not_regular_file(src.path), "io")
             data = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         return None, RawProblem(src.name, 1, 1, f"cannot read: {exc.strerror}", "io")
@@ -486,10 +544,33 @@ def parse_text(name: str, text: str, out: LoadedFile) -> None:
         out.problems.append(
             RawProblem(name, line, col, f"YAML syntax error: {what}", "yaml-syntax")
         )
+    except yaml.reader.ReaderError as exc:
+        # libyaml's reader refuses NUL, ESC, ... with a two-line message and a character
+        # offset; report it once, at the character's own line:col, in our words
+        line, col, what = _reader_error_position(text, exc)
+        out.problems.append(
+            RawProblem(name, line, col, f"YAML error: {what} is not allowed in YAML", "yaml-syntax")
+        )
     except yaml.YAMLError as exc:  # pragma: no cover - unmarked reader errors
         out.problems.append(RawProblem(name, 1, 1, f"YAML error: {exc}", "yaml-syntax"))
     except RecursionError:
         out.problems.append(RawProblem(name, 1, 1, "YAML nesting is too deep", "yaml-depth"))
+
+
+# what YAML's reader refuses (PyYAML's Reader.NON_PRINTABLE)
+_NON_PRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def _reader_error_position(text: str, exc: yaml.reader.ReaderError) -> tuple[int, int, str]:
+    m = _NON_PRINTABLE.search(text)
+    at = m.start() if m else max(0, min(int(exc.position), len(text)))
+    ch = text[at] if at < len(text) else ""
+    line = text.count("\n", 0, at) + 1
+    col = at - (text.rfind("\n", 0, at) + 1) + 1
+    what = f"the control character {describe(ch)}" if ch else "a control character"
+    return line, col, what
 
 
 class _Abort(Exception):

@@ -16,6 +16,10 @@ from .model import Registry, Span
 PROFILES = ("saas", "self-hosted", "airgap", "vertex")
 DEFAULT_PROFILE = "saas"
 DEFAULT_SCOPE = "system"
+# Profiles with a system console, where registries may be system scope (DOCS registries.md:
+# "If you are using a self-hosted Palette instance, or Palette VerteX, you can add registries
+# through the system console"). An airgap install is a self-hosted Palette or VerteX too.
+SYSTEM_SCOPE_PROFILES = ("self-hosted", "airgap", "vertex")
 
 _ECR_EAST = "415789037893.dkr.ecr.us-east-1.amazonaws.com"
 _ECR_WEST = "415789037893.dkr.ecr.us-west-2.amazonaws.com"

@@ -28,13 +28,19 @@ from .cache import ValidationCache, hints_of
 from .errors import InputError
 from .loader import Document, LoadedFile, Path_, RawProblem
 from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
-from .profiles import DEFAULT_PROFILE, PROFILES, default_keys
+from .profiles import DEFAULT_PROFILE, PROFILES, SYSTEM_SCOPE_PROFILES, default_keys
 from .secrets import MAX_CA_FILE, MAX_SECRET_FILE, RESERVED_ENV, path_problem
+from .text import CONTROL, describe, escape
 
 API_VERSION = "reconciler/v1"
 SCHEMA_FILE = Path(__file__).parent / "schema" / "registry.schema.json"
 
 _ECR_HOST = re.compile(r"(^|://)[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?(/|:|$)")
+_SPACE = re.compile(r"\s")
+# fields that are one token: no whitespace anywhere (names may hold inner spaces)
+_TOKEN_FIELDS = frozenset(
+    {"endpoint", "username", "baseContentPath", "accessKey", "arn", "externalId", "fromEnv"}
+)
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
@@ -46,6 +52,12 @@ class Problem:
     message: str
     severity: str = "error"
     rule: str = ""
+
+    def __post_init__(self) -> None:
+        # a file name or a value quoted in a message never reaches a terminal raw
+        if CONTROL.search(self.file) or CONTROL.search(self.message):
+            object.__setattr__(self, "file", escape(self.file))
+            object.__setattr__(self, "message", escape(self.message))
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.col}" if self.line else self.file
@@ -285,12 +297,17 @@ def dotted(path: Sequence[str | int]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + escape(str(part))
     return out
+
+
+_SHOW_MAX = 80
 
 
 def show(value: Any) -> str:
     if isinstance(value, str):
+        if len(value) > _SHOW_MAX:  # a 900 KB value is named, not printed
+            return repr(value[: _SHOW_MAX - 20]) + f"... ({len(value)} characters)"
         return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -380,13 +397,74 @@ class _Checker:
             )
             return _Checked(self.doc, None, self.problems, False)
         literal = self.literal_secrets(value)
+        literal |= self.hygiene(value)
+        spec = value.get("spec")
+        if isinstance(spec, dict):
+            literal |= self.endpoint_credentials(spec)
         self.schema(value, literal)
         kind = value.get("kind") if isinstance(value.get("kind"), str) else None
-        spec = value.get("spec")
         if isinstance(spec, dict) and kind == "OciRegistry":
-            self.oci_rules(spec)
+            self.oci_rules(spec, literal)
         ok = not self.doc.load_errors and not any(p.severity == "error" for p in self.problems)
         return _Checked(self.doc, kind, self.problems, ok)
+
+    # -- input hygiene: nothing a terminal or a CI log would interpret
+    def hygiene(self, value: dict[str, Any]) -> set[tuple[str | int, ...]]:
+        """Refuse control characters in every string (and key) of the document, and any
+        whitespace in the fields that are single tokens. Returns the paths reported, so that
+        the schema's patterns do not report them a second time."""
+        found: set[tuple[str | int, ...]] = set()
+
+        def walk(node: Any, path: tuple[str | int, ...]) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    p = (*path, k)
+                    if isinstance(k, str) and CONTROL.search(k):
+                        found.add(p)
+                        m = CONTROL.search(k)
+                        assert m is not None
+                        self.add(
+                            p,
+                            f"{dotted(p)}: a key with a control character ({describe(m.group())})",
+                            "control-character",
+                            key=True,
+                        )
+                        continue
+                    walk(v, p)
+            elif isinstance(node, list):
+                for i, v in enumerate(node):
+                    walk(v, (*path, i))
+            elif isinstance(node, str):
+                m = CONTROL.search(node)
+                if m is not None:
+                    found.add(path)
+                    self.add(
+                        path,
+                        f"{dotted(path)}: control character {describe(m.group())} at character "
+                        f"{m.start() + 1}; control and invisible formatting characters "
+                        "(newline, ESC, BEL, CR, bidirectional overrides) are not allowed",
+                        "control-character",
+                    )
+                elif path and path[-1] in _TOKEN_FIELDS and _SPACE.search(node):
+                    found.add(path)
+                    self.add(path, f"{dotted(path)}: must not contain spaces", "whitespace")
+
+        walk(value, ())
+        return found
+
+    def endpoint_credentials(self, spec: dict[str, Any]) -> set[tuple[str | int, ...]]:
+        """``https://user:pass@host``: the one place that checks endpoints for userinfo. The
+        endpoint is never quoted back (it holds a password)."""
+        endpoint = spec.get("endpoint")
+        if not isinstance(endpoint, str) or not _has_userinfo(endpoint):
+            return set()
+        self.add(
+            ("spec", "endpoint"),
+            "spec.endpoint: credentials in an endpoint URL are a literal secret; "
+            "use auth with fromEnv",
+            "literal-secret",
+        )
+        return {("spec", "endpoint")}
 
     # -- secrets
     def literal_secrets(self, value: dict[str, Any]) -> set[tuple[str | int, ...]]:
@@ -491,6 +569,13 @@ class _Checker:
                 rule,
             )
             return
+        if v == "maxLength" and isinstance(inst, str):
+            self.add(
+                path,
+                f"{where}: too long ({len(inst)} characters; at most {error.validator_value})",
+                rule,
+            )
+            return
         custom = sch.get("x-message")
         if custom and v in ("pattern", "minLength", "maxLength", "minProperties", "maxProperties"):
             if (path, custom) in self.reported:
@@ -515,13 +600,15 @@ class _Checker:
             return
         self.add(path, f"{where}: {error.message}", rule)
 
-    # -- Palette's OCI rules (the API and the Terraform provider enforce these)
-    def oci_rules(self, spec: dict[str, Any]) -> None:
+    # -- Palette's OCI rules (the API, the Terraform provider and the docs state these)
+    def oci_rules(self, spec: dict[str, Any], reported: set[tuple[str | int, ...]]) -> None:
         auth: dict[str, Any] = spec["auth"] if isinstance(spec.get("auth"), dict) else {}
         auth_type = auth.get("type", "noAuth")
         provider = spec.get("provider", "helm")
         sync = spec.get("sync", False)
         endpoint = spec.get("endpoint")
+        base = spec.get("baseContentPath")
+        base = base if isinstance(base, str) and ("spec", "baseContentPath") not in reported else None
         if provider == "zarf" and auth_type == "ecr":
             self.add(
                 ("spec", "provider"),
@@ -532,22 +619,75 @@ class _Checker:
         if provider == "pack" and sync is not True:
             at = ("spec", "sync") if "sync" in spec else ("spec", "provider")
             self.add(at, "spec.provider: 'pack' requires sync: true", "pack-sync")
-        if sync is True and not (
-            isinstance(spec.get("baseContentPath"), str) and spec["baseContentPath"].strip()
+        # DOCS (oci-registry, packs): for provider pack an empty base path means
+        # <endpoint>/spectro-packs, so only the other providers need one to sync
+        if sync is True and provider != "pack" and not (base or "").strip() and (
+            ("spec", "baseContentPath") not in reported
         ):
             at = ("spec", "baseContentPath") if "baseContentPath" in spec else ("spec", "sync")
-            self.add(at, "spec.baseContentPath: required when sync is on", "base-content-path")
-        if (
-            isinstance(endpoint, str)
-            and "://" in endpoint
-            and (auth_type == "ecr" or _ECR_HOST.search(endpoint))
-        ):
-            host = endpoint.split("://", 1)[1]
+            self.add(
+                at,
+                "spec.baseContentPath: required when sync is on",
+                "base-content-path",
+            )
+        if base:
+            paths = base.split(",")
+            if any(not p.strip("/") for p in paths):
+                self.add(
+                    ("spec", "baseContentPath"),
+                    "spec.baseContentPath: an empty item in the comma-separated list of base paths",
+                    "base-content-path",
+                )
+            elif provider == "pack" and any("spectro-packs" in p.split("/") for p in paths):
+                self.add(
+                    ("spec", "baseContentPath"),
+                    "spec.baseContentPath: Palette adds 'spectro-packs' itself for provider: pack "
+                    "(an empty baseContentPath means <endpoint>/spectro-packs); do not include it",
+                    "pack-base-path",
+                    severity="warning",
+                )
+        if not isinstance(endpoint, str) or ("spec", "endpoint") in reported:
+            return
+        scheme, sep, rest = endpoint.partition("://")
+        if not sep:
+            scheme, rest = "", endpoint
+        if scheme.lower() == "oci":
+            # DOCS (oci-registry): the endpoint is a registry host, never an oci:// reference
             self.add(
                 ("spec", "endpoint"),
-                f"spec.endpoint: ECR endpoints carry no scheme; write {host!r}",
-                "ecr-endpoint",
+                f"spec.endpoint: an OCI endpoint is a host (and optional path), not an oci:// "
+                f"URL; write {rest!r}",
+                "oci-endpoint",
             )
+            return
+        if auth_type == "ecr" or _ECR_HOST.search(endpoint):
+            # DOCS (add OCI packs, ECR): "Exclude the https:// prefix"; the repository goes
+            # in the base content path. TF toRegistryEcr sends endpoint as given.
+            host, _, path = rest.partition("/")
+            path = path.strip("/")
+            if path:
+                what = "no scheme and no repository path" if scheme else "no repository path"
+                self.add(
+                    ("spec", "endpoint"),
+                    f"spec.endpoint: ECR endpoints carry {what}; write {host!r} and put "
+                    f"{path!r} in baseContentPath",
+                    "ecr-endpoint",
+                )
+            elif scheme:
+                self.add(
+                    ("spec", "endpoint"),
+                    f"spec.endpoint: ECR endpoints carry no scheme; write {host!r}",
+                    "ecr-endpoint",
+                )
+
+
+def _has_userinfo(endpoint: str) -> bool:
+    """Whether the authority of ``endpoint`` (scheme optional) holds ``user[:pass]@``."""
+    rest = endpoint.split("://", 1)[1] if "://" in endpoint else endpoint
+    # anything before the first '@' that precedes the query is userinfo: a password may hold
+    # '/', so the authority cannot be cut at the first slash first
+    head = rest.split("?", 1)[0].split("#", 1)[0]
+    return "@" in head
 
 
 # --------------------------------------------------------------------------- the whole run
@@ -768,6 +908,16 @@ def load_and_validate(
                     f"of profile {effective} (defaults are read-only)",
                     "default-collision",
                 )
+        if scope == "system" and effective not in SYSTEM_SCOPE_PROFILES:
+            # DOCS (registries.md): system-level registries are added through the system
+            # console of self-hosted Palette or VerteX; on SaaS every registry is tenant scope
+            fail(
+                c,
+                ("metadata", "scope"),
+                f"metadata.scope: system scope exists only on self-hosted Palette and VerteX "
+                f"(profile {effective}: every registry is tenant scope)",
+                "system-scope",
+            )
         if effective == "vertex":
             _vertex_rules(c, spec, scope, settings.allow_non_fips, fail)
         _secret_rules(c, spec, root, settings.secret_roots, fail)
@@ -802,25 +952,17 @@ def load_and_validate(
 def _vertex_rules(
     c: _Checked, spec: dict[str, Any], scope: Any, allow_non_fips: bool, fail: Any
 ) -> None:
-    if spec.get("fips", False) is not True:
+    # DOCS (vertex add-registry): once the tenant allows non-FIPS packs ("Allow non-FIPS
+    # packs", fipsPackConfig), non-FIPS registries may be added at tenant or system level
+    if spec.get("fips", False) is not True and not allow_non_fips:
         at = ("spec", "fips") if "fips" in spec else ("spec",)
-        if not allow_non_fips:
-            fail(
-                c,
-                at,
-                "vertex: registries must be fips: true (or set allowNonFips: true in Settings)",
-                "vertex-fips",
-                key=at == ("spec",),
-            )
-        elif c.kind != "OciRegistry" or scope != "system":
-            fail(
-                c,
-                at,
-                "vertex: a non-FIPS registry must be a system-scope OciRegistry "
-                f"(this is a {scope}-scope {c.kind})",
-                "vertex-fips",
-                key=at == ("spec",),
-            )
+        fail(
+            c,
+            at,
+            "vertex: registries must be fips: true (or set allowNonFips: true in Settings)",
+            "vertex-fips",
+            key=at == ("spec",),
+        )
     tls = spec.get("tls")
     if isinstance(tls, dict) and tls.get("insecureSkipVerify") is True:
         fail(
@@ -830,7 +972,11 @@ def _vertex_rules(
             "vertex-insecure",
         )
     endpoint = spec.get("endpoint")
-    if isinstance(endpoint, str) and endpoint.lower().startswith("http://"):
+    if (
+        c.kind != "PackRegistry"  # the schema already refuses http:// for legacy Pack
+        and isinstance(endpoint, str)
+        and endpoint.lower().startswith("http://")
+    ):
         fail(
             c,
             ("spec", "endpoint"),

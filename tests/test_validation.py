@@ -205,7 +205,11 @@ def test_shape_cache_does_not_hide_errors(tmp_path: Path) -> None:
         )
     )
     assert [(p.file, p.message) for p in r.errors] == [
-        ("registries.d/b.yaml", "spec.endpoint: must be an http:// or https:// URL, not 'ftp://b'"),
+        (
+            "registries.d/b.yaml",
+            "spec.endpoint: must be an http:// or https:// URL without spaces or control "
+            "characters, not 'ftp://b'",
+        ),
         ("registries.d/c.yaml", "spec.requiredCharts: items must be unique"),
     ]
     assert sorted(x.name for x in r.desired.registries) == ["a", "d"]
@@ -289,7 +293,7 @@ def test_base_content_path_required_with_sync(tmp_path: Path) -> None:
         (6, 9, "base-content-path", "spec.baseContentPath: required when sync is on")
     ]
     r = check(tmp_path, oci("endpoint: o\nsync: true\nbaseContentPath: '  '\n"))
-    assert [(e[0], e[1], e[2]) for e in errors(r)] == [(7, 20, "base-content-path")]
+    assert [(e[0], e[1], e[2]) for e in errors(r)] == [(7, 20, "whitespace")]
     assert check(tmp_path, oci("endpoint: o\nbaseContentPath: ''\n")).ok
 
 
@@ -364,7 +368,9 @@ def test_duplicate_names_across_files_name_both_places(tmp_path: Path) -> None:
 def test_same_name_in_other_scope_is_fine(tmp_path: Path) -> None:
     r = check(
         tmp_path,
-        oci("endpoint: o\n", meta="{name: n}")
+        HDR
+        + "kind: Settings\nspec: {profile: self-hosted}\n---\n"
+        + oci("endpoint: o\n", meta="{name: n}")
         + "---\n"
         + oci("endpoint: o\n", meta="{name: n, scope: system}"),
     )
@@ -481,19 +487,21 @@ def test_vertex_rules(tmp_path: Path) -> None:
 
 
 def test_vertex_allow_non_fips(tmp_path: Path) -> None:
+    # DOCS (vertex add-registry): with "Allow non-FIPS packs" on, non-FIPS registries may be
+    # added at tenant or system level, whatever their kind
     settings = HDR + "kind: Settings\nspec: {profile: vertex, allowNonFips: true}\n---\n"
     ok = settings + oci("endpoint: o\n", meta="{name: a, scope: system}")
     assert check(tmp_path, ok).ok
     tenant = settings + oci("endpoint: o\n", meta="{name: a}")
-    assert [e[3] for e in errors(check(tmp_path, tenant))] == [
-        "vertex: a non-FIPS registry must be a system-scope OciRegistry (this is a tenant-scope OciRegistry)"
-    ]
+    assert check(tmp_path, tenant).ok
     helm = (
         settings
         + HDR
         + "kind: HelmRegistry\nmetadata: {name: h, scope: system}\nspec: {endpoint: 'https://h'}\n"
     )
-    assert [e[2] for e in errors(check(tmp_path, helm))] == ["vertex-fips"]
+    assert check(tmp_path, helm).ok
+    strict = HDR + "kind: Settings\nspec: {profile: vertex}\n---\n" + oci("endpoint: o\n", meta="{name: a}")
+    assert [e[2] for e in errors(check(tmp_path, strict))] == ["vertex-fips"]
 
 
 def test_vertex_default_registry_name_collides(tmp_path: Path) -> None:
@@ -589,3 +597,219 @@ def test_a_document_with_a_duplicate_key_is_not_desired(tmp_path: Path) -> None:
     assert [e[2] for e in errors(r)] == ["duplicate-key"]
     assert [x.name for x in r.desired.registries] == ["ok"]
     assert r.failed_files == {"registries.d/r.yaml"}
+
+
+# ------------------------------------------------------------------ input hygiene (#9.30, #9.39, #9.42, #9.10)
+
+
+def test_endpoint_credentials_reported_once_and_never_echoed(tmp_path: Path) -> None:
+    docs = [
+        ("HelmRegistry", "https://admin:hunter2@charts.example.com"),
+        ("PackRegistry", "http://admin:hunter2@packs.example.com"),  # also not https
+        ("OciRegistry", "admin:hunter2@123456789012.dkr.ecr.us-east-1.amazonaws.com/x"),
+        ("OciRegistry", "oci://admin:hunter2@o.example.com"),
+        ("HelmRegistry", "https://admin:pa/ss@charts.example.com"),  # '/' in the password
+    ]
+    text = "---\n".join(
+        HDR + f"kind: {k}\nmetadata: {{name: r{i}}}\nspec: {{endpoint: '{e}'}}\n"
+        for i, (k, e) in enumerate(docs)
+    )
+    r = check(tmp_path, text)
+    assert [(p.rule, p.message) for p in r.errors] == [
+        (
+            "literal-secret",
+            "spec.endpoint: credentials in an endpoint URL are a literal secret; use auth with fromEnv",
+        )
+    ] * len(docs)
+    assert not any("hunter2" in str(p) or "pa/ss" in str(p) for p in r.problems)
+
+
+def test_control_characters_refused_and_shown_escaped(tmp_path: Path) -> None:
+    bad = {
+        "\x1b[8m": "ESC",
+        "\x07": "BEL",
+        "\r": "CR",
+        "\u202e": "right-to-left override",
+        "\u2066": "left-to-right isolate",
+        "\x00": "NUL",
+        "\u200b": "zero-width space",
+    }
+    for ch, name in bad.items():
+        for field, doc in (
+            ("metadata.name", oci("endpoint: o\n", meta='{name: "a%sb"}')),
+            ("spec.endpoint", oci('endpoint: "o%s.example.com"\n')),
+            ("spec.auth.username", oci('endpoint: o\nauth: {type: basic, username: "u%s", password: {fromEnv: P}}\n')),
+        ):
+            quoted = json.dumps(ch)[1:-1]  # a YAML double-quoted escape of the character
+            r = check(tmp_path, doc.replace("%s", quoted))
+            assert [p.rule for p in r.errors] == ["control-character"], (field, name, r.problems)
+            msg = str(r.errors[0])
+            assert msg.split(": ", 1)[1].startswith(f"{field}: control character {name}")
+            assert ch not in msg and not any(c in msg for c in "\x1b\x07\r\x00\u202e\u2066\u200b")
+
+
+def test_trailing_newline_in_a_name_is_refused(tmp_path: Path) -> None:
+    # the schema pattern alone lets it through: Python's '$' matches before a final newline
+    r = check(tmp_path, oci("endpoint: o\n", meta='{name: "name\\n"}'))
+    assert [(p.rule, p.message.split(";")[0]) for p in r.errors] == [
+        ("control-character", "metadata.name: control character newline (\\x0a) at character 5")
+    ]
+
+
+def test_whitespace_in_token_fields(tmp_path: Path) -> None:
+    r = check(tmp_path, oci("endpoint: 'o.example.com /x'\nauth: {type: basic, username: 'a b', password: {fromEnv: P}}\n"))
+    assert [(p.rule, p.message) for p in r.errors] == [
+        ("whitespace", "spec.endpoint: must not contain spaces"),
+        ("whitespace", "spec.auth.username: must not contain spaces"),
+    ]
+    assert check(tmp_path, oci("endpoint: o\n", meta="{name: 'Team Packs'}")).ok  # names may
+
+
+def test_every_string_field_is_bounded(tmp_path: Path) -> None:
+    huge = "x" * 900_000
+    r = check(tmp_path, oci(f"endpoint: {huge}.example.com\n"))
+    assert [(p.line, p.col, p.message) for p in r.errors] == [
+        (5, 13, "spec.endpoint: too long (900012 characters; at most 2048)")
+    ]
+    assert len(str(r.errors[0])) < 200  # the value is named, not printed
+
+    def unbounded(node, path=()):
+        if isinstance(node, dict):
+            if node.get("type") == "string" and "maxLength" not in node and "enum" not in node:
+                yield "/".join(map(str, path))
+            for k, v in node.items():
+                yield from unbounded(v, (*path, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from unbounded(v, (*path, i))
+
+    assert list(unbounded(load_schema())) == []
+
+
+@pytest.mark.parametrize(("raw", "name"), [("\x00", "NUL"), ("\x1b", "ESC"), ("\ufffe", "U+FFFE")])
+def test_a_character_yaml_refuses_is_reported_once_at_its_position(tmp_path: Path, raw: str, name: str) -> None:
+    # #9.33: it used to be "1:1" with libyaml's "in <unicode string>, position N" on a second line
+    text = HDR + "kind: OciRegistry\nmetadata: {name: ok}\nspec:\n  endpoint: o" + raw + "x\n"
+    r = check(tmp_path, text)
+    assert [(p.line, p.col, p.rule) for p in r.problems] == [(5, 14, "yaml-syntax")]
+    msg = str(r.problems[0])
+    assert f"the control character {name}" in msg
+    assert "\n" not in msg and "position" not in msg and "<unicode string>" not in msg
+    assert r.failed_files == {"registries.d/r.yaml"}
+
+
+# ------------------------------------------------------------------ special files (#9.34)
+
+
+def _validate_cli(root: Path, *paths: str):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", "validate", *paths],
+        cwd=root, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_a_fifo_in_registries_d_is_an_error_not_skipped(tmp_path: Path) -> None:
+    import os
+
+    root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
+    os.mkfifo(root / "registries.d" / "pipe.yaml")
+    os.mkfifo(root / "elsewhere.yaml")
+    os.symlink("../elsewhere.yaml", root / "registries.d" / "link.yaml")
+    r = load_and_validate(root)
+    assert [(p.file, p.line, p.col, p.message) for p in r.errors] == [
+        ("registries.d/link.yaml", 1, 1, "not a regular file (a FIFO)"),
+        ("registries.d/pipe.yaml", 1, 1, "not a regular file (a FIFO)"),
+    ]
+    assert {"registries.d/link.yaml", "registries.d/pipe.yaml"} <= r.failed_files
+    res = _validate_cli(root)  # and the command neither hangs nor passes
+    assert res.returncode == 1 and "registries.d/pipe.yaml:1:1: not a regular file (a FIFO)" in res.stdout
+
+
+def test_a_fifo_or_device_given_by_path_is_not_a_regular_file(tmp_path: Path) -> None:
+    import os
+
+    root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
+    os.mkfifo(root / "pipe.yaml")
+    res = _validate_cli(root, "pipe.yaml", "/dev/null", "/dev/zero")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "pipe.yaml:1:1: not a regular file (a FIFO)" in res.stdout
+    assert res.stdout.count("not a regular file (a character device)") == 2
+    assert "no such file" not in res.stdout
+
+
+def test_a_fifo_swapped_in_after_discovery_is_not_opened_for_ever(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    from reconciler import loader
+
+    fifo = tmp_path / "late.yaml"
+    os.mkfifo(fifo)
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(loader.read_source(loader.SourceFile("late.yaml", path=fifo, size=0))))
+    t.start()
+    t.join(5)
+    if t.is_alive():  # unblock the reader before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(5)
+        pytest.fail("read_source blocked on a FIFO")
+    data, problem = out[0]
+    assert data is None and problem is not None and problem.message == "not a regular file (a FIFO)"
+
+
+# ------------------------------------------------------------------ file names (#9.29)
+
+
+def test_file_names_with_control_characters_are_refused_and_printed_escaped(tmp_path: Path) -> None:
+    import subprocess
+
+    root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
+    d = root / "registries.d"
+    (d / "a\n::error file=x::owned.yaml").write_text(oci("endpoint: o\n", meta="{name: a}"))
+    (d / "b\x1b[8m.yaml").write_text(oci("endpoint: o\n", meta="{name: b}"))
+    (d / "dir\r").mkdir()
+    (d / "dir\r" / "c.yaml").write_text(oci("endpoint: o\n", meta="{name: c}"))
+    (d / "Icon\r").write_text("not a definition")  # macOS litter: ignored like any non-YAML file
+    expected = [
+        "registries.d/a\\x0a::error file=x::owned.yaml",
+        "registries.d/b\\x1b[8m.yaml",
+        "registries.d/dir\\x0d",
+    ]
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "x"],
+                   cwd=root, check=True)
+    for ref in (None, "HEAD"):
+        r = load_and_validate(root, ref=ref)
+        assert [(p.file, p.rule) for p in r.errors] == [(f, "file-name") for f in expected], ref
+        assert all("rename it" in p.message for p in r.errors)
+        assert [x.name for x in r.desired.registries] == ["r"]  # nothing read from those files
+        assert set(expected) <= r.failed_files  # so the prune guard refuses deletions
+    res = _validate_cli(root)
+    assert res.returncode == 1
+    assert "\x1b" not in res.stdout and "\r" not in res.stdout
+    assert not any(line.startswith("::") for line in res.stdout.splitlines())
+
+
+def test_schema_descriptions_agree_with_the_client_and_the_docs() -> None:
+    from reconciler.model import LOCAL_ONLY_FIELDS
+
+    schema = load_schema()
+    helm = schema["$defs"]["helmSpec"]["properties"]
+    # the client sends Helm sync as isPrivate = not sync (model.py; TF PRs #990, #986)
+    assert "isPrivate" in helm["sync"]["description"]
+    assert "skipSync" not in json.dumps(schema)
+    # requiredCharts are reconciler-only
+    assert "requiredCharts" in LOCAL_ONLY_FIELDS
+    assert "never sent to Palette" in helm["requiredCharts"]["description"]
+    assert "createOption" not in helm["requiredCharts"]["description"]
+    assert "on or off replaces" in schema["$defs"]["ociSpec"]["properties"]["sync"]["description"]
+    mapping = (REPO / "docs" / "field-mapping.md").read_text(encoding="utf-8")
+    assert "`isPrivate` = `not sync`" in mapping and "never sent" in mapping
+    assert "on → off and off → on are a replace" in mapping
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "Helm: sync off = `isPrivate: true`" in readme and "never sent to Palette" in readme

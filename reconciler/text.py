@@ -1,0 +1,58 @@
+"""Characters that must never reach a terminal or a CI log from user input, and how to show them.
+
+A registry name, endpoint or file name holding ESC, BEL, CR, a newline or a bidirectional
+override can rewrite what a reviewer sees (a fake "No changes.", hidden lines, a GitHub
+``::error`` command). They are refused at validation; every message that has to mention such a
+value shows it escaped (``\\x1b``, ``\\u202e``), never raw. No I/O here.
+"""
+
+from __future__ import annotations
+
+import re
+
+# C0 and C1 controls and DEL, the Arabic letter mark, zero-width characters, line/paragraph
+# separators, bidirectional embeddings/overrides/isolates, word joiner and BOM. The schema's
+# patterns use the same set (as \\uXXXX escapes, for editors' JavaScript regexes too).
+_CONTROL_CLASS = (
+    "\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff"
+)
+CONTROL = re.compile(f"[{_CONTROL_CLASS}]")
+
+_NAMES = {
+    "\x00": "NUL",
+    "\x07": "BEL",
+    "\x08": "backspace",
+    "\t": "tab",
+    "\n": "newline",
+    "\r": "CR",
+    "\x1b": "ESC",
+    "\x7f": "DEL",
+    "\u202e": "right-to-left override",
+    "\u202d": "left-to-right override",
+    "\u2066": "left-to-right isolate",
+    "\u2067": "right-to-left isolate",
+    "\u200b": "zero-width space",
+    "\ufeff": "byte order mark",
+}
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every control or invisible formatting character written as an escape."""
+    return CONTROL.sub(lambda m: _escape_char(m.group()), text) if CONTROL.search(text) else text
+
+
+def describe(ch: str) -> str:
+    """'ESC (\\x1b)', 'U+2068 (\\u2068)': how a message names one refused character."""
+    name = _NAMES.get(ch)
+    return f"{name} ({_escape_char(ch)})" if name else f"U+{ord(ch):04X} ({_escape_char(ch)})"
+
+
+def first_control(text: str) -> tuple[int, str] | None:
+    """(0-based index, character) of the first refused character, or None."""
+    m = CONTROL.search(text)
+    return (m.start(), m.group()) if m else None
