@@ -101,6 +101,17 @@ def _setup_logging(verbose: int) -> None:
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
+def _verbosity(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The -v count however it was given (``-v``, ``-vv``, ``--verbose``, before or after the
+    subcommand), read from what click parsed rather than from ``sys.argv``."""
+    count = kwargs.get("verbose") or 0
+    ctx = next((a for a in args if isinstance(a, click.Context)), None) or click.get_current_context(silent=True)
+    while ctx is not None:
+        count = max(count, ctx.params.get("verbose") or 0, (ctx.obj or {}).get("verbose") or 0)
+        ctx = ctx.parent
+    return int(count)
+
+
 def handle_errors(f: Callable[..., int]) -> Callable[..., None]:
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> None:
@@ -121,7 +132,7 @@ def handle_errors(f: Callable[..., int]) -> Callable[..., None]:
         except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into exit 3
             click.echo(f"internal error: {type(exc).__name__}: {redact_resolved(str(exc))}", err=True)
             click.echo("this is a bug in reconcile; please report it with the output of -v", err=True)
-            if "-v" in sys.argv or "--verbose" in sys.argv:
+            if _verbosity(args, kwargs):
                 click.echo(redact_resolved(traceback.format_exc()), err=True)
             code = 3
         sys.exit(code)
@@ -140,8 +151,28 @@ def main(ctx: click.Context, /, dry_run: bool, detailed_exitcode: bool, prefligh
     """Palette registries as code: validate, plan (--dry-run) and apply registries.d/."""
     ctx.obj = {k: v for k, v in kwargs.items() if v is not None and v is not False and not (k == "verbose" and v == 0)}
     if ctx.invoked_subcommand is not None:
+        _refuse_plan_options(ctx.invoked_subcommand, dry_run=dry_run, detailed_exitcode=detailed_exitcode,
+                             preflight=preflight)
         return
     _main_job(ctx, dry_run, detailed_exitcode, preflight)
+
+
+# Subcommands that change nothing, where a leading --dry-run is harmless; every other one
+# (sync, import, unlock, export, ...) refuses it rather than silently doing the real thing.
+READ_ONLY_COMMANDS = frozenset({"validate", "status", "schema", "catalog"})
+
+
+def _refuse_plan_options(command: str, **given: bool) -> None:
+    """--dry-run, --detailed-exitcode and --preflight belong to the plan (``reconcile
+    --dry-run``). Given before a subcommand they would be dropped, and ``reconcile --dry-run
+    sync`` would really sync: refuse them instead (a usage error, exit 1, nothing done)."""
+    flags = [f"--{name.replace('_', '-')}" for name, on in given.items() if on]
+    if not flags or (command in READ_ONLY_COMMANDS and flags == ["--dry-run"]):
+        return
+    raise click.UsageError(
+        f"{', '.join(flags)} {'is an option' if len(flags) == 1 else 'are options'} of the plan "
+        f"(reconcile --dry-run), not of `reconcile {command}`; nothing was done"
+    )
 
 
 @handle_errors
@@ -165,6 +196,10 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], **kwargs: Any) -> int:
     from reconciler.commands.validate import run_validate
 
     opts = _options(ctx, kwargs)
+    if not paths:
+        from reconciler.runner import check_definitions_present
+
+        check_definitions_present(opts)  # the same rule as plan and apply
     return run_validate(list(paths) or None, opts.root, opts.profile, opts.fmt, sys.stdout, ref=opts.ref)
 
 

@@ -99,15 +99,27 @@ def build_target(opts: Options, profile: str, progress: Callable[[str], None] | 
 def _load(opts: Options, *, require_definitions: bool = False) -> LoadResult:
     """Load and validate; ``require_definitions``: a missing ``registries.d/`` is an error
     (a wrong ``--dir`` or ``--ref`` must not plan "nothing declared")."""
-    from reconciler.loader import DEFINITIONS_DIR, definitions_present
     from reconciler.validation import load_and_validate
 
     result = load_and_validate(opts.root, ref=opts.ref, profile=opts.profile)
-    if require_definitions and not definitions_present(opts.root, opts.ref):
+    if require_definitions:
+        check_definitions_present(opts)
+    return result
+
+
+def check_definitions_present(opts: Options) -> None:
+    """A missing ``registries.d/`` is an error for every command that reads it (plan, apply,
+    import, validate): the same rule and the same message everywhere."""
+    from reconciler.loader import DEFINITIONS_DIR, definitions_present
+
+    if not definitions_present(opts.root, opts.ref):
+        if opts.ref is not None:
+            from reconciler.loader import discover_git
+
+            discover_git(opts.root, opts.ref)  # a ref that names no commit says so first
         where = f"commit {opts.ref}" if opts.ref is not None else str(opts.root)
         raise InputError(f"no {DEFINITIONS_DIR}/ directory in {where}; use --dir to point at the repository root "
                          f"(an empty {DEFINITIONS_DIR}/ declares no registries)")
-    return result
 
 
 WARNINGS_PER_RULE = 10
