@@ -208,6 +208,27 @@ def _read_outputs(path: Path) -> dict[str, str]:
     return out
 
 
+def shell_command(step: dict[str, Any], job: dict[str, Any], workflow: dict[str, Any], script: Path) -> list[str]:
+    """The command GitHub's runner uses for a ``run:`` step on Linux: the step's ``shell:``,
+    else the job's then the workflow's ``defaults.run.shell``, else ``bash -e {0}`` (no
+    pipefail: ``a | tee`` succeeds when ``a`` fails). ``shell: bash`` is
+    ``bash --noprofile --norc -eo pipefail {0}``, ``sh`` is ``sh -e {0}``, ``python`` is
+    ``python {0}``; anything else is a command template with ``{0}``."""
+    shell = step.get("shell") or ((job.get("defaults") or {}).get("run") or {}).get("shell") \
+        or ((workflow.get("defaults") or {}).get("run") or {}).get("shell")
+    if shell is None:
+        return ["bash", "-e", str(script)]
+    builtin = {
+        "bash": ["bash", "--noprofile", "--norc", "-eo", "pipefail", "{0}"],
+        "sh": ["sh", "-e", "{0}"],
+        "python": [sys.executable, "{0}"],
+    }
+    template = builtin.get(shell) or str(shell).split()
+    if "{0}" not in template:
+        raise ValueError(f"shell {shell!r} has no {{0}}")
+    return [str(script) if part == "{0}" else part for part in template]
+
+
 def _install_step(step: dict[str, Any]) -> bool:
     return bool(re.fullmatch(r"python -m pip install( --quiet)? \.", str(step.get("run", "")).strip()))
 
@@ -291,7 +312,7 @@ def run_job(
         script = tmp / f"step-{i}.sh"
         script.write_text(substitute(step["run"], ctx, status))
         proc = subprocess.run(
-            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+            shell_command(step, job_doc, doc, script),
             cwd=workspace, env=env, capture_output=True, text=True, timeout=120,
         )
         outputs = _read_outputs(output)
@@ -692,3 +713,62 @@ def test_one_marker_everywhere() -> None:
     assert f'DEFAULT_MARKER = "{RENDERED}"' in script
     assert f"--marker '{RENDERED}'" in (WORKFLOWS / "plan.yml").read_text()
     assert RENDERED == MARKER
+
+
+# -- a failing reconcile is a red run, with GitHub's own shells -----------------------------
+
+
+def _fake_reconcile(tmp_path: Path, code: int) -> dict[str, str]:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir(exist_ok=True)
+    (fake_bin / "reconcile").write_text(f'#!/bin/sh\necho "### reconcile output"\necho "boom" >&2\nexit {code}\n')
+    (fake_bin / "reconcile").chmod(0o755)
+    return {"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_runner_uses_githubs_default_shell_without_pipefail(tmp_path: Path) -> None:
+    """The emulation is faithful: unset `shell:` is `bash -e {0}`, where `false | tee` passes;
+    `shell: bash` adds pipefail; job and workflow `defaults.run.shell` apply too."""
+    wf = tmp_path / "wf.yml"
+    wf.write_text(
+        "on: push\njobs:\n"
+        "  plain:\n    runs-on: ubuntu-latest\n    steps:\n      - run: false | tee /dev/null\n"
+        "  bash:\n    runs-on: ubuntu-latest\n    steps:\n      - run: false | tee /dev/null\n        shell: bash\n"
+        "  job-default:\n    runs-on: ubuntu-latest\n    defaults: {run: {shell: bash}}\n"
+        "    steps:\n      - run: false | tee /dev/null\n"
+        "  sh:\n    runs-on: ubuntu-latest\n    steps:\n      - run: 'false; true'\n        shell: sh\n"
+    )
+    runs = {job: run_job(wf, job, workspace=tmp_path, tmp=tmp_path / job, event_name="push", event={})
+            for job in ("plain", "bash", "job-default", "sh")}
+    assert runs["plain"].ok
+    assert not runs["bash"].ok and not runs["job-default"].ok and not runs["sh"].ok
+
+
+@pytest.mark.parametrize(("workflow", "job", "event_name", "event", "inputs"), [
+    ("apply.yml", "apply", "push", {"ref": "refs/heads/main"}, {}),
+    ("sync.yml", "sync", "schedule", {"schedule": "17 3 * * *"}, {}),
+    ("sync.yml", "sync", "workflow_dispatch", {}, {"registry": "charts", "force": True}),
+])
+def test_a_failing_reconcile_fails_the_job(gitops: Path, tmp_path: Path, workflow: str, job: str, event_name: str,
+                                           event: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Issue 9.23: `reconcile ... | tee -a "$GITHUB_STEP_SUMMARY"` under GitHub's default shell
+    hid reconcile's exit code: a failed apply or sync was a green run."""
+    run = run_job(WORKFLOWS / workflow, job, workspace=gitops, tmp=tmp_path / "run", event_name=event_name,
+                  event=event, inputs=inputs, extra_env=_fake_reconcile(tmp_path, 1))
+    assert not run.ok, [(s.name, s.returncode) for s in run.steps]
+    assert "### reconcile output" in run.summary  # the summary is still written
+    ok = run_job(WORKFLOWS / workflow, job, workspace=gitops, tmp=tmp_path / "ok", event_name=event_name,
+                 event=event, inputs=inputs, extra_env=_fake_reconcile(tmp_path, 0))
+    assert ok.ok
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_every_piped_step_has_pipefail(path: Path) -> None:
+    doc = load(path)
+    for job in doc["jobs"].values():
+        for step in job["steps"]:
+            text = step.get("run", "")
+            if re.search(r"(?<![|])\|(?![|])", text.replace("||", "")):
+                shell = step.get("shell") or ((job.get("defaults") or {}).get("run") or {}).get("shell") \
+                    or ((doc.get("defaults") or {}).get("run") or {}).get("shell")
+                assert shell == "bash" or "pipefail" in text, f"{path.name}: {step.get('name')}"
