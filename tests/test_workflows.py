@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.github_api import FakeGitHub, serve_github
+from tests.support.github_api import BOT, HUMAN, FakeGitHub, serve_github
 from tests.support.palette_emulator import API_KEY, PaletteEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -627,7 +627,7 @@ def test_sticky_comment_script_runs_with_python_only() -> None:
 
 
 def _sticky(github: FakeGitHub, body_file: Path, *, pr: int | None = None, event: Path | None = None,
-            token: str | None = None) -> subprocess.CompletedProcess[str]:
+            token: str | None = None, extra: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ["PATH"], "HOME": os.environ["HOME"],
         "GITHUB_TOKEN": github.token if token is None else token,
@@ -638,6 +638,7 @@ def _sticky(github: FakeGitHub, body_file: Path, *, pr: int | None = None, event
     args = [sys.executable, "-I", str(ROOT / ".github" / "scripts" / "sticky_comment.py"), str(body_file)]
     if pr is not None:
         args += ["--pr", str(pr)]
+    args += extra or []
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -772,3 +773,36 @@ def test_every_piped_step_has_pipefail(path: Path) -> None:
                 shell = step.get("shell") or ((job.get("defaults") or {}).get("run") or {}).get("shell") \
                     or ((doc.get("defaults") or {}).get("run") or {}).get("shell")
                 assert shell == "bash" or "pipefail" in text, f"{path.name}: {step.get('name')}"
+
+
+def test_sticky_comment_ignores_the_marker_in_other_peoples_comments(tmp_path: Path) -> None:
+    """Issue 9.25: a comment with the marker, posted first by someone else (or another bot),
+    must not be the one we try to edit: we post our own and keep updating it."""
+    owner, repo = OWNER_REPO.split("/")
+    body = tmp_path / "plan.md"
+    with serve_github() as github:
+        squatter = github.add_comment(owner, repo, 5, f"{MARKER}\nfrozen plan: no changes", HUMAN)
+        other_bot = github.add_comment(owner, repo, 5, f"{MARKER}\nnot ours",
+                                       {"login": "dependabot[bot]", "id": 49699333, "type": "Bot"})
+        for push in range(2):
+            body.write_text(f"{MARKER}\n**{push} to create**\n")
+            proc = _sticky(github, body, pr=5)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert ("created" if push == 0 else "updated") in proc.stdout
+        ours = [c for c in github.on_issue(owner, repo, 5) if c["user"]["login"] == BOT["login"]]
+        assert len(ours) == 1 and ours[0]["body"].endswith("**1 to create**\n")
+        assert github.comments[squatter["id"]]["body"].endswith("frozen plan: no changes")
+        assert github.comments[other_bot["id"]]["body"].endswith("not ours")
+        assert github.count("POST") == 1 and github.count("PATCH") == 1
+
+
+def test_sticky_comment_author_option_for_other_identities(tmp_path: Path) -> None:
+    """With a PAT or an app token the identity is not github-actions[bot]: --author names it,
+    and then the github-actions[bot] comment is not ours either."""
+    owner, repo = OWNER_REPO.split("/")
+    body = tmp_path / "plan.md"
+    body.write_text(f"{MARKER}\nplan\n")
+    with serve_github() as github:
+        github.add_comment(owner, repo, 6, f"{MARKER}\nold", BOT)
+        proc = _sticky(github, body, pr=6, extra=["--author", "octocat"])
+        assert proc.returncode == 0 and "created" in proc.stdout, proc.stdout + proc.stderr

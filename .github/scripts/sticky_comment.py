@@ -7,10 +7,13 @@ Environment: GITHUB_TOKEN (required), GITHUB_REPOSITORY (owner/name), GITHUB_API
 (default https://api.github.com), GITHUB_EVENT_PATH (the pull request number is read from
 it unless --pr is given). Standard library only, so it runs before anything is installed.
 
-The first comment on the pull request whose body contains the marker is edited (PATCH);
-without one a new comment is posted, so each push updates the same comment. A token that
-may not write (a pull request from a fork) is a warning, not a failure: the plan is in
-the job summary anyway.
+The first comment on the pull request that was posted by the workflow's own identity
+(``--author``, default ``$STICKY_COMMENT_AUTHOR`` or ``github-actions[bot]``, the login of
+``GITHUB_TOKEN``) and whose body contains the marker is edited (PATCH); without one a new
+comment is posted, so each push updates the same comment. A marker in anyone else's comment
+is ignored: otherwise anyone who can comment could post the marker first and freeze the plan
+(our PATCH of their comment gets 403). A token that may not write (a pull request from a
+fork) is a warning, not a failure: the plan is in the job summary anyway.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import urllib.request
 from typing import Any
 
 DEFAULT_MARKER = "<!-- reconcile-plan -->"
+DEFAULT_AUTHOR = "github-actions[bot]"
 LIMIT = 65536
 TIMEOUT = 30
 
@@ -66,12 +70,19 @@ def _next_link(headers: dict[str, str]) -> str | None:
     return None
 
 
-def find_comment(api: str, repo: str, pr: int, token: str, marker: str) -> dict[str, Any] | None:
+def _by(comment: dict[str, Any], author: str) -> bool:
+    login = str((comment.get("user") or {}).get("login") or "")
+    return login.lower() == author.lower()
+
+
+def find_comment(api: str, repo: str, pr: int, token: str, marker: str,
+                 author: str = DEFAULT_AUTHOR) -> dict[str, Any] | None:
+    """Our own earlier comment: posted by ``author`` and carrying the marker."""
     url: str | None = f"{api}/repos/{repo}/issues/{pr}/comments?per_page=100"
     while url:
         comments, headers = _request("GET", url, token)
         for comment in comments:
-            if marker in (comment.get("body") or ""):
+            if _by(comment, author) and marker in (comment.get("body") or ""):
                 return comment  # type: ignore[no-any-return]
         url = _next_link(headers)
     return None
@@ -111,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("body_file")
     parser.add_argument("--marker", default=DEFAULT_MARKER)
     parser.add_argument("--pr", type=int, default=None)
+    parser.add_argument("--author", default=os.environ.get("STICKY_COMMENT_AUTHOR") or DEFAULT_AUTHOR,
+                        help="login that posts the comment (default: github-actions[bot], the GITHUB_TOKEN's)")
     args = parser.parse_args(argv)
 
     token = os.environ.get("GITHUB_TOKEN", "")
@@ -123,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         body = fit(fh.read(), args.marker)
     pr = pr_number(args.pr)
     try:
-        existing = find_comment(api, repo, pr, token, args.marker)
+        existing = find_comment(api, repo, pr, token, args.marker, args.author)
         if existing is not None:
             comment, _ = _request("PATCH", f"{api}/repos/{repo}/issues/comments/{existing['id']}", token, {"body": body})
             print(f"updated {comment.get('html_url', existing['id'])}")
