@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import os
+import re
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import click
 
@@ -256,8 +258,75 @@ def schema() -> int:
     return 0
 
 
+_COMMAND_START = re.compile(r"^(\s*)::")  # GitHub runner: a line that starts with `::` after leading spaces
+_COMMAND_V1 = re.compile(r"##(\[|vso\[)")  # the older `##[cmd]` form (and Azure's `##vso[`), anywhere
+
+
+def neutralise_ci_line(line: str) -> str:
+    """A printed line that cannot be read as a CI workflow command (``::error ...``,
+    ``::add-mask::``, ``##[set-output]``): a file name with a newline, an endpoint or a server
+    message must not inject one into the log. The text stays readable: ``\\::error``."""
+    line = _COMMAND_START.sub(lambda m: f"{m.group(1)}\\::", line)
+    return _COMMAND_V1.sub(lambda m: f"#\\#{m.group(1)}", line)
+
+
+class CISafeStream:
+    """Wraps stdout/stderr in CI: whole lines are neutralised before they reach the runner
+    (line-buffered, so a command split across two writes is still caught)."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+        self._pending = ""
+        # click writes to a stream with these attributes as it is (no re-wrapping of a buffer)
+        self.encoding: str = getattr(inner, "encoding", None) or "utf-8"
+        self.errors: str = getattr(inner, "errors", None) or "strict"
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            done, self._pending = self._pending.rsplit("\n", 1)
+            self.inner.write("\n".join(neutralise_ci_line(line) for line in done.split("\n")) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            # a partial line is written as it stands once neutralised; what follows continues it
+            self.inner.write(neutralise_ci_line(self._pending))
+            self._pending = ""
+        self.inner.flush()
+
+    def isatty(self) -> bool:
+        return bool(self.inner.isatty())
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+
+def in_ci(environ: Mapping[str, str]) -> bool:
+    return environ.get("GITHUB_ACTIONS") == "true" or environ.get("CI") == "true"
+
+
 def entry() -> None:
     """Console script: like ``main()``, but usage errors exit 1 (2 means "changes found")."""
+    if in_ci(os.environ):
+        sys.stdout = cast(TextIO, CISafeStream(sys.stdout))
+        sys.stderr = cast(TextIO, CISafeStream(sys.stderr))
+        try:
+            _entry()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+    else:
+        _entry()
+
+
+def _entry() -> None:
     # A short-lived process that builds many small containers (one per registry field): the
     # default cyclic-GC thresholds make it walk them over and over for nothing to free.
     gc.set_threshold(50_000, 20, 20)

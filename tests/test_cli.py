@@ -130,3 +130,41 @@ def test_the_tools_own_credentials_are_never_a_registry_secret(tmp_path: Path):
     reg = Registry("OciRegistry", "o", "tenant", {"auth": {"password": {"fromEnv": "GITHUB_TOKEN"}}})
     values, problems = resolve(reg, base_dir=tmp_path, environ={"GITHUB_TOKEN": "gh-token-1234"})
     assert values == {"auth.password": None} and "reserved" in problems[0]
+
+
+def _workflow_commands(text: str) -> list[str]:
+    """Lines GitHub's runner would execute: `::cmd` after leading whitespace, or `##[cmd]`."""
+    return [line for line in text.splitlines() if line.lstrip().startswith("::") or "##[" in line]
+
+
+def test_output_in_ci_cannot_inject_workflow_commands(tmp_path: Path):
+    """Issue 9.29: a file name or a field with a newline printed `::error ...` (or `##[...]`) at
+    the start of a log line, which GitHub executes as a workflow command."""
+    init_repo(tmp_path)
+    write_defs(tmp_path, {"ok.yaml": registry_doc("HelmRegistry", "h", """
+        endpoint: https://h.example.com
+        "x\\n::add-mask::hide\\n  ::error file=a::injected\\n##[warning]v1": 1
+    """)})
+    try:
+        (tmp_path / "registries.d" / "a\n::error file=x::pwned\n##[set-output name=a]b.yaml").write_text("- a\n")
+    except OSError:
+        pass
+    for args in (["validate"], ["--dry-run"], ["validate", "--format", "json"], ["--dry-run", "--format", "markdown"]):
+        res = run(tmp_path, *args, env={"GITHUB_ACTIONS": "true"})
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+        assert "injected" in res.stdout + res.stderr  # still shown, as text
+        assert _workflow_commands(res.stdout + res.stderr) == [], (args, res.stdout + res.stderr)
+
+
+def test_ci_safe_stream_catches_commands_split_across_writes():
+    import io
+
+    from reconciler.cli import CISafeStream
+
+    sink = io.StringIO()
+    stream = CISafeStream(sink)
+    for chunk in ["ok\n", ":", ":error::x\n  ", "::warning::y", "\nz ##", "[cmd]\nend"]:
+        stream.write(chunk)
+    stream.flush()
+    assert _workflow_commands(sink.getvalue()) == []
+    assert sink.getvalue().splitlines()[0] == "ok" and sink.getvalue().endswith("end")

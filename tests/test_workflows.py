@@ -683,7 +683,8 @@ def test_sticky_comment_adds_the_marker_and_fits_the_limit(tmp_path: Path) -> No
         (comment,) = github.on_issue(*OWNER_REPO.split("/"), 9)
         text = comment["body"]
         assert text.startswith(MARKER + "\n") and len(text) <= 65536
-        assert all(line.startswith("+ OciRegistry/registry-") for line in text.splitlines()[1:-1])
+        # whole lines only (blank lines now set the note apart from the cut content)
+        assert all(line.startswith("+ OciRegistry/registry-") for line in text.splitlines()[1:-1] if line)
         assert "truncated" in text.splitlines()[-1]
 
 
@@ -806,3 +807,61 @@ def test_sticky_comment_author_option_for_other_identities(tmp_path: Path) -> No
         github.add_comment(owner, repo, 6, f"{MARKER}\nold", BOT)
         proc = _sticky(github, body, pr=6, extra=["--author", "octocat"])
         assert proc.returncode == 0 and "created" in proc.stdout, proc.stdout + proc.stderr
+
+
+# -- truncation and fences: what GitHub renders -------------------------------------------
+
+
+def _load_script(name: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / ".github" / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _html(markdown: str) -> str:
+    cmarkgfm = pytest.importorskip("cmarkgfm")
+    from cmarkgfm.cmark import Options
+
+    return cmarkgfm.github_flavored_markdown_to_html(markdown, options=Options.CMARK_OPT_UNSAFE)
+
+
+def test_fit_closes_fences_and_details_and_keeps_the_failure_report() -> None:
+    """Issue 9.37: a cut plan left a fence and <details> open (swallowing the rest), dropped the
+    "dry-run failed" section and could lose the marker."""
+    sticky, md = _load_script("sticky_comment"), _load_script("md_section")
+    plan = "\n".join([MARKER, "### reconcile plan", "", "<details><summary>create (5000)</summary>", "", "```diff",
+                      *(f"+ OciRegistry/registry-{i:05d}" for i in range(5000)), "```", "</details>", ""])
+    failure = md.section("reconcile --dry-run failed (exit 1)", "error: palette answered 401\n", keep=True)
+    body = plan + failure
+    assert len(body) > 65536
+    text = sticky.fit(body, MARKER)
+    assert len(text) <= 65536 and text.startswith(MARKER + "\n")
+    assert text.count("<details>") == text.count("</details>") == 1
+    assert text.rstrip().endswith(failure.rstrip())
+    html = _html(text)
+    # the failure report is rendered as its own block after the closed plan, not inside its code
+    assert html.count("<pre") == 2 and "reconcile --dry-run failed (exit 1)</strong>" in html
+    assert html.index("</details>") < html.index("reconcile --dry-run failed")
+    assert "truncated to fit" in html.split("<pre")[1].split("</details>")[-1] or "truncated to fit" in html
+
+
+@pytest.mark.parametrize("body", ["x" * 70000, MARKER + "y" * 70000, "```\n" + "z" * 70000, "a\n" * 40000],
+                         ids=["long-first-line", "marker-glued-to-text", "open-fence", "many-lines"])
+def test_fit_keeps_the_marker_whatever_the_first_line(body: str) -> None:
+    sticky = _load_script("sticky_comment")
+    text = sticky.fit(body, MARKER)
+    assert text.splitlines()[0] == MARKER and len(text) <= 65536
+    assert "<pre" not in _html(text).split("truncated to fit")[-1]  # no fence left open over the note
+
+
+def test_md_section_fence_cannot_be_closed_by_its_content() -> None:
+    """Issue 9.29: a backtick fence in a file name broke out of the fence around errors."""
+    md = _load_script("md_section")
+    evil = "registries.d/a\n```\n# Approved: no changes\n````x.yaml:1:1: bad\n"
+    html = _html(md.section("reconcile validate failed", evil))
+    assert "<h1>" not in html and html.count("<pre") == 1
+    assert "# Approved: no changes" in html.split("<pre")[1].split("</pre>")[0]

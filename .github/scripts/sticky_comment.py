@@ -88,20 +88,67 @@ def find_comment(api: str, repo: str, pr: int, token: str, marker: str,
     return None
 
 
-def fit(body: str, marker: str, limit: int = LIMIT) -> str:
-    """Marker first; whole lines only, with a note, when the body is over GitHub's limit."""
-    if marker not in body:
-        body = f"{marker}\n{body}"
-    if len(body) <= limit:
-        return body
-    note = "\n… truncated to fit a GitHub comment; see the job summary for the full plan\n"
-    kept, used = [], len(note)
-    for line in body.splitlines():
-        if used + len(line) + 1 > limit:
+KEEP = "<!-- reconcile-keep -->"  # what follows this line survives truncation (the failure report)
+NOTE = "… truncated to fit a GitHub comment; see the job summary for the full plan"
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+def _closers(fence: str | None, details: int) -> list[str]:
+    return ([fence] if fence else []) + ["</details>"] * details
+
+
+def _truncate(lines: list[str], budget: int) -> list[str]:
+    """The first lines that fit in ``budget`` characters with every code fence and
+    ``<details>`` they open closed again; a line longer than what is left is cut."""
+    kept: list[str] = []
+    used = 0
+    fence: str | None = None
+    details = 0
+    for line in lines:
+        nfence, ndetails = fence, details
+        m = _FENCE.match(line)
+        if fence is None and m:
+            nfence = m.group(1)
+        elif fence is not None and m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) \
+                and not line.strip().strip(fence[0]):
+            nfence = None
+        elif fence is None:
+            ndetails = max(0, details + len(re.findall(r"<details\b", line)) - line.count("</details>"))
+        closing = sum(len(c) + 1 for c in _closers(nfence, ndetails))
+        if used + len(line) + 1 + closing > budget:
+            room = budget - used - 1 - sum(len(c) + 1 for c in _closers(fence, details))
+            if room > 20 and fence is not None:  # inside code a cut line is still shown as text
+                kept.append(line[: room - 1] + "…")
             break
         kept.append(line)
         used += len(line) + 1
-    return "\n".join(kept) + note
+        fence, details = nfence, ndetails
+    return kept + _closers(fence, details)
+
+
+def fit(body: str, marker: str, limit: int = LIMIT) -> str:
+    """Marker alone on the first line; within GitHub's limit. Over it, the plan is cut at a
+    line, its open code fences and ``<details>`` are closed, a note says so, and the part after
+    ``KEEP`` (the failure report) is kept."""
+    if not body.startswith(marker + "\n"):
+        body = f"{marker}\n{body}"
+    if len(body) <= limit:
+        return body
+    head, sep, tail = body.partition(KEEP)
+    tail_lines = (sep + tail).splitlines() if sep else []
+    if len(sep + tail) > limit // 2:
+        tail_lines = _truncate(tail_lines, limit // 2)
+    tail_len = sum(len(line) + 1 for line in tail_lines)
+    budget = limit - tail_len - len(NOTE) - 4
+    head_lines = head.splitlines()
+    kept = [marker] + _truncate(head_lines[1:], budget - len(marker) - 1)
+    return "\n".join([*kept, "", NOTE, *([""] + tail_lines if tail_lines else [])]) + "\n"
+
+
+def _one_line(text: str) -> str:
+    """A server's message inside our own ``::error::`` line: one line, so it cannot start a
+    workflow command of its own."""
+    return " ".join(text.split())
 
 
 def pr_number(explicit: int | None) -> int:
@@ -145,13 +192,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"created {comment.get('html_url', comment.get('id'))}")
     except ApiError as exc:
         if exc.status == 403:
-            print(f"::warning::cannot write the plan comment ({exc}); a pull request from a fork "
+            print(f"::warning::cannot write the plan comment ({_one_line(str(exc))}); a pull request from a fork "
                   "gets a read-only token. The plan is in the job summary.")
             return 0
-        print(f"::error::{exc}", file=sys.stderr)
+        print(f"::error::{_one_line(str(exc))}", file=sys.stderr)
         return 1
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        print(f"::error::cannot reach the GitHub API at {api}: {exc}", file=sys.stderr)
+        print(f"::error::{_one_line(f'cannot reach the GitHub API at {api}: {exc}')}", file=sys.stderr)
         return 1
     return 0
 
