@@ -168,3 +168,33 @@ def test_ci_safe_stream_catches_commands_split_across_writes():
     stream.flush()
     assert _workflow_commands(sink.getvalue()) == []
     assert sink.getvalue().splitlines()[0] == "ok" and sink.getvalue().endswith("end")
+
+
+def test_apply_markdown_says_which_changes_failed_and_why(tmp_path: Path, monkeypatch):
+    """Issue 9.32: `reconcile --format markdown` (what apply.yml writes to the job summary) left
+    out which changes failed and why. One create fails on the target; the other is applied."""
+    from click.testing import CliRunner
+
+    from reconciler import cli
+    from reconciler.errors import TargetError
+    from reconciler.targets.local import LocalTarget
+
+    init_repo(tmp_path)
+    write_defs(tmp_path, {"x.yaml": registry_doc("HelmRegistry", "good", "endpoint: https://g.example.com")
+                          + "---\n" + registry_doc("HelmRegistry", "bad", "endpoint: https://b.example.com")})
+    sha = commit_all(tmp_path)
+    real_create = LocalTarget.create
+
+    def create(self, registry, secrets):
+        if registry.name == "bad":
+            raise TargetError("quota exceeded:\nat most 1 registry on this tenant", status=403)
+        return real_create(self, registry, secrets)
+
+    monkeypatch.setattr(LocalTarget, "create", create)
+    res = CliRunner().invoke(cli.main, ["--dir", str(tmp_path), "--format", "markdown"])
+    assert res.exit_code == 1, res.output
+    text = res.stdout
+    assert text.startswith("<!-- reconcile-plan -->\n### reconcile apply")
+    assert "**Apply: 1 change(s) applied, 1 failed**" in text
+    assert "create `HelmRegistry/bad`: quota exceeded: at most 1 registry on this tenant" in text
+    assert f"**commit** `{sha[:7]}`" in text and "**target** `local`" in text

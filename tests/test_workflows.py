@@ -518,10 +518,10 @@ def test_plan_apply_plan_sync(need_cli: None, gitops: Path, tmp_path: Path, pale
         assert run.ok, [(s.name, s.stdout, s.stderr) for s in run.steps]
         assert run.step("Plan").outputs["exitcode"] == "2"
         assert not run.step("Fail on a failed or refused plan").ran
-        assert "2 to create" in run.summary and "+ OciRegistry/internal-packs" in run.summary
+        assert "2 to create" in run.summary and "@@ OciRegistry/internal-packs @@" in run.summary
         assert "s3cr3t-pw" not in run.summary
         (comment,) = _comments(github)
-        assert comment["body"].startswith(MARKER) and "+ HelmRegistry/charts" in comment["body"]
+        assert comment["body"].startswith(MARKER) and "@@ HelmRegistry/charts @@" in comment["body"]
         assert palette.calls("POST") == []  # a dry run changes nothing
 
         # 2. The merge: apply creates both registries and records them in the state branch.
