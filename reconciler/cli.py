@@ -67,7 +67,29 @@ _COMMON = ("root", "ref", "target", "state", "profile", "fmt", "max_deletions", 
            "endpoint", "project_uid", "ca_file", "rate_limit", "burst", "local_db", "verbose", "quiet")
 
 
-def _options(ctx: click.Context, kwargs: dict[str, Any]) -> Options:
+class _Discard:
+    """stdout under -q: text output is dropped; errors go to stderr as always."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+
+def _options(ctx: click.Context, kwargs: dict[str, Any], *, quiet_stdout: bool = True) -> Options:
+    """Merge group and command options. ``-q`` means only errors, for every command: with the
+    text format, whatever a command prints on stdout is dropped (json and markdown are
+    documents the caller asked for and are still written); errors and failures go to stderr."""
     from reconciler.runner import Options
 
     merged: dict[str, Any] = dict(ctx.obj or {})
@@ -82,6 +104,8 @@ def _options(ctx: click.Context, kwargs: dict[str, Any]) -> Options:
         setattr(o, name, Path(value) if name == "root" else value)
     if o.verbose:
         _setup_logging(o.verbose)
+    if o.quiet and o.fmt == "text" and quiet_stdout:
+        sys.stdout = cast(TextIO, _Discard())
     return o
 
 
@@ -197,12 +221,13 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], **kwargs: Any) -> int:
     """Check definitions against the schema and policy; report every problem."""
     from reconciler.commands.validate import run_validate
 
-    opts = _options(ctx, kwargs)
+    opts = _options(ctx, kwargs, quiet_stdout=False)  # its errors are its output: -q drops the rest
     if not paths:
         from reconciler.runner import check_definitions_present
 
         check_definitions_present(opts)  # the same rule as plan and apply
-    return run_validate(list(paths) or None, opts.root, opts.profile, opts.fmt, sys.stdout, ref=opts.ref)
+    return run_validate(list(paths) or None, opts.root, opts.profile, opts.fmt, sys.stdout, ref=opts.ref,
+                        quiet=opts.quiet)
 
 
 @main.command()

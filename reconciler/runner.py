@@ -314,9 +314,9 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
     else:
         unset = sorted({f"{c.title}: {p}" for c in plan.actionable if c.registry is not None
                         for p, v in values.get(c.key, {}).items() if v is None})
-        for line in unset:
+        for line in unset if not opts.quiet else ():
             err.write(f"note: {line} is not set; {target.description} stores no secrets, so it is not needed now\n")
-    if desired.dirty:
+    if desired.dirty and not opts.quiet:
         err.write("note: registries.d/ has uncommitted changes; the applied commit is recorded as dirty\n")
     if opts.fmt == "text":
         render.render_plan_text(plan, out)
@@ -332,8 +332,9 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
     def report(r: ChangeResult) -> None:
         if opts.fmt == "text":
             status = "done" if r.ok else f"FAILED: {r.error}"
-            out.write(f"{r.change.action} {r.change.title}: {status}\n")
-            out.flush()
+            stream = err if opts.quiet and not r.ok else out  # -q: a failure is an error, still shown
+            stream.write(f"{r.change.action} {r.change.title}: {status}\n")
+            stream.flush()
 
     res = apply_plan(plan, target, store, state, values, commit=_commit_label(desired), on_result=report)
     if opts.fmt == "json":
@@ -346,7 +347,8 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
         # which changes failed and why, not only the plan (issue 9.32)
         out.write(render_apply_markdown(plan, res.results, header=md_header(opts, desired), warnings=warnings))
     ok, failed = len(res.succeeded), len(res.failed)
-    err.write(f"Apply: {ok} change(s) applied, {failed} failed\n")
+    if failed or not opts.quiet:
+        err.write(f"Apply: {ok} change(s) applied, {failed} failed\n")
     return EXIT_FAIL if failed else EXIT_OK
 
 
