@@ -11,11 +11,13 @@ import functools
 import gc
 import logging
 import math
+import os
+import re
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import click
 
@@ -100,7 +102,29 @@ _COMMON = ("root", "ref", "target", "state", "profile", "fmt", "max_deletions", 
            "allow_in_use")
 
 
-def _options(ctx: click.Context, kwargs: dict[str, Any]) -> Options:
+class _Discard:
+    """stdout under -q: text output is dropped; errors go to stderr as always."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+
+def _options(ctx: click.Context, kwargs: dict[str, Any], *, quiet_stdout: bool = True) -> Options:
+    """Merge group and command options. ``-q`` means only errors, for every command: with the
+    text format, whatever a command prints on stdout is dropped (json and markdown are
+    documents the caller asked for and are still written); errors and failures go to stderr."""
     from reconciler.runner import Options
 
     merged: dict[str, Any] = dict(ctx.obj or {})
@@ -115,6 +139,8 @@ def _options(ctx: click.Context, kwargs: dict[str, Any]) -> Options:
         setattr(o, name, Path(value) if name == "root" else value)
     if o.verbose:
         _setup_logging(o.verbose)
+    if o.quiet and o.fmt == "text" and quiet_stdout:
+        sys.stdout = cast(TextIO, _Discard())
     return o
 
 
@@ -134,6 +160,17 @@ def _setup_logging(verbose: int) -> None:
     handler.addFilter(_RedactingFilter())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+
+
+def _verbosity(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The -v count however it was given (``-v``, ``-vv``, ``--verbose``, before or after the
+    subcommand), read from what click parsed rather than from ``sys.argv``."""
+    count = kwargs.get("verbose") or 0
+    ctx = next((a for a in args if isinstance(a, click.Context)), None) or click.get_current_context(silent=True)
+    while ctx is not None:
+        count = max(count, ctx.params.get("verbose") or 0, (ctx.obj or {}).get("verbose") or 0)
+        ctx = ctx.parent
+    return int(count)
 
 
 def handle_errors(f: Callable[..., int]) -> Callable[..., None]:
@@ -156,7 +193,7 @@ def handle_errors(f: Callable[..., int]) -> Callable[..., None]:
         except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into exit 3
             click.echo(f"internal error: {type(exc).__name__}: {redact_resolved(str(exc))}", err=True)
             click.echo("this is a bug in reconcile; please report it with the output of -v", err=True)
-            if "-v" in sys.argv or "--verbose" in sys.argv:
+            if _verbosity(args, kwargs):
                 click.echo(redact_resolved(traceback.format_exc()), err=True)
             code = 3
         sys.exit(code)
@@ -175,8 +212,28 @@ def main(ctx: click.Context, /, dry_run: bool, detailed_exitcode: bool, prefligh
     """Palette registries as code: validate, plan (--dry-run) and apply registries.d/."""
     ctx.obj = {k: v for k, v in kwargs.items() if v is not None and v is not False and not (k == "verbose" and v == 0)}
     if ctx.invoked_subcommand is not None:
+        _refuse_plan_options(ctx.invoked_subcommand, dry_run=dry_run, detailed_exitcode=detailed_exitcode,
+                             preflight=preflight)
         return
     _main_job(ctx, dry_run, detailed_exitcode, preflight)
+
+
+# Subcommands that change nothing, where a leading --dry-run is harmless; every other one
+# (sync, import, unlock, export, ...) refuses it rather than silently doing the real thing.
+READ_ONLY_COMMANDS = frozenset({"validate", "status", "schema", "catalog"})
+
+
+def _refuse_plan_options(command: str, **given: bool) -> None:
+    """--dry-run, --detailed-exitcode and --preflight belong to the plan (``reconcile
+    --dry-run``). Given before a subcommand they would be dropped, and ``reconcile --dry-run
+    sync`` would really sync: refuse them instead (a usage error, exit 1, nothing done)."""
+    flags = [f"--{name.replace('_', '-')}" for name, on in given.items() if on]
+    if not flags or (command in READ_ONLY_COMMANDS and flags == ["--dry-run"]):
+        return
+    raise click.UsageError(
+        f"{', '.join(flags)} {'is an option' if len(flags) == 1 else 'are options'} of the plan "
+        f"(reconcile --dry-run), not of `reconcile {command}`; nothing was done"
+    )
 
 
 @handle_errors
@@ -199,8 +256,13 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], **kwargs: Any) -> int:
     """Check definitions against the schema and policy; report every problem."""
     from reconciler.commands.validate import run_validate
 
-    opts = _options(ctx, kwargs)
-    return run_validate(list(paths) or None, opts.root, opts.profile, opts.fmt, sys.stdout, ref=opts.ref)
+    opts = _options(ctx, kwargs, quiet_stdout=False)  # its errors are its output: -q drops the rest
+    if not paths:
+        from reconciler.runner import check_definitions_present
+
+        check_definitions_present(opts)  # the same rule as plan and apply
+    return run_validate(list(paths) or None, opts.root, opts.profile, opts.fmt, sys.stdout, ref=opts.ref,
+                        quiet=opts.quiet)
 
 
 @main.command()
@@ -268,8 +330,75 @@ def schema() -> int:
     return 0
 
 
+_COMMAND_START = re.compile(r"^(\s*)::")  # GitHub runner: a line that starts with `::` after leading spaces
+_COMMAND_V1 = re.compile(r"##(\[|vso\[)")  # the older `##[cmd]` form (and Azure's `##vso[`), anywhere
+
+
+def neutralise_ci_line(line: str) -> str:
+    """A printed line that cannot be read as a CI workflow command (``::error ...``,
+    ``::add-mask::``, ``##[set-output]``): a file name with a newline, an endpoint or a server
+    message must not inject one into the log. The text stays readable: ``\\::error``."""
+    line = _COMMAND_START.sub(lambda m: f"{m.group(1)}\\::", line)
+    return _COMMAND_V1.sub(lambda m: f"#\\#{m.group(1)}", line)
+
+
+class CISafeStream:
+    """Wraps stdout/stderr in CI: whole lines are neutralised before they reach the runner
+    (line-buffered, so a command split across two writes is still caught)."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+        self._pending = ""
+        # click writes to a stream with these attributes as it is (no re-wrapping of a buffer)
+        self.encoding: str = getattr(inner, "encoding", None) or "utf-8"
+        self.errors: str = getattr(inner, "errors", None) or "strict"
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            done, self._pending = self._pending.rsplit("\n", 1)
+            self.inner.write("\n".join(neutralise_ci_line(line) for line in done.split("\n")) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            # a partial line is written as it stands once neutralised; what follows continues it
+            self.inner.write(neutralise_ci_line(self._pending))
+            self._pending = ""
+        self.inner.flush()
+
+    def isatty(self) -> bool:
+        return bool(self.inner.isatty())
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+
+def in_ci(environ: Mapping[str, str]) -> bool:
+    return environ.get("GITHUB_ACTIONS") == "true" or environ.get("CI") == "true"
+
+
 def entry() -> None:
     """Console script: like ``main()``, but usage errors exit 1 (2 means "changes found")."""
+    if in_ci(os.environ):
+        sys.stdout = cast(TextIO, CISafeStream(sys.stdout))
+        sys.stderr = cast(TextIO, CISafeStream(sys.stderr))
+        try:
+            _entry()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+    else:
+        _entry()
+
+
+def _entry() -> None:
     # A short-lived process that builds many small containers (one per registry field): the
     # default cyclic-GC thresholds make it walk them over and over for nothing to free.
     gc.set_threshold(50_000, 20, 20)

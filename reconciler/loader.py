@@ -292,6 +292,22 @@ def discover(
     return files, problems
 
 
+def resolve_commit(repo: Any, ref: str) -> Any:
+    """``repo.commit(ref)``; the revision syntax gitpython does not implement (reflog dates such
+    as ``HEAD@{10 years ago}``) is resolved by ``git rev-parse`` instead of raising
+    NotImplementedError. Raises ``ValueError`` for a ref git cannot resolve either."""
+    import git
+
+    try:
+        return repo.commit(ref)
+    except (NotImplementedError, IndexError):  # IndexError: HEAD@{99} past the reflog's end
+        try:
+            sha = repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+        except git.GitCommandError as exc:
+            raise ValueError(ref) from exc
+        return repo.commit(sha.strip())
+
+
 def discover_git(
     root: Path, ref: str, paths: Sequence[Path] | None = None
 ) -> tuple[list[SourceFile], list[RawProblem], str]:
@@ -309,7 +325,7 @@ def discover_git(
     except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
         raise InputError(f"--ref {ref}: {root} is not in a git repository") from exc
     try:
-        commit = repo.commit(ref)
+        commit = resolve_commit(repo, ref)
     except (git.BadName, git.BadObject, ValueError) as exc:
         raise InputError(f"--ref {ref}: no such commit") from exc
     finally:
@@ -725,7 +741,7 @@ def definitions_present(root: Path, ref: str | None = None) -> bool:
         work = Path(repo.working_tree_dir or root).resolve()
         rel = Path(os.path.relpath((Path(root) / DEFINITIONS_DIR).resolve(), work)).as_posix()
         try:
-            return bool((repo.commit(ref).tree / rel).type == "tree")
+            return bool((resolve_commit(repo, ref).tree / rel).type == "tree")
         except (KeyError, git.BadName, git.BadObject, ValueError):
             return False
     finally:

@@ -1,10 +1,21 @@
-"""Markdown for pull-request comments and ``$GITHUB_STEP_SUMMARY``.
+"""Markdown for pull-request comments and ``$GITHUB_STEP_SUMMARY``, written for reviewers.
 
-Counts first, then blocked changes and refusals in plain sight, then one folded
-``<details>`` block per action with one line per change. A GitHub comment holds at most
-65,536 characters, so whole change lines are dropped from the end once the budget is spent
-and a note says how many; every opened fence and ``<details>`` is closed, so the comment
-stays well-formed.
+Layout, as GitHub renders it (checked with cmark-gfm, GitHub's own renderer, in the tests):
+
+1. the marker (the sticky comment finds it again) and a header naming the installation
+   (target: local or the Palette endpoint's host; the profile) and the commit planned;
+2. before anything folded: refusals, then a warning naming every registry to be deleted or
+   replaced and every blocked change with its reason;
+3. the counts;
+4. problems (preflight) in plain sight; validation warnings folded;
+5. one folded ``<details>`` per action, its changes in a ``diff`` block: a ``@@ title @@``
+   line per change, then its fields one per line, ``- field: old`` and ``+ field: new``
+   (a create lists its fields as ``+`` lines), so GitHub colours them. Secrets are
+   ``(sensitive)``.
+
+A GitHub comment holds at most 65,536 characters: whole changes are dropped from the end
+once the budget is spent and a note says how many; every opened fence and ``<details>`` is
+closed, so the comment stays well-formed.
 """
 
 from __future__ import annotations
@@ -12,18 +23,39 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from reconciler.model import is_secret_ref
 from reconciler.plan import ADOPT, CREATE, DELETE, NOOP, REPLACE, SYMBOLS, UPDATE, Change, FieldChange, Plan
+
+if TYPE_CHECKING:
+    from reconciler.apply import ChangeResult
 
 MARKER = "<!-- reconcile-plan -->"
 GITHUB_COMMENT_LIMIT = 65536
 GROUPS = (CREATE, UPDATE, REPLACE, DELETE, ADOPT)
 LABELS = {CREATE: "create", UPDATE: "update", REPLACE: "replace", DELETE: "delete", ADOPT: "adopt", NOOP: "unchanged"}
 MAX_VALUE = 80  # characters of one field value shown in a change line
+MAX_MESSAGE = 500  # characters of one error or warning shown
 _SENSITIVE = "(sensitive)"
 _NOTE_RESERVE = 200  # room kept for the truncation note and closing tags
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the plan is for: ``target`` is ``local`` or ``Palette <host>``; ``commit`` is a
+    short SHA, with ``-dirty`` when the work tree differs from it."""
+
+    target: str | None = None
+    profile: str | None = None
+    commit: str | None = None
+
+
+def short_commit(commit: str | None, dirty: bool) -> str | None:
+    if commit is None:
+        return "uncommitted work tree" if dirty else None
+    return commit[:7] + ("-dirty" if dirty else "")
 
 
 def _value(value: Any, sensitive: bool = False) -> str:
@@ -36,36 +68,89 @@ def _value(value: Any, sensitive: bool = False) -> str:
     else:
         text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
     text = text.replace("`", "'")  # a value never closes the code fence
+    text = "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
     if len(text) > MAX_VALUE:
         text = text[: MAX_VALUE - 1] + "…"
     return text
 
 
-def field_text(f: FieldChange, action: str) -> str:
-    if f.sensitive:
-        return f"{f.path}: {_SENSITIVE}"
-    if action == CREATE and f.old is None:
-        return f"{f.path}: {_value(f.new)}"
-    return f"{f.path}: {_value(f.old)} -> {_value(f.new)}"
+def _one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    text = " ".join(str(text).split())
+    text = "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def field_lines(f: FieldChange, action: str) -> list[str]:
+    """One field as diff lines: ``- path: old`` / ``+ path: new``; a create (or a field that
+    had no value) only ``+``, a removed field only ``-``."""
+    old = _SENSITIVE if f.sensitive else _value(f.old)
+    new = _SENSITIVE if f.sensitive else _value(f.new)
+    if action == CREATE or f.old is None:
+        return [f"+ {f.path}: {new}"]
+    if f.new is None:
+        return [f"- {f.path}: {old}"]
+    return [f"- {f.path}: {old}", f"+ {f.path}: {new}"]
+
+
+def _note(change: Change) -> str:
+    notes = []
+    if change.action == REPLACE:
+        notes.append("gets a new uid")
+    if change.blocked:
+        notes.append(f"blocked: {change.blocked}")
+    elif change.reason:
+        notes.append(change.reason)
+    if change.gone:
+        notes.append("already gone")
+    return f" ({_one_line('; '.join(notes), 300)})" if notes else ""
+
+
+def change_lines(change: Change) -> list[str]:
+    """One change inside a ``diff`` block: a ``@@`` header line (GitHub shows it as a hunk
+    header, not as an addition or a removal), then one line per field."""
+    head = f"@@ {change.title}{_note(change)} @@"
+    lines = [head.replace("\n", " ").replace("\r", " ")]
+    if change.action == DELETE and not change.fields:
+        return [*lines, f"- {change.title}" + (f"  (uid {change.uid})" if change.uid else "")]
+    for f in change.fields:
+        lines.extend(field_lines(f, change.action))
+    return lines
 
 
 def change_line(change: Change) -> str:
-    """One change on one line: ``+ OciRegistry/name  endpoint: a -> b; ...``."""
-    line = f"{SYMBOLS[change.action]} {change.title}"
-    if change.fields:
-        line += "  " + "; ".join(field_text(f, change.action) for f in change.fields)
-    if change.blocked:
-        line += f"  [blocked: {change.blocked}]"
-    elif change.reason:
-        line += f"  ({change.reason})"
-    if change.gone:
-        line += "  (already gone)"
-    return line.replace("\n", " ").replace("\r", " ")
+    """The change's ``@@`` header line (kept for callers that want one line per change)."""
+    return change_lines(change)[0]
 
 
 def _plain(text: str) -> str:
-    """One line of text safe outside code: no HTML, no newlines."""
-    return text.replace("\r", " ").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+    """One line of text safe outside code: no HTML, no newlines, no markdown links or emphasis."""
+    text = _one_line(text)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_\[\]|~#!])", r"\\\1", text)
+
+
+def _code(text: str) -> str:
+    """Inline code that its content cannot close."""
+    text = _one_line(text, 300)
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    tick = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return f"{tick}{pad}{text}{pad}{tick}"
+
+
+def _header(title: str, header: Header | None) -> list[str]:
+    lines = [MARKER, f"### {_plain(title)}", ""]
+    if header is not None:
+        parts = []
+        if header.target:
+            parts.append(f"**target** {_code(header.target)}")
+        if header.profile:
+            parts.append(f"**profile** {_code(header.profile)}")
+        if header.commit:
+            parts.append(f"**commit** {_code(header.commit)}")
+        if parts:
+            lines += [" · ".join(parts), ""]
+    return lines
 
 
 def _count_table(plan: Plan) -> list[str]:
@@ -98,64 +183,99 @@ class _Budget:
         self.lines.extend(lines)
         self.used += self.cost(lines)
 
-    def section(self, opening: Sequence[str], items: Sequence[str], closing: Sequence[str]) -> None:
-        """Add a section with as many whole item lines as fit; count the rest as omitted."""
+    def section(self, opening: Sequence[str], items: Sequence[Sequence[str]], closing: Sequence[str],
+                *, count: bool = True, more: str = "", share: float = 1.0) -> None:
+        """Add a section with as many whole items (each a few lines) as fit; the rest are
+        counted as omitted (``count``) or summed up in one ``more`` line. A section with
+        ``share`` < 1 stops at that share of the whole limit and leaves the rest to others."""
         if not items:
             return
-        if self.full or not self.fits([*opening, items[0], *closing], _NOTE_RESERVE):
-            self.full = True
-            self.omitted += len(items)
-            return
-        self.add(opening)
-        reserve = self.cost(closing) + _NOTE_RESERVE
-        for i, item in enumerate(items):
-            if not self.fits([item], reserve):
+        reserve = self.cost(closing) + _NOTE_RESERVE + (len(more) + 20 if more else 0)
+        if self.full or not self.fits([*opening, *items[0]], reserve):
+            if count:
                 self.full = True
-                self.omitted += len(items) - i
+                self.omitted += len(items)
+            return
+        stop = self.used + int(self.limit * share) if share < 1 else self.limit
+        self.add(opening)
+        for i, item in enumerate(items):
+            if not self.fits(item, reserve) or self.used + self.cost(item) > stop:
+                if count:
+                    self.full = True
+                    self.omitted += len(items) - i
+                elif more:
+                    self.add([more.format(n=len(items) - i)])
                 break
-            self.add([item])
+            self.add(item)
         self.add(closing)
 
 
-def _fence(items: Sequence[str]) -> str:
-    longest = max((len(m) for line in items for m in re.findall(r"`+", line)), default=0)
+def _fence(items: Sequence[Sequence[str]]) -> str:
+    longest = max((len(m) for item in items for line in item for m in re.findall(r"`+", line)), default=0)
     return "`" * max(3, longest + 1)
+
+
+def _attention(out: _Budget, plan: Plan) -> None:
+    """Refusals, then every delete, replace and blocked change, before anything folded."""
+    if plan.refusals:
+        out.add(["> [!CAUTION]", "> **Refused: nothing will be applied.**"])
+        out.section([], [[f"> - {_plain(r)}"] for r in plan.refusals], [""], count=False,
+                    more="> - … and {n} more refusals", share=0.1)
+    risky = [c for c in plan.changes if c.action in (DELETE, REPLACE) and not c.blocked]
+    blocked = [c for c in plan.changes if c.blocked]
+    if not risky and not blocked:
+        return
+    out.add(["> [!WARNING]"])
+    if risky:
+        deletes = sum(c.action == DELETE for c in risky)
+        replaces = len(risky) - deletes
+        what = " and ".join(p for p in (f"{deletes:,} to delete" if deletes else "",
+                                        f"{replaces:,} to replace (new uid)" if replaces else "") if p)
+        out.add([f"> **Review: {what}.** A replace deletes the registry and creates it again; "
+                 "cluster profiles refer to registries by uid."])
+        out.section([], [[f"> - `{SYMBOLS[c.action]}` {LABELS[c.action]} {_code(c.title)}"
+                          + (f": {_plain(c.reason)}" if c.reason else "")] for c in risky],
+                    [">"] if blocked else [""], count=False, more="> - … and {n} more", share=0.15)
+    if blocked:
+        out.add([f"> **Blocked ({len(blocked):,}): shown, never executed.**"])
+        out.section([], [[f"> - `{SYMBOLS[c.action]}` {LABELS[c.action]} {_code(c.title)}: {_plain(c.blocked)}"]
+                         for c in blocked], [""], count=False, more="> - … and {n} more", share=0.1)
 
 
 def render_markdown(
     plan: Plan,
     *,
     problems: Sequence[str] = (),
+    warnings: Sequence[str] = (),
     limit: int = GITHUB_COMMENT_LIMIT,
     title: str = "reconcile plan",
+    header: Header | None = None,
+    results: Sequence[ChangeResult] | None = None,
 ) -> str:
-    """The plan as GitHub-flavoured markdown of at most ``limit`` characters."""
+    """The plan (and, with ``results``, what an apply did) as GitHub-flavoured markdown of at
+    most ``limit`` characters. ``warnings``: validation warnings, shown folded with the plan's."""
     out = _Budget(limit)
-    head = [MARKER, f"### {_plain(title)}", "", f"**{plan.summary()}**", ""]
-    head += _count_table(plan)
-    head.append("")
-    if plan.refusals:
-        head.append("> [!CAUTION]")
-        head.append("> **Refused: nothing will be applied.**")
-        head += [f"> - {_plain(r)}" for r in plan.refusals]
-        head.append("")
-    out.add(head)
+    out.add(_header(title, header))
+    if results is not None:
+        _results(out, results)
+    _attention(out, plan)
+    out.add([f"**{plan.summary()}**", "", *_count_table(plan), ""])
 
     if problems:
-        items = [f"- {_plain(p)}" for p in problems]
-        out.section([f"**Problems ({len(items):,})**", ""], items, [""])
-    if plan.warnings:
-        out.section(["> [!WARNING]"], [f"> - {_plain(w)}" for w in plan.warnings], [""])
-    blocked = [change_line(c) for c in plan.changes if c.blocked]
+        out.section([f"**Problems ({len(problems):,})**", ""], [[f"- {_plain(p)}"] for p in problems], [""],
+                    count=False, more="- … and {n} more", share=0.15)
+    all_warnings = [*plan.warnings, *warnings]
+    if all_warnings:
+        out.section([f"<details><summary>warnings ({len(all_warnings):,})</summary>", ""],
+                    [[f"- {_plain(w)}"] for w in all_warnings], ["", "</details>", ""],
+                    count=False, more="- … and {n} more", share=0.1)
+    blocked = [change_lines(c) for c in plan.changes if c.blocked]
     if blocked:
         fence = _fence(blocked)
-        out.section(
-            [f"**Blocked ({len(blocked):,})**: shown, never executed", "", f"{fence}diff"],
-            blocked,
-            [fence, ""],
-        )
+        out.section([f"<details><summary>blocked ({len(blocked):,})</summary>", "", f"{fence}diff"],
+                    blocked, [fence, "</details>", ""])
     for action in GROUPS:
-        group = [change_line(c) for c in plan.changes if c.action == action and not c.blocked]
+        group = [change_lines(c) for c in plan.changes if c.action == action and not c.blocked]
         if not group:
             continue
         fence = _fence(group)
@@ -165,14 +285,32 @@ def render_markdown(
             group,
             [fence, "</details>", ""],
         )
-    if not plan.changes and not problems:
+    if not plan.changes and not problems and results is None:
         out.add(["No registries declared or recorded."])
     if out.omitted:
         out.add([truncation_note(out.omitted)])
     text = "\n".join(out.lines).rstrip("\n") + "\n"
-    if len(text) > limit:  # a pathological head (thousands of refusals): cut whole lines
+    if len(text) > limit:  # cannot happen with the reserves above; never send an oversized comment
         text = _cut(text, limit)
     return text
+
+
+def _results(out: _Budget, results: Sequence[ChangeResult]) -> None:
+    """What an apply did: counts, and every failed change with its error, in plain sight."""
+    failed = [r for r in results if not r.ok]
+    done = len(results) - len(failed)
+    out.add([f"**Apply: {done:,} change(s) applied, {len(failed):,} failed**", ""])
+    if failed:
+        out.add(["> [!CAUTION]", f"> **{len(failed):,} change(s) failed**; the rest were applied and recorded."])
+        out.section([], [[f"> - `{SYMBOLS[r.change.action]}` {LABELS[r.change.action]} {_code(r.change.title)}: "
+                          f"{_plain(r.error or 'failed')}"] for r in failed],
+                    [""], count=False, more="> - … and {n} more failures", share=0.2)
+
+
+def render_apply_markdown(plan: Plan, results: Sequence[ChangeResult], *, header: Header | None = None,
+                          warnings: Sequence[str] = (), limit: int = GITHUB_COMMENT_LIMIT) -> str:
+    return render_markdown(plan, results=results, header=header, warnings=warnings, limit=limit,
+                           title="reconcile apply")
 
 
 def truncation_note(omitted: int) -> str:

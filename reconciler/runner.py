@@ -23,6 +23,7 @@ from reconciler.targets.base import Known, Target
 
 if TYPE_CHECKING:
     from reconciler.apply import ChangeResult
+    from reconciler.markdown import Header
     from reconciler.validation import LoadResult
 
 EXIT_OK, EXIT_FAIL, EXIT_CHANGES = 0, 1, 2
@@ -85,8 +86,7 @@ def build_target(opts: Options, profile: str, progress: Callable[[str], None] | 
         if not api_key:
             raise InputError("--target palette needs the API key in the environment variable PALETTE_API_KEY")
         return PaletteTarget.from_options(
-            endpoint=(opts.endpoint if opts.endpoint is not None
-                      else opts.environ.get("PALETTE_ENDPOINT") or "https://api.spectrocloud.com"),
+            endpoint=palette_endpoint(opts),
             api_key=api_key,
             project_uid=opts.project_uid or opts.environ.get("PALETTE_PROJECT_UID") or None,
             ca_file=opts.ca_file,
@@ -100,15 +100,27 @@ def build_target(opts: Options, profile: str, progress: Callable[[str], None] | 
 def _load(opts: Options, *, require_definitions: bool = False) -> LoadResult:
     """Load and validate; ``require_definitions``: a missing ``registries.d/`` is an error
     (a wrong ``--dir`` or ``--ref`` must not plan "nothing declared")."""
-    from reconciler.loader import DEFINITIONS_DIR, definitions_present
     from reconciler.validation import load_and_validate
 
     result = load_and_validate(opts.root, ref=opts.ref, profile=opts.profile)
-    if require_definitions and not definitions_present(opts.root, opts.ref):
+    if require_definitions:
+        check_definitions_present(opts)
+    return result
+
+
+def check_definitions_present(opts: Options) -> None:
+    """A missing ``registries.d/`` is an error for every command that reads it (plan, apply,
+    import, validate): the same rule and the same message everywhere."""
+    from reconciler.loader import DEFINITIONS_DIR, definitions_present
+
+    if not definitions_present(opts.root, opts.ref):
+        if opts.ref is not None:
+            from reconciler.loader import discover_git
+
+            discover_git(opts.root, opts.ref)  # a ref that names no commit says so first
         where = f"commit {opts.ref}" if opts.ref is not None else str(opts.root)
         raise InputError(f"no {DEFINITIONS_DIR}/ directory in {where}; use --dir to point at the repository root "
                          f"(an empty {DEFINITIONS_DIR}/ declares no registries)")
-    return result
 
 
 WARNINGS_PER_RULE = 10
@@ -174,11 +186,12 @@ def run_reconcile(opts: Options, out: TextIO, err: TextIO, *, dry_run: bool, pre
     if dry_run:
         with _target(opts, profile, err) as target:
             _check_tenant_policy(desired, target)
-            return _dry_run(opts, out, err, desired, store, target, max_del, preflight)
+            return _dry_run(opts, out, err, desired, store, target, max_del, preflight,
+                            warnings=[str(p) for p in result.warnings])
     # the lock comes first: a second apply must not even open the target
     with store.lock(opts.lock_timeout), _target(opts, profile, err) as target:
         _check_tenant_policy(desired, target)
-        return _apply(opts, out, err, desired, store, target, max_del)
+        return _apply(opts, out, err, desired, store, target, max_del, warnings=[str(p) for p in result.warnings])
 
 
 def _check_tenant_policy(desired: Desired, target: Target) -> None:
@@ -229,14 +242,35 @@ def _make_plan(
     return state, plan, values
 
 
+def palette_endpoint(opts: Options) -> str:
+    return (opts.endpoint if opts.endpoint is not None
+            else opts.environ.get("PALETTE_ENDPOINT") or "https://api.spectrocloud.com")
+
+
+def md_header(opts: Options, desired: Desired) -> Header:
+    """The PR comment's header: which installation (local, or the Palette endpoint's host), which
+    profile, which commit (short SHA, ``-dirty``)."""
+    from urllib.parse import urlsplit
+
+    from reconciler.markdown import Header, short_commit
+
+    if opts.target == "palette":
+        host = urlsplit(palette_endpoint(opts)).hostname or palette_endpoint(opts)
+        target = f"Palette {host}"
+    else:
+        target = opts.target
+    return Header(target=target, profile=desired.settings.profile, commit=short_commit(desired.commit, desired.dirty))
+
+
 def _emit_plan(opts: Options, out: TextIO, plan: Plan, extra: dict[str, Any] | None = None,
-               problems: Sequence[str] = ()) -> None:
+               problems: Sequence[str] = (), *, header: Header | None = None,
+               warnings: Sequence[str] = ()) -> None:
     if opts.fmt == "json":
         render.write_json(render.plan_json(plan, problems=problems, extra=extra), out)
     elif opts.fmt == "markdown":
         from reconciler.markdown import render_markdown
 
-        out.write(render_markdown(plan, problems=list(problems)))
+        out.write(render_markdown(plan, problems=list(problems), header=header, warnings=warnings))
         if not out.isatty():
             out.write("\n")
     else:
@@ -246,13 +280,14 @@ def _emit_plan(opts: Options, out: TextIO, plan: Plan, extra: dict[str, Any] | N
 
 
 def _dry_run(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: StateStore, target: Target,
-             max_del: int, preflight: bool) -> int:
+             max_del: int, preflight: bool, warnings: Sequence[str] = ()) -> int:
     state, plan, values = _make_plan(opts, desired, store, target, max_del, dry_run=True)
     warn_short_secrets(values, err)
     failures: list[str] = []
     if preflight:
         failures = run_preflight(opts, plan, target, values)
-    _emit_plan(opts, out, plan, extra={"preflight": failures} if preflight else None, problems=failures)
+    _emit_plan(opts, out, plan, extra={"preflight": failures} if preflight else None, problems=failures,
+               header=md_header(opts, desired), warnings=warnings)
     if plan.refusals or failures:
         return EXIT_FAIL
     if opts.detailed_exitcode and plan.has_changes:
@@ -289,13 +324,18 @@ def _commit_label(desired: Desired) -> str | None:
 
 
 def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: StateStore, target: Target,
-           max_del: int) -> int:
+           max_del: int, warnings: Sequence[str] = ()) -> int:
     from reconciler.apply import apply_plan
 
     state, plan, values = _make_plan(opts, desired, store, target, max_del)
     if plan.refusals:
         render.render_plan_text(plan, err)
         err.write("plan refused; nothing was changed\n")
+        if opts.fmt == "markdown":
+            from reconciler.markdown import render_markdown
+
+            out.write(render_markdown(plan, header=md_header(opts, desired), warnings=warnings,
+                                      title="reconcile apply: refused, nothing was changed"))
         return EXIT_FAIL
     needed = [c.registry for c in plan.actionable if c.registry is not None and not c.state_only]
     warn_short_secrets(values, err)
@@ -305,22 +345,27 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
     else:
         unset = sorted({f"{c.title}: {p}" for c in plan.actionable if c.registry is not None
                         for p, v in values.get(c.key, {}).items() if v is None})
-        for line in unset:
+        for line in unset if not opts.quiet else ():
             err.write(f"note: {line} is not set; {target.description} stores no secrets, so it is not needed now\n")
-    if desired.dirty:
+    if desired.dirty and not opts.quiet:
         err.write("note: registries.d/ has uncommitted changes; the applied commit is recorded as dirty\n")
     if opts.fmt == "text":
         render.render_plan_text(plan, out)
     if not plan.has_changes:
         if opts.fmt == "json":
             render.write_json(render.plan_json(plan, extra={"applied": []}), out)
+        elif opts.fmt == "markdown":
+            from reconciler.markdown import render_apply_markdown
+
+            out.write(render_apply_markdown(plan, [], header=md_header(opts, desired), warnings=warnings))
         return EXIT_OK
 
     def report(r: ChangeResult) -> None:
         if opts.fmt == "text":
             status = "done" if r.ok else f"FAILED: {r.error}"
-            out.write(f"{r.change.action} {r.change.title}: {status}\n")
-            out.flush()
+            stream = err if opts.quiet and not r.ok else out  # -q: a failure is an error, still shown
+            stream.write(f"{r.change.action} {r.change.title}: {status}\n")
+            stream.flush()
 
     res = apply_plan(plan, target, store, state, values, commit=_commit_label(desired), on_result=report,
                      state_key=state_key(opts.environ))
@@ -329,13 +374,17 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
             {"action": r.change.action, "kind": r.change.kind, "name": r.change.name, "scope": r.change.scope,
              "uid": r.uid, "ok": r.ok, "error": r.error or None} for r in res.results]}), out)
     elif opts.fmt == "markdown":
-        _emit_plan(opts, out, plan)
+        from reconciler.markdown import render_apply_markdown
+
+        # which changes failed and why, not only the plan (issue 9.32)
+        out.write(render_apply_markdown(plan, res.results, header=md_header(opts, desired), warnings=warnings))
     ok, failed = len(res.succeeded), len(res.failed)
     if res.unrecorded or any(r.skipped for r in res.results):
         titles = ", ".join(f"{r.change.action} {r.change.title}" for r in res.unrecorded) or "none"
         err.write(f"state: {store.description} could not be written; the apply stopped. Reached the target "
                   f"but not recorded: {titles}. The next plan finds them again (a created registry is adopted by name).\n")
-    err.write(f"Apply: {ok} change(s) applied, {failed} failed\n")
+    if failed or not opts.quiet:
+        err.write(f"Apply: {ok} change(s) applied, {failed} failed\n")
     return EXIT_FAIL if failed else EXIT_OK
 
 

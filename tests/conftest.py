@@ -41,6 +41,8 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("GIT_COMMITTER_NAME", "Test")
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "test@example.invalid")
     monkeypatch.delenv("PALETTE_API_KEY", raising=False)
+    # failpoints (reconciler/testhooks.py) are armed only where the test suite says so
+    monkeypatch.setenv("RECONCILER_TESTHOOKS", "1")
     # the validation cache goes to the test's temp dir, never into the repository under test
     monkeypatch.setenv("RECONCILER_CACHE_DIR", str(home / "validate-cache"))
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):

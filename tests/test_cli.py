@@ -130,3 +130,135 @@ def test_the_tools_own_credentials_are_never_a_registry_secret(tmp_path: Path):
     reg = Registry("OciRegistry", "o", "tenant", {"auth": {"password": {"fromEnv": "GITHUB_TOKEN"}}})
     values, problems = resolve(reg, base_dir=tmp_path, environ={"GITHUB_TOKEN": "gh-token-1234"})
     assert values == {"auth.password": None} and "reserved" in problems[0]
+
+
+def _workflow_commands(text: str) -> list[str]:
+    """Lines GitHub's runner would execute: `::cmd` after leading whitespace, or `##[cmd]`."""
+    return [line for line in text.splitlines() if line.lstrip().startswith("::") or "##[" in line]
+
+
+def test_output_in_ci_cannot_inject_workflow_commands(tmp_path: Path):
+    """Issue 9.29: a file name or a field with a newline printed `::error ...` (or `##[...]`) at
+    the start of a log line, which GitHub executes as a workflow command."""
+    init_repo(tmp_path)
+    write_defs(tmp_path, {"ok.yaml": registry_doc("HelmRegistry", "h", """
+        endpoint: https://h.example.com
+        "x\\n::add-mask::hide\\n  ::error file=a::injected\\n##[warning]v1": 1
+    """)})
+    try:
+        (tmp_path / "registries.d" / "a\n::error file=x::pwned\n##[set-output name=a]b.yaml").write_text("- a\n")
+    except OSError:
+        pass
+    for args in (["validate"], ["--dry-run"], ["validate", "--format", "json"], ["--dry-run", "--format", "markdown"]):
+        res = run(tmp_path, *args, env={"GITHUB_ACTIONS": "true"})
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+        assert "injected" in res.stdout + res.stderr  # still shown, as text
+        assert _workflow_commands(res.stdout + res.stderr) == [], (args, res.stdout + res.stderr)
+
+
+def test_ci_safe_stream_catches_commands_split_across_writes():
+    import io
+
+    from reconciler.cli import CISafeStream
+
+    sink = io.StringIO()
+    stream = CISafeStream(sink)
+    for chunk in ["ok\n", ":", ":error::x\n  ", "::warning::y", "\nz ##", "[cmd]\nend"]:
+        stream.write(chunk)
+    stream.flush()
+    assert _workflow_commands(sink.getvalue()) == []
+    assert sink.getvalue().splitlines()[0] == "ok" and sink.getvalue().endswith("end")
+
+
+def test_apply_markdown_says_which_changes_failed_and_why(tmp_path: Path, monkeypatch):
+    """Issue 9.32: `reconcile --format markdown` (what apply.yml writes to the job summary) left
+    out which changes failed and why. One create fails on the target; the other is applied."""
+    from click.testing import CliRunner
+
+    from reconciler import cli
+    from reconciler.errors import TargetError
+    from reconciler.targets.local import LocalTarget
+
+    init_repo(tmp_path)
+    write_defs(tmp_path, {"x.yaml": registry_doc("HelmRegistry", "good", "endpoint: https://g.example.com")
+                          + "---\n" + registry_doc("HelmRegistry", "bad", "endpoint: https://b.example.com")})
+    sha = commit_all(tmp_path)
+    real_create = LocalTarget.create
+
+    def create(self, registry, secrets):
+        if registry.name == "bad":
+            raise TargetError("quota exceeded:\nat most 1 registry on this tenant", status=403)
+        return real_create(self, registry, secrets)
+
+    monkeypatch.setattr(LocalTarget, "create", create)
+    res = CliRunner().invoke(cli.main, ["--dir", str(tmp_path), "--format", "markdown"])
+    assert res.exit_code == 1, res.output
+    text = res.stdout
+    assert text.startswith("<!-- reconcile-plan -->\n### reconcile apply")
+    assert "**Apply: 1 change(s) applied, 1 failed**" in text
+    assert "create `HelmRegistry/bad`: quota exceeded: at most 1 registry on this tenant" in text
+    assert f"**commit** `{sha[:7]}`" in text and "**target** `local`" in text
+
+
+PACKS = registry_doc("PackRegistry", "legacy", """
+    endpoint: https://packs.example.com
+    auth: {type: noAuth}
+""")  # valid, with a warning (legacy Pack registry)
+
+
+def _quiet_repo(root: Path) -> Path:
+    init_repo(root)
+    write_defs(root, {"p.yaml": PACKS, "h.yaml": registry_doc("HelmRegistry", "h", "endpoint: https://h.example.com")})
+    commit_all(root)
+    return root
+
+
+def test_quiet_prints_nothing_for_every_command_that_succeeds(tmp_path: Path):
+    """Issue 12.5: `-q` ("only errors") still printed the whole plan on apply."""
+    root = _quiet_repo(tmp_path)
+    for args in (["-q", "validate"], ["validate", "-q"], ["-q", "--dry-run"], ["--dry-run", "--detailed-exitcode", "-q"],
+                 ["-q"], ["-q", "status"], ["status", "-q"], ["-q", "--dry-run"], ["-q"],
+                 ["import", "--all", "-q"]):
+        res = run(root, *args)
+        assert res.returncode in (0, 2), (args, res.stdout, res.stderr)
+        assert (res.stdout, res.stderr) == ("", ""), args
+    assert json.loads((root / ".reconciler/state.json").read_text())["registries"]  # the apply did happen
+
+
+def test_quiet_still_prints_errors(tmp_path: Path, monkeypatch):
+    root = _quiet_repo(tmp_path)
+    write_defs(root, {"p.yaml": PACKS, "bad.yaml": registry_doc("HelmRegistry", "b", "endpoint: https://b.example.com\ncolour: red")})
+    for args in (["-q", "validate"], ["-q", "--dry-run"], ["-q"]):
+        res = run(root, *args)
+        assert res.returncode == 1
+        out = res.stdout + res.stderr
+        assert "registries.d/bad.yaml:" in out and "colour" in out, args
+        assert "legacy Pack" not in out and "OCI is recommended" not in out  # warnings are not errors
+    # a failed sync (no network here): the failure line only, no table
+    write_defs(root, {"p.yaml": PACKS, "h.yaml": registry_doc("HelmRegistry", "h", "endpoint: https://h.example.com")})
+    assert run(root).returncode == 0
+    res = run(root, "-q", "sync", "--registry", "legacy")
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.splitlines() == ["sync failed for: PackRegistry/legacy (Failed)"], res.stderr
+    # a failed change during apply is an error: shown on stderr, the successful one is not
+    root = _quiet_repo(tmp_path / "again")
+    from click.testing import CliRunner
+
+    from reconciler import cli
+    from reconciler.errors import TargetError
+    from reconciler.targets.local import LocalTarget
+
+    write_defs(root, {"p.yaml": PACKS, "h.yaml": registry_doc("HelmRegistry", "h", "endpoint: https://h.example.com")})
+    real_create = LocalTarget.create
+
+    def create(self, registry, secrets):
+        if registry.kind == "HelmRegistry":
+            raise TargetError("boom: the tenant refused it")
+        return real_create(self, registry, secrets)
+
+    monkeypatch.setattr(LocalTarget, "create", create)
+    res = CliRunner().invoke(cli.main, ["--dir", str(root), "-q"])
+    assert res.exit_code == 1
+    assert res.stdout == ""
+    assert "create HelmRegistry/h: FAILED: boom: the tenant refused it" in res.stderr
+    assert "PackRegistry/legacy" not in res.stderr and "Apply: 1 change(s) applied, 1 failed" in res.stderr

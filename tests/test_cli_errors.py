@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gitops_repo import commit_all, git, init_repo, registry_doc, run, write_defs
+from tests.support.gitops_repo import commit_all, git, init_repo, reconcile_cmd, registry_doc, run, write_defs
 
 HELM = registry_doc("HelmRegistry", "h", "endpoint: http://127.0.0.1:9/charts")
 
@@ -40,7 +40,7 @@ def test_dir_that_does_not_exist_is_an_error_and_is_not_created(tmp_path: Path, 
     assert not missing.exists()
 
 
-@pytest.mark.parametrize("args", [[], ["import", "--all"]])
+@pytest.mark.parametrize("args", [[], ["import", "--all"], ["validate"], ["validate", "--format", "json"]])
 def test_repository_without_registries_d_is_an_error(tmp_path: Path, args: list[str]):
     (tmp_path / "repo").mkdir()
     _fails(run(tmp_path, "--dir", "repo", *args), "no registries.d/ directory in repo")
@@ -255,3 +255,99 @@ def test_fresh_repository_status_and_sync(tmp_path: Path, args: list[str]):
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
     if "json" in args:
         json.loads(res.stdout)
+
+
+# ---------------------------------------------------------------- group options before a subcommand
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / ".reconciler").rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("args", [
+    ["--dry-run", "sync", "--force"],
+    ["--dry-run", "sync", "--no-wait"],
+    ["--dry-run", "import", "--all"],
+    ["--detailed-exitcode", "sync"],
+    ["--preflight", "import", "h"],
+])
+def test_plan_options_before_a_subcommand_are_refused_and_change_nothing(tmp_path: Path, args: list[str]):
+    """`reconcile --dry-run sync` used to drop --dry-run and really sync (issue 9.24)."""
+    root = _repo(tmp_path)
+    assert run(root).returncode == 0
+    if "import" in args:
+        (root / ".reconciler/state.json").unlink()  # something to import
+    before = _snapshot(root)
+    res = run(root, *args)
+    _fails(res, f"not of `reconcile {args[1]}`", "nothing was done")
+    assert _snapshot(root) == before
+
+
+def test_dry_run_before_a_read_only_subcommand_is_harmless(tmp_path: Path):
+    res = run(_repo(tmp_path), "--dry-run", "validate")
+    assert res.returncode == 0 and "0 errors" in res.stdout, res.stderr
+
+
+# ---------------------------------------------------------------- --ref, failpoints, -vv
+
+@pytest.mark.parametrize(("ref", "ok"), [
+    ("HEAD@{10 years ago}", True),   # gitpython: NotImplementedError; git rev-parse resolves it
+    ("HEAD@{0}", True),
+    ("HEAD@{99}", False),            # gitpython: IndexError
+    ("HEAD@{not a date at all}", False),
+    ("main@{upstream}", False),
+])
+def test_reflog_refs_resolve_or_fail_clearly(tmp_path: Path, ref: str, ok: bool):
+    root = _repo(tmp_path)
+    res = run(root, "--dry-run", "--ref", ref)
+    if ok:
+        assert res.returncode == 0 and "+ HelmRegistry/h" in res.stdout, res.stderr
+    else:
+        _fails(res, f"--ref {ref}: no such commit")
+    for args in (["validate", "--ref", ref], ["--ref", ref, "validate"]):
+        res = run(root, *args)
+        assert res.returncode == (0 if ok else 1) and "Traceback" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("value", ["x", "-1", "0", "1.5", "\u00b2", "99999999999999999999"])
+def test_crash_failpoint_values_never_break_a_run(tmp_path: Path, value: str):
+    """RECONCILER_CRASH_AT is a test hook: junk is ignored, never a ValueError (issue 9.22)."""
+    root = _repo(tmp_path)
+    res = run(root, env={"RECONCILER_CRASH_AT": value.encode().decode("unicode_escape")})
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert "(1 applied" in res.stderr or "1 change(s) applied" in res.stderr, res.stderr
+
+
+def test_crash_failpoint_is_inert_unless_the_test_suite_arms_it(tmp_path: Path):
+    """A user's RECONCILER_CRASH_AT=1 does nothing: only RECONCILER_TESTHOOKS=1 (conftest) arms it."""
+    root = _repo(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "RECONCILER_TESTHOOKS"}
+    env["RECONCILER_CRASH_AT"] = "1"
+    res = subprocess.run([*reconcile_cmd()], cwd=root, env=env, capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr
+    armed = run(root, "--dry-run", env={"RECONCILER_CRASH_AT": "1"})
+    assert run(_repo(tmp_path / "second"), env={"RECONCILER_CRASH_AT": "1"}).returncode == -9
+    assert armed.returncode == 0  # a dry run passes no checkpoint
+
+
+@pytest.mark.parametrize("flags", [["-v"], ["-vv"], ["--verbose"], ["-v", "-v"], ["--verbose", "--verbose"]])
+@pytest.mark.parametrize("where", ["group", "command"])
+def test_internal_error_traceback_with_any_verbosity(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                     flags: list[str], where: str):
+    """The internal-error message asks for the -v output: -v, -vv, --verbose all print the traceback."""
+    from click.testing import CliRunner
+
+    from reconciler import cli, runner
+
+    def boom(*_a, **_k):
+        raise RuntimeError("deliberate bug")
+
+    monkeypatch.setattr(runner, "run_status", boom)
+    root = _repo(tmp_path)
+    argv = [*flags, "status", "--dir", str(root)] if where == "group" else ["status", "--dir", str(root), *flags]
+    res = CliRunner().invoke(cli.main, argv)
+    assert res.exit_code == 3
+    assert "internal error: RuntimeError: deliberate bug" in res.output
+    assert "Traceback (most recent call last)" in res.output and "in boom" in res.output
+    quiet = CliRunner().invoke(cli.main, ["status", "--dir", str(root)])
+    assert quiet.exit_code == 3 and "Traceback" not in quiet.output

@@ -4,7 +4,14 @@ import re
 
 import pytest
 
-from reconciler.markdown import GITHUB_COMMENT_LIMIT, MARKER, change_line, render_markdown
+from reconciler.markdown import (
+    GITHUB_COMMENT_LIMIT,
+    MARKER,
+    Header,
+    change_lines,
+    render_apply_markdown,
+    render_markdown,
+)
 from reconciler.model import Registry
 from reconciler.plan import ADOPT, CREATE, DELETE, NOOP, REPLACE, UPDATE, Change, FieldChange, Plan
 
@@ -42,8 +49,27 @@ def sample_plan() -> Plan:
     )
 
 
-def test_marker_counts_then_folded_details() -> None:
-    text = render_markdown(sample_plan(), problems=["registries.d/a.yaml:3:1: unknown field 'x'"])
+def _html(markdown: str) -> str:
+    """As GitHub renders it: cmark-gfm (GitHub's own renderer), raw HTML allowed as in comments."""
+    cmarkgfm = pytest.importorskip("cmarkgfm")
+    from cmarkgfm.cmark import Options
+
+    return cmarkgfm.github_flavored_markdown_to_html(markdown, options=Options.CMARK_OPT_UNSAFE)
+
+
+def _diff_blocks(html: str) -> list[list[str]]:
+    import html as html_lib
+
+    blocks = re.findall(r'<pre lang="diff"><code>(.*?)</code></pre>', html, flags=re.S)
+    return [html_lib.unescape(b).splitlines() for b in blocks]
+
+
+HEADER = Header(target="Palette api.acme.example", profile="vertex", commit="abc1234-dirty")
+
+
+def test_marker_header_warning_first_then_counts_then_folded_details() -> None:
+    text = render_markdown(sample_plan(), problems=["registries.d/a.yaml:3:1: unknown field 'x'"], header=HEADER,
+                           warnings=["registries.d/p.yaml:1:1: warning: sync is off"])
     lines = text.splitlines()
     assert lines[0] == MARKER
     assert lines[1] == "### reconcile plan"
@@ -54,24 +80,74 @@ def test_marker_counts_then_folded_details() -> None:
     assert "| `=` adopt | 1 |" in lines
     assert "| unchanged | 1 |" in lines
     assert "| **blocked** | **1** |" in lines
-    # Counts come before any details; refusals and blocked changes are not folded.
-    first_details = next(i for i, line in enumerate(lines) if line.startswith("<details>"))
-    assert lines.index("| `+` create | 1 |") < first_details
-    assert any("Refused" in line for line in lines[:first_details])
-    assert any("refusing 6 deletions" in line for line in lines[:first_details])
-    assert "- OciRegistry/guarded  [blocked: protect: true is recorded]" in lines[:first_details]
-    assert any("unknown field" in line for line in lines[:first_details])
-    assert any("OCI is recommended" in line for line in lines[:first_details])
-    assert text.count("<details>") == text.count("</details>") == 5
-    assert "+ OciRegistry/new-oci  endpoint: registry.example.com; auth.password: (sensitive)" in lines
-    assert (
-        "~ HelmRegistry/charts  endpoint: https://old.example.com -> https://new.example.com; "
-        "auth.token: (sensitive)" in lines
-    )
-    assert "-/+ OciRegistry/packs  sync: true -> false  (sync cannot be turned off in place)" in lines
-    assert "- OciRegistry/old" in lines
+    html = _html(text)
+    first_details = html.index("<details>")
+    head = html[:first_details]
+    # the installation and the commit are named
+    assert "<strong>target</strong> <code>Palette api.acme.example</code>" in head
+    assert "<strong>profile</strong> <code>vertex</code>" in head
+    assert "<strong>commit</strong> <code>abc1234-dirty</code>" in head
+    # refusals, then every delete / replace / blocked change, before the counts and anything folded
+    assert head.index("Refused") < head.index("refusing 6 deletions") < head.index("<table>")
+    warning = head[head.index("Review: 1 to delete and 1 to replace"):head.index("<table>")]
+    assert "delete <code>OciRegistry/old</code>" in warning
+    assert "replace <code>OciRegistry/packs</code>: sync cannot be turned off in place" in warning
+    assert "delete <code>OciRegistry/guarded</code>: protect: true is recorded" in warning
+    assert head.index("Review: 1 to delete") < head.index("<table>")
+    assert "unknown field" in head  # problems in plain sight
+    # validation and plan warnings are folded
+    folded = html[html.index("<summary>warnings (2)</summary>"):]
+    assert "OCI is recommended" in folded.split("</details>")[0] and "sync is off" in folded.split("</details>")[0]
+    assert "OCI is recommended" not in head
+    assert text.count("<details>") == text.count("</details>") == 7  # warnings, blocked, 5 actions
     assert SECRET not in text
     assert "same" not in text  # unchanged registries are only counted
+
+
+def test_fields_one_per_line_in_diff_blocks_that_github_colours() -> None:
+    blocks = _diff_blocks(_html(render_markdown(sample_plan(), header=HEADER)))
+    create = next(b for b in blocks if "@@ OciRegistry/new-oci @@" in b)
+    assert create[create.index("@@ OciRegistry/new-oci @@") + 1:][:2] == [
+        "+ endpoint: registry.example.com", "+ auth.password: (sensitive)"]
+    update = next(b for b in blocks if any("HelmRegistry/charts" in line for line in b))
+    i = update.index("@@ HelmRegistry/charts @@")
+    assert update[i + 1:i + 5] == [
+        "- endpoint: https://old.example.com", "+ endpoint: https://new.example.com",
+        "- auth.token: (sensitive)", "+ auth.token: (sensitive)"]
+    replace = next(b for b in blocks if any("OciRegistry/packs" in line for line in b))
+    assert replace[:3] == ["@@ OciRegistry/packs (gets a new uid; sync cannot be turned off in place) @@",
+                           "- sync: true", "+ sync: false"]
+    delete = next(b for b in blocks if "@@ OciRegistry/old @@" in b)
+    assert "- OciRegistry/old  (uid u3)" in delete
+    # every line of every diff block is coloured (+/-) or a hunk header: no `~` lines
+    for block in blocks:
+        assert all(line[:1] in "+-" or line.startswith("@@ ") for line in block), block
+
+
+def test_markdown_outside_code_is_inert() -> None:
+    """A name or reason with markdown or HTML is shown as text, never as a link or a tag."""
+    evil = "x](https://evil.example)<img src=x>`**bold**"
+    plan = Plan((Change(DELETE, key(evil), uid="u"),), refusals=(f"refusing {evil}",))
+    html = _html(render_markdown(plan, header=Header(target="local", commit="`abc`")))
+    assert "<img" not in html and 'href="https://evil.example"' not in html and "<strong>bold" not in html
+    assert "<code>`abc`</code>" in html
+
+
+def test_apply_markdown_names_failed_changes_and_why() -> None:
+    """Issue 9.32: apply --format markdown showed the plan only."""
+    from reconciler.apply import ChangeResult
+
+    plan = sample_plan()
+    ok, bad = plan.changes[0], plan.changes[1]
+    results = [ChangeResult(ok, True, uid="new-uid"),
+               ChangeResult(bad, False, error="palette answered 409 Conflict:\nname already exists")]
+    text = render_apply_markdown(plan, results, header=HEADER)
+    assert len(text) <= GITHUB_COMMENT_LIMIT
+    html = _html(text)
+    head = html[:html.index("<details>")]
+    assert "Apply: 1 change(s) applied, 1 failed" in head
+    assert "update <code>HelmRegistry/charts</code>: palette answered 409 Conflict: name already exists" in head
+    assert head.index("1 change(s) failed") < head.index("<table>")
 
 
 def test_secret_references_and_odd_values() -> None:
@@ -83,11 +159,14 @@ def test_secret_references_and_odd_values() -> None:
         )),
     ))
     text = render_markdown(plan)
-    line = next(line for line in text.splitlines() if line.startswith("~ "))
-    assert "auth.password: (sensitive) -> (sensitive)" in line
+    lines = text.splitlines()
+    assert "- auth.password: (sensitive)" in lines and "+ auth.password: (sensitive)" in lines
     assert "PW2" not in text
-    assert "tls.caFile: (none) -> certs/ca.pem" in line
-    assert "```c" not in line and "…" in line and len(line) < 300
+    assert "+ tls.caFile: certs/ca.pem" in lines
+    old = next(line for line in lines if line.startswith("- baseContentPath: "))
+    new = next(line for line in lines if line.startswith("+ baseContentPath: "))
+    assert "```c" not in old and "\n" not in old.replace("\\n", "") and "…" in new and len(new) < 120
+    assert len(_diff_blocks(_html(text))) == 1  # nothing broke out of the fence
 
 
 def test_empty_plan() -> None:
@@ -113,36 +192,45 @@ def _big_plan(n: int) -> Plan:
 @pytest.mark.parametrize("limit", [GITHUB_COMMENT_LIMIT, 4000])
 def test_five_thousand_changes_fit_in_one_comment(limit: int) -> None:
     plan = _big_plan(5000)
-    full_lines = {change_line(c) for c in plan.changes}
-    text = render_markdown(plan, limit=limit)
+    full_lines = {line for c in plan.changes for line in change_lines(c)}
+    text = render_markdown(plan, limit=limit, header=HEADER)
     assert len(text) <= limit
     lines = text.splitlines()
-    # The note is the last line and counts exactly the lines that were left out.
+    # The note is the last line and counts exactly the changes that were left out.
     m = re.fullmatch(r"… ([\d,]+) more changes not shown; see the job summary / run `reconcile --dry-run`", lines[-1])
     assert m, lines[-1]
     omitted = int(m.group(1).replace(",", ""))
-    # Every line inside a fence is a whole change line; fences and <details> are balanced.
+    # Every line inside a fence belongs to a change; changes are whole; fences and <details> balance.
     shown = 0
     in_fence = False
+    block: list[str] = []
     for line in lines:
         if line.startswith("```"):
             in_fence = not in_fence
             continue
         if in_fence:
             assert line in full_lines, line
-            shown += 1
+            shown += line.startswith("@@ ")
+            block.append(line)
     assert not in_fence
     assert text.count("<details>") == text.count("</details>")
     assert shown + omitted == 5000
-    assert shown > (500 if limit == GITHUB_COMMENT_LIMIT else 10)
+    assert shown > (300 if limit == GITHUB_COMMENT_LIMIT else 5)
+    # each change shown has all its lines: an update's header is followed by its 4 field lines
+    if limit == GITHUB_COMMENT_LIMIT:
+        i = block.index("@@ OciRegistry/registry-00001 @@")  # an update
+        assert block[i + 1:i + 5] == ["- endpoint: old-1.example.com", "+ endpoint: registry-1.example.com",
+                                      "+ auth.password: (sensitive)", "@@ OciRegistry/registry-00006 @@"]
     # Counts are for the whole plan, not for what was shown.
     assert "| `+` create | 1,000 |" in lines
     assert "| `~` update | 1,000 |" in lines
     assert "**1000 to create, 1000 to update, 1000 to replace, 1000 to delete, 1000 to adopt, 0 unchanged**" in lines
+    # The delete/replace warning is capped too, with a count of the rest.
+    assert any(re.fullmatch(r"> - … and [\d,]+ more", line) for line in lines)
 
 
 def test_exactly_fitting_plan_has_no_note() -> None:
     plan = _big_plan(50)
     text = render_markdown(plan)
     assert "not shown" not in text
-    assert sum(1 for line in text.splitlines() if re.match(r"^(\+|~|-/\+|-|=) OciRegistry/", line)) == 50
+    assert sum(1 for line in text.splitlines() if re.match(r"^@@ OciRegistry/", line)) == 50

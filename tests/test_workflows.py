@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.github_api import FakeGitHub, serve_github
+from tests.support.github_api import BOT, HUMAN, FakeGitHub, serve_github
 from tests.support.palette_emulator import API_KEY, PaletteEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -208,6 +208,27 @@ def _read_outputs(path: Path) -> dict[str, str]:
     return out
 
 
+def shell_command(step: dict[str, Any], job: dict[str, Any], workflow: dict[str, Any], script: Path) -> list[str]:
+    """The command GitHub's runner uses for a ``run:`` step on Linux: the step's ``shell:``,
+    else the job's then the workflow's ``defaults.run.shell``, else ``bash -e {0}`` (no
+    pipefail: ``a | tee`` succeeds when ``a`` fails). ``shell: bash`` is
+    ``bash --noprofile --norc -eo pipefail {0}``, ``sh`` is ``sh -e {0}``, ``python`` is
+    ``python {0}``; anything else is a command template with ``{0}``."""
+    shell = step.get("shell") or ((job.get("defaults") or {}).get("run") or {}).get("shell") \
+        or ((workflow.get("defaults") or {}).get("run") or {}).get("shell")
+    if shell is None:
+        return ["bash", "-e", str(script)]
+    builtin = {
+        "bash": ["bash", "--noprofile", "--norc", "-eo", "pipefail", "{0}"],
+        "sh": ["sh", "-e", "{0}"],
+        "python": [sys.executable, "{0}"],
+    }
+    template = builtin.get(shell) or str(shell).split()
+    if "{0}" not in template:
+        raise ValueError(f"shell {shell!r} has no {{0}}")
+    return [str(script) if part == "{0}" else part for part in template]
+
+
 def _install_step(step: dict[str, Any]) -> bool:
     return bool(re.fullmatch(r"python -m pip install( --quiet)? \.", str(step.get("run", "")).strip()))
 
@@ -291,7 +312,7 @@ def run_job(
         script = tmp / f"step-{i}.sh"
         script.write_text(substitute(step["run"], ctx, status))
         proc = subprocess.run(
-            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+            shell_command(step, job_doc, doc, script),
             cwd=workspace, env=env, capture_output=True, text=True, timeout=120,
         )
         outputs = _read_outputs(output)
@@ -497,10 +518,10 @@ def test_plan_apply_plan_sync(need_cli: None, gitops: Path, tmp_path: Path, pale
         assert run.ok, [(s.name, s.stdout, s.stderr) for s in run.steps]
         assert run.step("Plan").outputs["exitcode"] == "2"
         assert not run.step("Fail on a failed or refused plan").ran
-        assert "2 to create" in run.summary and "+ OciRegistry/internal-packs" in run.summary
+        assert "2 to create" in run.summary and "@@ OciRegistry/internal-packs @@" in run.summary
         assert "s3cr3t-pw" not in run.summary
         (comment,) = _comments(github)
-        assert comment["body"].startswith(MARKER) and "+ HelmRegistry/charts" in comment["body"]
+        assert comment["body"].startswith(MARKER) and "@@ HelmRegistry/charts @@" in comment["body"]
         assert palette.calls("POST") == []  # a dry run changes nothing
 
         # 2. The merge: apply creates both registries and records them in the state branch.
@@ -606,7 +627,7 @@ def test_sticky_comment_script_runs_with_python_only() -> None:
 
 
 def _sticky(github: FakeGitHub, body_file: Path, *, pr: int | None = None, event: Path | None = None,
-            token: str | None = None) -> subprocess.CompletedProcess[str]:
+            token: str | None = None, extra: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ["PATH"], "HOME": os.environ["HOME"],
         "GITHUB_TOKEN": github.token if token is None else token,
@@ -617,6 +638,7 @@ def _sticky(github: FakeGitHub, body_file: Path, *, pr: int | None = None, event
     args = [sys.executable, "-I", str(ROOT / ".github" / "scripts" / "sticky_comment.py"), str(body_file)]
     if pr is not None:
         args += ["--pr", str(pr)]
+    args += extra or []
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -661,7 +683,8 @@ def test_sticky_comment_adds_the_marker_and_fits_the_limit(tmp_path: Path) -> No
         (comment,) = github.on_issue(*OWNER_REPO.split("/"), 9)
         text = comment["body"]
         assert text.startswith(MARKER + "\n") and len(text) <= 65536
-        assert all(line.startswith("+ OciRegistry/registry-") for line in text.splitlines()[1:-1])
+        # whole lines only (blank lines now set the note apart from the cut content)
+        assert all(line.startswith("+ OciRegistry/registry-") for line in text.splitlines()[1:-1] if line)
         assert "truncated" in text.splitlines()[-1]
 
 
@@ -692,3 +715,153 @@ def test_one_marker_everywhere() -> None:
     assert f'DEFAULT_MARKER = "{RENDERED}"' in script
     assert f"--marker '{RENDERED}'" in (WORKFLOWS / "plan.yml").read_text()
     assert RENDERED == MARKER
+
+
+# -- a failing reconcile is a red run, with GitHub's own shells -----------------------------
+
+
+def _fake_reconcile(tmp_path: Path, code: int) -> dict[str, str]:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir(exist_ok=True)
+    (fake_bin / "reconcile").write_text(f'#!/bin/sh\necho "### reconcile output"\necho "boom" >&2\nexit {code}\n')
+    (fake_bin / "reconcile").chmod(0o755)
+    return {"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_runner_uses_githubs_default_shell_without_pipefail(tmp_path: Path) -> None:
+    """The emulation is faithful: unset `shell:` is `bash -e {0}`, where `false | tee` passes;
+    `shell: bash` adds pipefail; job and workflow `defaults.run.shell` apply too."""
+    wf = tmp_path / "wf.yml"
+    wf.write_text(
+        "on: push\njobs:\n"
+        "  plain:\n    runs-on: ubuntu-latest\n    steps:\n      - run: false | tee /dev/null\n"
+        "  bash:\n    runs-on: ubuntu-latest\n    steps:\n      - run: false | tee /dev/null\n        shell: bash\n"
+        "  job-default:\n    runs-on: ubuntu-latest\n    defaults: {run: {shell: bash}}\n"
+        "    steps:\n      - run: false | tee /dev/null\n"
+        "  sh:\n    runs-on: ubuntu-latest\n    steps:\n      - run: 'false; true'\n        shell: sh\n"
+    )
+    runs = {job: run_job(wf, job, workspace=tmp_path, tmp=tmp_path / job, event_name="push", event={})
+            for job in ("plain", "bash", "job-default", "sh")}
+    assert runs["plain"].ok
+    assert not runs["bash"].ok and not runs["job-default"].ok and not runs["sh"].ok
+
+
+@pytest.mark.parametrize(("workflow", "job", "event_name", "event", "inputs"), [
+    ("apply.yml", "apply", "push", {"ref": "refs/heads/main"}, {}),
+    ("sync.yml", "sync", "schedule", {"schedule": "17 3 * * *"}, {}),
+    ("sync.yml", "sync", "workflow_dispatch", {}, {"registry": "charts", "force": True}),
+])
+def test_a_failing_reconcile_fails_the_job(gitops: Path, tmp_path: Path, workflow: str, job: str, event_name: str,
+                                           event: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Issue 9.23: `reconcile ... | tee -a "$GITHUB_STEP_SUMMARY"` under GitHub's default shell
+    hid reconcile's exit code: a failed apply or sync was a green run."""
+    run = run_job(WORKFLOWS / workflow, job, workspace=gitops, tmp=tmp_path / "run", event_name=event_name,
+                  event=event, inputs=inputs, extra_env=_fake_reconcile(tmp_path, 1))
+    assert not run.ok, [(s.name, s.returncode) for s in run.steps]
+    assert "### reconcile output" in run.summary  # the summary is still written
+    ok = run_job(WORKFLOWS / workflow, job, workspace=gitops, tmp=tmp_path / "ok", event_name=event_name,
+                 event=event, inputs=inputs, extra_env=_fake_reconcile(tmp_path, 0))
+    assert ok.ok
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_every_piped_step_has_pipefail(path: Path) -> None:
+    doc = load(path)
+    for job in doc["jobs"].values():
+        for step in job["steps"]:
+            text = step.get("run", "")
+            if re.search(r"(?<![|])\|(?![|])", text.replace("||", "")):
+                shell = step.get("shell") or ((job.get("defaults") or {}).get("run") or {}).get("shell") \
+                    or ((doc.get("defaults") or {}).get("run") or {}).get("shell")
+                assert shell == "bash" or "pipefail" in text, f"{path.name}: {step.get('name')}"
+
+
+def test_sticky_comment_ignores_the_marker_in_other_peoples_comments(tmp_path: Path) -> None:
+    """Issue 9.25: a comment with the marker, posted first by someone else (or another bot),
+    must not be the one we try to edit: we post our own and keep updating it."""
+    owner, repo = OWNER_REPO.split("/")
+    body = tmp_path / "plan.md"
+    with serve_github() as github:
+        squatter = github.add_comment(owner, repo, 5, f"{MARKER}\nfrozen plan: no changes", HUMAN)
+        other_bot = github.add_comment(owner, repo, 5, f"{MARKER}\nnot ours",
+                                       {"login": "dependabot[bot]", "id": 49699333, "type": "Bot"})
+        for push in range(2):
+            body.write_text(f"{MARKER}\n**{push} to create**\n")
+            proc = _sticky(github, body, pr=5)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert ("created" if push == 0 else "updated") in proc.stdout
+        ours = [c for c in github.on_issue(owner, repo, 5) if c["user"]["login"] == BOT["login"]]
+        assert len(ours) == 1 and ours[0]["body"].endswith("**1 to create**\n")
+        assert github.comments[squatter["id"]]["body"].endswith("frozen plan: no changes")
+        assert github.comments[other_bot["id"]]["body"].endswith("not ours")
+        assert github.count("POST") == 1 and github.count("PATCH") == 1
+
+
+def test_sticky_comment_author_option_for_other_identities(tmp_path: Path) -> None:
+    """With a PAT or an app token the identity is not github-actions[bot]: --author names it,
+    and then the github-actions[bot] comment is not ours either."""
+    owner, repo = OWNER_REPO.split("/")
+    body = tmp_path / "plan.md"
+    body.write_text(f"{MARKER}\nplan\n")
+    with serve_github() as github:
+        github.add_comment(owner, repo, 6, f"{MARKER}\nold", BOT)
+        proc = _sticky(github, body, pr=6, extra=["--author", "octocat"])
+        assert proc.returncode == 0 and "created" in proc.stdout, proc.stdout + proc.stderr
+
+
+# -- truncation and fences: what GitHub renders -------------------------------------------
+
+
+def _load_script(name: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / ".github" / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _html(markdown: str) -> str:
+    cmarkgfm = pytest.importorskip("cmarkgfm")
+    from cmarkgfm.cmark import Options
+
+    return cmarkgfm.github_flavored_markdown_to_html(markdown, options=Options.CMARK_OPT_UNSAFE)
+
+
+def test_fit_closes_fences_and_details_and_keeps_the_failure_report() -> None:
+    """Issue 9.37: a cut plan left a fence and <details> open (swallowing the rest), dropped the
+    "dry-run failed" section and could lose the marker."""
+    sticky, md = _load_script("sticky_comment"), _load_script("md_section")
+    plan = "\n".join([MARKER, "### reconcile plan", "", "<details><summary>create (5000)</summary>", "", "```diff",
+                      *(f"+ OciRegistry/registry-{i:05d}" for i in range(5000)), "```", "</details>", ""])
+    failure = md.section("reconcile --dry-run failed (exit 1)", "error: palette answered 401\n", keep=True)
+    body = plan + failure
+    assert len(body) > 65536
+    text = sticky.fit(body, MARKER)
+    assert len(text) <= 65536 and text.startswith(MARKER + "\n")
+    assert text.count("<details>") == text.count("</details>") == 1
+    assert text.rstrip().endswith(failure.rstrip())
+    html = _html(text)
+    # the failure report is rendered as its own block after the closed plan, not inside its code
+    assert html.count("<pre") == 2 and "reconcile --dry-run failed (exit 1)</strong>" in html
+    assert html.index("</details>") < html.index("reconcile --dry-run failed")
+    assert "truncated to fit" in html.split("<pre")[1].split("</details>")[-1] or "truncated to fit" in html
+
+
+@pytest.mark.parametrize("body", ["x" * 70000, MARKER + "y" * 70000, "```\n" + "z" * 70000, "a\n" * 40000],
+                         ids=["long-first-line", "marker-glued-to-text", "open-fence", "many-lines"])
+def test_fit_keeps_the_marker_whatever_the_first_line(body: str) -> None:
+    sticky = _load_script("sticky_comment")
+    text = sticky.fit(body, MARKER)
+    assert text.splitlines()[0] == MARKER and len(text) <= 65536
+    assert "<pre" not in _html(text).split("truncated to fit")[-1]  # no fence left open over the note
+
+
+def test_md_section_fence_cannot_be_closed_by_its_content() -> None:
+    """Issue 9.29: a backtick fence in a file name broke out of the fence around errors."""
+    md = _load_script("md_section")
+    evil = "registries.d/a\n```\n# Approved: no changes\n````x.yaml:1:1: bad\n"
+    html = _html(md.section("reconcile validate failed", evil))
+    assert "<h1>" not in html and html.count("<pre") == 1
+    assert "# Approved: no changes" in html.split("<pre")[1].split("</pre>")[0]

@@ -7,10 +7,13 @@ Environment: GITHUB_TOKEN (required), GITHUB_REPOSITORY (owner/name), GITHUB_API
 (default https://api.github.com), GITHUB_EVENT_PATH (the pull request number is read from
 it unless --pr is given). Standard library only, so it runs before anything is installed.
 
-The first comment on the pull request whose body contains the marker is edited (PATCH);
-without one a new comment is posted, so each push updates the same comment. A token that
-may not write (a pull request from a fork) is a warning, not a failure: the plan is in
-the job summary anyway.
+The first comment on the pull request that was posted by the workflow's own identity
+(``--author``, default ``$STICKY_COMMENT_AUTHOR`` or ``github-actions[bot]``, the login of
+``GITHUB_TOKEN``) and whose body contains the marker is edited (PATCH); without one a new
+comment is posted, so each push updates the same comment. A marker in anyone else's comment
+is ignored: otherwise anyone who can comment could post the marker first and freeze the plan
+(our PATCH of their comment gets 403). A token that may not write (a pull request from a
+fork) is a warning, not a failure: the plan is in the job summary anyway.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import urllib.request
 from typing import Any
 
 DEFAULT_MARKER = "<!-- reconcile-plan -->"
+DEFAULT_AUTHOR = "github-actions[bot]"
 LIMIT = 65536
 TIMEOUT = 30
 
@@ -66,31 +70,85 @@ def _next_link(headers: dict[str, str]) -> str | None:
     return None
 
 
-def find_comment(api: str, repo: str, pr: int, token: str, marker: str) -> dict[str, Any] | None:
+def _by(comment: dict[str, Any], author: str) -> bool:
+    login = str((comment.get("user") or {}).get("login") or "")
+    return login.lower() == author.lower()
+
+
+def find_comment(api: str, repo: str, pr: int, token: str, marker: str,
+                 author: str = DEFAULT_AUTHOR) -> dict[str, Any] | None:
+    """Our own earlier comment: posted by ``author`` and carrying the marker."""
     url: str | None = f"{api}/repos/{repo}/issues/{pr}/comments?per_page=100"
     while url:
         comments, headers = _request("GET", url, token)
         for comment in comments:
-            if marker in (comment.get("body") or ""):
+            if _by(comment, author) and marker in (comment.get("body") or ""):
                 return comment  # type: ignore[no-any-return]
         url = _next_link(headers)
     return None
 
 
-def fit(body: str, marker: str, limit: int = LIMIT) -> str:
-    """Marker first; whole lines only, with a note, when the body is over GitHub's limit."""
-    if marker not in body:
-        body = f"{marker}\n{body}"
-    if len(body) <= limit:
-        return body
-    note = "\n… truncated to fit a GitHub comment; see the job summary for the full plan\n"
-    kept, used = [], len(note)
-    for line in body.splitlines():
-        if used + len(line) + 1 > limit:
+KEEP = "<!-- reconcile-keep -->"  # what follows this line survives truncation (the failure report)
+NOTE = "… truncated to fit a GitHub comment; see the job summary for the full plan"
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+def _closers(fence: str | None, details: int) -> list[str]:
+    return ([fence] if fence else []) + ["</details>"] * details
+
+
+def _truncate(lines: list[str], budget: int) -> list[str]:
+    """The first lines that fit in ``budget`` characters with every code fence and
+    ``<details>`` they open closed again; a line longer than what is left is cut."""
+    kept: list[str] = []
+    used = 0
+    fence: str | None = None
+    details = 0
+    for line in lines:
+        nfence, ndetails = fence, details
+        m = _FENCE.match(line)
+        if fence is None and m:
+            nfence = m.group(1)
+        elif fence is not None and m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) \
+                and not line.strip().strip(fence[0]):
+            nfence = None
+        elif fence is None:
+            ndetails = max(0, details + len(re.findall(r"<details\b", line)) - line.count("</details>"))
+        closing = sum(len(c) + 1 for c in _closers(nfence, ndetails))
+        if used + len(line) + 1 + closing > budget:
+            room = budget - used - 1 - sum(len(c) + 1 for c in _closers(fence, details))
+            if room > 20 and fence is not None:  # inside code a cut line is still shown as text
+                kept.append(line[: room - 1] + "…")
             break
         kept.append(line)
         used += len(line) + 1
-    return "\n".join(kept) + note
+        fence, details = nfence, ndetails
+    return kept + _closers(fence, details)
+
+
+def fit(body: str, marker: str, limit: int = LIMIT) -> str:
+    """Marker alone on the first line; within GitHub's limit. Over it, the plan is cut at a
+    line, its open code fences and ``<details>`` are closed, a note says so, and the part after
+    ``KEEP`` (the failure report) is kept."""
+    if not body.startswith(marker + "\n"):
+        body = f"{marker}\n{body}"
+    if len(body) <= limit:
+        return body
+    head, sep, tail = body.partition(KEEP)
+    tail_lines = (sep + tail).splitlines() if sep else []
+    if len(sep + tail) > limit // 2:
+        tail_lines = _truncate(tail_lines, limit // 2)
+    tail_len = sum(len(line) + 1 for line in tail_lines)
+    budget = limit - tail_len - len(NOTE) - 4
+    head_lines = head.splitlines()
+    kept = [marker] + _truncate(head_lines[1:], budget - len(marker) - 1)
+    return "\n".join([*kept, "", NOTE, *([""] + tail_lines if tail_lines else [])]) + "\n"
+
+
+def _one_line(text: str) -> str:
+    """A server's message inside our own ``::error::`` line: one line, so it cannot start a
+    workflow command of its own."""
+    return " ".join(text.split())
 
 
 def pr_number(explicit: int | None) -> int:
@@ -111,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("body_file")
     parser.add_argument("--marker", default=DEFAULT_MARKER)
     parser.add_argument("--pr", type=int, default=None)
+    parser.add_argument("--author", default=os.environ.get("STICKY_COMMENT_AUTHOR") or DEFAULT_AUTHOR,
+                        help="login that posts the comment (default: github-actions[bot], the GITHUB_TOKEN's)")
     args = parser.parse_args(argv)
 
     token = os.environ.get("GITHUB_TOKEN", "")
@@ -123,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         body = fit(fh.read(), args.marker)
     pr = pr_number(args.pr)
     try:
-        existing = find_comment(api, repo, pr, token, args.marker)
+        existing = find_comment(api, repo, pr, token, args.marker, args.author)
         if existing is not None:
             comment, _ = _request("PATCH", f"{api}/repos/{repo}/issues/comments/{existing['id']}", token, {"body": body})
             print(f"updated {comment.get('html_url', existing['id'])}")
@@ -132,13 +192,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"created {comment.get('html_url', comment.get('id'))}")
     except ApiError as exc:
         if exc.status == 403:
-            print(f"::warning::cannot write the plan comment ({exc}); a pull request from a fork "
+            print(f"::warning::cannot write the plan comment ({_one_line(str(exc))}); a pull request from a fork "
                   "gets a read-only token. The plan is in the job summary.")
             return 0
-        print(f"::error::{exc}", file=sys.stderr)
+        print(f"::error::{_one_line(str(exc))}", file=sys.stderr)
         return 1
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        print(f"::error::cannot reach the GitHub API at {api}: {exc}", file=sys.stderr)
+        print(f"::error::{_one_line(f'cannot reach the GitHub API at {api}: {exc}')}", file=sys.stderr)
         return 1
     return 0
 

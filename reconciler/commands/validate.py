@@ -25,7 +25,7 @@ def summary(result: LoadResult) -> str:
     )
 
 
-def render(result: LoadResult, fmt: str, stream: TextIO) -> None:
+def render(result: LoadResult, fmt: str, stream: TextIO, quiet: bool = False) -> None:
     if fmt == "json":
         doc = {
             "problems": [p.as_dict() for p in result.problems],
@@ -43,8 +43,10 @@ def render(result: LoadResult, fmt: str, stream: TextIO) -> None:
                 stream.write(f"| `{p.file}:{p.line}:{p.col}` | {p.severity} | {p.rule} | {msg} |\n")
         return
     for p in result.problems:
-        stream.write(f"{p}\n")
-    stream.write(summary(result) + "\n")
+        if not quiet or p.severity == "error":  # -q: only errors
+            stream.write(f"{p}\n")
+    if not quiet:
+        stream.write(summary(result) + "\n")
 
 
 def run_validate(
@@ -55,6 +57,7 @@ def run_validate(
     stream: TextIO,
     *,
     ref: str | None = None,
+    quiet: bool = False,
 ) -> int:
     """Validate and report; 1 on any error, 0 when clean (warnings do not fail)."""
     try:
@@ -69,5 +72,5 @@ def run_validate(
         else:
             stream.write(f"error: {exc}\n")
         return 1
-    render(result, fmt if fmt in FORMATS else "text", stream)
+    render(result, fmt if fmt in FORMATS else "text", stream, quiet=quiet)
     return 0 if result.ok else 1

@@ -1,7 +1,8 @@
 """A fake of the GitHub REST API's issue-comment endpoints on loopback.
 
 Shapes follow GitHub's documented responses (``GET/POST /repos/{owner}/{repo}/issues/{n}/comments``,
-``PATCH /repos/{owner}/{repo}/issues/comments/{id}``): comment objects with ``id``,
+``PATCH /repos/{owner}/{repo}/issues/comments/{id}``, 403 for a comment by someone other than
+the token's ``github-actions[bot]``): comment objects with ``id``,
 ``node_id``, ``url``, ``html_url``, ``issue_url``, ``body``, ``user``, timestamps and
 ``author_association``; lists page with ``per_page`` (default 30, max 100) and ``page`` and
 a ``Link`` header with ``next``/``last``/``prev``/``first``. A token is required
@@ -168,6 +169,9 @@ def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             if fake.read_only:
                 return self._error(403, "Resource not accessible by integration")
             comment = fake.comments[int(m.group(3))]
+            if comment["user"]["login"] != BOT["login"]:
+                # The workflow token may not edit other people's comments (issue 9.25 saw 403).
+                return self._error(403, "Resource not accessible by integration")
             comment["body"] = data["body"]
             comment["updated_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             self._send(200, _public(comment))
