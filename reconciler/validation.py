@@ -111,8 +111,11 @@ class _ShapeCache:
 
     A shape is the document with every string replaced by what the schema can observe about
     it: whether it matches each ``pattern``, whether it is one of the ``enum``/``const``
-    strings, and how it compares to each ``minLength``/``maxLength``. Mapping keys, other
-    scalars and the uniqueness of list items stay literal. The schema only tests strings with
+    strings, and how it compares to each ``minLength``/``maxLength``; a boolean by its type
+    and an integer by how it compares to each ``minimum``/``maximum`` (both stay literal when
+    the schema has a non-string ``enum``/``const`` or a ``multipleOf``). Mapping keys (sorted:
+    no keyword depends on key order), other scalars and the uniqueness of list items stay
+    literal. The schema only tests strings with
     those keywords (checked below; otherwise the cache is off), so two documents of one shape
     get the same verdict. Only valid shapes are stored: errors always come from jsonschema.
     """
@@ -135,7 +138,10 @@ class _ShapeCache:
         self.literals: set[str] = set()
         self.lengths: set[int] = set()
         self.enabled = True
+        self.scalars_literal = False  # numbers and booleans: literal, or only their type and bounds
+        self.bounds: set[int] = set()
         self._collect(schema)
+        self.bounds_sorted = sorted(self.bounds)
         self.patterns = list({p.pattern: p for p in self.patterns}.values())
         self.lengths_sorted = sorted(self.lengths)
         self.valid: set[Any] = set()
@@ -152,6 +158,13 @@ class _ShapeCache:
                     for item in v if k == "enum" else [v]:
                         if isinstance(item, str):
                             self.literals.add(item)
+                        else:  # a non-string literal: numbers and booleans stay literal
+                            self.scalars_literal = True
+                elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"):
+                    if k == "multipleOf" or not isinstance(v, int) or isinstance(v, bool):
+                        self.scalars_literal = True
+                    else:
+                        self.bounds.add(v)
                 elif k in ("minLength", "maxLength") and isinstance(v, int):
                     self.lengths.add(v)
                 elif k not in ("description", "title", "default", "x-message", "x-rule"):
@@ -175,11 +188,14 @@ class _ShapeCache:
                     self._strings.clear()
             return sig
         if isinstance(value, dict):
+            # sorted: no JSON Schema keyword depends on the order of an object's keys
             return (
                 "m",
                 tuple(
-                    (k if isinstance(k, str) else ("?", repr(k)), self.key(v))
-                    for k, v in value.items()
+                    sorted(
+                        ((k if isinstance(k, str) else "?" + repr(k)), self.key(v))
+                        for k, v in value.items()
+                    )
                 ),
             )
         if isinstance(value, list):
@@ -190,6 +206,10 @@ class _ShapeCache:
             except (TypeError, ValueError):
                 unique = False
             return ("l", unique, tuple(self.key(v) for v in value))
+        if type(value) is bool and not self.scalars_literal:
+            return ("b",)
+        if type(value) is int and not self.scalars_literal:
+            return ("i", sum(1 for n in self.bounds_sorted if value >= n), sum(1 for n in self.bounds_sorted if value > n))
         return (type(value).__name__, value)
 
 
