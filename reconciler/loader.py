@@ -391,6 +391,31 @@ def git_info(root: Path) -> tuple[str | None, bool]:
         repo.close()
 
 
+def tracked_by_git(directory: Path) -> bool:
+    """Whether git tracks any file under ``directory`` (False outside a work tree).
+
+    The validation cache asks this: a cache directory holding tracked files came (at least
+    in part) from a repository, and a cache never comes from the repository (issue 9.7).
+    """
+    directory = Path(directory)
+    if not directory.is_dir() or not _in_git_work_tree(directory):
+        return False
+    import git
+
+    try:
+        repo = git.Repo(directory, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return False
+    try:
+        try:
+            out = repo.git.ls_files("--", str(directory.resolve()))
+        except git.GitCommandError:
+            return True  # cannot tell: do not trust it
+        return bool(out.strip())
+    finally:
+        repo.close()
+
+
 def _in_git_work_tree(root: Path) -> bool:
     p = root.resolve()
     for d in (p, *p.parents):

@@ -625,7 +625,7 @@ class _CachedDocument(Document):
 def _from_cache(src: loader.SourceFile, entry: list[Any], text: Callable[[], str]) -> list[_Checked]:
     checked = []
     for index, value, hints in entry:
-        doc = _CachedDocument(src.name, index, value, {tuple(p): (pos[0], pos[1]) for p, pos in hints}, text)
+        doc = _CachedDocument(src.name, index, value, dict(hints), text)
         kind = value.get("kind") if isinstance(value.get("kind"), str) else None
         checked.append(_Checked(doc, kind, [], True))
     return checked
@@ -684,7 +684,8 @@ def load_and_validate(
     sources, problems, commit, dirty = discover_sources(root, paths, ref)
     failed: set[str] = {p.file for p in problems if p.severity == "error"}
     checked: list[_Checked] = []
-    cache = ValidationCache.for_root(root)
+    cache = ValidationCache.for_root(root, tracked=loader.tracked_by_git)
+    problems.extend(Problem(where, 0, 0, w, "warning", "cache") for where, w in cache.warnings)
     for src in sources:
         file_problems, file_checked = _check_source(src, cache)
         problems.extend(file_problems)
