@@ -26,6 +26,7 @@ from typing import Any
 from . import loader
 from .cache import ValidationCache, hints_of
 from .errors import InputError
+from .fastschema import compile_schema
 from .loader import Document, LoadedFile, Path_, RawProblem
 from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
 from .profiles import DEFAULT_PROFILE, PROFILES, default_keys
@@ -211,6 +212,12 @@ class _ShapeCache:
         if type(value) is int and not self.scalars_literal:
             return ("i", sum(1 for n in self.bounds_sorted if value >= n), sum(1 for n in self.bounds_sorted if value > n))
         return (type(value).__name__, value)
+
+
+@lru_cache(maxsize=1)
+def _compiled() -> Callable[[Any], bool] | None:
+    """The schema as a plain predicate (compiled once); None if it uses other keywords."""
+    return compile_schema(load_schema())
 
 
 @lru_cache(maxsize=1)
@@ -440,8 +447,11 @@ class _Checker:
 
     # -- JSON Schema
     def schema(self, value: dict[str, Any], literal: set[tuple[str | int, ...]]) -> None:
+        valid = _compiled()
+        if valid is not None and valid(value):
+            return  # the compiled schema accepts it: so would jsonschema (test_fastschema.py)
         shapes = _shapes()
-        key = shapes.key(value) if shapes.enabled else None
+        key = shapes.key(value) if shapes.enabled and valid is None else None
         if key is not None and key in shapes.valid:
             return
         errors = list(_validator().iter_errors(value))
