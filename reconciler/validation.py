@@ -27,7 +27,7 @@ from . import loader
 from .cache import ValidationCache, hints_of
 from .errors import InputError
 from .fastschema import compile_schema
-from .loader import Document, LoadedFile, Path_, RawProblem
+from .loader import Document, LoadedFile, RawProblem
 from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
 from .profiles import DEFAULT_PROFILE, PROFILES, default_keys
 from .secrets import RESERVED_ENV
@@ -607,35 +607,10 @@ def load_files(
     return [loader.load_file(s) for s in sources], problems, commit, dirty
 
 
-class _CachedDocument(Document):
-    """A document from the cache: a few positions known, the rest parsed again on demand."""
-
-    def __init__(
-        self, file: str, index: int, value: Any, hints: dict[Path_, tuple[int, int]], text: Callable[[], str]
-    ) -> None:
-        # no dataclass __init__: this runs once per cached document on the hot path
-        self.file, self.index, self.value = file, index, value
-        self.positions, self.key_positions, self.load_errors = hints, {}, 0
-        self._text: Callable[[], str] | None = text
-
-    def position(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
-        p = tuple(path)
-        if not key and p in self.positions:
-            return self.positions[p]
-        if self._text is not None:
-            out = LoadedFile(self.file)
-            loader.parse_text(self.file, self._text(), out)
-            self._text = None
-            for doc in out.documents:
-                if doc.index == self.index:
-                    self.positions, self.key_positions = doc.positions, doc.key_positions
-        return super().position(path, key=key)
-
-
 def _from_cache(src: loader.SourceFile, entry: list[Any], text: Callable[[], str]) -> list[_Checked]:
     checked = []
     for index, value, hints in entry:
-        doc = _CachedDocument(src.name, index, value, dict(hints), text)
+        doc = Document.from_text(src.name, index, value, dict(hints), text)
         kind = value.get("kind") if isinstance(value.get("kind"), str) else None
         checked.append(_Checked(doc, kind, [], True))
     return checked
