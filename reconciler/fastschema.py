@@ -8,7 +8,9 @@ jsonschema, and a document it accepts is one jsonschema accepts too
 (``tests/test_fastschema.py`` checks both on every example and on mutations of a varied
 corpus).
 
-Only the Draft 2020-12 keywords our schema uses are compiled; a schema with any other
+The schema is compiled into Python source once per process (one function per subschema),
+as fastjsonschema does for older drafts. Only the Draft 2020-12 keywords our schema uses are
+compiled; a schema with any other
 keyword compiles to ``None`` and jsonschema checks every document, as before.
 """
 
@@ -54,139 +56,148 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-_TYPES: dict[str, Check] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-    "number": _number,
-    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
-    or (isinstance(v, float) and v.is_integer()),
+def _is_integer(v: Any) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+
+
+def _unique(v: list[Any]) -> bool:
+    return all(not _equal(v[i], v[j]) for i in range(len(v)) for j in range(i + 1, len(v)))
+
+
+_TYPE_TESTS = {
+    "object": "isinstance(v, dict)",
+    "array": "isinstance(v, list)",
+    "string": "isinstance(v, str)",
+    "boolean": "(v is True or v is False)",
+    "null": "v is None",
+    "number": "_number(v)",
+    "integer": "_is_integer(v)",
 }
 
 
-def _any_of(tests: list[Check]) -> Check:
-    return lambda v: any(f(v) for f in tests)
-
-
-def _bound(word: str, b: Any) -> Check:
-    if word == "minimum":
-        return lambda v: not _number(v) or bool(v >= b)
-    if word == "maximum":
-        return lambda v: not _number(v) or bool(v <= b)
-    if word == "exclusiveMinimum":
-        return lambda v: not _number(v) or bool(v > b)
-    return lambda v: not _number(v) or bool(v < b)
-
-
 class _Compiler:
+    """Writes one Python function per subschema (plain ifs, early ``return False``) and
+    compiles them once: no per-call schema walk, no closures, no generators."""
+
     def __init__(self, root: Mapping[str, Any]) -> None:
         self.root = root
-        self.refs: dict[str, Check] = {}
+        self.lines: list[str] = []
+        self.consts: list[Any] = []
+        self.done: dict[int, str] = {}  # id(subschema) -> function name
+        self.keep: list[Any] = []  # keeps the ids above alive
 
-    def ref(self, target: str) -> Check:
+    def const(self, value: Any) -> str:
+        self.consts.append(value)
+        return f"C[{len(self.consts) - 1}]"
+
+    def resolve(self, target: str) -> Any:
         if not target.startswith("#/"):
             raise Unsupported(target)
-        if target not in self.refs:
-            self.refs[target] = lambda v: False  # placeholder while compiling (recursion)
-            node: Any = self.root
-            for part in target[2:].split("/"):
-                part = part.replace("~1", "/").replace("~0", "~")
-                if not isinstance(node, dict) or part not in node:
-                    raise Unsupported(target)
-                node = node[part]
-            compiled = self.compile(node)
-            self.refs[target] = compiled
-        table, key = self.refs, target
-        return lambda v: table[key](v)
+        node: Any = self.root
+        for part in target[2:].split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(node, dict) or part not in node:
+                raise Unsupported(target)
+            node = node[part]
+        return node
 
-    def compile(self, schema: Any) -> Check:
-        if schema is True:
-            return lambda v: True
-        if schema is False:
-            return lambda v: False
+    def function(self, schema: Any) -> str:
+        if id(schema) in self.done:
+            return self.done[id(schema)]
+        name = f"f{len(self.done)}"
+        self.done[id(schema)] = name
+        self.keep.append(schema)
+        if schema is True or schema is False:
+            self.lines += [f"def {name}(v):", f"    return {schema}", ""]
+            return name
         if not isinstance(schema, dict):
             raise Unsupported(repr(schema))
         unknown = set(schema) - _SUPPORTED
         if unknown:
             raise Unsupported(", ".join(sorted(unknown)))
-        checks: list[Check] = []
+        body: list[str] = []
         s = schema
         if "type" in s:
             names = [s["type"]] if isinstance(s["type"], str) else list(s["type"])
-            tests = [_TYPES[n] for n in names]
-            checks.append(tests[0] if len(tests) == 1 else _any_of(tests))
+            body.append(f"if not ({' or '.join(_TYPE_TESTS[n] for n in names)}): return False")
         if "const" in s:
-            c = s["const"]
-            checks.append(lambda v: _equal(v, c))
+            body.append(f"if not _equal(v, {self.const(s['const'])}): return False")
         if "enum" in s:
             options = list(s["enum"])
             if all(isinstance(o, str) for o in options):
-                strings = frozenset(options)
-                checks.append(lambda v: isinstance(v, str) and v in strings)
+                body.append(f"if not (isinstance(v, str) and v in {self.const(frozenset(options))}): return False")
             else:
-                checks.append(lambda v: any(_equal(v, o) for o in options))
+                body.append(f"if not any(_equal(v, o) for o in {self.const(options)}): return False")
+        strings = []
         if "pattern" in s:
-            search = re.compile(s["pattern"]).search
-            checks.append(lambda v: not isinstance(v, str) or search(v) is not None)
+            strings.append(f"{self.const(re.compile(s['pattern']).search)}(v) is None")
         if "minLength" in s:
-            n = s["minLength"]
-            checks.append(lambda v: not isinstance(v, str) or len(v) >= n)
+            strings.append(f"len(v) < {int(s['minLength'])}")
         if "maxLength" in s:
-            n2 = s["maxLength"]
-            checks.append(lambda v: not isinstance(v, str) or len(v) <= n2)
-        for word in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            strings.append(f"len(v) > {int(s['maxLength'])}")
+        if strings:
+            body.append(f"if isinstance(v, str) and ({' or '.join(strings)}): return False")
+        numbers = []
+        for word, op in (("minimum", "<"), ("maximum", ">"), ("exclusiveMinimum", "<="), ("exclusiveMaximum", ">=")):
             if word in s:
-                checks.append(_bound(word, s[word]))
+                numbers.append(f"v {op} {self.const(s[word])}")
+        if numbers:
+            body.append(f"if _number(v) and ({' or '.join(numbers)}): return False")
+        objects = []
         if "minProperties" in s:
-            m = s["minProperties"]
-            checks.append(lambda v: not isinstance(v, dict) or len(v) >= m)
+            objects.append(f"if len(v) < {int(s['minProperties'])}: return False")
         if "maxProperties" in s:
-            m2 = s["maxProperties"]
-            checks.append(lambda v: not isinstance(v, dict) or len(v) <= m2)
-        if "required" in s:
-            req = list(s["required"])
-            checks.append(lambda v: not isinstance(v, dict) or all(k in v for k in req))
-        props: dict[str, Check] = {k: self.compile(sub) for k, sub in s.get("properties", {}).items()}
-        if props:
-            checks.append(lambda v: not isinstance(v, dict)
-                          or all(f(v[k]) for k, f in props.items() if k in v))
+            objects.append(f"if len(v) > {int(s['maxProperties'])}: return False")
+        for k in s.get("required", []):
+            objects.append(f"if {k!r} not in v: return False")
+        props = s.get("properties", {})
+        for k, sub in props.items():
+            objects.append(f"if {k!r} in v and not {self.function(sub)}(v[{k!r}]): return False")
         if "additionalProperties" in s:
+            known = self.const(frozenset(props))
             extra = s["additionalProperties"]
-            known = frozenset(props)
             if extra is False:
-                checks.append(lambda v: not isinstance(v, dict) or all(k in known for k in v))
-            else:
-                sub = self.compile(extra)
-                checks.append(lambda v: not isinstance(v, dict)
-                              or all(sub(x) for k, x in v.items() if k not in known))
+                objects.append(f"for k in v:\n            if k not in {known}: return False")
+            elif extra is not True:
+                f = self.function(extra)
+                objects.append(f"for k, x in v.items():\n            if k not in {known} and not {f}(x): return False")
+        if objects:
+            body.append("if isinstance(v, dict):")
+            body += ["    " + line for line in objects]
+        arrays = []
         if "items" in s:
-            item = self.compile(s["items"])
-            checks.append(lambda v: not isinstance(v, list) or all(item(x) for x in v))
+            arrays.append(f"for x in v:\n            if not {self.function(s['items'])}(x): return False")
         if s.get("uniqueItems") is True:
-            checks.append(lambda v: not isinstance(v, list) or all(
-                not _equal(v[i], v[j]) for i in range(len(v)) for j in range(i + 1, len(v))))
-        for sub_schema in s.get("allOf", []):
-            checks.append(self.compile(sub_schema))
+            arrays.append("if not _unique(v): return False")
+        if arrays:
+            body.append("if isinstance(v, list):")
+            body += ["    " + line for line in arrays]
+        for sub in s.get("allOf", []):
+            body.append(f"if not {self.function(sub)}(v): return False")
         if "if" in s:
-            cond = self.compile(s["if"])
-            then = self.compile(s["then"]) if "then" in s else (lambda v: True)
-            other = self.compile(s["else"]) if "else" in s else (lambda v: True)
-            checks.append(lambda v: then(v) if cond(v) else other(v))
+            cond = self.function(s["if"])
+            then = self.function(s["then"]) if "then" in s else None
+            other = self.function(s["else"]) if "else" in s else None
+            if then:
+                body.append(f"if {cond}(v):\n        if not {then}(v): return False")
+            if other:
+                body.append(f"if not {cond}(v):\n        if not {other}(v): return False")
         if "$ref" in s:
-            checks.append(self.ref(s["$ref"]))
-        if not checks:
-            return lambda v: True
-        if len(checks) == 1:
-            return checks[0]
-        return lambda v: all(c(v) for c in checks)
+            body.append(f"if not {self.function(self.resolve(s['$ref']))}(v): return False")
+        self.lines += [f"def {name}(v):", *("    " + line for line in body), "    return True", ""]
+        return name
 
 
 def compile_schema(schema: Mapping[str, Any]) -> Check | None:
     """A predicate equal to ``Draft202012Validator(schema).is_valid``, or None when the schema
     uses a keyword this module does not compile."""
     try:
-        return _Compiler(schema).compile(schema)
-    except (Unsupported, KeyError, TypeError, re.error):
+        compiler = _Compiler(schema)
+        entry = compiler.function(schema)
+    except (Unsupported, KeyError, TypeError, ValueError, re.error):
         return None
+    namespace: dict[str, Any] = {"C": compiler.consts, "_equal": _equal, "_number": _number,
+                                 "_is_integer": _is_integer, "_unique": _unique}
+    exec(compile("\n".join(compiler.lines), "<reconciler.fastschema>", "exec"), namespace)  # noqa: S102
+    check: Check = namespace[entry]
+    return check
