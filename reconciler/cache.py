@@ -242,7 +242,7 @@ class ValidationCache:
         if self.path is None or not all(_plain(v) for _, v, _ in docs):
             return
         self.entries[key] = [
-            [index, json.loads(json.dumps(value)), [[list(p), list(pos)] for p, pos in hints.items()]]
+            [index, value, [[list(p), list(pos)] for p, pos in hints.items()]]  # plain: JSON gives it back
             for index, value, hints in docs
         ]
         self.used.add(key)

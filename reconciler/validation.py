@@ -607,7 +607,18 @@ def load_files(
     return [loader.load_file(s) for s in sources], problems, commit, dirty
 
 
-def _from_cache(src: loader.SourceFile, entry: list[Any], text: Callable[[], str]) -> list[_Checked]:
+def check_file(src: loader.SourceFile) -> tuple[list[Problem], list[_Checked]]:
+    """One file through the pipeline: the loader yields its documents (positions on demand),
+    and each is checked, schema and policy in one pass. Knows nothing of any cache."""
+    loaded = loader.load_file(src)
+    problems = [_raw(p) for p in loaded.problems]
+    checked = [_Checker(doc).run() for doc in loaded.documents]
+    for c in checked:
+        problems.extend(c.problems)
+    return problems, checked
+
+
+def _restore(src: loader.SourceFile, entry: list[Any], text: Callable[[], str]) -> list[_Checked]:
     checked = []
     for index, value, hints in entry:
         doc = Document.from_text(src.name, index, value, dict(hints), text)
@@ -616,11 +627,15 @@ def _from_cache(src: loader.SourceFile, entry: list[Any], text: Callable[[], str
     return checked
 
 
-def _check_source(src: loader.SourceFile, cache: ValidationCache) -> tuple[list[Problem], list[_Checked]]:
-    """Load and check one file, through the cache when it was seen clean before.
+def _cached_check_file(
+    src: loader.SourceFile, cache: ValidationCache
+) -> tuple[list[Problem], list[_Checked]]:
+    """``check_file`` wrapped by the validation cache: the one place the cache is consulted.
 
-    A work-tree file whose (size, mtime, inode, ctime) match is not even read (git's index
-    does the same); otherwise the key is a digest of its bytes."""
+    Keyed by content (a digest of the bytes and the display name); a work-tree file whose
+    (size, mtime, inode, ctime) match is not even read (git's index does the same). Only
+    files with no problem at all are stored, and a hit gives documents whose positions are
+    found by parsing the file again, if ever asked for."""
     stat_key = cache.stat_key(src.name, src.size, src.stamp) if src.stamp and src.path else None
     if stat_key is not None:
         entry = cache.get_by_stat(stat_key)
@@ -631,21 +646,16 @@ def _check_source(src: loader.SourceFile, cache: ValidationCache) -> tuple[list[
                 data, _ = loader.read_source(loader.SourceFile(src.name, path=path, size=src.size))
                 return (loader.decode(src.name, data)[0] or "") if data else ""
 
-            return [], _from_cache(src, entry, reread)
+            return [], _restore(src, entry, reread)
     data, problem = loader.read_source(src)
     if problem is not None or data is None:
         return [_raw(problem)] if problem else [], []
     key = cache.key(src.name, data)
     entry = cache.get(key)
     if entry is not None:
-        text = loader.decode(src.name, data)[0] or ""
         cache.alias(stat_key, key, src.stamp)
-        return [], _from_cache(src, entry, lambda: text)
-    loaded = loader.load_file(loader.SourceFile(src.name, data=data, size=len(data)))
-    problems = [_raw(p) for p in loaded.problems]
-    checked = [_Checker(doc).run() for doc in loaded.documents]
-    for c in checked:
-        problems.extend(c.problems)
+        return [], _restore(src, entry, lambda: loader.decode(src.name, data)[0] or "")
+    problems, checked = check_file(loader.SourceFile(src.name, data=data, size=len(data)))
     if not problems and all(c.ok for c in checked):
         cache.put(key, [(c.doc.index, c.doc.value, hints_of(c.doc.position)) for c in checked])
         cache.alias(stat_key, key, src.stamp)
@@ -672,7 +682,7 @@ def load_and_validate(
     cache = ValidationCache.for_root(root, tracked=loader.tracked_by_git)
     problems.extend(Problem(where, 0, 0, w, "warning", "cache") for where, w in cache.warnings)
     for src in sources:
-        file_problems, file_checked = _check_source(src, cache)
+        file_problems, file_checked = _cached_check_file(src, cache)
         problems.extend(file_problems)
         if any(p.severity == "error" for p in file_problems):
             failed.add(src.name)
