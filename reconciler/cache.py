@@ -1,4 +1,4 @@
-"""A content-addressed cache of per-file validation results (``.reconciler/cache/``).
+"""A content-addressed cache of per-file validation results, kept outside the repository.
 
 Only files that loaded and validated with no problem at all are cached, keyed by a digest
 of their bytes, their display name, and the code and schema that checked them. A hit
@@ -6,16 +6,30 @@ skips the YAML parse and the per-document checks; cross-file rules (duplicate na
 profiles, Settings) always run. Positions beyond a few hints are re-derived by parsing the
 file again on demand, which only happens when a cross-file rule reports a problem.
 
-The cache is plain JSON (never pickle: a pull request could plant the file) and is only
-trusted for values JSON round-trips exactly. ``RECONCILER_NO_CACHE=1`` turns it off;
-``RECONCILER_CACHE_DIR`` puts it elsewhere (entries are keyed so that repositories can share it).
+A cache never comes from the repository (issue 9.7: a pull request that force-adds a cache
+mapping the real file's bytes to another spec would have a fresh clone plan an attacker's
+endpoint while reviewers read the trusted one):
+- it lives in the user's cache directory (``$XDG_CACHE_HOME/reconciler``, else
+  ``~/.cache/reconciler``), or in ``RECONCILER_CACHE_DIR``;
+- the file is authenticated with HMAC-SHA256 under a per-machine key (``key``, 32 random
+  bytes created 0600 in the cache directory; a key that is not a private regular file of
+  ours is replaced), so bytes written by anyone without the key are never trusted;
+- when the cache directory holds anything tracked by git, the cache is not used at all, and
+  the run says so in a warning.
+A damaged file or a malformed entry is a miss (recomputed and rewritten), never an error.
+
+The cache is plain JSON (never pickle) and only trusted for values JSON round-trips exactly.
+``RECONCILER_NO_CACHE=1`` turns it off.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import secrets
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -24,17 +38,23 @@ from typing import Any
 
 from reconciler import __version__
 
-FORMAT = 1
+FORMAT = 2
 HINTS: tuple[tuple[str, ...], ...] = ((), ("kind",), ("metadata", "name"))
+KEY_FILE = "key"
+CACHE_FILE = "validate.json"
+_KEY_BYTES = 32
 _MAX_ENTRIES = 50_000
 _RACY_NS = 2_000_000_000
+
+Hints = dict[tuple[str, ...], tuple[int, int]]
+Entry = list[tuple[int, Any, Hints]]  # (document index, value, position hints) per document
 
 
 def _code_salt() -> str:
     here = Path(__file__).resolve().parent
     parts = [str(FORMAT), __version__]
     digest = hashlib.blake2b(digest_size=16)
-    for rel in ("loader.py", "validation.py", "cache.py", "profiles.py", "model.py", "schema/registry.schema.json"):
+    for rel in ("loader.py", "validation.py", "cache.py", "fastschema.py", "profiles.py", "model.py", "schema/registry.schema.json"):
         try:
             digest.update(rel.encode() + b"\0" + (here / rel).read_bytes())
         except OSError:
@@ -52,42 +72,147 @@ def _plain(value: Any) -> bool:
     return value is None or isinstance(value, (str, bool, int, float))
 
 
+def default_dir() -> Path:
+    """The user's cache directory (XDG base directory spec), never the work tree."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "reconciler"
+
+
+def _entry(raw: Any) -> Entry | None:
+    """A well-formed entry, or None (a malformed one is a miss, issue 9.19)."""
+    if not isinstance(raw, list):
+        return None
+    out: Entry = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 3):
+            return None
+        index, value, hints = item
+        if type(index) is not int or not isinstance(value, dict) or not isinstance(hints, list):
+            return None
+        table: Hints = {}
+        for h in hints:
+            if not (isinstance(h, list) and len(h) == 2 and isinstance(h[0], list) and isinstance(h[1], list)):
+                return None
+            path, pos = h
+            if not all(isinstance(p, str) for p in path) or len(pos) != 2:
+                return None
+            if not all(type(n) is int and n >= 1 for n in pos):
+                return None
+            table[tuple(path)] = (pos[0], pos[1])
+        out.append((index, value, table))
+    return out
+
+
 class ValidationCache:
-    def __init__(self, directory: Path | None) -> None:
-        self.path = directory / "validate.json" if directory is not None else None
+    def __init__(
+        self, directory: Path | None, *, tracked: Callable[[Path], bool] | None = None
+    ) -> None:
+        """``tracked(directory)``: whether git tracks anything there (the wiring asks git;
+        this module does not import it)."""
+        self.directory = directory
+        self.path = directory / CACHE_FILE if directory is not None else None
         self.salt = _code_salt()
         self.entries: dict[str, Any] = {}
         self.stats: dict[str, str] = {}  # stat key -> content key
         self.used: set[str] = set()
         self.used_stats: set[str] = set()
         self.dirty = False
-        if self.path is None:
+        self.warnings: list[tuple[str, str]] = []  # (where, message)
+        self._key: bytes | None = None
+        if directory is None:
             return
-        try:
-            data = json.loads(self.path.read_bytes())
-            if isinstance(data, dict) and data.get("salt") == self.salt and isinstance(data.get("files"), dict):
-                self.entries = data["files"]
-                stats = data.get("stats")
-                self.stats = stats if isinstance(stats, dict) else {}
-        except (OSError, ValueError):
-            self.entries = {}
+        if tracked is not None and tracked(directory):
+            self.warnings.append((
+                str(directory),
+                "the validation cache holds files tracked by git; it is ignored "
+                "(a cache never comes from the repository: set RECONCILER_CACHE_DIR elsewhere)",
+            ))
+            self.directory = self.path = None
+            return
+        self._key = self._machine_key(directory)
+        if self._key is None:
+            self.directory = self.path = None
+            return
+        self._read()
 
     @classmethod
-    def for_root(cls, root: Path) -> ValidationCache:
+    def for_root(cls, root: Path, *, tracked: Callable[[Path], bool] | None = None) -> ValidationCache:
+        """The cache for a run on ``root``. Entries are keyed by file name and bytes, so one
+        directory serves every repository; ``root`` is not where it lives."""
         if os.environ.get("RECONCILER_NO_CACHE"):
             return cls(None)
         elsewhere = os.environ.get("RECONCILER_CACHE_DIR")
-        return cls(Path(elsewhere) if elsewhere else root / ".reconciler" / "cache")
+        directory = Path(elsewhere).absolute() if elsewhere else default_dir()
+        return cls(directory, tracked=tracked)
 
+    # -- the per-machine key
+    @staticmethod
+    def _machine_key(directory: Path) -> bytes | None:
+        """Our key, created on first use; None when none can be had (no cache then)."""
+        path = directory / KEY_FILE
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                st = os.fstat(fd)
+                data = os.read(fd, _KEY_BYTES + 1)
+            finally:
+                os.close(fd)
+            private = stat.S_ISREG(st.st_mode) and not st.st_mode & 0o077
+            if private and st.st_uid == os.getuid() and len(data) == _KEY_BYTES:
+                return data
+        key = secrets.token_bytes(_KEY_BYTES)  # missing, or not ours: a new one
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(prefix=".key-", dir=directory)  # created 0600
+            try:
+                os.write(fd, key)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError:
+            return None
+        return key
+
+    def _mac(self, body: bytes) -> str:
+        assert self._key is not None
+        return hmac.new(self._key, body, hashlib.sha256).hexdigest()
+
+    def _read(self) -> None:
+        assert self.path is not None
+        try:
+            raw = self.path.read_bytes()
+        except OSError:
+            return
+        mac, _, body = raw.partition(b"\n")
+        if not hmac.compare_digest(mac, self._mac(body).encode()):
+            return  # not written with our key: ignored, and replaced on save
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return
+        if not (isinstance(data, dict) and data.get("salt") == self.salt):
+            return
+        files, stats = data.get("files"), data.get("stats")
+        if isinstance(files, dict):
+            self.entries = files
+        if isinstance(stats, dict):
+            self.stats = {k: v for k, v in stats.items() if isinstance(v, str)}
+
+    # -- lookups
     def key(self, name: str, data: bytes) -> str:
         return hashlib.blake2b(name.encode() + b"\0" + data, digest_size=20).hexdigest()
 
     def stat_key(self, name: str, size: int, stamp: tuple[int, int, int] | None) -> str:
         return f"{name}\0{size}\0{stamp}"
 
-    def get_by_stat(self, stat_key: str) -> list[Any] | None:
+    def get_by_stat(self, stat_key: str) -> Entry | None:
         key = self.stats.get(stat_key)
-        if not isinstance(key, str):
+        if key is None:
             return None
         entry = self.get(key)
         if entry is not None:
@@ -106,18 +231,18 @@ class ValidationCache:
             self.dirty = True
         self.used_stats.add(stat_key)
 
-    def get(self, key: str) -> list[Any] | None:
-        entry = self.entries.get(key)
-        if isinstance(entry, list):
-            self.used.add(key)
-            return entry
-        return None
+    def get(self, key: str) -> Entry | None:
+        entry = _entry(self.entries.get(key))
+        if entry is None:
+            return None
+        self.used.add(key)
+        return entry
 
-    def put(self, key: str, docs: list[tuple[int, Any, dict[tuple[str, ...], tuple[int, int]]]]) -> None:
+    def put(self, key: str, docs: Sequence[tuple[int, Any, Hints]]) -> None:
         if self.path is None or not all(_plain(v) for _, v, _ in docs):
             return
         self.entries[key] = [
-            [index, json.loads(json.dumps(value)), [[list(p), list(pos)] for p, pos in hints.items()]]
+            [index, value, [[list(p), list(pos)] for p, pos in hints.items()]]  # plain: JSON gives it back
             for index, value, hints in docs
         ]
         self.used.add(key)
@@ -133,18 +258,16 @@ class ValidationCache:
         stats = {k: self.stats[k] for k in self.used_stats if self.stats.get(k) in keep}
         if len(keep) > _MAX_ENTRIES:
             return
+        body = json.dumps({"salt": self.salt, "files": keep, "stats": stats}, separators=(",", ":")).encode()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            ignore = self.path.parent / ".gitignore"
-            if not ignore.exists():  # like .pytest_cache: never shows up in `git status`
-                ignore.write_text("# created by reconcile\n*\n", encoding="utf-8")
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(prefix=".validate-", dir=self.path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"salt": self.salt, "files": keep, "stats": stats}, fh, separators=(",", ":"))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self._mac(body).encode() + b"\n" + body)
             os.replace(tmp, self.path)
         except OSError:
             pass  # a cache that cannot be written is only slower
 
 
-def hints_of(position: Callable[[Sequence[str]], tuple[int, int]]) -> dict[tuple[str, ...], tuple[int, int]]:
+def hints_of(position: Callable[[Sequence[str]], tuple[int, int]]) -> Hints:
     return {h: position(h) for h in HINTS}

@@ -58,31 +58,129 @@ class RawProblem:
     severity: str = "error"
 
 
-@dataclass
 class Document:
-    """One YAML document as plain Python values, with the position of every node."""
+    """One YAML document as plain Python values, with the position of every node on demand.
 
-    file: str
-    index: int  # 0-based position of the document in its file
-    value: Any
-    positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # value nodes
-    key_positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # mapping keys
-    load_errors: int = 0  # problems found while building it (duplicate keys, odd tags)
+    Recording a position per node costs about as much as building the values, and positions
+    are needed only where a problem is reported. So a document keeps what it takes to find
+    them: its composed node (a fresh parse: a lookup walks the node's marks, nothing is
+    built), or a way to read its file again (a document restored from the validation cache).
+    """
+
+    def __init__(
+        self,
+        file: str,
+        index: int,  # 0-based position of the document in its file
+        value: Any,
+        positions: dict[Path_, tuple[int, int]] | None = None,  # value nodes
+        key_positions: dict[Path_, tuple[int, int]] | None = None,  # mapping keys
+        load_errors: int = 0,  # problems found while building it (duplicate keys, odd tags)
+    ) -> None:
+        self.file, self.index, self.value, self.load_errors = file, index, value, load_errors
+        self._positions: dict[Path_, tuple[int, int]] | None = positions if positions is not None else {}
+        self._key_positions: dict[Path_, tuple[int, int]] | None = key_positions if key_positions is not None else {}
+        self._node: yaml.Node | None = None
+        self._text: Callable[[], str] | None = None
+        self._hints: dict[Path_, tuple[int, int]] = {}
+
+    @classmethod
+    def from_node(cls, file: str, index: int, value: Any, node: yaml.Node) -> Document:
+        """A document built by the fast path (no alias, merge or duplicate: see ``_fast``)."""
+        doc = cls.__new__(cls)
+        doc.file, doc.index, doc.value, doc.load_errors = file, index, value, 0
+        doc._positions = doc._key_positions = None
+        doc._node, doc._text, doc._hints = node, None, {}
+        return doc
+
+    @classmethod
+    def from_text(
+        cls, file: str, index: int, value: Any, hints: dict[Path_, tuple[int, int]], text: Callable[[], str]
+    ) -> Document:
+        """A document whose value is known (validation cache); its file is parsed again only
+        if a position other than ``hints`` is asked for."""
+        doc = cls.__new__(cls)
+        doc.file, doc.index, doc.value, doc.load_errors = file, index, value, 0
+        doc._positions = doc._key_positions = None
+        doc._node, doc._text, doc._hints = None, text, hints
+        return doc
+
+    def _locate(self) -> None:
+        if self._positions is not None:
+            return
+        positions: dict[Path_, tuple[int, int]] = {}
+        keys: dict[Path_, tuple[int, int]] = {}
+        if self._node is not None:
+            builder = _Builder(self.file)
+            builder.build(self._node, ())
+            positions, keys = builder.positions, builder.key_positions
+        elif self._text is not None:
+            out = LoadedFile(self.file)
+            parse_text(self.file, self._text(), out)
+            for doc in out.documents:
+                if doc.index == self.index:
+                    positions, keys = doc.positions, doc.key_positions
+        positions = {**self._hints, **positions} if not positions else positions
+        self._positions, self._key_positions = positions, keys
+        self._node = self._text = None
+
+    @property
+    def positions(self) -> dict[Path_, tuple[int, int]]:
+        self._locate()
+        assert self._positions is not None
+        return self._positions
+
+    @property
+    def key_positions(self) -> dict[Path_, tuple[int, int]]:
+        self._locate()
+        assert self._key_positions is not None
+        return self._key_positions
 
     @property
     def start(self) -> tuple[int, int]:
-        return self.positions.get((), (1, 1))
+        return self.position(())
 
     def position(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
         """Position of the node at ``path``, or of its nearest existing ancestor."""
         p = tuple(path)
-        if key and p in self.key_positions:
-            return self.key_positions[p]
+        if self._positions is None:
+            if self._node is not None:
+                return _walk(self._node, p, key)
+            if not key and p in self._hints:
+                return self._hints[p]
+        positions, key_positions = self.positions, self.key_positions
+        if key and p in key_positions:
+            return key_positions[p]
         while p:
-            if p in self.positions:
-                return self.positions[p]
+            if p in positions:
+                return positions[p]
             p = p[:-1]
-        return self.start
+        return positions.get((), (1, 1))
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _walk(node: yaml.Node, path: Path_, key: bool) -> tuple[int, int]:
+    """``Document.position`` read from the nodes of a fast-path document (each mapping key
+    is its scalar's text there, and no node is shared), without building any table."""
+    pos = _mark(node)
+    key_pos: tuple[int, int] | None = None
+    for part in path:
+        key_pos = None
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == part:
+                    key_pos, node = _mark(k), v
+                    break
+            else:
+                return pos
+        elif isinstance(node, yaml.SequenceNode) and type(part) is int and 0 <= part < len(node.value):
+            node = node.value[part]
+        else:
+            return pos
+        pos = _mark(node)
+    return key_pos if key and key_pos is not None else pos
 
 
 @dataclass
@@ -461,6 +559,31 @@ def git_info(root: Path) -> tuple[str | None, bool]:
         repo.close()
 
 
+def tracked_by_git(directory: Path) -> bool:
+    """Whether git tracks any file under ``directory`` (False outside a work tree).
+
+    The validation cache asks this: a cache directory holding tracked files came (at least
+    in part) from a repository, and a cache never comes from the repository (issue 9.7).
+    """
+    directory = Path(directory)
+    if not directory.is_dir() or not _in_git_work_tree(directory):
+        return False
+    import git
+
+    try:
+        repo = git.Repo(directory, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return False
+    try:
+        try:
+            out = repo.git.ls_files("--", str(directory.resolve()))
+        except git.GitCommandError:
+            return True  # cannot tell: do not trust it
+        return bool(out.strip())
+    finally:
+        repo.close()
+
+
 def _in_git_work_tree(root: Path) -> bool:
     p = root.resolve()
     for d in (p, *p.parents):
@@ -535,6 +658,14 @@ def parse_text(name: str, text: str, out: LoadedFile) -> None:
         for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
             if node is None:
                 continue
+            try:
+                fast = _fast(node, 0, set())
+            except _Slow:
+                pass  # something to report, or aliases/merges: the builder that records all
+            else:
+                if fast is not None:
+                    out.documents.append(Document.from_node(name, index, fast, node))
+                continue
             builder = _Builder(name)
             try:
                 value = builder.build(node, ())
@@ -591,6 +722,56 @@ def _reader_error_position(text: str, exc: yaml.reader.ReaderError) -> tuple[int
 
 class _Abort(Exception):
     pass
+
+
+class _Slow(Exception):
+    """The fast path cannot build this document the way ``_Builder`` would."""
+
+
+def _construct(tag: str) -> Callable[[yaml.Node], Any]:
+    f = _constructor.yaml_constructors[tag]
+    return lambda n: f(_constructor, n)
+
+
+_SCALARS: dict[str, Callable[[yaml.Node], Any]] = {tag: _construct(tag) for tag in (_INT, _FLOAT, _BOOL, _NULL)}
+_KEY_TAGS = frozenset({_STR, _TIMESTAMP, _INT, _FLOAT, _BOOL, _NULL})
+_ScalarNode, _MappingNode, _SequenceNode = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
+
+
+def _fast(node: yaml.Node, depth: int, seen: set[int]) -> Any:
+    """Values only, for the common document: standard tags, no alias of a collection, no merge
+    key, no duplicate key, not too deep. Anything else raises ``_Slow`` and the document is
+    built again by ``_Builder``, which reports it; so both give the same values."""
+    if depth > MAX_DEPTH:
+        raise _Slow
+    cls = type(node)
+    if cls is _ScalarNode:
+        tag = node.tag
+        if tag == _STR or tag == _TIMESTAMP:
+            return node.value
+        construct = _SCALARS.get(tag)
+        if construct is None:
+            raise _Slow
+        return construct(node)
+    nid = id(node)
+    if nid in seen:
+        raise _Slow
+    seen.add(nid)
+    if cls is _MappingNode:
+        if node.tag != _MAP:
+            raise _Slow
+        out: dict[str, Any] = {}
+        for k, v in node.value:
+            if type(k) is not _ScalarNode or k.tag not in _KEY_TAGS:
+                raise _Slow
+            name = k.value
+            if name in out or (name == "<<" and k.tag != _STR):
+                raise _Slow
+            out[name] = _fast(v, depth + 1, seen)
+        return out
+    if cls is _SequenceNode and node.tag == _SEQ:
+        return [_fast(v, depth + 1, seen) for v in node.value]
+    raise _Slow
 
 
 class _Builder:

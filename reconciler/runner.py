@@ -428,14 +428,11 @@ def run_status(opts: Options, out: TextIO, err: TextIO) -> int:
 
 
 def _catalog(target: Target, uid: str) -> str:
-    conn = getattr(target, "conn", None)
-    if conn is None:
-        return ""
     try:
-        from reconciler.content import catalog_summary
-
-        s = catalog_summary(conn, uid)
+        s = target.catalog(uid)
     except Exception:  # noqa: BLE001 - the catalog is informational in status
+        return ""
+    if not s:
         return ""
     parts = [f"{s[k]} {k}" for k in ("charts", "versions", "repositories", "tags", "packs") if s.get(k)]
     return ", ".join(parts)

@@ -26,7 +26,8 @@ from typing import Any
 from . import loader
 from .cache import ValidationCache, hints_of
 from .errors import InputError
-from .loader import Document, LoadedFile, Path_, RawProblem
+from .fastschema import compile_schema
+from .loader import Document, LoadedFile, RawProblem
 from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
 from .profiles import DEFAULT_PROFILE, PROFILES, SYSTEM_SCOPE_PROFILES, default_keys
 from .secrets import MAX_CA_FILE, MAX_SECRET_FILE, RESERVED_ENV, path_problem
@@ -123,8 +124,11 @@ class _ShapeCache:
 
     A shape is the document with every string replaced by what the schema can observe about
     it: whether it matches each ``pattern``, whether it is one of the ``enum``/``const``
-    strings, and how it compares to each ``minLength``/``maxLength``. Mapping keys, other
-    scalars and the uniqueness of list items stay literal. The schema only tests strings with
+    strings, and how it compares to each ``minLength``/``maxLength``; a boolean by its type
+    and an integer by how it compares to each ``minimum``/``maximum`` (both stay literal when
+    the schema has a non-string ``enum``/``const`` or a ``multipleOf``). Mapping keys (sorted:
+    no keyword depends on key order), other scalars and the uniqueness of list items stay
+    literal. The schema only tests strings with
     those keywords (checked below; otherwise the cache is off), so two documents of one shape
     get the same verdict. Only valid shapes are stored: errors always come from jsonschema.
     """
@@ -147,7 +151,10 @@ class _ShapeCache:
         self.literals: set[str] = set()
         self.lengths: set[int] = set()
         self.enabled = True
+        self.scalars_literal = False  # numbers and booleans: literal, or only their type and bounds
+        self.bounds: set[int] = set()
         self._collect(schema)
+        self.bounds_sorted = sorted(self.bounds)
         self.patterns = list({p.pattern: p for p in self.patterns}.values())
         self.lengths_sorted = sorted(self.lengths)
         self.valid: set[Any] = set()
@@ -164,6 +171,13 @@ class _ShapeCache:
                     for item in v if k == "enum" else [v]:
                         if isinstance(item, str):
                             self.literals.add(item)
+                        else:  # a non-string literal: numbers and booleans stay literal
+                            self.scalars_literal = True
+                elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"):
+                    if k == "multipleOf" or not isinstance(v, int) or isinstance(v, bool):
+                        self.scalars_literal = True
+                    else:
+                        self.bounds.add(v)
                 elif k in ("minLength", "maxLength") and isinstance(v, int):
                     self.lengths.add(v)
                 elif k not in ("description", "title", "default", "x-message", "x-rule"):
@@ -187,11 +201,14 @@ class _ShapeCache:
                     self._strings.clear()
             return sig
         if isinstance(value, dict):
+            # sorted: no JSON Schema keyword depends on the order of an object's keys
             return (
                 "m",
                 tuple(
-                    (k if isinstance(k, str) else ("?", repr(k)), self.key(v))
-                    for k, v in value.items()
+                    sorted(
+                        ((k if isinstance(k, str) else "?" + repr(k)), self.key(v))
+                        for k, v in value.items()
+                    )
                 ),
             )
         if isinstance(value, list):
@@ -202,7 +219,17 @@ class _ShapeCache:
             except (TypeError, ValueError):
                 unique = False
             return ("l", unique, tuple(self.key(v) for v in value))
+        if type(value) is bool and not self.scalars_literal:
+            return ("b",)
+        if type(value) is int and not self.scalars_literal:
+            return ("i", sum(1 for n in self.bounds_sorted if value >= n), sum(1 for n in self.bounds_sorted if value > n))
         return (type(value).__name__, value)
+
+
+@lru_cache(maxsize=1)
+def _compiled() -> Callable[[Any], bool] | None:
+    """The schema as a plain predicate (compiled once); None if it uses other keywords."""
+    return compile_schema(load_schema())
 
 
 @lru_cache(maxsize=1)
@@ -500,8 +527,11 @@ class _Checker:
 
     # -- JSON Schema
     def schema(self, value: dict[str, Any], literal: set[tuple[str | int, ...]]) -> None:
+        valid = _compiled()
+        if valid is not None and valid(value):
+            return  # the compiled schema accepts it: so would jsonschema (test_fastschema.py)
         shapes = _shapes()
-        key = shapes.key(value) if shapes.enabled else None
+        key = shapes.key(value) if shapes.enabled and valid is None else None
         if key is not None and key in shapes.valid:
             return
         errors = list(_validator().iter_errors(value))
@@ -722,45 +752,35 @@ def load_files(
     return [loader.load_file(s) for s in sources], problems, commit, dirty
 
 
-class _CachedDocument(Document):
-    """A document from the cache: a few positions known, the rest parsed again on demand."""
-
-    def __init__(
-        self, file: str, index: int, value: Any, hints: dict[Path_, tuple[int, int]], text: Callable[[], str]
-    ) -> None:
-        # no dataclass __init__: this runs once per cached document on the hot path
-        self.file, self.index, self.value = file, index, value
-        self.positions, self.key_positions, self.load_errors = hints, {}, 0
-        self._text: Callable[[], str] | None = text
-
-    def position(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
-        p = tuple(path)
-        if not key and p in self.positions:
-            return self.positions[p]
-        if self._text is not None:
-            out = LoadedFile(self.file)
-            loader.parse_text(self.file, self._text(), out)
-            self._text = None
-            for doc in out.documents:
-                if doc.index == self.index:
-                    self.positions, self.key_positions = doc.positions, doc.key_positions
-        return super().position(path, key=key)
+def check_file(src: loader.SourceFile) -> tuple[list[Problem], list[_Checked]]:
+    """One file through the pipeline: the loader yields its documents (positions on demand),
+    and each is checked, schema and policy in one pass. Knows nothing of any cache."""
+    loaded = loader.load_file(src)
+    problems = [_raw(p) for p in loaded.problems]
+    checked = [_Checker(doc).run() for doc in loaded.documents]
+    for c in checked:
+        problems.extend(c.problems)
+    return problems, checked
 
 
-def _from_cache(src: loader.SourceFile, entry: list[Any], text: Callable[[], str]) -> list[_Checked]:
+def _restore(src: loader.SourceFile, entry: list[Any], text: Callable[[], str]) -> list[_Checked]:
     checked = []
     for index, value, hints in entry:
-        doc = _CachedDocument(src.name, index, value, {tuple(p): (pos[0], pos[1]) for p, pos in hints}, text)
+        doc = Document.from_text(src.name, index, value, dict(hints), text)
         kind = value.get("kind") if isinstance(value.get("kind"), str) else None
         checked.append(_Checked(doc, kind, [], True))
     return checked
 
 
-def _check_source(src: loader.SourceFile, cache: ValidationCache) -> tuple[list[Problem], list[_Checked]]:
-    """Load and check one file, through the cache when it was seen clean before.
+def _cached_check_file(
+    src: loader.SourceFile, cache: ValidationCache
+) -> tuple[list[Problem], list[_Checked]]:
+    """``check_file`` wrapped by the validation cache: the one place the cache is consulted.
 
-    A work-tree file whose (size, mtime, inode, ctime) match is not even read (git's index
-    does the same); otherwise the key is a digest of its bytes."""
+    Keyed by content (a digest of the bytes and the display name); a work-tree file whose
+    (size, mtime, inode, ctime) match is not even read (git's index does the same). Only
+    files with no problem at all are stored, and a hit gives documents whose positions are
+    found by parsing the file again, if ever asked for."""
     stat_key = cache.stat_key(src.name, src.size, src.stamp) if src.stamp and src.path else None
     if stat_key is not None:
         entry = cache.get_by_stat(stat_key)
@@ -771,21 +791,16 @@ def _check_source(src: loader.SourceFile, cache: ValidationCache) -> tuple[list[
                 data, _ = loader.read_source(loader.SourceFile(src.name, path=path, size=src.size))
                 return (loader.decode(src.name, data)[0] or "") if data else ""
 
-            return [], _from_cache(src, entry, reread)
+            return [], _restore(src, entry, reread)
     data, problem = loader.read_source(src)
     if problem is not None or data is None:
         return [_raw(problem)] if problem else [], []
     key = cache.key(src.name, data)
     entry = cache.get(key)
     if entry is not None:
-        text = loader.decode(src.name, data)[0] or ""
         cache.alias(stat_key, key, src.stamp)
-        return [], _from_cache(src, entry, lambda: text)
-    loaded = loader.load_file(loader.SourceFile(src.name, data=data, size=len(data)))
-    problems = [_raw(p) for p in loaded.problems]
-    checked = [_Checker(doc).run() for doc in loaded.documents]
-    for c in checked:
-        problems.extend(c.problems)
+        return [], _restore(src, entry, lambda: loader.decode(src.name, data)[0] or "")
+    problems, checked = check_file(loader.SourceFile(src.name, data=data, size=len(data)))
     if not problems and all(c.ok for c in checked):
         cache.put(key, [(c.doc.index, c.doc.value, hints_of(c.doc.position)) for c in checked])
         cache.alias(stat_key, key, src.stamp)
@@ -809,9 +824,10 @@ def load_and_validate(
     sources, problems, commit, dirty = discover_sources(root, paths, ref)
     failed: set[str] = {p.file for p in problems if p.severity == "error"}
     checked: list[_Checked] = []
-    cache = ValidationCache.for_root(root)
+    cache = ValidationCache.for_root(root, tracked=loader.tracked_by_git)
+    problems.extend(Problem(where, 0, 0, w, "warning", "cache") for where, w in cache.warnings)
     for src in sources:
-        file_problems, file_checked = _check_source(src, cache)
+        file_problems, file_checked = _cached_check_file(src, cache)
         problems.extend(file_problems)
         if any(p.severity == "error" for p in file_problems):
             failed.add(src.name)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -29,8 +32,22 @@ def summary(r):
 
 
 @pytest.fixture(autouse=True)
-def _cache_in_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+def cache_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The default location: the user's cache directory (HOME is a temp dir, see conftest)."""
     monkeypatch.delenv("RECONCILER_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    return Path.home() / ".cache" / "reconciler"
+
+
+def sign(cache_dir: Path, data: dict) -> None:
+    """Write a cache file as reconcile would, with this machine's key (to plant bad entries)."""
+    body = json.dumps(data).encode()
+    mac = hmac.new((cache_dir / "key").read_bytes(), body, hashlib.sha256).hexdigest()
+    (cache_dir / "validate.json").write_bytes(mac.encode() + b"\n" + body)
+
+
+def contents(cache_dir: Path) -> dict:
+    return json.loads((cache_dir / "validate.json").read_bytes().partition(b"\n")[2])
 
 
 @pytest.fixture
@@ -42,17 +59,16 @@ def repo(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_second_run_hits_the_cache_with_identical_results(repo: Path):
+def test_second_run_hits_the_cache_with_identical_results(repo: Path, cache_dir: Path):
     cold = load_and_validate(repo)
-    cache = repo / ".reconciler/cache/validate.json"
-    data = json.loads(cache.read_text())
+    data = contents(cache_dir)
     assert len(data["files"]) == 3
     warm = load_and_validate(repo)
     assert summary(warm) == summary(cold)
     assert any("PackRegistry is legacy" in str(p) for p in warm.problems)
 
 
-def test_cross_file_problems_on_cached_files_keep_exact_positions(repo: Path):
+def test_cross_file_problems_on_cached_files_keep_exact_positions(repo: Path, cache_dir: Path):
     load_and_validate(repo)  # both files cached clean
     write(repo, "z.yaml", "\n\n" + helm("c"))  # duplicate of sub/c.yaml's name
     expected = [str(p) for p in load_and_validate(repo).problems]
@@ -60,26 +76,26 @@ def test_cross_file_problems_on_cached_files_keep_exact_positions(repo: Path):
     assert [str(p) for p in load_and_validate(repo).problems] == expected
     # vertex rules need positions the cache does not keep: they are parsed again on demand
     with_cache = [str(p) for p in load_and_validate(repo, profile="vertex").problems]
-    (repo / ".reconciler/cache/validate.json").unlink()
+    (cache_dir / "validate.json").unlink()
     without = [str(p) for p in load_and_validate(repo, profile="vertex").problems]
     assert with_cache == without and any("fips" in p for p in without)
 
 
-def test_changed_file_misses_and_bad_cache_is_ignored(repo: Path):
+def test_changed_file_misses_and_bad_cache_is_ignored(repo: Path, cache_dir: Path):
     load_and_validate(repo)
     write(repo, "a.yaml", helm("a", "  sync: maybe\n"))
     r = load_and_validate(repo)
     assert any("spec.sync" in str(p) for p in r.problems)
-    (repo / ".reconciler/cache/validate.json").write_text("{garbage")
+    (cache_dir / "validate.json").write_text("{garbage")
     assert any("spec.sync" in str(p) for p in load_and_validate(repo).problems)
-    (repo / ".reconciler/cache/validate.json").write_text(json.dumps({"salt": "x", "files": {"k": 1}}))
+    sign(cache_dir, {"salt": "x", "files": {"k": 1}})
     assert any("spec.sync" in str(p) for p in load_and_validate(repo).problems)
 
 
-def test_problem_files_are_never_cached(repo: Path):
+def test_problem_files_are_never_cached(repo: Path, cache_dir: Path):
     write(repo, "bad.yaml", helm("bad", "  auth: {type: basic, username: u, password: literal-pw}\n"))
     load_and_validate(repo)
-    assert "literal-pw" not in (repo / ".reconciler/cache/validate.json").read_text()
+    assert "literal-pw" not in (cache_dir / "validate.json").read_text()
     assert any("bad.yaml" in str(p) for p in load_and_validate(repo).problems)
 
 
@@ -91,10 +107,10 @@ def test_cache_stays_out_of_git_status(repo: Path):
     assert ".reconciler" not in status
 
 
-def test_no_cache_env(repo: Path, monkeypatch: pytest.MonkeyPatch):
+def test_no_cache_env(repo: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("RECONCILER_NO_CACHE", "1")
     load_and_validate(repo)
-    assert not (repo / ".reconciler").exists()
+    assert not (repo / ".reconciler").exists() and not cache_dir.exists()
 
 
 def _age(root: Path, seconds: int = 60) -> None:
@@ -141,3 +157,109 @@ def test_cache_dir_elsewhere(repo: Path, tmp_path_factory: pytest.TempPathFactor
     first = summary(load_and_validate(repo))
     assert (elsewhere / "validate.json").exists() and not (repo / ".reconciler").exists()
     assert summary(load_and_validate(repo)) == first
+
+
+# --------------------------------------------------------------------------- issue 9.7 / 9.19
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def endpoints(r) -> set[str]:
+    return {x.spec["endpoint"] for x in r.desired.registries}
+
+
+def test_default_cache_lives_outside_the_work_tree_with_a_private_key(repo: Path, cache_dir: Path):
+    load_and_validate(repo)
+    assert not (repo / ".reconciler").exists()
+    assert (cache_dir / "validate.json").is_file()
+    key = cache_dir / "key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
+
+
+def test_xdg_cache_home_is_honoured(repo: Path, tmp_path_factory: pytest.TempPathFactory,
+                                    monkeypatch: pytest.MonkeyPatch):
+    xdg = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    load_and_validate(repo)
+    assert (xdg / "reconciler" / "validate.json").is_file()
+
+
+def _poisoned_clone(repo: Path, tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The attack of issue 9.7: a pull request force-adds a cache (and its key) that maps the
+    real file's bytes to another endpoint; the victim plans from a fresh clone."""
+    attacker = repo / ".reconciler" / "cache"
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", str(attacker))
+    load_and_validate(repo)
+    data = contents(attacker)
+    text = json.dumps(data).replace("https://c.example.com", "https://evil.example.net")
+    assert "evil" in text
+    sign(attacker, json.loads(text))
+    monkeypatch.delenv("RECONCILER_CACHE_DIR")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "add", "-f", ".reconciler")
+    git(repo, "commit", "-qm", "innocent change")
+    clone = tmp_path_factory.mktemp("victim") / "clone"
+    git(repo.parent, "clone", "-q", str(repo), str(clone))
+    assert (clone / ".reconciler/cache/validate.json").exists()
+    return clone
+
+
+def test_a_cache_committed_to_the_repository_is_never_used(
+    repo: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+):
+    clone = _poisoned_clone(repo, tmp_path_factory, monkeypatch)
+    _age(clone, 600)  # old enough to be trusted by stat, as a checkout of yesterday would be
+    r = load_and_validate(clone)  # default location: the user's cache, not the clone's
+    assert "https://evil.example.net" not in endpoints(r)
+    assert "https://c.example.com" in endpoints(r)
+
+
+def test_a_cache_dir_tracked_by_git_is_ignored_with_a_warning(
+    repo: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+):
+    clone = _poisoned_clone(repo, tmp_path_factory, monkeypatch)
+    # a workflow that points the cache into the checkout: the planted key and cache are tracked
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", str(clone / ".reconciler" / "cache"))
+    r = load_and_validate(clone)
+    assert "https://evil.example.net" not in endpoints(r)
+    assert "https://c.example.com" in endpoints(r)
+    warnings = [p for p in r.problems if p.rule == "cache"]
+    assert len(warnings) == 1 and "tracked by git" in warnings[0].message and r.ok
+    assert git(clone, "status", "--porcelain") == ""  # nothing written into the checkout
+
+
+def test_entries_not_written_with_our_key_are_ignored(repo: Path, cache_dir: Path):
+    load_and_validate(repo)
+    raw = (cache_dir / "validate.json").read_bytes()
+    # someone who can write the file but does not hold the key
+    forged = raw.partition(b"\n")[2].replace(b"https://c.example.com", b"https://evil.example.net")
+    for mac in (raw.partition(b"\n")[0], b"0" * 64, b""):
+        (cache_dir / "validate.json").write_bytes(mac + b"\n" + forged)
+        assert endpoints(load_and_validate(repo)) >= {"https://c.example.com"}
+    # and a key that is not ours (readable by others) is replaced, which voids old entries
+    load_and_validate(repo)
+    (cache_dir / "key").chmod(0o644)
+    old_key = (cache_dir / "key").read_bytes()
+    sign(cache_dir, json.loads(json.dumps(contents(cache_dir)).replace("https://c.example.com", "https://evil.example.net")))
+    assert "https://evil.example.net" not in endpoints(load_and_validate(repo))
+    assert (cache_dir / "key").read_bytes() != old_key
+    assert stat.S_IMODE((cache_dir / "key").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("entry", [
+    1, "x", None, [1], [[0]], [["0", {}, []]], [[0, "not a mapping", []]], [[0, {}, "hints"]],
+    [[0, {"kind": "HelmRegistry"}, [["kind"]]]], [[0, {"kind": "x"}, [[["kind"], [0, 1]]]]],
+    [[0, {"kind": "x"}, [[["kind"], ["1", 1]]]]], [[0, {}, [[[1], [1, 1]]]]],
+])
+def test_corrupt_entries_are_recomputed_not_a_traceback(repo: Path, cache_dir: Path, entry):
+    expected = summary(load_and_validate(repo))
+    data = contents(cache_dir)
+    data["files"] = {k: entry for k in data["files"]}
+    sign(cache_dir, data)  # correctly signed: damage from a bug or the disk, not an attacker
+    assert summary(load_and_validate(repo)) == expected
+    assert summary(load_and_validate(repo)) == expected  # and the rewritten cache is sound
+    assert all(isinstance(v, list) and v and isinstance(v[0], list) for v in contents(cache_dir)["files"].values())

@@ -300,3 +300,52 @@ def test_ref_oversized_blob(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(loader, "MAX_FILE_BYTES", 64)
     result = load_and_validate(repo, ref="HEAD")
     assert [p.rule for p in result.errors] == ["file-size"]
+
+
+# ------------------------------------------------------------------ lazy positions (issue 11.3)
+
+
+def _all_paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _all_paths(v, (*prefix, k))
+            yield (*prefix, k, "missing")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _all_paths(v, (*prefix, i))
+        yield (*prefix, len(value))
+
+
+LAZY_CASES = [
+    "a: 1\nb:\n  c: [x, {d: true}]\n  e: ~\n",
+    "# c\n---\nkind: X\nmetadata: {name: 'n', 1: 2, true: x}\nspec:\n  - - a\n    - {b: [1, 2.5]}\n  -\n",
+    "---\na: &x hello\nb: *x\n---\nc: 2001-01-01\n",
+    "apiVersion: reconciler/v1\nkind: HelmRegistry\nmetadata:\n  name: h\nspec:\n  endpoint: https://h\n"
+    "  requiredCharts:\n    - name: a\n      version: '1'\n",
+]
+
+
+@pytest.mark.parametrize("text", LAZY_CASES)
+def test_fast_documents_locate_exactly_as_the_full_builder(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = parse(text)
+    assert all(d._node is not None for d in fast.documents)  # the fast path took them
+    monkeypatch.setattr(loader, "_fast", lambda *a: (_ for _ in ()).throw(loader._Slow()))
+    full = parse(text)
+    assert [d.value for d in fast.documents] == [d.value for d in full.documents]
+    assert not fast.problems and not full.problems
+    for f, g in zip(fast.documents, full.documents, strict=True):
+        for path in _all_paths(g.value):
+            for key in (False, True):
+                assert f.position(path, key=key) == g.position(path, key=key), (path, key)
+        assert f.positions == g.positions and f.key_positions == g.key_positions
+
+
+@pytest.mark.parametrize("text", [
+    "a: 1\na: 2\n", "a: &x {b: 1}\nc: *x\n", "<<: {a: 1}\nb: 2\n", "a: !!binary aGk=\n", "!!set {a}\n",
+    "a: !custom 1\n", "? [a]\n: 1\n",
+])
+def test_anything_unusual_takes_the_reporting_builder(text: str) -> None:
+    f = parse(text)
+    for d in f.documents:
+        assert d._node is None

@@ -154,6 +154,12 @@ class Target(ABC):
         """
         return None
 
+    def catalog(self, uid: str) -> Mapping[str, object] | None:
+        """What the last content sync of ``uid`` stored (counts such as ``charts``,
+        ``versions``, ``repositories``, ``tags``, ``packs``); None when the target keeps no
+        catalog of its own (Palette shows content in its UI, not through this interface)."""
+        return None
+
     def validate(self, registry: Registry, secrets: Secrets) -> None:  # noqa: B027
         """Ask the target whether it would accept this registry (Palette ``/validate``)."""
 

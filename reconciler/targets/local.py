@@ -13,7 +13,7 @@ import secrets as _secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from reconciler.errors import ClientError, Conflict, NotFound, TargetError
@@ -209,6 +209,12 @@ class LocalTarget(Target):
                 "INSERT OR REPLACE INTO sync_status VALUES (?,?,?,?,?,?)",
                 (uid, result.status, result.message, last_synced, started, json.dumps(detail)),
             )
+
+    def catalog(self, uid: str) -> Mapping[str, object] | None:
+        from reconciler import content
+
+        with self._lock:
+            return content.catalog_summary(self.conn, uid)
 
     def sync_status(self, kind: str, uid: str) -> SyncStatus:
         self.get(kind, uid)
