@@ -212,6 +212,29 @@ def import_(ctx: click.Context, names: tuple[str, ...], all_: bool, **kwargs: An
 
 
 @main.command()
+@click.argument("query", required=False)
+@click.option("--version", "version", default=None, help="Only this version or tag (exact, or a glob such as '1.2.*').")
+@click.option("--registry", "names", multiple=True, help="Only this registry (repeatable).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(["helm", "oci", "pack"]),
+              help="Only this kind of content (repeatable).")
+@common_options
+@click.pass_context
+@handle_errors
+def catalog(ctx: click.Context, query: str | None, version: str | None, names: tuple[str, ...],
+            kinds: tuple[str, ...], **kwargs: Any) -> int:
+    """Query the content the last syncs stored: charts, OCI repositories and tags, packs.
+
+    QUERY matches names: a substring, or a glob with * ? [ ]. Exit 1 when nothing matches.
+    """
+    from reconciler.commands.catalog import run_catalog
+
+    opts = _options(ctx, kwargs)
+    db = Path(opts.local_db) if opts.local_db else Path(".reconciler") / "local.db"
+    return run_catalog(db if db.is_absolute() else opts.root / db, target=opts.target, pattern=query,
+                       version=version, names=names, kinds=kinds, fmt=opts.fmt, out=sys.stdout, err=sys.stderr)
+
+
+@main.command()
 @handle_errors
 def schema() -> int:
     """Print the JSON Schema of the definitions format."""
