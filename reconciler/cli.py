@@ -212,6 +212,20 @@ def import_(ctx: click.Context, names: tuple[str, ...], all_: bool, **kwargs: An
 
 
 @main.command()
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default registries.d/exported.yaml).")
+@click.option("--force", is_flag=True, help="Overwrite the file (and its CA files) if they exist.")
+@common_options
+@click.pass_context
+@handle_errors
+def export(ctx: click.Context, out_path: Path | None, force: bool, **kwargs: Any) -> int:
+    """Write definitions for the target's registries that are neither built-in nor declared."""
+    from reconciler.commands.export import run_export
+
+    return run_export(_options(ctx, kwargs), out_path, force, sys.stdout, sys.stderr)
+
+
+@main.command()
 @click.argument("query", required=False)
 @click.option("--version", "version", default=None, help="Only this version or tag (exact, or a glob such as '1.2.*').")
 @click.option("--registry", "names", multiple=True, help="Only this registry (repeatable).")
