@@ -321,6 +321,43 @@ def unlock(ctx: click.Context, lock_id: str, **kwargs: Any) -> int:
 
 
 @main.command()
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default registries.d/exported.yaml).")
+@click.option("--force", is_flag=True, help="Overwrite the file (and its CA files) if they exist.")
+@common_options
+@click.pass_context
+@handle_errors
+def export(ctx: click.Context, out_path: Path | None, force: bool, **kwargs: Any) -> int:
+    """Write definitions for the target's registries that are neither built-in nor declared."""
+    from reconciler.commands.export import run_export
+
+    return run_export(_options(ctx, kwargs), out_path, force, sys.stdout, sys.stderr)
+
+
+@main.command()
+@click.argument("query", required=False)
+@click.option("--version", "version", default=None, help="Only this version or tag (exact, or a glob such as '1.2.*').")
+@click.option("--registry", "names", multiple=True, help="Only this registry (repeatable).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(["helm", "oci", "pack"]),
+              help="Only this kind of content (repeatable).")
+@common_options
+@click.pass_context
+@handle_errors
+def catalog(ctx: click.Context, query: str | None, version: str | None, names: tuple[str, ...],
+            kinds: tuple[str, ...], **kwargs: Any) -> int:
+    """Query the content the last syncs stored: charts, OCI repositories and tags, packs.
+
+    QUERY matches names: a substring, or a glob with * ? [ ]. Exit 1 when nothing matches.
+    """
+    from reconciler.commands.catalog import run_catalog
+
+    opts = _options(ctx, kwargs)
+    db = Path(opts.local_db) if opts.local_db else Path(".reconciler") / "local.db"
+    return run_catalog(db if db.is_absolute() else opts.root / db, target=opts.target, pattern=query,
+                       version=version, names=names, kinds=kinds, fmt=opts.fmt, out=sys.stdout, err=sys.stderr)
+
+
+@main.command()
 @handle_errors
 def schema() -> int:
     """Print the JSON Schema of the definitions format."""

@@ -1,0 +1,217 @@
+"""``reconcile export``: definitions for the registries a tenant already has.
+
+Most teams start with registries clicked together in the Palette UI. ``export`` writes a
+definition for every registry on the target that is neither built-in nor already declared,
+so the next plan only adopts them. Secrets are never read back (Palette masks them): each
+secret field becomes ``{fromEnv: REG_<NAME>_<FIELD>}`` under a deterministic name, and the
+names are printed at the end. A CA certificate the target reports is written to a file
+beside the output and referenced by ``tls.caFile``.
+
+The pure part (``export_docs``) turns observed registries into documents; the command
+wires loading, the target and the writes, and never overwrites a file without ``--force``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from reconciler.errors import InputError
+from reconciler.model import SECRET_FIELDS, Key, ObservedRegistry, is_secret_ref, key_str
+
+DEFAULT_OUT = Path("registries.d") / "exported.yaml"
+HEADER = (
+    "# yaml-language-server: $schema={schema}\n"
+    "# Written by `reconcile export` from {target}.\n"
+    "# Secrets are references: set {count} before applying.\n"
+)
+# The secret fields each auth type carries, by dotted path under spec.auth.
+_SECRET_PATHS = {
+    "basic": ("password",),
+    "token": ("token",),
+}
+_FIELD_SUFFIX = {"password": "PASSWORD", "token": "TOKEN", "secretKey": "SECRET_KEY"}
+# The order fields are written in (as in the README's examples); others follow, sorted.
+_ORDER = ("endpoint", "provider", "baseContentPath", "basePath", "sync", "type", "username", "password", "token",
+          "credentials", "credentialType", "accessKey", "secretKey", "arn", "externalId", "auth", "tls", "caFile",
+          "insecureSkipVerify", "fips")
+
+
+def _ordered(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        rank = {k: i for i, k in enumerate(_ORDER)}
+        return {k: _ordered(value[k]) for k in sorted(value, key=lambda k: (rank.get(k, len(rank)), k))}
+    return value
+
+
+@dataclass
+class ExportResult:
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    env: list[tuple[str, str]] = field(default_factory=list)  # (variable, "Kind/name spec.auth.field")
+    ca_files: dict[str, str] = field(default_factory=dict)  # repo-relative path -> PEM
+
+
+def env_base(scope: str, name: str) -> str:
+    """``REG_<NAME>`` (``REG_SYSTEM_<NAME>`` at system scope): upper case, runs of other
+    characters as one ``_``."""
+    stem = re.sub(r"[^A-Z0-9]+", "_", name.upper()).strip("_") or "REGISTRY"
+    return f"REG_SYSTEM_{stem}" if scope == "system" else f"REG_{stem}"
+
+
+def _clean_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The observed canonical spec without defaults the format fills anyway and without any
+    secret field (a target never returns values; a masked ``abc***def`` must never be kept)."""
+    out: dict[str, Any] = {}
+    for k, v in spec.items():
+        if k in SECRET_FIELDS or is_secret_ref(v):
+            continue
+        if isinstance(v, Mapping):
+            v = _clean_spec(v)
+        out[k] = v
+    tls = out.get("tls")
+    if isinstance(tls, dict):
+        if tls.get("insecureSkipVerify") is False:
+            tls.pop("insecureSkipVerify")
+        tls.pop("ca", None)
+        if not tls:
+            out.pop("tls")
+    if out.get("fips") is False:
+        out.pop("fips")
+    return out
+
+
+def export_docs(observed: Iterable[ObservedRegistry], declared: Iterable[Key], *, ca_dir: str,
+                ca_pems: Mapping[str, str] | None = None) -> ExportResult:
+    """Documents for every observed registry that is neither built-in nor declared.
+
+    ``ca_pems``: uid -> CA PEM the target reported; written under ``ca_dir`` (repo-relative)."""
+    skip = set(declared)
+    todo = sorted((o for o in observed if not o.builtin and o.key not in skip),
+                  key=lambda o: (o.kind, o.scope, o.name))
+    result = ExportResult()
+    used: set[str] = set()
+    for o in todo:
+        base = env_base(o.scope, o.name)
+        if base in used:  # e.g. "a-b" and "a_b": deterministic, in sorted order
+            n = 2
+            while f"{base}_{n}" in used:
+                n += 1
+            base = f"{base}_{n}"
+        used.add(base)
+        spec = _clean_spec(o.spec)
+        auth = dict(spec.get("auth") or {"type": "noAuth"})
+        atype = auth.get("type", "noAuth")
+        for fname in _SECRET_PATHS.get(atype, ()):
+            var = f"{base}_{_FIELD_SUFFIX[fname]}"
+            auth[fname] = {"fromEnv": var}
+            result.env.append((var, f"{key_str(o.key)} spec.auth.{fname}"))
+        if atype == "ecr":
+            creds = dict(auth.get("credentials") or {})
+            if creds.get("credentialType") == "secret":
+                var = f"{base}_SECRET_KEY"
+                creds["secretKey"] = {"fromEnv": var}
+                result.env.append((var, f"{key_str(o.key)} spec.auth.credentials.secretKey"))
+            auth["credentials"] = creds
+        spec["auth"] = auth
+        pem = (ca_pems or {}).get(o.uid)
+        if pem:
+            rel = f"{ca_dir}/{re.sub(r'[^A-Za-z0-9._-]+', '-', o.name)}{'-system' if o.scope == 'system' else ''}.pem"
+            result.ca_files[rel] = pem
+            tls = dict(spec.get("tls") or {})
+            tls["caFile"] = rel
+            spec["tls"] = tls
+        meta: dict[str, Any] = {"name": o.name}
+        if o.scope != "tenant":
+            meta["scope"] = o.scope
+        result.docs.append({"apiVersion": "reconciler/v1", "kind": o.kind, "metadata": meta, "spec": _ordered(spec)})
+    return result
+
+
+def dump(result: ExportResult, *, schema: str, target: str) -> str:
+    names = ", ".join(v for v, _ in result.env) if result.env else "none"
+    head = HEADER.format(schema=schema, target=target.replace("\n", " "),
+                         count=f"{len(result.env)} variable(s) ({names})" if result.env else "no variables")
+    body = yaml.safe_dump_all(result.docs, sort_keys=False, default_flow_style=False, allow_unicode=False,
+                              explicit_start=True, width=1000)
+    return head + body
+
+
+def _write_new(path: Path, text: str, force: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    if not force:
+        try:
+            os.link(tmp, path)  # atomic "create if absent": never clobbers a file made meanwhile
+        except FileExistsError:
+            raise InputError(f"{path} exists; pass --force to overwrite it") from None
+        finally:
+            tmp.unlink()
+        return
+    os.replace(tmp, path)
+
+
+def run_export(opts: Any, out_path: Path | None, force: bool, out: TextIO, err: TextIO) -> int:
+    from reconciler.runner import _load, _print_problems, _target
+
+    root = Path(opts.root)
+    rel = out_path or DEFAULT_OUT
+    path = rel if rel.is_absolute() else root / rel
+    if path.suffix not in (".yaml", ".yml"):
+        raise InputError(f"--out {rel}: the file must end in .yaml or .yml to be read as definitions")
+    if path.exists() and not force:
+        raise InputError(f"{rel} exists; pass --force to overwrite it")
+    result = _load(opts)
+    _print_problems(result, err, opts.quiet)
+    if result.errors:
+        err.write("fix the definitions first (export must know what is already declared); nothing was written\n")
+        return 1
+    resolved = path.resolve()
+    declared = [r.key for r in result.desired.registries
+                if not (r.source and (root / r.source.file).resolve() == resolved)]
+    with _target(opts, result.desired.settings.profile, err) as target:
+        listed = target.list()
+        observed: list[ObservedRegistry] = []
+        pems: dict[str, str] = {}
+        skip = set(declared)
+        for o in listed:
+            if o.builtin or o.key in skip:
+                continue
+            full = target.get(o.kind, o.uid)  # the full object (a list may carry a summary only)
+            observed.append(full)
+            pem = getattr(full, "ca_pem", None)
+            if pem:
+                pems[full.uid] = pem
+        description = target.description
+    try:
+        ca_dir = str(path.parent.resolve().relative_to(root.resolve()) / f"{path.stem}-ca")
+    except ValueError:
+        ca_dir = str(path.parent / f"{path.stem}-ca")
+    exported = export_docs(observed, declared, ca_dir=ca_dir, ca_pems=pems)
+    if not exported.docs:
+        out.write(f"nothing to export: every registry on {description} is built-in or declared\n")
+        return 0
+    schema = os.path.relpath(root.resolve() / "schema" / "registry.schema.json", path.parent.resolve())
+    for rel_ca, pem in exported.ca_files.items():
+        _write_new(root / rel_ca, pem, force)
+    _write_new(path, dump(exported, schema=schema, target=description), force)
+    for doc in exported.docs:
+        ca = (doc["spec"].get("tls") or {}).get("caFile")
+        if ca and ca not in exported.ca_files and not (root / ca).is_file():
+            err.write(f"warning: {doc['kind']}/{doc['metadata']['name']}: tls.caFile {ca} is not in this repository; "
+                      "copy the CA certificate there before applying\n")
+    out.write(f"exported {len(exported.docs)} registr{'y' if len(exported.docs) == 1 else 'ies'} to {rel}\n")
+    if exported.env:
+        out.write("set these secrets (environment variables) before applying:\n")
+        for var, what in exported.env:
+            out.write(f"  {var}  ({what})\n")
+    return 0
+
+
+__all__ = ["DEFAULT_OUT", "ExportResult", "env_base", "export_docs", "run_export"]

@@ -1,0 +1,183 @@
+"""`reconcile export`: definitions for the registries a target already has, that validate
+clean and plan as adopts only; secrets as deterministic `fromEnv` names, never values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconciler.commands.export import env_base, export_docs
+from reconciler.model import ObservedRegistry
+from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+
+SECRETS = {"OCI_PW": "oci-pw-5ecret-1", "AWS_SK": "aws-sk-5ecret-2", "HELM_TOKEN": "helm-tok-5ecret-3",
+           "PACK_PW": "pack-pw-5ecret-4"}
+CA = "-----BEGIN CERTIFICATE-----\nMIIBexportTESTca\n-----END CERTIFICATE-----\n"
+
+SIX = "---\n".join([
+    registry_doc("OciRegistry", "jfrog", """
+        endpoint: jfrog.example.com
+        provider: helm
+        baseContentPath: charts
+        sync: true
+        auth: {type: basic, username: robot, password: {fromEnv: OCI_PW}}
+        tls: {caFile: certs/ca.pem}
+    """),
+    registry_doc("OciRegistry", "ecr-sts", """
+        endpoint: 123456789012.dkr.ecr.us-east-1.amazonaws.com
+        provider: pack
+        baseContentPath: packs
+        sync: true
+        auth: {type: ecr, credentials: {credentialType: sts, arn: "arn:aws:iam::123456789012:role/palette", externalId: ext-1}}
+    """),
+    registry_doc("OciRegistry", "ecr-keys", """
+        endpoint: 123456789012.dkr.ecr.eu-west-1.amazonaws.com
+        provider: helm
+        baseContentPath: charts
+        sync: true
+        auth: {type: ecr, credentials: {credentialType: secret, accessKey: AKIAEXAMPLE, secretKey: {fromEnv: AWS_SK}}}
+    """),
+    registry_doc("HelmRegistry", "private-charts", """
+        endpoint: https://charts.example.com
+        sync: false
+        auth: {type: token, token: {fromEnv: HELM_TOKEN}}
+    """),
+    registry_doc("HelmRegistry", "public charts", """
+        endpoint: https://public.example.com/charts
+        auth: {type: noAuth}
+    """),
+    registry_doc("PackRegistry", "legacy", """
+        endpoint: https://packs.example.com
+        auth: {type: basic, username: ops, password: {fromEnv: PACK_PW}}
+    """),
+])
+
+
+@pytest.fixture
+def tenant(tmp_path: Path) -> Path:
+    """A local target holding six registries made elsewhere (the "UI"), plus the built-ins."""
+    maker = tmp_path / "maker"
+    init_repo(maker)
+    (maker / "certs").mkdir()
+    (maker / "certs/ca.pem").write_text(CA)
+    write_defs(maker, {"six.yaml": SIX})
+    commit_all(maker)
+    db = tmp_path / "tenant.db"
+    res = run(maker, "--local-db", str(db), env=SECRETS)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return db
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "gitops"
+    init_repo(root)
+    write_defs(root, {"declared.yaml": registry_doc("HelmRegistry", "public charts", """
+        endpoint: https://public.example.com/charts
+        auth: {type: noAuth}
+    """)})
+    commit_all(root)
+    return root
+
+
+def test_export_validates_clean_and_plans_only_adopts(repo: Path, tenant: Path):
+    res = run(repo, "export", "--local-db", str(tenant))
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = repo / "registries.d/exported.yaml"
+    text = out.read_text()
+    docs = list(yaml.safe_load_all(text))
+    # five: the declared Helm registry and the built-ins are left out
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == [
+        ("HelmRegistry", "private-charts"), ("OciRegistry", "ecr-keys"), ("OciRegistry", "ecr-sts"),
+        ("OciRegistry", "jfrog"), ("PackRegistry", "legacy")]
+    by = {d["metadata"]["name"]: d["spec"] for d in docs}
+    assert by["jfrog"]["auth"]["password"] == {"fromEnv": "REG_JFROG_PASSWORD"}
+    assert by["ecr-keys"]["auth"]["credentials"]["secretKey"] == {"fromEnv": "REG_ECR_KEYS_SECRET_KEY"}
+    assert by["private-charts"]["auth"]["token"] == {"fromEnv": "REG_PRIVATE_CHARTS_TOKEN"}
+    assert by["private-charts"]["sync"] is False
+    assert "secretKey" not in by["ecr-sts"]["auth"]["credentials"]
+    for var in ("REG_JFROG_PASSWORD", "REG_ECR_KEYS_SECRET_KEY", "REG_PRIVATE_CHARTS_TOKEN", "REG_LEGACY_PASSWORD"):
+        assert var in res.stdout  # the list of names to set, at the end
+    for value in SECRETS.values():
+        assert value not in text + res.stdout + res.stderr
+    assert "***" not in text
+    assert text.startswith("# yaml-language-server: $schema=../schema/registry.schema.json\n")
+
+    assert run(repo, "validate").returncode == 0
+    env = {"REG_JFROG_PASSWORD": "x" * 12, "REG_ECR_KEYS_SECRET_KEY": "y" * 12,
+           "REG_PRIVATE_CHARTS_TOKEN": "z" * 12, "REG_LEGACY_PASSWORD": "w" * 12}
+    plan = run(repo, "--dry-run", "--format", "json", "--local-db", str(tenant), env=env)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    changes = json.loads(plan.stdout)["changes"]
+    assert sorted((c["action"], c["name"]) for c in changes) == [
+        ("adopt", "ecr-keys"), ("adopt", "ecr-sts"), ("adopt", "jfrog"), ("adopt", "legacy"),
+        ("adopt", "private-charts"), ("adopt", "public charts")]
+    for c in changes:
+        assert all(f["sensitive"] or f["path"].startswith("auth.") and "fromEnv" in json.dumps(f)
+                   for f in c["fields"]), c
+
+
+def test_an_existing_file_is_never_overwritten_without_force(repo: Path, tenant: Path):
+    out = repo / "registries.d/exported.yaml"
+    out.write_text("# mine\n")
+    res = run(repo, "export", "--local-db", str(tenant))
+    assert res.returncode == 1 and "exists; pass --force" in res.stderr
+    assert out.read_text() == "# mine\n"
+    res = run(repo, "export", "--local-db", str(tenant), "--force")
+    assert res.returncode == 0, res.stderr
+    assert "kind: OciRegistry" in out.read_text()
+    # exporting again over its own output: what that file declares is not "already declared"
+    res = run(repo, "export", "--local-db", str(tenant), "--force")
+    assert res.returncode == 0 and "exported 5 registries" in res.stdout
+
+
+def test_nothing_to_export_writes_nothing(repo: Path, tmp_path: Path):
+    res = run(repo, "export", "--local-db", str(tmp_path / "fresh.db"))
+    assert res.returncode == 0 and "nothing to export" in res.stdout
+    assert not (repo / "registries.d/exported.yaml").exists()
+
+
+def test_invalid_definitions_refuse_the_export(repo: Path, tenant: Path):
+    (repo / "registries.d/bad.yaml").write_text("apiVersion: reconciler/v1\nkind: Nope\n")
+    res = run(repo, "export", "--local-db", str(tenant))
+    assert res.returncode == 1 and "bad.yaml:2:" in res.stderr
+    assert not (repo / "registries.d/exported.yaml").exists()
+
+
+def test_ca_reported_by_the_target_goes_to_a_file_beside_the_output():
+    obs = ObservedRegistry(uid="u1", kind="OciRegistry", name="jfrog", scope="tenant",
+                           spec={"endpoint": "j.example.com", "provider": "helm", "baseContentPath": "c", "sync": True,
+                                 "auth": {"type": "basic", "username": "robot", "password": "abc***def"},
+                                 "tls": {"insecureSkipVerify": False}})
+    res = export_docs([obs], [], ca_dir="registries.d/exported-ca", ca_pems={"u1": CA})
+    spec = res.docs[0]["spec"]
+    assert spec["tls"] == {"caFile": "registries.d/exported-ca/jfrog.pem"}
+    assert res.ca_files == {"registries.d/exported-ca/jfrog.pem": CA}
+    assert spec["auth"]["password"] == {"fromEnv": "REG_JFROG_PASSWORD"}  # never the masked value
+
+
+@pytest.mark.parametrize("scope,name,var", [
+    ("tenant", "jfrog", "REG_JFROG"), ("tenant", "My Registry-2", "REG_MY_REGISTRY_2"),
+    ("system", "mirror", "REG_SYSTEM_MIRROR"), ("tenant", "---", "REG_REGISTRY"),
+])
+def test_env_names_are_deterministic(scope, name, var):
+    assert env_base(scope, name) == var
+
+
+def test_colliding_env_names_get_a_numbered_suffix():
+    mk = lambda n: ObservedRegistry(uid=n, kind="PackRegistry", name=n, scope="tenant",  # noqa: E731
+                                    spec={"endpoint": "https://p", "auth": {"type": "basic", "username": "u"}})
+    res = export_docs([mk("a_b"), mk("a-b")], [], ca_dir="x")
+    assert [v for v, _ in res.env] == ["REG_A_B_PASSWORD", "REG_A_B_2_PASSWORD"]
+
+
+def test_built_in_and_declared_registries_are_left_out():
+    mk = lambda n, builtin=False: ObservedRegistry(uid=n, kind="HelmRegistry", name=n, scope="tenant",  # noqa: E731
+                                                   spec={"endpoint": "https://h", "sync": True,
+                                                         "auth": {"type": "noAuth"}}, builtin=builtin)
+    res = export_docs([mk("mine"), mk("declared"), mk("Bitnami", builtin=True)],
+                      [("tenant", "HelmRegistry", "declared")], ca_dir="x")
+    assert [d["metadata"]["name"] for d in res.docs] == ["mine"]
