@@ -62,6 +62,9 @@ class ObservedRegistry:
     scope: str
     spec: Mapping[str, Any]
     builtin: bool = False
+    # the CA certificate (PEM) the target reports for the registry's TLS, if any: not part of
+    # the canonical spec (that holds ``tls.caFile``, a path), read only by ``reconcile export``
+    ca_pem: str | None = None
 
     @property
     def key(self) -> Key:

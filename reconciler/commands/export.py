@@ -117,7 +117,10 @@ def export_docs(observed: Iterable[ObservedRegistry], declared: Iterable[Key], *
                 var = f"{base}_SECRET_KEY"
                 creds["secretKey"] = {"fromEnv": var}
                 result.env.append((var, f"{key_str(o.key)} spec.auth.credentials.secretKey"))
-            auth["credentials"] = creds
+            if creds:  # a public ECR has none
+                auth["credentials"] = creds
+            else:
+                auth.pop("credentials", None)
         spec["auth"] = auth
         pem = (ca_pems or {}).get(o.uid)
         if pem:

@@ -789,7 +789,8 @@ class PaletteTarget(Target):
         else:
             canonical = observe_pack(spec)
         return ObservedRegistry(uid=uid, kind=kind, name=str(meta.get("name") or spec.get("name") or ""),
-                                scope=str(spec.get("scope") or "tenant"), spec=canonical, builtin=uid in builtin)
+                                scope=str(spec.get("scope") or "tenant"), spec=canonical, builtin=uid in builtin,
+                                ca_pem=_observed_ca(spec))
 
     # ------------------------------------------------------------------ writing
 
@@ -1003,6 +1004,20 @@ def build_body(registry: Registry, secrets: Secrets, ca: str = "") -> tuple[str,
             "endpoint": endpoint, "name": registry.name, "scope": registry.scope,
             "private": auth_type != "noAuth", "auth": _auth_body(spec, secrets, ca)}}
     raise ClientError(f"palette: unknown registry kind {registry.kind!r}")
+
+
+def _observed_ca(spec: Mapping[str, Any]) -> str | None:
+    """The CA PEM where each kind keeps it: OCI basic ``auth.tls.certificate``, ECR
+    ``tls.certificate`` (TF toRegistryBasic / toRegistryEcr), Helm and Pack ``auth.tls.ca``."""
+    auth = spec.get("auth")
+    auth = auth if isinstance(auth, Mapping) else {}
+    for tls in (auth.get("tls"), spec.get("tls")):
+        if isinstance(tls, Mapping):
+            for name in ("certificate", "ca"):
+                pem = tls.get(name)
+                if isinstance(pem, str) and "-----BEGIN" in pem:
+                    return pem
+    return None
 
 
 def _observe_tls(tls: Any) -> dict[str, Any]:
