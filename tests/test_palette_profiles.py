@@ -279,16 +279,7 @@ def test_cli_refuses_a_vertex_plan_the_tenant_does_not_allow(tmp_path: Path, emu
     assert emu.store.by_name("basic", "addons", "system") is not None
 
 
-def _h1_merged() -> bool:
-    cli = Path(__file__).resolve().parents[1] / "reconciler" / "cli.py"
-    return "--allow-in-use" in cli.read_text(encoding="utf-8")
-
-
-# Depends on H1's plan-side wiring (the runner calls Target.references for deletes and
-# replaces; ``--allow-in-use``). Until that is merged this is a strict xfail; once it is, the
-# test runs as an ordinary one.
-@pytest.mark.xfail(not _h1_merged(), reason="needs H1: the plan blocks in-use deletes, --allow-in-use",
-                   strict=True)
+# End to end: the runner calls Target.references for deletes and replaces; ``--allow-in-use``.
 def test_cli_h1_delete_of_a_registry_a_project_profile_uses_is_refused_then_allowed(tmp_path: Path, emu):
     root = tmp_path / "repo"
     init_repo(root)
@@ -306,8 +297,9 @@ def test_cli_h1_delete_of_a_registry_a_project_profile_uses_is_refused_then_allo
     write_defs(root, {"keep.yaml": keep})
     commit_all(root, "drop gone")
     res = run(root, *cli_args(emu), env=env)
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "web-stack" in res.stdout + res.stderr
+    # blocked as protect blocks a delete: shown with its reason, never executed
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "delete blocked: used by cluster profile web-stack (1.0.0) (project team-a, 2 clusters)" in res.stdout
     assert emu.store.by_name("helm", "gone") is not None
     res = run(root, *cli_args(emu), "--allow-in-use", env=env)
     assert res.returncode == 0, res.stdout + res.stderr

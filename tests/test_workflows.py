@@ -549,7 +549,9 @@ def test_plan_apply_plan_sync(need_cli: None, gitops: Path, tmp_path: Path, pale
                       inputs={"registry": "charts", "force": True}, **ctx)
         assert run.ok, [(s.name, s.stdout, s.stderr) for s in run.steps]
         assert "charts" in run.summary and "internal-packs" not in run.summary
-        assert "sync HelmRegistry/charts" in git(origin, "log", "-1", "--format=%s", "reconciler-state")
+        # the state commit of the sync, then the release of the run's lock (its lease record)
+        subjects = git(origin, "log", "-3", "--format=%s", "reconciler-state").splitlines()
+        assert subjects[0].startswith("unlock: ") and "sync HelmRegistry/charts" in subjects[1], subjects
 
 
 def test_failed_plan_is_commented_and_fails_the_job(
