@@ -326,8 +326,8 @@ def _run_in_process(root: Path, monkeypatch, *, dry_run=False, fmt="text", **opt
 
     from reconciler import runner
 
-    def build(o, profile, progress=None):
-        return _ProfiledTarget(root / ".reconciler/local.db", profile=profile, base_dir=root)
+    def build(o, profile, progress=None, *, read_only=False):
+        return _ProfiledTarget(root / ".reconciler/local.db", profile=profile, base_dir=root, read_only=read_only)
 
     monkeypatch.setattr(runner, "build_target", build)
     out, err = io.StringIO(), io.StringIO()
@@ -489,3 +489,54 @@ def test_state_that_cannot_be_written_is_found_before_any_change(repo: Path):
         assert t.get("HelmRegistry", before["old"]).spec["endpoint"] == "https://old.example.com"
     finally:
         t.close()
+
+
+# ---- #9.40 --dry-run and status write nothing
+
+
+def _snapshot(d: Path) -> dict:
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(d.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("args", [
+    ("--dry-run",), ("--dry-run", "--profile", "airgap"), ("status", "--format", "json"),
+    ("status",), ("status", "--profile", "airgap"), ("--dry-run", "--format", "json"),
+])
+def test_dry_run_and_status_write_nothing(repo: Path, args):
+    write_defs(repo, {"helm.yaml": registry_doc("HelmRegistry", "keep", "endpoint: https://keep2.example.com")})
+    before = _snapshot(repo / ".reconciler")
+    assert "local.db" in before
+    res = run(repo, *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert _snapshot(repo / ".reconciler") == before
+    if args[0] == "--dry-run" and "json" not in args:
+        assert "~ HelmRegistry/keep" in res.stdout and "- HelmRegistry/old" in res.stdout
+
+
+def test_dry_run_on_a_fresh_checkout_creates_nothing(tmp_path: Path):
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"helm.yaml": registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com")})
+    res = run(root, "--dry-run")
+    assert res.returncode == 0 and "+ HelmRegistry/a" in res.stdout, res.stdout + res.stderr
+    assert not (root / ".reconciler").exists()
+    status = run(root, "status")
+    assert status.returncode == 0 and "Bitnami" in status.stdout, status.stdout  # the profile's built-ins
+    assert not (root / ".reconciler").exists()
+
+
+def test_airgap_dry_run_leaves_the_builtins_of_the_applied_profile(repo: Path):
+    import sqlite3
+
+    def builtins():  # read the file itself: opening a LocalTarget would seed them again
+        conn = sqlite3.connect(f"{(repo / '.reconciler/local.db').as_uri()}?mode=ro", uri=True)
+        try:
+            return sorted(r[0] for r in conn.execute("SELECT name FROM registries WHERE builtin = 1"))
+        finally:
+            conn.close()
+
+    before = builtins()
+    assert before
+    res = run(repo, "--dry-run", "--profile", "airgap")
+    assert res.returncode == 0, res.stderr
+    assert builtins() == before
