@@ -540,3 +540,59 @@ def test_airgap_dry_run_leaves_the_builtins_of_the_applied_profile(repo: Path):
     res = run(repo, "--dry-run", "--profile", "airgap")
     assert res.returncode == 0, res.stderr
     assert builtins() == before
+
+
+# ---- #10.5 protect outliving its file, and Settings.spec.maxDeletions, end to end
+
+
+def test_protect_outlives_its_file_through_apply_and_later_plans(tmp_path: Path):
+    root = tmp_path / "repo"
+    init_repo(root)
+    files = {"p.yaml": registry_doc("HelmRegistry", "precious", "endpoint: https://p.example.com", "protect: true"),
+             "o.yaml": registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com")}
+    write_defs(root, files)
+    commit_all(root, "v1")
+    assert run(root).returncode == 0
+    uid = managed(root)["precious"]
+    write_defs(root, {"o.yaml": files["o.yaml"]})  # the file is gone
+    commit_all(root, "drop precious")
+    res = run(root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "! HelmRegistry/precious: delete blocked: protect: true is recorded" in res.stdout, res.stdout
+    assert managed(root)["precious"] == uid
+    later = run(root, "--dry-run", "--detailed-exitcode")
+    assert later.returncode == 0 and "delete blocked: protect: true is recorded" in later.stdout, later.stdout
+    assert FileStateStore(root / ".reconciler/state.json").read().records[("tenant", "HelmRegistry", "precious")].protect
+    # only an applied protect: false lets it go
+    write_defs(root, {**files, "p.yaml": files["p.yaml"].replace("protect: true", "protect: false")})
+    assert run(root).returncode == 0
+    write_defs(root, {"o.yaml": files["o.yaml"]})
+    res = run(root)
+    assert res.returncode == 0 and "- HelmRegistry/precious" in res.stdout, res.stdout
+    assert set(managed(root)) == {"other"}
+
+
+SETTINGS = "apiVersion: reconciler/v1\nkind: Settings\nspec: {{maxDeletions: {n}}}\n"
+
+
+def test_settings_max_deletions_end_to_end(tmp_path: Path):
+    root = tmp_path / "repo"
+    init_repo(root)
+    regs = {f"r{i}.yaml": registry_doc("HelmRegistry", f"r{i}", f"endpoint: https://r{i}.example.com") for i in range(4)}
+    write_defs(root, {**regs, "settings.yaml": SETTINGS.format(n=2)})
+    commit_all(root, "v1")
+    assert run(root).returncode == 0
+    write_defs(root, {"r0.yaml": regs["r0.yaml"], "settings.yaml": SETTINGS.format(n=2)})
+    res = run(root)
+    assert res.returncode == 1 and "refusing 3 deletions: more than --max-deletions 2" in res.stderr, res.stderr
+    assert len(managed(root)) == 4
+    assert run(root, "--max-deletions", "3").returncode == 0  # the option overrides Settings
+    assert set(managed(root)) == {"r0"}
+    # and a Settings value above the default (5) lets more through
+    many = {f"m{i}.yaml": registry_doc("HelmRegistry", f"m{i}", f"endpoint: https://m{i}.example.com") for i in range(7)}
+    write_defs(root, {**many, "r0.yaml": regs["r0.yaml"], "settings.yaml": SETTINGS.format(n=7)})
+    assert run(root).returncode == 0
+    write_defs(root, {"r0.yaml": regs["r0.yaml"], "settings.yaml": SETTINGS.format(n=7)})
+    res = run(root)
+    assert res.returncode == 0, res.stderr
+    assert set(managed(root)) == {"r0"}
