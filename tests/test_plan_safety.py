@@ -596,3 +596,21 @@ def test_settings_max_deletions_end_to_end(tmp_path: Path):
     res = run(root)
     assert res.returncode == 0, res.stderr
     assert set(managed(root)) == {"r0"}
+
+
+def test_dry_run_reads_through_the_wal_of_a_writer_still_open(repo: Path):
+    t = local(repo)  # a writer that has not checkpointed (still open, or killed)
+    try:
+        t.create(Registry(kind="HelmRegistry", name="fresh", scope="tenant",
+                          spec={"endpoint": "https://fresh.example.com"}), {})
+        assert (repo / ".reconciler/local.db-wal").exists()
+        write_defs(repo, {"helm.yaml": "---\n".join([
+            registry_doc("HelmRegistry", n, f"endpoint: https://{n}.example.com") for n in ("old", "keep", "fresh")])})
+        db = repo / ".reconciler/local.db"
+        before = (db.stat().st_mtime_ns, db.read_bytes())
+        res = run(repo, "--dry-run")
+        assert res.returncode == 0, res.stderr
+        assert "= HelmRegistry/fresh" in res.stdout, res.stdout  # seen, not planned as a create
+        assert (db.stat().st_mtime_ns, db.read_bytes()) == before
+    finally:
+        t.close()

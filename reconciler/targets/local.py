@@ -93,14 +93,8 @@ class LocalTarget(Target):
             conn = None
             try:
                 conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-                # a rollback journal, not WAL: a read-only open of a WAL database creates the
-                # -wal and -shm files (and fails in a read-only directory); best effort for
-                # databases made in WAL mode by earlier versions
-                if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-                    try:
-                        conn.execute("PRAGMA journal_mode=DELETE")
-                    except sqlite3.OperationalError:
-                        pass
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.executescript(_SCHEMA)
                 return conn
@@ -125,7 +119,14 @@ class LocalTarget(Target):
                 conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
                 conn.executescript(_SCHEMA)
                 return conn
-            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
+            # A read-only open of a WAL database creates its -wal and -shm files when they are
+            # missing (and fails in a read-only directory). Without a -wal file every committed
+            # change is in the main file: read it as immutable, which creates nothing (a writer
+            # starting meanwhile is not seen: a dry-run is a snapshot). With one, a writer is
+            # active or was killed: read through its WAL (mode=ro), whose files already exist.
+            wal = self.path.with_name(self.path.name + "-wal")
+            mode = "mode=ro" if wal.exists() else "immutable=1"
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?{mode}", uri=True, timeout=30,
                                    check_same_thread=False, isolation_level=None)
             conn.execute("SELECT count(*) FROM registries").fetchone()
             return conn
