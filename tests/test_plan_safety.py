@@ -73,6 +73,9 @@ def test_rename_on_target_then_in_file_keeps_the_registry(repo: Path):
     assert "~ HelmRegistry/new" in dry.stdout and "renamed on the target from 'old'" in dry.stdout, dry.stdout
     assert "metadata.name: old -> new" in dry.stdout
     assert "- HelmRegistry/old" not in dry.stdout and "to delete" in dry.stdout and "0 to delete" in dry.stdout
+    data = json.loads(run(repo, "--dry-run", "--format", "json").stdout)
+    assert [(c["action"], c["name"], c["renamed_from"], c["uid"]) for c in data["changes"]] == [
+        ("update", "new", "old", uid)]
     res = run(repo)
     assert res.returncode == 0, res.stdout + res.stderr
     assert managed(repo) == {"new": uid, "keep": managed(repo)["keep"]}
