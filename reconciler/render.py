@@ -74,6 +74,7 @@ def change_json(c: Change) -> dict[str, Any]:
         "blocked": c.blocked or None,
         "new_uid": c.action == "replace",  # a replace deletes the registry: whatever uses its uid breaks
         "note": replace_note(c) if c.action == "replace" else None,
+        "renamed_from": c.renamed_from[2] if c.renamed_from else None,
         "source": str(c.source) if c.source else None,
         "fields": [
             {"path": f.path, "old": f.old, "new": f.new, "sensitive": f.sensitive} for f in c.fields

@@ -72,13 +72,14 @@ def build_store(opts: Options) -> StateStore:
     return FileStateStore(path if path.is_absolute() else opts.root / path)
 
 
-def build_target(opts: Options, profile: str, progress: Callable[[str], None] | None = None) -> Target:
+def build_target(opts: Options, profile: str, progress: Callable[[str], None] | None = None,
+                 *, read_only: bool = False) -> Target:
     if opts.target == "local":
         from reconciler.targets.local import LocalTarget
 
         db = Path(opts.local_db) if opts.local_db else Path(".reconciler") / "local.db"
         return LocalTarget(db if db.is_absolute() else opts.root / db, profile=profile, base_dir=opts.root,
-                           progress=progress)
+                           progress=progress, read_only=read_only)
     if opts.target == "palette":
         from reconciler.targets.palette import PaletteTarget
 
@@ -184,7 +185,7 @@ def run_reconcile(opts: Options, out: TextIO, err: TextIO, *, dry_run: bool, pre
     max_del = opts.max_deletions if opts.max_deletions is not None else desired.settings.max_deletions
     store = build_store(opts)
     if dry_run:
-        with _target(opts, profile, err) as target:
+        with _target(opts, profile, err, read_only=True) as target:  # #9.40: a dry-run writes nothing
             _check_tenant_policy(desired, target)
             return _dry_run(opts, out, err, desired, store, target, max_del, preflight,
                             warnings=[str(p) for p in result.warnings])
@@ -204,8 +205,8 @@ def _check_tenant_policy(desired: Desired, target: Target) -> None:
 
 
 @contextmanager
-def _target(opts: Options, profile: str, err: TextIO) -> Iterator[Target]:
-    target = build_target(opts, profile, _progress(err))
+def _target(opts: Options, profile: str, err: TextIO, *, read_only: bool = False) -> Iterator[Target]:
+    target = build_target(opts, profile, _progress(err), read_only=read_only)
     try:
         yield target
     finally:
@@ -395,7 +396,7 @@ def run_status(opts: Options, out: TextIO, err: TextIO) -> int:
     profile = result.desired.settings.profile if not result.errors else (opts.profile or "saas")
     store = build_store(opts)
     state = store.read()
-    target = build_target(opts, profile)
+    target = build_target(opts, profile, read_only=True)  # #9.40: status writes nothing
     try:
         observed = target.list()
         by_uid = {o.uid: o for o in observed}

@@ -73,6 +73,9 @@ def test_rename_on_target_then_in_file_keeps_the_registry(repo: Path):
     assert "~ HelmRegistry/new" in dry.stdout and "renamed on the target from 'old'" in dry.stdout, dry.stdout
     assert "metadata.name: old -> new" in dry.stdout
     assert "- HelmRegistry/old" not in dry.stdout and "to delete" in dry.stdout and "0 to delete" in dry.stdout
+    data = json.loads(run(repo, "--dry-run", "--format", "json").stdout)
+    assert [(c["action"], c["name"], c["renamed_from"], c["uid"]) for c in data["changes"]] == [
+        ("update", "new", "old", uid)]
     res = run(repo)
     assert res.returncode == 0, res.stdout + res.stderr
     assert managed(repo) == {"new": uid, "keep": managed(repo)["keep"]}
@@ -326,8 +329,8 @@ def _run_in_process(root: Path, monkeypatch, *, dry_run=False, fmt="text", **opt
 
     from reconciler import runner
 
-    def build(o, profile, progress=None):
-        return _ProfiledTarget(root / ".reconciler/local.db", profile=profile, base_dir=root)
+    def build(o, profile, progress=None, *, read_only=False):
+        return _ProfiledTarget(root / ".reconciler/local.db", profile=profile, base_dir=root, read_only=read_only)
 
     monkeypatch.setattr(runner, "build_target", build)
     out, err = io.StringIO(), io.StringIO()
@@ -487,5 +490,130 @@ def test_state_that_cannot_be_written_is_found_before_any_change(repo: Path):
     t = local(repo)
     try:
         assert t.get("HelmRegistry", before["old"]).spec["endpoint"] == "https://old.example.com"
+    finally:
+        t.close()
+
+
+# ---- #9.40 --dry-run and status write nothing
+
+
+def _snapshot(d: Path) -> dict:
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(d.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("args", [
+    ("--dry-run",), ("--dry-run", "--profile", "airgap"), ("status", "--format", "json"),
+    ("status",), ("status", "--profile", "airgap"), ("--dry-run", "--format", "json"),
+])
+def test_dry_run_and_status_write_nothing(repo: Path, args):
+    write_defs(repo, {"helm.yaml": registry_doc("HelmRegistry", "keep", "endpoint: https://keep2.example.com")})
+    before = _snapshot(repo / ".reconciler")
+    assert "local.db" in before
+    res = run(repo, *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert _snapshot(repo / ".reconciler") == before
+    if args[0] == "--dry-run" and "json" not in args:
+        assert "~ HelmRegistry/keep" in res.stdout and "- HelmRegistry/old" in res.stdout
+
+
+def test_dry_run_on_a_fresh_checkout_creates_nothing(tmp_path: Path):
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"helm.yaml": registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com")})
+    res = run(root, "--dry-run")
+    assert res.returncode == 0 and "+ HelmRegistry/a" in res.stdout, res.stdout + res.stderr
+    assert not (root / ".reconciler").exists()
+    status = run(root, "status")
+    assert status.returncode == 0 and "Bitnami" in status.stdout, status.stdout  # the profile's built-ins
+    assert not (root / ".reconciler").exists()
+
+
+def test_airgap_dry_run_leaves_the_builtins_of_the_applied_profile(repo: Path):
+    import sqlite3
+
+    def builtins():  # read the file itself: opening a LocalTarget would seed them again
+        conn = sqlite3.connect(f"{(repo / '.reconciler/local.db').as_uri()}?mode=ro", uri=True)
+        try:
+            return sorted(r[0] for r in conn.execute("SELECT name FROM registries WHERE builtin = 1"))
+        finally:
+            conn.close()
+
+    before = builtins()
+    assert before
+    res = run(repo, "--dry-run", "--profile", "airgap")
+    assert res.returncode == 0, res.stderr
+    assert builtins() == before
+
+
+# ---- #10.5 protect outliving its file, and Settings.spec.maxDeletions, end to end
+
+
+def test_protect_outlives_its_file_through_apply_and_later_plans(tmp_path: Path):
+    root = tmp_path / "repo"
+    init_repo(root)
+    files = {"p.yaml": registry_doc("HelmRegistry", "precious", "endpoint: https://p.example.com", "protect: true"),
+             "o.yaml": registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com")}
+    write_defs(root, files)
+    commit_all(root, "v1")
+    assert run(root).returncode == 0
+    uid = managed(root)["precious"]
+    write_defs(root, {"o.yaml": files["o.yaml"]})  # the file is gone
+    commit_all(root, "drop precious")
+    res = run(root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "! HelmRegistry/precious: delete blocked: protect: true is recorded" in res.stdout, res.stdout
+    assert managed(root)["precious"] == uid
+    later = run(root, "--dry-run", "--detailed-exitcode")
+    assert later.returncode == 0 and "delete blocked: protect: true is recorded" in later.stdout, later.stdout
+    assert FileStateStore(root / ".reconciler/state.json").read().records[("tenant", "HelmRegistry", "precious")].protect
+    # only an applied protect: false lets it go
+    write_defs(root, {**files, "p.yaml": files["p.yaml"].replace("protect: true", "protect: false")})
+    assert run(root).returncode == 0
+    write_defs(root, {"o.yaml": files["o.yaml"]})
+    res = run(root)
+    assert res.returncode == 0 and "- HelmRegistry/precious" in res.stdout, res.stdout
+    assert set(managed(root)) == {"other"}
+
+
+SETTINGS = "apiVersion: reconciler/v1\nkind: Settings\nspec: {{maxDeletions: {n}}}\n"
+
+
+def test_settings_max_deletions_end_to_end(tmp_path: Path):
+    root = tmp_path / "repo"
+    init_repo(root)
+    regs = {f"r{i}.yaml": registry_doc("HelmRegistry", f"r{i}", f"endpoint: https://r{i}.example.com") for i in range(4)}
+    write_defs(root, {**regs, "settings.yaml": SETTINGS.format(n=2)})
+    commit_all(root, "v1")
+    assert run(root).returncode == 0
+    write_defs(root, {"r0.yaml": regs["r0.yaml"], "settings.yaml": SETTINGS.format(n=2)})
+    res = run(root)
+    assert res.returncode == 1 and "refusing 3 deletions: more than --max-deletions 2" in res.stderr, res.stderr
+    assert len(managed(root)) == 4
+    assert run(root, "--max-deletions", "3").returncode == 0  # the option overrides Settings
+    assert set(managed(root)) == {"r0"}
+    # and a Settings value above the default (5) lets more through
+    many = {f"m{i}.yaml": registry_doc("HelmRegistry", f"m{i}", f"endpoint: https://m{i}.example.com") for i in range(7)}
+    write_defs(root, {**many, "r0.yaml": regs["r0.yaml"], "settings.yaml": SETTINGS.format(n=7)})
+    assert run(root).returncode == 0
+    write_defs(root, {"r0.yaml": regs["r0.yaml"], "settings.yaml": SETTINGS.format(n=7)})
+    res = run(root)
+    assert res.returncode == 0, res.stderr
+    assert set(managed(root)) == {"r0"}
+
+
+def test_dry_run_reads_through_the_wal_of_a_writer_still_open(repo: Path):
+    t = local(repo)  # a writer that has not checkpointed (still open, or killed)
+    try:
+        t.create(Registry(kind="HelmRegistry", name="fresh", scope="tenant",
+                          spec={"endpoint": "https://fresh.example.com"}), {})
+        assert (repo / ".reconciler/local.db-wal").exists()
+        write_defs(repo, {"helm.yaml": "---\n".join([
+            registry_doc("HelmRegistry", n, f"endpoint: https://{n}.example.com") for n in ("old", "keep", "fresh")])})
+        db = repo / ".reconciler/local.db"
+        before = (db.stat().st_mtime_ns, db.read_bytes())
+        res = run(repo, "--dry-run")
+        assert res.returncode == 0, res.stderr
+        assert "= HelmRegistry/fresh" in res.stdout, res.stdout  # seen, not planned as a create
+        assert (db.stat().st_mtime_ns, db.read_bytes()) == before
     finally:
         t.close()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from reconciler.errors import ClientError, Conflict, NotFound, TargetError
 from reconciler.model import ObservedRegistry, Registry, key_str, target_spec
+from reconciler.profiles import default_registries as _default_registries
 from reconciler.targets.base import Secrets, SyncStatus, Target
 
 _SCHEMA = """
@@ -58,14 +59,27 @@ class LocalTarget(Target):
         profile: str = "saas",
         base_dir: Path | None = None,
         progress: Callable[[str], None] | None = None,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
         self.base_dir = base_dir or Path.cwd()
         self.progress = progress
+        self.read_only = read_only
+        self._lock = threading.Lock()
+        # #9.40: a read-only target (dry-run, status) writes nothing, not even the built-ins:
+        # they are the profile's, held in memory, and a missing database is an empty tenant
+        self._builtins = [
+            ObservedRegistry(uid=f"builtin-{reg.kind}-{reg.name}".lower().replace(" ", "-"), kind=reg.kind,
+                             name=reg.name, scope=reg.scope, spec=json.loads(json.dumps(target_spec(reg.spec))),
+                             builtin=True)
+            for reg in _default_registries(profile)
+        ]
+        if read_only:
+            self.conn = self._open_read_only()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = self._open()
-        self._lock = threading.Lock()
-        self._seed_builtins(profile)
+        self._seed_builtins()
 
     @property
     def description(self) -> str:
@@ -99,17 +113,40 @@ class LocalTarget(Target):
     def identity(self) -> str:
         return "local"
 
-    def _seed_builtins(self, profile: str) -> None:
-        from reconciler.profiles import default_registries
+    def _open_read_only(self) -> sqlite3.Connection:
+        try:
+            if not self.path.exists():
+                conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+                conn.executescript(_SCHEMA)
+                return conn
+            # A read-only open of a WAL database creates its -wal and -shm files when they are
+            # missing (and fails in a read-only directory). Without a -wal file every committed
+            # change is in the main file: read it as immutable, which creates nothing (a writer
+            # starting meanwhile is not seen: a dry-run is a snapshot). With one, a writer is
+            # active or was killed: read through its WAL (mode=ro), whose files already exist.
+            wal = self.path.with_name(self.path.name + "-wal")
+            mode = "mode=ro" if wal.exists() else "immutable=1"
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?{mode}", uri=True, timeout=30,
+                                   check_same_thread=False, isolation_level=None)
+            conn.execute("SELECT count(*) FROM registries").fetchone()
+            return conn
+        except sqlite3.DatabaseError as exc:
+            raise TargetError(f"local target {self.path}: {exc}") from exc
 
+    def _seed_builtins(self) -> None:
+        want = sorted((b.uid, b.kind, b.scope, b.name, json.dumps(b.spec, sort_keys=True)) for b in self._builtins)
+        with self._lock:
+            have = sorted(self.conn.execute(
+                "SELECT uid, kind, scope, name, spec FROM registries WHERE builtin = 1").fetchall())
+        if have == want:
+            return  # nothing to rewrite
         with self._lock, self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute("DELETE FROM registries WHERE builtin = 1")
-            for reg in default_registries(profile):
+            for uid, kind, scope, name, spec in want:
                 self.conn.execute(
                     "INSERT OR IGNORE INTO registries VALUES (?,?,?,?,?,1,?,?)",
-                    (f"builtin-{reg.kind}-{reg.name}".lower().replace(" ", "-"), reg.kind, reg.scope, reg.name,
-                     json.dumps(target_spec(reg.spec), sort_keys=True), _now(), _now()),
+                    (uid, kind, scope, name, spec, _now(), _now()),
                 )
 
     @staticmethod
@@ -118,13 +155,25 @@ class LocalTarget(Target):
         return ObservedRegistry(uid=uid, kind=kind, name=name, scope=scope, spec=json.loads(spec), builtin=bool(builtin))
 
     def list(self) -> list[ObservedRegistry]:
-        with self._lock:
-            rows = self.conn.execute(
-                "SELECT uid, kind, scope, name, spec, builtin FROM registries ORDER BY kind, scope, name"
-            ).fetchall()
-        return [self._row(r) for r in rows]
+        try:
+            with self._lock:
+                rows = self.conn.execute(
+                    "SELECT uid, kind, scope, name, spec, builtin FROM registries"
+                    + (" WHERE builtin = 0" if self.read_only else "") + " ORDER BY kind, scope, name"
+                ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise TargetError(f"local target {self.path}: {exc}") from exc
+        out = [self._row(r) for r in rows]
+        if self.read_only:
+            out = sorted(out + self._builtins, key=lambda o: (o.kind, o.scope, o.name))
+        return out
 
     def get(self, kind: str, uid: str) -> ObservedRegistry:
+        if self.read_only:
+            found = next((o for o in self.list() if (o.uid, o.kind) == (uid, kind)), None)
+            if found is None:
+                raise NotFound(f"local: {kind} {uid} not found", status=404)
+            return found
         with self._lock:
             row = self.conn.execute(
                 "SELECT uid, kind, scope, name, spec, builtin FROM registries WHERE uid = ? AND kind = ?", (uid, kind)
@@ -134,6 +183,8 @@ class LocalTarget(Target):
         return self._row(row)
 
     def find(self, scope: str, kind: str, name: str) -> ObservedRegistry | None:
+        if self.read_only:
+            return next((o for o in self.list() if o.key == (scope, kind, name)), None)
         with self._lock:
             row = self.conn.execute(
                 "SELECT uid, kind, scope, name, spec, builtin FROM registries WHERE scope = ? AND kind = ? AND name = ?",
@@ -141,7 +192,12 @@ class LocalTarget(Target):
             ).fetchone()
         return self._row(row) if row else None
 
+    def _refuse_if_read_only(self) -> None:
+        if self.read_only:
+            raise TargetError(f"local target {self.path} is open read-only (dry-run or status)")
+
     def create(self, registry: Registry, secrets: Secrets) -> str:
+        self._refuse_if_read_only()
         uid = _secrets.token_hex(12)
         try:
             with self._lock, self.conn:
@@ -156,6 +212,7 @@ class LocalTarget(Target):
         return uid
 
     def _check_writable(self, kind: str, uid: str) -> None:
+        self._refuse_if_read_only()
         if self.get(kind, uid).builtin:
             raise ClientError(f"local: {kind} {uid} is a built-in default registry and is read-only", status=403)
 
@@ -191,6 +248,7 @@ class LocalTarget(Target):
     def sync(self, kind: str, uid: str, *, force: bool = False, secrets: Secrets | None = None) -> None:
         from reconciler import content
 
+        self._refuse_if_read_only()
         reg = self.get(kind, uid)
         started = _now()
         with self._lock:
