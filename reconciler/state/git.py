@@ -83,7 +83,7 @@ class GitBranchStateStore(StateStore):
         path: str = "state.json",
         *,
         notify: Callable[[str], None] = _note,
-        operation: str = "apply",
+        operation: str = "reconcile",
     ) -> None:
         try:
             self.repo = git.Repo(repo_dir, search_parent_directories=True)
