@@ -237,6 +237,25 @@ def test_corrupt_state_is_an_error_and_never_overwritten(repo: Path):
     assert json.loads(state.read_text())["version"] == 99
 
 
+def assert_state_holds_the_target(root: Path, label: str) -> None:
+    """Right after a kill: the state (journal replayed) records every change the target
+    already has, except the one change in flight when the kill came between the target call
+    and its record (issue #10.5: a rerun's adoption must not be what hides a lost record)."""
+    from reconciler.plan import _observable_view
+
+    state = FileStateStore(root / ".reconciler/state.json").read()
+    observed = {o.key: o for o in managed_view(root)}
+    behind = []
+    for key in sorted(set(observed) | set(state.records)):
+        obs, rec = observed.get(key), state.records.get(key)
+        if obs is None or rec is None:
+            behind.append((key, "on the target only" if rec is None else "recorded but gone"))
+        elif rec.uid != obs.uid or _observable_view(rec.spec or {}, obs.spec) != obs.spec:
+            behind.append((key, "recorded spec or uid differs from the target"))
+    in_flight = 1 if label.endswith(":after-target") or label == "replace:after-delete" else 0
+    assert len(behind) <= in_flight, f"killed at {label}: the state lags the target: {behind}"
+
+
 def test_sigkill_at_every_checkpoint_then_rerun_converges(tmp_path: Path, repo: Path):
     assert run(repo, env=SECRETS).returncode == 0
     write_defs(repo, defs_v2())
@@ -258,6 +277,7 @@ def test_sigkill_at_every_checkpoint_then_rerun_converges(tmp_path: Path, repo: 
             break  # past the last checkpoint: the apply completed
         assert res.returncode == -signal.SIGKILL, res.stderr
         points.append(log.read_text().split(" ", 1)[1].strip())
+        assert_state_holds_the_target(work, points[-1])  # before any rerun could repair it
         rerun = run(work, env=SECRETS, timeout=60)
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
         assert_converged(work, SECRETS)

@@ -74,3 +74,101 @@ def test_state_file_is_private(tmp_path: Path):
     store = FileStateStore(tmp_path / "state.json")
     store.write(State())
     assert os.stat(store.path).st_mode & 0o077 == 0
+
+
+# -- the journal (issue #11.1) ---------------------------------------------------------------
+
+from reconciler.errors import StateError  # noqa: E402
+from reconciler.state import file as file_store  # noqa: E402
+from reconciler.state.base import entry_drop, entry_put  # noqa: E402
+
+
+def started(tmp_path: Path, *names: str) -> tuple[FileStateStore, State]:
+    """An apply that recorded ``names`` and was then killed (no finish)."""
+    store = FileStateStore(tmp_path / "state.json")
+    state = store.read()
+    store.begin(state, "start")
+    for n in names:
+        rec = make_record(n)
+        with_record(state, rec)
+        store.record(state, entry_put(rec), f"create {n}")
+    return store, state
+
+
+def test_each_change_is_one_journal_line_and_the_document_is_written_once(tmp_path: Path, monkeypatch) -> None:
+    writes = []
+    real = FileStateStore.write
+    monkeypatch.setattr(FileStateStore, "write", lambda self, s, m="": (writes.append(m), real(self, s, m)))
+    store, state = started(tmp_path, *[f"r{i}" for i in range(50)])
+    journal = (tmp_path / "state.json.journal").read_bytes()
+    assert journal.count(b"\n") == 51  # header + one line per change
+    assert writes == ["start"]  # the document only at begin so far
+    # A kill now loses nothing: a new reader replays the journal.
+    assert len(FileStateStore(store.path).read().records) == 50
+    store.finish(state, "done")
+    assert writes == ["start", "done"]
+    assert not (tmp_path / "state.json.journal").exists()
+    assert len(json.loads(store.path.read_text())["registries"]) == 50
+
+
+def test_document_is_rewritten_every_few_seconds_during_a_long_apply(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(file_store, "COMPACT_INTERVAL", 0.0)
+    store, state = started(tmp_path, "a", "b")
+    assert len(json.loads(store.path.read_text())["registries"]) == 2  # folded after each record here
+    assert FileStateStore(store.path).read().to_json() == state.to_json()
+
+
+def test_torn_last_journal_line_is_ignored(tmp_path: Path) -> None:
+    store, _ = started(tmp_path, "a", "b")
+    with open(tmp_path / "state.json.journal", "ab") as fh:
+        fh.write(b'{"op": "put", "record": {"uid": "x", "ki')  # killed mid-write
+    assert sorted(k[2] for k in FileStateStore(store.path).read().records) == ["a", "b"]
+
+
+def test_corrupt_journal_line_in_the_middle_is_refused(tmp_path: Path) -> None:
+    store, _ = started(tmp_path, "a")
+    with open(tmp_path / "state.json.journal", "ab") as fh:
+        fh.write(b"{not json\n" + json.dumps(entry_drop(("tenant", "OciRegistry", "a"))).encode() + b"\n")
+    with pytest.raises(StateError, match=r"state.json.journal:3: journal is corrupt"):
+        FileStateStore(store.path).read()
+
+
+def test_journal_of_another_lineage_or_serial_is_refused(tmp_path: Path) -> None:
+    store, state = started(tmp_path, "a")
+    journal = (tmp_path / "state.json.journal").read_bytes()
+    other = State(serial=state.serial)
+    store.path.write_text(json.dumps(other.to_json()))
+    with pytest.raises(StateError, match="journal of another state"):
+        FileStateStore(store.path).read()
+    older = json.loads(json.dumps(state.to_json()))
+    older["serial"] = state.serial + 3
+    store.path.write_text(json.dumps(older))
+    with pytest.raises(StateError, match="does not belong to this state"):
+        FileStateStore(store.path).read()
+    assert (tmp_path / "state.json.journal").read_bytes() == journal  # never overwritten
+    store.path.unlink()
+    with pytest.raises(StateError, match="journal without its state"):
+        FileStateStore(store.path).read()
+
+
+def test_kill_between_document_rename_and_journal_removal(tmp_path: Path) -> None:
+    """write() marks the journal as folded before the rename: the journal it leaves behind
+    reads as already in the document, not as one of another serial."""
+    store, state = started(tmp_path, "a", "b")
+    journal = tmp_path / "state.json.journal"
+    kept = tmp_path / "kept"
+    real_unlink = os.unlink
+
+    def keep(path, *a, **k):
+        if Path(path) == journal:
+            kept.write_bytes(journal.read_bytes())
+        return real_unlink(path, *a, **k)
+
+    import unittest.mock
+
+    with unittest.mock.patch("os.unlink", keep):
+        state.serial += 1
+        store.write(state, "done")
+    kept.rename(journal)  # as if the kill came before the unlink
+    again = FileStateStore(store.path).read()
+    assert again.to_json() == state.to_json()

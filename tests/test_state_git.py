@@ -424,7 +424,7 @@ def test_lease_is_pushed_names_its_holder_and_is_released(tmp_path: Path, strict
     assert GitBranchStateStore(clone(tmp_path, strict_origin, "check")).read().serial == 1
     subjects = [s for _, s in history(strict_origin)]
     assert subjects[0].startswith("unlock: ") and subjects[1] == "apply 1234567: 1 created"
-    assert subjects[2].startswith("lock: apply by pid ")
+    assert subjects[2].startswith("lock: reconcile by pid ")
 
 
 def test_lease_holder_is_the_github_run_when_there_is_one(tmp_path: Path, origin: Path, monkeypatch) -> None:

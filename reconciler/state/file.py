@@ -1,28 +1,42 @@
-"""JSON file state store: atomic writes (temp, fsync, rename) under an exclusive flock."""
+"""JSON file state store: atomic writes (temp, fsync, rename) under an exclusive flock.
+
+An apply records each change by appending one line to ``<state>.journal`` and fsyncing it
+(O(1) per change, see ``journal.py``); the document is rewritten at the start of the apply,
+at most every ``COMPACT_INTERVAL`` seconds during it, and once at the end. ``read``
+replays the journal onto the document, so a crash or kill at any point loses nothing.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from reconciler.errors import StateError
 from reconciler.secrets import read_bounded
+from reconciler.state import journal
 from reconciler.state.base import State, StateStore
 from reconciler.state.lock import exclusive
 from reconciler.testhooks import checkpoint
 
 _POLL = 0.05
 MAX_STATE_BYTES = 256 << 20  # regular files only, bounded: --state /dev/zero must not exhaust memory
+COMPACT_INTERVAL = 5.0  # seconds between document rewrites during a long apply
 
 
 class FileStateStore(StateStore):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.journal_path = self.path.with_name(self.path.name + ".journal")
+        self._jfd: int | None = None
+        self._entries = 0  # changes in the open journal
+        self._folded_at = 0.0
 
     @property
     def description(self) -> str:
@@ -38,6 +52,7 @@ class FileStateStore(StateStore):
                 yield
             finally:
                 self._locked, self._run_seen = False, None
+                self._close_journal()
 
     def unlock(self, lock_id: str) -> str:
         raise StateError(
@@ -45,10 +60,17 @@ class FileStateStore(StateStore):
             "holder exits, even under kill -9, so there is nothing to release by hand"
         )
 
+    # -- read -----------------------------------------------------------------------------
+
     def read(self) -> State:
         try:
             raw = read_bounded(self.path, MAX_STATE_BYTES)
         except FileNotFoundError:
+            if self.journal_path.exists():
+                raise StateError(
+                    f"{self.journal_path}: a state journal without its state {self.path}; refusing to start a "
+                    "new state over it"
+                ) from None
             self._remember(None, str(self.path))
             return State()
         except OSError as exc:
@@ -60,6 +82,14 @@ class FileStateStore(StateStore):
                 f"{self.path}: state is not valid JSON ({exc}); refusing to use or overwrite it"
             ) from exc
         state = State.from_json(data, str(self.path))
+        try:
+            entries = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            entries = b""
+        except OSError as exc:
+            raise StateError(f"{self.journal_path}: cannot read the state journal: {exc.strerror}") from exc
+        if entries:
+            state, _ = journal.replay(state, entries, str(self.journal_path))
         self._remember(state, str(self.path))
         return state
 
@@ -76,6 +106,8 @@ class FileStateStore(StateStore):
         except OSError as exc:
             raise StateError(f"{self.path}: state cannot be written ({exc.strerror}); nothing was changed") from exc
 
+    # -- write ----------------------------------------------------------------------------
+
     def write(self, state: State, message: str = "") -> None:
         data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode() + b"\n"
         try:
@@ -88,6 +120,12 @@ class FileStateStore(StateStore):
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+            # The journal's changes are about to be in the document: say so in the journal
+            # first, so that a kill between the rename and the unlink leaves a journal that
+            # reads as already folded, not as one of another serial.
+            journal_left = self._jfd is not None or self.journal_path.exists()
+            if journal_left:
+                self._append(journal.line({"op": "fold", "serial": state.serial}))
             checkpoint("state-write:before-rename")
             os.replace(tmp, self.path)
         except BaseException:
@@ -96,8 +134,73 @@ class FileStateStore(StateStore):
             except OSError:
                 pass
             raise
+        if journal_left:
+            self._close_journal()
+            try:
+                os.unlink(self.journal_path)
+            except FileNotFoundError:
+                pass
+        self._fsync_dir()
+
+    def _fsync_dir(self) -> None:
         dfd = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+    # -- the journal ------------------------------------------------------------------------
+
+    def _append(self, data: bytes) -> None:
+        fd = self._jfd
+        own = fd is None
+        try:
+            if fd is None:
+                fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+        except OSError as exc:
+            raise StateError(f"{self.journal_path}: cannot write the state journal: {exc.strerror}") from exc
+        finally:
+            if own and fd is not None:
+                os.close(fd)
+
+    def _close_journal(self) -> None:
+        if self._jfd is not None:
+            os.close(self._jfd)
+            self._jfd = None
+        self._entries = 0
+
+    def begin(self, state: State, message: str) -> None:
+        """One document write (the state can be written; a journal left by a killed run is
+        folded in), then a fresh journal on top of it."""
+        state.serial += 1
+        self.write(state, message)
+        try:
+            fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            raise StateError(f"{self.journal_path}: cannot create the state journal: {exc.strerror}") from exc
+        self._jfd = fd
+        self._append(journal.header(state))
+        self._fsync_dir()
+        self._entries = 0
+        self._folded_at = time.monotonic()
+
+    def record(self, state: State, entry: dict[str, Any], message: str) -> None:
+        if self._jfd is None:
+            self.begin(state, message)
+        self._append(journal.line(entry))
+        self._entries += 1
+        if time.monotonic() - self._folded_at >= COMPACT_INTERVAL:
+            self.begin(state, message)  # rewrite the document, start a new journal
+
+    def finish(self, state: State, message: str) -> None:
+        if self._entries:
+            state.serial += 1
+            self.write(state, message)
+        elif self._jfd is not None:
+            self._close_journal()
+            try:
+                os.unlink(self.journal_path)
+            except FileNotFoundError:
+                pass

@@ -55,6 +55,20 @@ _CAS_TRIES = 20
 COMMIT_INTERVAL = 10.0
 
 
+def _commit_interval() -> float:
+    """``RECONCILER_STATE_COMMIT_SECONDS`` (0 to 600) overrides COMMIT_INTERVAL (tests)."""
+    raw = os.environ.get("RECONCILER_STATE_COMMIT_SECONDS", "").strip()
+    if not raw:
+        return COMMIT_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 600.0:  # also refuses nan
+        raise StateError("RECONCILER_STATE_COMMIT_SECONDS must be a number of seconds from 0 to 600")
+    return value
+
+
 def _note(message: str) -> None:
     sys.stderr.write(f"note: {message}\n")
     sys.stderr.flush()
@@ -69,7 +83,7 @@ class GitBranchStateStore(StateStore):
         path: str = "state.json",
         *,
         notify: Callable[[str], None] = _note,
-        operation: str = "apply",
+        operation: str = "reconcile",
     ) -> None:
         try:
             self.repo = git.Repo(repo_dir, search_parent_directories=True)
@@ -97,6 +111,7 @@ class GitBranchStateStore(StateStore):
         self._lease: Lease | None = None
         self._last_commit = 0.0
         self._pending = 0
+        self._interval = COMMIT_INTERVAL
         self.lock_path = Path(self.repo.common_dir) / "reconciler" / f"{branch.replace('/', '%')}.lock"
 
     def _refuse_work_branch(self) -> None:
@@ -526,10 +541,11 @@ class GitBranchStateStore(StateStore):
     def begin(self, state: State, message: str) -> None:
         self._last_commit = time.monotonic()
         self._pending = 0
+        self._interval = _commit_interval()
 
     def record(self, state: State, entry: dict[str, Any], message: str) -> None:
         self._pending += 1
-        if time.monotonic() - self._last_commit >= COMMIT_INTERVAL:
+        if time.monotonic() - self._last_commit >= self._interval:
             state.serial += 1
             self.write(state, message)
 

@@ -262,3 +262,26 @@ class StateStoreContract:
             self.plant(store, json.dumps(foreign.to_json()))
             with pytest.raises(StateError, match="not the .* this run read under its lock"):
                 store.read()
+
+    # -- recording an apply: begin / record / finish ------------------------------------------
+
+    def test_recorded_changes_are_in_the_state_after_finish(self, store: StateStore) -> None:
+        from reconciler.state.base import entry_drop, entry_put
+
+        state = store.read()
+        with_record(state, make_record("old"))
+        state.serial += 1
+        store.write(state, "seed")
+        with store.lock():
+            state = store.read()
+            store.begin(state, "apply: start")
+            for i in range(5):
+                rec = make_record(f"r{i}")
+                with_record(state, rec)
+                store.record(state, entry_put(rec), f"apply: create r{i}")
+            state.records.pop(("tenant", "OciRegistry", "old"))
+            store.record(state, entry_drop(("tenant", "OciRegistry", "old")), "apply: delete old")
+            store.finish(state, "apply: 6 changes")
+        again = self.reopen(store).read()
+        assert sorted(k[2] for k in again.records) == [f"r{i}" for i in range(5)]
+        assert again.serial == state.serial and again.lineage == state.lineage
