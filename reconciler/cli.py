@@ -46,7 +46,7 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--lock-timeout", type=click.FloatRange(min=0), default=None,
                      help="Seconds to wait for the state lock (default: fail at once)."),
         click.option("--endpoint", default=None, help="Palette API endpoint (default https://api.spectrocloud.com or $PALETTE_ENDPOINT)."),
-        click.option("--project-uid", default=None, help="Palette project uid (header ProjectUid)."),
+        click.option("--project-uid", default=None, help="Palette project uid (cluster-profile look-ups only: registry calls are tenant-scoped, no ProjectUid)."),
         click.option("--ca-file", default=None, type=click.Path(dir_okay=False),
                      help="CA bundle to verify the Palette API's TLS certificate."),
         click.option("--rate-limit", type=click.FloatRange(min=0.1), default=None,
