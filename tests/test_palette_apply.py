@@ -43,6 +43,9 @@ def defs(n: int = 50) -> dict[str, str]:
     return {"all.yaml": "---\n".join(docs)}
 
 
+CREATE_PATHS = ("/v1/registries/helm", "/v1/registries/pack", "/v1/registries/oci/basic", "/v1/registries/oci/ecr")
+
+
 def env_for(emu) -> dict[str, str]:
     return dict(SECRET_ENV, PALETTE_API_KEY=API_KEY)
 
@@ -89,6 +92,8 @@ def test_fifty_changes_converge_through_random_faults(repo: Path, palette_emulat
     f = emu.faults
     f.p500, f.p503, f.p429, f.p_timeout, f.p_drop = 0.05, 0.05, 0.04, 0.02, 0.04  # 20 %
     f.timeout_sleep = 1.0
+    # issue 10 item 5: creates that land and then lose their answer (a dropped connection)
+    f.after_effect, f.after_effect_count = "drop", 6
     outputs: list[str] = []
     for attempt in range(1, 4):
         res = run(repo, *args(emu), env=env_for(emu), timeout=300)
@@ -101,6 +106,16 @@ def test_fifty_changes_converge_through_random_faults(repo: Path, palette_emulat
     f.clear()
     assert len(managed(emu)) == 50
     assert_converged(repo, emu)
+    # each landed-but-unanswered create was found by name, not sent again: one POST per name,
+    # no 409, and the state holds the uid the target has (assert_converged)
+    lost = [e for e in emu.requests if e["fault"] == "after_effect_drop"]
+    assert len(lost) == 6 and emu.injected["after_effect"] == 6
+    posts = Counter(e["body"]["metadata"]["name"] for e in emu.requests
+                    if e["method"] == "POST" and e["path"] in CREATE_PATHS
+                    and (e["status"] in (201, 409) or e["fault"].startswith("after_effect")))
+    for e in lost:
+        assert posts[e["body"]["metadata"]["name"]] == 1, e["body"]["metadata"]["name"]
+    assert not [e for e in emu.requests if e["status"] == 409]
     state_text = (repo / ".reconciler/state-palette.json").read_text()
     scan_for_leaks(outputs + emu.request_lines() + [state_text])
     assert json.loads(state_text)["serial"] >= 50

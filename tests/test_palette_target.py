@@ -296,6 +296,24 @@ def test_default_rate_limit_gives_no_429(palette_emulator):
     target.list()
     assert emu.count_429 == 0 and target.stats["429"] == 0
     assert time.monotonic() - start >= 1.5  # really paced
+    # and not slower than the documented 10/s either (issue 10 item 5: bounded from both sides):
+    # 28 requests, burst 5 -> 23 paced at 10/s = 2.3 s; at 6/s it would be 3.8 s
+    arrivals = sorted(e["t"] for e in emu.requests)
+    span = arrivals[-1] - arrivals[0]
+    assert len(arrivals) == 28 and 2.0 <= span <= 3.3, span
+
+
+def test_default_rate_is_ten_per_second_burst_five():
+    # the documented limit (palette-behaviour.md "Writing": 10 requests/s per source IP, burst 5)
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+
+    target = PaletteTarget("https://palette.test", "k", sleep=sleep, clock=lambda: now[0])
+    for _ in range(105):
+        target._bucket.acquire()
+    assert now[0] == pytest.approx(10.0, abs=1e-6)  # 5 free, then 100 at exactly 10/s
 
 
 # ---------------------------------------------------------------- sync, validate
