@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -777,3 +778,25 @@ def test_the_raw_secret_check_can_fail(palette_emulator):
     assert any("username" in f for f in found) and any("header X-Debug" in f for f in found)
     assert any("URL" in f for f in found)
     emu.violations.clear()  # the unknown query parameter was the point
+
+
+def test_a_dripping_server_cannot_stretch_a_request(palette_emulator_factory):
+    # issue 9 item 15: httpx's timeouts are per read; one byte every 0.3 s would never trip them
+    emu = fast_emu(palette_emulator_factory)
+    emu.faults.drip = 0.3
+    target = PaletteTarget(emu.url, API_KEY, timeout=1.5, rate=1000, burst=50)
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            target.list()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(8)
+    emu.faults.drip = 0.0
+    assert outcome, "a request outlived its 1.5 s limit by more than 6 s"
+    assert isinstance(outcome[0], ServerError) and "no complete answer within 1.5 s" in str(outcome[0])
