@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def defs(n: int = 50) -> dict[str, str]:
                 auth: {{type: token, token: {{fromEnv: PW_{i}}}}}
             """))
     return {"all.yaml": "---\n".join(docs)}
+
+
+CREATE_PATHS = ("/v1/registries/helm", "/v1/registries/pack", "/v1/registries/oci/basic", "/v1/registries/oci/ecr")
 
 
 def env_for(emu) -> dict[str, str]:
@@ -88,6 +92,8 @@ def test_fifty_changes_converge_through_random_faults(repo: Path, palette_emulat
     f = emu.faults
     f.p500, f.p503, f.p429, f.p_timeout, f.p_drop = 0.05, 0.05, 0.04, 0.02, 0.04  # 20 %
     f.timeout_sleep = 1.0
+    # issue 10 item 5: creates that land and then lose their answer (a dropped connection)
+    f.after_effect, f.after_effect_count = "drop", 6
     outputs: list[str] = []
     for attempt in range(1, 4):
         res = run(repo, *args(emu), env=env_for(emu), timeout=300)
@@ -100,6 +106,16 @@ def test_fifty_changes_converge_through_random_faults(repo: Path, palette_emulat
     f.clear()
     assert len(managed(emu)) == 50
     assert_converged(repo, emu)
+    # each landed-but-unanswered create was found by name, not sent again: one POST per name,
+    # no 409, and the state holds the uid the target has (assert_converged)
+    lost = [e for e in emu.requests if e["fault"] == "after_effect_drop"]
+    assert len(lost) == 6 and emu.injected["after_effect"] == 6
+    posts = Counter(e["body"]["metadata"]["name"] for e in emu.requests
+                    if e["method"] == "POST" and e["path"] in CREATE_PATHS
+                    and (e["status"] in (201, 409) or e["fault"].startswith("after_effect")))
+    for e in lost:
+        assert posts[e["body"]["metadata"]["name"]] == 1, e["body"]["metadata"]["name"]
+    assert not [e for e in emu.requests if e["status"] == 409]
     state_text = (repo / ".reconciler/state-palette.json").read_text()
     scan_for_leaks(outputs + emu.request_lines() + [state_text])
     # The state document is rewritten once per apply (changes go to its journal), so the
@@ -195,3 +211,195 @@ def test_replace_on_palette_for_sync_off_and_auth_family_change(repo: Path, pale
     assert res.returncode == 0 and "replace OciRegistry/o: done" in res.stdout, res.stdout + res.stderr
     assert [f for f, n in managed(emu) if n == "o"] == ["ecr"]
     assert_converged(repo, emu)
+
+
+# ---------------------------------------------------------------- Palette as it really is (issue 13)
+
+JFROG_BASE = "artifactory/api/oci/oci-local"
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBrealisticCA\n-----END CERTIFICATE-----\n"
+
+
+def realistic_defs() -> dict[str, str]:
+    return {"r.yaml": "---\n".join([
+        registry_doc("OciRegistry", "jfrog", f"""
+            endpoint: acme.jfrog.io
+            basePath: {JFROG_BASE}
+            provider: helm
+            baseContentPath: charts
+            sync: true
+            auth: {{type: basic, username: ci-bot, password: {{fromEnv: PW_1}}}}
+        """),
+        registry_doc("OciRegistry", "private-ca", """
+            endpoint: oci.internal.example.com
+            provider: helm
+            baseContentPath: charts
+            sync: true
+            auth: {type: basic, username: u, password: {fromEnv: PW_2}}
+            tls: {caFile: certs/ca.pem}
+        """),
+        registry_doc("OciRegistry", "ecr", """
+            endpoint: 123456789012.dkr.ecr.us-east-1.amazonaws.com
+            provider: pack
+            baseContentPath: packs
+            sync: true
+            auth: {type: ecr, credentials: {credentialType: secret, accessKey: AKIAEXAMPLE, secretKey: {fromEnv: PW_3}}}
+            tls: {caFile: certs/ca.pem}
+        """),
+        registry_doc("HelmRegistry", "charts", """
+            endpoint: https://charts.example.com
+            auth: {type: token, token: {fromEnv: PW_4}}
+        """),
+        registry_doc("PackRegistry", "legacy", "endpoint: https://packs.example.com"),
+    ])}
+
+
+def test_realistic_palette_apply_then_empty_plan_then_rotation(tmp_path: Path, palette_emulator_factory):  # noqa: F811
+    """The issue-13 bar: UI-made registry with a basePath, built-ins that refuse detail reads,
+    sync flag only in the status, masked secrets, PUTs that replace the whole object."""
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, realistic_defs())
+    (root / "certs").mkdir()
+    (root / "certs/ca.pem").write_text(CA_PEM)
+    commit_all(root, "realistic")
+    emu = palette_emulator_factory(seed_defaults=True, realistic=True, rate=50.0, burst=10.0)
+    ui = emu.add("basic", "jfrog", {"endpoint": "acme.jfrog.io", "basePath": JFROG_BASE, "providerType": "helm",
+                                    "baseContentPath": "charts", "isSyncSupported": True,
+                                    "containsSpectroManifest": True,
+                                    "auth": {"type": "basic", "username": "ci-bot", "password": "made-in-the-ui"}})
+    env = dict(env_for(emu), PALETTE_PROJECT_UID="0123456789abcdef01234567")
+    first = run(root, *args(emu), env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "adopt OciRegistry/jfrog" in first.stdout
+    plan = run(root, *args(emu), "--dry-run", "--detailed-exitcode", env=env)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    # a rotated secret is an update whose PUT keeps basePath
+    env["PW_1"] = "rotated-secret-value-1"
+    rotated = run(root, *args(emu), "--dry-run", "--detailed-exitcode", env=env)
+    assert rotated.returncode == 2 and "~ OciRegistry/jfrog" in rotated.stdout, rotated.stdout
+    assert "auth.password: (sensitive) -> (sensitive)" in rotated.stdout, rotated.stdout
+    before_puts = len([e for e in emu.raw if e["method"] == "PUT"])
+    applied = run(root, *args(emu), env=env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    puts = [json.loads(e["body"]) for e in emu.raw if e["method"] == "PUT"][before_puts:]
+    assert len(puts) == 1 and puts[0]["spec"]["basePath"] == JFROG_BASE
+    assert puts[0]["spec"]["auth"]["password"] == "rotated-secret-value-1"
+    spec = emu.store.records[ui.uid].obj["spec"]
+    assert spec["basePath"] == JFROG_BASE and spec["containsSpectroManifest"] is True and emu.lost == []
+    assert run(root, *args(emu), "--dry-run", "--detailed-exitcode", env=env).returncode == 0
+    # no registry request carries ProjectUid; the CA is in tls.certificate for OCI
+    assert emu.headers_sent("ProjectUid") == []
+    with emu.store.lock:
+        by_name = {r.name: r.obj["spec"] for r in emu.store.records.values()}
+    assert by_name["private-ca"]["auth"]["tls"]["certificate"] == CA_PEM
+    assert by_name["ecr"]["tls"]["certificate"] == CA_PEM
+    # built-ins were never read in detail, and nothing answered 403
+    assert not [e for e in emu.requests if e["status"] == 403]
+    assert emu.misplaced_secrets([*SECRET_ENV.values(), "rotated-secret-value-1"]) == []
+
+
+def unusable(tmp_path: Path, factory, setup):
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, dict(defs(6)))
+    commit_all(root, "6")
+    emu = factory(seed_defaults=True, rate=0)
+    for i in range(4):
+        emu.add("helm", f"pre-{i}", {"endpoint": f"https://pre-{i}.example.com", "auth": {"type": "noAuth"}})
+    state = root / ".reconciler/state-palette.json"
+    assert run(root, *args(emu), env=env_for(emu)).returncode == 0
+    before = state.read_text()
+    setup(emu)
+    start = time.monotonic()
+    res = run(root, *args(emu), env=env_for(emu), timeout=60)
+    took = time.monotonic() - start
+    return res, took, emu, state, before
+
+
+@pytest.mark.parametrize("case", ["stuck-continue", "301-other-origin", "301-loop"])
+def test_an_unusable_list_ends_the_run_in_seconds(tmp_path: Path, palette_emulator_factory, case):  # noqa: F811
+    def setup(emu):
+        emu.behaviour.page_limit = 3
+        if case == "stuck-continue":
+            emu.behaviour.stuck_continue = True
+        elif case == "301-other-origin":
+            emu.redirects["/v1/registries/helm"] = [301, "https://login.example.com/sso", -1]
+        else:
+            emu.redirects["/v1/registries/helm"] = [301, "/v1/registries/helm?limit=50&scope=all", -1]
+        emu.calls_before = len(emu.requests)
+
+    res, took, emu, state, before = unusable(tmp_path, palette_emulator_factory, setup)
+    assert took < 20, took
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stdout + res.stderr
+    expected = {"stuck-continue": "paging does not end", "301-other-origin": "301 redirect to another origin",
+                "301-loop": "after 5 redirects"}[case]
+    assert expected in res.stderr, res.stderr
+    assert not [e for e in emu.requests[emu.calls_before:] if e["method"] != "GET"], "something was changed"
+    assert state.read_text() == before
+
+
+@pytest.mark.parametrize("body, ctype, words", [
+    (b"<!DOCTYPE html><html><body>Sign in</body></html>", "text/html", "answered an HTML page"),
+    (b'{"items": [', "application/json", "answered not JSON"),
+    (b"[1, 2, 3]", "application/json", "answered a JSON list"),
+])
+def test_a_list_answered_with_something_else_is_a_clear_error(tmp_path: Path, palette_emulator_factory,  # noqa: F811
+                                                             body, ctype, words):
+    def setup(emu):
+        emu.answers["/v1/registries/oci/summary"] = (200, ctype, body)
+        emu.calls_before = len(emu.requests)
+
+    res, took, emu, state, before = unusable(tmp_path, palette_emulator_factory, setup)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert words in res.stderr and "/v1/registries/oci/summary" in res.stderr, res.stderr
+    assert not [e for e in emu.requests[emu.calls_before:] if e["method"] != "GET"]
+    assert state.read_text() == before
+
+
+def test_endpoint_with_credentials_is_refused_and_never_printed(repo: Path, palette_emulator_factory):  # noqa: F811
+    emu = palette_emulator_factory(seed_defaults=True, rate=0)
+    url = emu.url.replace("http://", "http://admin:pw-in-the-url-42@")
+    for extra, env in ((["--endpoint", url], env_for(emu)), ([], dict(env_for(emu), PALETTE_ENDPOINT=url))):
+        res = run(repo, "--target", "palette", *extra, "--dry-run", env=env)
+        assert res.returncode == 1 and "must not carry credentials" in res.stderr, res.stderr
+        assert "pw-in-the-url-42" not in res.stdout + res.stderr
+    assert not emu.requests
+
+
+def test_no_change_plan_of_240_registries_sends_at_most_20_requests(tmp_path: Path,  # noqa: F811
+                                                                     palette_emulator_factory):
+    """Issue 11 item 2: a plan costs what changed, not one GET per OCI registry."""
+    docs = []
+    for i in range(240):
+        if i % 2:
+            docs.append(registry_doc("OciRegistry", f"oci-{i}", f"""
+                endpoint: oci-{i}.example.com
+                baseContentPath: charts
+                sync: true
+                auth: {{type: basic, username: u{i}, password: {{fromEnv: PW_{i % 50}}}}}
+            """))
+        elif i % 4 == 0:
+            docs.append(registry_doc("HelmRegistry", f"helm-{i}", f"endpoint: https://charts-{i}.example.com"))
+        else:
+            docs.append(registry_doc("PackRegistry", f"pack-{i}", f"endpoint: https://packs-{i}.example.com"))
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"all.yaml": "---\n".join(docs)})
+    commit_all(root, "240")
+    emu = palette_emulator_factory(seed_defaults=True, realistic=True, rate=0)
+    fast = ["--rate-limit", "500", "--burst", "50"]
+    applied = run(root, *args(emu), *fast, env=env_for(emu), timeout=300)
+    assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
+    before = len(emu.requests)
+    plan = run(root, *args(emu), *fast, "--dry-run", "--detailed-exitcode", env=env_for(emu))
+    sent = emu.requests[before:]
+    assert plan.returncode == 0, plan.stdout[-2000:] + plan.stderr
+    print(f"no-change plan of 240 registries (120 OCI): {len(sent)} requests")
+    assert len(sent) <= 20, [e["path"] for e in sent]
+    # a UI edit is still drift
+    emu.edit("oci-7", lambda spec: spec["auth"].update(username="changed-in-ui"))
+    before = len(emu.requests)
+    drift = run(root, *args(emu), *fast, "--dry-run", "--detailed-exitcode", env=env_for(emu))
+    assert drift.returncode == 2 and "~ OciRegistry/oci-7" in drift.stdout, drift.stdout[-2000:]
+    assert "auth.username: changed-in-ui -> u7" in drift.stdout
+    assert len(emu.requests) - before <= 21

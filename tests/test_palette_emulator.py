@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
 from tests.support.palette_emulator import (  # noqa: F401
     API_KEY,
+    Behaviour,
     PaletteEmulator,
     palette_emulator_factory,
 )
@@ -226,3 +229,115 @@ def test_faults(palette_emulator_factory):
         assert c.post("/v1/registries/oci/basic", json=basic_body("ae")).status_code == 500
         assert emu.store.by_name("basic", "ae") is not None  # applied anyway
         assert c.post("/v1/registries/oci/basic", json=basic_body("ae2")).status_code == 201
+
+
+# ---------------------------------------------------------------- switchable behaviours (each its evidence)
+
+
+def emu_with(factory, **behaviour) -> PaletteEmulator:
+    return factory(seed_defaults=True, rate=0, behaviour=Behaviour(**behaviour))
+
+
+def test_sync_flag_only_in_status(palette_emulator_factory):
+    emu = emu_with(palette_emulator_factory, sync_in_status_only=True)
+    with client(emu) as c:
+        uid = c.post("/v1/registries/oci/basic", json=basic_body("s")).json()["uid"]
+        obj = c.get(f"/v1/registries/oci/{uid}/basic").json()
+    assert "isSyncSupported" not in obj["spec"] and obj["status"]["syncStatus"]["isSyncSupported"] is True
+
+
+def test_secrets_masked_on_get(palette_emulator_factory):
+    emu = emu_with(palette_emulator_factory, secrets_on_get="masked")
+    with client(emu) as c:
+        uid = c.post("/v1/registries/oci/basic", json=basic_body("m", password="hunter2-pw")).json()["uid"]
+        obj = c.get(f"/v1/registries/oci/{uid}/basic").json()
+    assert obj["spec"]["auth"]["password"] == "hun***-pw"
+    assert emu.store.records[uid].obj["spec"]["auth"]["password"] == "hunter2-pw"
+    assert all("hunter2-pw" not in line for line in emu.request_lines())  # the log is masked
+    assert any("hunter2-pw" in e["body"] for e in emu.raw)  # the raw request is not
+
+
+def test_builtin_detail_read_refused(palette_emulator_factory):
+    emu = emu_with(palette_emulator_factory, builtin_detail_403=True)
+    ecr = emu.store.by_name("ecr", "Palette Registry")
+    with client(emu) as c:
+        assert c.get(f"/v1/registries/oci/{ecr.uid}/ecr").status_code == 403
+        summary = c.get("/v1/registries/oci/summary").json()["items"]
+    assert ecr.uid in {i["metadata"]["uid"] for i in summary}
+
+
+@pytest.mark.parametrize("replaces", [True, False])
+def test_put_replaces_the_object_or_keeps_what_it_leaves_out(palette_emulator_factory, replaces):
+    emu = emu_with(palette_emulator_factory, put_replaces=replaces, future_fields={"futureField": "f"})
+    rec = emu.add("basic", "ui", {"endpoint": "acme.jfrog.io", "basePath": "artifactory/api/oci/x",
+                                  "containsSpectroManifest": True, "auth": {"type": "noAuth"}})
+    with client(emu) as c:
+        got = c.get(f"/v1/registries/oci/{rec.uid}/basic").json()
+        assert got["spec"]["futureField"] == "f"
+        # sending the object back as it came is accepted (future fields are not spec violations)
+        back = {"metadata": got["metadata"], "spec": got["spec"]}
+        assert c.put(f"/v1/registries/oci/{rec.uid}/basic", json=back).status_code == 204
+        assert emu.lost == [] and not emu.violations
+        thin = {"metadata": {"name": "ui"}, "spec": {"endpoint": "acme.jfrog.io", "auth": {"type": "noAuth"}}}
+        assert c.put(f"/v1/registries/oci/{rec.uid}/basic", json=thin).status_code == 204
+    spec = emu.store.records[rec.uid].obj["spec"]
+    if replaces:
+        assert len(emu.lost) == 3 and spec["basePath"] == "" and "futureField" not in spec
+    else:
+        assert emu.lost == [] and spec["basePath"] == "artifactory/api/oci/x" and spec["futureField"] == "f"
+
+
+def test_stuck_continue_token(palette_emulator_factory):
+    emu = emu_with(palette_emulator_factory, stuck_continue=True, page_limit=2)
+    for i in range(5):
+        emu.add("helm", f"h{i}", {"endpoint": f"https://h{i}.example.com", "auth": {"type": "noAuth"}})
+    with client(emu) as c:
+        first = c.get("/v1/registries/helm").json()["listmeta"]["continue"]
+        second = c.get("/v1/registries/helm", params={"continue": first}).json()["listmeta"]["continue"]
+    assert first and first == second
+
+
+def test_summary_timestamps_switch(palette_emulator_factory):
+    emu = emu_with(palette_emulator_factory, summary_timestamps=False)
+    with client(emu) as c:
+        items = c.get("/v1/registries/oci/summary").json()["items"]
+        assert all("lastModifiedTimestamp" not in i["metadata"] for i in items)
+        emu.behaviour.summary_timestamps = True
+        items = c.get("/v1/registries/oci/summary").json()["items"]
+        assert all(i["metadata"]["lastModifiedTimestamp"] for i in items)
+
+
+def test_ui_edit_changes_the_stamp(palette_emulator):
+    emu = palette_emulator
+    rec = emu.add("basic", "e", {"endpoint": "e.example.com", "auth": {"type": "noAuth"}})
+    stamp = rec.obj["metadata"]["lastModifiedTimestamp"]
+    emu.edit("e", lambda spec: spec.update(endpoint="f.example.com"))
+    assert rec.obj["metadata"]["lastModifiedTimestamp"] > stamp and rec.obj["spec"]["endpoint"] == "f.example.com"
+
+
+def test_redirects_and_raw_answers(palette_emulator):
+    emu = palette_emulator
+    emu.redirects["/v1/registries/helm"] = [301, "https://elsewhere.example.com/", 1]
+    emu.answers["/v1/registries/pack"] = (200, "text/html", b"<html>login</html>")
+    with client(emu) as c:
+        r = c.get("/v1/registries/helm")
+        assert r.status_code == 301 and r.headers["Location"] == "https://elsewhere.example.com/"
+        assert c.get("/v1/registries/helm").status_code == 200  # once only
+        r = c.get("/v1/registries/pack")
+        assert r.status_code == 200 and r.text == "<html>login</html>"
+
+
+def test_dripping_answers(palette_emulator):
+    emu = palette_emulator
+    emu.faults.drip = 0.05
+    with client(emu) as c:
+        start = time.monotonic()
+        r = c.get("/v1/registries/metadata")
+    assert r.status_code == 200 and r.json()["items"]
+    assert time.monotonic() - start >= 0.05 * 50
+
+
+def test_no_builtin_annotation_is_invented(palette_emulator):
+    with client(palette_emulator) as c:
+        text = c.get("/v1/registries/helm").text + c.get("/v1/registries/oci/summary").text
+    assert "palette.spectrocloud.com/builtin" not in text

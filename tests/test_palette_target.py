@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -296,6 +297,24 @@ def test_default_rate_limit_gives_no_429(palette_emulator):
     target.list()
     assert emu.count_429 == 0 and target.stats["429"] == 0
     assert time.monotonic() - start >= 1.5  # really paced
+    # and not slower than the documented 10/s either (issue 10 item 5: bounded from both sides):
+    # 28 requests, burst 5 -> 23 paced at 10/s = 2.3 s; at 6/s it would be 3.8 s
+    arrivals = sorted(e["t"] for e in emu.requests)
+    span = arrivals[-1] - arrivals[0]
+    assert len(arrivals) == 28 and 2.0 <= span <= 3.3, span
+
+
+def test_default_rate_is_ten_per_second_burst_five():
+    # the documented limit (palette-behaviour.md "Writing": 10 requests/s per source IP, burst 5)
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+
+    target = PaletteTarget("https://palette.test", "k", sleep=sleep, clock=lambda: now[0])
+    for _ in range(105):
+        target._bucket.acquire()
+    assert now[0] == pytest.approx(10.0, abs=1e-6)  # 5 free, then 100 at exactly 10/s
 
 
 # ---------------------------------------------------------------- sync, validate
@@ -759,3 +778,25 @@ def test_the_raw_secret_check_can_fail(palette_emulator):
     assert any("username" in f for f in found) and any("header X-Debug" in f for f in found)
     assert any("URL" in f for f in found)
     emu.violations.clear()  # the unknown query parameter was the point
+
+
+def test_a_dripping_server_cannot_stretch_a_request(palette_emulator_factory):
+    # issue 9 item 15: httpx's timeouts are per read; one byte every 0.3 s would never trip them
+    emu = fast_emu(palette_emulator_factory)
+    emu.faults.drip = 0.3
+    target = PaletteTarget(emu.url, API_KEY, timeout=1.5, rate=1000, burst=50)
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            target.list()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(8)
+    emu.faults.drip = 0.0
+    assert outcome, "a request outlived its 1.5 s limit by more than 6 s"
+    assert isinstance(outcome[0], ServerError) and "no complete answer within 1.5 s" in str(outcome[0])

@@ -638,6 +638,8 @@ class PaletteEmulator:
         if scope not in ("tenant", "system", "project"):
             raise ApiError(400, "InvalidRequest", f"unknown scope {scope!r}")
         if self.store.by_name(flavour, name, scope) is not None:
+            # issue 10 (409 on a duplicate name); the code word is unverified. PB "Rules": a registry
+            # may be added once per content type; OCI basic and ECR share one name space (unverified)
             raise ApiError(409, "DuplicateRegistryName",
                            f"registry with name '{name}' already exists in scope {scope}")
         self._business_rules(flavour, spec)
@@ -658,12 +660,17 @@ class PaletteEmulator:
     def _business_rules(self, flavour: str, spec: dict[str, Any]) -> None:
         if flavour in ("basic", "ecr"):
             provider = spec.get("providerType", "helm")
+            # unverified: the spec's enum allows zarf for ECR too; our format keeps it to basic
             if provider == "zarf" and flavour != "basic":
                 raise ApiError(400, "InvalidRegistrySpec", "providerType zarf is only supported for basic OCI registries")
+            # PB "Sync status": Pack-provider OCI registries have no sync toggle, they always sync
             if provider == "pack" and not spec.get("isSyncSupported"):
                 raise ApiError(400, "InvalidRegistrySpec", "providerType pack requires isSyncSupported")
-            if spec.get("isSyncSupported") and not spec.get("baseContentPath"):
+            # unverified for helm/zarf; PB "Rules": for provider pack an empty baseContentPath
+            # means <endpoint>/spectro-packs, so it is allowed there
+            if spec.get("isSyncSupported") and not spec.get("baseContentPath") and provider != "pack":
                 raise ApiError(400, "InvalidRegistrySpec", "baseContentPath is required when sync is enabled")
+        # unverified: the shape of v1AwsCloudAccount; TF toRegistryAwsAccountCredential fills one or the other
         if flavour == "ecr" and spec.get("isPrivate"):
             creds = spec.get("credentials") or {}
             ctype = creds.get("credentialType", "secret")
