@@ -123,8 +123,9 @@ def fingerprint(spec: Mapping[str, Any]) -> str:
 
 # Without a key, a recorded hash is a password-guessing oracle for anyone who can read the
 # state (the salt sits beside it): scrypt makes each guess cost ~50 ms and 16 MiB (n=2**14,
-# r=8, p=1; 47 ms measured on the CI machine). With the key (RECONCILER_STATE_KEY, kept out
-# of the repository, e.g. an Actions secret) a guess needs the key: a cheap HMAC suffices.
+# r=8, p=1; 47 ms measured on the 2-core development machine). With the key
+# (RECONCILER_STATE_KEY, kept out of the repository, e.g. an Actions secret) a guess needs
+# the key, so a cheap HMAC suffices.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 HASH_KEYED = "hmac-sha256-key:"
 HASH_SCRYPT = f"scrypt-n{SCRYPT_N}r{SCRYPT_R}p{SCRYPT_P}:"
