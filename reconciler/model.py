@@ -131,7 +131,7 @@ HASH_KEYED = "hmac-sha256-key:"
 HASH_SCRYPT = f"scrypt-n{SCRYPT_N}r{SCRYPT_R}p{SCRYPT_P}:"
 
 
-@lru_cache(maxsize=1024)  # a plan compares and apply records the same values: pay scrypt once
+@lru_cache(maxsize=16384)  # a plan compares and apply records the same values: pay scrypt once
 def _scrypt(salt: str, path: str, value: str) -> str:
     digest = hashlib.scrypt(value.encode(), salt=f"{salt}\0{path}".encode(), n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
                             maxmem=64 << 20, dklen=32)
