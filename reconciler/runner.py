@@ -188,14 +188,13 @@ def _target(opts: Options, profile: str, err: TextIO) -> Iterator[Target]:
 
 
 def _make_plan(
-    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int, dry_run: bool = False
+    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int, read_files: bool = True
 ) -> tuple[State, Plan, dict[Key, dict[str, str | None]]]:
     state = store.read()
     _check_state_target(state, target, store)
     observed = target.list()
-    # a dry-run reads no secret file (values from the environment only, to show rotations)
     values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ,
-                         roots=desired.settings.secret_roots, read_files=not dry_run)
+                         roots=desired.settings.secret_roots, read_files=read_files)
     plan = make_plan(
         desired.registries, state, observed, SecretValues(values, state_key(opts.environ)),
         PlanOptions(max_deletions=max_del, allow_empty=opts.allow_empty),
@@ -221,7 +220,9 @@ def _emit_plan(opts: Options, out: TextIO, plan: Plan, extra: dict[str, Any] | N
 
 def _dry_run(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: StateStore, target: Target,
              max_del: int, preflight: bool) -> int:
-    state, plan, values = _make_plan(opts, desired, store, target, max_del, dry_run=True)
+    # a dry-run reads no secret file (environment values only, to show rotations); --preflight
+    # sends the credentials to the registries, so it needs them
+    state, plan, values = _make_plan(opts, desired, store, target, max_del, read_files=preflight)
     warn_short_secrets(values, err)
     failures: list[str] = []
     if preflight:
