@@ -157,7 +157,8 @@ def secret_matches(recorded: str | None, salt: str, path: str, value: str, key: 
         return False
     if recorded.startswith(HASH_KEYED) and not key:
         return None
-    return hmac.compare_digest(recorded, secret_hash(salt, path, value, key))
+    # bytes: compare_digest refuses non-ASCII str (a tampered state must not crash us)
+    return hmac.compare_digest(recorded.encode(), secret_hash(salt, path, value, key).encode())
 
 
 def flatten(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -17,7 +17,7 @@ from reconciler import render
 from reconciler.errors import InputError, StateError
 from reconciler.model import Desired, Key, key_str
 from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan, PlanOptions, SecretValues, make_plan
-from reconciler.secrets import known_values, present, resolve_all, state_key, warn_short_secrets
+from reconciler.secrets import known_values, prehash, present, resolve_all, state_key, warn_short_secrets
 from reconciler.state.base import Record, State, StateStore
 from reconciler.targets.base import Target
 
@@ -195,6 +195,7 @@ def _make_plan(
     observed = target.list()
     values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ,
                          roots=desired.settings.secret_roots, read_files=read_files)
+    prehash(state.salt, {k: r.secret_hashes for k, r in state.records.items()}, values, state_key(opts.environ))
     plan = make_plan(
         desired.registries, state, observed, SecretValues(values, state_key(opts.environ)),
         PlanOptions(max_deletions=max_del, allow_empty=opts.allow_empty),
