@@ -288,15 +288,19 @@ def dotted(path: Sequence[str | int]) -> str:
     return out
 
 
+# the user-info part of a URL ("admin:pw@"): a password, never shown in a message
+_USERINFO = re.compile(r"(?<=://)[^/?#@\s]*@|^[^/?#@:\s]+:[^/?#@\s]*@")
+
+
 def show(value: Any) -> str:
     if isinstance(value, str):
-        return repr(value)
+        return repr(_USERINFO.sub("(credentials)@", value))
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "null"
     if isinstance(value, (dict, list)):
-        text = json.dumps(value, default=str)
+        text = _USERINFO.sub("(credentials)@", json.dumps(value, default=str))
         return text if len(text) <= 60 else text[:57] + "..."
     return str(value)
 

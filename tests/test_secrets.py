@@ -418,3 +418,14 @@ def test_prehash_computes_the_compared_hashes_once_in_parallel():
 
 def test_a_tampered_hash_does_not_crash_the_comparison():
     assert secret_matches(HASH_SCRYPT + "\u00e9\u00e9", "salt", "auth.password", PW) is False
+
+
+def test_credentials_in_an_endpoint_are_masked_in_other_messages_too(tmp_path: Path):
+    root = repo_with(tmp_path, registry_doc("HelmRegistry", "h", """
+        endpoint: ftp://admin:hunter2-pw-h4@h.example.com
+        auth: {type: noAuth}
+    """))
+    errors = errors_of(root)
+    assert len(errors) == 2 and any("must be an http:// or https:// URL, not 'ftp://(credentials)@h.example.com'" in e
+                                    for e in errors), errors
+    assert not [e for e in errors if "hunter2" in e]
