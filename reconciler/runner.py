@@ -17,7 +17,15 @@ from reconciler import render
 from reconciler.errors import InputError, StateError
 from reconciler.model import Desired, Key, key_str
 from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan, PlanOptions, SecretValues, make_plan
-from reconciler.secrets import known_values, prehash, present, resolve_all, state_key, warn_short_secrets
+from reconciler.secrets import (
+    known_values,
+    prehash,
+    present,
+    resolve_all,
+    state_key,
+    warn_missing_key,
+    warn_short_secrets,
+)
 from reconciler.state.base import Record, State, StateStore
 from reconciler.targets.base import Target
 
@@ -203,6 +211,11 @@ def _make_plan(
     return state, plan, values
 
 
+def _warn_secrets(opts: Options, state: State, values: Mapping[Key, Mapping[str, str | None]], err: TextIO) -> None:
+    warn_short_secrets(values, err)
+    warn_missing_key({k: r.secret_hashes for k, r in state.records.items()}, state_key(opts.environ), err)
+
+
 def _emit_plan(opts: Options, out: TextIO, plan: Plan, extra: dict[str, Any] | None = None,
                problems: Sequence[str] = ()) -> None:
     if opts.fmt == "json":
@@ -224,7 +237,7 @@ def _dry_run(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: S
     # a dry-run reads no secret file (environment values only, to show rotations); --preflight
     # sends the credentials to the registries, so it needs them
     state, plan, values = _make_plan(opts, desired, store, target, max_del, read_files=preflight)
-    warn_short_secrets(values, err)
+    _warn_secrets(opts, state, values, err)
     failures: list[str] = []
     if preflight:
         failures = run_preflight(opts, plan, target, values)
@@ -274,7 +287,7 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
         err.write("plan refused; nothing was changed\n")
         return EXIT_FAIL
     needed = [c.registry for c in plan.actionable if c.registry is not None and not c.state_only]
-    warn_short_secrets(values, err)
+    _warn_secrets(opts, state, values, err)
     if target.needs_secrets:
         resolve_all(needed, base_dir=opts.root, required=True, environ=opts.environ,
                     roots=desired.settings.secret_roots)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler.errors import MIN_REDACT_LEN, InputError
-from reconciler.model import HASH_SCRYPT, Key, Registry, iter_secret_refs, key_str, secret_hash
+from reconciler.model import HASH_KEYED, HASH_SCRYPT, Key, Registry, iter_secret_refs, key_str, secret_hash
 
 MAX_SECRET_FILE = 64 * 1024
 MAX_CA_FILE = 1 << 20  # a CA bundle (Debian's full bundle is ~200 KiB)
@@ -247,6 +247,16 @@ def resolve_all(
     if required and problems:
         raise InputError("secrets are missing, nothing was changed:\n  " + "\n  ".join(problems))
     return out
+
+
+def warn_missing_key(recorded: Mapping[Key, Mapping[str, str]], key: str | None, err: TextIO) -> None:
+    """The state's hashes are keyed but this run has no key: it cannot tell a changed secret."""
+    if key:
+        return
+    keyed = sum(1 for hashes in recorded.values() for h in hashes.values() if h.startswith(HASH_KEYED))
+    if keyed:
+        err.write(f"warning: {keyed} secret hash(es) in the state are keyed with {STATE_KEY_ENV}, which is not set: "
+                  "a changed secret behind them is not detected in this run\n")
 
 
 def prehash(salt: str, recorded: Mapping[Key, Mapping[str, str]], all_values: Mapping[Key, Mapping[str, str | None]],

@@ -393,7 +393,9 @@ def test_state_key_keys_the_hashes_and_a_dry_run_without_it_plans_no_false_updat
     text = (root / ".reconciler" / "state.json").read_text()
     assert HASH_KEYED in text and key not in text
     assert run(root, "--dry-run", "--detailed-exitcode", env=keyed).returncode == 0
-    assert run(root, "--dry-run", "--detailed-exitcode", env={"A_PW": PW}).returncode == 0
+    unkeyed = run(root, "--dry-run", "--detailed-exitcode", env={"A_PW": PW})
+    assert unkeyed.returncode == 0
+    assert "keyed with RECONCILER_STATE_KEY, which is not set: a changed secret behind them is not detected" in unkeyed.stderr
     rotated = run(root, "--dry-run", "--detailed-exitcode", env=dict(keyed, A_PW="rotated-" + PW))
     assert rotated.returncode == 2
 
