@@ -126,14 +126,15 @@ def fingerprint(spec: Mapping[str, Any]) -> str:
 
 # Without a key, a recorded hash is a password-guessing oracle for anyone who can read the
 # state (the salt sits beside it): scrypt makes each guess cost ~50 ms and 16 MiB (n=2**14,
-# r=8, p=1; 47 ms measured on the CI machine). With the key (RECONCILER_STATE_KEY, kept out
-# of the repository, e.g. an Actions secret) a guess needs the key: a cheap HMAC suffices.
+# r=8, p=1; 47 ms measured on the 2-core development machine). With the key
+# (RECONCILER_STATE_KEY, kept out of the repository, e.g. an Actions secret) a guess needs
+# the key, so a cheap HMAC suffices.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 HASH_KEYED = "hmac-sha256-key:"
 HASH_SCRYPT = f"scrypt-n{SCRYPT_N}r{SCRYPT_R}p{SCRYPT_P}:"
 
 
-@lru_cache(maxsize=1024)  # a plan compares and apply records the same values: pay scrypt once
+@lru_cache(maxsize=16384)  # a plan compares and apply records the same values: pay scrypt once
 def _scrypt(salt: str, path: str, value: str) -> str:
     digest = hashlib.scrypt(value.encode(), salt=f"{salt}\0{path}".encode(), n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
                             maxmem=64 << 20, dklen=32)
@@ -159,7 +160,8 @@ def secret_matches(recorded: str | None, salt: str, path: str, value: str, key: 
         return False
     if recorded.startswith(HASH_KEYED) and not key:
         return None
-    return hmac.compare_digest(recorded, secret_hash(salt, path, value, key))
+    # bytes: compare_digest refuses non-ASCII str (a tampered state must not crash us)
+    return hmac.compare_digest(recorded.encode(), secret_hash(salt, path, value, key).encode())
 
 
 def flatten(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -17,7 +17,15 @@ from reconciler import render
 from reconciler.errors import InputError, StateError
 from reconciler.model import Desired, Key, key_str
 from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan, PlanOptions, SecretValues, impact_uids, make_plan
-from reconciler.secrets import known_values, present, resolve_all, state_key, warn_short_secrets
+from reconciler.secrets import (
+    known_values,
+    prehash,
+    present,
+    resolve_all,
+    state_key,
+    warn_missing_key,
+    warn_short_secrets,
+)
 from reconciler.state.base import Record, State, StateStore
 from reconciler.targets.base import Known, Target
 
@@ -224,15 +232,15 @@ def known_to_target(desired: Desired, state: State) -> dict[str, Known]:
 
 
 def _make_plan(
-    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int, dry_run: bool = False
+    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int, read_files: bool = True
 ) -> tuple[State, Plan, dict[Key, dict[str, str | None]]]:
     state = store.read()
     _check_state_target(state, target, store)
     observed = target.observe({r.key for r in desired.registries}, known_to_target(desired, state))
     store.verify(state, {o.uid for o in observed})  # a replaced state is refused here (issue #9.4)
-    # a dry-run reads no secret file (values from the environment only, to show rotations)
     values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ,
-                         roots=desired.settings.secret_roots, read_files=not dry_run)
+                         roots=desired.settings.secret_roots, read_files=read_files)
+    prehash(state.salt, {k: r.secret_hashes for k, r in state.records.items()}, values, state_key(opts.environ))
     secret_values = SecretValues(values, state_key(opts.environ))
     options = PlanOptions(max_deletions=max_del, allow_empty=opts.allow_empty, allow_in_use=opts.allow_in_use)
     plan = make_plan(desired.registries, state, observed, secret_values, options)
@@ -241,6 +249,11 @@ def _make_plan(
         options = replace(options, in_use_checked=True, in_use=target.references(uids))
         plan = make_plan(desired.registries, state, observed, secret_values, options)
     return state, plan, values
+
+
+def _warn_secrets(opts: Options, state: State, values: Mapping[Key, Mapping[str, str | None]], err: TextIO) -> None:
+    warn_short_secrets(values, err)
+    warn_missing_key({k: r.secret_hashes for k, r in state.records.items()}, state_key(opts.environ), err)
 
 
 def palette_endpoint(opts: Options) -> str:
@@ -282,8 +295,10 @@ def _emit_plan(opts: Options, out: TextIO, plan: Plan, extra: dict[str, Any] | N
 
 def _dry_run(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: StateStore, target: Target,
              max_del: int, preflight: bool, warnings: Sequence[str] = ()) -> int:
-    state, plan, values = _make_plan(opts, desired, store, target, max_del, dry_run=True)
-    warn_short_secrets(values, err)
+    # a dry-run reads no secret file (environment values only, to show rotations); --preflight
+    # sends the credentials to the registries, so it needs them
+    state, plan, values = _make_plan(opts, desired, store, target, max_del, read_files=preflight)
+    _warn_secrets(opts, state, values, err)
     failures: list[str] = []
     if preflight:
         failures = run_preflight(opts, plan, target, values)
@@ -339,7 +354,7 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
                                       title="reconcile apply: refused, nothing was changed"))
         return EXIT_FAIL
     needed = [c.registry for c in plan.actionable if c.registry is not None and not c.state_only]
-    warn_short_secrets(values, err)
+    _warn_secrets(opts, state, values, err)
     if target.needs_secrets:
         resolve_all(needed, base_dir=opts.root, required=True, environ=opts.environ,
                     roots=desired.settings.secret_roots)

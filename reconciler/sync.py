@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from reconciler import render
 from reconciler.errors import InputError, TargetError, redact
-from reconciler.secrets import known_values, present, resolve_all
+from reconciler.secrets import known_values, present, resolve_all, warn_short_secrets
 from reconciler.state.base import Record
 from reconciler.targets.base import SyncStatus, Target
 
@@ -118,6 +118,7 @@ def run_sync(opts: Options, names: Sequence[str], *, force: bool, wait: bool, ti
                 records = [r for r in records if r.name in names]
             values = resolve_all([desired[r.key] for r in records if r.key in desired], base_dir=opts.root,
                                  required=False, environ=opts.environ, roots=settings.secret_roots)
+            warn_short_secrets(values, err)
             known = known_values(values)
             now = time.time()
             for rec in records:

@@ -329,10 +329,13 @@ def dotted(path: Sequence[str | int]) -> str:
 
 
 _SHOW_MAX = 80
+# the user-info part of a URL ("admin:pw@"): a password, never shown in a message
+_USERINFO = re.compile(r"(?<=://)[^/?#@\s]*@|^[^/?#@:\s]+:[^/?#@\s]*@")
 
 
 def show(value: Any) -> str:
     if isinstance(value, str):
+        value = _USERINFO.sub("(credentials)@", value)
         if len(value) > _SHOW_MAX:  # a 900 KB value is named, not printed
             return repr(value[: _SHOW_MAX - 20]) + f"... ({len(value)} characters)"
         return repr(value)
@@ -341,7 +344,7 @@ def show(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, (dict, list)):
-        text = json.dumps(value, default=str)
+        text = _USERINFO.sub("(credentials)@", json.dumps(value, default=str))
         return text if len(text) <= 60 else text[:57] + "..."
     return str(value)
 

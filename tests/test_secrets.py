@@ -393,6 +393,41 @@ def test_state_key_keys_the_hashes_and_a_dry_run_without_it_plans_no_false_updat
     text = (root / ".reconciler" / "state.json").read_text()
     assert HASH_KEYED in text and key not in text
     assert run(root, "--dry-run", "--detailed-exitcode", env=keyed).returncode == 0
-    assert run(root, "--dry-run", "--detailed-exitcode", env={"A_PW": PW}).returncode == 0
+    unkeyed = run(root, "--dry-run", "--detailed-exitcode", env={"A_PW": PW})
+    assert unkeyed.returncode == 0
+    assert "keyed with RECONCILER_STATE_KEY, which is not set: a changed secret behind them is not detected" in unkeyed.stderr
     rotated = run(root, "--dry-run", "--detailed-exitcode", env=dict(keyed, A_PW="rotated-" + PW))
     assert rotated.returncode == 2
+
+
+def test_prehash_computes_the_compared_hashes_once_in_parallel():
+    from reconciler.model import _scrypt
+    from reconciler.secrets import prehash
+
+    salt = "p" * 32
+    keys = [("tenant", "HelmRegistry", f"r{i}") for i in range(4)]
+    values = {k: {"auth.password": f"value-{i}-of-four"} for i, k in enumerate(keys)}
+    recorded = {k: {"auth.password": secret_hash(salt, "auth.password", v["auth.password"])} for k, v in values.items()}
+    _scrypt.cache_clear()
+    prehash(salt, recorded, values, None)
+    assert _scrypt.cache_info().misses == 4
+    for k, v in values.items():
+        assert secret_matches(recorded[k]["auth.password"], salt, "auth.password", v["auth.password"]) is True
+    assert _scrypt.cache_info().misses == 4  # the plan's comparisons found them cached
+    prehash(salt, recorded, {k: {"auth.password": "other-value"} for k in keys}, "a-state-key")  # keyed: nothing
+    assert _scrypt.cache_info().misses == 4
+
+
+def test_a_tampered_hash_does_not_crash_the_comparison():
+    assert secret_matches(HASH_SCRYPT + "\u00e9\u00e9", "salt", "auth.password", PW) is False
+
+
+def test_credentials_in_an_endpoint_are_masked_in_other_messages_too(tmp_path: Path):
+    root = repo_with(tmp_path, registry_doc("HelmRegistry", "h", """
+        endpoint: ftp://admin:hunter2-pw-h4@h.example.com
+        auth: {type: noAuth}
+    """))
+    errors = errors_of(root)
+    assert len(errors) == 2 and any("must be an http:// or https:// URL, not 'ftp://(credentials)@h.example.com'" in e
+                                    for e in errors), errors
+    assert not [e for e in errors if "hunter2" in e]
