@@ -423,7 +423,7 @@ class _Checker:
                         assert m is not None
                         self.add(
                             p,
-                            f"{dotted(p)}: a key with a control character ({describe(m.group())})",
+                            f"{dotted(p)}: a key with the control character {describe(m.group())}",
                             "control-character",
                             key=True,
                         )
@@ -507,6 +507,7 @@ class _Checker:
             if key is not None:
                 shapes.valid.add(key)
             return
+        self.suppressed = literal
         self.suggested: set[tuple[tuple[str | int, ...], str]] = set()
         self.reported: set[tuple[tuple[str | int, ...], str]] = set()
         # unknown fields first: a near miss ('pasword') explains a missing 'password'
@@ -532,6 +533,8 @@ class _Checker:
                 if hint:
                     self.suggested.add((path, hint.split("'")[1]))
                 p = (*path, extra)
+                if p in self.suppressed:  # a key already refused for its characters
+                    continue
                 self.add(p, f"{dotted(p)}: unknown field{hint}", "unknown-field", key=True)
             return
         if v == "required":
