@@ -818,5 +818,5 @@ def test_schema_descriptions_agree_with_the_client_and_the_docs() -> None:
 def test_a_key_with_a_control_character_is_reported_once(tmp_path: Path) -> None:
     r = check(tmp_path, oci('endpoint: o\n"x\\e[2J": 1\n'))
     assert [(p.line, p.col, p.rule, p.message) for p in r.errors] == [
-        (7, 3, "control-character", "spec.x\\x1b[2J: a key with the control character ESC (\\x1b)")
+        (6, 3, "control-character", "spec.x\\x1b[2J: a key with the control character ESC (\\x1b)")
     ]
