@@ -13,6 +13,7 @@ Settings, built-in defaults of the profile, VerteX FIPS policy) and the legacy-P
 
 from __future__ import annotations
 
+import bisect
 import copy
 import difflib
 import json
@@ -176,12 +177,18 @@ class _ShapeCache:
         if isinstance(value, str):
             sig = self._strings.get(value)
             if sig is None:
+                n = len(value)
                 sig = self._strings[value] = (
                     "s",
                     value if value in self.literals else None,
                     tuple(p.search(value) is not None for p in self.patterns),
-                    sum(1 for n in self.lengths_sorted if len(value) >= n),
-                    sum(1 for n in self.lengths_sorted if len(value) > n),
+                    bisect.bisect_right(self.lengths_sorted, n),  # lengths <= n
+                    bisect.bisect_left(self.lengths_sorted, n),  # lengths < n
+                    # what _Checker.hygiene and endpoint_credentials look at, so that a
+                    # known-good shape also means "nothing for them to report"
+                    CONTROL.search(value) is not None,
+                    _SPACE.search(value) is not None,
+                    _has_userinfo(value),
                 )
                 if len(self._strings) > 100_000:
                     self._strings.clear()
@@ -394,12 +401,15 @@ class _Checker:
                 "schema",
             )
             return _Checked(self.doc, None, self.problems, False)
+        shapes = _shapes()
+        key = shapes.key(value) if shapes.enabled else None
         literal = self.literal_secrets(value)
-        literal |= self.hygiene(value)
         spec = value.get("spec")
-        if isinstance(spec, dict):
-            literal |= self.endpoint_credentials(spec)
-        self.schema(value, literal)
+        if key is None or key not in shapes.valid:  # a known-good shape has none of these
+            literal |= self.hygiene(value)
+            if isinstance(spec, dict):
+                literal |= self.endpoint_credentials(spec)
+            self.schema(value, literal, key)
         kind = value.get("kind") if isinstance(value.get("kind"), str) else None
         if isinstance(spec, dict) and kind == "OciRegistry":
             self.oci_rules(spec, literal)
@@ -497,15 +507,11 @@ class _Checker:
         return found
 
     # -- JSON Schema
-    def schema(self, value: dict[str, Any], literal: set[tuple[str | int, ...]]) -> None:
-        shapes = _shapes()
-        key = shapes.key(value) if shapes.enabled else None
-        if key is not None and key in shapes.valid:
-            return
+    def schema(self, value: dict[str, Any], literal: set[tuple[str | int, ...]], key: Any) -> None:
         errors = list(_validator().iter_errors(value))
         if not errors:
-            if key is not None:
-                shapes.valid.add(key)
+            if key is not None and not literal:  # only shapes with nothing to report at all
+                _shapes().valid.add(key)
             return
         self.suppressed = literal
         self.suggested: set[tuple[tuple[str | int, ...], str]] = set()

@@ -820,3 +820,18 @@ def test_a_key_with_a_control_character_is_reported_once(tmp_path: Path) -> None
     assert [(p.line, p.col, p.rule, p.message) for p in r.errors] == [
         (6, 3, "control-character", "spec.x\\x1b[2J: a key with the control character ESC (\\x1b)")
     ]
+
+
+def test_the_shape_cache_does_not_hide_hygiene_or_credentials(tmp_path: Path) -> None:
+    # a clean document first, so that its shape is known good, then look-alikes that are not
+    docs = [
+        HDR + "kind: HelmRegistry\nmetadata: {name: a}\nspec: {endpoint: 'https://h.example.com/x?y=@'}\n",
+        HDR + "kind: HelmRegistry\nmetadata: {name: b}\nspec: {endpoint: 'https://u:p@h.example.com/x?y'}\n",
+        HDR + "kind: HelmRegistry\nmetadata: {name: cc}\nspec: {endpoint: 'https://h.example.com'}\n",
+        HDR + 'kind: HelmRegistry\nmetadata: {name: "d\\n"}\nspec: {endpoint: \'https://h.example.com\'}\n',
+    ]
+    r = load_and_validate(repo_with(tmp_path, **{f"{i}.yaml": d for i, d in enumerate(docs)}))
+    assert [(p.file, p.rule) for p in r.errors] == [
+        ("registries.d/1.yaml", "literal-secret"),
+        ("registries.d/3.yaml", "control-character"),
+    ]
