@@ -829,9 +829,12 @@ def test_the_shape_cache_does_not_hide_hygiene_or_credentials(tmp_path: Path) ->
         HDR + "kind: HelmRegistry\nmetadata: {name: b}\nspec: {endpoint: 'https://u:p@h.example.com/x?y'}\n",
         HDR + "kind: HelmRegistry\nmetadata: {name: cc}\nspec: {endpoint: 'https://h.example.com'}\n",
         HDR + 'kind: HelmRegistry\nmetadata: {name: "d\\n"}\nspec: {endpoint: \'https://h.example.com\'}\n',
+        HDR + "kind: HelmRegistry\nmetadata: {name: e}\nspec: {endpoint: 'https://h', tls: {caFile: ab.pem}}\n",
+        HDR + 'kind: HelmRegistry\nmetadata: {name: f}\nspec: {endpoint: \'https://h\', tls: {caFile: "b\\e.pem"}}\n',
     ]
     r = load_and_validate(repo_with(tmp_path, **{f"{i}.yaml": d for i, d in enumerate(docs)}))
     assert [(p.file, p.rule) for p in r.errors] == [
         ("registries.d/1.yaml", "literal-secret"),
         ("registries.d/3.yaml", "control-character"),
+        ("registries.d/5.yaml", "control-character"),
     ]
