@@ -271,6 +271,16 @@ def canonical_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown kind {kind!r}")
 
 
+def base_paths(spec: Mapping[str, Any]) -> list[str]:
+    """The base content paths of an OCI spec, in order: Palette's ``baseContentPath`` may list
+    several, comma separated (validation refuses empty items). ``[""]`` when it is empty (for
+    ``provider: pack`` Palette then reads ``<endpoint>/spectro-packs``). For content sync and
+    preflight, which must look under each one."""
+    raw = spec.get("baseContentPath") or ""
+    paths = [p.strip("/") for p in str(raw).split(",")]
+    return [p for p in paths if p] or [""]
+
+
 def parse_duration(text: str) -> int:
     """'24h' -> 86400; '1h30m' -> 5400; '90s' -> 90. Raises ValueError."""
     m = _DURATION.match(text.strip()) if isinstance(text, str) else None

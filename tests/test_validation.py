@@ -838,3 +838,11 @@ def test_the_shape_cache_does_not_hide_hygiene_or_credentials(tmp_path: Path) ->
         ("registries.d/3.yaml", "control-character"),
         ("registries.d/5.yaml", "control-character"),
     ]
+
+
+def test_base_paths_for_content_code() -> None:
+    from reconciler.validation import base_paths
+
+    assert base_paths({"baseContentPath": "team-a,/team-b/charts/"}) == ["team-a", "team-b/charts"]
+    assert base_paths({"baseContentPath": "production"}) == ["production"]
+    assert base_paths({"baseContentPath": ""}) == base_paths({}) == [""]
