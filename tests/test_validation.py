@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -702,19 +705,14 @@ def test_a_character_yaml_refuses_is_reported_once_at_its_position(tmp_path: Pat
 
 
 def _validate_cli(root: Path, *paths: str):
-    import subprocess
-    import sys
-
     return subprocess.run(
         [sys.executable, "-m", "reconciler.cli", "validate", *paths],
         cwd=root, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
-        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
 
 def test_a_fifo_in_registries_d_is_an_error_not_skipped(tmp_path: Path) -> None:
-    import os
-
     root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
     os.mkfifo(root / "registries.d" / "pipe.yaml")
     os.mkfifo(root / "elsewhere.yaml")
@@ -730,8 +728,6 @@ def test_a_fifo_in_registries_d_is_an_error_not_skipped(tmp_path: Path) -> None:
 
 
 def test_a_fifo_or_device_given_by_path_is_not_a_regular_file(tmp_path: Path) -> None:
-    import os
-
     root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
     os.mkfifo(root / "pipe.yaml")
     res = _validate_cli(root, "pipe.yaml", "/dev/null", "/dev/zero")
@@ -742,7 +738,6 @@ def test_a_fifo_or_device_given_by_path_is_not_a_regular_file(tmp_path: Path) ->
 
 
 def test_a_fifo_swapped_in_after_discovery_is_not_opened_for_ever(tmp_path: Path) -> None:
-    import os
     import threading
 
     from reconciler import loader
@@ -765,8 +760,6 @@ def test_a_fifo_swapped_in_after_discovery_is_not_opened_for_ever(tmp_path: Path
 
 
 def test_file_names_with_control_characters_are_refused_and_printed_escaped(tmp_path: Path) -> None:
-    import subprocess
-
     root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
     d = root / "registries.d"
     (d / "a\n::error file=x::owned.yaml").write_text(oci("endpoint: o\n", meta="{name: a}"))
