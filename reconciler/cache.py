@@ -54,7 +54,8 @@ def _code_salt() -> str:
     here = Path(__file__).resolve().parent
     parts = [str(FORMAT), __version__]
     digest = hashlib.blake2b(digest_size=16)
-    for rel in ("loader.py", "validation.py", "cache.py", "fastschema.py", "profiles.py", "model.py", "schema/registry.schema.json"):
+    for rel in ("loader.py", "validation.py", "cache.py", "fastschema.py", "profiles.py", "model.py", "text.py",
+                "schema/registry.schema.json"):
         try:
             digest.update(rel.encode() + b"\0" + (here / rel).read_bytes())
         except OSError:

@@ -13,6 +13,7 @@ Settings, built-in defaults of the profile, VerteX FIPS policy) and the legacy-P
 
 from __future__ import annotations
 
+import bisect
 import copy
 import difflib
 import json
@@ -190,12 +191,18 @@ class _ShapeCache:
         if isinstance(value, str):
             sig = self._strings.get(value)
             if sig is None:
+                n = len(value)
                 sig = self._strings[value] = (
                     "s",
                     value if value in self.literals else None,
                     tuple(p.search(value) is not None for p in self.patterns),
-                    sum(1 for n in self.lengths_sorted if len(value) >= n),
-                    sum(1 for n in self.lengths_sorted if len(value) > n),
+                    bisect.bisect_right(self.lengths_sorted, n),  # lengths <= n
+                    bisect.bisect_left(self.lengths_sorted, n),  # lengths < n
+                    # what _Checker.hygiene and endpoint_credentials look at, so that a
+                    # known-good shape also means "nothing for them to report"
+                    CONTROL.search(value) is not None,
+                    _SPACE.search(value) is not None,
+                    _has_userinfo(value),
                 )
                 if len(self._strings) > 100_000:
                     self._strings.clear()
@@ -290,6 +297,16 @@ def canonical_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
             "fips": bool(spec.get("fips", False)),
         }
     raise ValueError(f"unknown kind {kind!r}")
+
+
+def base_paths(spec: Mapping[str, Any]) -> list[str]:
+    """The base content paths of an OCI spec, in order: Palette's ``baseContentPath`` may list
+    several, comma separated (validation refuses empty items). ``[""]`` when it is empty (for
+    ``provider: pack`` Palette then reads ``<endpoint>/spectro-packs``). For content sync and
+    preflight, which must look under each one."""
+    raw = spec.get("baseContentPath") or ""
+    paths = [p.strip("/") for p in str(raw).split(",")]
+    return [p for p in paths if p] or [""]
 
 
 def parse_duration(text: str) -> int:
@@ -427,8 +444,8 @@ class _Checker:
             )
             return _Checked(self.doc, None, self.problems, False)
         literal = self.literal_secrets(value)
-        literal |= self.hygiene(value)
         spec = value.get("spec")
+        literal |= self.hygiene(value)
         if isinstance(spec, dict):
             literal |= self.endpoint_credentials(spec)
         self.schema(value, literal)
@@ -455,7 +472,7 @@ class _Checker:
                         assert m is not None
                         self.add(
                             p,
-                            f"{dotted(p)}: a key with a control character ({describe(m.group())})",
+                            f"{dotted(p)}: a key with the control character {describe(m.group())}",
                             "control-character",
                             key=True,
                         )
@@ -539,9 +556,10 @@ class _Checker:
             return
         errors = list(_validator().iter_errors(value))
         if not errors:
-            if key is not None:
+            if key is not None and not literal:  # only shapes with nothing to report at all
                 shapes.valid.add(key)
             return
+        self.suppressed = literal
         self.suggested: set[tuple[tuple[str | int, ...], str]] = set()
         self.reported: set[tuple[tuple[str | int, ...], str]] = set()
         # unknown fields first: a near miss ('pasword') explains a missing 'password'
@@ -567,6 +585,8 @@ class _Checker:
                 if hint:
                     self.suggested.add((path, hint.split("'")[1]))
                 p = (*path, extra)
+                if p in self.suppressed:  # a key already refused for its characters
+                    continue
                 self.add(p, f"{dotted(p)}: unknown field{hint}", "unknown-field", key=True)
             return
         if v == "required":

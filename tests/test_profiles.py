@@ -72,3 +72,24 @@ def test_defaults_are_fresh_objects() -> None:
 def test_unknown_profile() -> None:
     with pytest.raises(ValueError, match="unknown profile"):
         default_registries("cloud")
+
+
+@pytest.mark.parametrize(
+    ("profile", "allowed"),
+    [("saas", False), ("self-hosted", True), ("airgap", True), ("vertex", True)],
+)
+def test_system_scope_only_where_there_is_a_system_console(tmp_path, profile, allowed) -> None:
+    from reconciler.profiles import SYSTEM_SCOPE_PROFILES
+    from reconciler.validation import load_and_validate
+
+    assert (profile in SYSTEM_SCOPE_PROFILES) is allowed
+    d = tmp_path / "registries.d"
+    d.mkdir()
+    (d / "r.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: OciRegistry\nmetadata: {name: r, scope: system}\n"
+        "spec: {endpoint: o.example.com, fips: true}\n"
+    )
+    r = load_and_validate(tmp_path, profile=profile)
+    assert [p.rule for p in r.errors] == ([] if allowed else ["system-scope"])
+    if not allowed:
+        assert (r.errors[0].line, r.errors[0].col) == (3, 28)

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -702,19 +705,14 @@ def test_a_character_yaml_refuses_is_reported_once_at_its_position(tmp_path: Pat
 
 
 def _validate_cli(root: Path, *paths: str):
-    import subprocess
-    import sys
-
     return subprocess.run(
         [sys.executable, "-m", "reconciler.cli", "validate", *paths],
         cwd=root, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
-        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
 
 def test_a_fifo_in_registries_d_is_an_error_not_skipped(tmp_path: Path) -> None:
-    import os
-
     root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
     os.mkfifo(root / "registries.d" / "pipe.yaml")
     os.mkfifo(root / "elsewhere.yaml")
@@ -730,8 +728,6 @@ def test_a_fifo_in_registries_d_is_an_error_not_skipped(tmp_path: Path) -> None:
 
 
 def test_a_fifo_or_device_given_by_path_is_not_a_regular_file(tmp_path: Path) -> None:
-    import os
-
     root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
     os.mkfifo(root / "pipe.yaml")
     res = _validate_cli(root, "pipe.yaml", "/dev/null", "/dev/zero")
@@ -742,7 +738,6 @@ def test_a_fifo_or_device_given_by_path_is_not_a_regular_file(tmp_path: Path) ->
 
 
 def test_a_fifo_swapped_in_after_discovery_is_not_opened_for_ever(tmp_path: Path) -> None:
-    import os
     import threading
 
     from reconciler import loader
@@ -765,8 +760,6 @@ def test_a_fifo_swapped_in_after_discovery_is_not_opened_for_ever(tmp_path: Path
 
 
 def test_file_names_with_control_characters_are_refused_and_printed_escaped(tmp_path: Path) -> None:
-    import subprocess
-
     root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
     d = root / "registries.d"
     (d / "a\n::error file=x::owned.yaml").write_text(oci("endpoint: o\n", meta="{name: a}"))
@@ -813,3 +806,36 @@ def test_schema_descriptions_agree_with_the_client_and_the_docs() -> None:
     assert "on → off and off → on are a replace" in mapping
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "Helm: sync off = `isPrivate: true`" in readme and "never sent to Palette" in readme
+
+
+def test_a_key_with_a_control_character_is_reported_once(tmp_path: Path) -> None:
+    r = check(tmp_path, oci('endpoint: o\n"x\\e[2J": 1\n'))
+    assert [(p.line, p.col, p.rule, p.message) for p in r.errors] == [
+        (6, 3, "control-character", "spec.x\\x1b[2J: a key with the control character ESC (\\x1b)")
+    ]
+
+
+def test_the_shape_cache_does_not_hide_hygiene_or_credentials(tmp_path: Path) -> None:
+    # a clean document first, so that its shape is known good, then look-alikes that are not
+    docs = [
+        HDR + "kind: HelmRegistry\nmetadata: {name: a}\nspec: {endpoint: 'https://h.example.com/x?y=@'}\n",
+        HDR + "kind: HelmRegistry\nmetadata: {name: b}\nspec: {endpoint: 'https://u:p@h.example.com/x?y'}\n",
+        HDR + "kind: HelmRegistry\nmetadata: {name: cc}\nspec: {endpoint: 'https://h.example.com'}\n",
+        HDR + 'kind: HelmRegistry\nmetadata: {name: "d\\n"}\nspec: {endpoint: \'https://h.example.com\'}\n',
+        HDR + "kind: HelmRegistry\nmetadata: {name: e}\nspec: {endpoint: 'https://h', tls: {caFile: ab.pem}}\n",
+        HDR + 'kind: HelmRegistry\nmetadata: {name: f}\nspec: {endpoint: \'https://h\', tls: {caFile: "b\\e.pem"}}\n',
+    ]
+    r = load_and_validate(repo_with(tmp_path, **{f"{i}.yaml": d for i, d in enumerate(docs)}))
+    assert [(p.file, p.rule) for p in r.errors] == [
+        ("registries.d/1.yaml", "literal-secret"),
+        ("registries.d/3.yaml", "control-character"),
+        ("registries.d/5.yaml", "control-character"),
+    ]
+
+
+def test_base_paths_for_content_code() -> None:
+    from reconciler.validation import base_paths
+
+    assert base_paths({"baseContentPath": "team-a,/team-b/charts/"}) == ["team-a", "team-b/charts"]
+    assert base_paths({"baseContentPath": "production"}) == ["production"]
+    assert base_paths({"baseContentPath": ""}) == base_paths({}) == [""]
