@@ -865,3 +865,31 @@ def test_md_section_fence_cannot_be_closed_by_its_content() -> None:
     html = _html(md.section("reconcile validate failed", evil))
     assert "<h1>" not in html and html.count("<pre") == 1
     assert "# Approved: no changes" in html.split("<pre")[1].split("</pre>")[0]
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_ci_run_fails_in_ci_when_a_component_cannot_be_installed(tmp_path: Path, ci: str) -> None:
+    """Issue 10.5: `.ci/run` only warned when it could not install docker-registry & co., and
+    the tests then skipped. With CI=true it fails; elsewhere it still warns and goes on."""
+    repo = tmp_path / "repo"
+    (repo / ".ci").mkdir(parents=True)
+    shutil.copy(ROOT / ".ci" / "run", repo / ".ci" / "run")
+    bin_dir = tmp_path / "bin"  # a PATH with none of the components, not root, no sudo
+    bin_dir.mkdir()
+    for tool in ("dirname", "cat"):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    (bin_dir / "id").write_text("#!/bin/sh\necho 1000\n")
+    (bin_dir / "python3").write_text('#!/bin/sh\necho "python3 $*" >> "$LOG"\n')
+    for f in ("id", "python3"):
+        (bin_dir / f).chmod(0o755)
+    log = tmp_path / "log"
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "LOG": str(log), "CI": ci}
+    proc = subprocess.run([shutil.which("bash"), str(repo / ".ci" / "run")], env=env, capture_output=True,
+                          text=True, timeout=60)
+    if ci == "true":
+        assert proc.returncode == 1 and "CI needs every component" in proc.stderr, proc.stderr
+        assert not log.exists()  # no test run that would skip
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert "warning: cannot install docker-registry shellcheck openssl git" in proc.stderr
+        assert "python3 -m pytest -q" in log.read_text()
