@@ -231,8 +231,9 @@ def _attention(out: _Budget, plan: Plan) -> None:
         replaces = len(risky) - deletes
         what = " and ".join(p for p in (f"{deletes:,} to delete" if deletes else "",
                                         f"{replaces:,} to replace (new uid)" if replaces else "") if p)
-        out.add([f"> **Review: {what}.** A replace deletes the registry and creates it again; "
-                 "cluster profiles refer to registries by uid."])
+        why = (" A replace deletes the registry and creates it again with a new uid; cluster profiles "
+               "refer to registries by uid.") if replaces else ""
+        out.add([f"> **Review: {what}.**{why}"])
         out.section([], [[f"> - `{SYMBOLS[c.action]}` {LABELS[c.action]} {_code(c.title)}"
                           + (f": {_plain(c.reason)}" if c.reason else "")] for c in risky],
                     [">"] if blocked else [""], count=False, more="> - … and {n} more", share=0.15)

@@ -1,9 +1,13 @@
-"""Suite-wide guards: no home directory, no network beyond loopback."""
+"""Suite-wide guards: no home directory, no network beyond loopback; in CI, a missing
+component (a binary, a package, the console script) fails the run instead of skipping."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -48,3 +52,33 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost,::1")
+
+
+# A skip or xfail that says a component is missing: docker-registry, openssl, shellcheck,
+# actionlint, the console script, an importorskip'd module. Locally that is a skip; with
+# CI=true it is a failure, so a green CI run means everything was really exercised.
+_MISSING = re.compile(r"not installed|could not import|no module named|cannot be installed|not found|is missing",
+                      re.IGNORECASE)
+
+
+def missing_component(reason: str) -> bool:
+    return bool(_MISSING.search(reason))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if os.environ.get("CI") != "true" or not report.skipped:
+        return
+    if hasattr(report, "wasxfail"):
+        reason = str(report.wasxfail)
+    elif isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        reason = str(report.longrepr[2])
+    else:
+        reason = str(report.longrepr)
+    if missing_component(reason):
+        if hasattr(report, "wasxfail"):
+            del report.wasxfail
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: a missing component fails the run instead of skipping: {reason}"

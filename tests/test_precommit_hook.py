@@ -100,3 +100,44 @@ def test_invalid_file_fails_with_its_location(repo: Path) -> None:
     out = proc.stdout + proc.stderr
     assert re.search(r"registries\.d/bad\.yml:7:\d+: .*colour", out), out
     assert "Traceback" not in out
+
+
+def test_in_ci_a_missing_component_fails_instead_of_skipping(tmp_path: Path) -> None:
+    """Issue 10.5: missing components became skips or xfails, so CI could pass having run
+    nothing that needs them. With CI=true (how .ci/run is run) they fail; locally they skip."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "test_components.py").write_text(
+        "import pytest\n"
+        "def test_binary():\n    pytest.skip('docker-registry not installed (apt-get install docker-registry)')\n"
+        "def test_module():\n    pytest.importorskip('no_such_module_for_this_test')\n"
+        "@pytest.fixture\ndef need_cli():\n    pytest.xfail('the reconcile console script is not installed')\n"
+        "def test_cli(need_cli):\n    pass\n"
+        "def test_other_reason():\n    pytest.skip('only meaningful on Windows')\n"
+    )
+
+    def session(ci: str | None) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "CI"}
+        if ci is not None:
+            env["CI"] = ci
+        env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-c", os.devnull, "--rootdir",
+             str(tmp_path), "-p", "no:cacheprovider", str(tmp_path / "test_components.py")],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )
+        return proc.stdout.strip().splitlines()[-1]
+
+    def count(line: str, word: str) -> int:
+        import re
+
+        m = re.search(rf"(\d+) {word}", line)
+        return int(m.group(1)) if m else 0
+
+    ci = session("true")
+    assert count(ci, "failed") + count(ci, "error") == 3 and count(ci, "skipped") == 1, ci  # setup xfail: error
+    local = session(None)
+    assert count(local, "failed") == 0 and count(local, "skipped") == 3 and count(local, "xfailed") == 1, local
