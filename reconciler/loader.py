@@ -18,9 +18,28 @@ from typing import Any
 import yaml
 
 try:  # libyaml: about ten times faster than the pure-Python composer
-    from yaml import CSafeLoader as _Loader
+    from yaml import CSafeLoader as _CLoader
 except ImportError:  # pragma: no cover - pyyaml built without libyaml
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeLoader as _CLoader  # type: ignore[assignment]
+
+_RESOLVED: dict[tuple[str, tuple[bool, bool]], str] = {}
+
+
+class _Loader(_CLoader):
+    """libyaml's loader with the implicit tag of each scalar remembered: the resolver (Python,
+    a few regular expressions per scalar) is a pure function of the text and the two
+    ``implicit`` flags, and the same keys and values recur in every file."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is not yaml.ScalarNode:
+            return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        key = (value, implicit if type(implicit) is tuple else tuple(implicit))
+        tag = _RESOLVED.get(key)
+        if tag is None:
+            if len(_RESOLVED) > 200_000:
+                _RESOLVED.clear()
+            tag = _RESOLVED[key] = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        return tag
 
 DEFINITIONS_DIR = "registries.d"
 SUFFIXES = (".yaml", ".yml")
@@ -280,8 +299,8 @@ def discover(
             return
         add(p, p.resolve(), display_name(p, root), p.stat)
 
-    def walk(d: Path, visited: set[Path]) -> None:
-        real = d.resolve()
+    def walk(d: Path, visited: set[Path], real: Path | None = None) -> None:
+        real = d.resolve() if real is None else real  # given: a plain directory in a resolved one
         if real in visited:
             return
         visited = visited | {real}
@@ -315,7 +334,7 @@ def discover(
                         )
                     )
             elif entry.is_dir():
-                walk(p, visited)
+                walk(p, visited, real / entry.name)
             elif entry.is_file() and p.suffix in SUFFIXES:
                 # fast path: a plain file in a directory already resolved (no realpath per file)
                 add(p, real / entry.name, shown_dir + entry.name, entry.stat)

@@ -349,3 +349,24 @@ def test_anything_unusual_takes_the_reporting_builder(text: str) -> None:
     f = parse(text)
     for d in f.documents:
         assert d._node is None
+
+
+def test_values_equal_libyamls_on_a_varied_corpus(tmp_path: Path) -> None:
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from corpus import generate
+
+    paths = generate(tmp_path, 300, seed=3)
+    tricky = write(tmp_path, "registries.d/tricky.yaml", "a: [yes, No, ~, 0x1F, 1_000, .5, -.inf, '1', 2001-12-14]\n"
+                   "b: {1: x, true: y, null: z}\n---\na: yes\n")
+    for p in [*paths, tricky]:
+        f = load_file(SourceFile(p.name, path=p, size=p.stat().st_size))
+        assert not f.problems
+        expected = [d for d in yaml.load_all(p.read_bytes(), Loader=yaml.CSafeLoader) if d is not None]
+        if p == tricky:  # timestamps stay text; keys are their text
+            expected[0]["a"][-1] = "2001-12-14"
+            expected[0]["b"] = {"1": "x", "true": "y", "null": "z"}
+        assert [d.value for d in f.documents] == expected
