@@ -558,7 +558,12 @@ def read_source(src: SourceFile) -> tuple[bytes | None, RawProblem | None]:
     assert src.path is not None
     try:
         with open(src.path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
+            # sized by stat (a read of the whole bound allocates 1 MiB per file), but stat is
+            # not trusted: whatever it said, at most the bound plus one byte is read
+            want = min(src.size, MAX_FILE_BYTES) + 1 if src.size > 0 else 1 << 16
+            data = fh.read(want)
+            if len(data) == want and want <= MAX_FILE_BYTES:
+                data += fh.read(MAX_FILE_BYTES + 1 - want)
     except OSError as exc:
         return None, RawProblem(src.name, 1, 1, f"cannot read: {exc.strerror}", "io")
     if len(data) > MAX_FILE_BYTES:

@@ -370,3 +370,13 @@ def test_values_equal_libyamls_on_a_varied_corpus(tmp_path: Path) -> None:
             expected[0]["a"][-1] = "2001-12-14"
             expected[0]["b"] = {"1": "x", "true": "y", "null": "z"}
         assert [d.value for d in f.documents] == expected
+
+
+@pytest.mark.parametrize("claimed", [0, 10, 70_000, loader.MAX_FILE_BYTES])
+def test_reads_are_bounded_whatever_stat_said(tmp_path: Path, claimed: int) -> None:
+    big = write(tmp_path, "big.yaml", b"a: " + b"x" * (loader.MAX_FILE_BYTES + 10))
+    data, problem = loader.read_source(SourceFile("big.yaml", path=big, size=claimed))
+    assert data is None and problem is not None and problem.rule == "file-size"
+    small = write(tmp_path, "small.yaml", b"a: " + b"y" * 100_000)
+    data, problem = loader.read_source(SourceFile("small.yaml", path=small, size=min(claimed, 1000)))
+    assert problem is None and data == small.read_bytes()  # a file longer than stat said: all of it
