@@ -22,24 +22,7 @@ try:  # libyaml: about ten times faster than the pure-Python composer
 except ImportError:  # pragma: no cover - pyyaml built without libyaml
     from yaml import SafeLoader as _CLoader  # type: ignore[assignment]
 
-_RESOLVED: dict[tuple[str, tuple[bool, bool]], str] = {}
-
-
-class _Loader(_CLoader):
-    """libyaml's loader with the implicit tag of each scalar remembered: the resolver (Python,
-    a few regular expressions per scalar) is a pure function of the text and the two
-    ``implicit`` flags, and the same keys and values recur in every file."""
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is not yaml.ScalarNode:
-            return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
-        key = (value, implicit if type(implicit) is tuple else tuple(implicit))
-        tag = _RESOLVED.get(key)
-        if tag is None:
-            if len(_RESOLVED) > 200_000:
-                _RESOLVED.clear()
-            tag = _RESOLVED[key] = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
-        return tag
+_Loader = _CLoader
 
 DEFINITIONS_DIR = "registries.d"
 SUFFIXES = (".yaml", ".yml")
