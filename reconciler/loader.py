@@ -18,11 +18,9 @@ from typing import Any
 import yaml
 
 try:  # libyaml: about ten times faster than the pure-Python composer
-    from yaml import CSafeLoader as _CLoader
+    from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - pyyaml built without libyaml
-    from yaml import SafeLoader as _CLoader  # type: ignore[assignment]
-
-_Loader = _CLoader
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 DEFINITIONS_DIR = "registries.d"
 SUFFIXES = (".yaml", ".yml")
