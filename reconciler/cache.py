@@ -18,7 +18,8 @@ endpoint while reviewers read the trusted one):
   the run says so in a warning.
 A damaged file or a malformed entry is a miss (recomputed and rewritten), never an error.
 
-The cache is plain JSON (never pickle) and only trusted for values JSON round-trips exactly.
+The cache is plain JSON (never pickle); a run whose values JSON cannot give back exactly
+(NaN, infinities) writes none.
 ``RECONCILER_NO_CACHE=1`` turns it off.
 """
 
@@ -62,15 +63,6 @@ def _code_salt() -> str:
             digest.update(rel.encode() + b"\0missing")
     parts.append(digest.hexdigest())
     return "|".join(parts)
-
-
-def _plain(value: Any) -> bool:
-    """True when JSON gives back exactly this value (str keys, JSON scalars)."""
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_plain(v) for v in value)
-    return value is None or isinstance(value, (str, bool, int, float))
 
 
 def default_dir() -> Path:
@@ -240,8 +232,8 @@ class ValidationCache:
         return entry
 
     def put(self, key: str, docs: Sequence[tuple[int, Any, Hints]]) -> None:
-        if self.path is None or not all(_plain(v) for _, v, _ in docs):
-            return
+        if self.path is None:
+            return  # values are the loader's: str keys and JSON scalars (save refuses others)
         self.entries[key] = [
             [index, value, [[list(p), list(pos)] for p, pos in hints.items()]]  # plain: JSON gives it back
             for index, value, hints in docs
@@ -259,7 +251,11 @@ class ValidationCache:
         stats = {k: self.stats[k] for k in self.used_stats if self.stats.get(k) in keep}
         if len(keep) > _MAX_ENTRIES:
             return
-        body = json.dumps({"salt": self.salt, "files": keep, "stats": stats}, separators=(",", ":")).encode()
+        try:
+            body = json.dumps({"salt": self.salt, "files": keep, "stats": stats}, separators=(",", ":"),
+                              allow_nan=False).encode()
+        except (TypeError, ValueError):
+            return  # a value JSON cannot give back exactly: no cache rather than a wrong one
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(prefix=".validate-", dir=self.path.parent)

@@ -319,8 +319,8 @@ def discover(
             return
         add(p, p.resolve(), display_name(p, root), p.stat)
 
-    def walk(d: Path, visited: set[Path]) -> None:
-        real = d.resolve()
+    def walk(d: Path, visited: set[Path], real: Path | None = None) -> None:
+        real = d.resolve() if real is None else real  # given: a plain directory in a resolved one
         if real in visited:
             return
         visited = visited | {real}
@@ -359,7 +359,7 @@ def discover(
                 elif p.suffix in SUFFIXES:
                     not_regular(p)
             elif entry.is_dir():
-                walk(p, visited)
+                walk(p, visited, real / entry.name)
             elif entry.is_file() and p.suffix in SUFFIXES:
                 # fast path: a plain file in a directory already resolved (no realpath per file)
                 add(p, real / entry.name, shown_dir + entry.name, entry.stat)
@@ -613,7 +613,12 @@ def read_source(src: SourceFile) -> tuple[bytes | None, RawProblem | None]:
         with open(fd, "rb", closefd=True) as fh:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return None, RawProblem(src.name, 1, 1, not_regular_file(src.path), "io")
-            data = fh.read(MAX_FILE_BYTES + 1)
+            # sized by stat (a read of the whole bound allocates 1 MiB per file), but stat is
+            # not trusted: whatever it said, at most the bound plus one byte is read
+            want = min(src.size, MAX_FILE_BYTES) + 1 if src.size > 0 else 1 << 16
+            data = fh.read(want)
+            if len(data) == want and want <= MAX_FILE_BYTES:
+                data += fh.read(MAX_FILE_BYTES + 1 - want)
     except OSError as exc:
         return None, RawProblem(src.name, 1, 1, f"cannot read: {exc.strerror}", "io")
     if len(data) > MAX_FILE_BYTES:

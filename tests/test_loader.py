@@ -349,3 +349,34 @@ def test_anything_unusual_takes_the_reporting_builder(text: str) -> None:
     f = parse(text)
     for d in f.documents:
         assert d._node is None
+
+
+def test_values_equal_libyamls_on_a_varied_corpus(tmp_path: Path) -> None:
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from corpus import generate
+
+    paths = generate(tmp_path, 300, seed=3)
+    tricky = write(tmp_path, "registries.d/tricky.yaml", "a: [yes, No, ~, 0x1F, 1_000, .5, -.inf, '1', 2001-12-14]\n"
+                   "b: {1: x, true: y, null: z}\n---\na: yes\n")
+    for p in [*paths, tricky]:
+        f = load_file(SourceFile(p.name, path=p, size=p.stat().st_size))
+        assert not f.problems
+        expected = [d for d in yaml.load_all(p.read_bytes(), Loader=yaml.CSafeLoader) if d is not None]
+        if p == tricky:  # timestamps stay text; keys are their text
+            expected[0]["a"][-1] = "2001-12-14"
+            expected[0]["b"] = {"1": "x", "true": "y", "null": "z"}
+        assert [d.value for d in f.documents] == expected
+
+
+@pytest.mark.parametrize("claimed", [0, 10, 70_000, loader.MAX_FILE_BYTES])
+def test_reads_are_bounded_whatever_stat_said(tmp_path: Path, claimed: int) -> None:
+    big = write(tmp_path, "big.yaml", b"a: " + b"x" * (loader.MAX_FILE_BYTES + 10))
+    data, problem = loader.read_source(SourceFile("big.yaml", path=big, size=claimed))
+    assert data is None and problem is not None and problem.rule == "file-size"
+    small = write(tmp_path, "small.yaml", b"a: " + b"y" * 100_000)
+    data, problem = loader.read_source(SourceFile("small.yaml", path=small, size=min(claimed, 1000)))
+    assert problem is None and data == small.read_bytes()  # a file longer than stat said: all of it
