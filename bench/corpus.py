@@ -168,7 +168,12 @@ def layout(n: int, seed: int = 0) -> list[tuple[str, list[int]]]:
 def generate(root: Path, n: int, changed: Collection[int] = (), seed: int = 0) -> list[Path]:
     """Write n definitions under ``root/registries.d``; return the files written."""
     d = root / "registries.d"
-    paths = []
+    d.mkdir(parents=True, exist_ok=True)
+    # system scope exists only on self-hosted Palette and VerteX: the corpus declares which
+    settings = d / "settings.yaml"
+    settings.write_text("apiVersion: reconciler/v1\nkind: Settings\nspec: {profile: self-hosted, maxDeletions: 100000}\n",
+                        encoding="utf-8")
+    paths = [settings]
     for rel, numbers in layout(n, seed):
         p = d / rel
         p.parent.mkdir(parents=True, exist_ok=True)
