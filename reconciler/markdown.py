@@ -260,6 +260,8 @@ def render_markdown(
     if results is not None:
         _results(out, results)
     _attention(out, plan)
+    # e.g. "no cluster profiles known on this target", "--allow-in-use: ... let through"
+    out.add([f"> [!NOTE]\n> {_plain(n)}\n" for n in plan.notes])
     out.add([f"**{plan.summary()}**", "", *_count_table(plan), ""])
 
     if problems:

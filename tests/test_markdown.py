@@ -234,3 +234,13 @@ def test_exactly_fitting_plan_has_no_note() -> None:
     text = render_markdown(plan)
     assert "not shown" not in text
     assert sum(1 for line in text.splitlines() if re.match(r"^@@ OciRegistry/", line)) == 50
+
+
+def test_plan_notes_are_shown_before_the_counts() -> None:
+    from reconciler.plan import NO_PROFILES_NOTE
+
+    plan = Plan((Change(DELETE, key("old"), uid="u3"),), notes=(NO_PROFILES_NOTE,))
+    text = render_markdown(plan, header=HEADER)
+    html = _html(text)
+    assert "no cluster profiles known on this target" in html
+    assert html.index("no cluster profiles known") < html.index(plan.summary())
