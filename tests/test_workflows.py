@@ -528,7 +528,10 @@ def test_plan_apply_plan_sync(need_cli: None, gitops: Path, tmp_path: Path, pale
                       inputs={"registry": "charts", "force": True}, **ctx)
         assert run.ok, [(s.name, s.stdout, s.stderr) for s in run.steps]
         assert "charts" in run.summary and "internal-packs" not in run.summary
-        assert "sync HelmRegistry/charts" in git(origin, "log", "-1", "--format=%s", "reconciler-state")
+        # newest first: the lease released, the sync's state commit, the lease taken (issue #10.1)
+        last = git(origin, "log", "-3", "--format=%s", "reconciler-state").splitlines()
+        assert last[0].startswith("unlock: ") and last[2].startswith("lock: "), last
+        assert "sync HelmRegistry/charts" in last[1]
 
 
 def test_failed_plan_is_commented_and_fails_the_job(
