@@ -172,3 +172,26 @@ def test_kill_between_document_rename_and_journal_removal(tmp_path: Path) -> Non
     kept.rename(journal)  # as if the kill came before the unlink
     again = FileStateStore(store.path).read()
     assert again.to_json() == state.to_json()
+
+
+def test_reader_without_the_lock_rereads_when_an_apply_folds_meanwhile(tmp_path: Path, monkeypatch) -> None:
+    """A dry-run beside an apply: it read the document, then the apply rewrote it and started
+    a new journal before the reader got to the journal. The reader reads again."""
+    store, state = started(tmp_path, "a")
+    reader = FileStateStore(store.path)
+    real = Path.read_bytes
+    calls = {"n": 0}
+
+    def racing(self: Path) -> bytes:
+        data = real(self)
+        if self == store.path and calls["n"] == 0:
+            calls["n"] += 1
+            store.begin(state, "fold")  # the apply folds between our two reads
+            rec = make_record("b")
+            with_record(state, rec)
+            store.record(state, entry_put(rec), "create b")
+        return data
+
+    monkeypatch.setattr(Path, "read_bytes", racing)
+    got = reader.read()
+    assert sorted(k[2] for k in got.records) == ["a", "b"]

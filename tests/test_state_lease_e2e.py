@@ -63,3 +63,67 @@ def test_two_concurrent_applies_from_two_clones_create_each_registry_once(
     plan = run(clones[2], *args, "--dry-run", "--detailed-exitcode", env={"PALETTE_API_KEY": API_KEY})
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert git(origin, "ls-tree", "--name-only", f"refs/heads/{BRANCH}") == "state.json"  # lease released
+
+
+def _managed(root: Path) -> dict[str, str]:
+    from reconciler.targets.local import LocalTarget
+
+    t = LocalTarget(root / ".reconciler/local.db", base_dir=root)
+    try:
+        return {o.name: o.uid for o in t.list() if not o.builtin}
+    finally:
+        t.close()
+
+
+def _local_clone(tmp_path: Path) -> tuple[Path, Path]:
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    seed = tmp_path / "seed"
+    init_repo(seed)
+    write_defs(seed, defs())
+    commit_all(seed, "registries")
+    git(seed, "push", "-q", str(origin), "main")
+    git(tmp_path, "clone", "-q", str(origin), str(tmp_path / "work"))
+    return origin, tmp_path / "work"
+
+
+def test_second_apply_fails_at_once_naming_the_holder_and_changes_nothing(tmp_path: Path) -> None:
+    from reconciler.state.git import GitBranchStateStore
+
+    origin, work = _local_clone(tmp_path)
+    git(tmp_path, "clone", "-q", str(origin), str(tmp_path / "other"))
+    holder = GitBranchStateStore(tmp_path / "other", branch=BRANCH)
+    with holder.lock():
+        res = run(work, "--state", f"git:{BRANCH}")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"state git:{BRANCH} is locked by pid {os.getpid()}" in res.stderr
+    assert "reconcile unlock " in res.stderr and "Traceback" not in res.stderr
+    assert not (work / ".reconciler" / "local.db").exists()  # the target was never opened
+
+
+def test_apply_refuses_a_replaced_state_branch_while_the_target_holds_its_registries(tmp_path: Path) -> None:
+    """Issue #9.4 end to end: the state branch is replaced by a fresh lineage (serial 0):
+    the next apply from the clone that applied before refuses, naming what would be lost."""
+    import json
+
+    from reconciler.state.base import State
+
+    origin, work = _local_clone(tmp_path)
+    assert run(work, "--state", f"git:{BRANCH}").returncode == 0
+    before = _managed(work)
+    assert len(before) == N
+    # Someone force-pushes a fresh state of another lineage over the branch.
+    other = tmp_path / "vandal"
+    git(tmp_path, "clone", "-q", str(origin), str(other))
+    git(other, "checkout", "-q", "--orphan", "fresh")
+    git(other, "rm", "-rfq", ".")
+    (other / "state.json").write_text(json.dumps(State().to_json()))
+    git(other, "add", "state.json")
+    git(other, "-c", "user.name=v", "-c", "user.email=v@x", "commit", "-qm", "fresh state")
+    git(other, "push", "-qf", "origin", f"fresh:{BRANCH}")
+    for args in (["--dry-run"], []):
+        res = run(work, "--state", f"git:{BRANCH}", *args)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "another lineage" in res.stderr and "HelmRegistry/helm-0" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+    assert _managed(work) == before  # nothing created again, nothing deleted

@@ -37,6 +37,7 @@ class FileStateStore(StateStore):
         self._jfd: int | None = None
         self._entries = 0  # changes in the open journal
         self._folded_at = 0.0
+        self._last_raw = b""
 
     @property
     def description(self) -> str:
@@ -63,6 +64,23 @@ class FileStateStore(StateStore):
     # -- read -----------------------------------------------------------------------------
 
     def read(self) -> State:
+        # A reader without the lock (a dry-run beside an apply) can see the document and the
+        # journal of two different moments: read again while the document keeps changing.
+        for _ in range(4):
+            try:
+                return self._read()
+            except StateError:
+                if self._locked or not self._moved():
+                    raise
+        return self._read()
+
+    def _moved(self) -> bool:
+        try:
+            return self.path.read_bytes() != self._last_raw
+        except OSError:
+            return True
+
+    def _read(self) -> State:
         try:
             raw = read_bounded(self.path, MAX_STATE_BYTES)
         except FileNotFoundError:
@@ -75,6 +93,7 @@ class FileStateStore(StateStore):
             return State()
         except OSError as exc:
             raise StateError(f"{self.path}: cannot read state: {exc.strerror}") from exc
+        self._last_raw = raw
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
