@@ -250,11 +250,13 @@ def apply_plan(
                     list(pool.map(guarded, phase_changes))
         done = True
     finally:
-        if done:
+        try:
             rec.finish()
-        else:  # an interrupt or a bug: keep what was recorded, but do not hide the error
-            try:
-                rec.finish()
-            except ReconcilerError:
-                pass
+        except (OSError, ReconcilerError) as exc:
+            # an interrupt or a bug in flight, or a state write that already failed (the results
+            # say which changes are unrecorded): that is what the user must see, not this
+            if done and not stop.is_set():
+                raise StateError(f"{store.description}: the state could not be written at the end of the apply "
+                                 f"({exc}); the changes already recorded are kept and the next run reads them"
+                                 ) from exc
     return ApplyResult(results)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.errors import StateError
 from reconciler.model import Registry
 from reconciler.plan import PlanOptions, make_plan
 from reconciler.state.base import State
@@ -408,16 +409,24 @@ def test_local_target_says_no_profiles_are_known(repo: Path):
 
 
 class _FailingStore(FileStateStore):
-    """Writes ``ok_writes`` revisions, then every write raises as a full or immutable disk does."""
+    """Records ``ok_writes`` changes, then every state write (journal line or document) raises as
+    a full or immutable disk does."""
 
     def __init__(self, path: Path, ok_writes: int) -> None:
         super().__init__(path)
         self.ok_writes = ok_writes
+        self.broken = False
+
+    def record(self, state, entry, message):
+        if self.ok_writes <= 0:
+            self.broken = True
+            raise StateError(f"{self.journal_path}: cannot write the state journal: Operation not permitted")
+        self.ok_writes -= 1
+        super().record(state, entry, message)
 
     def write(self, state, message=""):
-        if self.ok_writes <= 0:
+        if self.broken:
             raise PermissionError(1, "Operation not permitted", str(self.path))
-        self.ok_writes -= 1
         super().write(state, message)
 
 
