@@ -135,7 +135,10 @@ class ValidationCache:
         if os.environ.get("RECONCILER_NO_CACHE"):
             return cls(None)
         elsewhere = os.environ.get("RECONCILER_CACHE_DIR")
-        directory = Path(elsewhere).absolute() if elsewhere else default_dir()
+        try:
+            directory = Path(elsewhere).absolute() if elsewhere else default_dir()
+        except (RuntimeError, KeyError):  # no home directory to be found: no cache
+            return cls(None)
         return cls(directory, tracked=tracked)
 
     # -- the per-machine key
