@@ -136,7 +136,10 @@ class ValidationCache:
         if os.environ.get("RECONCILER_NO_CACHE"):
             return cls(None)
         elsewhere = os.environ.get("RECONCILER_CACHE_DIR")
-        directory = Path(elsewhere).absolute() if elsewhere else default_dir()
+        try:
+            directory = Path(elsewhere).absolute() if elsewhere else default_dir()
+        except (RuntimeError, KeyError):  # no home directory to be found: no cache
+            return cls(None)
         return cls(directory, tracked=tracked)
 
     # -- the per-machine key
@@ -151,11 +154,13 @@ class ValidationCache:
         if fd >= 0:
             try:
                 st = os.fstat(fd)
-                data = os.read(fd, _KEY_BYTES + 1)
+                private = stat.S_ISREG(st.st_mode) and not st.st_mode & 0o077 and st.st_uid == os.getuid()
+                data = os.read(fd, _KEY_BYTES + 1) if private else b""
+            except OSError:
+                data = b""
             finally:
                 os.close(fd)
-            private = stat.S_ISREG(st.st_mode) and not st.st_mode & 0o077
-            if private and st.st_uid == os.getuid() and len(data) == _KEY_BYTES:
+            if len(data) == _KEY_BYTES:
                 return data
         key = secrets.token_bytes(_KEY_BYTES)  # missing, or not ours: a new one
         try:

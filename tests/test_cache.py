@@ -263,3 +263,24 @@ def test_corrupt_entries_are_recomputed_not_a_traceback(repo: Path, cache_dir: P
     assert summary(load_and_validate(repo)) == expected
     assert summary(load_and_validate(repo)) == expected  # and the rewritten cache is sound
     assert all(isinstance(v, list) and v and isinstance(v[0], list) for v in contents(cache_dir)["files"].values())
+
+
+@pytest.mark.parametrize("what", ["key", "validate.json"])
+def test_odd_cache_files_are_only_slower(repo: Path, cache_dir: Path, what: str):
+    expected = summary(load_and_validate(repo))
+    (cache_dir / what).unlink()
+    (cache_dir / what).mkdir()  # a directory where a file should be
+    assert summary(load_and_validate(repo)) == expected
+    assert summary(load_and_validate(repo)) == expected
+
+
+def test_a_symlinked_key_is_not_followed(repo: Path, cache_dir: Path, tmp_path: Path):
+    load_and_validate(repo)
+    elsewhere = tmp_path / "someone-elses-key"
+    elsewhere.write_bytes(b"k" * 32)
+    elsewhere.chmod(0o600)
+    (cache_dir / "key").unlink()
+    (cache_dir / "key").symlink_to(elsewhere)
+    load_and_validate(repo)
+    assert not (cache_dir / "key").is_symlink() and (cache_dir / "key").read_bytes() != b"k" * 32
+    assert elsewhere.read_bytes() == b"k" * 32
