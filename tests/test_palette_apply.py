@@ -271,6 +271,12 @@ def test_realistic_palette_apply_then_empty_plan_then_rotation(tmp_path: Path, p
     assert "adopt OciRegistry/jfrog" in first.stdout
     plan = run(root, *args(emu), "--dry-run", "--detailed-exitcode", env=env)
     assert plan.returncode == 0, plan.stdout + plan.stderr
+    # the same with every OCI registry read in full (a summary without stamps): still empty
+    emu.behaviour.summary_timestamps = False
+    plan = run(root, *args(emu), "--dry-run", "--detailed-exitcode", env=env)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert len([e for e in emu.requests if e["path"].endswith(("/basic", "/ecr"))]) >= 3
+    emu.behaviour.summary_timestamps = True
     # a rotated secret is an update whose PUT keeps basePath
     env["PW_1"] = "rotated-secret-value-1"
     rotated = run(root, *args(emu), "--dry-run", "--detailed-exitcode", env=env)
