@@ -334,6 +334,7 @@ def test_an_unusable_list_ends_the_run_in_seconds(tmp_path: Path, palette_emulat
         emu.calls_before = len(emu.requests)
 
     res, took, emu, state, before = unusable(tmp_path, palette_emulator_factory, setup)
+    print(f"{case}: run ended in {took:.1f} s")
     assert took < 20, took
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stdout + res.stderr
     expected = {"stuck-continue": "paging does not end", "301-other-origin": "301 redirect to another origin",
