@@ -85,6 +85,7 @@ def test_sync_timeout_bounds_a_server_that_drips_its_answers(setup):
     res = run(root, *args, "sync", "--registry", "charts", "--timeout", "5", env=ENV, timeout=60)
     took = time.monotonic() - start
     emu.faults.drip = 0.0
+    print(f"sync --timeout 5 against a dripping server: {took:.1f} s")
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert took < 12, f"sync --timeout 5 took {took:.1f} s"
     assert "charts" in res.stdout and ("within" in res.stdout or "deadline" in res.stdout), res.stdout

@@ -12,8 +12,8 @@ Paths and bodies follow ``palette-registries-openapi.json`` (Swagger 2.0, Palett
   marks them, so a registry whose detail GET is refused is observed from the summary).
 
 Where the spec is silent this follows Spectro's own Terraform provider
-(terraform-provider-spectrocloud, cited per function below) and
-``docs/../shared/reference/palette-behaviour.md``:
+(terraform-provider-spectrocloud, cited per function below) and the evidence collected in
+the shared reference ``palette-behaviour.md``:
 
 * ``sync``: OCI from ``status.syncStatus.isSyncSupported``, ``spec.isSyncSupported`` as the
   fallback (``resourceRegistryEcrRead``); Helm ``isPrivate`` is its inverse (PR #990); Pack
