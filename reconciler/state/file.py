@@ -75,10 +75,10 @@ class FileStateStore(StateStore):
         return self._read()
 
     def _moved(self) -> bool:
-        try:
-            return self.path.read_bytes() != self._last_raw
-        except OSError:
-            return True
+        try:  # bounded, regular files only: never read /dev/zero or a FIFO without end
+            return read_bounded(self.path, MAX_STATE_BYTES) != self._last_raw
+        except (OSError, ValueError):
+            return False
 
     def _read(self) -> State:
         try:
