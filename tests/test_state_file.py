@@ -179,12 +179,14 @@ def test_reader_without_the_lock_rereads_when_an_apply_folds_meanwhile(tmp_path:
     a new journal before the reader got to the journal. The reader reads again."""
     store, state = started(tmp_path, "a")
     reader = FileStateStore(store.path)
-    real = Path.read_bytes
+    import reconciler.state.file as file_store
+
+    real = file_store.read_bounded
     calls = {"n": 0}
 
-    def racing(self: Path) -> bytes:
-        data = real(self)
-        if self == store.path and calls["n"] == 0:
+    def racing(path, limit):
+        data = real(path, limit)
+        if Path(path) == store.path and calls["n"] == 0:
             calls["n"] += 1
             store.begin(state, "fold")  # the apply folds between our two reads
             rec = make_record("b")
@@ -192,6 +194,6 @@ def test_reader_without_the_lock_rereads_when_an_apply_folds_meanwhile(tmp_path:
             store.record(state, entry_put(rec), "create b")
         return data
 
-    monkeypatch.setattr(Path, "read_bytes", racing)
+    monkeypatch.setattr(file_store, "read_bounded", racing)
     got = reader.read()
     assert sorted(k[2] for k in got.records) == ["a", "b"]
