@@ -238,7 +238,7 @@ def _refuse_plan_options(command: str, **given: bool) -> None:
 
 @handle_errors
 def _main_job(ctx: click.Context, dry_run: bool, detailed_exitcode: bool, preflight: bool) -> int:
-    from reconciler.runner import run_reconcile
+    from reconciler.commands.plan import run_reconcile
 
     opts = _options(ctx, {})
     opts.detailed_exitcode = detailed_exitcode
@@ -288,7 +288,7 @@ def sync(ctx: click.Context, names: tuple[str, ...], force: bool, wait: bool, ti
 @handle_errors
 def status(ctx: click.Context, **kwargs: Any) -> int:
     """Show the recorded state and the target's registries side by side."""
-    from reconciler.runner import run_status
+    from reconciler.commands.status import run_status
 
     return run_status(_options(ctx, kwargs), sys.stdout, sys.stderr)
 
@@ -301,7 +301,7 @@ def status(ctx: click.Context, **kwargs: Any) -> int:
 @handle_errors
 def import_(ctx: click.Context, names: tuple[str, ...], all_: bool, **kwargs: Any) -> int:
     """Adopt existing registries of the target into management."""
-    from reconciler.runner import run_import
+    from reconciler.commands.import_ import run_import
 
     if not names and not all_:
         raise click.UsageError("name a registry to import, or pass --all")

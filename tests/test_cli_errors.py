@@ -337,12 +337,13 @@ def test_internal_error_traceback_with_any_verbosity(monkeypatch: pytest.MonkeyP
     """The internal-error message asks for the -v output: -v, -vv, --verbose all print the traceback."""
     from click.testing import CliRunner
 
-    from reconciler import cli, runner
+    from reconciler import cli
+    from reconciler.commands import status
 
     def boom(*_a, **_k):
         raise RuntimeError("deliberate bug")
 
-    monkeypatch.setattr(runner, "run_status", boom)
+    monkeypatch.setattr(status, "run_status", boom)
     root = _repo(tmp_path)
     argv = [*flags, "status", "--dir", str(root)] if where == "group" else ["status", "--dir", str(root), *flags]
     res = CliRunner().invoke(cli.main, argv)

@@ -1,0 +1,87 @@
+"""The apply half of ``reconcile``: run a plan change by change, recording each success."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
+
+from reconciler import render
+from reconciler.model import Desired
+from reconciler.runner import EXIT_FAIL, EXIT_OK, Options, _make_plan, _warn_secrets, md_header
+from reconciler.secrets import resolve_all, state_key
+from reconciler.state.base import StateStore
+from reconciler.targets.base import Target
+
+if TYPE_CHECKING:
+    from reconciler.apply import ChangeResult
+
+
+def _commit_label(desired: Desired) -> str | None:
+    if desired.commit is None:
+        return "dirty" if desired.dirty else None
+    return f"{desired.commit}-dirty" if desired.dirty else desired.commit
+
+
+def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: StateStore, target: Target,
+           max_del: int, warnings: Sequence[str] = ()) -> int:
+    from reconciler.apply import apply_plan
+
+    state, plan, values = _make_plan(opts, desired, store, target, max_del)
+    if plan.refusals:
+        render.render_plan_text(plan, err)
+        err.write("plan refused; nothing was changed\n")
+        if opts.fmt == "markdown":
+            from reconciler.markdown import render_markdown
+
+            out.write(render_markdown(plan, header=md_header(opts, desired), warnings=warnings,
+                                      title="reconcile apply: refused, nothing was changed"))
+        return EXIT_FAIL
+    needed = [c.registry for c in plan.actionable if c.registry is not None and not c.state_only]
+    _warn_secrets(opts, state, values, err)
+    if target.needs_secrets:
+        resolve_all(needed, base_dir=opts.root, required=True, environ=opts.environ,
+                    roots=desired.settings.secret_roots)
+    else:
+        unset = sorted({f"{c.title}: {p}" for c in plan.actionable if c.registry is not None
+                        for p, v in values.get(c.key, {}).items() if v is None})
+        for line in unset if not opts.quiet else ():
+            err.write(f"note: {line} is not set; {target.description} stores no secrets, so it is not needed now\n")
+    if desired.dirty and not opts.quiet:
+        err.write("note: registries.d/ has uncommitted changes; the applied commit is recorded as dirty\n")
+    if opts.fmt == "text":
+        render.render_plan_text(plan, out)
+    if not plan.has_changes:
+        if opts.fmt == "json":
+            render.write_json(render.plan_json(plan, extra={"applied": []}), out)
+        elif opts.fmt == "markdown":
+            from reconciler.markdown import render_apply_markdown
+
+            out.write(render_apply_markdown(plan, [], header=md_header(opts, desired), warnings=warnings))
+        return EXIT_OK
+
+    def report(r: ChangeResult) -> None:
+        if opts.fmt == "text":
+            status = "done" if r.ok else f"FAILED: {r.error}"
+            stream = err if opts.quiet and not r.ok else out  # -q: a failure is an error, still shown
+            stream.write(f"{r.change.action} {r.change.title}: {status}\n")
+            stream.flush()
+
+    res = apply_plan(plan, target, store, state, values, commit=_commit_label(desired), on_result=report,
+                     state_key=state_key(opts.environ))
+    if opts.fmt == "json":
+        render.write_json(render.plan_json(plan, extra={"applied": [
+            {"action": r.change.action, "kind": r.change.kind, "name": r.change.name, "scope": r.change.scope,
+             "uid": r.uid, "ok": r.ok, "error": r.error or None} for r in res.results]}), out)
+    elif opts.fmt == "markdown":
+        from reconciler.markdown import render_apply_markdown
+
+        # which changes failed and why, not only the plan (issue 9.32)
+        out.write(render_apply_markdown(plan, res.results, header=md_header(opts, desired), warnings=warnings))
+    ok, failed = len(res.succeeded), len(res.failed)
+    if res.unrecorded or any(r.skipped for r in res.results):
+        titles = ", ".join(f"{r.change.action} {r.change.title}" for r in res.unrecorded) or "none"
+        err.write(f"state: {store.description} could not be written; the apply stopped. Reached the target "
+                  f"but not recorded: {titles}. The next plan finds them again (a created registry is adopted by name).\n")
+    if failed or not opts.quiet:
+        err.write(f"Apply: {ok} change(s) applied, {failed} failed\n")
+    return EXIT_FAIL if failed else EXIT_OK

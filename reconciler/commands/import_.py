@@ -1,0 +1,75 @@
+"""``reconcile import NAME...|--all``: adopt existing registries of the target into management."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from reconciler import render
+from reconciler.model import key_str
+from reconciler.runner import (
+    EXIT_FAIL,
+    EXIT_OK,
+    Options,
+    _check_state_target,
+    _load,
+    _print_problems,
+    _target,
+    build_store,
+)
+from reconciler.state.base import Record
+
+
+def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err: TextIO) -> int:
+    from reconciler.model import fingerprint
+
+    result = _load(opts, require_definitions=True)
+    _print_problems(result, err, opts.quiet)
+    if result.errors:
+        err.write("fix the definitions first; nothing was imported\n")
+        return EXIT_FAIL
+    desired = {r.key: r for r in result.desired.registries}
+    store = build_store(opts)
+    rows: list[dict[str, str | None]] = []
+    failed = False
+    with store.lock(opts.lock_timeout), _target(opts, result.desired.settings.profile, err) as target:
+        state = store.read()
+        _check_state_target(state, target, store)
+        observed = [o for o in target.list() if not o.builtin]
+        store.verify(state, {o.uid for o in observed})
+        wanted = set(names)
+        for name in sorted(wanted - {o.name for o in observed}):
+            rows.append({"name": name, "kind": None, "scope": None, "uid": None, "result": "not found",
+                         "message": f"no registry named {name!r} on {target.description}"})
+            failed = True
+        for o in (o for o in observed if all_ or o.name in wanted):
+            row: dict[str, str | None] = {"name": o.name, "kind": o.kind, "scope": o.scope, "uid": o.uid}
+            if o.key in state.records:
+                rows.append({**row, "result": "already managed", "message": ""})
+                continue
+            if o.key not in desired:
+                rows.append({**row, "result": "skipped" if all_ else "refused",
+                             "message": "not declared in registries.d/; declare it first "
+                                        "(otherwise the next apply would delete it)"})
+                failed = failed or not all_
+                continue
+            state.records[o.key] = Record(uid=o.uid, kind=o.kind, name=o.name, scope=o.scope,
+                                          fingerprint=fingerprint(o.spec), protect=desired[o.key].protect,
+                                          origin="adopted", spec=dict(o.spec),
+                                          applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            state.target = state.target or target.identity
+            state.serial += 1
+            store.write(state, f"import {key_str(o.key)}")
+            rows.append({**row, "result": "imported", "message": ""})
+    imported = sum(1 for r in rows if r["result"] == "imported")
+    if opts.fmt == "json":
+        render.write_json({"imported": imported, "registries": rows}, out)
+    else:
+        for r in rows:
+            title = f"{r['kind']}/{r['name']}" if r["kind"] else str(r["name"])
+            line = f"{title}: {r['result']}" + (f" (uid {r['uid']})" if r["result"] == "imported" else "")
+            line += f": {r['message']}" if r["message"] else ""
+            (err if r["result"] in ("not found", "refused") else out).write(("import: " if r["result"] in ("not found", "refused") else "= ") + line + "\n")
+        out.write(f"Import: {imported} registr{'y' if imported == 1 else 'ies'} adopted\n")
+    return EXIT_FAIL if failed else EXIT_OK
