@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import sqlite3
 from pathlib import Path
 
@@ -296,3 +297,33 @@ def test_real_bitnami_incremental(conn, repo):
     r2 = sync(conn, repo.url)
     assert r2.added == ["contour-operator@4.0.1"] and r2.removed == []
     assert r2.counts == {"charts": 108, "versions": 3448}
+
+
+def test_etag_alone_gives_a_304(conn, tmp_path):
+    """A server that sends an ETag and no Last-Modified: the second sync must send
+    If-None-Match (no Last-Modified fallback can answer for it)."""
+    with HelmRepo(tmp_path / "r", etag=True, last_modified=False) as repo:
+        repo.write_index(index_for(repo.root, [("a", "1.0.0", "1")]))
+        assert not sync(conn, repo.url).not_modified
+        r = sync(conn, repo.url)
+        assert r.not_modified and r.status == "Completed" and repo.statuses() == [200, 304]
+
+
+def test_last_modified_alone_gives_a_304(conn, tmp_path):
+    with HelmRepo(tmp_path / "r", etag=False, last_modified=True) as repo:
+        repo.write_index(index_for(repo.root, [("a", "1.0.0", "1")]))
+        assert not sync(conn, repo.url).not_modified
+        r = sync(conn, repo.url)
+        assert r.not_modified and r.status == "Completed" and repo.statuses() == [200, 304]
+
+
+def test_a_change_within_the_same_second_is_seen_through_the_etag(conn, repo):
+    """Last-Modified has a resolution of one second; the ETag changes with the bytes."""
+    repo.write_index(index_for(repo.root, [("a", "1.0.0", "1")]))
+    assert sync(conn, repo.url).status == "Completed"
+    index = repo.root / "index.yaml"
+    before = index.stat().st_mtime
+    repo.write_index(index_for(repo.root, [("a", "1.0.0", "1"), ("a", "1.1.0", "1")]))
+    os.utime(index, (before, before))  # same Last-Modified as the first answer
+    r = sync(conn, repo.url)
+    assert r.added == ["a@1.1.0"] and repo.statuses() == [200, 200]
