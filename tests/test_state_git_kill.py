@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.state.git import GitBranchStateStore
 from reconciler.targets.local import LocalTarget
-from tests.support.gitops_repo import commit_all, git, init_repo, registry_doc, run, write_defs
+from tests.support.gitops_repo import git, registry_doc, run, seeded_clone
 
 N = 30
 BRANCH = "reconciler-state"
@@ -26,15 +26,7 @@ def defs() -> dict[str, str]:
 
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
-    seed = tmp_path / "seed"
-    init_repo(seed)
-    write_defs(seed, defs())
-    commit_all(seed, "registries")
-    git(seed, "push", "-q", str(origin), "main")
-    git(tmp_path, "clone", "-q", str(origin), str(tmp_path / "work"))
-    return tmp_path / "work"
+    return seeded_clone(tmp_path, defs())[1]
 
 
 def on_target(root: Path) -> dict[str, str]:

@@ -10,7 +10,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from tests.support.gitops_repo import commit_all, git, init_repo, reconcile_cmd, registry_doc, run, write_defs
+from tests.support.gitops_repo import commit_all, git, init_repo, reconcile_cmd, registry_doc, run, seeded_clone, write_defs
 from tests.support.palette_emulator import API_KEY, palette_emulator_factory  # noqa: F401
 
 N = 12
@@ -76,15 +76,7 @@ def _managed(root: Path) -> dict[str, str]:
 
 
 def _local_clone(tmp_path: Path) -> tuple[Path, Path]:
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
-    seed = tmp_path / "seed"
-    init_repo(seed)
-    write_defs(seed, defs())
-    commit_all(seed, "registries")
-    git(seed, "push", "-q", str(origin), "main")
-    git(tmp_path, "clone", "-q", str(origin), str(tmp_path / "work"))
-    return origin, tmp_path / "work"
+    return seeded_clone(tmp_path, defs())
 
 
 def test_second_apply_fails_at_once_naming_the_holder_and_changes_nothing(tmp_path: Path) -> None:

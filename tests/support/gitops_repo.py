@@ -59,3 +59,16 @@ def registry_doc(kind: str, name: str, spec: str, extra_meta: str = "") -> str:
     meta = f"  name: {name}\n" + "".join(f"  {line}\n" for line in extra_meta.splitlines() if line)
     body = textwrap.indent(textwrap.dedent(spec).strip(), "  ")
     return f"apiVersion: reconciler/v1\nkind: {kind}\nmetadata:\n{meta}spec:\n{body}\n"
+
+
+def seeded_clone(tmp_path: Path, files: dict[str, str]) -> tuple[Path, Path]:
+    """A bare ``origin.git`` whose ``main`` declares ``files``, and a clone of it (``work``)."""
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    seed = tmp_path / "seed"
+    init_repo(seed)
+    write_defs(seed, files)
+    commit_all(seed, "registries")
+    git(seed, "push", "-q", str(origin), "main")
+    git(tmp_path, "clone", "-q", str(origin), str(tmp_path / "work"))
+    return origin, tmp_path / "work"
