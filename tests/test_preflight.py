@@ -119,6 +119,40 @@ def test_oci_checks(oci_basic):  # noqa: F811
     assert len(lines) == 1 and "401" in lines[0] and "bad-pw-3" not in lines[0]
 
 
+@pytest.mark.registry
+def test_oci_several_base_paths_one_line_per_missing_path(oci_basic):  # noqa: F811
+    oci_basic.push("pf-m-a/app", "1")
+    oci_basic.push("pf-m-b/deep/app", "1")
+    auth = {"type": "basic", "username": USER, "password": {"fromEnv": "P"}}
+    s = {"endpoint": oci_basic.url, "provider": "helm", "auth": auth, "tls": {}}
+    good = {"auth.password": PASSWORD}
+    assert preflight("OciRegistry", dict(s, baseContentPath="pf-m-a,pf-m-b"), good, base_dir=Path(".")) == []
+    lines = preflight(
+        "OciRegistry",
+        dict(s, baseContentPath="pf-m-x,pf-m-a,pf-m-y,pf-m-x/"),
+        good,
+        base_dir=Path("."),
+        label="OciRegistry/multi",
+    )
+    assert lines == [
+        f"OciRegistry/multi: no content under baseContentPath 'pf-m-x' at {oci_basic.url}",
+        f"OciRegistry/multi: no content under baseContentPath 'pf-m-y' at {oci_basic.url}",
+    ]
+
+
+@pytest.mark.registry
+def test_oci_pack_with_empty_base_path_checks_spectro_packs(oci_basic):  # noqa: F811
+    auth = {"type": "basic", "username": USER, "password": {"fromEnv": "P"}}
+    oci_basic.push("pf-pk/other", "1")  # content elsewhere under the endpoint does not count
+    s = {"endpoint": f"{oci_basic.url}/pf-pk", "provider": "pack", "baseContentPath": "", "auth": auth, "tls": {}}
+    good = {"auth.password": PASSWORD}
+    assert preflight("OciRegistry", s, good, base_dir=Path(".")) == [
+        f"no content under 'spectro-packs' (provider: pack with an empty baseContentPath) at {oci_basic.url}"
+    ]
+    oci_basic.push("pf-pk/spectro-packs/p", "1.0.0")
+    assert preflight("OciRegistry", s, good, base_dir=Path(".")) == []
+
+
 def test_pack_checks(tmp_path):
     with HelmRepo(tmp_path / "r", token="t-1") as srv:
         s = {"endpoint": srv.url, "auth": {"type": "token", "token": {"fromEnv": "T"}}, "tls": {}}
