@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from reconciler.content import catalog_summary, ensure_schema, oci, sync_registry
+from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
 from tests.support.oci_registry import PASSWORD, USER, oci_basic, oci_plain, oci_tls  # noqa: F401
 
 pytestmark = pytest.mark.registry
@@ -229,6 +230,34 @@ def test_catalog_disabled_several_base_paths_are_repositories(scripted):
         assert oci.list_content(dist, "t/a").tags == {"t/a": ["a"]}
         with pytest.raises(oci.ProbeError):
             oci.list_content(dist, ["t/none"])
+
+
+def test_reconcile_sync_several_base_paths_end_to_end(tmp_path, multi):
+    root = tmp_path / "repo"
+    init_repo(root)
+
+    def define(base: str) -> None:
+        write_defs(root, {"r.yaml": registry_doc("OciRegistry", "teams", f"""
+            endpoint: http://{multi.host}
+            provider: helm
+            baseContentPath: {base}
+            sync: true
+            auth: {{type: noAuth}}
+        """)})
+        commit_all(root)
+        applied = run(root)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+
+    define("h9-a,h9-b")
+    ok = run(root, "sync")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    st = run(root, "status", "--format", "json")
+    row = next(r for r in json.loads(st.stdout)["registries"] if r["name"] == "teams")
+    assert row["content"] == "2 repositories, 3 tags"
+    define("h9-a,h9-b,h9-nope")
+    bad = run(root, "sync", "--force")  # a changed definition alone does not make it due
+    assert bad.returncode == 1 and "sync failed for: OciRegistry/teams (Failed)" in bad.stderr
+    assert "baseContentPath 'h9-nope'" in bad.stdout and "Traceback" not in bad.stderr
 
 
 def test_basic_auth(conn, oci_basic):  # noqa: F811

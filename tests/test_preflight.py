@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.content import preflight
+from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
 from tests.support.helm_repo import HelmRepo, index_for, make_tls
 from tests.support.oci_registry import PASSWORD, USER, oci_basic  # noqa: F401
 
@@ -151,6 +152,29 @@ def test_oci_pack_with_empty_base_path_checks_spectro_packs(oci_basic):  # noqa:
     ]
     oci_basic.push("pf-pk/spectro-packs/p", "1.0.0")
     assert preflight("OciRegistry", s, good, base_dir=Path(".")) == []
+
+
+@pytest.mark.registry
+def test_dry_run_preflight_names_each_missing_base_path(tmp_path: Path, oci_basic):  # noqa: F811
+    oci_basic.push("pf-e2e-a/app", "1")
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"r.yaml": registry_doc("OciRegistry", "teams", f"""
+        endpoint: http://{oci_basic.host}
+        provider: helm
+        baseContentPath: pf-e2e-x,pf-e2e-a,pf-e2e-y
+        sync: true
+        auth: {{type: basic, username: {USER}, password: {{fromEnv: OCI_PW}}}}
+    """)})
+    commit_all(root)
+    res = run(root, "--dry-run", "--preflight", env={"OCI_PW": PASSWORD})
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.startswith("preflight:")]
+    assert lines == [
+        f"preflight: OciRegistry/teams: no content under baseContentPath 'pf-e2e-x' at http://{oci_basic.host}",
+        f"preflight: OciRegistry/teams: no content under baseContentPath 'pf-e2e-y' at http://{oci_basic.host}",
+    ], res.stdout
+    assert "Traceback" not in res.stderr and not (root / ".reconciler/state.json").exists()
 
 
 def test_pack_checks(tmp_path):
