@@ -118,6 +118,17 @@ def target_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k not in LOCAL_ONLY_FIELDS}
 
 
+def base_paths(spec: Mapping[str, Any]) -> list[str]:
+    """The base content paths of an OCI spec, in order: Palette's ``baseContentPath`` may list
+    several, comma separated (validation refuses empty items). ``[""]`` when it is empty (for
+    ``provider: pack`` Palette then reads ``<endpoint>/spectro-packs``). Here, not in
+    validation, because content sync and preflight (which must look under each one) use it
+    too and the content layer depends on the model only."""
+    raw = spec.get("baseContentPath") or ""
+    paths = [p.strip("/") for p in str(raw).split(",")]
+    return [p for p in paths if p] or [""]
+
+
 def fingerprint(spec: Mapping[str, Any]) -> str:
     """Stable digest of a canonical spec (secret *references* included, never values)."""
     data = json.dumps(target_spec(spec), sort_keys=True, separators=(",", ":"), default=str)

@@ -29,7 +29,7 @@ from .cache import ValidationCache, hints_of
 from .errors import InputError
 from .fastschema import compile_schema
 from .loader import Document, LoadedFile, RawProblem
-from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
+from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span, base_paths  # noqa: F401
 from .profiles import DEFAULT_PROFILE, PROFILES, SYSTEM_SCOPE_PROFILES, default_keys
 from .secrets import MAX_CA_FILE, MAX_SECRET_FILE, RESERVED_ENV, path_problem
 from .text import CONTROL, describe, escape
@@ -297,16 +297,6 @@ def canonical_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
             "fips": bool(spec.get("fips", False)),
         }
     raise ValueError(f"unknown kind {kind!r}")
-
-
-def base_paths(spec: Mapping[str, Any]) -> list[str]:
-    """The base content paths of an OCI spec, in order: Palette's ``baseContentPath`` may list
-    several, comma separated (validation refuses empty items). ``[""]`` when it is empty (for
-    ``provider: pack`` Palette then reads ``<endpoint>/spectro-packs``). For content sync and
-    preflight, which must look under each one."""
-    raw = spec.get("baseContentPath") or ""
-    paths = [p.strip("/") for p in str(raw).split(",")]
-    return [p for p in paths if p] or [""]
 
 
 def parse_duration(text: str) -> int:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from reconciler.content import catalog_summary, ensure_schema, oci, sync_registry
+from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
 from tests.support.oci_registry import PASSWORD, USER, oci_basic, oci_plain, oci_tls  # noqa: F401
 
 pytestmark = pytest.mark.registry
@@ -128,6 +129,135 @@ def test_missing_base_path_fails(conn, seeded):
         conn, "o6", "OciRegistry", spec(seeded.url, base="nope"), {}, base_dir=Path(".")
     )
     assert r.status == "Failed" and "baseContentPath 'nope'" in r.message
+
+
+# --------------------------------------------------------------------------- several base paths
+# Palette's rules (palette-behaviour.md, "Rules the docs state"): baseContentPath may hold
+# several comma-separated paths; for provider: pack an empty one means <endpoint>/spectro-packs.
+
+
+@pytest.fixture(scope="module")
+def multi(oci_plain):  # noqa: F811
+    oci_plain.push("h9-a/app", "1")
+    oci_plain.push("h9-b/x/chart", "2")
+    oci_plain.tag("h9-b/x/chart", "2", "3")
+    oci_plain.push("h9-c/elsewhere", "1")
+    oci_plain.push("h9-ab/near-miss", "1")  # shares a string prefix with h9-a: not under it
+    oci_plain.push("spectro-packs/pack-z", "1.0.0", files={"pack.json": b'{"name": "z"}'})
+    oci_plain.push("h9-nest/spectro-packs/pack-n", "1.0.0", files={"pack.json": b'{"name": "n"}'})
+    return oci_plain
+
+
+def _repos(conn, uid: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for (repo,) in conn.execute("SELECT repository FROM content_oci_repositories WHERE uid = ?", (uid,)):
+        out[repo] = []
+    for repo, tag in conn.execute("SELECT repository, tag FROM content_oci_tags WHERE uid = ?", (uid,)):
+        out[repo].append(tag)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_several_base_paths_list_every_repository_by_full_name(conn, multi, monkeypatch):
+    pagings: list[object] = []
+    real = oci.Distribution.catalog_pages
+
+    def counting(self, prefix="", page=None):
+        pagings.append(prefix)
+        return real(self, prefix, page)
+
+    monkeypatch.setattr(oci.Distribution, "catalog_pages", counting)
+    # a duplicate (h9-a/) and a path inside another (h9-b/x in h9-b) count once
+    s = spec(multi.url, base="h9-a,h9-b,h9-a/,h9-b/x")
+    r = sync_registry(conn, "m1", "OciRegistry", s, {}, base_dir=Path("."))
+    assert r.status == "Completed", r.message
+    assert _repos(conn, "m1") == {"h9-a/app": ["1"], "h9-b/x/chart": ["2", "3"]}
+    assert r.counts == {"repositories": 2, "tags": 3}
+    assert len(pagings) == 1  # the catalog is paged once for every path
+    assert catalog_summary(conn, "m1")["repositories"] == 2
+
+
+def test_a_missing_base_path_among_several_fails_naming_each(conn, multi):
+    ok = sync_registry(conn, "m2", "OciRegistry", spec(multi.url, base="h9-a"), {}, base_dir=Path("."))
+    assert ok.status == "Completed", ok.message
+    r = sync_registry(
+        conn, "m2", "OciRegistry", spec(multi.url, base="h9-a,h9-nope,h9-b,h9-gone"), {}, base_dir=Path(".")
+    )
+    assert r.status == "Failed"
+    assert r.message == f"no repositories under baseContentPath 'h9-nope', baseContentPath 'h9-gone' at {multi.url}"
+    # a failed sync keeps the earlier catalog: h9-b was not stored half-way
+    assert _repos(conn, "m2") == {"h9-a/app": ["1"]}
+    assert catalog_summary(conn, "m2")["status"] == "Failed"
+
+
+def test_pack_with_empty_base_path_lists_spectro_packs(conn, multi):
+    r = sync_registry(conn, "m3", "OciRegistry", spec(multi.url, base="", provider="pack"), {}, base_dir=Path("."))
+    assert r.status == "Completed", r.message
+    assert _repos(conn, "m3") == {"spectro-packs/pack-z": ["1.0.0"]}
+    assert r.counts["packs"] == 1
+    # under an endpoint with a path, spectro-packs is under that path
+    nested = spec(f"{multi.url}/h9-nest", base="", provider="pack")
+    r = sync_registry(conn, "m4", "OciRegistry", nested, {}, base_dir=Path("."))
+    assert r.status == "Completed", r.message
+    assert _repos(conn, "m4") == {"h9-nest/spectro-packs/pack-n": ["1.0.0"]}
+    # other providers with an empty base path still list everything (not spectro-packs)
+    r = sync_registry(conn, "m5", "OciRegistry", spec(multi.url, base=""), {}, base_dir=Path("."))
+    assert {"h9-a/app", "spectro-packs/pack-z"} <= set(_repos(conn, "m5"))
+
+
+def test_pack_with_empty_base_path_and_no_spectro_packs_fails_clearly(conn, multi):
+    s = spec(f"{multi.url}/h9-a", base="", provider="pack")
+    r = sync_registry(conn, "m6", "OciRegistry", s, {}, base_dir=Path("."))
+    assert r.status == "Failed"
+    assert "'spectro-packs' (provider: pack with an empty baseContentPath)" in r.message
+
+
+def test_catalog_disabled_several_base_paths_are_repositories(scripted):
+    # ECR-like: no _catalog; each base path may be a repository itself
+    def route(path, headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        if path.startswith("/v2/_catalog"):
+            return 404, {}, {"errors": []}
+        if path.startswith(("/v2/t/a/", "/v2/t/b/")):
+            return 200, {}, {"tags": [path.split("/")[3]]}
+        return 404, {}, {"errors": []}
+
+    srv = scripted(route)
+    with _dist(srv.url, base="") as dist:
+        listing = oci.list_content(dist, ["t/a", "t/none", "t/b"])
+        assert listing.tags == {"t/a": ["a"], "t/b": ["b"]}
+        # one base path, as before (this path used to end in a zip() ValueError, exit 3)
+        assert oci.list_content(dist, "t/a").tags == {"t/a": ["a"]}
+        with pytest.raises(oci.ProbeError):
+            oci.list_content(dist, ["t/none"])
+
+
+def test_reconcile_sync_several_base_paths_end_to_end(tmp_path, multi):
+    root = tmp_path / "repo"
+    init_repo(root)
+
+    def define(base: str) -> None:
+        write_defs(root, {"r.yaml": registry_doc("OciRegistry", "teams", f"""
+            endpoint: http://{multi.host}
+            provider: helm
+            baseContentPath: {base}
+            sync: true
+            auth: {{type: noAuth}}
+        """)})
+        commit_all(root)
+        applied = run(root)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+
+    define("h9-a,h9-b")
+    ok = run(root, "sync")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    st = run(root, "status", "--format", "json")
+    row = next(r for r in json.loads(st.stdout)["registries"] if r["name"] == "teams")
+    assert row["content"] == "2 repositories, 3 tags"
+    define("h9-a,h9-b,h9-nope")
+    bad = run(root, "sync", "--force")  # a changed definition alone does not make it due
+    assert bad.returncode == 1 and "sync failed for: OciRegistry/teams (Failed)" in bad.stderr
+    assert "baseContentPath 'h9-nope'" in bad.stdout and "Traceback" not in bad.stderr
 
 
 def test_basic_auth(conn, oci_basic):  # noqa: F811

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.content import preflight
+from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
 from tests.support.helm_repo import HelmRepo, index_for, make_tls
 from tests.support.oci_registry import PASSWORD, USER, oci_basic  # noqa: F401
 
@@ -117,6 +118,63 @@ def test_oci_checks(oci_basic):  # noqa: F811
     assert lines == [f"no content under baseContentPath 'empty' at {oci_basic.url}"]
     lines = preflight("OciRegistry", s, {"auth.password": "bad-pw-3"}, base_dir=Path("."))
     assert len(lines) == 1 and "401" in lines[0] and "bad-pw-3" not in lines[0]
+
+
+@pytest.mark.registry
+def test_oci_several_base_paths_one_line_per_missing_path(oci_basic):  # noqa: F811
+    oci_basic.push("pf-m-a/app", "1")
+    oci_basic.push("pf-m-b/deep/app", "1")
+    auth = {"type": "basic", "username": USER, "password": {"fromEnv": "P"}}
+    s = {"endpoint": oci_basic.url, "provider": "helm", "auth": auth, "tls": {}}
+    good = {"auth.password": PASSWORD}
+    assert preflight("OciRegistry", dict(s, baseContentPath="pf-m-a,pf-m-b"), good, base_dir=Path(".")) == []
+    lines = preflight(
+        "OciRegistry",
+        dict(s, baseContentPath="pf-m-x,pf-m-a,pf-m-y,pf-m-x/"),
+        good,
+        base_dir=Path("."),
+        label="OciRegistry/multi",
+    )
+    assert lines == [
+        f"OciRegistry/multi: no content under baseContentPath 'pf-m-x' at {oci_basic.url}",
+        f"OciRegistry/multi: no content under baseContentPath 'pf-m-y' at {oci_basic.url}",
+    ]
+
+
+@pytest.mark.registry
+def test_oci_pack_with_empty_base_path_checks_spectro_packs(oci_basic):  # noqa: F811
+    auth = {"type": "basic", "username": USER, "password": {"fromEnv": "P"}}
+    oci_basic.push("pf-pk/other", "1")  # content elsewhere under the endpoint does not count
+    s = {"endpoint": f"{oci_basic.url}/pf-pk", "provider": "pack", "baseContentPath": "", "auth": auth, "tls": {}}
+    good = {"auth.password": PASSWORD}
+    assert preflight("OciRegistry", s, good, base_dir=Path(".")) == [
+        f"no content under 'spectro-packs' (provider: pack with an empty baseContentPath) at {oci_basic.url}"
+    ]
+    oci_basic.push("pf-pk/spectro-packs/p", "1.0.0")
+    assert preflight("OciRegistry", s, good, base_dir=Path(".")) == []
+
+
+@pytest.mark.registry
+def test_dry_run_preflight_names_each_missing_base_path(tmp_path: Path, oci_basic):  # noqa: F811
+    oci_basic.push("pf-e2e-a/app", "1")
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"r.yaml": registry_doc("OciRegistry", "teams", f"""
+        endpoint: http://{oci_basic.host}
+        provider: helm
+        baseContentPath: pf-e2e-x,pf-e2e-a,pf-e2e-y
+        sync: true
+        auth: {{type: basic, username: {USER}, password: {{fromEnv: OCI_PW}}}}
+    """)})
+    commit_all(root)
+    res = run(root, "--dry-run", "--preflight", env={"OCI_PW": PASSWORD})
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.startswith("preflight:")]
+    assert lines == [
+        f"preflight: OciRegistry/teams: no content under baseContentPath 'pf-e2e-x' at http://{oci_basic.host}",
+        f"preflight: OciRegistry/teams: no content under baseContentPath 'pf-e2e-y' at http://{oci_basic.host}",
+    ], res.stdout
+    assert "Traceback" not in res.stderr and not (root / ".reconciler/state.json").exists()
 
 
 def test_pack_checks(tmp_path):

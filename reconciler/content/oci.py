@@ -1,4 +1,10 @@
-"""OCI registry sync: repositories and tags under ``baseContentPath``.
+"""OCI registry sync: repositories and tags under every path of ``baseContentPath``.
+
+``baseContentPath`` may list several paths, comma separated (``team-a,team-b``); for
+``provider: pack`` an empty one means ``<endpoint>/spectro-packs`` (both are Palette's
+documented rules: ``../shared/reference/palette-behaviour.md``, "Rules the docs state").
+The catalog is paged once and every repository under any of the paths is kept, by its full
+name; a path with no repository fails the sync, naming each such path (``base_prefixes``).
 
 Listing uses the distribution API: ``/v2/`` and ``/v2/_catalog?n=`` (paged through
 ``Link: <...>; rel="next"``) over httpx, then ``/v2/<repo>/tags/list`` for every repository
@@ -37,7 +43,7 @@ import socket
 import sqlite3
 import ssl
 import threading
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +66,7 @@ from reconciler.content.http import (
 )
 from reconciler.content.result import SyncResult
 from reconciler.errors import redact
+from reconciler.model import base_paths
 
 KIND = "OciRegistry"
 PAGE = 1000
@@ -71,6 +78,7 @@ MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 )
+PACK_BASE_PATH = "spectro-packs"  # DOCS (oci-registry, packs): empty means <endpoint>/spectro-packs
 Progress = Callable[[str], None] | None
 
 
@@ -83,6 +91,29 @@ class Endpoint:
 
     def prefix(self, base_content_path: str) -> str:
         return "/".join(p for p in (self.path, base_content_path.strip("/")) if p)
+
+
+def base_prefixes(endpoint: Endpoint, spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(base path as the user wrote it, repository prefix)`` for each base content path, in
+    order, one per distinct prefix (``team,team/`` is one). For ``provider: pack`` an empty
+    ``baseContentPath`` is ``spectro-packs`` under the endpoint, as Palette reads it."""
+    paths = base_paths(spec)
+    if paths == [""] and spec.get("provider") == "pack":
+        paths = [PACK_BASE_PATH]
+    out: dict[str, str] = {}
+    for path in paths:
+        out.setdefault(endpoint.prefix(path), path)
+    return [(path, prefix) for prefix, path in out.items()]
+
+
+def under(repo: str, prefix: str) -> bool:
+    return not prefix or repo == prefix or repo.startswith(prefix + "/")
+
+
+def missing_prefixes(prefixes: list[tuple[str, str]], repos: Iterable[str]) -> list[tuple[str, str]]:
+    """The ``(path, prefix)`` pairs no repository is under (an empty prefix is never missing)."""
+    found = list(repos)
+    return [(p, x) for p, x in prefixes if x and not any(under(r, x) for r in found)]
 
 
 def parse_endpoint(endpoint: str) -> Endpoint:
@@ -216,22 +247,27 @@ class Distribution:
         if resp.status_code != 200:
             raise status_error(resp.status_code, url)
 
-    def catalog_pages(self, prefix: str = "", page: int | None = None) -> Iterator[list[str]]:
-        """The repositories (under ``prefix``) of each ``_catalog`` page, as they arrive."""
+    def catalog_pages(
+        self, prefix: str | Sequence[str] = "", page: int | None = None
+    ) -> Iterator[list[str]]:
+        """The repositories (under ``prefix``, or any of several) of each ``_catalog`` page,
+        as they arrive."""
+        prefixes = (prefix,) if isinstance(prefix, str) else tuple(prefix)
+        keep_all = not prefixes or "" in prefixes
         url: str | None = f"{self.endpoint.base}/v2/_catalog"
         params: dict[str, Any] | None = {"n": PAGE if page is None else page}
         seen_urls: set[str] = set()
         while url:
             resp = self._get(url, "repository catalog", params=params)
             repos = _json(resp.content, url).get("repositories") or []
-            yield [r for r in repos if not prefix or r == prefix or r.startswith(prefix + "/")]
+            yield [r for r in repos if keep_all or any(under(r, p) for p in prefixes)]
             url = _next_link(resp)
             if url in seen_urls:
                 break
             seen_urls.add(url or "")
             params = None
 
-    def catalog(self, prefix: str = "", page: int | None = None) -> list[str]:
+    def catalog(self, prefix: str | Sequence[str] = "", page: int | None = None) -> list[str]:
         """Every repository (under ``prefix``), following ``Link`` rel=next pages."""
         return [r for chunk in self.catalog_pages(prefix, page) for r in chunk]
 
@@ -400,12 +436,18 @@ class Listing:
 
 
 def list_content(
-    dist: Distribution, prefix: str, *, packs: bool = False, progress: Progress = None
+    dist: Distribution,
+    prefix: str | Sequence[str],
+    *,
+    packs: bool = False,
+    progress: Progress = None,
 ) -> Listing:
-    """Repositories and tags under ``prefix``; raises ProbeError.
+    """Repositories and tags under ``prefix`` (or any of several prefixes, the catalog paged
+    once); raises ProbeError.
 
     Tag lists are fetched while the catalog is still being paged: each page's repositories
     go to the thread pool as soon as the page has arrived."""
+    prefixes = [prefix] if isinstance(prefix, str) else list(prefix)
     dist.ping()
     repos: list[str] = []
     futures: list[Future[list[str]]] = []
@@ -413,29 +455,33 @@ def list_content(
     layouts: dict[str, str | None] = {}
     with ThreadPoolExecutor(max_workers=dist.workers, thread_name_prefix="oci-tags") as pool:
         try:
-            pages = dist.catalog_pages(prefix)
+            pages = dist.catalog_pages(prefixes)
             try:
                 chunk: list[str] | None = next(pages, [])
             except ProbeError as exc:
-                if exc.status not in (401, 403, 404) or not prefix:
+                if exc.status not in (401, 403, 404) or not all(prefixes):
                     raise
-                # catalog disabled (ECR, Docker Hub, some Harbor setups): the base path may
+                # catalog disabled (ECR, Docker Hub, some Harbor setups): each base path may
                 # be a repository itself
-                try:
-                    tags = dist.tags(prefix)
-                except ProbeError:
+                for one in prefixes:
+                    try:
+                        tags = dist.tags(one)
+                    except ProbeError:
+                        raise exc from None
+                    if tags:
+                        repos.append(one)
+                        result[one] = tags
+                if not repos:
                     raise exc from None
-                if not tags:
-                    raise exc from None
-                repos, chunk = [prefix], None
-                result[prefix] = tags
+                chunk = None
             while chunk is not None:
                 repos.extend(chunk)
                 futures.extend(pool.submit(dist.tags, repo) for repo in chunk)
                 chunk = next(pages, None)
             if progress:
-                progress(f"{len(repos)} repositories under {prefix or '/'}; listing tags")
-            for i, (repo, future) in enumerate(zip(repos, futures, strict=True), 1):
+                where = ", ".join(p or "/" for p in prefixes)
+                progress(f"{len(repos)} repositories under {where}; listing tags")
+            for i, (repo, future) in enumerate(zip(repos[len(result) :], futures, strict=True), 1):
                 result[repo] = future.result()
                 if progress and i % 100 == 0:
                     progress(f"tags of {i}/{len(repos)} repositories")
@@ -473,9 +519,8 @@ def sync(
     progress: Progress = None,
 ) -> SyncResult:
     endpoint = parse_endpoint(str(spec.get("endpoint") or ""))
-    base_path = str(spec.get("baseContentPath") or "")
-    prefix = endpoint.prefix(base_path)
-    source = f"{endpoint.base}/{prefix}".rstrip("/")
+    prefixes = base_prefixes(endpoint, spec)
+    source = ", ".join(f"{endpoint.base}/{prefix}".rstrip("/") for _, prefix in prefixes)
     prev = catalog.previous(conn, uid, KIND)
     secret_values: tuple[str, ...] = tuple(v for v in secrets.values() if v)
     try:
@@ -486,11 +531,20 @@ def sync(
         access = build_access(spec, secrets, base_dir, https=endpoint.https)
         with Distribution(endpoint, access) as dist:
             listing = list_content(
-                dist, prefix, packs=spec.get("provider") == "pack", progress=progress
+                dist,
+                [prefix for _, prefix in prefixes],
+                packs=spec.get("provider") == "pack",
+                progress=progress,
             )
-        if prefix and not listing.tags:
+        missing = missing_prefixes(prefixes, listing.tags)
+        if missing:
+            # A declared path with nothing under it is a typo or content never pushed: fail
+            # (the catalog keeps its earlier content) rather than store a catalog that
+            # silently lacks it; every such path is named, as preflight names each one.
             raise ProbeError(
-                f"no repositories under baseContentPath {base_path!r} at {endpoint.base}",
+                "no repositories under "
+                + ", ".join(describe_path(path, spec) for path, _ in missing)
+                + f" at {endpoint.base}",
                 check="content",
             )
     except ProbeError as exc:
@@ -514,6 +568,13 @@ def sync(
     if progress:
         progress(f"{KIND}: {message}")
     return SyncResult("Completed", message, added, removed, counts, False)
+
+
+def describe_path(path: str, spec: Mapping[str, Any]) -> str:
+    """How a message names a base path: as written, or Palette's default for packs."""
+    if not base_paths(spec)[0] and path == PACK_BASE_PATH:
+        return f"{PACK_BASE_PATH!r} (provider: pack with an empty baseContentPath)"
+    return f"baseContentPath {path!r}"
 
 
 def _store(conn: sqlite3.Connection, uid: str, listing: Listing) -> tuple[list[str], list[str]]:

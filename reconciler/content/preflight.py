@@ -5,8 +5,10 @@ Checks, in order (a failed check stops the ones that depend on it):
 2. the endpoint's host resolves;
 3. it answers, TLS verifies with the given CA, the credentials are accepted (a real
    request: ``index.yaml`` for Helm, ``/v2/`` for OCI, the endpoint for Pack);
-4. content: OCI repositories exist under ``baseContentPath``; Helm ``requiredCharts``
-   exist at the given versions (``v1.2.3`` and ``1.2.3`` are taken as the same).
+4. content: OCI repositories exist under each path of ``baseContentPath`` (several comma
+   separated; ``spectro-packs`` for ``provider: pack`` with an empty one), one line per
+   path with none; Helm ``requiredCharts`` exist at the given versions (``v1.2.3`` and
+   ``1.2.3`` are taken as the same).
 """
 
 from __future__ import annotations
@@ -62,23 +64,24 @@ def _helm(spec: Mapping[str, Any], secrets: Mapping[str, str], base_dir: Path) -
 
 def _oci(spec: Mapping[str, Any], secrets: Mapping[str, str], base_dir: Path) -> list[str]:
     endpoint = oci.parse_endpoint(str(spec.get("endpoint") or ""))
-    base_path = str(spec.get("baseContentPath") or "")
     check_resolves(endpoint.base)
     if (spec.get("auth") or {}).get("type") == "ecr":
         return []  # ECR credentials need AWS: only the resolution is probed locally
     access = build_access(spec, secrets, base_dir, https=endpoint.https)
-    prefix = endpoint.prefix(base_path)
+    paths = oci.base_prefixes(endpoint, spec)
+    prefixes = [prefix for _, prefix in paths]
     with oci.Distribution(endpoint, access, workers=1) as dist:
         dist.ping()
         try:
-            repos = dist.catalog(prefix)
+            repos = dist.catalog(prefixes)  # one paging of the catalog for every path
         except ProbeError as exc:
-            if exc.status not in (401, 403, 404) or not prefix:
+            if exc.status not in (401, 403, 404) or not all(prefixes):
                 raise
-            repos = [prefix] if dist.tags(prefix) else []
-    if prefix and not repos:
-        return [f"no content under baseContentPath {base_path!r} at {endpoint.base}"]
-    return []
+            repos = [prefix for prefix in prefixes if dist.tags(prefix)]
+    return [
+        f"no content under {oci.describe_path(path, spec)} at {endpoint.base}"
+        for path, _ in oci.missing_prefixes(paths, repos)
+    ]
 
 
 def _pack(spec: Mapping[str, Any], secrets: Mapping[str, str], base_dir: Path) -> list[str]:
