@@ -464,13 +464,15 @@ def test_state_write_failing_mid_apply_stops_and_says_what_is_unrecorded(tmp_pat
     # through the runner: the report names what reached the target unrecorded, exit 1
     write_defs(root, {"helm.yaml": "---\n".join(
         registry_doc("HelmRegistry", n, f"endpoint: https://{n}2.example.com") for n in ("a", "b", "c"))})
-    orig = runner.build_store
+    from reconciler.commands import plan as plan_command
+
+    orig = plan_command.build_store  # the command's own binding (it imports build_store from runner)
     try:
-        runner.build_store = lambda o: _FailingStore(root / ".reconciler/state.json", ok_writes=0)
+        plan_command.build_store = lambda o: _FailingStore(root / ".reconciler/state.json", ok_writes=0)
         out, err = io.StringIO(), io.StringIO()
-        code = runner.run_reconcile(runner.Options(root=root, environ={}), out, err, dry_run=False)
+        code = plan_command.run_reconcile(runner.Options(root=root, environ={}), out, err, dry_run=False)
     finally:
-        runner.build_store = orig
+        plan_command.build_store = orig
     assert code == 1
     assert "Reached the target but not recorded: update HelmRegistry/a." in err.getvalue(), err.getvalue()
     assert "update HelmRegistry/b: FAILED: not attempted" in out.getvalue()

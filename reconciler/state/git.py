@@ -348,8 +348,11 @@ class GitBranchStateStore(StateStore):
                 except StateConflict:
                     continue
                 except StateError as exc:
+                    why = f" ({exc})"
                     break
-            self.notify(f"git:{self.branch}: could not release the lock {lease.id}; it expires at "
+            else:
+                why = " (the branch kept moving)"
+            self.notify(f"git:{self.branch}: could not release the lock {lease.id}{why}; it expires at "
                         f"{lease.expires_at}, or run: reconcile unlock {lease.id}")
 
     def unlock(self, lock_id: str) -> str:
