@@ -662,6 +662,11 @@ class _Checker:
         if provider == "pack" and sync is not True:
             at = ("spec", "sync") if "sync" in spec else ("spec", "provider")
             self.add(at, "spec.provider: 'pack' requires sync: true", "pack-sync")
+        if auth_type == "ecr" and "basePath" in spec:
+            # spec v1EcrRegistrySpec has no basePath (only v1BasicOciRegistrySpec; TF
+            # endpoint_suffix exists for basic registries only): it would be dropped silently
+            self.add(("spec", "basePath"), "spec.basePath: only basic OCI registries have a basePath; an ECR "
+                     "registry's repository goes in baseContentPath", "ecr-base-path", key=True)
         # DOCS (oci-registry, packs): for provider pack an empty base path means
         # <endpoint>/spectro-packs, so only the other providers need one to sync
         if sync is True and provider != "pack" and not (base or "").strip() and (
