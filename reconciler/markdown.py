@@ -97,7 +97,8 @@ def _note(change: Change) -> str:
     if change.action == REPLACE:
         notes.append("gets a new uid")
     if change.blocked:
-        notes.append(f"blocked: {change.blocked}")
+        # in full in the warning at the top; here short, so the hunk header does not scroll far
+        notes.append(f"blocked: {_one_line(change.blocked, 100)}")
     elif change.reason:
         notes.append(change.reason)
     if change.gone:
