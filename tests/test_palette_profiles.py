@@ -154,6 +154,20 @@ def test_a_refused_look_up_is_a_clear_error_not_no_references(emu, template):
     assert "403" in str(caught.value)
 
 
+@pytest.mark.parametrize("body,says", [(b"<html><body>proxy login</body></html>", "an HTML page"),
+                                       (b"[]", "a JSON list"), (b'{"items": {"a": 1}}', "'items' is not a list")])
+def test_an_answer_that_is_not_the_api_is_a_clear_error_not_no_references(emu, body, says):
+    """A proxy's page or a list in place of the profile list must never read as "no profile uses it"."""
+    used = helm(emu, "used")
+    emu.profiles.add_profile("web", [used])
+    ctype = "text/html" if body.startswith(b"<") else "application/json"
+    emu.answers["/v1/dashboard/clusterprofiles"] = (200, ctype, body)
+    with fast_target(emu) as target, pytest.raises(ServerError) as caught:
+        target.references([used])
+    assert str(caught.value).startswith("cannot tell which cluster profiles use the registries"), caught.value
+    assert says in str(caught.value)
+
+
 def test_look_ups_respect_the_targets_rate_limit(emu):
     used = helm(emu, "used")
     for i in range(8):

@@ -15,20 +15,15 @@ from reconciler.plan import PlanOptions, make_plan
 from reconciler.state.base import State
 from reconciler.state.file import FileStateStore
 from reconciler.targets.local import LocalTarget
-from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
-from tests.test_plan import HELM, actions, observed, recorded, reg
+from tests.support.gitops_repo import commit_all, init_repo, managed_on_local, registry_doc, run, write_defs
+from tests.test_plan import actions, observed, recorded, reg
 
 
 def local(root: Path) -> LocalTarget:
     return LocalTarget(root / ".reconciler/local.db", base_dir=root)
 
 
-def managed(root: Path) -> dict[str, str]:
-    t = local(root)
-    try:
-        return {o.name: o.uid for o in t.list() if not o.builtin}
-    finally:
-        t.close()
+managed = managed_on_local
 
 
 def state_of(root: Path) -> dict[str, str]:

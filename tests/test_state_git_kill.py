@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.state.git import GitBranchStateStore
-from reconciler.targets.local import LocalTarget
-from tests.support.gitops_repo import git, registry_doc, run, seeded_clone
+from tests.support.gitops_repo import git, managed_on_local, registry_doc, run, seeded_clone
 
 N = 30
 BRANCH = "reconciler-state"
@@ -27,14 +26,6 @@ def defs() -> dict[str, str]:
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     return seeded_clone(tmp_path, defs())[1]
-
-
-def on_target(root: Path) -> dict[str, str]:
-    t = LocalTarget(root / ".reconciler/local.db", base_dir=root)
-    try:
-        return {o.name: o.uid for o in t.list() if not o.builtin}
-    finally:
-        t.close()
 
 
 def recorded(tmp_path: Path, name: str) -> dict[str, str]:
@@ -64,7 +55,7 @@ def test_runner_killed_between_commits_loses_at_most_the_window(tmp_path: Path, 
     # 3 checkpoints per create (before/after target, after state) plus one per state commit.
     res = run(work, *STATE, env=dict(env, RECONCILER_CRASH_AT="40"))
     assert res.returncode == -signal.SIGKILL, res.stdout + res.stderr
-    landed = on_target(work)
+    landed = managed_on_local(work)
     assert 0 < len(landed) < N
     state = recorded(tmp_path, "after-kill")
     assert all(landed.get(name) == uid for name, uid in state.items()), "the state records what is not there"
@@ -79,7 +70,7 @@ def test_runner_killed_between_commits_loses_at_most_the_window(tmp_path: Path, 
     assert "taking over the expired lock" in rerun.stderr
     for name in lost:
         assert f"adopt HelmRegistry/{name}" in rerun.stdout, rerun.stdout
-    final = on_target(work)
+    final = managed_on_local(work)
     assert len(final) == N and all(final[n] == uid for n, uid in landed.items())  # nothing created twice
     assert recorded(tmp_path, "final") == final
     fresh = tmp_path / "fresh"

@@ -10,7 +10,17 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from tests.support.gitops_repo import commit_all, git, init_repo, reconcile_cmd, registry_doc, run, seeded_clone, write_defs
+from tests.support.gitops_repo import (
+    commit_all,
+    git,
+    init_repo,
+    managed_on_local,
+    reconcile_cmd,
+    registry_doc,
+    run,
+    seeded_clone,
+    write_defs,
+)
 from tests.support.palette_emulator import API_KEY, palette_emulator_factory  # noqa: F401
 
 N = 12
@@ -65,16 +75,6 @@ def test_two_concurrent_applies_from_two_clones_create_each_registry_once(
     assert git(origin, "ls-tree", "--name-only", f"refs/heads/{BRANCH}") == "state.json"  # lease released
 
 
-def _managed(root: Path) -> dict[str, str]:
-    from reconciler.targets.local import LocalTarget
-
-    t = LocalTarget(root / ".reconciler/local.db", base_dir=root)
-    try:
-        return {o.name: o.uid for o in t.list() if not o.builtin}
-    finally:
-        t.close()
-
-
 def _local_clone(tmp_path: Path) -> tuple[Path, Path]:
     return seeded_clone(tmp_path, defs())
 
@@ -102,7 +102,7 @@ def test_apply_refuses_a_replaced_state_branch_while_the_target_holds_its_regist
 
     origin, work = _local_clone(tmp_path)
     assert run(work, "--state", f"git:{BRANCH}").returncode == 0
-    before = _managed(work)
+    before = managed_on_local(work)
     assert len(before) == N
     # Someone force-pushes a fresh state of another lineage over the branch.
     other = tmp_path / "vandal"
@@ -118,4 +118,4 @@ def test_apply_refuses_a_replaced_state_branch_while_the_target_holds_its_regist
         assert res.returncode == 1, res.stdout + res.stderr
         assert "another lineage" in res.stderr and "HelmRegistry/helm-0" in res.stderr, res.stderr
         assert "Traceback" not in res.stderr
-    assert _managed(work) == before  # nothing created again, nothing deleted
+    assert managed_on_local(work) == before  # nothing created again, nothing deleted

@@ -583,7 +583,11 @@ class PaletteTarget(Target):
         return data
 
     def _get_json(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return self._json("GET", path, self._request("GET", path, params=params))
+        return self._request_json("GET", path, params=params)
+
+    def _request_json(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None,
+                      headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return self._json(method, path, self._request(method, path, params=params, json=json, headers=headers))
 
     def _items(self, path: str, data: Mapping[str, Any]) -> list[dict[str, Any]]:
         items = data.get("items")
@@ -881,13 +885,13 @@ class PaletteTarget(Target):
             self._oci_types.pop(uid, None)
 
     def references(self, uids: Collection[str]) -> References:
-        return palette_profiles.find_references(self._request, uids, workers=self.max_concurrency)
+        return palette_profiles.find_references(self._request_json, uids, workers=self.max_concurrency)
 
     def check_tenant_policy(self, settings: Settings, registries: Sequence[Registry]) -> str | None:
         if settings.profile != "vertex":
             return None
         non_fips = [r.name for r in registries if r.spec.get("fips") is not True]
-        return palette_profiles.check_tenant_fips(self._request, settings.allow_non_fips, non_fips)
+        return palette_profiles.check_tenant_fips(self._request_json, settings.allow_non_fips, non_fips)
 
     def validate(self, registry: Registry, secrets: Secrets) -> None:
         flavour, body = self._body(registry, secrets)

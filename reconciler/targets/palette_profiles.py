@@ -56,18 +56,12 @@ NON_FIPS_ENABLED = "nonFipsEnabled"
 NON_FIPS_DISABLED = "nonFipsDisabled"  # the spec's default for v1NonFipsConfig.mode
 
 
-class Response(Protocol):
-    @property
-    def content(self) -> bytes: ...
-
-    def json(self) -> Any: ...
-
-
 class Request(Protocol):
-    """``PaletteTarget._request``: rate-limited, retried, errors as ``TargetError``."""
+    """``PaletteTarget._request_json``: rate-limited, retried, the answer's JSON object (an answer
+    that is not one, HTML or a list, is a ``ServerError``); errors as ``TargetError``."""
 
     def __call__(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                 json: Any = None, headers: Mapping[str, str] | None = None) -> Response: ...
+                 json: Any = None, headers: Mapping[str, str] | None = None) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -80,16 +74,21 @@ class _Context:
         return {"ProjectUid": self.project_uid} if self.project_uid else None
 
 
-def _json(response: Response) -> dict[str, Any]:
-    data = response.json() if response.content else {}
-    return data if isinstance(data, dict) else {}
+def _items(data: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
+    """A list's ``items``; anything but a list of objects is an error, never "no profiles"."""
+    items = data.get("items")
+    if items is None:
+        return []
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ServerError(f"palette: {what}: 'items' is not a list of objects; cluster profiles cannot be checked")
+    return items
 
 
 def _projects(request: Request) -> list[_Context]:
-    data = _json(request("GET", PROJECTS_PATH))
+    data = request("GET", PROJECTS_PATH)
     out = []
-    for item in data.get("items") or []:
-        meta = (item or {}).get("metadata") or {}
+    for item in _items(data, f"GET {PROJECTS_PATH}"):
+        meta = item.get("metadata") or {}
         uid = str(meta.get("uid") or "")
         if uid:
             out.append(_Context(uid, str(meta.get("name") or uid)))
@@ -104,8 +103,8 @@ def _listed_profiles(request: Request, ctx: _Context) -> Iterator[dict[str, Any]
         params: dict[str, Any] = {"limit": PAGE_LIMIT}
         if token:
             params["continue"] = token
-        data = _json(request("POST", PROFILES_PATH, params=params, json=PROFILES_QUERY, headers=ctx.headers))
-        yield from (i for i in data.get("items") or [] if isinstance(i, dict))
+        data = request("POST", PROFILES_PATH, params=params, json=PROFILES_QUERY, headers=ctx.headers)
+        yield from _items(data, f"POST {PROFILES_PATH}{_where(ctx)}")
         token = str((data.get("listmeta") or {}).get("continue") or "")
         if not token:
             return
@@ -165,7 +164,7 @@ def _find_references(request: Request, uids: Collection[str], workers: int) -> R
 
     def read(uid: str, ctx: _Context) -> dict[str, Any] | None:
         try:
-            return _json(request("GET", f"/v1/clusterprofiles/{uid}", headers=ctx.headers))
+            return request("GET", f"/v1/clusterprofiles/{uid}", headers=ctx.headers)
         except NotFound:
             return None  # deleted since it was listed
 
@@ -221,11 +220,11 @@ def tenant_fips_pack_mode(request: Request) -> tuple[str, str]:
     then ``GetFIPSPreference`` (``GET /v1/tenants/{tenantUid}/preferences/fips``), in
     terraform-provider-spectrocloud ``resourcePlatformSettingRead``.
     """
-    info = _json(request("GET", USER_INFO_PATH))
+    info = request("GET", USER_INFO_PATH)
     tenant = str(info.get("tenantUid") or "")
     if not tenant:
         raise ServerError(f"palette: GET {USER_INFO_PATH}: the answer names no tenantUid")
-    prefs = _json(request("GET", f"/v1/tenants/{tenant}/preferences/fips"))
+    prefs = request("GET", f"/v1/tenants/{tenant}/preferences/fips")
     mode = str((prefs.get("fipsPackConfig") or {}).get("mode") or NON_FIPS_DISABLED)
     return tenant, mode
 

@@ -72,3 +72,14 @@ def seeded_clone(tmp_path: Path, files: dict[str, str]) -> tuple[Path, Path]:
     git(seed, "push", "-q", str(origin), "main")
     git(tmp_path, "clone", "-q", str(origin), str(tmp_path / "work"))
     return origin, tmp_path / "work"
+
+
+def managed_on_local(root: Path) -> dict[str, str]:
+    """name -> uid of every non-built-in registry in the repository's local target."""
+    from reconciler.targets.local import LocalTarget
+
+    t = LocalTarget(root / ".reconciler/local.db", base_dir=root)
+    try:
+        return {o.name: o.uid for o in t.list() if not o.builtin}
+    finally:
+        t.close()
