@@ -197,3 +197,24 @@ def test_reader_without_the_lock_rereads_when_an_apply_folds_meanwhile(tmp_path:
     monkeypatch.setattr(file_store, "read_bounded", racing)
     got = reader.read()
     assert sorted(k[2] for k in got.records) == ["a", "b"]
+
+
+@pytest.mark.parametrize("where", ["replace", "fsync"])
+def test_a_full_disk_while_writing_is_a_state_error_and_the_old_state_stays(tmp_path: Path, monkeypatch, where) -> None:
+    """ENOSPC at the rename or the fsync: a StateError the CLI reports (exit 1), not a bug (exit 3)."""
+    import errno
+
+    store = FileStateStore(tmp_path / "state.json")
+    state = with_record(State(), make_record("a"))
+    store.write(state)
+    before = store.path.read_bytes()
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, where, full)
+    with pytest.raises(StateError, match="cannot write state: No space left on device"):
+        store.write(with_record(state, make_record("b")))
+    monkeypatch.undo()
+    assert store.path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temp file left behind

@@ -147,11 +147,13 @@ class FileStateStore(StateStore):
                 self._append(journal.line({"op": "fold", "serial": state.serial}))
             checkpoint("state-write:before-rename")
             os.replace(tmp, self.path)
-        except BaseException:
+        except BaseException as exc:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+            if isinstance(exc, OSError):  # a full disk at fsync or rename: a state error, not a bug
+                raise StateError(f"{self.path}: cannot write state: {exc.strerror or exc}") from exc
             raise
         if journal_left:
             self._close_journal()
@@ -159,14 +161,19 @@ class FileStateStore(StateStore):
                 os.unlink(self.journal_path)
             except FileNotFoundError:
                 pass
+            except OSError as exc:
+                raise StateError(f"{self.journal_path}: cannot remove the folded journal: {exc.strerror}") from exc
         self._fsync_dir()
 
     def _fsync_dir(self) -> None:
-        dfd = os.open(self.path.parent, os.O_RDONLY)
         try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            raise StateError(f"{self.path.parent}: cannot sync the state's directory: {exc.strerror}") from exc
 
     # -- the journal ------------------------------------------------------------------------
 
