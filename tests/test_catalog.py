@@ -139,9 +139,13 @@ def test_unknown_registry_no_match_and_no_database_are_clear_errors(repo: Path, 
 def test_catalog_opens_the_database_read_only(repo: Path):
     assert run(repo, "sync", env=ENV).returncode == 0
     db = repo / ".reconciler/local.db"
+    for side in (".reconciler/local.db-wal", ".reconciler/local.db-shm"):  # as a finished sync leaves it
+        (repo / side).unlink(missing_ok=True)
+    files = sorted(p.name for p in (repo / ".reconciler").iterdir())
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     assert catalog(repo, "nginx").returncode == 0
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in (repo / ".reconciler").iterdir()) == files  # no -wal/-shm created
 
 
 def test_hostile_names_from_an_index_are_escaped(repo: Path):

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from reconciler import render
 from reconciler.content.query import KINDS, SHORT, Entry, RegistryInfo, query, registries
 from reconciler.errors import InputError
+from reconciler.targets.local import open_snapshot
 
 CATALOG_FORMAT_VERSION = 1
 SHOWN_VERSIONS = 5  # text output: the newest few versions per entry, then a count
@@ -34,7 +35,7 @@ def _open(db: Path) -> sqlite3.Connection:
     if not db.is_file():
         raise InputError(f"no local catalog at {db}: run `reconcile` and then `reconcile sync` first")
     try:
-        conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True, timeout=10)
+        conn = open_snapshot(db)  # creates no -wal/-shm beside it
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
     except sqlite3.Error as exc:
         raise InputError(f"{db}: not a readable reconcile database ({exc})") from exc

@@ -48,6 +48,20 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def open_snapshot(path: Path) -> sqlite3.Connection:
+    """Open an existing database to read, creating nothing beside it.
+
+    A read-only open of a WAL database creates its -wal and -shm files when they are missing
+    (and fails in a read-only directory). Without a -wal file every committed change is in the
+    main file: read it as immutable, which creates nothing (a writer starting meanwhile is not
+    seen: a snapshot). With one, a writer is active or was killed: read through its WAL
+    (mode=ro), whose files already exist. Raises ``sqlite3.DatabaseError``."""
+    wal = path.with_name(path.name + "-wal")
+    mode = "mode=ro" if wal.exists() else "immutable=1"
+    return sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, timeout=30,
+                           check_same_thread=False, isolation_level=None)
+
+
 class LocalTarget(Target):
     max_concurrency = 1
     needs_secrets = False
@@ -119,15 +133,7 @@ class LocalTarget(Target):
                 conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
                 conn.executescript(_SCHEMA)
                 return conn
-            # A read-only open of a WAL database creates its -wal and -shm files when they are
-            # missing (and fails in a read-only directory). Without a -wal file every committed
-            # change is in the main file: read it as immutable, which creates nothing (a writer
-            # starting meanwhile is not seen: a dry-run is a snapshot). With one, a writer is
-            # active or was killed: read through its WAL (mode=ro), whose files already exist.
-            wal = self.path.with_name(self.path.name + "-wal")
-            mode = "mode=ro" if wal.exists() else "immutable=1"
-            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?{mode}", uri=True, timeout=30,
-                                   check_same_thread=False, isolation_level=None)
+            conn = open_snapshot(self.path)
             conn.execute("SELECT count(*) FROM registries").fetchone()
             return conn
         except sqlite3.DatabaseError as exc:
