@@ -138,6 +138,7 @@ def test_nothing_to_export_writes_nothing(repo: Path, tmp_path: Path):
     res = run(repo, "export", "--local-db", str(tmp_path / "fresh.db"))
     assert res.returncode == 0 and "nothing to export" in res.stdout
     assert not (repo / "registries.d/exported.yaml").exists()
+    assert not (tmp_path / "fresh.db").exists()  # export reads the target, never creates it
 
 
 def test_invalid_definitions_refuse_the_export(repo: Path, tenant: Path):
@@ -151,8 +152,8 @@ def test_ca_reported_by_the_target_goes_to_a_file_beside_the_output():
     obs = ObservedRegistry(uid="u1", kind="OciRegistry", name="jfrog", scope="tenant",
                            spec={"endpoint": "j.example.com", "provider": "helm", "baseContentPath": "c", "sync": True,
                                  "auth": {"type": "basic", "username": "robot", "password": "abc***def"},
-                                 "tls": {"insecureSkipVerify": False}})
-    res = export_docs([obs], [], ca_dir="registries.d/exported-ca", ca_pems={"u1": CA})
+                                 "tls": {"insecureSkipVerify": False}}, ca_pem=CA)
+    res = export_docs([obs], [], ca_dir="registries.d/exported-ca")
     spec = res.docs[0]["spec"]
     assert spec["tls"] == {"caFile": "registries.d/exported-ca/jfrog.pem"}
     assert res.ca_files == {"registries.d/exported-ca/jfrog.pem": CA}

@@ -86,11 +86,10 @@ def _clean_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def export_docs(observed: Iterable[ObservedRegistry], declared: Iterable[Key], *, ca_dir: str,
-                ca_pems: Mapping[str, str] | None = None) -> ExportResult:
+def export_docs(observed: Iterable[ObservedRegistry], declared: Iterable[Key], *, ca_dir: str) -> ExportResult:
     """Documents for every observed registry that is neither built-in nor declared.
 
-    ``ca_pems``: uid -> CA PEM the target reported; written under ``ca_dir`` (repo-relative)."""
+    A CA PEM the target reported (``ca_pem``) is written under ``ca_dir`` (repo-relative)."""
     skip = set(declared)
     todo = sorted((o for o in observed if not o.builtin and o.key not in skip),
                   key=lambda o: (o.kind, o.scope, o.name))
@@ -122,7 +121,7 @@ def export_docs(observed: Iterable[ObservedRegistry], declared: Iterable[Key], *
             else:
                 auth.pop("credentials", None)
         spec["auth"] = auth
-        pem = (ca_pems or {}).get(o.uid)
+        pem = o.ca_pem
         if pem:
             rel = f"{ca_dir}/{re.sub(r'[^A-Za-z0-9._-]+', '-', o.name)}{'-system' if o.scope == 'system' else ''}.pem"
             result.ca_files[rel] = pem
@@ -178,25 +177,17 @@ def run_export(opts: Any, out_path: Path | None, force: bool, out: TextIO, err: 
     resolved = path.resolve()
     declared = [r.key for r in result.desired.registries
                 if not (r.source and (root / r.source.file).resolve() == resolved)]
-    with _target(opts, result.desired.settings.profile, err) as target:
-        listed = target.list()
-        observed: list[ObservedRegistry] = []
-        pems: dict[str, str] = {}
-        skip = set(declared)
-        for o in listed:
-            if o.builtin or o.key in skip:
-                continue
-            full = target.get(o.kind, o.uid)  # the full object (a list may carry a summary only)
-            observed.append(full)
-            pem = getattr(full, "ca_pem", None)
-            if pem:
-                pems[full.uid] = pem
+    skip = set(declared)
+    # read only: export changes nothing on the target (a local database is not even created)
+    with _target(opts, result.desired.settings.profile, err, read_only=True) as target:
+        # the full object of each (a list may carry a summary only); export_docs filters again
+        observed = [target.get(o.kind, o.uid) for o in target.list() if not (o.builtin or o.key in skip)]
         description = target.description
     try:
         ca_dir = str(path.parent.resolve().relative_to(root.resolve()) / f"{path.stem}-ca")
     except ValueError:
         ca_dir = str(path.parent / f"{path.stem}-ca")
-    exported = export_docs(observed, declared, ca_dir=ca_dir, ca_pems=pems)
+    exported = export_docs(observed, declared, ca_dir=ca_dir)
     if not exported.docs:
         out.write(f"nothing to export: every registry on {description} is built-in or declared\n")
         return 0
