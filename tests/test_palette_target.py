@@ -597,6 +597,8 @@ def test_a_refused_detail_read_is_not_a_failed_plan(palette_emulator_factory):
     regs = by_key(target.list())
     assert regs[("tenant", "OciRegistry", "spectro-ecr")].spec["endpoint"] == "1.dkr.ecr.us-east-1.amazonaws.com"
     assert [e["status"] for e in emu.requests if e["status"] == 403] == [403]
+    # a refused read says nothing about who owns the registry: the metadata list names built-ins
+    assert regs[("tenant", "OciRegistry", "spectro-ecr")].builtin is False
 
 
 def test_plan_reads_only_what_it_needs(palette_emulator_factory):

@@ -662,9 +662,11 @@ class PaletteTarget(Target):
         except ClientError as exc:
             if exc.status != 403:
                 raise
-            # Spectro's built-in ECR registries refuse detail reads: what the summary says is all we can know
+            # Spectro's built-in ECR registries refuse detail reads, and so may an API key without
+            # the permission: what the summary says is all we can know. It does not make the
+            # registry a built-in (those come from the metadata list); a write to it fails clearly.
             log.info("OCI registry %s: detail read refused (403); using the summary", uid)
-            return self._from_summary(item, builtin | {uid})
+            return self._from_summary(item, builtin)
 
     def list(self) -> list[ObservedRegistry]:
         return self._collect(None, {})
