@@ -395,6 +395,7 @@ def test_no_change_plan_of_240_registries_sends_at_most_20_requests(tmp_path: Pa
     write_defs(root, {"all.yaml": "---\n".join(docs)})
     commit_all(root, "240")
     emu = palette_emulator_factory(seed_defaults=True, realistic=True, rate=0)
+    emu.behaviour.summary_timestamps = True  # unverified (PB "Unknown"): the cheaper path under test
     fast = ["--rate-limit", "500", "--burst", "50"]
     applied = run(root, *args(emu), *fast, env=env_for(emu), timeout=300)
     assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
