@@ -555,3 +555,21 @@ def test_replaced_branch_is_refused_while_the_target_holds_what_the_old_state_re
     fourth.write(bump(fourth, s4, "new"), "apply: new")
     fifth = GitBranchStateStore(work)
     fifth.verify(fifth.read(), {"uid-precious"})  # remembered: no longer "replaced"
+
+
+def test_a_live_holder_renews_its_lease_so_it_never_expires_under_it(tmp_path: Path, origin: Path,
+                                                                     monkeypatch) -> None:
+    """The heartbeat: a run that holds the lock longer than the lease keeps it; only a dead
+    holder's lease expires (and is taken over)."""
+    lease = 3.0  # renewed every second
+
+    monkeypatch.setenv("RECONCILER_LEASE_SECONDS", str(lease))
+    holder = GitBranchStateStore(clone(tmp_path, origin, "holder"))
+    other = GitBranchStateStore(clone(tmp_path, origin, "other"))
+    with holder.lock(timeout=0):
+        first = lease_on(origin)
+        time.sleep(lease * 1.5)  # past the first lease's expiry: renewed meanwhile
+        with pytest.raises(StateLocked):
+            with other.lock(timeout=0):
+                pass
+        assert lease_on(origin)["id"] == first["id"] and lease_on(origin)["expires_at"] > first["expires_at"]
