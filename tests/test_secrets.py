@@ -401,9 +401,23 @@ def test_state_key_keys_the_hashes_and_a_dry_run_without_it_plans_no_false_updat
     assert rotated.returncode == 2
 
 
-def test_prehash_computes_the_compared_hashes_once_in_parallel():
+def test_prehash_computes_the_compared_hashes_once_in_parallel(monkeypatch):
+    import concurrent.futures
+    import os
+
+    from reconciler import secrets as secrets_module
     from reconciler.model import _scrypt
     from reconciler.secrets import prehash
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)  # the same on a 1-core runner
+    pools: list[int] = []
+
+    class Pool(concurrent.futures.ThreadPoolExecutor):
+        def __init__(self, max_workers: int) -> None:
+            pools.append(max_workers)
+            super().__init__(max_workers=max_workers)
+
+    monkeypatch.setattr(secrets_module, "ThreadPoolExecutor", Pool)
 
     salt = "p" * 32
     keys = [("tenant", "HelmRegistry", f"r{i}") for i in range(4)]
@@ -412,6 +426,7 @@ def test_prehash_computes_the_compared_hashes_once_in_parallel():
     _scrypt.cache_clear()
     prehash(salt, recorded, values, None)
     assert _scrypt.cache_info().misses == 4
+    assert pools == [4]  # in parallel, one worker per secret here
     for k, v in values.items():
         assert secret_matches(recorded[k]["auth.password"], salt, "auth.password", v["auth.password"]) is True
     assert _scrypt.cache_info().misses == 4  # the plan's comparisons found them cached
