@@ -13,7 +13,6 @@ Settings, built-in defaults of the profile, VerteX FIPS policy) and the legacy-P
 
 from __future__ import annotations
 
-import bisect
 import copy
 import difflib
 import json
@@ -29,7 +28,7 @@ from .cache import ValidationCache, hints_of
 from .errors import InputError
 from .fastschema import compile_schema
 from .loader import Document, LoadedFile, RawProblem
-from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span, base_paths  # noqa: F401
+from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
 from .profiles import DEFAULT_PROFILE, PROFILES, SYSTEM_SCOPE_PROFILES, default_keys
 from .secrets import MAX_CA_FILE, MAX_SECRET_FILE, RESERVED_ENV, path_problem
 from .text import CONTROL, describe, escape
@@ -119,129 +118,10 @@ def _validator() -> Any:
     return Draft202012Validator(load_schema())
 
 
-class _ShapeCache:
-    """Remembers the *shapes* of documents the schema accepted, so that most documents of a
-    repository skip jsonschema (about 0.7 ms each) for a key built in a few microseconds.
-
-    A shape is the document with every string replaced by what the schema can observe about
-    it: whether it matches each ``pattern``, whether it is one of the ``enum``/``const``
-    strings, and how it compares to each ``minLength``/``maxLength``; a boolean by its type
-    and an integer by how it compares to each ``minimum``/``maximum`` (both stay literal when
-    the schema has a non-string ``enum``/``const`` or a ``multipleOf``). Mapping keys (sorted:
-    no keyword depends on key order), other scalars and the uniqueness of list items stay
-    literal. The schema only tests strings with
-    those keywords (checked below; otherwise the cache is off), so two documents of one shape
-    get the same verdict. Only valid shapes are stored: errors always come from jsonschema.
-    """
-
-    _STRING_KEYWORDS = {"pattern", "enum", "const", "minLength", "maxLength"}
-    _UNSUPPORTED = {
-        "format",
-        "contentEncoding",
-        "contentMediaType",
-        "patternProperties",
-        "propertyNames",
-        "dependentSchemas",
-        "minItems",
-        "maxItems",
-        "contains",
-    }
-
-    def __init__(self, schema: Mapping[str, Any]) -> None:
-        self.patterns: list[re.Pattern[str]] = []
-        self.literals: set[str] = set()
-        self.lengths: set[int] = set()
-        self.enabled = True
-        self.scalars_literal = False  # numbers and booleans: literal, or only their type and bounds
-        self.bounds: set[int] = set()
-        self._collect(schema)
-        self.bounds_sorted = sorted(self.bounds)
-        self.patterns = list({p.pattern: p for p in self.patterns}.values())
-        self.lengths_sorted = sorted(self.lengths)
-        self.valid: set[Any] = set()
-        self._strings: dict[str, tuple[Any, ...]] = {}
-
-    def _collect(self, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k in self._UNSUPPORTED:
-                    self.enabled = False
-                if k == "pattern" and isinstance(v, str):
-                    self.patterns.append(re.compile(v))
-                elif k in ("enum", "const"):
-                    for item in v if k == "enum" else [v]:
-                        if isinstance(item, str):
-                            self.literals.add(item)
-                        else:  # a non-string literal: numbers and booleans stay literal
-                            self.scalars_literal = True
-                elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"):
-                    if k == "multipleOf" or not isinstance(v, int) or isinstance(v, bool):
-                        self.scalars_literal = True
-                    else:
-                        self.bounds.add(v)
-                elif k in ("minLength", "maxLength") and isinstance(v, int):
-                    self.lengths.add(v)
-                elif k not in ("description", "title", "default", "x-message", "x-rule"):
-                    self._collect(v)
-        elif isinstance(node, list):
-            for item in node:
-                self._collect(item)
-
-    def key(self, value: Any) -> Any:
-        if isinstance(value, str):
-            sig = self._strings.get(value)
-            if sig is None:
-                n = len(value)
-                sig = self._strings[value] = (
-                    "s",
-                    value if value in self.literals else None,
-                    tuple(p.search(value) is not None for p in self.patterns),
-                    bisect.bisect_right(self.lengths_sorted, n),  # lengths <= n
-                    bisect.bisect_left(self.lengths_sorted, n),  # lengths < n
-                    # what _Checker.hygiene and endpoint_credentials look at, so that a
-                    # known-good shape also means "nothing for them to report"
-                    CONTROL.search(value) is not None,
-                    _SPACE.search(value) is not None,
-                    _has_userinfo(value),
-                )
-                if len(self._strings) > 100_000:
-                    self._strings.clear()
-            return sig
-        if isinstance(value, dict):
-            # sorted: no JSON Schema keyword depends on the order of an object's keys
-            return (
-                "m",
-                tuple(
-                    sorted(
-                        ((k if isinstance(k, str) else "?" + repr(k)), self.key(v))
-                        for k, v in value.items()
-                    )
-                ),
-            )
-        if isinstance(value, list):
-            try:
-                unique = len({json.dumps(v, sort_keys=True, default=str) for v in value}) == len(
-                    value
-                )
-            except (TypeError, ValueError):
-                unique = False
-            return ("l", unique, tuple(self.key(v) for v in value))
-        if type(value) is bool and not self.scalars_literal:
-            return ("b",)
-        if type(value) is int and not self.scalars_literal:
-            return ("i", sum(1 for n in self.bounds_sorted if value >= n), sum(1 for n in self.bounds_sorted if value > n))
-        return (type(value).__name__, value)
-
-
 @lru_cache(maxsize=1)
 def _compiled() -> Callable[[Any], bool] | None:
     """The schema as a plain predicate (compiled once); None if it uses other keywords."""
     return compile_schema(load_schema())
-
-
-@lru_cache(maxsize=1)
-def _shapes() -> _ShapeCache:
-    return _ShapeCache(load_schema())
 
 
 # --------------------------------------------------------------------------- canonical form
@@ -540,14 +420,8 @@ class _Checker:
         valid = _compiled()
         if valid is not None and valid(value):
             return  # the compiled schema accepts it: so would jsonschema (test_fastschema.py)
-        shapes = _shapes()
-        key = shapes.key(value) if shapes.enabled and valid is None else None
-        if key is not None and key in shapes.valid:
-            return
-        errors = list(_validator().iter_errors(value))
+        errors = list(_validator().iter_errors(value))  # jsonschema words the errors
         if not errors:
-            if key is not None and not literal:  # only shapes with nothing to report at all
-                shapes.valid.add(key)
             return
         self.suppressed = literal
         self.suggested: set[tuple[tuple[str | int, ...], str]] = set()

@@ -834,7 +834,7 @@ def test_the_shape_cache_does_not_hide_hygiene_or_credentials(tmp_path: Path) ->
 
 
 def test_base_paths_for_content_code() -> None:
-    from reconciler.validation import base_paths
+    from reconciler.model import base_paths
 
     assert base_paths({"baseContentPath": "team-a,/team-b/charts/"}) == ["team-a", "team-b/charts"]
     assert base_paths({"baseContentPath": "production"}) == ["production"]
