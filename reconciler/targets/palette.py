@@ -151,14 +151,6 @@ def _retry_after(response: httpx.Response) -> float | None:
             return None
 
 
-def _hide_userinfo(text: str) -> str:
-    """``https://user:pw@host`` -> ``https://(credentials)@host``: never print what is in a URL's userinfo."""
-    scheme, sep, rest = text.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        return f"{scheme}://(credentials)@{rest.split('@', 1)[1]}"
-    return text
-
-
 def _check_endpoint(endpoint: str) -> str:
     """The API base URL, or an ``InputError`` before any request is made."""
     try:
@@ -172,7 +164,8 @@ def _check_endpoint(endpoint: str) -> str:
         raise InputError("palette endpoint must not carry credentials (user:password@ in the URL); the API key "
                          "is read from PALETTE_API_KEY (--endpoint or PALETTE_ENDPOINT)")
     if not ok:
-        raise InputError(f"palette endpoint {_hide_userinfo(str(endpoint))!r} is not an http:// or https:// URL "
+        # (an endpoint with user-info never gets here: refused above, unprinted)
+        raise InputError(f"palette endpoint {str(endpoint)!r} is not an http:// or https:// URL "
                          "with a host (--endpoint or PALETTE_ENDPOINT)")
     return endpoint.rstrip("/")
 
