@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from reconciler.errors import InputError, StateError
 from reconciler.model import Desired, Key
@@ -242,37 +242,6 @@ def md_header(opts: Options, desired: Desired) -> Header:
     else:
         target = opts.target
     return Header(target=target, profile=desired.settings.profile, commit=short_commit(desired.commit, desired.dirty))
-
-
-
-
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------- status / import
-
-
-
-
-
-
-
-_MOVED = {"run_reconcile": "plan", "run_preflight": "plan", "run_status": "status", "run_import": "import_"}
-
-
-def __getattr__(name: str) -> Any:
-    """``from reconciler.runner import run_status`` still works: the commands moved to
-    ``reconciler/commands/`` (imported lazily, so the command modules can import this one)."""
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"reconciler.commands.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Options", "build_store", "build_target", "Key"]

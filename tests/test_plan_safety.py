@@ -330,7 +330,10 @@ def _run_in_process(root: Path, monkeypatch, *, dry_run=False, fmt="text", **opt
 
     monkeypatch.setattr(runner, "build_target", build)
     out, err = io.StringIO(), io.StringIO()
-    code = runner.run_reconcile(runner.Options(root=root, fmt=fmt, environ={}, **opts), out, err, dry_run=dry_run)
+    from reconciler.commands import plan as plan_command
+
+    code = plan_command.run_reconcile(runner.Options(root=root, fmt=fmt, environ={}, **opts), out, err,
+                                      dry_run=dry_run)
     return code, out.getvalue(), err.getvalue()
 
 

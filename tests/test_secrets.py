@@ -201,6 +201,7 @@ def test_ca_file_option_that_is_not_a_bundle_is_a_clear_error(tmp_path: Path, wh
 
 def test_dry_run_reads_no_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from reconciler import runner
+    from reconciler.commands import plan as plan_command
 
     root = repo_with(tmp_path, helm("a", "{fromFile: pw}"))
     (root / "pw").write_text(PW)
@@ -209,9 +210,9 @@ def test_dry_run_reads_no_secret_file(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(secrets_mod, "read_bounded", lambda p, n: reads.append(str(p)) or real(p, n))
     opts = runner.Options(root=root, environ={})
     out, err = _Buf(), _Buf()
-    assert runner.run_reconcile(opts, out, err, dry_run=True) == 0, err.text
+    assert plan_command.run_reconcile(opts, out, err, dry_run=True) == 0, err.text
     assert not [r for r in reads if r.endswith("/pw")]
-    assert runner.run_reconcile(opts, out, err, dry_run=False) == 0, err.text
+    assert plan_command.run_reconcile(opts, out, err, dry_run=False) == 0, err.text
     assert [r for r in reads if r.endswith("/pw")]
 
 
