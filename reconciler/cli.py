@@ -350,10 +350,10 @@ def catalog(ctx: click.Context, query: str | None, version: str | None, names: t
     QUERY matches names: a substring, or a glob with * ? [ ]. Exit 1 when nothing matches.
     """
     from reconciler.commands.catalog import run_catalog
+    from reconciler.runner import local_db_path
 
     opts = _options(ctx, kwargs)
-    db = Path(opts.local_db) if opts.local_db else Path(".reconciler") / "local.db"
-    return run_catalog(db if db.is_absolute() else opts.root / db, target=opts.target, pattern=query,
+    return run_catalog(local_db_path(opts), target=opts.target, pattern=query,
                        version=version, names=names, kinds=kinds, fmt=opts.fmt, out=sys.stdout, err=sys.stderr)
 
 

@@ -79,14 +79,19 @@ def build_store(opts: Options) -> StateStore:
     return FileStateStore(path if path.is_absolute() else opts.root / path)
 
 
+def local_db_path(opts: Options) -> Path:
+    """The local target's database: ``--local-db`` (relative to ``--dir``), else .reconciler/local.db."""
+    db = Path(opts.local_db) if opts.local_db else Path(".reconciler") / "local.db"
+    return db if db.is_absolute() else opts.root / db
+
+
 def build_target(opts: Options, profile: str, progress: Callable[[str], None] | None = None,
                  *, read_only: bool = False) -> Target:
     if opts.target == "local":
         from reconciler.targets.local import LocalTarget
 
-        db = Path(opts.local_db) if opts.local_db else Path(".reconciler") / "local.db"
-        return LocalTarget(db if db.is_absolute() else opts.root / db, profile=profile, base_dir=opts.root,
-                           progress=progress, read_only=read_only)
+        return LocalTarget(local_db_path(opts), profile=profile, base_dir=opts.root, progress=progress,
+                           read_only=read_only)
     if opts.target == "palette":
         from reconciler.targets.palette import PaletteTarget
 

@@ -19,16 +19,16 @@ from reconciler import render
 from reconciler.content.query import KINDS, SHORT, Entry, RegistryInfo, query, registries
 from reconciler.errors import InputError
 from reconciler.targets.local import open_snapshot
+from reconciler.text import escape
 
 CATALOG_FORMAT_VERSION = 1
 SHOWN_VERSIONS = 5  # text output: the newest few versions per entry, then a count
 
 
 def _printable(s: Any) -> str:
-    """Names come from remote indexes: never let them move the cursor or inject CI commands."""
-    text = "" if s is None else str(s)
-    out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in text)
-    return "\u200b" + out if out.startswith("::") else out
+    """Names come from remote indexes: never let them move the cursor (lines GitHub would run
+    as workflow commands are escaped for every command under CI, in cli.py)."""
+    return escape("" if s is None else str(s))
 
 
 def _open(db: Path) -> sqlite3.Connection:
