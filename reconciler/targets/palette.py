@@ -583,12 +583,7 @@ class PaletteTarget(Target):
         return self._json(method, path, self._request(method, path, params=params, json=json, headers=headers))
 
     def _items(self, path: str, data: Mapping[str, Any]) -> list[dict[str, Any]]:
-        items = data.get("items")
-        if items is None:
-            return []
-        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise ServerError(f"palette: GET {path}: 'items' is not a list of objects")
-        return items
+        return palette_profiles.items_of(data, f"GET {path}")
 
     # ------------------------------------------------------------------ reading
 

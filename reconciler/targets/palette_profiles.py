@@ -74,20 +74,21 @@ class _Context:
         return {"ProjectUid": self.project_uid} if self.project_uid else None
 
 
-def _items(data: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
-    """A list's ``items``; anything but a list of objects is an error, never "no profiles"."""
+def items_of(data: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
+    """A list answer's ``items`` (every Palette list, registries too); anything but a list of
+    objects is an error, never an empty list ("no profile uses it")."""
     items = data.get("items")
     if items is None:
         return []
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise ServerError(f"palette: {what}: 'items' is not a list of objects; cluster profiles cannot be checked")
+        raise ServerError(f"palette: {what}: 'items' is not a list of objects")
     return items
 
 
 def _projects(request: Request) -> list[_Context]:
     data = request("GET", PROJECTS_PATH)
     out = []
-    for item in _items(data, f"GET {PROJECTS_PATH}"):
+    for item in items_of(data, f"GET {PROJECTS_PATH}"):
         meta = item.get("metadata") or {}
         uid = str(meta.get("uid") or "")
         if uid:
@@ -104,7 +105,7 @@ def _listed_profiles(request: Request, ctx: _Context) -> Iterator[dict[str, Any]
         if token:
             params["continue"] = token
         data = request("POST", PROFILES_PATH, params=params, json=PROFILES_QUERY, headers=ctx.headers)
-        yield from _items(data, f"POST {PROFILES_PATH}{_where(ctx)}")
+        yield from items_of(data, f"POST {PROFILES_PATH}{_where(ctx)}")
         token = str((data.get("listmeta") or {}).get("continue") or "")
         if not token:
             return
