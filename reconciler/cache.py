@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import __version__
+from reconciler.loader import HINTS
 
 FORMAT = 2
-HINTS: tuple[tuple[str, ...], ...] = ((), ("kind",), ("metadata", "name"))
 KEY_FILE = "key"
 CACHE_FILE = "validate.json"
 _KEY_BYTES = 32
@@ -271,5 +271,5 @@ class ValidationCache:
             pass  # a cache that cannot be written is only slower
 
 
-def hints_of(position: Callable[[Sequence[str]], tuple[int, int]]) -> Hints:
+def hints_of(position: Callable[[Sequence[str | int]], tuple[int, int]]) -> Hints:
     return {h: position(h) for h in HINTS}

@@ -35,6 +35,9 @@ class Unsupported(Exception):
     pass
 
 
+_MISSING = object()  # a property the instance does not have
+
+
 def _equal(a: Any, b: Any) -> bool:
     """JSON equality as jsonschema sees it: booleans are not numbers, 1 == 1.0."""
     if isinstance(a, bool) or isinstance(b, bool):
@@ -65,19 +68,27 @@ def _unique(v: list[Any]) -> bool:
 
 
 _TYPE_TESTS = {
-    "object": "isinstance(v, dict)",
-    "array": "isinstance(v, list)",
-    "string": "isinstance(v, str)",
-    "boolean": "(v is True or v is False)",
-    "null": "v is None",
-    "number": "_number(v)",
-    "integer": "_is_integer(v)",
+    "object": "isinstance({x}, dict)",
+    "array": "isinstance({x}, list)",
+    "string": "isinstance({x}, str)",
+    "boolean": "({x} is True or {x} is False)",
+    "null": "{x} is None",
+    "number": "_number({x})",
+    "integer": "_is_integer({x})",
 }
+
+
+_SIMPLE = _ANNOTATIONS | {"type", "const", "enum", "pattern", "minLength", "maxLength", "minimum", "maximum",
+                         "exclusiveMinimum", "exclusiveMaximum", "$ref"}
 
 
 class _Compiler:
     """Writes one Python function per subschema (plain ifs, early ``return False``) and
-    compiles them once: no per-call schema walk, no closures, no generators."""
+    compiles them once: no per-call schema walk, no closures, no generators. A subschema of
+    scalar checks only (type, const, enum, pattern, lengths, bounds) becomes an expression,
+    written inline where it is used (a property's value is read once, with ``dict.get``), and
+    a subschema that only refers to another is that other's function: most of a document is
+    checked without a call."""
 
     def __init__(self, root: Mapping[str, Any]) -> None:
         self.root = root
@@ -101,9 +112,74 @@ class _Compiler:
             node = node[part]
         return node
 
+    def _scalar_tests(self, s: Mapping[str, Any], x: str) -> list[str]:
+        """The tests of a subschema's scalar keywords on the variable ``x``, each an expression
+        that is true when ``x`` passes."""
+        tests: list[str] = []
+        names: list[str] = []
+        if "type" in s:
+            names = [s["type"]] if isinstance(s["type"], str) else list(s["type"])
+            tests.append("(" + " or ".join(_TYPE_TESTS[n].format(x=x) for n in names) + ")")
+        if "const" in s:
+            c = s["const"]
+            if isinstance(c, str):
+                tests.append(f"(isinstance({x}, str) and {x} == {self.const(c)})")
+            elif c is None or isinstance(c, bool):
+                tests.append(f"{x} is {c!r}")
+            else:
+                tests.append(f"_equal({x}, {self.const(c)})")
+        if "enum" in s:
+            options = list(s["enum"])
+            if all(isinstance(o, str) for o in options):
+                tests.append(f"(isinstance({x}, str) and {x} in {self.const(frozenset(options))})")
+            else:
+                tests.append(f"any(_equal({x}, o) for o in {self.const(options)})")
+        strings = []
+        if "pattern" in s:
+            strings.append(f"{self.const(re.compile(s['pattern']).search)}({x}) is not None")
+        if "minLength" in s:
+            strings.append(f"len({x}) >= {int(s['minLength'])}")
+        if "maxLength" in s:
+            strings.append(f"len({x}) <= {int(s['maxLength'])}")
+        if strings:
+            body = " and ".join(strings)
+            tests.append(f"({body})" if names == ["string"] else f"(not isinstance({x}, str) or ({body}))")
+        numbers = []
+        for word, op in (("minimum", ">="), ("maximum", "<="), ("exclusiveMinimum", ">"), ("exclusiveMaximum", "<")):
+            if word in s:
+                numbers.append(f"{x} {op} {self.const(s[word])}")
+        if numbers:
+            tests.append(f"(not _number({x}) or ({' and '.join(numbers)}))")
+        return tests
+
+    def expr(self, schema: Any, x: str) -> str | None:
+        """An expression true when ``x`` is valid, for a subschema of scalar checks only (and
+        ``$ref`` to one); None for any other."""
+        if schema is True or schema is False:
+            return str(schema)
+        if not isinstance(schema, dict) or set(schema) - _SIMPLE:
+            return None
+        tests = self._scalar_tests(schema, x)
+        if "$ref" in schema:
+            inner = self.expr(self.resolve(schema["$ref"]), x)
+            if inner is None:
+                return None
+            tests.append(inner)
+        return " and ".join(tests) if tests else "True"
+
+    def call(self, schema: Any, x: str) -> str:
+        """An expression true when ``x`` is valid against ``schema``: inline, or a call."""
+        inline = self.expr(schema, x)
+        return f"({inline})" if inline is not None else f"{self.function(schema)}({x})"
+
     def function(self, schema: Any) -> str:
         if id(schema) in self.done:
             return self.done[id(schema)]
+        if isinstance(schema, dict) and set(schema) - _ANNOTATIONS == {"$ref"}:
+            name = self.function(self.resolve(schema["$ref"]))  # a plain reference: its target
+            self.done[id(schema)] = name
+            self.keep.append(schema)
+            return name
         name = f"f{len(self.done)}"
         self.done[id(schema)] = name
         self.keep.append(schema)
@@ -115,34 +191,8 @@ class _Compiler:
         unknown = set(schema) - _SUPPORTED
         if unknown:
             raise Unsupported(", ".join(sorted(unknown)))
-        body: list[str] = []
         s = schema
-        if "type" in s:
-            names = [s["type"]] if isinstance(s["type"], str) else list(s["type"])
-            body.append(f"if not ({' or '.join(_TYPE_TESTS[n] for n in names)}): return False")
-        if "const" in s:
-            body.append(f"if not _equal(v, {self.const(s['const'])}): return False")
-        if "enum" in s:
-            options = list(s["enum"])
-            if all(isinstance(o, str) for o in options):
-                body.append(f"if not (isinstance(v, str) and v in {self.const(frozenset(options))}): return False")
-            else:
-                body.append(f"if not any(_equal(v, o) for o in {self.const(options)}): return False")
-        strings = []
-        if "pattern" in s:
-            strings.append(f"{self.const(re.compile(s['pattern']).search)}(v) is None")
-        if "minLength" in s:
-            strings.append(f"len(v) < {int(s['minLength'])}")
-        if "maxLength" in s:
-            strings.append(f"len(v) > {int(s['maxLength'])}")
-        if strings:
-            body.append(f"if isinstance(v, str) and ({' or '.join(strings)}): return False")
-        numbers = []
-        for word, op in (("minimum", "<"), ("maximum", ">"), ("exclusiveMinimum", "<="), ("exclusiveMaximum", ">=")):
-            if word in s:
-                numbers.append(f"v {op} {self.const(s[word])}")
-        if numbers:
-            body.append(f"if _number(v) and ({' or '.join(numbers)}): return False")
+        body = [f"if not ({t}): return False" for t in self._scalar_tests(s, "v")]
         objects = []
         if "minProperties" in s:
             objects.append(f"if len(v) < {int(s['minProperties'])}: return False")
@@ -152,38 +202,40 @@ class _Compiler:
             objects.append(f"if {k!r} not in v: return False")
         props = s.get("properties", {})
         for k, sub in props.items():
-            objects.append(f"if {k!r} in v and not {self.function(sub)}(v[{k!r}]): return False")
+            objects.append(f"x = v.get({k!r}, _MISSING)")
+            objects.append(f"if x is not _MISSING and not {self.call(sub, 'x')}: return False")
         if "additionalProperties" in s:
             known = self.const(frozenset(props))
             extra = s["additionalProperties"]
             if extra is False:
-                objects.append(f"for k in v:\n            if k not in {known}: return False")
+                objects.append(f"if not v.keys() <= {known}: return False")
             elif extra is not True:
-                f = self.function(extra)
-                objects.append(f"for k, x in v.items():\n            if k not in {known} and not {f}(x): return False")
+                test = self.call(extra, "x")
+                objects.append(f"for k, x in v.items():\n            if k not in {known} and not {test}: return False")
         if objects:
-            body.append("if isinstance(v, dict):")
-            body += ["    " + line for line in objects]
+            if s.get("type") == "object":  # checked above: no second test
+                body += [line.replace("\n    ", "\n") for line in objects]
+            else:
+                body.append("if isinstance(v, dict):")
+                body += ["    " + line for line in objects]
         arrays = []
         if "items" in s:
-            arrays.append(f"for x in v:\n            if not {self.function(s['items'])}(x): return False")
+            arrays.append(f"for x in v:\n            if not {self.call(s['items'], 'x')}: return False")
         if s.get("uniqueItems") is True:
             arrays.append("if not _unique(v): return False")
         if arrays:
             body.append("if isinstance(v, list):")
             body += ["    " + line for line in arrays]
         for sub in s.get("allOf", []):
-            body.append(f"if not {self.function(sub)}(v): return False")
+            body.append(f"if not {self.call(sub, 'v')}: return False")
         if "if" in s:
-            cond = self.function(s["if"])
-            then = self.function(s["then"]) if "then" in s else None
-            other = self.function(s["else"]) if "else" in s else None
-            if then:
-                body.append(f"if {cond}(v):\n        if not {then}(v): return False")
-            if other:
-                body.append(f"if not {cond}(v):\n        if not {other}(v): return False")
+            cond = self.call(s["if"], "v")
+            if "then" in s:
+                body.append(f"if {cond}:\n        if not {self.call(s['then'], 'v')}: return False")
+            if "else" in s:
+                body.append(f"if not {cond}:\n        if not {self.call(s['else'], 'v')}: return False")
         if "$ref" in s:
-            body.append(f"if not {self.function(self.resolve(s['$ref']))}(v): return False")
+            body.append(f"if not {self.call(self.resolve(s['$ref']), 'v')}: return False")
         self.lines += [f"def {name}(v):", *("    " + line for line in body), "    return True", ""]
         return name
 
@@ -197,7 +249,7 @@ def compile_schema(schema: Mapping[str, Any]) -> Check | None:
     except (Unsupported, KeyError, TypeError, ValueError, re.error):
         return None
     namespace: dict[str, Any] = {"C": compiler.consts, "_equal": _equal, "_number": _number,
-                                 "_is_integer": _is_integer, "_unique": _unique}
+                                 "_is_integer": _is_integer, "_unique": _unique, "_MISSING": _MISSING}
     exec(compile("\n".join(compiler.lines), "<reconciler.fastschema>", "exec"), namespace)  # noqa: S102
     check: Check = namespace[entry]
     return check

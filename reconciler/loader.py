@@ -23,8 +23,13 @@ from .text import CONTROL, describe, escape
 
 try:  # libyaml: about ten times faster than the pure-Python composer
     from yaml import CSafeLoader as _Loader
+    from yaml._yaml import CParser as _CParser
+
+    _LIBYAML = True
 except ImportError:  # pragma: no cover - pyyaml built without libyaml
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+    _LIBYAML = False
 
 DEFINITIONS_DIR = "registries.d"
 SUFFIXES = (".yaml", ".yml")
@@ -62,9 +67,9 @@ class Document:
     """One YAML document as plain Python values, with the position of every node on demand.
 
     Recording a position per node costs about as much as building the values, and positions
-    are needed only where a problem is reported. So a document keeps what it takes to find
-    them: its composed node (a fresh parse: a lookup walks the node's marks, nothing is
-    built), or a way to read its file again (a document restored from the validation cache).
+    are needed only where a problem is reported. So a document keeps a few hints (``HINTS``)
+    and a way to parse its file again (``Reparse``, shared by the documents of one file, so a
+    file is parsed again at most once), used only if another position is asked for.
     """
 
     def __init__(
@@ -79,29 +84,35 @@ class Document:
         self.file, self.index, self.value, self.load_errors = file, index, value, load_errors
         self._positions: dict[Path_, tuple[int, int]] | None = positions if positions is not None else {}
         self._key_positions: dict[Path_, tuple[int, int]] | None = key_positions if key_positions is not None else {}
-        self._node: yaml.Node | None = None
-        self._text: Callable[[], str] | None = None
+        self._source: Reparse | None = None
         self._hints: dict[Path_, tuple[int, int]] = {}
+        self.strings: list[str] | None = None
 
     @classmethod
-    def from_node(cls, file: str, index: int, value: Any, node: yaml.Node) -> Document:
-        """A document built by the fast path (no alias, merge or duplicate: see ``_fast``)."""
-        doc = cls.__new__(cls)
-        doc.file, doc.index, doc.value, doc.load_errors = file, index, value, 0
-        doc._positions = doc._key_positions = None
-        doc._node, doc._text, doc._hints = node, None, {}
+    def from_fast(
+        cls, file: str, index: int, value: Any, hints: dict[Path_, tuple[int, int]], source: Reparse,
+        strings: list[str],
+    ) -> Document:
+        """A document built by the fast path (no alias, merge or duplicate: see ``_fast``).
+
+        ``strings``: every mapping key and string value in it, so that a checker can test them
+        all at once (one regular expression over their join) instead of walking the values.
+        Its nodes are not kept (they cost more memory, and collector time, than the values):
+        positions beyond ``hints`` come from parsing the file again, if ever asked for."""
+        doc = cls.from_source(file, index, value, hints, source)
+        doc.strings = strings
         return doc
 
     @classmethod
-    def from_text(
-        cls, file: str, index: int, value: Any, hints: dict[Path_, tuple[int, int]], text: Callable[[], str]
+    def from_source(
+        cls, file: str, index: int, value: Any, hints: dict[Path_, tuple[int, int]], source: Reparse
     ) -> Document:
-        """A document whose value is known (validation cache); its file is parsed again only
-        if a position other than ``hints`` is asked for."""
+        """A document whose value is known (the fast path, the validation cache); its file is
+        parsed again only if a position other than ``hints`` is asked for."""
         doc = cls.__new__(cls)
         doc.file, doc.index, doc.value, doc.load_errors = file, index, value, 0
         doc._positions = doc._key_positions = None
-        doc._node, doc._text, doc._hints = None, text, hints
+        doc._source, doc._hints, doc.strings = source, hints, None
         return doc
 
     def _locate(self) -> None:
@@ -109,19 +120,17 @@ class Document:
             return
         positions: dict[Path_, tuple[int, int]] = {}
         keys: dict[Path_, tuple[int, int]] = {}
-        if self._node is not None:
+        node = self._source.node(self.index) if self._source is not None else None
+        if node is not None:
             builder = _Builder(self.file)
-            builder.build(self._node, ())
-            positions, keys = builder.positions, builder.key_positions
-        elif self._text is not None:
-            out = LoadedFile(self.file)
-            parse_text(self.file, self._text(), out)
-            for doc in out.documents:
-                if doc.index == self.index:
-                    positions, keys = doc.positions, doc.key_positions
+            try:
+                builder.build(node, ())
+                positions, keys = builder.positions, builder.key_positions
+            except _Abort:
+                pass  # the file changed since: the hints are all there is
         positions = {**self._hints, **positions} if not positions else positions
         self._positions, self._key_positions = positions, keys
-        self._node = self._text = None
+        self._source = None
 
     @property
     def positions(self) -> dict[Path_, tuple[int, int]]:
@@ -142,11 +151,8 @@ class Document:
     def position(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
         """Position of the node at ``path``, or of its nearest existing ancestor."""
         p = tuple(path)
-        if self._positions is None:
-            if self._node is not None:
-                return _walk(self._node, p, key)
-            if not key and p in self._hints:
-                return self._hints[p]
+        if self._positions is None and not key and p in self._hints:
+            return self._hints[p]
         positions, key_positions = self.positions, self.key_positions
         if key and p in key_positions:
             return key_positions[p]
@@ -157,13 +163,51 @@ class Document:
         return positions.get((), (1, 1))
 
 
+def _hints(root: yaml.Node) -> dict[Path_, tuple[int, int]]:
+    """``{h: _walk(root, h, False) for h in HINTS}`` in one pass over the top-level keys."""
+    here = _mark(root)
+    kind = meta = name = here
+    if type(root) is yaml.MappingNode:
+        for k, v in root.value:
+            if k.value == "kind" and kind is here:
+                kind = _mark(v)
+            elif k.value == "metadata" and meta is here:
+                meta = name = _mark(v)
+                if type(v) is yaml.MappingNode:
+                    for k2, v2 in v.value:
+                        if k2.value == "name":
+                            name = _mark(v2)
+                            break
+    return {(): here, ("kind",): kind, ("metadata", "name"): name}
+
+
+class Reparse:
+    """A file's text, composed again on the first position asked of any of its documents, and
+    kept composed for the others (a file with many bad documents is parsed twice, not once
+    per document)."""
+
+    def __init__(self, text: Callable[[], str]) -> None:
+        self._text: Callable[[], str] | None = text
+        self._nodes: list[yaml.Node | None] = []
+
+    def node(self, index: int) -> yaml.Node | None:
+        if self._text is not None:
+            text, self._text = self._text(), None
+            try:
+                self._nodes = list(compose_all(text))
+            except (yaml.YAMLError, RecursionError):
+                self._nodes = []  # the file changed since it was read: no positions but the hints
+        return self._nodes[index] if 0 <= index < len(self._nodes) else None
+
+
 def _mark(node: yaml.Node) -> tuple[int, int]:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
 def _walk(node: yaml.Node, path: Path_, key: bool) -> tuple[int, int]:
     """``Document.position`` read from the nodes of a fast-path document (each mapping key
-    is its scalar's text there, and no node is shared), without building any table."""
+    is its scalar's text there, and no node is shared), without building any table: the
+    hints of a fast-path document."""
     pos = _mark(node)
     key_pos: tuple[int, int] | None = None
     for part in path:
@@ -189,7 +233,7 @@ class SourceFile:
 
     name: str
     data: bytes | None = None  # None: read from ``path``
-    path: Path | None = None
+    path: str | Path | None = None
     size: int = 0
     stamp: tuple[int, int, int] | None = None  # (mtime_ns, inode, ctime_ns) of a work-tree file
 
@@ -222,7 +266,7 @@ def bad_name(name: str, is_dir: bool) -> bool:
     return is_dir or CONTROL.sub("", name).endswith(SUFFIXES)
 
 
-def not_regular_file(p: Path) -> str:
+def not_regular_file(p: str | Path) -> str:
     """'not a regular file (a FIFO)': what a definitions file that is not one is told."""
     try:
         mode = os.stat(p).st_mode
@@ -275,7 +319,7 @@ def discover(
     real_root = root.resolve()
     files: list[SourceFile] = []
     problems: list[RawProblem] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()  # real paths, as text (a Path per file costs more than its stat)
 
     def symlink_ok(p: Path) -> bool:
         try:
@@ -300,7 +344,7 @@ def discover(
             return False
         return True
 
-    def add(p: Path, real: Path, shown: str, stat: Callable[[], os.stat_result]) -> None:
+    def add(p: str | Path, real: str, shown: str, stat: Callable[[], os.stat_result]) -> None:
         if real in seen:
             return
         seen.add(real)
@@ -317,10 +361,10 @@ def discover(
     def add_file(p: Path) -> None:
         if p.is_symlink() and not symlink_ok(p):
             return
-        add(p, p.resolve(), display_name(p, root), p.stat)
+        add(p, str(p.resolve()), display_name(p, root), p.stat)
 
-    def walk(d: Path, visited: set[Path], real: Path | None = None) -> None:
-        real = d.resolve() if real is None else real  # given: a plain directory in a resolved one
+    def walk(d: Path, visited: frozenset[str], real: str | None = None) -> None:
+        real = str(d.resolve()) if real is None else real  # given: a plain directory in a resolved one
         if real in visited:
             return
         visited = visited | {real}
@@ -333,20 +377,22 @@ def discover(
             return
         shown_dir = display_name(d / "x", root)[:-1]
         for entry in entries:
-            if entry.name.startswith("."):
+            name = entry.name
+            if name.startswith("."):
                 continue
-            p = Path(entry.path)
-            if CONTROL.search(entry.name) and bad_name(entry.name, entry.is_dir(follow_symlinks=False)):
-                problems.append(RawProblem(escape(shown_dir + entry.name), 1, 1, BAD_NAME, "file-name"))
+            if CONTROL.search(name) and bad_name(name, entry.is_dir(follow_symlinks=False)):
+                problems.append(RawProblem(escape(shown_dir + name), 1, 1, BAD_NAME, "file-name"))
                 continue
+            definition = name.endswith(SUFFIXES)  # Path.suffix in SUFFIXES, for a name not hidden
             if entry.is_symlink():
+                p = Path(entry.path)
                 if not symlink_ok(p):
                     continue
                 if p.is_dir():
                     walk(p, visited)
-                elif p.is_file() and p.suffix in SUFFIXES:
+                elif p.is_file() and definition:
                     add_file(p)
-                elif p.suffix in SUFFIXES and not p.exists():
+                elif definition and not p.exists():
                     problems.append(
                         RawProblem(
                             display_name(p, root),
@@ -356,15 +402,15 @@ def discover(
                             "symlink",
                         )
                     )
-                elif p.suffix in SUFFIXES:
+                elif definition:
                     not_regular(p)
             elif entry.is_dir():
-                walk(p, visited, real / entry.name)
-            elif entry.is_file() and p.suffix in SUFFIXES:
+                walk(Path(entry.path), visited, os.path.join(real, name))
+            elif definition and entry.is_file():
                 # fast path: a plain file in a directory already resolved (no realpath per file)
-                add(p, real / entry.name, shown_dir + entry.name, entry.stat)
-            elif p.suffix in SUFFIXES and not entry.is_file():
-                not_regular(p)  # a FIFO or device: never opened, never skipped silently
+                add(entry.path, os.path.join(real, name), shown_dir + name, entry.stat)
+            elif definition:
+                not_regular(Path(entry.path))  # a FIFO or device: never opened, never skipped silently
 
     targets = list(paths) if paths else [root / DEFINITIONS_DIR]
     for target in targets:
@@ -377,7 +423,7 @@ def discover(
         if target.is_symlink() and not symlink_ok(target):
             continue
         if target.is_dir():
-            walk(target, set())
+            walk(target, frozenset())
         elif target.is_file():
             add_file(target)
         elif paths and os.path.lexists(target):
@@ -610,15 +656,20 @@ def read_source(src: SourceFile) -> tuple[bytes | None, RawProblem | None]:
     try:
         # O_NONBLOCK: a FIFO put in place after discovery must not hang the run
         fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with open(fd, "rb", closefd=True) as fh:
+        try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return None, RawProblem(src.name, 1, 1, not_regular_file(src.path), "io")
             # sized by stat (a read of the whole bound allocates 1 MiB per file), but stat is
             # not trusted: whatever it said, at most the bound plus one byte is read
             want = min(src.size, MAX_FILE_BYTES) + 1 if src.size > 0 else 1 << 16
-            data = fh.read(want)
-            if len(data) == want and want <= MAX_FILE_BYTES:
-                data += fh.read(MAX_FILE_BYTES + 1 - want)
+            data = os.read(fd, want)
+            while data and len(data) <= MAX_FILE_BYTES:  # a short read is not the end: read on
+                more = os.read(fd, MAX_FILE_BYTES + 1 - len(data))
+                if not more:
+                    break
+                data += more
+        finally:
+            os.close(fd)
     except OSError as exc:
         return None, RawProblem(src.name, 1, 1, f"cannot read: {exc.strerror}", "io")
     if len(data) > MAX_FILE_BYTES:
@@ -645,6 +696,64 @@ def decode(name: str, data: bytes) -> tuple[str | None, RawProblem | None]:
     return text, None
 
 
+HINTS: tuple[tuple[str, ...], ...] = ((), ("kind",), ("metadata", "name"))  # placed without parsing again
+
+_RESOLVERS = yaml.resolver.Resolver.yaml_implicit_resolvers  # first character -> [(tag, regexp)]
+_PLAIN_TAGS: dict[str, str] = {}  # a plain scalar's text -> its tag (keys and values repeat)
+
+
+def _plain_tag(value: str) -> str:
+    """What ``yaml.resolver.Resolver.resolve`` gives a plain scalar (its implicit resolvers,
+    in their order), memoised for short texts."""
+    tag = _PLAIN_TAGS.get(value)
+    if tag is not None:
+        return tag
+    tag = _STR
+    for t, regexp in _RESOLVERS.get(value[0] if value else "", []) + _RESOLVERS.get(None, []):
+        if regexp.match(value):
+            tag = t
+            break
+    if len(value) <= 64:
+        if len(_PLAIN_TAGS) > 50_000:
+            _PLAIN_TAGS.clear()
+        _PLAIN_TAGS[value] = tag
+    return tag
+
+
+if _LIBYAML:
+
+    class _Composer(_CParser):
+        """libyaml's parser and composer, resolving tags as ``CSafeLoader`` does (the same
+        implicit resolvers; SafeLoader has no path resolvers) with less Python per node: the
+        composer calls ``descend_resolver(parent, index)`` and ``ascend_resolver()`` around
+        every node, which do nothing without path resolvers, so they are builtins here (a C
+        call, no Python frame), and a plain scalar's tag is memoised by its text.
+        ``test_loader.py`` checks the nodes equal ``CSafeLoader``'s."""
+
+        descend_resolver = slice  # slice(parent, index): any two objects, nothing kept
+        ascend_resolver = tuple  # tuple(): the empty tuple
+
+        def resolve(self, kind: type, value: str | None, implicit: Any, _known: Any = _PLAIN_TAGS.get) -> str:
+            if kind is _ScalarNode:
+                if not implicit[0]:
+                    return _STR
+                return _known(value) or _plain_tag(value or "")
+            return _SEQ if kind is _SequenceNode else _MAP
+
+    def compose_all(text: str) -> Iterator[yaml.Node | None]:
+        parser = _Composer(text)
+        try:
+            while parser.check_node():
+                yield parser.get_node()
+        finally:
+            parser.dispose()
+
+else:  # pragma: no cover - pyyaml built without libyaml
+
+    def compose_all(text: str) -> Iterator[yaml.Node | None]:
+        return yaml.compose_all(text, Loader=_Loader)
+
+
 def load_file(src: SourceFile) -> LoadedFile:
     out = LoadedFile(src.name)
     data, problem = read_source(src)
@@ -659,17 +768,20 @@ def load_file(src: SourceFile) -> LoadedFile:
 
 def parse_text(name: str, text: str, out: LoadedFile) -> None:
     """Compose every document of ``text`` and build values; problems go to ``out``."""
+    source = Reparse(lambda: text)
     try:
-        for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
+        for index, node in enumerate(compose_all(text)):
             if node is None:
                 continue
+            strings: list[str] = []
             try:
-                fast = _fast(node, 0, set())
+                fast = _fast(node, 0, set(), strings)
             except _Slow:
                 pass  # something to report, or aliases/merges: the builder that records all
             else:
                 if fast is not None:
-                    out.documents.append(Document.from_node(name, index, fast, node))
+                    hints = _hints(node)
+                    out.documents.append(Document.from_fast(name, index, fast, hints, source, strings))
                 continue
             builder = _Builder(name)
             try:
@@ -738,44 +850,77 @@ def _construct(tag: str) -> Callable[[yaml.Node], Any]:
     return lambda n: f(_constructor, n)
 
 
-_SCALARS: dict[str, Callable[[yaml.Node], Any]] = {tag: _construct(tag) for tag in (_INT, _FLOAT, _BOOL, _NULL)}
+def _bool(node: yaml.Node) -> bool:
+    """SafeConstructor's bool, without its generic scalar checks (the node is a scalar)."""
+    return _constructor.bool_values[node.value.lower()]
+
+
+_SCALARS: dict[str, Callable[[yaml.Node], Any]] = {
+    _INT: _construct(_INT), _FLOAT: _construct(_FLOAT), _BOOL: _bool, _NULL: lambda n: None,
+}
 _KEY_TAGS = frozenset({_STR, _TIMESTAMP, _INT, _FLOAT, _BOOL, _NULL})
 _ScalarNode, _MappingNode, _SequenceNode = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
 
 
-def _fast(node: yaml.Node, depth: int, seen: set[int]) -> Any:
+def _fast(node: yaml.Node, depth: int, seen: set[int], strings: list[str]) -> Any:
     """Values only, for the common document: standard tags, no alias of a collection, no merge
     key, no duplicate key, not too deep. Anything else raises ``_Slow`` and the document is
-    built again by ``_Builder``, which reports it; so both give the same values."""
+    built again by ``_Builder``, which reports it; so both give the same values. Every key and
+    string value goes to ``strings`` too."""
     if depth > MAX_DEPTH:
         raise _Slow
     cls = type(node)
     if cls is _ScalarNode:
         tag = node.tag
         if tag == _STR or tag == _TIMESTAMP:
+            strings.append(node.value)
             return node.value
         construct = _SCALARS.get(tag)
         if construct is None:
             raise _Slow
-        return construct(node)
+        try:
+            return construct(node)
+        except (KeyError, ValueError):  # '!!bool maybe', '!!int x': the builder reports it
+            raise _Slow from None
     nid = id(node)
     if nid in seen:
         raise _Slow
     seen.add(nid)
+    inline = depth < MAX_DEPTH  # a string child is taken here, without a call (most nodes are)
+    append = strings.append
     if cls is _MappingNode:
         if node.tag != _MAP:
             raise _Slow
         out: dict[str, Any] = {}
         for k, v in node.value:
-            if type(k) is not _ScalarNode or k.tag not in _KEY_TAGS:
+            if type(k) is not _ScalarNode:
+                raise _Slow
+            tag = k.tag
+            if tag not in _KEY_TAGS:
                 raise _Slow
             name = k.value
-            if name in out or (name == "<<" and k.tag != _STR):
+            if name in out or (name == "<<" and tag != _STR):
                 raise _Slow
-            out[name] = _fast(v, depth + 1, seen)
+            append(name)
+            if inline and type(v) is _ScalarNode:
+                tag = v.tag
+                if tag == _STR or tag == _TIMESTAMP:
+                    append(v.value)
+                    out[name] = v.value
+                    continue
+            out[name] = _fast(v, depth + 1, seen, strings)
         return out
     if cls is _SequenceNode and node.tag == _SEQ:
-        return [_fast(v, depth + 1, seen) for v in node.value]
+        items = []
+        for v in node.value:
+            if inline and type(v) is _ScalarNode:
+                tag = v.tag
+                if tag == _STR or tag == _TIMESTAMP:
+                    append(v.value)
+                    items.append(v.value)
+                    continue
+            items.append(_fast(v, depth + 1, seen, strings))
+        return items
     raise _Slow
 
 
@@ -856,7 +1001,12 @@ class _Builder:
         if tag == _STR or tag == _TIMESTAMP:  # timestamps stay text: no field is a date
             return node.value
         if tag in (_INT, _FLOAT, _BOOL, _NULL):
-            return _constructor.yaml_constructors[tag](_constructor, node)
+            try:
+                return _SCALARS[tag](node)
+            except (KeyError, ValueError):  # an explicit tag the text does not fit: '!!bool maybe'
+                what = tag.rsplit(":", 1)[-1]  # the text is not quoted back: it may be a secret
+                self.problem(pos, f"the value is not a valid {what} (explicit tag !!{what})", "yaml-tag")
+                return node.value
         self.problem(pos, f"unsupported YAML tag {tag}", "yaml-tag")
         return node.value
 

@@ -31,13 +31,16 @@ from .loader import Document, LoadedFile, RawProblem
 from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
 from .profiles import DEFAULT_PROFILE, PROFILES, SYSTEM_SCOPE_PROFILES, default_keys
 from .secrets import MAX_CA_FILE, MAX_SECRET_FILE, RESERVED_ENV, path_problem
-from .text import CONTROL, describe, escape
+from .text import CONTROL, CONTROL_CLASS, describe, escape
 
 API_VERSION = "reconciler/v1"
 SCHEMA_FILE = Path(__file__).parent / "schema" / "registry.schema.json"
 
 _ECR_HOST = re.compile(r"(^|://)[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?(/|:|$)")
 _SPACE = re.compile(r"\s")
+# what makes a document's strings worth walking: a control character or any whitespace
+_SUSPECT = re.compile(f"[{CONTROL_CLASS}\\s]")
+_JOIN = "\ue000"  # neither a control character nor whitespace: joins strings for one search
 # fields that are one token: no whitespace anywhere (names may hold inner spaces)
 _TOKEN_FIELDS = frozenset(
     {"endpoint", "username", "baseContentPath", "accessKey", "arn", "externalId", "fromEnv"}
@@ -313,8 +316,15 @@ class _Checker:
                 "schema",
             )
             return _Checked(self.doc, None, self.problems, False)
-        literal = self.literal_secrets(value)
         spec = value.get("spec")
+        if self.quick(value, spec):
+            literal = self.endpoint_credentials(spec) if isinstance(spec, dict) else set()
+            kind = value.get("kind") if isinstance(value.get("kind"), str) else None
+            if isinstance(spec, dict) and kind == "OciRegistry":
+                self.oci_rules(spec, literal)
+            ok = not any(p.severity == "error" for p in self.problems)
+            return _Checked(self.doc, kind, self.problems, ok)
+        literal = self.literal_secrets(value)
         literal |= self.hygiene(value)
         if isinstance(spec, dict):
             literal |= self.endpoint_credentials(spec)
@@ -324,6 +334,19 @@ class _Checker:
             self.oci_rules(spec, literal)
         ok = not self.doc.load_errors and not any(p.severity == "error" for p in self.problems)
         return _Checked(self.doc, kind, self.problems, ok)
+
+    def quick(self, value: dict[str, Any], spec: Any) -> bool:
+        """Whether the walks below can find nothing, tested at once: the document came from
+        the loader's fast path (its strings are known), none of them holds a control character
+        or any whitespace (so ``hygiene`` finds nothing), none is a reserved variable's name,
+        and the compiled schema accepts it (then no secret field holds a literal:
+        ``test_the_schema_refuses_every_literal_secret``). One search over the join of the
+        strings and one schema call, instead of three walks over the values."""
+        strings = self.doc.strings
+        if strings is None or _SUSPECT.search(_JOIN.join(strings)) or not RESERVED_ENV.isdisjoint(strings):
+            return False
+        valid = _compiled()
+        return valid is not None and valid(value)
 
     # -- input hygiene: nothing a terminal or a CI log would interpret
     def hygiene(self, value: dict[str, Any]) -> set[tuple[str | int, ...]]:
@@ -399,7 +422,8 @@ class _Checker:
                             "{fromFile: PATH} instead",
                             "literal-secret",
                         )
-                    elif k in SECRET_FIELDS and isinstance(v, dict) and v.get("fromEnv") in RESERVED_ENV:
+                    elif k in SECRET_FIELDS and isinstance(v, dict) and isinstance(v.get("fromEnv"), str) \
+                            and v["fromEnv"] in RESERVED_ENV:
                         self.add(
                             (*p, "fromEnv"),
                             f"{dotted(p)}: {v['fromEnv']} is reserved for reconcile and CI; "
@@ -657,8 +681,9 @@ def check_file(src: loader.SourceFile) -> tuple[list[Problem], list[_Checked]]:
 
 def _restore(src: loader.SourceFile, entry: list[Any], text: Callable[[], str]) -> list[_Checked]:
     checked = []
+    source = loader.Reparse(text)
     for index, value, hints in entry:
-        doc = Document.from_text(src.name, index, value, dict(hints), text)
+        doc = Document.from_source(src.name, index, value, dict(hints), source)
         kind = value.get("kind") if isinstance(value.get("kind"), str) else None
         checked.append(_Checked(doc, kind, [], True))
     return checked
@@ -899,6 +924,10 @@ def _secret_rules(c: _Checked, spec: dict[str, Any], root: Path, roots: Sequence
 
     Not cached with the document: whether a path is a FIFO or leaves the repository through a
     symbolic link depends on the file system now, not on the file's bytes."""
+
+    strings = c.doc.strings
+    if strings is not None and "fromFile" not in strings and "caFile" not in strings:
+        return  # every key of the document is in its strings: it names no file
 
     def walk(node: Any, path: tuple[str | int, ...]) -> None:
         if not isinstance(node, dict):

@@ -141,3 +141,78 @@ def test_keywords(schema, value, valid):
                                     {"properties": {"a": {"contains": {}}}}])
 def test_other_keywords_do_not_compile(schema):
     assert compile_schema(schema) is None
+
+
+# ------------------------------------------- the quick check in validation (issue 11.3)
+
+
+def _dicts_under(doc, path=()):
+    if isinstance(doc, dict):
+        yield path, doc
+        for k, v in doc.items():
+            yield from _dicts_under(v, (*path, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _dicts_under(v, (*path, i))
+
+
+def test_the_schema_refuses_every_literal_secret(check, corpus):
+    """validation's quick path skips the literal-secret walk for documents the schema accepts:
+    so no accepted document may hold a literal in a secret field, wherever it is put."""
+    from reconciler.model import SECRET_FIELDS
+
+    tried = 0
+    for doc in corpus[:150]:
+        for path, _ in _dicts_under(doc.get("spec"), ("spec",)):
+            for field in sorted(SECRET_FIELDS):
+                for literal in ("hunter2", 1, True, ["x"], 1.5):
+                    mutated = copy.deepcopy(doc)
+                    _get(mutated, path)[field] = literal
+                    tried += 1
+                    assert not check(mutated), (path, field, literal)
+    assert tried > 1000
+
+
+HOSTILE = ["a b", " x", "a\x1bb", "a\u202eb", "x\n", "a\tb", "PALETTE_API_KEY", {"fromEnv": "GITHUB_TOKEN"},
+           {"fromEnv": "RECONCILER_STATE_KEY"}, {"fromFile": "/proc/self/environ"}, {"fromFile": ".git/config"},
+           "https://u:p@h", "a\u00a0b", "a\u2003b", "\ufeffx", "hunter2"]
+
+
+def test_the_quick_check_reports_what_the_walks_report(corpus, tmp_path, monkeypatch):
+    """The same problems, positions and verdicts with and without validation's quick path, on
+    the corpus and on mutations that put control characters, whitespace, reserved names,
+    file references and literals anywhere (keys too)."""
+    from reconciler import loader, validation
+
+    rnd = random.Random(5)
+    docs = list(corpus[:120])
+    for _ in range(1500):
+        doc = copy.deepcopy(rnd.choice(corpus))
+        paths = [p for p in _paths(doc) if p]
+        for _ in range(rnd.randint(1, 2)):
+            path = rnd.choice(paths)
+            parent = _get(doc, path[:-1])
+            if rnd.random() < 0.15 and isinstance(parent, dict):
+                parent[rnd.choice(["x y", "a\x1bb", "password", "caFile", "fromEnv"])] = rnd.choice(HOSTILE)
+            else:
+                parent[path[-1]] = copy.deepcopy(rnd.choice(HOSTILE + REPLACEMENTS))
+            paths = [p for p in _paths(doc) if p]
+        docs.append(doc)
+    text = "".join("---\n" + yaml.safe_dump(d, allow_unicode=False) for d in docs)
+    (tmp_path / "registries.d").mkdir()
+    out = loader.LoadedFile("f.yaml")
+    loader.parse_text("f.yaml", text, out)
+    assert len(out.documents) == len(docs) and sum(d.strings is not None for d in out.documents) > 1000
+
+    def results():
+        found = []
+        for d in out.documents:
+            c = validation._Checker(d).run()
+            found.append((c.kind, c.ok, sorted(map(str, c.problems))))
+        return found
+
+    quick = results()
+    monkeypatch.setattr(validation._Checker, "quick", lambda self, value, spec: False)
+    walked = results()
+    assert quick == walked
+    assert sum(not ok for _, ok, _ in walked) > 600  # the mutations do reach the checks

@@ -329,7 +329,7 @@ LAZY_CASES = [
 @pytest.mark.parametrize("text", LAZY_CASES)
 def test_fast_documents_locate_exactly_as_the_full_builder(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
     fast = parse(text)
-    assert all(d._node is not None for d in fast.documents)  # the fast path took them
+    assert all(d.strings is not None for d in fast.documents)  # the fast path took them
     monkeypatch.setattr(loader, "_fast", lambda *a: (_ for _ in ()).throw(loader._Slow()))
     full = parse(text)
     assert [d.value for d in fast.documents] == [d.value for d in full.documents]
@@ -348,7 +348,7 @@ def test_fast_documents_locate_exactly_as_the_full_builder(text: str, monkeypatc
 def test_anything_unusual_takes_the_reporting_builder(text: str) -> None:
     f = parse(text)
     for d in f.documents:
-        assert d._node is None
+        assert d.strings is None
 
 
 def test_values_equal_libyamls_on_a_varied_corpus(tmp_path: Path) -> None:
