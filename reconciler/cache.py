@@ -18,8 +18,11 @@ endpoint while reviewers read the trusted one):
   the run says so in a warning.
 A damaged file or a malformed entry is a miss (recomputed and rewritten), never an error.
 
-The cache is plain JSON (never pickle); a run whose values JSON cannot give back exactly
-(NaN, infinities) writes none.
+The file is ``marshal`` data (never pickle: marshal builds only plain values, and runs no
+code): three times faster to write than JSON, which a cold plan of thousands of files
+pays on every fresh checkout. marshal is not meant for data from anyone else, and none is
+read: the MAC is checked first, and a body that does not decode to the expected shape is a
+miss. It is tied to this Python (``sys.implementation.cache_tag`` is part of the salt).
 ``RECONCILER_NO_CACHE=1`` turns it off.
 """
 
@@ -27,10 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
+import marshal
 import os
 import secrets
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -40,9 +44,9 @@ from typing import Any
 from reconciler import __version__
 from reconciler.loader import HINTS
 
-FORMAT = 2
+FORMAT = 3  # 3: marshal (2: JSON)
 KEY_FILE = "key"
-CACHE_FILE = "validate.json"
+CACHE_FILE = "validate.cache"
 _KEY_BYTES = 32
 _MAX_ENTRIES = 50_000
 _RACY_NS = 2_000_000_000
@@ -53,7 +57,7 @@ Entry = list[tuple[int, Any, Hints]]  # (document index, value, position hints) 
 
 def _code_salt() -> str:
     here = Path(__file__).resolve().parent
-    parts = [str(FORMAT), __version__]
+    parts = [str(FORMAT), __version__, sys.implementation.cache_tag or "", str(marshal.version)]
     digest = hashlib.blake2b(digest_size=16)
     for rel in ("loader.py", "validation.py", "cache.py", "fastschema.py", "profiles.py", "model.py", "text.py",
                 "schema/registry.schema.json"):
@@ -190,8 +194,8 @@ class ValidationCache:
         if not hmac.compare_digest(mac, self._mac(body).encode()):
             return  # not written with our key: ignored, and replaced on save
         try:
-            data = json.loads(body)
-        except ValueError:
+            data = marshal.loads(body)
+        except (ValueError, EOFError, TypeError):
             return
         if not (isinstance(data, dict) and data.get("salt") == self.salt):
             return
@@ -238,9 +242,9 @@ class ValidationCache:
 
     def put(self, key: str, docs: Sequence[tuple[int, Any, Hints]]) -> None:
         if self.path is None:
-            return  # values are the loader's: str keys and JSON scalars (save refuses others)
+            return  # values are the loader's: str keys and plain scalars (save refuses others)
         self.entries[key] = [
-            [index, value, [[list(p), list(pos)] for p, pos in hints.items()]]  # plain: JSON gives it back
+            [index, value, [[list(p), list(pos)] for p, pos in hints.items()]]  # plain lists, as read back
             for index, value, hints in docs
         ]
         self.used.add(key)
@@ -257,10 +261,9 @@ class ValidationCache:
         if len(keep) > _MAX_ENTRIES:
             return
         try:
-            body = json.dumps({"salt": self.salt, "files": keep, "stats": stats}, separators=(",", ":"),
-                              allow_nan=False).encode()
-        except (TypeError, ValueError):
-            return  # a value JSON cannot give back exactly: no cache rather than a wrong one
+            body = marshal.dumps({"salt": self.salt, "files": keep, "stats": stats})
+        except ValueError:
+            return  # a value marshal cannot write: no cache rather than a wrong one
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(prefix=".validate-", dir=self.path.parent)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
+import marshal
 import os
 import stat
 import subprocess
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.cache import CACHE_FILE
 from reconciler.validation import load_and_validate
 
 
@@ -41,13 +42,24 @@ def cache_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def sign(cache_dir: Path, data: dict) -> None:
     """Write a cache file as reconcile would, with this machine's key (to plant bad entries)."""
-    body = json.dumps(data).encode()
+    body = marshal.dumps(data)
     mac = hmac.new((cache_dir / "key").read_bytes(), body, hashlib.sha256).hexdigest()
-    (cache_dir / "validate.json").write_bytes(mac.encode() + b"\n" + body)
+    (cache_dir / CACHE_FILE).write_bytes(mac.encode() + b"\n" + body)
 
 
 def contents(cache_dir: Path) -> dict:
-    return json.loads((cache_dir / "validate.json").read_bytes().partition(b"\n")[2])
+    return marshal.loads((cache_dir / CACHE_FILE).read_bytes().partition(b"\n")[2])
+
+
+def replaced(value, old: str, new: str):
+    """``value`` with every string holding ``old`` rewritten (to forge a cache entry)."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, dict):
+        return {replaced(k, old, new): replaced(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [replaced(v, old, new) for v in value]
+    return value
 
 
 @pytest.fixture
@@ -76,7 +88,7 @@ def test_cross_file_problems_on_cached_files_keep_exact_positions(repo: Path, ca
     assert [str(p) for p in load_and_validate(repo).problems] == expected
     # vertex rules need positions the cache does not keep: they are parsed again on demand
     with_cache = [str(p) for p in load_and_validate(repo, profile="vertex").problems]
-    (cache_dir / "validate.json").unlink()
+    (cache_dir / CACHE_FILE).unlink()
     without = [str(p) for p in load_and_validate(repo, profile="vertex").problems]
     assert with_cache == without and any("fips" in p for p in without)
 
@@ -86,7 +98,7 @@ def test_changed_file_misses_and_bad_cache_is_ignored(repo: Path, cache_dir: Pat
     write(repo, "a.yaml", helm("a", "  sync: maybe\n"))
     r = load_and_validate(repo)
     assert any("spec.sync" in str(p) for p in r.problems)
-    (cache_dir / "validate.json").write_text("{garbage")
+    (cache_dir / CACHE_FILE).write_text("{garbage")
     assert any("spec.sync" in str(p) for p in load_and_validate(repo).problems)
     sign(cache_dir, {"salt": "x", "files": {"k": 1}})
     assert any("spec.sync" in str(p) for p in load_and_validate(repo).problems)
@@ -95,7 +107,7 @@ def test_changed_file_misses_and_bad_cache_is_ignored(repo: Path, cache_dir: Pat
 def test_problem_files_are_never_cached(repo: Path, cache_dir: Path):
     write(repo, "bad.yaml", helm("bad", "  auth: {type: basic, username: u, password: literal-pw}\n"))
     load_and_validate(repo)
-    assert "literal-pw" not in (cache_dir / "validate.json").read_text()
+    assert b"literal-pw" not in (cache_dir / CACHE_FILE).read_bytes()
     assert any("bad.yaml" in str(p) for p in load_and_validate(repo).problems)
 
 
@@ -155,7 +167,7 @@ def test_cache_dir_elsewhere(repo: Path, tmp_path_factory: pytest.TempPathFactor
     elsewhere = tmp_path_factory.mktemp("shared-cache")
     monkeypatch.setenv("RECONCILER_CACHE_DIR", str(elsewhere))
     first = summary(load_and_validate(repo))
-    assert (elsewhere / "validate.json").exists() and not (repo / ".reconciler").exists()
+    assert (elsewhere / CACHE_FILE).exists() and not (repo / ".reconciler").exists()
     assert summary(load_and_validate(repo)) == first
 
 
@@ -173,7 +185,7 @@ def endpoints(r) -> set[str]:
 def test_default_cache_lives_outside_the_work_tree_with_a_private_key(repo: Path, cache_dir: Path):
     load_and_validate(repo)
     assert not (repo / ".reconciler").exists()
-    assert (cache_dir / "validate.json").is_file()
+    assert (cache_dir / CACHE_FILE).is_file()
     key = cache_dir / "key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
 
@@ -183,7 +195,7 @@ def test_xdg_cache_home_is_honoured(repo: Path, tmp_path_factory: pytest.TempPat
     xdg = tmp_path_factory.mktemp("xdg")
     monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
     load_and_validate(repo)
-    assert (xdg / "reconciler" / "validate.json").is_file()
+    assert (xdg / "reconciler" / CACHE_FILE).is_file()
 
 
 def _poisoned_clone(repo: Path, tmp_path_factory: pytest.TempPathFactory,
@@ -194,9 +206,9 @@ def _poisoned_clone(repo: Path, tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.setenv("RECONCILER_CACHE_DIR", str(attacker))
     load_and_validate(repo)
     data = contents(attacker)
-    text = json.dumps(data).replace("https://c.example.com", "https://evil.example.net")
-    assert "evil" in text
-    sign(attacker, json.loads(text))
+    forged = replaced(data, "https://c.example.com", "https://evil.example.net")
+    assert forged != data
+    sign(attacker, forged)
     monkeypatch.delenv("RECONCILER_CACHE_DIR")
     git(repo, "init", "-q")
     git(repo, "add", "-A")
@@ -204,7 +216,7 @@ def _poisoned_clone(repo: Path, tmp_path_factory: pytest.TempPathFactory,
     git(repo, "commit", "-qm", "innocent change")
     clone = tmp_path_factory.mktemp("victim") / "clone"
     git(repo.parent, "clone", "-q", str(repo), str(clone))
-    assert (clone / ".reconciler/cache/validate.json").exists()
+    assert (clone / ".reconciler" / "cache" / CACHE_FILE).exists()
     return clone
 
 
@@ -234,17 +246,17 @@ def test_a_cache_dir_tracked_by_git_is_ignored_with_a_warning(
 
 def test_entries_not_written_with_our_key_are_ignored(repo: Path, cache_dir: Path):
     load_and_validate(repo)
-    raw = (cache_dir / "validate.json").read_bytes()
+    raw = (cache_dir / CACHE_FILE).read_bytes()
     # someone who can write the file but does not hold the key
     forged = raw.partition(b"\n")[2].replace(b"https://c.example.com", b"https://evil.example.net")
     for mac in (raw.partition(b"\n")[0], b"0" * 64, b""):
-        (cache_dir / "validate.json").write_bytes(mac + b"\n" + forged)
+        (cache_dir / CACHE_FILE).write_bytes(mac + b"\n" + forged)
         assert endpoints(load_and_validate(repo)) >= {"https://c.example.com"}
     # and a key that is not ours (readable by others) is replaced, which voids old entries
     load_and_validate(repo)
     (cache_dir / "key").chmod(0o644)
     old_key = (cache_dir / "key").read_bytes()
-    sign(cache_dir, json.loads(json.dumps(contents(cache_dir)).replace("https://c.example.com", "https://evil.example.net")))
+    sign(cache_dir, replaced(contents(cache_dir), "https://c.example.com", "https://evil.example.net"))
     assert "https://evil.example.net" not in endpoints(load_and_validate(repo))
     assert (cache_dir / "key").read_bytes() != old_key
     assert stat.S_IMODE((cache_dir / "key").stat().st_mode) == 0o600
@@ -265,7 +277,7 @@ def test_corrupt_entries_are_recomputed_not_a_traceback(repo: Path, cache_dir: P
     assert all(isinstance(v, list) and v and isinstance(v[0], list) for v in contents(cache_dir)["files"].values())
 
 
-@pytest.mark.parametrize("what", ["key", "validate.json"])
+@pytest.mark.parametrize("what", ["key", CACHE_FILE])
 def test_odd_cache_files_are_only_slower(repo: Path, cache_dir: Path, what: str):
     expected = summary(load_and_validate(repo))
     (cache_dir / what).unlink()
