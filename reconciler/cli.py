@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import logging
 import math
 import os
 import re
@@ -144,14 +143,16 @@ def _options(ctx: click.Context, kwargs: dict[str, Any], *, quiet_stdout: bool =
     return o
 
 
-class _RedactingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact_resolved(record.getMessage()), None
-        return True
-
-
 def _setup_logging(verbose: int) -> None:
-    """-v: what reconcile does (INFO); -vv: every API request (DEBUG). Secrets redacted."""
+    """-v: what reconcile does (INFO); -vv: every API request (DEBUG). Secrets redacted.
+    (logging is imported here: a run without -v does not pay for it.)"""
+    import logging
+
+    class _RedactingFilter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.msg, record.args = redact_resolved(record.getMessage()), None
+            return True
+
     root = logging.getLogger("reconciler")
     if root.handlers:
         return

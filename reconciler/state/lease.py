@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.errors import StateError
+from reconciler.state.lock import this_process
 
 DEFAULT_SECONDS = 900.0
 MIN_SECONDS, MAX_SECONDS = 1.0, 86_400.0
@@ -44,7 +44,7 @@ def lease_seconds(environ: Mapping[str, str] | None = None) -> float:
 
 def holder_identity(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
-    local = f"pid {os.getpid()} on {socket.gethostname()}"
+    local = this_process()
     server, repo, run = (env.get(k, "").strip() for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
     if server and repo and run:
         return f"{server.rstrip('/')}/{repo}/actions/runs/{run} ({local})"

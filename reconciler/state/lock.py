@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,12 @@ from reconciler.errors import StateError, StateLocked
 
 _POLL = 0.05
 
+
+
+def this_process() -> str:
+    """'pid 123 on host': who holds a lock or a lease (os.uname is gethostname without
+    importing socket)."""
+    return f"pid {os.getpid()} on {os.uname().nodename}"
 
 def holder(lock_path: Path) -> str:
     try:
@@ -52,7 +57,7 @@ def exclusive(lock_path: Path, timeout: float, what: str, hint: str) -> Iterator
                 time.sleep(min(_POLL, max(deadline - time.monotonic(), 0.001)))
         os.ftruncate(fd, 0)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode())
+        os.write(fd, f"{this_process()} since {stamp}\n".encode())
         try:
             yield
         finally:
