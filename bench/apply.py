@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus import compiled_bytecode  # noqa: E402
 
 from reconciler.apply import apply_plan  # noqa: E402
 from reconciler.model import Registry  # noqa: E402
@@ -187,6 +190,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=PaletteTarget.max_concurrency)
     parser.add_argument("--skip-serial", action="store_true")
     args = parser.parse_args()
+    compiled_bytecode()
     ok = True
     if args.only in (None, "growth"):
         ok = growth(args.repeat) and ok

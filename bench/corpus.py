@@ -184,3 +184,14 @@ def generate(root: Path, n: int, changed: Collection[int] = (), seed: int = 0) -
         p.write_text(text, encoding="utf-8")
         paths.append(p)
     return paths
+
+
+def compiled_bytecode() -> None:
+    """Make the runs measure an installed package: pip compiles its bytecode at install, so the
+    modules must not be compiled again by each run (PYTHONDONTWRITEBYTECODE would do that for
+    every module changed since the last run)."""
+    import compileall
+    import os
+
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "reconciler"), quiet=1)

@@ -33,7 +33,7 @@ from reconciler.targets.local import LocalTarget  # noqa: E402
 from reconciler.validation import load_and_validate  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from corpus import generate  # noqa: E402
+from corpus import compiled_bytecode, generate  # noqa: E402
 
 FLOOR = """
 import sys, pathlib, yaml
@@ -95,12 +95,7 @@ def main() -> None:
 
         cmd = [sys.executable, "-m", "reconciler.cli"]
         env = {"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        # an installed package has its bytecode compiled (pip does it): so must the runs here, or
-        # every run pays for compiling the modules changed since the last one
-        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-        import compileall
-
-        compileall.compile_dir(str(ROOT / "reconciler"), quiet=1)
+        compiled_bytecode()
         warm_env = {**env, "RECONCILER_CACHE_DIR": str(tmp / "warm-cache")}
         dry = subprocess.run([*cmd, "--dry-run", "--detailed-exitcode"], cwd=tmp, capture_output=True, text=True,
                              env={**os.environ, **warm_env})  # also fills the warm cache

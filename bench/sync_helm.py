@@ -32,6 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from corpus import compiled_bytecode  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "helm-index"
 BITNAMI = "bitnami-index-2023-03-01.yaml.gz"
 BITNAMI_PREV = "bitnami-index-2023-03-01-prev.yaml.gz"
@@ -173,6 +176,7 @@ def main() -> None:
     ap.add_argument("--no-union", action="store_true")
     ap.add_argument("--pure", action="store_true", help="also time yaml.safe_load (pure Python), for the record")
     args = ap.parse_args()
+    compiled_bytecode()
     if not (DATA / BITNAMI).exists():
         raise SystemExit(f"real indexes not found under {DATA}")
     from tests.support.helm_repo import HelmRepo

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "reconciler" / "schema" / "registry.schema.json"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import generate  # noqa: E402
+from corpus import compiled_bytecode, generate  # noqa: E402
 
 NAIVE = """
 import json, sys, pathlib, yaml
@@ -72,6 +72,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
     ap.add_argument("--no-check-jsonschema", action="store_true")
     args = ap.parse_args()
+    compiled_bytecode()
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("RECONCILER_NO_CACHE", None)
     cj = None if args.no_check_jsonschema else shutil.which("check-jsonschema")
