@@ -2,6 +2,7 @@
 and 50 differences, against the floor: a plain load (libyaml C loader, ``yaml.CSafeLoader``)
 of the same files, all run as fresh processes, interleaved in the same run.
 
+The repository is a git work tree at a commit, as a pull request's checkout is.
 Cold: a fresh, empty ``RECONCILER_CACHE_DIR`` per run (a pull request's fresh checkout);
 warm: the cache of the previous run. The corpus is ``bench/corpus.py`` (kinds, optional
 fields, key order, styles, comments, several documents per file, nested folders).
@@ -92,6 +93,12 @@ def main() -> None:
         step = max(1, a.n // a.diff)
         generate(tmp, a.n, changed=set(range(0, a.n, step)[: a.diff]))
         del os.environ["RECONCILER_CACHE_DIR"]
+        # a pull request's checkout: a git work tree at the commit (reconcile asks git for the
+        # commit and whether registries.d/ is dirty; the floor does not)
+        (tmp / ".gitignore").write_text(".reconciler/\n*-cache*/\n")
+        for git in (["init", "-q"], ["add", "-A"], ["-c", "user.name=bench", "-c", "user.email=bench@example.com",
+                                                     "commit", "-qm", "definitions"]):
+            subprocess.run(["git", *git], cwd=tmp, check=True, capture_output=True)
 
         cmd = [sys.executable, "-m", "reconciler.cli"]
         env = {"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
