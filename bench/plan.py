@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the generated repository (for profiling)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-plan-"))
+    caches = Path(tempfile.mkdtemp(prefix="bench-plan-caches-"))  # outside the work tree, as ~/.cache is
     try:
         defs = tmp / "registries.d"
         generate(tmp, a.n)
@@ -95,7 +96,7 @@ def main() -> None:
         del os.environ["RECONCILER_CACHE_DIR"]
         # a pull request's checkout: a git work tree at the commit (reconcile asks git for the
         # commit and whether registries.d/ is dirty; the floor does not)
-        (tmp / ".gitignore").write_text(".reconciler/\n*-cache*/\n")
+        (tmp / ".gitignore").write_text(".reconciler/\n")
         for git in (["init", "-q"], ["add", "-A"], ["-c", "user.name=bench", "-c", "user.email=bench@example.com",
                                                      "commit", "-qm", "definitions"]):
             subprocess.run(["git", *git], cwd=tmp, check=True, capture_output=True)
@@ -103,7 +104,7 @@ def main() -> None:
         cmd = [sys.executable, "-m", "reconciler.cli"]
         env = {"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         compiled_bytecode()
-        warm_env = {**env, "RECONCILER_CACHE_DIR": str(tmp / "warm-cache")}
+        warm_env = {**env, "RECONCILER_CACHE_DIR": str(caches / "warm")}
         dry = subprocess.run([*cmd, "--dry-run", "--detailed-exitcode"], cwd=tmp, capture_output=True, text=True,
                              env={**os.environ, **warm_env})  # also fills the warm cache
         summary = [line for line in dry.stdout.splitlines() if line.startswith("Plan:")]
@@ -112,7 +113,7 @@ def main() -> None:
         for r in range(a.repeat):
             sides = [
                 (floors, [sys.executable, "-c", FLOOR, str(defs)], env),
-                (cold, [*cmd, "--dry-run"], {**env, "RECONCILER_CACHE_DIR": str(tmp / f"cold-cache-{r}")}),
+                (cold, [*cmd, "--dry-run"], {**env, "RECONCILER_CACHE_DIR": str(caches / f"cold-{r}")}),
                 (warm, [*cmd, "--dry-run"], warm_env),
             ]
             k = r % len(sides)
@@ -144,6 +145,7 @@ def main() -> None:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(caches, ignore_errors=True)
 
 
 if __name__ == "__main__":

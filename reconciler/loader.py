@@ -635,20 +635,14 @@ def tracked_by_git(directory: Path) -> bool:
     directory = Path(directory)
     if not directory.is_dir() or not _in_git_work_tree(directory):
         return False
-    import git
-
-    try:
-        repo = git.Repo(directory, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        return False
-    try:
-        try:
-            out = repo.git.ls_files("--", str(directory.resolve()))
-        except git.GitCommandError:
-            return True  # cannot tell: do not trust it
-        return bool(out.strip())
-    finally:
-        repo.close()
+    try:  # git itself, not gitpython (whose import costs more than the question)
+        res = subprocess.run(["git", "-C", str(directory), "ls-files", "--", "."], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    except (OSError, subprocess.SubprocessError):
+        return True  # cannot tell: do not trust it
+    if res.returncode == 0:
+        return bool(res.stdout.strip())
+    return "not a git repository" not in res.stderr  # any other failure: cannot tell, do not trust it
 
 
 def _in_git_work_tree(root: Path) -> bool:
