@@ -13,10 +13,10 @@ import re
 # C0 and C1 controls and DEL, the Arabic letter mark, zero-width characters, line/paragraph
 # separators, bidirectional embeddings/overrides/isolates, word joiner and BOM. The schema's
 # patterns use the same set (as \\uXXXX escapes, for editors' JavaScript regexes too).
-CONTROL_CLASS = (
+_CONTROL_CLASS = (
     "\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff"
 )
-CONTROL = re.compile(f"[{CONTROL_CLASS}]")
+CONTROL = re.compile(f"[{_CONTROL_CLASS}]")
 
 _NAMES = {
     "\x00": "NUL",

@@ -216,3 +216,17 @@ def test_the_quick_check_reports_what_the_walks_report(corpus, tmp_path, monkeyp
     walked = results()
     assert quick == walked
     assert sum(not ok for _, ok, _ in walked) > 600  # the mutations do reach the checks
+
+
+def test_isprintable_refuses_every_character_the_walks_look_for():
+    """validation's quick path trusts str.isprintable (and a search for ' ') to find what the
+    hygiene walk refuses: every character of text.CONTROL and every whitespace character."""
+    import re
+
+    from reconciler.text import CONTROL
+
+    space = re.compile(r"\s")
+    looked_for = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF
+                  and (CONTROL.match(chr(c)) or space.match(chr(c)))]
+    assert len(looked_for) > 60
+    assert [c for c in looked_for if c != " " and c.isprintable()] == []

@@ -380,3 +380,17 @@ def test_reads_are_bounded_whatever_stat_said(tmp_path: Path, claimed: int) -> N
     small = write(tmp_path, "small.yaml", b"a: " + b"y" * 100_000)
     data, problem = loader.read_source(SourceFile("small.yaml", path=small, size=min(claimed, 1000)))
     assert problem is None and data == small.read_bytes()  # a file longer than stat said: all of it
+
+
+def test_a_file_is_parsed_again_at_most_once_for_positions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Positions beyond the hints come from parsing the file again: once for all its
+    documents, not once per document (a file of many bad documents stays linear)."""
+    text = "".join(f"---\nkind: K\nmetadata: {{name: n{i}}}\nspec: {{a: {i}}}\n" for i in range(50))
+    f = parse(text)
+    assert len(f.documents) == 50 and all(d.strings is not None for d in f.documents)
+    calls = []
+    real = loader.compose_all
+    monkeypatch.setattr(loader, "compose_all", lambda t: calls.append(1) or real(t))
+    for i, d in enumerate(f.documents):
+        assert d.position(("spec", "a")) == (4 * i + 5, 10)
+    assert len(calls) == 1
