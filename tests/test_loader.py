@@ -392,5 +392,5 @@ def test_a_file_is_parsed_again_at_most_once_for_positions(monkeypatch: pytest.M
     real = loader.compose_all
     monkeypatch.setattr(loader, "compose_all", lambda t: calls.append(1) or real(t))
     for i, d in enumerate(f.documents):
-        assert d.position(("spec", "a")) == (4 * i + 5, 10)
+        assert d.position(("spec", "a")) == (4 * i + 4, 11)
     assert len(calls) == 1
