@@ -207,7 +207,9 @@ class ValidationCache:
 
     # -- lookups
     def key(self, name: str, data: bytes) -> str:
-        return hashlib.blake2b(name.encode() + b"\0" + data, digest_size=20).hexdigest()
+        digest = hashlib.blake2b(name.encode() + b"\0", digest_size=20)
+        digest.update(data)  # the bytes are not copied into one string with the name first
+        return digest.hexdigest()
 
     def stat_key(self, name: str, size: int, stamp: tuple[int, int, int] | None) -> str:
         return f"{name}\0{size}\0{stamp}"

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from reconciler import render
-from reconciler.commands.apply import _apply
 from reconciler.errors import InputError
-from reconciler.markdown import Header
 from reconciler.model import Desired, Key
 from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan
 from reconciler.runner import (
@@ -27,6 +25,9 @@ from reconciler.runner import (
 from reconciler.secrets import known_values, present
 from reconciler.state.base import StateStore
 from reconciler.targets.base import Target
+
+if TYPE_CHECKING:
+    from reconciler.markdown import Header
 
 
 def run_reconcile(opts: Options, out: TextIO, err: TextIO, *, dry_run: bool, preflight: bool = False) -> int:
@@ -49,6 +50,8 @@ def run_reconcile(opts: Options, out: TextIO, err: TextIO, *, dry_run: bool, pre
             _check_tenant_policy(desired, target)
             return _dry_run(opts, out, err, desired, store, target, max_del, preflight,
                             warnings=[str(p) for p in result.warnings])
+    from reconciler.commands.apply import _apply  # a dry-run does not import apply
+
     # the lock comes first: a second apply must not even open the target
     with store.lock(opts.lock_timeout), _target(opts, profile, err) as target:
         _check_tenant_policy(desired, target)
@@ -91,7 +94,7 @@ def _dry_run(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: S
     if preflight:
         failures = run_preflight(opts, plan, target, values)
     _emit_plan(opts, out, plan, extra={"preflight": failures} if preflight else None, problems=failures,
-               header=md_header(opts, desired), warnings=warnings)
+               header=md_header(opts, desired) if opts.fmt == "markdown" else None, warnings=warnings)
     if plan.refusals or failures:
         return EXIT_FAIL
     if opts.detailed_exitcode and plan.has_changes:
