@@ -12,7 +12,8 @@ import hmac
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
+from json import encoder as _json_encoder
 from typing import Any
 
 KINDS = ("OciRegistry", "HelmRegistry", "PackRegistry")
@@ -50,6 +51,14 @@ class Registry:
     @property
     def key(self) -> Key:
         return (self.scope, self.kind, self.name)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """``fingerprint(self.spec)``, computed once: a plan compares it for every registry
+        (``known_to_target`` and ``make_plan``). Not a field: equality, ``repr`` and
+        ``dataclasses.replace`` (which recomputes it for the new spec) are unchanged; it
+        relies on the spec being treated as immutable, as it is everywhere."""
+        return fingerprint(self.spec)
 
 
 @dataclass(frozen=True)
@@ -129,10 +138,32 @@ def base_paths(spec: Mapping[str, Any]) -> list[str]:
     return [p for p in paths if p] or [""]
 
 
+_c_make_encoder = getattr(_json_encoder, "c_make_encoder", None)
+
+
+def _canonical_json(spec: Mapping[str, Any]) -> str:
+    """``json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)``, byte for byte.
+
+    Calls the C encoder that ``json.dumps`` builds, without the Python-level set-up per call
+    (a fresh encoder each time: its circular-reference markers are per call, so threads and
+    a failed call share nothing). Anything unusual (no C encoder, an error) goes through
+    ``json.dumps`` itself, which gives the same text or raises the same error."""
+    if _c_make_encoder is not None:
+        try:
+            return "".join(_c_make_encoder({}, str, _json_encoder.encode_basestring_ascii, None, ":", ",", True,
+                                           False, True)(spec, 0))
+        except Exception:  # noqa: S110 - json.dumps below raises it again, as before
+            pass
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def fingerprint(spec: Mapping[str, Any]) -> str:
-    """Stable digest of a canonical spec (secret *references* included, never values)."""
-    data = json.dumps(target_spec(spec), sort_keys=True, separators=(",", ":"), default=str)
-    return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+    """Stable digest of a canonical spec (secret *references* included, never values).
+
+    The digest's input is fixed: recorded fingerprints in users' states must keep matching."""
+    if type(spec) is not dict or not LOCAL_ONLY_FIELDS.isdisjoint(spec):
+        spec = target_spec(spec)  # always a plain dict, as before
+    return "sha256:" + hashlib.sha256(_canonical_json(spec).encode()).hexdigest()
 
 
 # Without a key, a recorded hash is a password-guessing oracle for anyone who can read the

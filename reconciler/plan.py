@@ -16,7 +16,6 @@ from reconciler.model import (
     ObservedRegistry,
     Registry,
     Span,
-    fingerprint,
     flatten,
     is_secret_ref,
     iter_secret_refs,
@@ -285,7 +284,7 @@ def make_plan(
             continue
         old_spec = rec.spec if rec.spec is not None else {}
         new_spec = target_spec(reg.spec)
-        fp_changed = fingerprint(reg.spec) != rec.fingerprint
+        fp_changed = reg.fingerprint != rec.fingerprint
         immutable = _immutable_change(reg.kind, old_spec or obs.spec, new_spec) if fp_changed else ""
         fields = []
         reason = ""

@@ -197,9 +197,7 @@ def _target(opts: Options, profile: str, err: TextIO, *, read_only: bool = False
 def known_to_target(desired: Desired, state: State) -> dict[str, Known]:
     """What a target may skip re-reading: recorded registries whose definition did not change
     since they were applied (a changed one is read in full, to diff against what is there)."""
-    from reconciler.model import fingerprint
-
-    declared = {r.key: fingerprint(r.spec) for r in desired.registries}
+    declared = {r.key: r.fingerprint for r in desired.registries}  # computed once, make_plan reuses it
     return {rec.uid: Known(rec.version, rec.spec, rec.kind) for rec in state.records.values()
             if rec.spec is not None and declared.get(rec.key) == rec.fingerprint}
 
