@@ -80,6 +80,16 @@ class ObservedRegistry:
         return (self.scope, self.kind, self.name)
 
 
+def observed_registry(uid: str, kind: str, name: str, scope: str, spec: Mapping[str, Any], builtin: bool = False,
+                      ca_pem: str | None = None) -> ObservedRegistry:
+    """``ObservedRegistry(uid=..., ...)``, the same object (same ``__dict__``, in field order),
+    built without the frozen dataclass's ``object.__setattr__`` per field: a target lists
+    thousands (``tests/test_local_observe.py`` keeps the two in step)."""
+    reg: ObservedRegistry = object.__new__(ObservedRegistry)
+    reg.__dict__.update(uid=uid, kind=kind, name=name, scope=scope, spec=spec, builtin=builtin, ca_pem=ca_pem)
+    return reg
+
+
 @dataclass(frozen=True)
 class Settings:
     profile: str = "saas"

@@ -14,10 +14,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 from reconciler.errors import ClientError, Conflict, NotFound, TargetError
-from reconciler.model import ObservedRegistry, Registry, key_str, target_spec
+from reconciler.model import ObservedRegistry, Registry, key_str, observed_registry, target_spec
 from reconciler.profiles import default_registries as _default_registries
 from reconciler.targets.base import Secrets, SyncStatus, Target
 
@@ -42,6 +44,23 @@ CREATE TABLE IF NOT EXISTS sync_status (
     detail TEXT
 );
 """
+
+
+_raw_decode = json.JSONDecoder().raw_decode  # json.loads' own decoder, without its per-call checks
+
+
+def _spec_of(text: str) -> Any:
+    """``json.loads(text)``: the text we write (``json.dumps``) decodes in one step; anything
+    else (white space around it, extra data, invalid JSON) goes to ``json.loads`` itself,
+    which gives the same value or raises the same error."""
+    try:
+        value, end = _raw_decode(text)
+    except Exception:  # noqa: S110 - json.loads below answers, as before
+        pass
+    else:
+        if end == len(text):
+            return value
+    return json.loads(text)
 
 
 def _now() -> str:
@@ -158,20 +177,23 @@ class LocalTarget(Target):
     @staticmethod
     def _row(row: tuple[str, str, str, str, str, int]) -> ObservedRegistry:
         uid, kind, scope, name, spec, builtin = row
-        return ObservedRegistry(uid=uid, kind=kind, name=name, scope=scope, spec=json.loads(spec), builtin=bool(builtin))
+        return observed_registry(uid, kind, name, scope, _spec_of(spec), bool(builtin))
 
     def list(self) -> list[ObservedRegistry]:
+        # read-only: the rows are sorted here with the built-ins (kind, scope, name are unique
+        # among the rows, and the sort is stable: the same list as sorting SQLite's order)
         try:
             with self._lock:
                 rows = self.conn.execute(
                     "SELECT uid, kind, scope, name, spec, builtin FROM registries"
-                    + (" WHERE builtin = 0" if self.read_only else "") + " ORDER BY kind, scope, name"
+                    + (" WHERE builtin = 0" if self.read_only else " ORDER BY kind, scope, name")
                 ).fetchall()
         except sqlite3.DatabaseError as exc:
             raise TargetError(f"local target {self.path}: {exc}") from exc
-        out = [self._row(r) for r in rows]
+        row = self._row
+        out = [row(r) for r in rows]
         if self.read_only:
-            out = sorted(out + self._builtins, key=lambda o: (o.kind, o.scope, o.name))
+            out = sorted(out + self._builtins, key=attrgetter("kind", "scope", "name"))
         return out
 
     def get(self, kind: str, uid: str) -> ObservedRegistry:
