@@ -27,7 +27,7 @@ from reconciler.secrets import (
     warn_short_secrets,
 )
 from reconciler.state.base import State, StateStore
-from reconciler.targets.base import Known, Target
+from reconciler.targets.base import Known, Target, make_known
 
 if TYPE_CHECKING:
     from reconciler.markdown import Header
@@ -198,8 +198,9 @@ def known_to_target(desired: Desired, state: State) -> dict[str, Known]:
     """What a target may skip re-reading: recorded registries whose definition did not change
     since they were applied (a changed one is read in full, to diff against what is there)."""
     declared = {r.key: r.fingerprint for r in desired.registries}  # computed once, make_plan reuses it
-    return {rec.uid: Known(rec.version, rec.spec, rec.kind) for rec in state.records.values()
-            if rec.spec is not None and declared.get(rec.key) == rec.fingerprint}
+    get = declared.get
+    return {rec.uid: make_known(rec.version, rec.spec, rec.kind) for rec in state.records.values()
+            if rec.spec is not None and get((rec.scope, rec.kind, rec.name)) == rec.fingerprint}
 
 
 def _make_plan(

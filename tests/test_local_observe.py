@@ -97,3 +97,14 @@ def test_list_of_a_row_with_odd_json(tmp_path: Path) -> None:
     with pytest.raises(json.JSONDecodeError, match="Extra data"):
         reader.list()
     reader.close()
+
+
+def test_make_known_is_the_dataclass() -> None:
+    from reconciler.targets.base import Known, make_known
+
+    spec = {"endpoint": "https://x"}
+    for fast, plain in ((make_known("v1", spec, "HelmRegistry"), Known("v1", spec, "HelmRegistry")),
+                        (make_known(None, spec), Known(None, spec))):
+        assert fast == plain and repr(fast) == repr(plain)
+        assert list(vars(fast).items()) == list(vars(plain).items())
+    assert [f.name for f in dataclasses.fields(Known)] == list(vars(fast))  # a new field: add it to make_known

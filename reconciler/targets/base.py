@@ -63,6 +63,14 @@ class Known:
     kind: str = ""
 
 
+def make_known(version: str | None, spec: Mapping[str, Any], kind: str = "") -> Known:
+    """``Known(version, spec, kind)``, the same object (same ``__dict__``, in field order), built
+    without the frozen dataclass's ``object.__setattr__`` per field: a plan makes one per record."""
+    known: Known = object.__new__(Known)
+    known.__dict__.update(version=version, spec=spec, kind=kind)
+    return known
+
+
 @dataclass(frozen=True)
 class ProfileRef:
     """A cluster profile that references a registry by uid (impact of a delete or replace)."""
