@@ -120,14 +120,22 @@ def is_secret_ref(value: Any) -> bool:
 
 
 def iter_secret_refs(spec: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Mapping[str, str]]]:
-    """Yield (dotted path, reference) for every secret field in a canonical spec."""
+    """Yield (dotted path, reference) for every secret field in a canonical spec, in order.
+
+    Collected into a list first (a plan and the secret resolution walk every registry's spec:
+    nested generators cost more than the walk); callers only iterate."""
+    out: list[tuple[str, Mapping[str, str]]] = []
+    _secret_refs(spec, prefix, out)
+    return iter(out)
+
+
+def _secret_refs(spec: Mapping[str, Any], prefix: str, out: list[tuple[str, Mapping[str, str]]]) -> None:
     for k, v in spec.items():
         if type(v) is dict:  # canonical specs are plain dicts (and ABC checks are slow)
-            path = f"{prefix}{k}"
             if k in SECRET_FIELDS and len(v) == 1 and ("fromEnv" in v or "fromFile" in v):
-                yield path, v
+                out.append((f"{prefix}{k}", v))
             else:
-                yield from iter_secret_refs(v, path + ".")
+                _secret_refs(v, f"{prefix}{k}.", out)
 
 
 def target_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
