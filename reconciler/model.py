@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from json import encoder as _json_encoder
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 KINDS = ("OciRegistry", "HelmRegistry", "PackRegistry")
 SCOPES = ("tenant", "system")
@@ -23,6 +23,35 @@ SECRET_FIELDS = frozenset({"password", "token", "secretKey"})
 LOCAL_ONLY_FIELDS = frozenset({"requiredCharts"})
 
 Key = tuple[str, str, str]  # (scope, kind, name)
+
+
+_T = TypeVar("_T")
+
+
+class _once(Generic[_T]):  # noqa: N801 - used as a decorator, like property
+    """A value computed from a frozen instance on first use, then read as a plain attribute
+    (kept in the instance's ``__dict__``, which a non-data descriptor lets shadow it).
+
+    ``functools.cached_property`` without its lock (Python 3.11 takes an RLock on every first
+    use: measurable over 5,000 registries). Not a dataclass field: equality, ``repr``,
+    ``asdict`` and ``replace`` (a new instance computes it again) ignore it."""
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _once[_T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> _once[_T] | _T:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
 
 
 @dataclass(frozen=True)
@@ -48,11 +77,11 @@ class Registry:
     protect: bool = False
     source: Span | None = None
 
-    @property
+    @_once
     def key(self) -> Key:
         return (self.scope, self.kind, self.name)
 
-    @cached_property
+    @_once
     def fingerprint(self) -> str:
         """``fingerprint(self.spec)``, computed once: a plan compares it for every registry
         (``known_to_target`` and ``make_plan``). Not a field: equality, ``repr`` and

@@ -70,3 +70,13 @@ def test_registry_fingerprint_is_cached_and_not_a_field() -> None:
     assert "fingerprint" not in {f.name for f in dataclasses.fields(Registry)}
     other = dataclasses.replace(a, spec={**spec, "endpoint": "https://other.example.com"})
     assert other.fingerprint == fingerprint(other.spec) != a.fingerprint
+
+
+def test_registry_key_is_cached_and_follows_replace() -> None:
+    a = Registry(kind="HelmRegistry", name="a", scope="tenant", spec={})
+    assert a.key == ("tenant", "HelmRegistry", "a") and a.key is a.key
+    assert dataclasses.replace(a, name="b").key == ("tenant", "HelmRegistry", "b")
+    assert dataclasses.replace(a, scope="system", kind="OciRegistry").key == ("system", "OciRegistry", "a")
+    assert a == Registry(kind="HelmRegistry", name="a", scope="tenant", spec={})  # cached or not
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.name = "c"  # type: ignore[misc]
