@@ -208,7 +208,8 @@ def _make_plan(
 ) -> tuple[State, Plan, dict[Key, dict[str, str | None]]]:
     state = store.read()
     _check_state_target(state, target, store)
-    observed = target.observe({r.key for r in desired.registries}, known_to_target(desired, state))
+    known = known_to_target(desired, state) if target.observe_reads_known else {}
+    observed = target.observe({r.key for r in desired.registries}, known)
     store.verify(state, {o.uid for o in observed})  # a replaced state is refused here (issue #9.4)
     values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ,
                          roots=desired.settings.secret_roots, read_files=read_files)

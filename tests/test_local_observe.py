@@ -108,3 +108,42 @@ def test_make_known_is_the_dataclass() -> None:
         assert fast == plain and repr(fast) == repr(plain)
         assert list(vars(fast).items()) == list(vars(plain).items())
     assert [f.name for f in dataclasses.fields(Known)] == list(vars(fast))  # a new field: add it to make_known
+
+
+def test_the_local_target_is_given_no_known_as_it_reads_none(tmp_path: Path) -> None:
+    from reconciler import runner
+    from reconciler.model import Desired, fingerprint, target_spec
+    from reconciler.state.base import Record, State
+    from reconciler.targets.base import Target
+
+    # LocalTarget.observe is Target.observe, which lists everything whatever is known
+    assert LocalTarget.observe is Target.observe and not LocalTarget.observe_reads_known
+    reg = Registry(kind="HelmRegistry", name="a", scope="tenant", spec={"endpoint": "https://x"})
+    state = State()
+    state.records[reg.key] = Record(uid="u1", kind=reg.kind, name="a", scope="tenant", fingerprint=fingerprint(reg.spec),
+                                    spec=target_spec(reg.spec), version="v1")
+    seen: list[dict[str, Any]] = []
+
+    class Recording(LocalTarget):
+        def observe(self, wanted: Any, known: Any) -> list[ObservedRegistry]:
+            seen.append(dict(known))
+            return super().observe(wanted, known)
+
+    class Store:
+        description = "memory"
+
+        def read(self) -> State:
+            return state
+
+        def verify(self, state: State, uids: Any) -> None:
+            pass
+
+    opts = runner.Options(root=tmp_path)
+    results = []
+    for reads in (False, True):
+        target = Recording(tmp_path / "local.db", base_dir=tmp_path)
+        target.observe_reads_known = reads
+        results.append(runner._make_plan(opts, Desired(registries=[reg]), Store(), target, 5)[1])  # type: ignore[arg-type]
+        target.close()
+    assert seen == [{}, runner.known_to_target(Desired(registries=[reg]), state)] and seen[1]
+    assert results[0] == results[1]

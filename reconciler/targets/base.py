@@ -92,6 +92,9 @@ class Target(ABC):
     max_concurrency: int = 1
     #: whether create/update need secret values (the local target stores none)
     needs_secrets: bool = True
+    #: whether ``observe`` looks at ``known`` (what the state recorded) to skip re-reading; a
+    #: target that reads everything at once anyway (local) is given none to build
+    observe_reads_known: bool = True
 
     @property
     @abstractmethod
