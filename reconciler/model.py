@@ -186,19 +186,23 @@ def base_paths(spec: Mapping[str, Any]) -> list[str]:
 
 
 _c_make_encoder = getattr(_json_encoder, "c_make_encoder", None)
+# json.dumps(..., sort_keys=True, separators=(",", ":"), default=str) builds this C encoder per
+# call; one is enough. Without circular-reference markers (they are the only state it would
+# keep between calls): a circular spec ends in RecursionError, and then json.dumps itself
+# raises what it always raised.
+_encode = (_c_make_encoder(None, str, _json_encoder.encode_basestring_ascii, None, ":", ",", True, False, True)
+           if _c_make_encoder is not None else None)
 
 
 def _canonical_json(spec: Mapping[str, Any]) -> str:
     """``json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)``, byte for byte.
 
-    Calls the C encoder that ``json.dumps`` builds, without the Python-level set-up per call
-    (a fresh encoder each time: its circular-reference markers are per call, so threads and
-    a failed call share nothing). Anything unusual (no C encoder, an error) goes through
-    ``json.dumps`` itself, which gives the same text or raises the same error."""
-    if _c_make_encoder is not None:
+    Calls the C encoder ``json.dumps`` would build, without its Python-level set-up per
+    call. Anything unusual (no C encoder, any error) goes through ``json.dumps`` itself,
+    which gives the same text or raises the same error."""
+    if _encode is not None:
         try:
-            return "".join(_c_make_encoder({}, str, _json_encoder.encode_basestring_ascii, None, ":", ",", True,
-                                           False, True)(spec, 0))
+            return "".join(_encode(spec, 0))
         except Exception:  # noqa: S110 - json.dumps below raises it again, as before
             pass
     return json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)

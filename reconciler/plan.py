@@ -223,7 +223,10 @@ def _unchanged(reg: Registry, rec: Record, obs: ObservedRegistry, obs_of_uid: Ob
     spec = reg.spec
     if obs.spec != (spec if type(spec) is dict and LOCAL_ONLY_FIELDS.isdisjoint(spec) else target_spec(spec)):
         return False
-    return not any(v is not None for v in values.values())
+    for v in values.values():
+        if v is not None:
+            return False
+    return True
 
 
 def _noop(key: Key, uid: str, registry: Registry) -> Change:
@@ -247,7 +250,7 @@ def make_plan(
     desired_by_key = {r.key: r for r in desired}
     observed_list = list(observed)
     by_uid = {o.uid: o for o in observed_list}
-    by_key = {o.key: o for o in observed_list}
+    by_key = {(o.scope, o.kind, o.name): o for o in observed_list}  # o.key
     recorded_as: dict[str, Key] = {rec.uid: k for k, rec in state.records.items()}  # uids are unique (State)
     renamed: set[Key] = set()  # recorded keys whose registry was renamed on the target and in the file
     changes: list[Change] = []

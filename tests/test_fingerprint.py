@@ -80,3 +80,29 @@ def test_registry_key_is_cached_and_follows_replace() -> None:
     assert a == Registry(kind="HelmRegistry", name="a", scope="tenant", spec={})  # cached or not
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.name = "c"  # type: ignore[misc]
+
+
+def test_fingerprint_from_many_threads_at_once() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    specs = [{"n": i, "when": datetime.date(2024, 1, 1 + i % 28), "nested": {"a": [i, {"b": str(i)}]}}
+             for i in range(400)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(fingerprint, specs * 3))
+    assert got == [reference(s) for s in specs * 3]
+
+
+def test_deep_specs_and_their_errors_are_those_of_json_dumps() -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(200):
+        node["d"] = {}
+        node = node["d"]
+    assert fingerprint(deep) == reference(deep)
+    for _ in range(5000):
+        node["d"] = {}
+        node = node["d"]
+    with pytest.raises(RecursionError):
+        reference(deep)
+    with pytest.raises(RecursionError):
+        fingerprint(deep)
