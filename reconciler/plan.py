@@ -383,7 +383,9 @@ def make_plan(
             )
 
     deletions: list[Change] = []
-    for key in sorted(set(state.records) - set(desired_by_key) - renamed):
+    undeclared = [k for k in records if k not in desired_by_key]  # renamed ones among them
+    delete_keys = sorted(k for k in undeclared if k not in renamed)
+    for key in delete_keys:
         rec = state.records[key]
         obs = by_uid.get(rec.uid)
         if obs is not None and obs.builtin:
@@ -420,11 +422,12 @@ def make_plan(
             changes = [_guard_in_use(c, options.in_use, options.allow_in_use) for c in changes]
             if options.allow_in_use and any("--allow-in-use" in c.reason for c in changes):
                 notes.append("--allow-in-use: changes to registries that cluster profiles use are let through")
-    deletions = [c for c in changes if c.action == DELETE and not c.blocked]
+    # only the loop over delete_keys makes DELETE changes (the guards above keep the action)
+    deletions = [c for c in changes if c.action == DELETE and not c.blocked] if delete_keys else []
 
     refusals: list[str] = []
     live_deletions = len(deletions)
-    managed_left = len([k for k in state.records if k in desired_by_key]) + len(renamed)
+    managed_left = len(records) - len(undeclared) + len(renamed)  # recorded and declared, or renamed
     if live_deletions and managed_left == 0 and not options.allow_empty:
         refusals.append(
             f"refusing to delete every managed registry ({live_deletions}); pass --allow-empty if this is intended"
@@ -476,7 +479,10 @@ def _adopt(reg: Registry, obs: ObservedRegistry, reason: str = "") -> Change:
 def _never_delete_kept(changes: list[Change]) -> list[Change]:
     """#9.1: a plan never deletes (or replaces away) a uid that another change adopts, updates
     or keeps; such a delete is blocked, whatever led to it."""
-    if not any(c.action in (DELETE, REPLACE) for c in changes):
+    for c in changes:
+        if c.action == DELETE or c.action == REPLACE:
+            break
+    else:
         return changes  # nothing that could delete a uid
     kept: dict[str, Key] = {}
     for c in changes:

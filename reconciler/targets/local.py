@@ -46,7 +46,9 @@ CREATE TABLE IF NOT EXISTS sync_status (
 """
 
 
-_raw_decode = json.JSONDecoder().raw_decode  # json.loads' own decoder, without its per-call checks
+# the scanner of json.loads' own decoder (JSONDecoder.raw_decode calls it), without the
+# per-call checks and Python frames around it
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _spec_of(text: str) -> Any:
@@ -54,7 +56,7 @@ def _spec_of(text: str) -> Any:
     else (white space around it, extra data, invalid JSON) goes to ``json.loads`` itself,
     which gives the same value or raises the same error."""
     try:
-        value, end = _raw_decode(text)
+        value, end = _scan_once(text, 0)
     except Exception:  # noqa: S110 - json.loads below answers, as before
         pass
     else:
