@@ -442,8 +442,8 @@ def make_plan(
 def impact_uids(plan: Plan) -> list[str]:
     """The uids a plan would delete from the target (deletes and replaces): those whose
     users must be looked up before it may run."""
-    return sorted({str(c.uid) for c in plan.changes
-                   if c.uid and not c.blocked and (c.action == REPLACE or (c.action == DELETE and not c.gone))})
+    return sorted({str(c.uid) for c in plan.changes  # the action first: most changes are NOOPs
+                   if (c.action == REPLACE or (c.action == DELETE and not c.gone)) and c.uid and not c.blocked})
 
 
 def describe_refs(refs: Sequence[ProfileRef]) -> str:
