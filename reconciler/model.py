@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from json import encoder as _json_encoder
+from typing import Any, Generic, TypeVar, overload
 
 KINDS = ("OciRegistry", "HelmRegistry", "PackRegistry")
 SCOPES = ("tenant", "system")
@@ -22,6 +23,35 @@ SECRET_FIELDS = frozenset({"password", "token", "secretKey"})
 LOCAL_ONLY_FIELDS = frozenset({"requiredCharts"})
 
 Key = tuple[str, str, str]  # (scope, kind, name)
+
+
+_T = TypeVar("_T")
+
+
+class _once(Generic[_T]):  # noqa: N801 - used as a decorator, like property
+    """A value computed from a frozen instance on first use, then read as a plain attribute
+    (kept in the instance's ``__dict__``, which a non-data descriptor lets shadow it).
+
+    ``functools.cached_property`` without its lock (Python 3.11 takes an RLock on every first
+    use: measurable over 5,000 registries). Not a dataclass field: equality, ``repr``,
+    ``asdict`` and ``replace`` (a new instance computes it again) ignore it."""
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _once[_T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> _once[_T] | _T:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
 
 
 @dataclass(frozen=True)
@@ -47,9 +77,17 @@ class Registry:
     protect: bool = False
     source: Span | None = None
 
-    @property
+    @_once
     def key(self) -> Key:
         return (self.scope, self.kind, self.name)
+
+    @_once
+    def fingerprint(self) -> str:
+        """``fingerprint(self.spec)``, computed once: a plan compares it for every registry
+        (``known_to_target`` and ``make_plan``). Not a field: equality, ``repr`` and
+        ``dataclasses.replace`` (which recomputes it for the new spec) are unchanged; it
+        relies on the spec being treated as immutable, as it is everywhere."""
+        return fingerprint(self.spec)
 
 
 @dataclass(frozen=True)
@@ -69,6 +107,16 @@ class ObservedRegistry:
     @property
     def key(self) -> Key:
         return (self.scope, self.kind, self.name)
+
+
+def observed_registry(uid: str, kind: str, name: str, scope: str, spec: Mapping[str, Any], builtin: bool = False,
+                      ca_pem: str | None = None) -> ObservedRegistry:
+    """``ObservedRegistry(uid=..., ...)``, the same object (same ``__dict__``, in field order),
+    built without the frozen dataclass's ``object.__setattr__`` per field: a target lists
+    thousands (``tests/test_local_observe.py`` keeps the two in step)."""
+    reg: ObservedRegistry = object.__new__(ObservedRegistry)
+    reg.__dict__.update(uid=uid, kind=kind, name=name, scope=scope, spec=spec, builtin=builtin, ca_pem=ca_pem)
+    return reg
 
 
 @dataclass(frozen=True)
@@ -101,14 +149,22 @@ def is_secret_ref(value: Any) -> bool:
 
 
 def iter_secret_refs(spec: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Mapping[str, str]]]:
-    """Yield (dotted path, reference) for every secret field in a canonical spec."""
+    """Yield (dotted path, reference) for every secret field in a canonical spec, in order.
+
+    Collected into a list first (a plan and the secret resolution walk every registry's spec:
+    nested generators cost more than the walk); callers only iterate."""
+    out: list[tuple[str, Mapping[str, str]]] = []
+    _secret_refs(spec, prefix, out)
+    return iter(out)
+
+
+def _secret_refs(spec: Mapping[str, Any], prefix: str, out: list[tuple[str, Mapping[str, str]]]) -> None:
     for k, v in spec.items():
         if type(v) is dict:  # canonical specs are plain dicts (and ABC checks are slow)
-            path = f"{prefix}{k}"
             if k in SECRET_FIELDS and len(v) == 1 and ("fromEnv" in v or "fromFile" in v):
-                yield path, v
+                out.append((f"{prefix}{k}", v))
             else:
-                yield from iter_secret_refs(v, path + ".")
+                _secret_refs(v, f"{prefix}{k}.", out)
 
 
 def target_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,10 +185,36 @@ def base_paths(spec: Mapping[str, Any]) -> list[str]:
     return [p for p in paths if p] or [""]
 
 
+_c_make_encoder = getattr(_json_encoder, "c_make_encoder", None)
+# json.dumps(..., sort_keys=True, separators=(",", ":"), default=str) builds this C encoder per
+# call; one is enough. Without circular-reference markers (they are the only state it would
+# keep between calls): a circular spec ends in RecursionError, and then json.dumps itself
+# raises what it always raised.
+_encode = (_c_make_encoder(None, str, _json_encoder.encode_basestring_ascii, None, ":", ",", True, False, True)
+           if _c_make_encoder is not None else None)
+
+
+def _canonical_json(spec: Mapping[str, Any]) -> str:
+    """``json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)``, byte for byte.
+
+    Calls the C encoder ``json.dumps`` would build, without its Python-level set-up per
+    call. Anything unusual (no C encoder, any error) goes through ``json.dumps`` itself,
+    which gives the same text or raises the same error."""
+    if _encode is not None:
+        try:
+            return "".join(_encode(spec, 0))
+        except Exception:  # noqa: S110 - json.dumps below raises it again, as before
+            pass
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def fingerprint(spec: Mapping[str, Any]) -> str:
-    """Stable digest of a canonical spec (secret *references* included, never values)."""
-    data = json.dumps(target_spec(spec), sort_keys=True, separators=(",", ":"), default=str)
-    return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+    """Stable digest of a canonical spec (secret *references* included, never values).
+
+    The digest's input is fixed: recorded fingerprints in users' states must keep matching."""
+    if type(spec) is not dict or not LOCAL_ONLY_FIELDS.isdisjoint(spec):
+        spec = target_spec(spec)  # always a plain dict, as before
+    return "sha256:" + hashlib.sha256(_canonical_json(spec).encode()).hexdigest()
 
 
 # Without a key, a recorded hash is a password-guessing oracle for anyone who can read the

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from reconciler.model import (
+    LOCAL_ONLY_FIELDS,
     Key,
     ObservedRegistry,
     Registry,
     Span,
-    fingerprint,
     flatten,
     is_secret_ref,
     iter_secret_refs,
@@ -25,7 +25,7 @@ from reconciler.model import (
     secret_matches,
     target_spec,
 )
-from reconciler.state.base import State
+from reconciler.state.base import Record, State
 
 if TYPE_CHECKING:
     from reconciler.targets.base import ProfileRef
@@ -204,6 +204,40 @@ def secret_hashes(salt: str, registry: Registry, values: Mapping[str, str | None
     return out
 
 
+# The common registry of a large plan: recorded, applied, reported back as it was applied.
+# False runs every registry through the detailed path (tests compare the two).
+_FAST_NOOP = True
+
+
+def _unchanged(reg: Registry, rec: Record, obs: ObservedRegistry, obs_of_uid: ObservedRegistry | None,
+               values: Mapping[str, str | None]) -> bool:
+    """Whether the detailed path of ``make_plan`` is bound to end in a plain NOOP: the recorded
+    uid is the registry of this name (not built-in, same name), the fingerprint and protect
+    are the recorded ones, the target reports exactly the desired spec (no drift: the
+    observable view of equal specs is the observed spec) and no secret value is known to
+    compare with the recorded hashes."""
+    if obs_of_uid is not obs or obs.builtin or obs.name != reg.name:
+        return False
+    if reg.fingerprint != rec.fingerprint or reg.protect != rec.protect:
+        return False
+    spec = reg.spec
+    if obs.spec != (spec if type(spec) is dict and LOCAL_ONLY_FIELDS.isdisjoint(spec) else target_spec(spec)):
+        return False
+    for v in values.values():
+        if v is not None:
+            return False
+    return True
+
+
+def _noop(key: Key, uid: str, registry: Registry) -> Change:
+    """``Change(NOOP, key, uid=uid, registry=registry)``, the same object (same ``__dict__``, in
+    field order), without the frozen dataclass's ``object.__setattr__`` per field."""
+    change: Change = object.__new__(Change)
+    change.__dict__.update(action=NOOP, key=key, uid=uid, fields=(), reason="", registry=registry, blocked="",
+                           state_only=False, gone=False, renamed_from=None)
+    return change
+
+
 def make_plan(
     desired: Iterable[Registry],
     state: State,
@@ -216,16 +250,22 @@ def make_plan(
     desired_by_key = {r.key: r for r in desired}
     observed_list = list(observed)
     by_uid = {o.uid: o for o in observed_list}
-    by_key = {o.key: o for o in observed_list}
+    by_key = {(o.scope, o.kind, o.name): o for o in observed_list}  # o.key
     recorded_as: dict[str, Key] = {rec.uid: k for k, rec in state.records.items()}  # uids are unique (State)
     renamed: set[Key] = set()  # recorded keys whose registry was renamed on the target and in the file
     changes: list[Change] = []
     warnings: list[str] = []
 
+    records = state.records
+    for_key = secrets.for_key
     for key in sorted(desired_by_key):
         reg = desired_by_key[key]
-        rec = state.records.get(key)
+        rec = records.get(key)
         obs_same_name = by_key.get(key)
+        if _FAST_NOOP and rec is not None and obs_same_name is not None and _unchanged(
+                reg, rec, obs_same_name, by_uid.get(rec.uid), for_key(key)):
+            changes.append(_noop(key, obs_same_name.uid, reg))
+            continue
         renamed_from: Key | None = None
         if obs_same_name is not None and obs_same_name.builtin:
             changes.append(
@@ -285,28 +325,32 @@ def make_plan(
             continue
         old_spec = rec.spec if rec.spec is not None else {}
         new_spec = target_spec(reg.spec)
-        fp_changed = fingerprint(reg.spec) != rec.fingerprint
+        fp_changed = reg.fingerprint != rec.fingerprint
         immutable = _immutable_change(reg.kind, old_spec or obs.spec, new_spec) if fp_changed else ""
         fields = []
         reason = ""
         if fp_changed and rec.spec is not None:
             fields = _field_diff(old_spec, new_spec, only_old_keys=False)
-        view = _observable_view(new_spec, obs.spec)
-        drift = [] if view == obs.spec else _field_diff(obs.spec, view, only_old_keys=True)
-        if drift:
-            known = {f.path for f in fields}
-            extra = [f for f in drift if f.path not in known]
-            if extra:
-                reason = "drift: changed on the target outside reconcile"
-                fields += extra
-            immutable = immutable or _immutable_change(reg.kind, obs.spec, new_spec)
+        # the target reports exactly the desired spec (the common case): its observable view
+        # is what it reports, no drift (_observable_view of equal specs gives the observed one)
+        if obs.spec != new_spec:
+            view = _observable_view(new_spec, obs.spec)
+            drift = [] if view == obs.spec else _field_diff(obs.spec, view, only_old_keys=True)
+            if drift:
+                known = {f.path for f in fields}
+                extra = [f for f in drift if f.path not in known]
+                if extra:
+                    reason = "drift: changed on the target outside reconcile"
+                    fields += extra
+                immutable = immutable or _immutable_change(reg.kind, obs.spec, new_spec)
         values = secrets.for_key(key)
-        for path, _ref in iter_secret_refs(reg.spec):
-            value = values.get(path)
-            recorded = rec.secret_hashes.get(path)
-            if value is not None and secret_matches(recorded, state.salt, path, value, secrets.state_key) is False:
-                if not any(f.path == path for f in fields):
-                    fields.append(FieldChange(path, "(sensitive)", "(sensitive)", True))
+        if any(v is not None for v in values.values()):  # else no secret of this registry to compare
+            for path, _ref in iter_secret_refs(reg.spec):
+                value = values.get(path)
+                recorded = rec.secret_hashes.get(path)
+                if value is not None and secret_matches(recorded, state.salt, path, value, secrets.state_key) is False:
+                    if not any(f.path == path for f in fields):
+                        fields.append(FieldChange(path, "(sensitive)", "(sensitive)", True))
         if fp_changed and not fields:
             fields.append(FieldChange("spec", "(changed)", "(changed)"))
         state_only = False
@@ -339,7 +383,9 @@ def make_plan(
             )
 
     deletions: list[Change] = []
-    for key in sorted(set(state.records) - set(desired_by_key) - renamed):
+    undeclared = [k for k in records if k not in desired_by_key]  # renamed ones among them
+    delete_keys = sorted(k for k in undeclared if k not in renamed)
+    for key in delete_keys:
         rec = state.records[key]
         obs = by_uid.get(rec.uid)
         if obs is not None and obs.builtin:
@@ -376,11 +422,12 @@ def make_plan(
             changes = [_guard_in_use(c, options.in_use, options.allow_in_use) for c in changes]
             if options.allow_in_use and any("--allow-in-use" in c.reason for c in changes):
                 notes.append("--allow-in-use: changes to registries that cluster profiles use are let through")
-    deletions = [c for c in changes if c.action == DELETE and not c.blocked]
+    # only the loop over delete_keys makes DELETE changes (the guards above keep the action)
+    deletions = [c for c in changes if c.action == DELETE and not c.blocked] if delete_keys else []
 
     refusals: list[str] = []
     live_deletions = len(deletions)
-    managed_left = len([k for k in state.records if k in desired_by_key]) + len(renamed)
+    managed_left = len(records) - len(undeclared) + len(renamed)  # recorded and declared, or renamed
     if live_deletions and managed_left == 0 and not options.allow_empty:
         refusals.append(
             f"refusing to delete every managed registry ({live_deletions}); pass --allow-empty if this is intended"
@@ -395,8 +442,8 @@ def make_plan(
 def impact_uids(plan: Plan) -> list[str]:
     """The uids a plan would delete from the target (deletes and replaces): those whose
     users must be looked up before it may run."""
-    return sorted({str(c.uid) for c in plan.changes
-                   if c.uid and not c.blocked and (c.action == REPLACE or (c.action == DELETE and not c.gone))})
+    return sorted({str(c.uid) for c in plan.changes  # the action first: most changes are NOOPs
+                   if (c.action == REPLACE or (c.action == DELETE and not c.gone)) and c.uid and not c.blocked})
 
 
 def describe_refs(refs: Sequence[ProfileRef]) -> str:
@@ -432,6 +479,11 @@ def _adopt(reg: Registry, obs: ObservedRegistry, reason: str = "") -> Change:
 def _never_delete_kept(changes: list[Change]) -> list[Change]:
     """#9.1: a plan never deletes (or replaces away) a uid that another change adopts, updates
     or keeps; such a delete is blocked, whatever led to it."""
+    for c in changes:
+        if c.action == DELETE or c.action == REPLACE:
+            break
+    else:
+        return changes  # nothing that could delete a uid
     kept: dict[str, Key] = {}
     for c in changes:
         if c.action in (ADOPT, UPDATE, NOOP) and c.uid:

@@ -27,7 +27,7 @@ from reconciler.secrets import (
     warn_short_secrets,
 )
 from reconciler.state.base import State, StateStore
-from reconciler.targets.base import Known, Target
+from reconciler.targets.base import Known, Target, make_known
 
 if TYPE_CHECKING:
     from reconciler.markdown import Header
@@ -197,11 +197,10 @@ def _target(opts: Options, profile: str, err: TextIO, *, read_only: bool = False
 def known_to_target(desired: Desired, state: State) -> dict[str, Known]:
     """What a target may skip re-reading: recorded registries whose definition did not change
     since they were applied (a changed one is read in full, to diff against what is there)."""
-    from reconciler.model import fingerprint
-
-    declared = {r.key: fingerprint(r.spec) for r in desired.registries}
-    return {rec.uid: Known(rec.version, rec.spec, rec.kind) for rec in state.records.values()
-            if rec.spec is not None and declared.get(rec.key) == rec.fingerprint}
+    declared = {r.key: r.fingerprint for r in desired.registries}  # computed once, make_plan reuses it
+    get = declared.get
+    return {rec.uid: make_known(rec.version, rec.spec, rec.kind) for rec in state.records.values()
+            if rec.spec is not None and get((rec.scope, rec.kind, rec.name)) == rec.fingerprint}
 
 
 def _make_plan(
@@ -209,7 +208,8 @@ def _make_plan(
 ) -> tuple[State, Plan, dict[Key, dict[str, str | None]]]:
     state = store.read()
     _check_state_target(state, target, store)
-    observed = target.observe({r.key for r in desired.registries}, known_to_target(desired, state))
+    known = known_to_target(desired, state) if target.observe_reads_known else {}
+    observed = target.observe({r.key for r in desired.registries}, known)
     store.verify(state, {o.uid for o in observed})  # a replaced state is refused here (issue #9.4)
     values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ,
                          roots=desired.settings.secret_roots, read_files=read_files)

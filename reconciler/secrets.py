@@ -241,6 +241,8 @@ def resolve_all(
     for reg in registries:
         values, missing = resolve(reg, base_dir=base_dir, environ=environ, roots=roots, read_files=read_files)
         out[reg.key] = values
+        if not required:
+            continue  # the problems are only for the error below
         for m in missing:
             where = f"{reg.source}: " if reg.source else ""
             problems.append(f"{where}{reg.kind}/{reg.name}: {m}")

@@ -452,3 +452,32 @@ def test_credentials_in_an_endpoint_are_masked_in_other_messages_too(tmp_path: P
     from reconciler.validation import show
 
     assert show("ftp://admin:hunter2-pw-h4@h.example.com") == "'ftp://(credentials)@h.example.com'"
+
+
+def _secret_refs_reference(spec, prefix=""):
+    """iter_secret_refs as it was: nested generators."""
+    from reconciler.model import SECRET_FIELDS
+
+    for k, v in spec.items():
+        if type(v) is dict:
+            path = f"{prefix}{k}"
+            if k in SECRET_FIELDS and len(v) == 1 and ("fromEnv" in v or "fromFile" in v):
+                yield path, v
+            else:
+                yield from _secret_refs_reference(v, path + ".")
+
+
+@pytest.mark.parametrize("spec", [
+    {},
+    {"auth": {"type": "basic", "username": "u", "password": {"fromEnv": "PW"}}, "tls": {"caFile": "ca.pem"}},
+    {"auth": {"type": "ecr", "credentials": {"accessKey": "a", "secretKey": {"fromFile": "k"}}, "token": {"fromEnv": "T"}}},
+    {"password": {"fromEnv": "A", "extra": 1}, "x": {"token": {"fromFile": "f"}, "y": {"secretKey": {"fromEnv": "B"}}}},
+    {"a": {"b": {"c": {"password": {"fromEnv": "DEEP"}}}}, "token": "literal", 5: {"password": {"fromEnv": "K"}}},
+])
+def test_iter_secret_refs_yields_what_the_generator_yielded(spec):
+    from reconciler.model import iter_secret_refs
+
+    got = list(iter_secret_refs(spec))
+    assert got == list(_secret_refs_reference(spec))
+    assert list(iter_secret_refs(spec, "spec.")) == list(_secret_refs_reference(spec, "spec."))
+    assert all(ref is dict(_secret_refs_reference(spec))[path] for path, ref in got)  # the spec's own objects

@@ -91,7 +91,8 @@ class State:
             uids: dict[str, Record] = {}
             for i, raw in enumerate(registries):
                 rec = _record(raw, i)
-                if rec.key in records:
+                key = (rec.scope, rec.kind, rec.name)  # rec.key
+                if key in records:
                     raise ValueError(f"registries[{i}]: {rec.kind}/{rec.name} (scope {rec.scope}) is recorded twice")
                 # #9.3: one uid under two records would make a plan delete a registry it keeps
                 # (or PUT one registry's spec onto another)
@@ -99,7 +100,7 @@ class State:
                 if twin is not None:
                     raise ValueError(f"registries[{i}]: uid {rec.uid!r} of {rec.kind}/{rec.name} is also recorded "
                                      f"for {twin.kind}/{twin.name}")
-                records[rec.key] = rec
+                records[key] = rec
                 uids[rec.uid] = rec
             return cls(
                 lineage=data["lineage"],
@@ -133,10 +134,68 @@ def _check_field(data: dict[str, Any], name: str, typ: type | tuple[type, ...], 
 
 
 _RECORD_FIELDS = {f.name for f in fields(Record)}
+_KIND_SET, _SCOPE_SET = frozenset(KINDS), frozenset(SCOPES)
+_LAST_SYNC_STRINGS = ("status", "last_synced", "last_success", "last_run", "fingerprint", "message")
 
 
 def _record(raw: Any, i: int) -> Record:
-    """One recorded registry, every field checked (a corrupt state must not crash later)."""
+    """One recorded registry, every field checked (a corrupt state must not crash later).
+
+    A state holds thousands: the shape every good record has is checked first with plain
+    type tests (JSON gives exact types); anything else goes to the field-by-field checker,
+    which refuses it (or accepts it) with its own words."""
+    if type(raw) is dict:
+        rec = _record_fast(raw)
+        if rec is not None:
+            return rec
+    return _record_checked(raw, i)
+
+
+def _record_fast(raw: dict[str, Any]) -> Record | None:
+    """The record ``_record_checked`` would build, or None when it must look itself (this
+    accepts only what it accepts, and builds the same ``Record``)."""
+    get = raw.get
+    uid, kind, name, scope, fp = get("uid"), get("kind"), get("name"), get("scope"), get("fingerprint")
+    protect, origin, hashes = get("protect"), get("origin", "created"), get("secret_hashes")
+    applied_commit, applied_at, version = get("applied_commit"), get("applied_at"), get("version")
+    last_sync, spec = get("last_sync"), get("spec")
+    if not (
+        raw.keys() <= _RECORD_FIELDS
+        and type(uid) is str and uid and type(name) is str and name and type(fp) is str
+        and type(kind) is str and kind in _KIND_SET and type(scope) is str and scope in _SCOPE_SET
+        and (protect is None or protect is True or protect is False)
+        and type(origin) is str and (origin == "created" or origin == "adopted")
+        and (applied_commit is None or type(applied_commit) is str)
+        and (applied_at is None or type(applied_at) is str)
+        and (version is None or type(version) is str)
+        and (hashes is None or (type(hashes) is dict
+                                and all(type(k) is str and type(v) is str for k, v in hashes.items())))
+        and (last_sync is None or (type(last_sync) is dict
+                                   and all(last_sync.get(n) is None or type(last_sync[n]) is str
+                                           for n in _LAST_SYNC_STRINGS)))
+        and (spec is None or (type(spec) is dict and _spec_fast(spec)))
+    ):
+        return None
+    # positional, in field order (tests/test_state_record.py compares with the checker's Record)
+    return Record(uid, kind, name, scope, fp, {} if hashes is None else hashes, protect is True, origin,
+                  applied_commit, applied_at, last_sync, spec, version)
+
+
+def _spec_fast(spec: dict[str, Any]) -> bool:
+    """What ``_check_spec`` accepts, in plain type tests (False: let it look)."""
+    tls, auth = spec.get("tls"), spec.get("auth")
+    if not (tls is None or type(tls) is dict) or not all(type(k) is str for k in spec):
+        return False
+    if auth is None:
+        return True
+    if type(auth) is not dict or type(auth.get("type", "")) is not str:
+        return False
+    credentials = auth.get("credentials")
+    return credentials is None or type(credentials) is dict
+
+
+def _record_checked(raw: Any, i: int) -> Record:
+    """``_record`` field by field, each refusal in its own words."""
     prefix = f"registries[{i}]: "
     if not isinstance(raw, dict):
         raise ValueError(f"{prefix}must be an object, not {type(raw).__name__}")

@@ -63,6 +63,14 @@ class Known:
     kind: str = ""
 
 
+def make_known(version: str | None, spec: Mapping[str, Any], kind: str = "") -> Known:
+    """``Known(version, spec, kind)``, the same object (same ``__dict__``, in field order), built
+    without the frozen dataclass's ``object.__setattr__`` per field: a plan makes one per record."""
+    known: Known = object.__new__(Known)
+    known.__dict__.update(version=version, spec=spec, kind=kind)
+    return known
+
+
 @dataclass(frozen=True)
 class ProfileRef:
     """A cluster profile that references a registry by uid (impact of a delete or replace)."""
@@ -84,6 +92,9 @@ class Target(ABC):
     max_concurrency: int = 1
     #: whether create/update need secret values (the local target stores none)
     needs_secrets: bool = True
+    #: whether ``observe`` looks at ``known`` (what the state recorded) to skip re-reading; a
+    #: target that reads everything at once anyway (local) is given none to build
+    observe_reads_known: bool = True
 
     @property
     @abstractmethod
