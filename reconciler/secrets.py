@@ -19,7 +19,6 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
@@ -273,6 +272,8 @@ def prehash(salt: str, recorded: Mapping[Key, Mapping[str, str]], all_values: Ma
     workers = min(8, os.cpu_count() or 1, len(pairs))
     if workers < 2:
         return
+    from concurrent.futures import ThreadPoolExecutor  # (and logging): only when there is work
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(lambda pv: secret_hash(salt, pv[0], pv[1]), pairs))
 
