@@ -116,6 +116,7 @@ class ValidationCache:
         self.used_stats: set[str] = set()
         self.dirty = False
         self.warnings: list[tuple[str, str]] = []  # (where, message)
+        self._now = time.time_ns()  # files changed less than _RACY_NS before the run are not aliased
         self._key: bytes | None = None
         if directory is None:
             return
@@ -212,7 +213,8 @@ class ValidationCache:
         return digest.hexdigest()
 
     def stat_key(self, name: str, size: int, stamp: tuple[int, int, int] | None) -> str:
-        return f"{name}\0{size}\0{stamp}"
+        mtime, inode, ctime = stamp or (0, 0, 0)
+        return f"{name}\0{size}\0{mtime}\0{inode}\0{ctime}"
 
     def get_by_stat(self, stat_key: str) -> Entry | None:
         key = self.stats.get(stat_key)
@@ -228,7 +230,7 @@ class ValidationCache:
         mtime (a write in the same clock tick could leave it unchanged: git's racy-clean)."""
         if stat_key is None or stamp is None or self.path is None or key not in self.entries:
             return
-        if time.time_ns() - max(stamp[0], stamp[2]) < _RACY_NS:
+        if self._now - max(stamp[0], stamp[2]) < _RACY_NS:
             return
         if self.stats.get(stat_key) != key:
             self.stats[stat_key] = key
