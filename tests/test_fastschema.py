@@ -186,6 +186,13 @@ def test_the_quick_check_reports_what_the_walks_report(corpus, tmp_path, monkeyp
 
     rnd = random.Random(5)
     docs = list(corpus[:120])
+    for doc in corpus[:200]:  # every one-token field, wherever it is, given inner and outer spaces
+        for path in _paths(doc):
+            if path and path[-1] in validation._TOKEN_FIELDS and isinstance(_get(doc, path), str):
+                for spaced in ("a b", " x", "x\u00a0y"):
+                    mutated = copy.deepcopy(doc)
+                    _get(mutated, path[:-1])[path[-1]] = spaced
+                    docs.append(mutated)
     for _ in range(1500):
         doc = copy.deepcopy(rnd.choice(corpus))
         paths = [p for p in _paths(doc) if p]

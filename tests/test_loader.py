@@ -121,6 +121,20 @@ def test_deep_nesting_is_bounded() -> None:
     assert [p.rule for p in f.problems] == ["yaml-depth"]
 
 
+@pytest.mark.parametrize("depth", [62, 63, 64, 65])
+def test_the_fast_path_bounds_depth_as_the_builder_does(depth: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast builder takes string children inline (no call per scalar): still not one level
+    deeper than the reporting builder allows, in sequences and in mappings."""
+    for text in ("a: " + "[" * depth + "x" + "]" * depth + "\n", "a: " + "{b: " * depth + "x" + "}" * depth + "\n"):
+        fast = parse(text)
+        monkeypatch.setattr(loader, "_fast", lambda *a: (_ for _ in ()).throw(loader._Slow()))
+        full = parse(text)
+        monkeypatch.undo()
+        assert [p.rule for p in fast.problems] == [p.rule for p in full.problems]
+        assert [d.value for d in fast.documents] == [d.value for d in full.documents]
+    assert bool(fast.problems) is (depth >= 64)
+
+
 # ------------------------------------------------------------------ bytes
 
 
