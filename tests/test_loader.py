@@ -342,12 +342,15 @@ LAZY_CASES = [
 
 @pytest.mark.parametrize("text", LAZY_CASES)
 def test_fast_documents_locate_exactly_as_the_full_builder(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    fast = parse(text)
+    fast, hinted = parse(text), parse(text)
     assert all(d.strings is not None for d in fast.documents)  # the fast path took them
     monkeypatch.setattr(loader, "_fast", lambda *a: (_ for _ in ()).throw(loader._Slow()))
     full = parse(text)
     assert [d.value for d in fast.documents] == [d.value for d in full.documents]
     assert not fast.problems and not full.problems
+    for f, g in zip(hinted.documents, full.documents, strict=True):  # the hints, before any lookup
+        assert [f.position(h) for h in loader.HINTS] == [g.position(h) for h in loader.HINTS]
+        assert f._positions is None  # answered from the hints: the file was not parsed again
     for f, g in zip(fast.documents, full.documents, strict=True):
         for path in _all_paths(g.value):
             for key in (False, True):
