@@ -9,6 +9,7 @@ returns the exit code.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -110,12 +111,33 @@ def build_target(opts: Options, profile: str, progress: Callable[[str], None] | 
     raise InputError(f"unknown target {opts.target!r}: choose local or palette")
 
 
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Run the core (load, validate, plan) without the cyclic collector.
+
+    The core builds hundreds of thousands of small containers that hold no reference cycle
+    (values, documents, records, changes); the collector would walk them again and again as
+    they pile up, for nothing to free: a sixth of a cold plan of 5,000 definitions. So it is
+    paused meanwhile; what the core built is then frozen (``gc.freeze``: never walked again,
+    and kept, as it is anyway) and collection resumes for what comes next (apply, sync)."""
+    if not gc.isenabled():  # nested, or paused by the caller
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def _load(opts: Options, *, require_definitions: bool = False) -> LoadResult:
     """Load and validate; ``require_definitions``: a missing ``registries.d/`` is an error
     (a wrong ``--dir`` or ``--ref`` must not plan "nothing declared")."""
     from reconciler.validation import load_and_validate
 
-    result = load_and_validate(opts.root, ref=opts.ref, profile=opts.profile)
+    with paused_gc():
+        result = load_and_validate(opts.root, ref=opts.ref, profile=opts.profile)
     if require_definitions:
         check_definitions_present(opts)
     return result
@@ -205,6 +227,13 @@ def known_to_target(desired: Desired, state: State) -> dict[str, Known]:
 
 def _make_plan(
     opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int, read_files: bool = True
+) -> tuple[State, Plan, dict[Key, dict[str, str | None]]]:
+    with paused_gc():
+        return _plan_now(opts, desired, store, target, max_del, read_files)
+
+
+def _plan_now(
+    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int, read_files: bool
 ) -> tuple[State, Plan, dict[Key, dict[str, str | None]]]:
     state = store.read()
     _check_state_target(state, target, store)

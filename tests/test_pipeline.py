@@ -47,3 +47,34 @@ def test_runner_reaches_the_catalog_through_the_target_interface(tmp_path: Path)
         assert target.catalog("no-such-uid") == {}
     finally:
         target.close()
+
+
+def test_the_core_runs_without_the_cyclic_collector_and_gives_it_back(monkeypatch, tmp_path) -> None:
+    """runner.paused_gc: load and plan run with the collector paused (it would walk their
+    containers for nothing); it is back on afterwards, after an error too, and a nested pause
+    does not turn it back on early."""
+    import gc
+
+    from reconciler import runner, validation
+
+    assert gc.isenabled()
+    seen = []
+    real = validation.load_and_validate
+
+    def spy(*a, **k):
+        seen.append(gc.isenabled())
+        with runner.paused_gc():  # nested: still paused inside, still paused after
+            pass
+        seen.append(gc.isenabled())
+        return real(*a, **k)
+
+    monkeypatch.setattr(validation, "load_and_validate", spy)
+    (tmp_path / "registries.d").mkdir()
+    runner._load(runner.Options(root=tmp_path))
+    assert seen == [False, False] and gc.isenabled()
+    try:
+        with runner.paused_gc():
+            raise ValueError("boom")
+    except ValueError:
+        pass
+    assert gc.isenabled()

@@ -60,10 +60,13 @@ def run_validate(
     quiet: bool = False,
 ) -> int:
     """Validate and report; 1 on any error, 0 when clean (warnings do not fail)."""
+    from reconciler.runner import paused_gc
+
     try:
-        result = load_and_validate(
-            Path(root), paths=[Path(p) for p in paths] if paths else None, ref=ref, profile=profile
-        )
+        with paused_gc():
+            result = load_and_validate(
+                Path(root), paths=[Path(p) for p in paths] if paths else None, ref=ref, profile=profile
+            )
     except ReconcilerError as exc:
         if fmt == "json":
             stream.write(
