@@ -165,7 +165,8 @@ class Document:
 
 
 def _hints(root: yaml.Node) -> dict[Path_, tuple[int, int]]:
-    """``{h: _walk(root, h, False) for h in HINTS}`` in one pass over the top-level keys."""
+    """The positions of ``HINTS`` (each path's node, or its nearest existing ancestor's), in
+    one pass over the top-level keys."""
     here = _mark(root)
     kind = meta = name = here
     if type(root) is yaml.MappingNode:
@@ -203,29 +204,6 @@ class Reparse:
 
 def _mark(node: yaml.Node) -> tuple[int, int]:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
-
-
-def _walk(node: yaml.Node, path: Path_, key: bool) -> tuple[int, int]:
-    """``Document.position`` read from the nodes of a fast-path document (each mapping key
-    is its scalar's text there, and no node is shared), without building any table: the
-    hints of a fast-path document."""
-    pos = _mark(node)
-    key_pos: tuple[int, int] | None = None
-    for part in path:
-        key_pos = None
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if k.value == part:
-                    key_pos, node = _mark(k), v
-                    break
-            else:
-                return pos
-        elif isinstance(node, yaml.SequenceNode) and type(part) is int and 0 <= part < len(node.value):
-            node = node.value[part]
-        else:
-            return pos
-        pos = _mark(node)
-    return key_pos if key and key_pos is not None else pos
 
 
 @dataclass
