@@ -246,7 +246,7 @@ def compile_schema(schema: Mapping[str, Any]) -> Check | None:
     try:
         compiler = _Compiler(schema)
         entry = compiler.function(schema)
-    except (Unsupported, KeyError, TypeError, ValueError, re.error):
+    except (Unsupported, KeyError, TypeError, ValueError, re.error, RecursionError):  # RecursionError: a $ref cycle
         return None
     namespace: dict[str, Any] = {"C": compiler.consts, "_equal": _equal, "_number": _number,
                                  "_is_integer": _is_integer, "_unique": _unique, "_MISSING": _MISSING}

@@ -97,7 +97,7 @@ class Document:
         """A document built by the fast path (no alias, merge or duplicate: see ``_fast``).
 
         ``strings``: every mapping key and string value in it, so that a checker can test them
-        all at once (one regular expression over their join) instead of walking the values.
+        all at once (one scan of their join) instead of walking the values.
         Its nodes are not kept (they cost more memory, and collector time, than the values):
         positions beyond ``hints`` come from parsing the file again, if ever asked for."""
         doc = cls.from_source(file, index, value, hints, source)

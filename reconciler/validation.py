@@ -318,7 +318,7 @@ class _Checker:
             )
             return _Checked(self.doc, None, self.problems, False)
         spec = value.get("spec")
-        if self.quick(value, spec):
+        if self.quick(value):
             literal = self.endpoint_credentials(spec) if isinstance(spec, dict) else set()
             kind = value.get("kind") if isinstance(value.get("kind"), str) else None
             if isinstance(spec, dict) and kind == "OciRegistry":
@@ -336,13 +336,13 @@ class _Checker:
         ok = not self.doc.load_errors and not any(p.severity == "error" for p in self.problems)
         return _Checked(self.doc, kind, self.problems, ok)
 
-    def quick(self, value: dict[str, Any], spec: Any) -> bool:
+    def quick(self, value: dict[str, Any]) -> bool:
         """Whether the walks below can find nothing, tested at once: the document came from
         the loader's fast path (its strings are known), none of them holds a control character
         or any whitespace (so ``hygiene`` finds nothing), none is a reserved variable's name,
         and the compiled schema accepts it (then no secret field holds a literal:
-        ``test_the_schema_refuses_every_literal_secret``). One search over the join of the
-        strings and one schema call, instead of three walks over the values."""
+        ``test_the_schema_refuses_every_literal_secret``). One scan of the joined strings and
+        one schema call, instead of three walks over the values."""
         strings = self.doc.strings
         if strings is None:
             return False
