@@ -129,14 +129,38 @@ class Settings:
     secret_roots: tuple[str, ...] = ()  # Settings.spec.secretRoots: where fromFile/caFile may read besides the repo
 
 
-@dataclass
 class Desired:
-    """What the repository declares, plus where it came from."""
+    """What the repository declares, plus where it came from: ``commit``, the SHA the files
+    came from (None for a directory outside git), and ``dirty``, whether the work tree differs
+    from it under registries.d/.
 
-    registries: list[Registry] = field(default_factory=list)
-    settings: Settings = field(default_factory=Settings)
-    commit: str | None = None  # SHA the files came from, None for a non-git dir
-    dirty: bool = False  # work tree differs from the commit under registries.d/
+    ``origin`` gives both when first asked for, and only then: a plan shown as text or JSON
+    shows neither, and for a work tree the answer is a ``git status`` of every definition."""
+
+    __slots__ = ("registries", "settings", "_origin", "_commit", "_dirty")
+
+    def __init__(self, registries: list[Registry] | None = None, settings: Settings | None = None,
+                 commit: str | None = None, dirty: bool = False, *,
+                 origin: Callable[[], tuple[str | None, bool]] | None = None) -> None:
+        self.registries: list[Registry] = [] if registries is None else registries
+        self.settings: Settings = Settings() if settings is None else settings
+        self._origin = origin
+        self._commit, self._dirty = commit, dirty
+
+    def _ask(self) -> None:
+        if self._origin is not None:
+            origin, self._origin = self._origin, None
+            self._commit, self._dirty = origin()
+
+    @property
+    def commit(self) -> str | None:
+        self._ask()
+        return self._commit
+
+    @property
+    def dirty(self) -> bool:
+        self._ask()
+        return self._dirty
 
 
 def key_str(key: Key) -> str:

@@ -654,22 +654,14 @@ def _where(doc: Document, path: Sequence[str | int] = ()) -> str:
 
 def discover_sources(
     root: Path, paths: Sequence[Path] | None, ref: str | None
-) -> tuple[list[loader.SourceFile], list[Problem], str | None, bool]:
-    commit: str | None
+) -> tuple[list[loader.SourceFile], list[Problem], Callable[[], tuple[str | None, bool]]]:
+    """The files to read, the problems met finding them, and where they come from: a
+    function giving (commit, dirty), which asks git of a work tree only when called."""
     if ref is not None:
         sources, raw, commit = loader.discover_git(root, ref, paths)
-        dirty = False
-    else:
-        sources, raw = loader.discover(root, paths)
-        commit, dirty = loader.git_info(root)
-    return sources, [_raw(p) for p in raw], commit, dirty
-
-
-def load_files(
-    root: Path, paths: Sequence[Path] | None, ref: str | None
-) -> tuple[list[LoadedFile], list[Problem], str | None, bool]:
-    sources, problems, commit, dirty = discover_sources(root, paths, ref)
-    return [loader.load_file(s) for s in sources], problems, commit, dirty
+        return sources, [_raw(p) for p in raw], lambda: (commit, False)
+    sources, raw = loader.discover(root, paths)
+    return sources, [_raw(p) for p in raw], lambda: loader.git_info(root)
 
 
 def check_file(src: loader.SourceFile) -> tuple[list[Problem], list[_Checked]]:
@@ -742,7 +734,7 @@ def load_and_validate(
     if profile is not None and profile not in PROFILES:
         raise InputError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     root = Path(root)
-    sources, problems, commit, dirty = discover_sources(root, paths, ref)
+    sources, problems, origin = discover_sources(root, paths, ref)
     failed: set[str] = {p.file for p in problems if p.severity == "error"}
     checked: list[_Checked] = []
     cache = ValidationCache.for_root(root, tracked=loader.tracked_by_git)
@@ -877,7 +869,7 @@ def load_and_validate(
     problems.sort(key=lambda p: (p.file, p.line, p.col, p.severity, p.message))
     problems = list(dict.fromkeys(problems))  # same problem twice (e.g. via an alias): once
     return LoadResult(
-        desired=Desired(registries=registries, settings=settings, commit=commit, dirty=dirty),
+        desired=Desired(registries=registries, settings=settings, origin=origin),
         problems=problems,
         failed_files=failed,
         files=[s.name for s in sources],

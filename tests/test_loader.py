@@ -254,6 +254,21 @@ def test_git_work_tree_commit_and_dirty(repo: Path) -> None:
     assert load_and_validate(repo).desired.dirty is True
 
 
+def test_git_is_asked_where_the_files_come_from_only_when_it_is_read(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan shown as text or JSON shows no commit: its load runs no `git status` (a
+    subprocess over every definition); the first read asks once, for both answers."""
+    write(repo, "registries.d/a.yaml", HELM.format(name="a"))
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "a")
+    asked: list[Path] = []
+    real = loader.git_info
+    monkeypatch.setattr(loader, "git_info", lambda root: asked.append(root) or real(root))
+    result = load_and_validate(repo)
+    assert result.ok and asked == []
+    assert (result.desired.commit, result.desired.dirty) == (git(repo, "rev-parse", "HEAD"), False)
+    assert asked == [repo]
+
+
 def test_outside_git(tmp_path: Path) -> None:
     write(tmp_path, "registries.d/a.yaml", HELM.format(name="a"))
     result = load_and_validate(tmp_path)
