@@ -32,7 +32,6 @@ import hashlib
 import hmac
 import marshal
 import os
-import secrets
 import stat
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from typing import Any
 from reconciler import __version__
 from reconciler.loader import HINTS
 
-FORMAT = 3  # 3: marshal (2: JSON)
+FORMAT = 4  # 4: tuples, flat hints (3: marshal lists, 2: JSON)
 KEY_FILE = "key"
 CACHE_FILE = "validate.cache"
 _KEY_BYTES = 32
@@ -52,7 +51,9 @@ _MAX_ENTRIES = 50_000
 _RACY_NS = 2_000_000_000
 
 Hints = dict[tuple[str, ...], tuple[int, int]]
+FlatHints = tuple[int, ...]  # (line, col) of each of ``HINTS``, in order, one flat tuple
 Entry = list[tuple[int, Any, Hints]]  # (document index, value, position hints) per document
+_FLAT = 2 * len(HINTS)
 
 
 def _code_salt() -> str:
@@ -77,27 +78,23 @@ def default_dir() -> Path:
 
 
 def _entry(raw: Any) -> Entry | None:
-    """A well-formed entry, or None (a malformed one is a miss, issue 9.19)."""
-    if not isinstance(raw, list):
+    """A well-formed entry, or None (a malformed one is a miss, issue 9.19).
+
+    Stored: a tuple per file of ``(index, value, flat hints)`` per document (plain tuples,
+    so that a cold run, which writes thousands, builds few objects)."""
+    if type(raw) is not tuple:
         return None
     out: Entry = []
     for item in raw:
-        if not (isinstance(item, list) and len(item) == 3):
+        if type(item) is not tuple or len(item) != 3:
             return None
-        index, value, hints = item
-        if type(index) is not int or not isinstance(value, dict) or not isinstance(hints, list):
+        index, value, flat = item
+        if type(index) is not int or type(value) is not dict or type(flat) is not tuple or len(flat) != _FLAT:
             return None
-        table: Hints = {}
-        for h in hints:
-            if not (isinstance(h, list) and len(h) == 2 and isinstance(h[0], list) and isinstance(h[1], list)):
+        for n in flat:
+            if type(n) is not int or n < 1:
                 return None
-            path, pos = h
-            if not all(isinstance(p, str) for p in path) or len(pos) != 2:
-                return None
-            if not all(type(n) is int and n >= 1 for n in pos):
-                return None
-            table[tuple(path)] = (pos[0], pos[1])
-        out.append((index, value, table))
+        out.append((index, value, {path: (flat[2 * i], flat[2 * i + 1]) for i, path in enumerate(HINTS)}))
     return out
 
 
@@ -167,7 +164,7 @@ class ValidationCache:
                 os.close(fd)
             if len(data) == _KEY_BYTES:
                 return data
-        key = secrets.token_bytes(_KEY_BYTES)  # missing, or not ours: a new one
+        key = os.urandom(_KEY_BYTES)  # missing, or not ours: a new one (secrets.token_bytes)
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(prefix=".key-", dir=directory)  # created 0600
@@ -244,13 +241,11 @@ class ValidationCache:
         self.used.add(key)
         return entry
 
-    def put(self, key: str, docs: Sequence[tuple[int, Any, Hints]]) -> None:
+    def put(self, key: str, docs: Sequence[tuple[int, Any, FlatHints]]) -> None:
+        """``docs``: (index, value, flat hints) of each document of the file."""
         if self.path is None:
             return  # values are the loader's: str keys and plain scalars (save refuses others)
-        self.entries[key] = [
-            [index, value, [[list(p), list(pos)] for p, pos in hints.items()]]  # plain lists, as read back
-            for index, value, hints in docs
-        ]
+        self.entries[key] = tuple(docs)
         self.used.add(key)
         self.dirty = True
 
@@ -276,7 +271,3 @@ class ValidationCache:
             os.replace(tmp, self.path)
         except OSError:
             pass  # a cache that cannot be written is only slower
-
-
-def hints_of(position: Callable[[Sequence[str | int]], tuple[int, int]]) -> Hints:
-    return {h: position(h) for h in HINTS}

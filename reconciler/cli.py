@@ -13,7 +13,6 @@ import math
 import os
 import re
 import sys
-import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
@@ -195,6 +194,8 @@ def handle_errors(f: Callable[..., int]) -> Callable[..., None]:
             click.echo(f"internal error: {type(exc).__name__}: {redact_resolved(str(exc))}", err=True)
             click.echo("this is a bug in reconcile; please report it with the output of -v", err=True)
             if _verbosity(args, kwargs):
+                import traceback
+
                 click.echo(redact_resolved(traceback.format_exc()), err=True)
             code = 3
         sys.exit(code)

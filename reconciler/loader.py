@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import subprocess
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -149,6 +148,15 @@ class Document:
     def start(self) -> tuple[int, int]:
         return self.position(())
 
+    def flat_hints(self) -> tuple[int, ...]:
+        """The positions of ``HINTS`` in one flat tuple, (line, col) of each in order (what
+        the validation cache keeps of a document's positions)."""
+        if self._positions is None:
+            h = self._hints
+            (a, b), (c, d), (e, f) = h[()], h[_KIND], h[_NAME]
+            return (a, b, c, d, e, f)
+        return tuple(n for path in HINTS for n in self.position(path))
+
     def position(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
         """Position of the node at ``path``, or of its nearest existing ancestor."""
         p = tuple(path)
@@ -180,7 +188,7 @@ def _hints(root: yaml.Node) -> dict[Path_, tuple[int, int]]:
                         if k2.value == "name":
                             name = _mark(v2)
                             break
-    return {(): here, ("kind",): kind, ("metadata", "name"): name}
+    return {(): here, _KIND: kind, _NAME: name}
 
 
 class Reparse:
@@ -564,6 +572,8 @@ def git_info(root: Path) -> tuple[str | None, bool]:
         return None, False
     # one `git status` answers both (porcelain v2 names the HEAD commit): no gitpython, whose
     # import alone costs about three times the status of 5,000 files
+    import subprocess  # not imported by a run that asks git nothing
+
     try:
         res = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain=v2", "--branch", "--untracked-files=all", "--",
@@ -613,6 +623,8 @@ def tracked_by_git(directory: Path) -> bool:
     directory = Path(directory)
     if not directory.is_dir() or not _in_git_work_tree(directory):
         return False
+    import subprocess
+
     try:  # git itself, not gitpython (whose import costs more than the question)
         res = subprocess.run(["git", "-C", str(directory), "ls-files", "--", "."], capture_output=True, text=True,
                              timeout=120, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
@@ -689,7 +701,8 @@ def decode(name: str, data: bytes) -> tuple[str | None, RawProblem | None]:
     return text, None
 
 
-HINTS: tuple[tuple[str, ...], ...] = ((), ("kind",), ("metadata", "name"))  # placed without parsing again
+_KIND, _NAME = ("kind",), ("metadata", "name")
+HINTS: tuple[tuple[str, ...], ...] = ((), _KIND, _NAME)  # placed without parsing again
 
 _RESOLVERS = yaml.resolver.Resolver.yaml_implicit_resolvers  # first character -> [(tag, regexp)]
 _PLAIN_TAGS: dict[str, str] = {}  # a plain scalar's text -> its tag (keys and values repeat)

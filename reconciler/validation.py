@@ -14,7 +14,6 @@ Settings, built-in defaults of the profile, VerteX FIPS policy) and the legacy-P
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from . import loader
-from .cache import ValidationCache, hints_of
+from .cache import ValidationCache
 from .errors import InputError
 from .fastschema import compile_schema
-from .loader import Document, LoadedFile, RawProblem
+from .loader import Document, RawProblem
 from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
 from .profiles import DEFAULT_PROFILE, PROFILES, SYSTEM_SCOPE_PROFILES, default_keys
 from .secrets import MAX_CA_FILE, MAX_SECRET_FILE, RESERVED_ENV, path_problem
@@ -271,6 +270,8 @@ def _type_of(value: Any) -> str:
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     pool = list(candidates)
+    import difflib  # only for a misspelt name: not imported by every run
+
     close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
     if not close:
         lowered = {c.lower(): c for c in pool}
@@ -715,7 +716,7 @@ def _cached_check_file(
         return [], _restore(src, entry, lambda: loader.decode(src.name, data)[0] or "")
     problems, checked = check_file(loader.SourceFile(src.name, data=data, size=len(data)))
     if not problems and all(c.ok for c in checked):
-        cache.put(key, [(c.doc.index, c.doc.value, hints_of(c.doc.position)) for c in checked])
+        cache.put(key, [(c.doc.index, c.doc.value, c.doc.flat_hints()) for c in checked])
         cache.alias(stat_key, key, src.stamp)
     return problems, checked
 

@@ -57,8 +57,8 @@ def replaced(value, old: str, new: str):
         return value.replace(old, new)
     if isinstance(value, dict):
         return {replaced(k, old, new): replaced(v, old, new) for k, v in value.items()}
-    if isinstance(value, list):
-        return [replaced(v, old, new) for v in value]
+    if isinstance(value, (list, tuple)):
+        return type(value)(replaced(v, old, new) for v in value)
     return value
 
 
@@ -266,6 +266,9 @@ def test_entries_not_written_with_our_key_are_ignored(repo: Path, cache_dir: Pat
     1, "x", None, [1], [[0]], [["0", {}, []]], [[0, "not a mapping", []]], [[0, {}, "hints"]],
     [[0, {"kind": "HelmRegistry"}, [["kind"]]]], [[0, {"kind": "x"}, [[["kind"], [0, 1]]]]],
     [[0, {"kind": "x"}, [[["kind"], ["1", 1]]]]], [[0, {}, [[[1], [1, 1]]]]],
+    (0,), ((0, {}),), (("0", {}, (1,) * 6),), ((0, "not a mapping", (1,) * 6),), ((0, {}, [1] * 6),),
+    ((0, {}, (1,) * 5),), ((0, {}, (1,) * 7),), ((0, {}, (1, 1, 1, 1, 1, 0)),), ((0, {}, (1, 1, 1, 1, 1, "1")),),
+    ((0, {}, (1, 1, True, 1, 1, 1)),), ((0, {"kind": "HelmRegistry"}, (1,) * 6), 1),
 ])
 def test_corrupt_entries_are_recomputed_not_a_traceback(repo: Path, cache_dir: Path, entry):
     expected = summary(load_and_validate(repo))
@@ -274,7 +277,7 @@ def test_corrupt_entries_are_recomputed_not_a_traceback(repo: Path, cache_dir: P
     sign(cache_dir, data)  # correctly signed: damage from a bug or the disk, not an attacker
     assert summary(load_and_validate(repo)) == expected
     assert summary(load_and_validate(repo)) == expected  # and the rewritten cache is sound
-    assert all(isinstance(v, list) and v and isinstance(v[0], list) for v in contents(cache_dir)["files"].values())
+    assert all(type(v) is tuple and v and type(v[0]) is tuple for v in contents(cache_dir)["files"].values())
 
 
 @pytest.mark.parametrize("what", ["key", CACHE_FILE])

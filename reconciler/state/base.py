@@ -10,8 +10,7 @@ contract suite in ``tests/support/state_contract.py``.
 
 from __future__ import annotations
 
-import secrets as _secrets
-import uuid
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Collection
 from contextlib import AbstractContextManager
@@ -46,12 +45,18 @@ class Record:
         return (self.scope, self.kind, self.name)
 
 
+def _new_lineage() -> str:
+    import uuid  # a new state only: uuid imports platform, which every run would pay for
+
+    return str(uuid.uuid4())
+
+
 @dataclass
 class State:
-    lineage: str = field(default_factory=lambda: str(uuid.uuid4()))
+    lineage: str = field(default_factory=lambda: _new_lineage())
     serial: int = 0
     tool_version: str = __version__
-    salt: str = field(default_factory=lambda: _secrets.token_hex(16))
+    salt: str = field(default_factory=lambda: os.urandom(16).hex())  # secrets.token_hex(16)
     target: str = ""
     records: dict[Key, Record] = field(default_factory=dict)
 

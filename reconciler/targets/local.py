@@ -9,7 +9,7 @@ built-in default registries (read-only), and runs content syncs for real through
 from __future__ import annotations
 
 import json
-import secrets as _secrets
+import os
 import sqlite3
 import threading
 import time
@@ -229,7 +229,7 @@ class LocalTarget(Target):
 
     def create(self, registry: Registry, secrets: Secrets) -> str:
         self._refuse_if_read_only()
-        uid = _secrets.token_hex(12)
+        uid = os.urandom(12).hex()  # secrets.token_hex(12)
         try:
             with self._lock, self.conn:
                 self.conn.execute("BEGIN IMMEDIATE")
