@@ -49,6 +49,7 @@ CACHE_FILE = "validate.cache"
 _KEY_BYTES = 32
 _MAX_ENTRIES = 50_000
 _RACY_NS = 2_000_000_000
+_MARSHAL_VERSION = 2  # see save
 
 Hints = dict[tuple[str, ...], tuple[int, int]]
 FlatHints = tuple[int, ...]  # (line, col) of each of ``HINTS``, in order, one flat tuple
@@ -58,7 +59,7 @@ _FLAT = 2 * len(HINTS)
 
 def _code_salt() -> str:
     here = Path(__file__).resolve().parent
-    parts = [str(FORMAT), __version__, sys.implementation.cache_tag or "", str(marshal.version)]
+    parts = [str(FORMAT), __version__, sys.implementation.cache_tag or "", f"{marshal.version}/{_MARSHAL_VERSION}"]
     digest = hashlib.blake2b(digest_size=16)
     for rel in ("loader.py", "validation.py", "cache.py", "fastschema.py", "profiles.py", "model.py", "text.py",
                 "schema/registry.schema.json"):
@@ -260,14 +261,18 @@ class ValidationCache:
         if len(keep) > _MAX_ENTRIES:
             return
         try:
-            body = marshal.dumps({"salt": self.salt, "files": keep, "stats": stats})
+            # version 2: without the back-references of 3 and 4, which marshal finds with a table
+            # of every object shared elsewhere; here that is every value (the run still holds
+            # its documents), so the table costs more than the file it saves (27% larger)
+            body = marshal.dumps({"salt": self.salt, "files": keep, "stats": stats}, _MARSHAL_VERSION)
         except ValueError:
             return  # a value marshal cannot write: no cache rather than a wrong one
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(prefix=".validate-", dir=self.path.parent)
             with os.fdopen(fd, "wb") as fh:
-                fh.write(self._mac(body).encode() + b"\n" + body)
+                fh.write(self._mac(body).encode() + b"\n")
+                fh.write(body)  # not joined first: a copy of the whole file
             os.replace(tmp, self.path)
         except OSError:
             pass  # a cache that cannot be written is only slower

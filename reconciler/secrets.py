@@ -136,15 +136,17 @@ def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
             raise FileRefused(f"is {_kind_of(st.st_mode)}, not a regular file")
         if st.st_size > limit:
             raise FileRefused(f"is larger than {limit} bytes")
-        chunks: list[bytes] = []
-        left = limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 16))
+        # what fstat says, plus one byte to see a file that grew; then bounded reads to the end
+        # or the limit (the common file is one read and one buffer, not a list joined)
+        parts = [os.read(fd, min(st.st_size, limit) + 1)]
+        got = len(parts[0])
+        while got <= limit:
+            chunk = os.read(fd, min(limit + 1 - got, 1 << 16))
             if not chunk:
                 break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
+            parts.append(chunk)
+            got += len(chunk)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
     finally:
         os.close(fd)
     if len(data) > limit:
