@@ -90,6 +90,23 @@ class Registry:
         return fingerprint(self.spec)
 
 
+def declared_registry(kind: str, name: str, scope: str, spec: Mapping[str, Any], protect: bool = False,
+                      source: Span | None = None) -> Registry:
+    """``Registry(kind=..., ...)``, the same object (same ``__dict__``, in field order), built
+    without the frozen dataclass's ``object.__setattr__`` per field: validation builds one per
+    definition (``tests/test_fingerprint.py`` keeps the two in step)."""
+    reg: Registry = object.__new__(Registry)
+    reg.__dict__.update(kind=kind, name=name, scope=scope, spec=spec, protect=protect, source=source)
+    return reg
+
+
+def span(file: str, line: int = 0, col: int = 0) -> Span:
+    """``Span(file, line, col)``, built as ``declared_registry`` builds a ``Registry``."""
+    where: Span = object.__new__(Span)
+    where.__dict__.update(file=file, line=line, col=col)
+    return where
+
+
 @dataclass(frozen=True)
 class ObservedRegistry:
     """A registry as a target reports it: canonical spec without secrets."""

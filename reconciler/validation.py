@@ -27,7 +27,7 @@ from .cache import ValidationCache
 from .errors import InputError
 from .fastschema import compile_schema
 from .loader import Document, RawProblem
-from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span
+from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span, declared_registry, span
 from .profiles import DEFAULT_PROFILE, PROFILES, SYSTEM_SCOPE_PROFILES, default_keys
 from .secrets import MAX_CA_FILE, MAX_SECRET_FILE, RESERVED_ENV, path_problem
 from .text import CONTROL, describe, escape
@@ -634,6 +634,8 @@ class _Checker:
 
 def _has_userinfo(endpoint: str) -> bool:
     """Whether the authority of ``endpoint`` (scheme optional) holds ``user[:pass]@``."""
+    if "@" not in endpoint:  # the common endpoint: one scan
+        return False
     rest = endpoint.split("://", 1)[1] if "://" in endpoint else endpoint
     # anything before the first '@' that precedes the query is userinfo: a password may hold
     # '/', so the authority cannot be cut at the first slash first
@@ -853,16 +855,8 @@ def load_and_validate(
         _secret_rules(c, spec, root, settings.secret_roots, fail)
         if c.ok:
             line, col = c.doc.start
-            registries.append(
-                Registry(
-                    kind=c.kind,
-                    name=str(name),
-                    scope=scope,
-                    spec=canonical_spec(c.kind, spec),
-                    protect=bool(meta.get("protect", False)),
-                    source=Span(c.doc.file, line, col),
-                )
-            )
+            registries.append(declared_registry(c.kind, str(name), scope, canonical_spec(c.kind, spec),
+                                                bool(meta.get("protect", False)), span(c.doc.file, line, col)))
 
     for c in checked:
         if not c.ok:

@@ -106,3 +106,24 @@ def test_deep_specs_and_their_errors_are_those_of_json_dumps() -> None:
         reference(deep)
     with pytest.raises(RecursionError):
         fingerprint(deep)
+
+
+def test_the_fast_constructors_build_what_the_dataclasses_build() -> None:
+    """Validation builds a Registry and a Span per definition without the frozen dataclass's
+    per-field ``object.__setattr__``: the same objects, fields in order, still frozen."""
+    from reconciler.model import Span, declared_registry, span
+
+    where = span("registries.d/a.yaml", 3, 7)
+    assert where == Span("registries.d/a.yaml", 3, 7) and list(vars(where)) == [f.name for f in dataclasses.fields(Span)]
+    assert str(where) == "registries.d/a.yaml:3:7" and hash(where) == hash(Span("registries.d/a.yaml", 3, 7))
+    for protect, source in ((False, None), (True, where)):
+        fast = declared_registry("HelmRegistry", "a", "tenant", dict(SPECS[1]), protect, source)
+        plain = Registry(kind="HelmRegistry", name="a", scope="tenant", spec=dict(SPECS[1]), protect=protect,
+                         source=source)
+        assert fast == plain and repr(fast) == repr(plain) and vars(fast) == vars(plain)
+        assert list(vars(fast)) == [f.name for f in dataclasses.fields(Registry)]  # a new field: add it there
+        assert fast.fingerprint == plain.fingerprint and fast.key == plain.key
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            fast.name = "b"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        where.line = 1  # type: ignore[misc]
