@@ -78,6 +78,8 @@ _TYPE_TESTS = {
 }
 
 
+_CONDITIONAL = {"if", "then", "else"}
+_OBJECT_TESTS = {"required", "properties"}
 _SIMPLE = _ANNOTATIONS | {"type", "const", "enum", "pattern", "minLength", "maxLength", "minimum", "maximum",
                          "exclusiveMinimum", "exclusiveMaximum", "$ref"}
 
@@ -96,6 +98,7 @@ class _Compiler:
         self.consts: list[Any] = []
         self.done: dict[int, str] = {}  # id(subschema) -> function name
         self.keep: list[Any] = []  # keeps the ids above alive
+        self.names = 0  # fresh names for the values inline expressions read (t1, t2, ...)
 
     def const(self, value: Any) -> str:
         self.consts.append(value)
@@ -152,12 +155,28 @@ class _Compiler:
             tests.append(f"(not _number({x}) or ({' and '.join(numbers)}))")
         return tests
 
+    def fresh(self) -> str:
+        self.names += 1
+        return f"t{self.names}"
+
     def expr(self, schema: Any, x: str) -> str | None:
         """An expression true when ``x`` is valid, for a subschema of scalar checks only (and
-        ``$ref`` to one); None for any other."""
+        ``$ref`` to one), for a small object test (``required`` and ``properties`` of such
+        subschemas: the ``if`` of a discriminator), and for an ``if``/``then``/``else`` alone;
+        None for any other."""
         if schema is True or schema is False:
             return str(schema)
-        if not isinstance(schema, dict) or set(schema) - _SIMPLE:
+        if not isinstance(schema, dict):
+            return None
+        keys = set(schema) - _ANNOTATIONS
+        if keys and keys <= _CONDITIONAL:
+            cond = self.call(schema["if"], x) if "if" in schema else "True"
+            then = self.call(schema["then"], x) if "then" in schema else "True"
+            other = self.call(schema["else"], x) if "else" in schema else "True"
+            return f"(({then}) if ({cond}) else ({other}))"
+        if keys & _OBJECT_TESTS and keys <= _OBJECT_TESTS | {"type"}:
+            return self._object_expr(schema, x)
+        if keys - _SIMPLE:
             return None
         tests = self._scalar_tests(schema, x)
         if "$ref" in schema:
@@ -166,6 +185,23 @@ class _Compiler:
                 return None
             tests.append(inner)
         return " and ".join(tests) if tests else "True"
+
+    def _object_expr(self, s: Mapping[str, Any], x: str) -> str | None:
+        """``required`` and ``properties`` (each property's subschema an expression too) as one
+        expression; each property is read once, into a name of its own (``:=``)."""
+        tests = [f"{k!r} in {x}" for k in s.get("required", [])]
+        for k, sub in s.get("properties", {}).items():
+            t = self.fresh()
+            inner = self.expr(sub, t)
+            if inner is None:
+                return None
+            tests.append(f"(({t} := {x}.get({k!r}, _MISSING)) is _MISSING or ({inner}))")
+        body = " and ".join(tests) or "True"
+        if "type" in s:
+            if s["type"] != "object":
+                return None
+            return f"(isinstance({x}, dict) and {body})"
+        return f"(not isinstance({x}, dict) or ({body}))"
 
     def call(self, schema: Any, x: str) -> str:
         """An expression true when ``x`` is valid against ``schema``: inline, or a call."""

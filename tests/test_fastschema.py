@@ -130,6 +130,15 @@ def test_corpus_and_mutations_agree(check, corpus):
     ({"if": {"required": ["a"]}, "then": {"required": ["b"]}}, {"a": 1}, False),
     ({"if": {"required": ["a"]}, "then": {"required": ["b"]}}, {"c": 1}, True),
     ({"$defs": {"s": {"type": "string"}}, "items": {"$ref": "#/$defs/s"}}, ["a", 2], False),
+    # inline forms: an if/then/else alone, a discriminator's object test, properties read once each
+    *[({"allOf": [{"if": {"properties": {"k": {"const": "a"}}, "required": ["k"]},
+                   "then": {"properties": {"n": {"type": "integer"}}},
+                   "else": {"type": "object", "required": ["m"], "properties": {"m": {"enum": ["x"]}}}}]}, v, ok)
+      for v, ok in (({"k": "a", "n": 1}, True), ({"k": "a", "n": "1"}, False), ({"k": "b", "m": "x"}, True),
+                    ({"k": "b", "m": "y"}, False), ({"n": 1}, False), ("k", True), ([1], True))],
+    ({"properties": {"a": {"properties": {"b": {"type": "string"}}}}}, {"a": {"b": 1}}, False),
+    ({"properties": {"a": {"properties": {"b": {"type": "string"}}}}}, {"a": 1}, True),
+    ({"properties": {"a": {"type": "object", "properties": {"b": {"const": 1}}}}}, {"a": []}, False),
 ])
 def test_keywords(schema, value, valid):
     check = compile_schema(schema)
