@@ -8,7 +8,7 @@ warm: the cache of the previous run. The corpus is ``bench/corpus.py`` (kinds, o
 fields, key order, styles, comments, several documents per file, nested folders).
 Bars: cold <= 1.3x the floor (aim 1.1).
 
-    python bench/plan.py [--n 5000] [--diff 50] [--repeat 3]
+    python bench/plan.py [--n 5000] [--diff 50] [--repeat 3] [--instructions]
 """
 
 from __future__ import annotations
@@ -66,12 +66,26 @@ def timed(cmd: list[str], cwd: Path, repeat: int, env: dict[str, str] | None = N
     return statistics.median(walls), statistics.median(cpus)
 
 
+def instructions(cmd: list[str], cwd: Path, env: dict[str, str]) -> int:
+    """Instructions one run executes, counted by callgrind (``valgrind`` must be installed)."""
+    with tempfile.TemporaryDirectory() as out:
+        res = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.out", *cmd], cwd=cwd,
+                             capture_output=True, text=True, env={**os.environ, **env})
+    counts = [line for line in res.stderr.splitlines() if "Collected :" in line]
+    if not counts:
+        raise SystemExit(f"valgrind gave no count: {res.stderr[-1000:]}")
+    return int(counts[-1].rsplit(":", 1)[1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--diff", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the generated repository (for profiling)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count instructions (valgrind --tool=callgrind, about 2 minutes): the floor and one "
+                         "cold dry-run; unlike CPU time, the count does not move with the machine's other tenants")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-plan-"))
     caches = Path(tempfile.mkdtemp(prefix="bench-plan-caches-"))  # outside the work tree, as ~/.cache is
@@ -140,6 +154,12 @@ def main() -> None:
               f"{'':26s}CPU {med(floors, 1):.2f} s")
         line("reconcile --dry-run cold (empty RECONCILER_CACHE_DIR)", cold, True)
         line("reconcile --dry-run warm (validation cache)", warm, False)
+        if a.instructions:
+            floor_ir = instructions([sys.executable, "-c", FLOOR, str(defs)], tmp, env)
+            cold_ir = instructions([*cmd, "--dry-run"], tmp, {**env, "RECONCILER_CACHE_DIR": str(caches / "cold-ir")})
+            print(f"{'instructions (callgrind): floor':52s}  {floor_ir / 1e9:.2f} G; cold --dry-run "
+                  f"{cold_ir / 1e9:.2f} G, ratio {cold_ir / floor_ir:.2f} (not the bar: CPU time also pays for "
+                  "memory, page faults and cache misses)")
     finally:
         if a.keep:
             print(f"kept {tmp}")

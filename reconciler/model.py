@@ -87,7 +87,13 @@ class Registry:
         (``known_to_target`` and ``make_plan``). Not a field: equality, ``repr`` and
         ``dataclasses.replace`` (which recomputes it for the new spec) are unchanged; it
         relies on the spec being treated as immutable, as it is everywhere."""
-        return fingerprint(self.spec)
+        return _digest(self.target_json)
+
+    @_once
+    def target_json(self) -> str:
+        """``canonical_json(target_spec(self.spec))``, computed once: the fingerprint's input,
+        and the text the local target stores (a plan compares the two texts)."""
+        return canonical_json(_target_view(self.spec))
 
 
 def declared_registry(kind: str, name: str, scope: str, spec: Mapping[str, Any], protect: bool = False,
@@ -124,6 +130,58 @@ class ObservedRegistry:
     @property
     def key(self) -> Key:
         return (self.scope, self.kind, self.name)
+
+    def reports_json(self, text: str) -> bool:
+        """Whether the target reported exactly ``text`` as this registry's spec: True only for
+        one built by ``observed_from_json`` from that very text, whose ``spec`` is then the
+        text's value (equal canonical texts are equal specs). Otherwise compare ``spec``."""
+        return self.__dict__.get("_spec_json") == text
+
+
+class _DecodedOnRead:
+    """``ObservedRegistry.spec`` of a registry built by ``observed_from_json``: its JSON text,
+    decoded on the first read and kept. Any other instance has its spec in its ``__dict__``,
+    which an attribute read finds first (this descriptor has no ``__set__``)."""
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        spec = obj.__dict__["spec"] = decode_spec(obj.__dict__["_spec_json"])
+        return spec
+
+
+setattr(ObservedRegistry, "spec", _DecodedOnRead())  # noqa: B010 - a field's class attribute, after dataclass
+
+
+# the scanner of json.loads' own decoder (JSONDecoder.raw_decode calls it), without the
+# per-call checks and Python frames around it
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def decode_spec(text: str) -> Any:
+    """``json.loads(text)``: the text we write (``canonical_json``) decodes in one step;
+    anything else (white space around it, extra data, invalid JSON) goes to ``json.loads``
+    itself, which gives the same value or raises the same error."""
+    try:
+        value, end = _scan_once(text, 0)
+    except Exception:  # noqa: S110 - json.loads below answers, as before
+        pass
+    else:
+        if end == len(text):
+            return value
+    return json.loads(text)
+
+
+def observed_from_json(uid: str, kind: str, name: str, scope: str, spec_json: str, builtin: bool = False,
+                       ca_pem: str | None = None) -> ObservedRegistry:
+    """``observed_registry(..., decode_spec(spec_json), ...)``, but the spec is decoded only when
+    read: a plan finds most registries unchanged by comparing ``spec_json`` with the desired
+    spec's canonical text (``reports_json``), without the value. Equal to the eager one in
+    every field (``tests/test_local_observe.py``)."""
+    reg: ObservedRegistry = object.__new__(ObservedRegistry)
+    reg.__dict__.update(uid=uid, kind=kind, name=name, scope=scope, _spec_json=spec_json, builtin=builtin,
+                        ca_pem=ca_pem)
+    return reg
 
 
 def observed_registry(uid: str, kind: str, name: str, scope: str, spec: Mapping[str, Any], builtin: bool = False,
@@ -235,7 +293,7 @@ _encode = (_c_make_encoder(None, str, _json_encoder.encode_basestring_ascii, Non
            if _c_make_encoder is not None else None)
 
 
-def _canonical_json(spec: Mapping[str, Any]) -> str:
+def canonical_json(spec: Mapping[str, Any]) -> str:
     """``json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)``, byte for byte.
 
     Calls the C encoder ``json.dumps`` would build, without its Python-level set-up per
@@ -249,13 +307,22 @@ def _canonical_json(spec: Mapping[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _target_view(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``target_spec(spec)``, or ``spec`` itself when that is the same plain dict."""
+    if type(spec) is not dict or not LOCAL_ONLY_FIELDS.isdisjoint(spec):
+        return target_spec(spec)  # always a plain dict, as before
+    return spec
+
+
+def _digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
 def fingerprint(spec: Mapping[str, Any]) -> str:
     """Stable digest of a canonical spec (secret *references* included, never values).
 
     The digest's input is fixed: recorded fingerprints in users' states must keep matching."""
-    if type(spec) is not dict or not LOCAL_ONLY_FIELDS.isdisjoint(spec):
-        spec = target_spec(spec)  # always a plain dict, as before
-    return "sha256:" + hashlib.sha256(_canonical_json(spec).encode()).hexdigest()
+    return _digest(canonical_json(_target_view(spec)))
 
 
 # Without a key, a recorded hash is a password-guessing oracle for anyone who can read the

@@ -221,8 +221,9 @@ def _unchanged(reg: Registry, rec: Record, obs: ObservedRegistry, obs_of_uid: Ob
     if reg.fingerprint != rec.fingerprint or reg.protect != rec.protect:
         return False
     spec = reg.spec
-    if obs.spec != (spec if type(spec) is dict and LOCAL_ONLY_FIELDS.isdisjoint(spec) else target_spec(spec)):
-        return False
+    if not obs.reports_json(reg.target_json) and obs.spec != (
+            spec if type(spec) is dict and LOCAL_ONLY_FIELDS.isdisjoint(spec) else target_spec(spec)):
+        return False  # the same canonical text is the same spec, undecoded (the local target's rows)
     for v in values.values():
         if v is not None:
             return False

@@ -116,8 +116,8 @@ def test_the_local_target_is_given_no_known_as_it_reads_none(tmp_path: Path) -> 
     from reconciler.state.base import Record, State
     from reconciler.targets.base import Target
 
-    # LocalTarget.observe is Target.observe, which lists everything whatever is known
-    assert LocalTarget.observe is Target.observe and not LocalTarget.observe_reads_known
+    # LocalTarget.observe lists every row whatever is known (as Target.observe does)
+    assert not LocalTarget.observe_reads_known and Target.observe_reads_known
     reg = Registry(kind="HelmRegistry", name="a", scope="tenant", spec={"endpoint": "https://x"})
     state = State()
     state.records[reg.key] = Record(uid="u1", kind=reg.kind, name="a", scope="tenant", fingerprint=fingerprint(reg.spec),
@@ -147,3 +147,78 @@ def test_the_local_target_is_given_no_known_as_it_reads_none(tmp_path: Path) -> 
         target.close()
     assert seen == [{}, runner.known_to_target(Desired(registries=[reg]), state)] and seen[1]
     assert results[0] == results[1]
+
+
+def test_observed_from_json_is_the_eager_one() -> None:
+    """The local target's plan listing decodes a spec only when read; every field, equality,
+    repr and asdict are those of the registry built with its decoded spec."""
+    from reconciler.model import canonical_json, observed_from_json
+
+    spec = {"endpoint": "https://x", "auth": {"type": "noAuth"}, "tls": {"insecureSkipVerify": False}}
+    text = canonical_json(spec)
+    for kw in ({}, {"builtin": True}, {"builtin": True, "ca_pem": "PEM"}):
+        plain = ObservedRegistry(uid="u1", kind="HelmRegistry", name="a", scope="tenant", spec=json.loads(text),
+                                 **kw)  # type: ignore[arg-type]
+        lazy = observed_from_json("u1", "HelmRegistry", "a", "tenant", text, **kw)  # type: ignore[arg-type]
+        assert "spec" not in vars(lazy) and lazy.reports_json(text) and not plain.reports_json(text)
+        assert not lazy.reports_json(json.dumps(spec))  # the same value in other text: compare values
+        assert lazy == plain and repr(lazy) == repr(plain) and dataclasses.asdict(lazy) == dataclasses.asdict(plain)
+        assert lazy.spec == spec and lazy.spec is lazy.spec and lazy.key == plain.key
+        assert dataclasses.replace(lazy, name="b") == dataclasses.replace(plain, name="b")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            lazy.spec = {}  # type: ignore[misc]
+    odd = observed_from_json("u1", "HelmRegistry", "a", "tenant", '{"x": 1} trailing')
+    with pytest.raises(json.JSONDecodeError, match="Extra data"):
+        odd.spec  # noqa: B018 - read, to decode
+
+
+def test_the_plan_listing_is_the_listing_and_rows_hold_canonical_text(tmp_path: Path) -> None:
+    from reconciler.model import canonical_json, target_spec
+
+    target = LocalTarget(tmp_path / "local.db", base_dir=tmp_path)
+    regs = [Registry(kind="HelmRegistry", name=f"h{i}", scope="tenant",
+                     spec={"endpoint": f"https://h{i}.example.com", "sync": True, "auth": {"type": "noAuth"},
+                           "tls": {"insecureSkipVerify": False}, "fips": False, "requiredCharts": ["a"]})
+            for i in range(3)]
+    uids = [target.create(r, {}) for r in regs]
+    target.update(uids[1], dataclasses.replace(regs[1], spec={**regs[1].spec, "sync": False}), {})
+    assert target.observe(set(), {}) == target.list()
+    with sqlite3.connect(tmp_path / "local.db") as conn:
+        texts = dict(conn.execute("SELECT uid, spec FROM registries WHERE builtin = 0").fetchall())
+    assert texts[uids[0]] == canonical_json(target_spec(regs[0].spec)) == regs[0].target_json
+    assert texts[uids[1]] == canonical_json(target_spec({**regs[1].spec, "sync": False}))
+    target.close()
+
+
+def test_a_ui_edit_of_a_row_is_drift_and_an_old_format_row_is_no_change(tmp_path: Path) -> None:
+    """A row edited outside reconcile (its text is no longer the canonical text of the desired
+    spec) is decoded and diffed; a row in another format but with the same value is unchanged."""
+    from reconciler.model import fingerprint, target_spec
+    from reconciler.plan import make_plan
+    from reconciler.state.base import Record, State
+
+    reg = Registry(kind="HelmRegistry", name="a", scope="tenant",
+                   spec={"endpoint": "https://charts.example.com", "sync": True, "auth": {"type": "noAuth"},
+                         "tls": {"insecureSkipVerify": False}, "fips": False})
+    db = tmp_path / "local.db"
+    target = LocalTarget(db, base_dir=tmp_path)
+    uid = target.create(reg, {})
+    target.close()
+    state = State()
+    state.records[reg.key] = Record(uid=uid, kind=reg.kind, name="a", scope="tenant", fingerprint=fingerprint(reg.spec),
+                                    spec=target_spec(reg.spec))
+
+    def plan_of(text: str) -> list[tuple[str, list[str]]]:
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE registries SET spec = ? WHERE uid = ?", (text, uid))
+        reader = LocalTarget(db, base_dir=tmp_path, read_only=True)
+        try:
+            plan = make_plan([reg], state, reader.observe({reg.key}, {}))
+        finally:
+            reader.close()
+        return [(c.action, [f.path for f in c.fields]) for c in plan.changes if c.key == reg.key]
+
+    assert plan_of(reg.target_json) == [("noop", [])]
+    assert plan_of(json.dumps(target_spec(reg.spec), indent=2)) == [("noop", [])]  # as older versions wrote it
+    edited = json.dumps({**target_spec(reg.spec), "endpoint": "https://edited-in-the-ui.example.com"}, sort_keys=True)
+    assert plan_of(edited) == [("update", ["endpoint"])]

@@ -13,15 +13,23 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
 
 from reconciler.errors import ClientError, Conflict, NotFound, TargetError
-from reconciler.model import ObservedRegistry, Registry, key_str, observed_registry, target_spec
+from reconciler.model import (
+    Key,
+    ObservedRegistry,
+    Registry,
+    decode_spec,
+    key_str,
+    observed_from_json,
+    observed_registry,
+    target_spec,
+)
 from reconciler.profiles import default_registries as _default_registries
-from reconciler.targets.base import Secrets, SyncStatus, Target
+from reconciler.targets.base import Known, ObservedList, Secrets, SyncStatus, Target
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS registries (
@@ -46,23 +54,7 @@ CREATE TABLE IF NOT EXISTS sync_status (
 """
 
 
-# the scanner of json.loads' own decoder (JSONDecoder.raw_decode calls it), without the
-# per-call checks and Python frames around it
-_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
-
-def _spec_of(text: str) -> Any:
-    """``json.loads(text)``: the text we write (``json.dumps``) decodes in one step; anything
-    else (white space around it, extra data, invalid JSON) goes to ``json.loads`` itself,
-    which gives the same value or raises the same error."""
-    try:
-        value, end = _scan_once(text, 0)
-    except Exception:  # noqa: S110 - json.loads below answers, as before
-        pass
-    else:
-        if end == len(text):
-            return value
-    return json.loads(text)
+_spec_of = decode_spec  # json.loads, in one step for the text we write
 
 
 def _now() -> str:
@@ -182,7 +174,22 @@ class LocalTarget(Target):
         uid, kind, scope, name, spec, builtin = row
         return observed_registry(uid, kind, name, scope, _spec_of(spec), bool(builtin))
 
+    @staticmethod
+    def _lazy_row(row: tuple[str, str, str, str, str, int]) -> ObservedRegistry:
+        uid, kind, scope, name, spec, builtin = row
+        return observed_from_json(uid, kind, name, scope, spec, bool(builtin))
+
     def list(self) -> list[ObservedRegistry]:
+        return self._list(self._row)
+
+    def observe(self, wanted: Collection[Key], known: Mapping[str, Known]) -> ObservedList:
+        """``list()``, each spec decoded only when read: the text in the database is the spec's
+        canonical JSON (as written by ``create`` and ``update``), which a plan compares with
+        the desired spec's, so an unchanged registry's spec is never decoded. A row that is
+        not valid JSON raises when its spec is read, with ``json.loads``'s error."""
+        return self._list(self._lazy_row)
+
+    def _list(self, row: Callable[[tuple[str, str, str, str, str, int]], ObservedRegistry]) -> ObservedList:
         try:
             with self._lock:
                 rows = self.conn.execute(
@@ -191,7 +198,6 @@ class LocalTarget(Target):
                 ).fetchall()
         except sqlite3.DatabaseError as exc:
             raise TargetError(f"local target {self.path}: {exc}") from exc
-        row = self._row
         out = [row(r) for r in rows]
         if self.read_only:
             # already in order but for the built-ins: the sort is one pass (attrgetter: the same
@@ -235,8 +241,7 @@ class LocalTarget(Target):
                 self.conn.execute("BEGIN IMMEDIATE")
                 self.conn.execute(
                     "INSERT INTO registries VALUES (?,?,?,?,?,0,?,?)",
-                    (uid, registry.kind, registry.scope, registry.name,
-                     json.dumps(target_spec(registry.spec), sort_keys=True), _now(), _now()),
+                    (uid, registry.kind, registry.scope, registry.name, registry.target_json, _now(), _now()),
                 )
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"local: {key_str(registry.key)} already exists", status=409) from exc
@@ -254,8 +259,7 @@ class LocalTarget(Target):
                 self.conn.execute("BEGIN IMMEDIATE")
                 cur = self.conn.execute(
                     "UPDATE registries SET name = ?, scope = ?, spec = ?, updated_at = ? WHERE uid = ? AND kind = ?",
-                    (registry.name, registry.scope, json.dumps(target_spec(registry.spec), sort_keys=True), _now(),
-                     uid, registry.kind),
+                    (registry.name, registry.scope, registry.target_json, _now(), uid, registry.kind),
                 )
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"local: {key_str(registry.key)} already exists", status=409) from exc
