@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -866,6 +867,7 @@ _SCALARS: dict[str, Callable[[yaml.Node], Any]] = {
 }
 _KEY_TAGS = frozenset({_STR, _TIMESTAMP, _INT, _FLOAT, _BOOL, _NULL})
 _ScalarNode, _MappingNode, _SequenceNode = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
+_intern = sys.intern
 
 
 def _fast(node: yaml.Node, depth: int, seen: set[int], strings: list[str]) -> Any:
@@ -904,7 +906,7 @@ def _fast(node: yaml.Node, depth: int, seen: set[int], strings: list[str]) -> An
             tag = k.tag
             if tag not in _KEY_TAGS:
                 raise _Slow
-            name = k.value
+            name = _intern(k.value)  # keys repeat in every document: one string each, not one per use
             if name in out or (name == "<<" and tag != _STR):
                 raise _Slow
             append(name)
