@@ -51,9 +51,8 @@ _MAX_ENTRIES = 50_000
 _RACY_NS = 2_000_000_000
 _MARSHAL_VERSION = 2  # see save
 
-Hints = dict[tuple[str, ...], tuple[int, int]]
 FlatHints = tuple[int, ...]  # (line, col) of each of ``HINTS``, in order, one flat tuple
-Entry = list[tuple[int, Any, Hints]]  # (document index, value, position hints) per document
+Entry = list[tuple[int, Any, FlatHints]]  # (document index, value, position hints) per document
 _FLAT = 2 * len(HINTS)
 
 
@@ -95,7 +94,7 @@ def _entry(raw: Any) -> Entry | None:
         for n in flat:
             if type(n) is not int or n < 1:
                 return None
-        out.append((index, value, {path: (flat[2 * i], flat[2 * i + 1]) for i, path in enumerate(HINTS)}))
+        out.append((index, value, flat))
     return out
 
 

@@ -86,13 +86,12 @@ class Document:
         self._positions: dict[Path_, tuple[int, int]] | None = positions if positions is not None else {}
         self._key_positions: dict[Path_, tuple[int, int]] | None = key_positions if key_positions is not None else {}
         self._source: Reparse | None = None
-        self._hints: dict[Path_, tuple[int, int]] = {}
+        self._hints: tuple[int, ...] = ()  # flat: (line, col) of each of HINTS, or () when positions are all known
         self.strings: list[str] | None = None
 
     @classmethod
     def from_fast(
-        cls, file: str, index: int, value: Any, hints: dict[Path_, tuple[int, int]], source: Reparse,
-        strings: list[str],
+        cls, file: str, index: int, value: Any, hints: tuple[int, ...], source: Reparse, strings: list[str],
     ) -> Document:
         """A document built by the fast path (no alias, merge or duplicate: see ``_fast``).
 
@@ -106,10 +105,11 @@ class Document:
 
     @classmethod
     def from_source(
-        cls, file: str, index: int, value: Any, hints: dict[Path_, tuple[int, int]], source: Reparse
+        cls, file: str, index: int, value: Any, hints: tuple[int, ...], source: Reparse
     ) -> Document:
         """A document whose value is known (the fast path, the validation cache); its file is
-        parsed again only if a position other than ``hints`` is asked for."""
+        parsed again only if a position other than ``hints`` is asked for. ``hints``: the
+        positions of ``HINTS``, flat, (line, col) of each in order."""
         doc = cls.__new__(cls)
         doc.file, doc.index, doc.value, doc.load_errors = file, index, value, 0
         doc._positions = doc._key_positions = None
@@ -129,7 +129,9 @@ class Document:
                 positions, keys = builder.positions, builder.key_positions
             except _Abort:
                 pass  # the file changed since: the hints are all there is
-        positions = {**self._hints, **positions} if not positions else positions
+        if not positions and self._hints:
+            h = self._hints
+            positions = {path: (h[i], h[i + 1]) for path, i in _HINT_AT.items()}
         self._positions, self._key_positions = positions, keys
         self._source = None
 
@@ -152,17 +154,18 @@ class Document:
     def flat_hints(self) -> tuple[int, ...]:
         """The positions of ``HINTS`` in one flat tuple, (line, col) of each in order (what
         the validation cache keeps of a document's positions)."""
-        if self._positions is None:
-            h = self._hints
-            (a, b), (c, d), (e, f) = h[()], h[_KIND], h[_NAME]
-            return (a, b, c, d, e, f)
+        if self._positions is None and self._hints:
+            return self._hints
         return tuple(n for path in HINTS for n in self.position(path))
 
     def position(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
         """Position of the node at ``path``, or of its nearest existing ancestor."""
         p = tuple(path)
-        if self._positions is None and not key and p in self._hints:
-            return self._hints[p]
+        if self._positions is None and not key and self._hints:
+            i = _HINT_AT.get(p)
+            if i is not None:
+                h = self._hints
+                return (h[i], h[i + 1])
         positions, key_positions = self.positions, self.key_positions
         if key and p in key_positions:
             return key_positions[p]
@@ -173,7 +176,7 @@ class Document:
         return positions.get((), (1, 1))
 
 
-def _hints(root: yaml.Node) -> dict[Path_, tuple[int, int]]:
+def _hints(root: yaml.Node) -> tuple[int, ...]:
     """The positions of ``HINTS`` (each path's node, or its nearest existing ancestor's), in
     one pass over the top-level keys."""
     here = _mark(root)
@@ -189,7 +192,7 @@ def _hints(root: yaml.Node) -> dict[Path_, tuple[int, int]]:
                         if k2.value == "name":
                             name = _mark(v2)
                             break
-    return {(): here, _KIND: kind, _NAME: name}
+    return (*here, *kind, *name)
 
 
 class Reparse:
@@ -704,6 +707,7 @@ def decode(name: str, data: bytes) -> tuple[str | None, RawProblem | None]:
 
 _KIND, _NAME = ("kind",), ("metadata", "name")
 HINTS: tuple[tuple[str, ...], ...] = ((), _KIND, _NAME)  # placed without parsing again
+_HINT_AT: dict[Path_, int] = {path: 2 * i for i, path in enumerate(HINTS)}  # offset of its (line, col), flat
 
 _RESOLVERS = yaml.resolver.Resolver.yaml_implicit_resolvers  # first character -> [(tag, regexp)]
 _PLAIN_TAGS: dict[str, str] = {}  # a plain scalar's text -> its tag (keys and values repeat)

@@ -682,7 +682,7 @@ def _restore(src: loader.SourceFile, entry: list[Any], text: Callable[[], str]) 
     checked = []
     source = loader.Reparse(text)
     for index, value, hints in entry:
-        doc = Document.from_source(src.name, index, value, dict(hints), source)
+        doc = Document.from_source(src.name, index, value, hints, source)
         kind = value.get("kind") if isinstance(value.get("kind"), str) else None
         checked.append(_Checked(doc, kind, [], True))
     return checked
