@@ -200,13 +200,16 @@ class Reparse:
     kept composed for the others (a file with many bad documents is parsed twice, not once
     per document)."""
 
-    def __init__(self, text: Callable[[], str]) -> None:
-        self._text: Callable[[], str] | None = text
+    def __init__(self, text: str | Callable[[], str]) -> None:
+        """``text``: the file's text, or how to read it again (a cache hit has not read it)."""
+        self._text: str | Callable[[], str] | None = text
         self._nodes: list[yaml.Node | None] = []
 
     def node(self, index: int) -> yaml.Node | None:
         if self._text is not None:
-            text, self._text = self._text(), None
+            text, self._text = self._text, None
+            if not isinstance(text, str):
+                text = text()
             try:
                 self._nodes = list(compose_all(text))
             except (yaml.YAMLError, RecursionError):
@@ -779,7 +782,7 @@ def load_file(src: SourceFile) -> LoadedFile:
 
 def parse_text(name: str, text: str, out: LoadedFile) -> None:
     """Compose every document of ``text`` and build values; problems go to ``out``."""
-    source = Reparse(lambda: text)
+    source = Reparse(text)
     try:
         for index, node in enumerate(compose_all(text)):
             if node is None:
