@@ -234,6 +234,8 @@ class SourceFile:
 
 @dataclass
 class LoadedFile:
+    """One file's documents and the problems met reading it."""
+
     name: str
     documents: list[Document] = field(default_factory=list)
     problems: list[RawProblem] = field(default_factory=list)

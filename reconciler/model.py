@@ -196,6 +196,9 @@ def observed_registry(uid: str, kind: str, name: str, scope: str, spec: Mapping[
 
 @dataclass(frozen=True)
 class Settings:
+    """The Settings document of registries.d/ (profile, policy, sync interval, deletion guard,
+    secret roots), or its defaults."""
+
     profile: str = "saas"
     allow_non_fips: bool = False
     sync_interval_seconds: int = 24 * 3600

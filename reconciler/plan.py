@@ -38,6 +38,8 @@ APPLY_ORDER = {DELETE: 0, REPLACE: 1, CREATE: 2, ADOPT: 3, UPDATE: 4, NOOP: 5}
 
 @dataclass(frozen=True)
 class FieldChange:
+    """One field a change sets: its dotted path, the old and new value (``sensitive``: shown masked)."""
+
     path: str
     old: Any
     new: Any
@@ -46,6 +48,8 @@ class FieldChange:
 
 @dataclass(frozen=True)
 class Change:
+    """What a plan does to one registry: the action, its fields, why, and what blocks it if anything does."""
+
     action: str
     key: Key
     uid: str | None = None
@@ -83,6 +87,8 @@ NO_PROFILES_NOTE = "no cluster profiles known on this target: deletes and replac
 
 @dataclass(frozen=True)
 class Plan:
+    """Every change of a run, the refusals that stop it, its warnings and notes."""
+
     changes: tuple[Change, ...]
     refusals: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
@@ -119,6 +125,8 @@ class Plan:
 
 @dataclass(frozen=True)
 class PlanOptions:
+    """The guards a plan applies: deletions, an emptied target, failed inputs, registries in use."""
+
     max_deletions: int = 5
     allow_empty: bool = False
     inputs_failed: bool = False  # some file failed to load or validate: no deletions at all

@@ -39,6 +39,8 @@ EXIT_OK, EXIT_FAIL, EXIT_CHANGES = 0, 1, 2
 
 @dataclass
 class Options:
+    """The options the commands share, from the command line and the environment."""
+
     root: Path = Path(".")
     ref: str | None = None
     target: str = "local"

@@ -50,6 +50,8 @@ _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 @dataclass(frozen=True)
 class Problem:
+    """One problem in the definitions, located (file:line:col), with its rule and severity."""
+
     file: str
     line: int
     col: int
@@ -81,6 +83,8 @@ class Problem:
 
 @dataclass
 class LoadResult:
+    """What loading and validating give: the desired registries and settings, and every problem."""
+
     desired: Desired
     problems: list[Problem] = field(default_factory=list)
     failed_files: set[str] = field(default_factory=set)
@@ -285,6 +289,8 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 
 @dataclass
 class _Checked:
+    """One document after the per-document checks: its kind, its problems, whether it passed."""
+
     doc: Document
     kind: str | None
     problems: list[Problem]

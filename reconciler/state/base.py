@@ -26,6 +26,8 @@ STATE_VERSION = 1
 
 @dataclass
 class Record:
+    """One managed registry as the state records it: its uid, what was applied, its secrets' hashes."""
+
     uid: str
     kind: str
     name: str
@@ -53,6 +55,8 @@ def _new_lineage() -> str:
 
 @dataclass
 class State:
+    """The state document: the target, lineage and serial, the salt, and one record per managed registry."""
+
     lineage: str = field(default_factory=lambda: _new_lineage())
     serial: int = 0
     tool_version: str = __version__
