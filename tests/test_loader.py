@@ -426,3 +426,22 @@ def test_a_file_is_parsed_again_at_most_once_for_positions(monkeypatch: pytest.M
     for i, d in enumerate(f.documents):
         assert d.position(("spec", "a")) == (4 * i + 4, 11)
     assert len(calls) == 1
+
+
+def test_discovery_leaves_no_reference_cycle(tmp_path: Path) -> None:
+    """The files discovery lists are freed when their list is: nothing waits for the cyclic
+    collector, which is paused while a plan loads (runner.paused_gc)."""
+    import gc
+    import weakref
+
+    write(tmp_path, "registries.d/a.yaml", HELM.format(name="a"))
+    write(tmp_path, "registries.d/sub/b.yaml", HELM.format(name="b"))
+    gc.disable()
+    try:
+        files, problems = discover(tmp_path)
+        assert len(files) == 2 and not problems
+        refs = [weakref.ref(f) for f in files]
+        del files
+        assert [r() for r in refs] == [None, None]
+    finally:
+        gc.enable()
