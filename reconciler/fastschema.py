@@ -170,7 +170,9 @@ class _Compiler:
             return None
         keys = set(schema) - _ANNOTATIONS
         if keys and keys <= _CONDITIONAL:
-            cond = self.call(schema["if"], x) if "if" in schema else "True"
+            if "if" not in schema:
+                return "True"  # then and else without an if have no effect
+            cond = self.call(schema["if"], x)
             then = self.call(schema["then"], x) if "then" in schema else "True"
             other = self.call(schema["else"], x) if "else" in schema else "True"
             return f"(({then}) if ({cond}) else ({other}))"

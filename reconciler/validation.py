@@ -37,10 +37,6 @@ SCHEMA_FILE = Path(__file__).parent / "schema" / "registry.schema.json"
 
 _ECR_HOST = re.compile(r"(^|://)[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?(/|:|$)")
 _SPACE = re.compile(r"\s")
-# A document's strings are worth walking when one holds a control character or any
-# whitespace: then "|".join(strings) is not printable (str.isprintable is False for every
-# character of text.CONTROL and for all whitespace but the space: test_fastschema.py) or holds
-# a space. One C scan per document; the walks then say exactly what is wrong.
 # fields that are one token: no whitespace anywhere (names may hold inner spaces)
 _TOKEN_FIELDS = frozenset(
     {"endpoint", "username", "baseContentPath", "accessKey", "arn", "externalId", "fromEnv"}

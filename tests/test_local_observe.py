@@ -1,5 +1,5 @@
 """The local target's listing shortcuts give what the plain code gave: ``observed_registry``
-is ``ObservedRegistry(...)``, ``_spec_of`` is ``json.loads``, and a read-only ``list()``
+is ``ObservedRegistry(...)``, ``decode_spec`` is ``json.loads``, and a read-only ``list()``
 has the same registries in the same order as the database's ``ORDER BY`` then a sort."""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from reconciler.errors import Conflict
-from reconciler.model import ObservedRegistry, Registry, observed_registry
-from reconciler.targets import local
+from reconciler.model import ObservedRegistry, Registry, decode_spec, observed_registry
 from reconciler.targets.local import LocalTarget
 
 
@@ -44,7 +43,7 @@ def test_spec_of_is_json_loads(text: str) -> None:
         except ValueError as exc:
             return ("error", type(exc).__name__, str(exc))
 
-    got, want = outcome(local._spec_of), outcome(json.loads)
+    got, want = outcome(decode_spec), outcome(json.loads)
     assert repr(got) == repr(want)  # repr: NaN != NaN
 
 

@@ -19,11 +19,11 @@ from reconciler.errors import StateError, StateLocked
 _POLL = 0.05
 
 
-
 def this_process() -> str:
     """'pid 123 on host': who holds a lock or a lease (os.uname is gethostname without
     importing socket)."""
     return f"pid {os.getpid()} on {os.uname().nodename}"
+
 
 def holder(lock_path: Path) -> str:
     try:

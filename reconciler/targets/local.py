@@ -54,9 +54,6 @@ CREATE TABLE IF NOT EXISTS sync_status (
 """
 
 
-_spec_of = decode_spec  # json.loads, in one step for the text we write
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -78,7 +75,7 @@ def open_snapshot(path: Path) -> sqlite3.Connection:
 class LocalTarget(Target):
     max_concurrency = 1
     needs_secrets = False
-    observe_reads_known = False  # Target.observe: one SELECT of every row, whatever is known
+    observe_reads_known = False  # observe: one SELECT of every row, whatever is known
 
     def __init__(
         self,
@@ -172,7 +169,7 @@ class LocalTarget(Target):
     @staticmethod
     def _row(row: tuple[str, str, str, str, str, int]) -> ObservedRegistry:
         uid, kind, scope, name, spec, builtin = row
-        return observed_registry(uid, kind, name, scope, _spec_of(spec), bool(builtin))
+        return observed_registry(uid, kind, name, scope, decode_spec(spec), bool(builtin))
 
     @staticmethod
     def _lazy_row(row: tuple[str, str, str, str, str, int]) -> ObservedRegistry:
