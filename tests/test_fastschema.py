@@ -129,7 +129,7 @@ def test_corpus_and_mutations_agree(check, corpus):
     ({"properties": {"a": {"type": "string"}}, "additionalProperties": False}, {"a": "x", "b": 1}, False),
     ({"if": {"required": ["a"]}, "then": {"required": ["b"]}}, {"a": 1}, False),
     ({"if": {"required": ["a"]}, "then": {"required": ["b"]}}, {"c": 1}, True),
-    ({"then": {"required": ["b"]}, "else": False}, {"a": 1}, True),  # no if: then and else do nothing
+    ({"allOf": [{"then": {"required": ["b"]}, "else": False}]}, {"a": 1}, True),  # no if: then, else do nothing
     ({"$defs": {"s": {"type": "string"}}, "items": {"$ref": "#/$defs/s"}}, ["a", 2], False),
     # inline forms: an if/then/else alone, a discriminator's object test, properties read once each
     *[({"allOf": [{"if": {"properties": {"k": {"const": "a"}}, "required": ["k"]},
