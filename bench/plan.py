@@ -143,6 +143,9 @@ def main() -> None:
                 v, f = med(xs, i), med(floors, i)
                 lo, hi = min(x[i] for x in xs) / max(x[i] for x in floors), max(x[i] for x in xs) / min(x[i] for x in floors)
                 out += f"  {what} {v:.2f} s ratio {v / f:.2f} [{lo:.2f}-{hi:.2f}]"
+            # the lower bound (timeit's advice: the fastest run is the one the neighbours
+            # disturbed least; noise only adds time), each side's fastest round of the same run
+            out += f"  fastest/fastest CPU {min(x[1] for x in xs) / min(x[1] for x in floors):.2f}"
             if bar:
                 r = med(xs, 1) / med(floors, 1)
                 out += f"  (bar <= 1.3 on CPU, aim 1.1): {'ok' if r <= 1.3 else 'OVER'}"

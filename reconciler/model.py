@@ -95,14 +95,25 @@ class Registry:
         and the text the local target stores (a plan compares the two texts)."""
         return canonical_json(_target_view(self.spec))
 
+    @_once
+    def secret_refs(self) -> tuple[tuple[str, Mapping[str, str]], ...]:
+        """``tuple(iter_secret_refs(self.spec))``, computed once: the secret resolution and the
+        plan read it for every registry, and most name no secret (``declared_registry`` is
+        told so by validation, which has seen every key of the document)."""
+        return tuple(iter_secret_refs(self.spec))
+
 
 def declared_registry(kind: str, name: str, scope: str, spec: Mapping[str, Any], protect: bool = False,
-                      source: Span | None = None) -> Registry:
+                      source: Span | None = None, *, no_secrets: bool = False) -> Registry:
     """``Registry(kind=..., ...)``, the same object (same ``__dict__``, in field order), built
     without the frozen dataclass's ``object.__setattr__`` per field: validation builds one per
-    definition (``tests/test_fingerprint.py`` keeps the two in step)."""
+    definition (``tests/test_fingerprint.py`` keeps the two in step). ``no_secrets``: the caller
+    has seen every key of the spec and none is ``fromEnv`` or ``fromFile``, so ``secret_refs``
+    is known to be empty without a walk."""
     reg: Registry = object.__new__(Registry)
     reg.__dict__.update(kind=kind, name=name, scope=scope, spec=spec, protect=protect, source=source)
+    if no_secrets:  # the caller knows no key of the spec is fromEnv or fromFile
+        reg.__dict__["secret_refs"] = ()
     return reg
 
 

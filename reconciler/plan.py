@@ -19,7 +19,6 @@ from reconciler.model import (
     Span,
     flatten,
     is_secret_ref,
-    iter_secret_refs,
     key_str,
     secret_hash,
     secret_matches,
@@ -205,7 +204,7 @@ def _immutable_change(kind: str, old: Mapping[str, Any], new: Mapping[str, Any])
 def secret_hashes(salt: str, registry: Registry, values: Mapping[str, str | None],
                   key: str | None = None) -> dict[str, str]:
     out = {}
-    for path, _ref in iter_secret_refs(registry.spec):
+    for path, _ref in registry.secret_refs:
         value = values.get(path)
         if value is not None:
             out[path] = secret_hash(salt, path, value, key)
@@ -354,7 +353,7 @@ def make_plan(
                 immutable = immutable or _immutable_change(reg.kind, obs.spec, new_spec)
         values = secrets.for_key(key)
         if any(v is not None for v in values.values()):  # else no secret of this registry to compare
-            for path, _ref in iter_secret_refs(reg.spec):
+            for path, _ref in reg.secret_refs:
                 value = values.get(path)
                 recorded = rec.secret_hashes.get(path)
                 if value is not None and secret_matches(recorded, state.salt, path, value, secrets.state_key) is False:
@@ -480,7 +479,7 @@ def _guard_in_use(c: Change, in_use: Mapping[str, Sequence[ProfileRef]], allow: 
 
 def _adopt(reg: Registry, obs: ObservedRegistry, reason: str = "") -> Change:
     fields = _field_diff(obs.spec, _observable_view(reg.spec, obs.spec), only_old_keys=True)
-    fields += [FieldChange(p, "(unknown)", "(sensitive)", True) for p, _ in iter_secret_refs(reg.spec)]
+    fields += [FieldChange(p, "(unknown)", "(sensitive)", True) for p, _ in reg.secret_refs]
     return Change(ADOPT, reg.key, uid=obs.uid, fields=tuple(fields), registry=reg,
                   reason=reason or "exists on the target with this name; adopted and brought to the desired spec")
 

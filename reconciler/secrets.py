@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler.errors import MIN_REDACT_LEN, InputError
-from reconciler.model import HASH_KEYED, HASH_SCRYPT, Key, Registry, iter_secret_refs, key_str, secret_hash
+from reconciler.model import HASH_KEYED, HASH_SCRYPT, Key, Registry, key_str, secret_hash
 
 MAX_SECRET_FILE = 64 * 1024
 MAX_CA_FILE = 1 << 20  # a CA bundle (Debian's full bundle is ~200 KiB)
@@ -178,7 +178,7 @@ def resolve(
     env = os.environ if environ is None else environ
     values: dict[str, str | None] = {}
     missing: list[str] = []
-    for path, ref in iter_secret_refs(registry.spec):
+    for path, ref in registry.secret_refs:
         value: str | None
         if "fromEnv" in ref:
             name = str(ref["fromEnv"])
@@ -240,6 +240,9 @@ def resolve_all(
     out: dict[Key, dict[str, str | None]] = {}
     problems: list[str] = []
     for reg in registries:
+        if not reg.secret_refs:  # most registries: nothing to resolve
+            out[reg.key] = {}
+            continue
         values, missing = resolve(reg, base_dir=base_dir, environ=environ, roots=roots, read_files=read_files)
         out[reg.key] = values
         if not required:

@@ -857,8 +857,11 @@ def load_and_validate(
         _secret_rules(c, spec, root, settings.secret_roots, fail)
         if c.ok:
             line, col = c.doc.start
-            registries.append(declared_registry(c.kind, str(name), scope, canonical_spec(c.kind, spec),
-                                                bool(meta.get("protect", False)), span(c.doc.file, line, col)))
+            strings = c.doc.strings  # every key and string of the document, when the loader kept them
+            registries.append(declared_registry(
+                c.kind, str(name), scope, canonical_spec(c.kind, spec), bool(meta.get("protect", False)),
+                span(c.doc.file, line, col),
+                no_secrets=strings is not None and "fromEnv" not in strings and "fromFile" not in strings))
 
     for c in checked:
         if not c.ok:

@@ -480,3 +480,32 @@ def test_iter_secret_refs_yields_what_the_generator_yielded(spec):
     assert got == list(_secret_refs_reference(spec))
     assert list(iter_secret_refs(spec, "spec.")) == list(_secret_refs_reference(spec, "spec."))
     assert all(ref is dict(_secret_refs_reference(spec))[path] for path, ref in got)  # the spec's own objects
+
+
+def test_validation_tells_a_registry_it_names_no_secret_and_the_rest_walk_their_spec(tmp_path: Path, monkeypatch):
+    """A registry whose document names no ``fromEnv``/``fromFile`` key is built with its
+    ``secret_refs`` known empty (no walk); every other one finds exactly the walk's refs, so
+    the secret resolution sees every reference, cached or cold."""
+    from reconciler.model import iter_secret_refs
+
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", str(tmp_path / "cache"))
+    root = repo_with(
+        tmp_path,
+        registry_doc("HelmRegistry", "plain", "endpoint: https://plain.example.com\nauth: {type: noAuth}"),
+        registry_doc("HelmRegistry", "env", "endpoint: https://env.example.com\n"
+                     "auth: {type: basic, username: u, password: {fromEnv: ENV_PW}}"),
+        registry_doc("OciRegistry", "file", "endpoint: reg.example.com\nprovider: helm\n"
+                     "auth: {type: basic, username: u, password: {fromFile: secrets/pw}}"),
+    )
+    for run_ in ("cold", "warm"):  # the warm run restores documents from the cache (no strings kept)
+        regs = {r.name: r for r in load_and_validate(root).desired.registries}
+        assert set(regs) == {"plain", "env", "file"}, run_
+        if run_ == "cold":
+            assert regs["plain"].__dict__.get("secret_refs") == ()  # known, never walked
+            assert "secret_refs" not in regs["env"].__dict__ and "secret_refs" not in regs["file"].__dict__
+        for reg in regs.values():
+            assert reg.secret_refs == tuple(iter_secret_refs(reg.spec)), (run_, reg.name)
+        assert [p for p, _ in regs["env"].secret_refs] == ["auth.password"]
+        assert [p for p, _ in regs["file"].secret_refs] == ["auth.password"]
+        values, missing = resolve(regs["env"], base_dir=root, environ={"ENV_PW": "pw-1"})
+        assert values == {"auth.password": "pw-1"} and not missing
