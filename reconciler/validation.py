@@ -720,7 +720,7 @@ def _cached_check_file(
         return [], _restore(src, entry, lambda: loader.decode(src.name, data)[0] or "")
     problems, checked = check_file(loader.SourceFile(src.name, data=data, size=len(data)))
     if not problems and all(c.ok for c in checked):
-        cache.put(key, [(c.doc.index, c.doc.value, c.doc.flat_hints()) for c in checked])
+        cache.put(key, lambda: [(c.doc.index, c.doc.value, c.doc.flat_hints()) for c in checked])
         cache.alias(stat_key, key, src.stamp)
     return problems, checked
 

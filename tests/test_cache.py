@@ -71,17 +71,37 @@ def repo(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_second_run_hits_the_cache_with_identical_results(repo: Path, cache_dir: Path):
+def test_values_are_stored_on_second_sight_and_hit_with_identical_results(repo: Path, cache_dir: Path):
     cold = load_and_validate(repo)
+    data = contents(cache_dir)  # a fresh checkout's run: the keys it checked clean, no value
+    assert len(data["seen"]) == 3 and data["files"] == {} and data["stats"] == {}
+    assert b"example.com" not in (cache_dir / CACHE_FILE).read_bytes()
+    second = load_and_validate(repo)  # the same bytes again: checked again, and now stored
     data = contents(cache_dir)
-    assert len(data["files"]) == 3
-    warm = load_and_validate(repo)
+    assert len(data["files"]) == 3 and not data["seen"]
+    assert summary(second) == summary(cold)
+    calls = []
+    from reconciler import loader
+
+    real = loader.load_file
+    loader.load_file = lambda src: calls.append(src.name) or real(src)
+    try:
+        warm = load_and_validate(repo)
+    finally:
+        loader.load_file = real
+    assert calls == []  # every file a hit: nothing parsed
     assert summary(warm) == summary(cold)
     assert any("PackRegistry is legacy" in str(p) for p in warm.problems)
 
 
+def prime(repo: Path) -> None:
+    """Two runs: the values of every clean file are stored (second sight)."""
+    load_and_validate(repo)
+    load_and_validate(repo)
+
+
 def test_cross_file_problems_on_cached_files_keep_exact_positions(repo: Path, cache_dir: Path):
-    load_and_validate(repo)  # both files cached clean
+    prime(repo)  # both files cached clean
     write(repo, "z.yaml", "\n\n" + helm("c"))  # duplicate of sub/c.yaml's name
     expected = [str(p) for p in load_and_validate(repo).problems]
     assert any("registries.d/z.yaml:6:9: duplicate registry name 'c'" in p and "sub/c.yaml:6" in p for p in expected)
@@ -94,7 +114,7 @@ def test_cross_file_problems_on_cached_files_keep_exact_positions(repo: Path, ca
 
 
 def test_changed_file_misses_and_bad_cache_is_ignored(repo: Path, cache_dir: Path):
-    load_and_validate(repo)
+    prime(repo)
     write(repo, "a.yaml", helm("a", "  sync: maybe\n"))
     r = load_and_validate(repo)
     assert any("spec.sync" in str(p) for p in r.problems)
@@ -106,7 +126,8 @@ def test_changed_file_misses_and_bad_cache_is_ignored(repo: Path, cache_dir: Pat
 
 def test_problem_files_are_never_cached(repo: Path, cache_dir: Path):
     write(repo, "bad.yaml", helm("bad", "  auth: {type: basic, username: u, password: literal-pw}\n"))
-    load_and_validate(repo)
+    prime(repo)
+    assert len(contents(cache_dir)["files"]) == 3  # the clean ones
     assert b"literal-pw" not in (cache_dir / CACHE_FILE).read_bytes()
     assert any("bad.yaml" in str(p) for p in load_and_validate(repo).problems)
 
@@ -204,7 +225,7 @@ def _poisoned_clone(repo: Path, tmp_path_factory: pytest.TempPathFactory,
     real file's bytes to another endpoint; the victim plans from a fresh clone."""
     attacker = repo / ".reconciler" / "cache"
     monkeypatch.setenv("RECONCILER_CACHE_DIR", str(attacker))
-    load_and_validate(repo)
+    prime(repo)
     data = contents(attacker)
     forged = replaced(data, "https://c.example.com", "https://evil.example.net")
     assert forged != data
@@ -245,15 +266,16 @@ def test_a_cache_dir_tracked_by_git_is_ignored_with_a_warning(
 
 
 def test_entries_not_written_with_our_key_are_ignored(repo: Path, cache_dir: Path):
-    load_and_validate(repo)
+    prime(repo)
     raw = (cache_dir / CACHE_FILE).read_bytes()
+    assert b"https://c.example.com" in raw
     # someone who can write the file but does not hold the key
     forged = raw.partition(b"\n")[2].replace(b"https://c.example.com", b"https://evil.example.net")
     for mac in (raw.partition(b"\n")[0], b"0" * 64, b""):
         (cache_dir / CACHE_FILE).write_bytes(mac + b"\n" + forged)
         assert endpoints(load_and_validate(repo)) >= {"https://c.example.com"}
     # and a key that is not ours (readable by others) is replaced, which voids old entries
-    load_and_validate(repo)
+    prime(repo)
     (cache_dir / "key").chmod(0o644)
     old_key = (cache_dir / "key").read_bytes()
     sign(cache_dir, replaced(contents(cache_dir), "https://c.example.com", "https://evil.example.net"))
@@ -271,13 +293,16 @@ def test_entries_not_written_with_our_key_are_ignored(repo: Path, cache_dir: Pat
     ((0, {}, (1, 1, True, 1, 1, 1)),), ((0, {"kind": "HelmRegistry"}, (1,) * 6), 1),
 ])
 def test_corrupt_entries_are_recomputed_not_a_traceback(repo: Path, cache_dir: Path, entry):
+    prime(repo)
     expected = summary(load_and_validate(repo))
     data = contents(cache_dir)
+    assert len(data["files"]) == 3
     data["files"] = {k: entry for k in data["files"]}
     sign(cache_dir, data)  # correctly signed: damage from a bug or the disk, not an attacker
     assert summary(load_and_validate(repo)) == expected
     assert summary(load_and_validate(repo)) == expected  # and the rewritten cache is sound
-    assert all(type(v) is tuple and v and type(v[0]) is tuple for v in contents(cache_dir)["files"].values())
+    files = contents(cache_dir)["files"]  # rewritten at once: a stored key needs no second sight
+    assert len(files) == 3 and all(type(v) is tuple and v and type(v[0]) is tuple for v in files.values())
 
 
 @pytest.mark.parametrize("what", ["key", CACHE_FILE])
