@@ -8,7 +8,9 @@ corpus and on thousands of mutations of it (missing, extra, retyped and emptied 
 from __future__ import annotations
 
 import copy
+import hashlib
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from reconciler.fastschema import compile_schema
+from reconciler.fastschema import Unsupported, _source, compile_schema, module_source
 from reconciler.validation import load_schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,11 +79,59 @@ def mutate(doc, rnd: random.Random):
     return doc
 
 
-@pytest.fixture(scope="module")
-def check():
+@pytest.fixture(scope="module", params=["compiled now", "shipped"])
+def check(request):
+    """Both predicates: the schema compiled in this process, and the one the package ships
+    compiled (``reconciler/_schema_check.py``, whose constants are written back as source)."""
+    if request.param == "shipped":
+        from reconciler import _schema_check
+
+        return _schema_check.check
     compiled = compile_schema(load_schema())
     assert compiled is not None, "our schema compiles"
     return compiled
+
+
+def test_the_shipped_module_is_what_the_schema_compiles_to_now():
+    """``python -m reconciler.fastschema`` writes it; after a change of the schema (or of the
+    compiler) this fails until it is run again."""
+    from reconciler import _schema_check
+    from reconciler.validation import SCHEMA_FILE
+
+    text = module_source(load_schema(), hashlib.sha256(SCHEMA_FILE.read_bytes()).hexdigest())
+    assert text is not None
+    assert Path(_schema_check.__file__).read_text(encoding="utf-8") == text, "run: python -m reconciler.fastschema"
+
+
+def test_validation_takes_the_shipped_predicate_only_for_the_schema_it_was_compiled_from(monkeypatch):
+    from reconciler import _schema_check, validation
+
+    validation._compiled.cache_clear()
+    try:
+        assert validation._compiled() is _schema_check.check
+        validation._compiled.cache_clear()
+        monkeypatch.setattr(_schema_check, "SCHEMA_SHA256", "0" * 64)  # as if the schema file were edited
+        compiled = validation._compiled()
+        assert compiled is not None and compiled is not _schema_check.check
+        assert compiled.__code__.co_filename == "<reconciler.fastschema>"  # compiled in this process
+    finally:
+        validation._compiled.cache_clear()
+
+
+@pytest.mark.parametrize("value", [frozenset({"b", "a"}), "x'\"", 1, -2.5, True, None, [1, "a", {"k": [None]}]])
+def test_constants_are_written_back_as_themselves(value):
+    assert eval(_source(value)) == value  # noqa: S307
+
+
+def test_a_pattern_is_written_back_as_its_compiled_search():
+    search = eval(_source(re.compile(r"^a\\+[^\u0000]$").search), {"re": re})  # noqa: S307
+    assert search.__self__.pattern == r"^a\\+[^\u0000]$" and search("a\\x") and not search("b")
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), object(), {1, 2}])
+def test_a_constant_without_a_faithful_source_is_not_shipped(value):
+    with pytest.raises(Unsupported):
+        _source(value)
 
 
 @pytest.fixture(scope="module")
