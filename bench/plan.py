@@ -8,7 +8,7 @@ warm: the cache of the previous run. The corpus is ``bench/corpus.py`` (kinds, o
 fields, key order, styles, comments, several documents per file, nested folders).
 Bars: cold <= 1.3x the floor (aim 1.1).
 
-    python bench/plan.py [--n 5000] [--diff 50] [--repeat 3] [--instructions]
+    python bench/plan.py [--n 5000] [--diff 50] [--repeat 9] [--instructions]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--diff", type=int, default=50)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--keep", action="store_true", help="keep the generated repository (for profiling)")
     ap.add_argument("--instructions", action="store_true",
                     help="also count instructions (valgrind --tool=callgrind, about 2 minutes): the floor and one "
@@ -147,6 +147,11 @@ def main() -> None:
             # the lower bound (timeit's advice: the fastest run is the one the neighbours
             # disturbed least; noise only adds time), each side's fastest round of the same run
             out += f"  fastest/fastest CPU {min(x[1] for x in xs) / min(x[1] for x in floors):.2f}"
+            # each round's own ratio (the two runs of a round are next to each other in time,
+            # so a slow spell of the machine hits both): median and quartiles over the rounds
+            pairs = sorted(x[1] / f[1] for x, f in zip(xs, floors))
+            q = statistics.quantiles(pairs, n=4) if len(pairs) > 1 else pairs * 3
+            out += f"  per-round CPU ratio median {statistics.median(pairs):.2f} [quartiles {q[0]:.2f}-{q[2]:.2f}]"
             if bar:
                 r = med(xs, 1) / med(floors, 1)
                 out += f"  (bar <= 1.3 on CPU, aim 1.1): {'ok' if r <= 1.3 else 'OVER'}"
