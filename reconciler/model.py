@@ -16,6 +16,8 @@ from functools import lru_cache
 from json import encoder as _json_encoder
 from typing import Any, Generic, TypeVar, overload
 
+from .errors import TargetError
+
 KINDS = ("OciRegistry", "HelmRegistry", "PackRegistry")
 SCOPES = ("tenant", "system")
 SECRET_FIELDS = frozenset({"password", "token", "secretKey"})
@@ -157,8 +159,20 @@ class _DecodedOnRead:
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:
             return self
-        spec = obj.__dict__["spec"] = decode_spec(obj.__dict__["_spec_json"])
+        d = obj.__dict__
+        try:
+            spec = d["spec"] = decode_spec(d["_spec_json"])
+        except ValueError as exc:
+            raise damaged_spec(d["kind"], d["name"], d["uid"], exc) from None
         return spec
+
+
+def damaged_spec(kind: str, name: str, uid: str, exc: ValueError, where: str = "") -> TargetError:
+    """The error for a spec a target stores that is not JSON (a hand-edited local database):
+    a clear refusal, not a traceback; nothing is planned or changed."""
+    what = f"{where}: the spec stored for" if where else "the spec the target stores for"
+    return TargetError(f"{what} {kind}/{name} (uid {uid}) is not valid JSON ({exc}); it was changed outside "
+                       "reconcile: restore it, or delete that registry there and apply again")
 
 
 setattr(ObservedRegistry, "spec", _DecodedOnRead())  # noqa: B010 - a field's class attribute, after dataclass

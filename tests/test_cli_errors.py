@@ -214,6 +214,25 @@ def test_truncated_state_and_corrupt_local_db(applied: Path, tmp_path: Path):
     assert state.read_bytes() == good
 
 
+@pytest.mark.parametrize("damage", ["{\"endpoint\": ", "{} trailing", "not json"])
+def test_a_hand_edited_row_of_the_local_database_is_a_clear_error(applied: Path, tmp_path: Path, damage: str):
+    """A row whose spec is not JSON (edited with sqlite3 by hand) is refused in words, by every
+    command that reads specs, and changes nothing; it was an 'internal error' (exit 3)."""
+    import sqlite3
+
+    root = tmp_path / "r"
+    shutil.copytree(applied, root, symlinks=True)
+    db = root / ".reconciler/local.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE registries SET spec = ? WHERE name = 'h'", (damage,))
+    conn.close()
+    state = root / ".reconciler/state.json"
+    before, rows = state.read_bytes(), db.read_bytes()
+    for args in (["--dry-run"], [], ["status"], ["export"]):
+        _fails(run(root, *args), "the spec", "HelmRegistry/h", "is not valid JSON", "changed outside reconcile")
+    assert state.read_bytes() == before and db.read_bytes() == rows
+
+
 # ---------------------------------------------------------------- --target palette
 
 @pytest.mark.parametrize(("extra", "env", "message"), [

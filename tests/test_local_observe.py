@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.errors import Conflict
+from reconciler.errors import Conflict, TargetError
 from reconciler.model import ObservedRegistry, Registry, decode_spec, observed_registry
 from reconciler.targets.local import LocalTarget
 
@@ -93,7 +93,8 @@ def test_list_of_a_row_with_odd_json(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE registries SET spec = '{\"x\": 1} trailing' WHERE uid = 'u1'")
     reader = LocalTarget(db, base_dir=tmp_path, read_only=True)
-    with pytest.raises(json.JSONDecodeError, match="Extra data"):
+    with pytest.raises(TargetError, match=r"local target .*local.db: the spec stored for HelmRegistry/a \(uid u1\) "
+                                          r"is not valid JSON \(Extra data"):
         reader.list()
     reader.close()
 
@@ -167,7 +168,8 @@ def test_observed_from_json_is_the_eager_one() -> None:
         with pytest.raises(dataclasses.FrozenInstanceError):
             lazy.spec = {}  # type: ignore[misc]
     odd = observed_from_json("u1", "HelmRegistry", "a", "tenant", '{"x": 1} trailing')
-    with pytest.raises(json.JSONDecodeError, match="Extra data"):
+    with pytest.raises(TargetError, match=r"the spec the target stores for HelmRegistry/a \(uid u1\) is not valid "
+                                          r"JSON \(Extra data"):
         odd.spec  # noqa: B018 - read, to decode
 
 

@@ -22,6 +22,7 @@ from reconciler.model import (
     Key,
     ObservedRegistry,
     Registry,
+    damaged_spec,
     decode_spec,
     key_str,
     observed_from_json,
@@ -166,10 +167,13 @@ class LocalTarget(Target):
                     (uid, kind, scope, name, spec, _now(), _now()),
                 )
 
-    @staticmethod
-    def _row(row: tuple[str, str, str, str, str, int]) -> ObservedRegistry:
+    def _row(self, row: tuple[str, str, str, str, str, int]) -> ObservedRegistry:
         uid, kind, scope, name, spec, builtin = row
-        return observed_registry(uid, kind, name, scope, decode_spec(spec), bool(builtin))
+        try:
+            value = decode_spec(spec)
+        except ValueError as exc:
+            raise damaged_spec(kind, name, uid, exc, f"local target {self.path}") from None
+        return observed_registry(uid, kind, name, scope, value, bool(builtin))
 
     @staticmethod
     def _lazy_row(row: tuple[str, str, str, str, str, int]) -> ObservedRegistry:
@@ -183,7 +187,7 @@ class LocalTarget(Target):
         """``list()``, each spec decoded only when read: the text in the database is the spec's
         canonical JSON (as written by ``create`` and ``update``), which a plan compares with
         the desired spec's, so an unchanged registry's spec is never decoded. A row that is
-        not valid JSON raises when its spec is read, with ``json.loads``'s error."""
+        not valid JSON is refused (``TargetError``) when its spec is read."""
         return self._list(self._lazy_row)
 
     def _list(self, row: Callable[[tuple[str, str, str, str, str, int]], ObservedRegistry]) -> ObservedList:
