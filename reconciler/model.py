@@ -160,19 +160,45 @@ class _DecodedOnRead:
         if obj is None:
             return self
         d = obj.__dict__
-        try:
-            spec = d["spec"] = decode_spec(d["_spec_json"])
-        except ValueError as exc:
-            raise damaged_spec(d["kind"], d["name"], d["uid"], exc) from None
+        spec = d["spec"] = stored_spec(d["kind"], d["name"], d["uid"], d["_spec_json"])
         return spec
 
 
-def damaged_spec(kind: str, name: str, uid: str, exc: ValueError, where: str = "") -> TargetError:
-    """The error for a spec a target stores that is not JSON (a hand-edited local database):
-    a clear refusal, not a traceback; nothing is planned or changed."""
+def spec_shape_problem(spec: Any) -> str:
+    """What makes ``spec`` unfit to diff against a desired spec ("" when nothing): it must be an
+    object whose ``auth`` and ``tls`` blocks are objects (#9.18: a string ``auth`` crashed the
+    planner). The state's records and the local target's rows are both held to it."""
+    if not isinstance(spec, dict):
+        return f"'spec' must be an object, not {type(spec).__name__}"
+    if not all(isinstance(k, str) for k in spec):
+        return "'spec' keys must be strings"
+    for name in ("auth", "tls"):
+        if name in spec and spec[name] is not None and not isinstance(spec[name], dict):
+            return f"'spec.{name}' must be an object, not {type(spec[name]).__name__}"
+    auth = spec.get("auth") or {}
+    if "type" in auth and not isinstance(auth["type"], str):
+        return "'spec.auth.type' must be a string"
+    if "credentials" in auth and auth["credentials"] is not None and not isinstance(auth["credentials"], dict):
+        return "'spec.auth.credentials' must be an object"
+    return ""
+
+
+def stored_spec(kind: str, name: str, uid: str, text: str, where: str = "") -> Any:
+    """``decode_spec(text)`` of a spec a target stores, refused in words (``TargetError``: exit 1,
+    nothing planned or changed) when it is not JSON or not a spec (a hand-edited local
+    database), instead of a traceback in the planner."""
+    try:
+        spec = decode_spec(text)
+    except ValueError as exc:
+        problem = f"is not valid JSON ({exc})"
+    else:
+        shape = spec_shape_problem(spec)
+        if not shape:
+            return spec
+        problem = f"is refused ({shape})"
     what = f"{where}: the spec stored for" if where else "the spec the target stores for"
-    return TargetError(f"{what} {kind}/{name} (uid {uid}) is not valid JSON ({exc}); it was changed outside "
-                       "reconcile: restore it, or delete that registry there and apply again")
+    raise TargetError(f"{what} {kind}/{name} (uid {uid}) {problem}; it was changed outside reconcile: restore it, "
+                      "or delete that registry there and apply again")
 
 
 setattr(ObservedRegistry, "spec", _DecodedOnRead())  # noqa: B010 - a field's class attribute, after dataclass

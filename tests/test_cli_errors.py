@@ -214,10 +214,18 @@ def test_truncated_state_and_corrupt_local_db(applied: Path, tmp_path: Path):
     assert state.read_bytes() == good
 
 
-@pytest.mark.parametrize("damage", ["{\"endpoint\": ", "{} trailing", "not json"])
-def test_a_hand_edited_row_of_the_local_database_is_a_clear_error(applied: Path, tmp_path: Path, damage: str):
-    """A row whose spec is not JSON (edited with sqlite3 by hand) is refused in words, by every
-    command that reads specs, and changes nothing; it was an 'internal error' (exit 3)."""
+@pytest.mark.parametrize(("damage", "message"), [
+    ("{\"endpoint\": ", "is not valid JSON"), ("{} trailing", "is not valid JSON (Extra data"),
+    ("not json", "is not valid JSON"), ("[]", "'spec' must be an object, not list"),
+    ("null", "'spec' must be an object"), ('"x"', "'spec' must be an object, not str"),
+    ('{"auth": "basic"}', "'spec.auth' must be an object, not str"),
+    ('{"auth": {"type": 5}}', "'spec.auth.type' must be a string"),
+])
+def test_a_hand_edited_row_of_the_local_database_is_a_clear_error(applied: Path, tmp_path: Path, damage: str,
+                                                                  message: str):
+    """A row whose spec is not JSON, or not a spec the planner can diff (edited with sqlite3 by
+    hand), is refused in words by every command that reads specs, and changes nothing; each
+    was an 'internal error' (exit 3) in the plan."""
     import sqlite3
 
     root = tmp_path / "r"
@@ -229,7 +237,7 @@ def test_a_hand_edited_row_of_the_local_database_is_a_clear_error(applied: Path,
     state = root / ".reconciler/state.json"
     before, rows = state.read_bytes(), db.read_bytes()
     for args in (["--dry-run"], [], ["status"], ["export"]):
-        _fails(run(root, *args), "the spec", "HelmRegistry/h", "is not valid JSON", "changed outside reconcile")
+        _fails(run(root, *args), "the spec", "HelmRegistry/h", message, "changed outside reconcile")
     assert state.read_bytes() == before and db.read_bytes() == rows
 
 

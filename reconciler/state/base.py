@@ -19,7 +19,7 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.errors import StateError
-from reconciler.model import KINDS, SCOPES, Key
+from reconciler.model import KINDS, SCOPES, Key, spec_shape_problem
 
 STATE_VERSION = 1
 
@@ -245,16 +245,9 @@ def _check_spec(spec: dict[str, Any] | None, prefix: str) -> None:
     objects (#9.18: a string ``auth`` crashed the planner once the definition changed)."""
     if spec is None:
         return
-    if not all(isinstance(k, str) for k in spec):
-        raise ValueError(f"{prefix}'spec' keys must be strings")
-    for name in ("auth", "tls"):
-        if name in spec and spec[name] is not None and not isinstance(spec[name], dict):
-            raise ValueError(f"{prefix}'spec.{name}' must be an object, not {type(spec[name]).__name__}")
-    auth = spec.get("auth") or {}
-    if "type" in auth and not isinstance(auth["type"], str):
-        raise ValueError(f"{prefix}'spec.auth.type' must be a string")
-    if "credentials" in auth and auth["credentials"] is not None and not isinstance(auth["credentials"], dict):
-        raise ValueError(f"{prefix}'spec.auth.credentials' must be an object")
+    problem = spec_shape_problem(spec)
+    if problem:
+        raise ValueError(f"{prefix}{problem}")
 
 
 class StateStore(ABC):

@@ -22,11 +22,10 @@ from reconciler.model import (
     Key,
     ObservedRegistry,
     Registry,
-    damaged_spec,
-    decode_spec,
     key_str,
     observed_from_json,
     observed_registry,
+    stored_spec,
     target_spec,
 )
 from reconciler.profiles import default_registries as _default_registries
@@ -169,10 +168,7 @@ class LocalTarget(Target):
 
     def _row(self, row: tuple[str, str, str, str, str, int]) -> ObservedRegistry:
         uid, kind, scope, name, spec, builtin = row
-        try:
-            value = decode_spec(spec)
-        except ValueError as exc:
-            raise damaged_spec(kind, name, uid, exc, f"local target {self.path}") from None
+        value = stored_spec(kind, name, uid, spec, f"local target {self.path}")
         return observed_registry(uid, kind, name, scope, value, bool(builtin))
 
     @staticmethod
