@@ -11,6 +11,7 @@ import pytest
 
 from reconciler.content import catalog_summary, ensure_schema, oci, sync_registry
 from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+from tests.support.http_server import QuietHTTPServer
 from tests.support.oci_registry import PASSWORD, USER, oci_basic, oci_plain, oci_tls  # noqa: F401
 
 pytestmark = pytest.mark.registry
@@ -442,7 +443,7 @@ class _Scripted:
             def log_message(self, *a: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(

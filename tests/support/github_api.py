@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.http_server import QuietHTTPServer
 
 BOT = {"login": "github-actions[bot]", "id": 41898282, "type": "Bot", "node_id": "MDM6Qm90NDE4OTgyODI="}
 HUMAN = {"login": "octocat", "id": 583231, "type": "User", "node_id": "MDQ6VXNlcjU4MzIzMQ=="}
@@ -182,7 +184,7 @@ def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def serve_github(fake: FakeGitHub | None = None) -> Iterator[FakeGitHub]:
     fake = fake or FakeGitHub()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
+    server = QuietHTTPServer(("127.0.0.1", 0), _handler(fake))
     server.daemon_threads = True
     fake.base_url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -19,10 +19,12 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import yaml
+
+from tests.support.http_server import QuietHTTPServer
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SHARED_HELM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "helm-index"
@@ -178,7 +180,7 @@ class HelmRepo:
                 with repo._lock:
                     repo.requests.append(("GET", self.path, status))
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         if tls is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

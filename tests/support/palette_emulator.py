@@ -57,7 +57,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -66,6 +66,7 @@ import jsonschema
 import pytest
 
 from tests.support import leaks
+from tests.support.http_server import QuietHTTPServer
 from tests.support.palette_emulator_profiles import PATHS as PROFILE_PATHS
 from tests.support.palette_emulator_profiles import ProfilesData
 
@@ -487,7 +488,7 @@ class PaletteEmulator:
         self.oci_image: dict[str, Any] = {"name": "", "endpoint": "", "baseContentPath": ""}
         self.profiles = ProfilesData()  # cluster profiles, projects, tenant: palette_emulator_profiles.py
         self._log_lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: QuietHTTPServer | None = None
         self._thread: threading.Thread | None = None
         if seed_defaults:
             self.seed_defaults()
@@ -501,7 +502,7 @@ class PaletteEmulator:
             pass
 
         Handler.emulator = emulator
-        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._server.request_queue_size = 128
         self._thread = threading.Thread(target=self._server.serve_forever, name="palette-emulator",
@@ -954,14 +955,6 @@ class PaletteEmulator:
                     s.status, s.message = "Completed", ""
                     s.last_synced = self.clock()
         return self.sync_status_body(rec)
-
-
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
-        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            super().handle_error(request, client_address)  # a client that gave up is no error
 
 
 class _Handler(BaseHTTPRequestHandler):
