@@ -97,8 +97,10 @@ _PCT = re.compile(r"%[0-9A-F]{2}")
 def _forms(value: str) -> frozenset[str]:
     """Every form a value can take in a server's message: raw, JSON-escaped (ASCII or not),
     URL-encoded (path, query, form)."""
+    e = "surrogateescape"  # an environment value of bytes that are not UTF-8: its bytes, escaped
     forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
-             quote(value, safe=""), quote(value), quote_plus(value), quote_plus(value, safe="/")}
+             quote(value, safe="", errors=e), quote(value, errors=e), quote_plus(value, errors=e),
+             quote_plus(value, safe="/", errors=e)}
     forms |= {_PCT.sub(lambda m: m.group().lower(), f) for f in forms}  # some servers lower-case escapes
     return frozenset(f for f in forms if len(f) >= MIN_REDACT_LEN)
 

@@ -57,9 +57,25 @@ def redact_resolved(text: str) -> str:
 
 
 def state_key(environ: Mapping[str, str] | None = None) -> str | None:
-    """The secret that keys the state's secret hashes, or None (empty counts as unset)."""
+    """The secret that keys the state's secret hashes, or None (empty counts as unset). A key
+    that is not UTF-8 is an ``InputError`` (read while planning: before any change)."""
     env = os.environ if environ is None else environ
-    return env.get(STATE_KEY_ENV) or None
+    key = env.get(STATE_KEY_ENV) or None
+    if key is not None and not _utf8(key):
+        _resolved.add(key)
+        raise InputError(f"{STATE_KEY_ENV} is not valid UTF-8 (the value is not shown); nothing was planned or changed")
+    return key
+
+
+def _utf8(value: str) -> bool:
+    """Whether ``value`` encodes to UTF-8: an environment value of other bytes holds surrogates."""
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- files
@@ -191,7 +207,13 @@ def resolve(
                 missing.append(f"{path}: {name} is reserved for reconcile and CI; it is never used as a registry secret")
             else:
                 value = env.get(name)
-                if value is None:
+                if value is not None and not _utf8(value):
+                    # bytes that are not UTF-8 (os.environ keeps them as surrogates): no API call
+                    # and no hash can carry them; refused here, before any change
+                    _resolved.add(value)
+                    missing.append(f"{path}: environment variable {name} is not valid UTF-8 (the value is not shown)")
+                    value = None
+                elif value is None:
                     missing.append(f"{path}: environment variable {name} is not set")
                 elif not value:
                     missing.append(f"{path}: environment variable {name} is empty (an undefined Actions secret "

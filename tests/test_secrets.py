@@ -292,6 +292,43 @@ def test_empty_secret_is_refused_at_apply_and_nothing_is_created(tmp_path: Path,
     assert palette_emulator.calls("PUT") == []
 
 
+NOT_UTF8 = b"pw\xff\xfe-rest-of-it".decode("utf-8", "surrogateescape")  # as os.environ holds such bytes
+
+
+def test_a_secret_that_is_not_utf8_is_refused_at_apply_before_any_request(tmp_path: Path,
+                                                                         palette_emulator):  # noqa: F811
+    """An environment value of bytes that are not UTF-8 can go in no request and no hash: it
+    was planned, sent to the target and then crashed the state write (exit 1, a traceback,
+    the change not recorded). Now it is refused with the other missing secrets."""
+    root = repo_with(tmp_path, helm("a", "{fromEnv: A_PW}"))
+    env = {"PALETTE_API_KEY": API_KEY, "A_PW": NOT_UTF8}
+    res = run(root, "--target", "palette", "--endpoint", palette_emulator.url, env=env)
+    assert res.returncode == 1, res.stderr
+    assert "environment variable A_PW is not valid UTF-8 (the value is not shown)" in res.stderr
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr
+    assert palette_emulator.calls("POST", "/v1/registries") == [] and palette_emulator.calls("PUT") == []
+    assert not (root / ".reconciler/state.json").exists()
+    reg = load_and_validate(root).desired.registries[0]
+    values, problems = resolve(reg, base_dir=root, environ={"A_PW": NOT_UTF8})
+    assert values == {"auth.password": None} and "not valid UTF-8" in problems[0] and NOT_UTF8 not in problems[0]
+    assert secrets_mod.redact_resolved(f"echo {NOT_UTF8}!") == "echo (sensitive)!"  # still masked, no crash
+
+
+def test_a_state_key_that_is_not_utf8_is_a_clear_error_and_changes_nothing(tmp_path: Path):
+    root = repo_with(tmp_path, helm("a", "{fromEnv: A_PW}"))
+    for args in (["--dry-run"], []):
+        res = run(root, *args, env={"A_PW": PW, "RECONCILER_STATE_KEY": NOT_UTF8})
+        assert res.returncode == 1, res.stderr
+        assert "RECONCILER_STATE_KEY is not valid UTF-8 (the value is not shown)" in res.stderr
+        assert "Traceback" not in res.stderr and "internal error" not in res.stderr
+    assert not (root / ".reconciler/state.json").exists()
+
+
+def test_redact_takes_values_that_are_not_utf8():
+    other = b"pwd\xff".decode("utf-8", "surrogateescape")
+    assert redact(f"a {NOT_UTF8} b pwd%FF", [NOT_UTF8, other]) == "a (sensitive) b (sensitive)"
+
+
 def test_empty_secret_file_counts_as_missing(tmp_path: Path):
     root = repo_with(tmp_path, helm("a", "{fromFile: pw}"))
     (root / "pw").write_text("\n")
