@@ -133,6 +133,59 @@ def test_corrupt_journal_line_in_the_middle_is_refused(tmp_path: Path) -> None:
         FileStateStore(store.path).read()
 
 
+def test_a_journal_that_records_one_uid_twice_is_refused(tmp_path: Path) -> None:
+    """#9.3 holds for the journal as for the document: a line putting another record with a
+    uid already recorded (a hand edit) made the plan delete the other registry."""
+    store, state = started(tmp_path, "a", "b")
+    twin = dict(entry_put(make_record("c")))
+    twin["record"] = {**twin["record"], "uid": state.records[("tenant", "OciRegistry", "a")].uid}
+    with open(tmp_path / "state.json.journal", "ab") as fh:
+        fh.write(json.dumps(twin).encode() + b"\n")
+    with pytest.raises(StateError, match=r"state.json.journal: journal is corrupt \(uid .* is recorded for "
+                                         r"OciRegistry/a and OciRegistry/c\)"):
+        FileStateStore(store.path).read()
+
+
+@pytest.mark.parametrize("what", ["fifo", "dev-zero"])
+def test_a_journal_that_is_not_a_regular_file_is_refused_not_read_for_ever(tmp_path: Path, what: str) -> None:
+    store, _ = started(tmp_path, "a")
+    store.finish(store.read(), "done")
+    journal = tmp_path / "state.json.journal"
+    if what == "fifo":
+        os.mkfifo(journal)  # a read of a FIFO with no writer waited for ever
+    else:
+        journal.symlink_to("/dev/zero")
+    import signal
+
+    def hung(signum, frame):  # a regression waits on the FIFO for ever: fail instead
+        raise TimeoutError("the journal read did not return")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        with pytest.raises(StateError, match=r"state.json.journal: cannot read the state journal: .*not a regular"):
+            FileStateStore(store.path).read()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("where", ["document", "journal"])
+def test_json_nested_too_deep_is_refused_in_words(tmp_path: Path, where: str) -> None:
+    deep = b"[" * 5000 + b"]" * 5000  # RecursionError in json.loads: it was an internal error
+    store, _ = started(tmp_path, "a")
+    if where == "document":
+        (tmp_path / "state.json.journal").unlink()
+        store.path.write_bytes(deep)
+        match = "state is not valid JSON"
+    else:
+        with open(tmp_path / "state.json.journal", "ab") as fh:
+            fh.write(deep + b"\n")
+        match = r"state.json.journal:3: journal is corrupt \(not JSON"
+    with pytest.raises(StateError, match=match):
+        FileStateStore(store.path).read()
+
+
 def test_journal_of_another_lineage_or_serial_is_refused(tmp_path: Path) -> None:
     store, state = started(tmp_path, "a")
     journal = (tmp_path / "state.json.journal").read_bytes()

@@ -96,13 +96,13 @@ class FileStateStore(StateStore):
         self._last_raw = raw
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise StateError(
                 f"{self.path}: state is not valid JSON ({exc}); refusing to use or overwrite it"
             ) from exc
         state = State.from_json(data, str(self.path))
-        try:
-            entries = self.journal_path.read_bytes()
+        try:  # bounded, regular files only: a FIFO or /dev/zero put there must not hang the run
+            entries = read_bounded(self.journal_path, MAX_STATE_BYTES)
         except FileNotFoundError:
             entries = b""
         except OSError as exc:

@@ -230,7 +230,7 @@ class GitBranchStateStore(StateStore):
     def _parse(self, raw: bytes, where: str) -> State:
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise StateError(f"{where}: state is not valid JSON ({exc}); refusing to use or overwrite it") from exc
         return State.from_json(data, where)
 
@@ -246,7 +246,7 @@ class GitBranchStateStore(StateStore):
             return None
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             data = None
         return Lease.from_json(data, f"git:{self.branch}:{self.lease_path}")
 

@@ -48,7 +48,7 @@ def replay(state: State, data: bytes, where: str) -> tuple[State, int]:
     def parse(n: int, raw: bytes) -> dict[str, Any]:
         try:
             obj = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise bad(n, f"not JSON: {exc}") from exc
         if not isinstance(obj, dict):
             raise bad(n, "not a JSON object")
@@ -91,4 +91,12 @@ def replay(state: State, data: bytes, where: str) -> tuple[State, int]:
         else:
             raise bad(n, f"unknown op {op!r}")
         count += 1
+    # #9.3, as State.from_json checks the document: one uid under two records would make a plan
+    # delete a registry it keeps (or PUT one registry's spec onto another)
+    holders: dict[str, Any] = {}
+    for key, rec in state.records.items():
+        other = holders.setdefault(rec.uid, key)
+        if other != key:
+            raise StateError(f"{where}: journal is corrupt (uid {rec.uid!r} is recorded for {other[1]}/{other[2]} "
+                             f"and {key[1]}/{key[2]}); refusing to use or overwrite the state")
     return state, count
