@@ -469,8 +469,11 @@ def discover_git(
         raise InputError(f"--ref {ref}: {root} is not in a git repository") from exc
     try:
         commit = resolve_commit(repo, ref)
+        commit.tree  # noqa: B018 - a full SHA is taken unread: read it now (a missing one raises ValueError)
     except (git.BadName, git.BadObject, ValueError) as exc:
-        raise InputError(f"--ref {ref}: no such commit") from exc
+        hint = (" (the all-zero SHA is what GitHub gives as the commit before a branch's first push)"
+                if ref.strip("0") == "" and len(ref) >= 7 else "")
+        raise InputError(f"--ref {ref}: no such commit{hint}") from exc
     finally:
         repo.close()
     work = Path(repo.working_tree_dir or root).resolve()

@@ -61,9 +61,15 @@ def test_ref_without_registries_d_is_an_error(tmp_path: Path):
     _fails(run(root, "--dry-run", "--ref", "HEAD~1", "--dir", str(tmp_path)), "not in a git repository")
 
 
-@pytest.mark.parametrize("ref", ["nosuch", "--help"])
+@pytest.mark.parametrize("ref", ["nosuch", "--help", "0" * 40, "1" * 40, "deadbeef"])
 def test_bad_ref(tmp_path: Path, ref: str):
-    _fails(run(_repo(tmp_path), "--dry-run", "--ref", ref), f"--ref {ref}: no such commit")
+    """The all-zero SHA is GitHub's ``github.event.before`` on a branch's first push: a full SHA
+    gitpython takes without reading was an internal error (ValueError) once its tree was read."""
+    root = _repo(tmp_path)
+    for args in (["--dry-run"], ["validate"]):
+        _fails(run(root, *args, "--ref", ref), f"--ref {ref}: no such commit")
+    if ref == "0" * 40:
+        _fails(run(root, "--dry-run", "--ref", ref), "the all-zero SHA is what GitHub gives")
 
 
 def _link(d: Path, name: str, to: str) -> None:
