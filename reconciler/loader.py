@@ -9,6 +9,7 @@ back as ``RawProblem`` values so that one run reports every file.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -317,15 +318,19 @@ def discover(
     problems: list[RawProblem] = []
     seen: set[str] = set()  # real paths, as text (a Path per file costs more than its stat)
 
+    def points_to(p: Path) -> str:
+        try:
+            return os.readlink(p)
+        except OSError as exc:  # e.g. /proc/1/cwd of another user: Permission denied
+            return f"unreadable: {exc.strerror}"
+
     def symlink_ok(p: Path) -> bool:
         try:
             target = p.resolve()
-        except (RuntimeError, OSError):  # a loop: RuntimeError before Python 3.13, then OSError
-            problems.append(
-                RawProblem(
-                    display_name(p, root), 1, 1, f"symlink loop (points to {os.readlink(p)})", "symlink"
-                )
-            )
+        except (RuntimeError, OSError) as exc:  # a loop: RuntimeError before Python 3.13, then OSError
+            loop = isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP
+            what = "symlink loop" if loop else f"cannot resolve symlink ({exc.strerror})"
+            problems.append(RawProblem(display_name(p, root), 1, 1, f"{what} (points to {points_to(p)})", "symlink"))
             return False
         if not _inside(target, real_root):
             problems.append(
@@ -333,7 +338,7 @@ def discover(
                     display_name(p, root),
                     1,
                     1,
-                    f"symlink leaves the repository (points to {os.readlink(p)})",
+                    f"symlink leaves the repository (points to {points_to(p)})",
                     "symlink",
                 )
             )
@@ -394,7 +399,7 @@ def discover(
                             display_name(p, root),
                             1,
                             1,
-                            f"dangling symlink (points to {os.readlink(p)})",
+                            f"dangling symlink (points to {points_to(p)})",
                             "symlink",
                         )
                     )

@@ -223,6 +223,27 @@ def test_symlinks_leaving_the_repository(tmp_path: Path) -> None:
     assert "registries.d/file-link.yaml" in result.failed_files
 
 
+def test_a_symlink_that_cannot_be_resolved_or_read_is_a_problem_not_a_crash(tmp_path: Path, monkeypatch) -> None:
+    """``validate /proc/1`` met links it may not resolve or read (Permission denied): the report
+    of the first failure called ``os.readlink``, which raised again (an internal error)."""
+    write(tmp_path, "registries.d/a.yaml", HELM.format(name="a"))
+    os.symlink("a.yaml", tmp_path / "registries.d/locked.yaml")
+    real_resolve, real_readlink = Path.resolve, os.readlink
+
+    def denied(path, *args):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "resolve", lambda self, *a, **k: denied(self) if self.name == "locked.yaml"
+                        else real_resolve(self, *a, **k))
+    monkeypatch.setattr(os, "readlink", lambda p, *a, **k: denied(p) if str(p).endswith("locked.yaml")
+                        else real_readlink(p, *a, **k))
+    result = load_and_validate(tmp_path)
+    assert [(p.file, p.rule, p.message) for p in result.errors] == [
+        ("registries.d/locked.yaml", "symlink",
+         "cannot resolve symlink (Permission denied) (points to unreadable: Permission denied)")]
+    assert [r.name for r in result.desired.registries] == ["a"]
+
+
 def test_symlink_loop_terminates(tmp_path: Path) -> None:
     write(tmp_path, "registries.d/a.yaml", HELM.format(name="a"))
     os.symlink(".", tmp_path / "registries.d/loop")
