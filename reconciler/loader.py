@@ -328,8 +328,10 @@ def discover(
         try:
             target = p.resolve()
         except (RuntimeError, OSError) as exc:  # a loop: RuntimeError before Python 3.13, then OSError
-            loop = isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP
-            what = "symlink loop" if loop else f"cannot resolve symlink ({exc.strerror})"
+            if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
+                what = f"cannot resolve symlink ({exc.strerror})"
+            else:
+                what = "symlink loop"
             problems.append(RawProblem(display_name(p, root), 1, 1, f"{what} (points to {points_to(p)})", "symlink"))
             return False
         if not _inside(target, real_root):

@@ -75,6 +75,8 @@ def build_store(opts: Options) -> StateStore:
     from reconciler.state.file import FileStateStore
 
     if spec:
+        if spec.startswith("file:") and not spec[5:]:
+            raise InputError("--state file: needs a path (file:PATH)")
         path = Path(spec[5:] if spec.startswith("file:") else spec)
     else:
         name = "state.json" if opts.target == "local" else f"state-{opts.target}.json"

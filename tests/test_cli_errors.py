@@ -136,6 +136,11 @@ def test_state_that_is_a_directory(tmp_path: Path, args: list[str]):
     ("git:st", ["--dry-run"], "not inside a git repository"),
     ("git:bad..name", [], "not a valid branch name"),
     ("git:-x", ["--dry-run"], "not a valid branch name"),
+    ("git:HEAD", ["--dry-run"], "not a valid branch name"),  # a ref git accepts, no branch: refs/heads/HEAD
+    ("git:@", [], "not a valid branch name"),
+    ("git:refs/heads/x", ["--dry-run"], "not a valid branch name"),
+    ("file:", ["--dry-run"], "--state file: needs a path"),  # was an internal error (PosixPath('.'))
+    ("file:", ["status"], "--state file: needs a path"),
 ])
 def test_git_state_errors(tmp_path: Path, state: str, args: list[str], message: str):
     root = tmp_path / "plain"
@@ -144,6 +149,26 @@ def test_git_state_errors(tmp_path: Path, state: str, args: list[str], message: 
         init_repo(root)
         commit_all(root)
     _fails(run(root, "--state", state, *args), message)
+    if "st" not in state:
+        assert git(root, "for-each-ref", "--format=%(refname)") == "refs/heads/main"  # no branch made
+
+
+@pytest.mark.parametrize(("name", "email", "message"), [
+    ("CI Bot", "<ci@example.com>", None),  # taken without its brackets, as git does
+    ("CI <Bot>", "ci@example.com", "the committer name 'CI <Bot>'"),
+    ("CI Bot", "ci@exa>mple.com", "the committer email 'ci@exa>mple.com'"),
+    ("CI\nBot", "ci@example.com", "must not contain '<', '>' or a line feed"),
+])
+def test_committer_identity_for_the_git_state(tmp_path: Path, name: str, email: str, message: str | None):
+    root = _repo(tmp_path)
+    res = run(root, "--state", "git:st", "-q", env={"GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email})
+    if message is None:
+        assert res.returncode == 0, res.stderr
+        assert git(root, "log", "-1", "--format=%cn <%ce>", "st") == "CI Bot <ci@example.com>"
+    else:
+        _fails(res, message, "nothing was changed")  # was an internal error (ValueError from gitpython)
+        assert git(root, "for-each-ref", "--format=%(refname)", "refs/heads/st") == ""
+        assert not (root / ".reconciler/local.db").exists() or "create" not in res.stdout
 
 
 def _good_state(root: Path) -> dict:

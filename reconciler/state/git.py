@@ -89,7 +89,8 @@ class GitBranchStateStore(StateStore):
             self.repo = git.Repo(repo_dir, search_parent_directories=True)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
             raise StateError(f"--state git:{branch}: {repo_dir} is not inside a git repository") from exc
-        if not branch or branch.startswith("-") or subprocess.run(
+        # HEAD, @ and refs/... are valid ref names but not branches (git branch refuses them too)
+        if not branch or branch.startswith(("-", "refs/")) or branch in ("HEAD", "@") or subprocess.run(
             ["git", "check-ref-format", f"refs/heads/{branch}"], capture_output=True, check=False
         ).returncode:
             raise StateError(f"--state git:{branch}: not a valid branch name")
@@ -469,9 +470,17 @@ class GitBranchStateStore(StateStore):
         reader = self.repo.config_reader()
         name = os.environ.get("GIT_COMMITTER_NAME") or reader.get_value("user", "name", "")
         email = os.environ.get("GIT_COMMITTER_EMAIL") or reader.get_value("user", "email", "")
-        if name and email:
-            return git.Actor(str(name), str(email))
-        return _FALLBACK_ACTOR
+        if not (name and email):
+            return _FALLBACK_ACTOR
+        # as git does, '<ci@example.com>' is taken without its brackets; what is left must have none
+        given = {"name": str(name), "email": str(email)}
+        name, email = (v.strip().strip("<>").strip() for v in given.values())
+        for what, value in (("name", name), ("email", email)):
+            if any(c in value for c in "<>\n"):
+                raise StateError(f"git:{self.branch}: the committer {what} {given[what]!r} (GIT_COMMITTER_"
+                                 f"{what.upper()} or user.{what}) must not contain '<', '>' or a line feed; "
+                                 "nothing was changed")
+        return git.Actor(name, email)
 
     def _check(self, state: State) -> None:
         if not self._have_read:
