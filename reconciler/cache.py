@@ -127,7 +127,12 @@ class ValidationCache:
         self._key: bytes | None = None
         if directory is None:
             return
-        if tracked is not None and tracked(directory):
+        try:
+            inside_git = tracked is not None and tracked(directory)
+        except OSError:  # e.g. a name too long for the file system: no cache, never a failed run
+            self.directory = self.path = None
+            return
+        if inside_git:
             self.warnings.append((
                 str(directory),
                 "the validation cache holds files tracked by git; it is ignored "

@@ -272,6 +272,29 @@ def test_a_hand_edited_row_of_the_local_database_is_a_clear_error(applied: Path,
     assert state.read_bytes() == before and db.read_bytes() == rows
 
 
+LONG = "a" * 300  # one path component over the file system's 255 bytes: ENAMETOOLONG
+
+
+@pytest.mark.parametrize("args", [
+    ["validate", f"{LONG}.yaml"], ["export", "--out", f"{LONG}.yaml"], ["--dry-run", "--local-db", f"{LONG}.db"],
+    ["--state", f"{LONG}.json"], ["--dry-run", "--state", f"{LONG}/s.json"],
+], ids=["validate-path", "export-out", "local-db", "state", "state-dir"])
+def test_a_path_the_system_refuses_is_an_error_not_a_bug(applied: Path, tmp_path: Path, args: list[str]):
+    """Each was 'internal error: OSError: [Errno 36] File name too long'; now the system's own
+    words, with the path, and exit 1."""
+    root = tmp_path / "r"
+    shutil.copytree(applied, root, symlinks=True)
+    before = (root / ".reconciler/state.json").read_bytes()
+    _fails(run(root, *args), "File name too long")
+    assert (root / ".reconciler/state.json").read_bytes() == before
+
+
+def test_a_cache_directory_the_system_refuses_only_turns_the_cache_off(tmp_path: Path):
+    root = _repo(tmp_path)
+    res = run(root, "validate", env={"RECONCILER_CACHE_DIR": str(tmp_path / LONG)})
+    assert res.returncode == 0 and "1 registry: 0 errors" in res.stdout, res.stderr
+
+
 # ---------------------------------------------------------------- --target palette
 
 @pytest.mark.parametrize(("extra", "env", "message"), [
