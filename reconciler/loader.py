@@ -477,7 +477,10 @@ def discover_git(
     try:
         commit = resolve_commit(repo, ref)
         commit.tree  # noqa: B018 - a full SHA is taken unread: read it now (a missing one raises ValueError)
-    except (git.BadName, git.BadObject, ValueError) as exc:
+    except (git.BadName, git.BadObject, ValueError, BrokenPipeError, git.GitCommandError) as exc:
+        complaint = git_complaint(root)
+        if complaint:  # a repository git refuses (a bad config line): not a missing commit
+            raise InputError(f"--ref {ref}: git failed: {complaint}") from exc
         hint = (" (the all-zero SHA is what GitHub gives as the commit before a branch's first push)"
                 if ref.strip("0") == "" and len(ref) >= 7 else "")
         raise InputError(f"--ref {ref}: no such commit{hint}") from exc
@@ -583,6 +586,23 @@ def _normalise(p: PurePosixPath) -> PurePosixPath | None:
         elif part != ".":
             parts.append(part)
     return PurePosixPath(*parts)
+
+
+def git_complaint(directory: Path | str) -> str:
+    """What git itself says is wrong in ``directory`` ("fatal: bad config line 7 in file
+    .git/config"), or "" when it has no complaint: gitpython's object database talks to a git
+    process that dies on such a repository, and says only "exit code(128)" or a broken pipe."""
+    import subprocess
+
+    try:
+        res = subprocess.run(["git", "-C", str(directory), "rev-parse", "--git-dir"], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"git cannot run ({exc})"
+    if res.returncode == 0:
+        return ""
+    lines = [line.strip() for line in res.stderr.splitlines() if line.strip()]
+    return next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[0] if lines else "")
 
 
 def git_info(root: Path) -> tuple[str | None, bool]:

@@ -153,6 +153,17 @@ def test_git_state_errors(tmp_path: Path, state: str, args: list[str], message: 
         assert git(root, "for-each-ref", "--format=%(refname)") == "refs/heads/main"  # no branch made
 
 
+@pytest.mark.parametrize("args", [["--dry-run", "--ref", "HEAD"], ["validate", "--ref", "HEAD"], ["--state", "git:st"]])
+def test_a_repository_git_refuses_is_said_in_gits_words(tmp_path: Path, args: list[str]):
+    """A .git/config git rejects killed gitpython's git process: a silent exit 1 (a broken
+    pipe taken for a closed stdout), 'no such commit', or an internal error (exit code 128)."""
+    root = _repo(tmp_path)
+    with open(root / ".git/config", "a") as fh:
+        fh.write('[user]\n\tname = "a\\qb"\n')
+    _fails(run(root, *args), "git failed: fatal: bad config line")
+    assert not (root / ".reconciler/local.db").exists()
+
+
 @pytest.mark.parametrize(("name", "email", "message"), [
     ("CI Bot", "<ci@example.com>", None),  # taken without its brackets, as git does
     ("CI <Bot>", "ci@example.com", "the committer name 'CI <Bot>'"),

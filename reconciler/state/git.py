@@ -443,7 +443,13 @@ class GitBranchStateStore(StateStore):
     # -- write ----------------------------------------------------------------------------
 
     def _store(self, kind: str, data: bytes) -> bytes:
-        return self.repo.odb.store(IStream(kind, len(data), BytesIO(data))).binsha  # type: ignore[no-any-return]
+        try:
+            return self.repo.odb.store(IStream(kind, len(data), BytesIO(data))).binsha  # type: ignore[no-any-return]
+        except (git.GitCommandError, BrokenPipeError) as exc:  # e.g. a .git/config git refuses
+            from reconciler.loader import git_complaint
+
+            why = git_complaint(str(self.repo.working_tree_dir or self.repo.git_dir)) or str(exc)
+            raise StateError(f"git:{self.branch}: git failed: {why}") from exc
 
     def _tree_with(self, tree_sha: bytes | None, parts: list[str], blob: bytes | None) -> bytes:
         """A tree equal to ``tree_sha`` (or empty) with ``parts`` set to ``blob`` (None:
