@@ -146,6 +146,16 @@ def test_a_journal_that_records_one_uid_twice_is_refused(tmp_path: Path) -> None
         FileStateStore(store.path).read()
 
 
+def test_a_bad_journal_record_is_said_of_its_line(tmp_path: Path) -> None:
+    store, _ = started(tmp_path, "a")
+    with open(tmp_path / "state.json.journal", "ab") as fh:
+        fh.write(json.dumps({"op": "put", "record": {"uid": "u"}}).encode() + b"\n")
+    with pytest.raises(StateError) as err:
+        FileStateStore(store.path).read()
+    assert "state.json.journal:3: journal is corrupt (missing field" in str(err.value)
+    assert "registries[" not in str(err.value)  # the document's words, not the journal's
+
+
 @pytest.mark.parametrize("what", ["fifo", "dev-zero"])
 def test_a_journal_that_is_not_a_regular_file_is_refused_not_read_for_ever(tmp_path: Path, what: str) -> None:
     store, _ = started(tmp_path, "a")

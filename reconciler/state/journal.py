@@ -78,8 +78,8 @@ def replay(state: State, data: bytes, where: str) -> tuple[State, int]:
         if op == "put":
             try:
                 rec = _record(e.get("record"), n)
-            except (TypeError, ValueError) as exc:
-                raise bad(n, str(exc)) from exc
+            except (TypeError, ValueError) as exc:  # said of line n, not of the document's registries[n]
+                raise bad(n, str(exc).removeprefix(f"registries[{n}]: ")) from exc
             state.records[rec.key] = rec
         elif op == "drop":
             key = e.get("key")
