@@ -190,15 +190,13 @@ def handle_errors(f: Callable[..., int]) -> Callable[..., None]:
             raise
         except BrokenPipeError:
             code = 1
-        except OSError as exc:
-            if not exc.strerror:
-                raise
-            # the system refused a path the user gave (a name too long, no permission, ...):
-            # their input or their machine, said as the system says it, not a bug
-            where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"error: {redact_resolved(where + exc.strerror)}", err=True)
-            code = 1
         except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into exit 3
+            if isinstance(exc, OSError) and exc.strerror:
+                # the system refused a path the user gave (a name too long, no permission, ...):
+                # their input or their machine, said as the system says it, not a bug
+                where = f"{exc.filename}: " if exc.filename else ""
+                click.echo(f"error: {redact_resolved(where + exc.strerror)}", err=True)
+                sys.exit(1)
             click.echo(f"internal error: {type(exc).__name__}: {redact_resolved(str(exc))}", err=True)
             click.echo("this is a bug in reconcile; please report it with the output of -v", err=True)
             if _verbosity(args, kwargs):

@@ -588,17 +588,25 @@ def _normalise(p: PurePosixPath) -> PurePosixPath | None:
     return PurePosixPath(*parts)
 
 
+def _run_git(directory: Path | str, *args: str) -> Any:
+    """``git -C directory args``, its output captured (a ``CompletedProcess``), or None when git
+    cannot be run at all; git itself, not gitpython, whose import costs more than the question."""
+    import subprocess  # not imported by a run that asks git nothing
+
+    try:
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def git_complaint(directory: Path | str) -> str:
     """What git itself says is wrong in ``directory`` ("fatal: bad config line 7 in file
     .git/config"), or "" when it has no complaint: gitpython's object database talks to a git
     process that dies on such a repository, and says only "exit code(128)" or a broken pipe."""
-    import subprocess
-
-    try:
-        res = subprocess.run(["git", "-C", str(directory), "rev-parse", "--git-dir"], capture_output=True, text=True,
-                             timeout=60, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"git cannot run ({exc})"
+    res = _run_git(directory, "rev-parse", "--git-dir")
+    if res is None:
+        return "git cannot be run"
     if res.returncode == 0:
         return ""
     lines = [line.strip() for line in res.stderr.splitlines() if line.strip()]
@@ -614,16 +622,7 @@ def git_info(root: Path) -> tuple[str | None, bool]:
         return None, False
     # one `git status` answers both (porcelain v2 names the HEAD commit): no gitpython, whose
     # import alone costs about three times the status of 5,000 files
-    import subprocess  # not imported by a run that asks git nothing
-
-    try:
-        res = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain=v2", "--branch", "--untracked-files=all", "--",
-             DEFINITIONS_DIR],
-            capture_output=True, text=True, timeout=120, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
-        )
-    except (OSError, subprocess.SubprocessError):
-        res = None
+    res = _run_git(root, "status", "--porcelain=v2", "--branch", "--untracked-files=all", "--", DEFINITIONS_DIR)
     if res is not None and res.returncode == 0:
         head: str | None = None
         dirty = False
@@ -665,12 +664,8 @@ def tracked_by_git(directory: Path) -> bool:
     directory = Path(directory)
     if not directory.is_dir() or not _in_git_work_tree(directory):
         return False
-    import subprocess
-
-    try:  # git itself, not gitpython (whose import costs more than the question)
-        res = subprocess.run(["git", "-C", str(directory), "ls-files", "--", "."], capture_output=True, text=True,
-                             timeout=120, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
-    except (OSError, subprocess.SubprocessError):
+    res = _run_git(directory, "ls-files", "--", ".")
+    if res is None:
         return True  # cannot tell: do not trust it
     if res.returncode == 0:
         return bool(res.stdout.strip())

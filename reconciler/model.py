@@ -189,7 +189,7 @@ def stored_spec(kind: str, name: str, uid: str, text: str, where: str = "") -> A
     database), instead of a traceback in the planner."""
     try:
         spec = decode_spec(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to decode
         problem = f"is not valid JSON ({exc})"
     else:
         shape = spec_shape_problem(spec)

@@ -109,6 +109,13 @@ def schema_text() -> str:
     return SCHEMA_FILE.read_text(encoding="utf-8")
 
 
+def schema_digest() -> str:
+    """The SHA-256 of the schema file's bytes: what the shipped compiled schema was made from."""
+    import hashlib
+
+    return hashlib.sha256(SCHEMA_FILE.read_bytes()).hexdigest()
+
+
 @lru_cache(maxsize=1)
 def load_schema() -> dict[str, Any]:
     return json.loads(schema_text())  # type: ignore[no-any-return]
@@ -127,11 +134,9 @@ def _compiled() -> Callable[[Any], bool] | None:
     compiled (``_schema_check.py``, whose bytecode Python caches as for any module: compiling
     the source took a cold run about 10 ms), used when it was compiled from this very schema
     text; any other schema is compiled here, once per process."""
-    import hashlib
-
     from . import _schema_check
 
-    if _schema_check.SCHEMA_SHA256 == hashlib.sha256(SCHEMA_FILE.read_bytes()).hexdigest():
+    if _schema_check.SCHEMA_SHA256 == schema_digest():
         check: Callable[[Any], bool] = _schema_check.check
         return check
     return compile_schema(load_schema())

@@ -262,7 +262,8 @@ def test_truncated_state_and_corrupt_local_db(applied: Path, tmp_path: Path):
     ("null", "'spec' must be an object"), ('"x"', "'spec' must be an object, not str"),
     ('{"auth": "basic"}', "'spec.auth' must be an object, not str"),
     ('{"auth": {"type": 5}}', "'spec.auth.type' must be a string"),
-])
+    ("[" * 5000 + "]" * 5000, "is not valid JSON (maximum recursion depth"),  # RecursionError in the decoder
+], ids=lambda v: str(v)[:24])
 def test_a_hand_edited_row_of_the_local_database_is_a_clear_error(applied: Path, tmp_path: Path, damage: str,
                                                                   message: str):
     """A row whose spec is not JSON, or not a spec the planner can diff (edited with sqlite3 by
@@ -424,6 +425,25 @@ def test_crash_failpoint_is_inert_unless_the_test_suite_arms_it(tmp_path: Path):
     armed = run(root, "--dry-run", env={"RECONCILER_CRASH_AT": "1"})
     assert run(_repo(tmp_path / "second"), env={"RECONCILER_CRASH_AT": "1"}).returncode == -9
     assert armed.returncode == 0  # a dry run passes no checkpoint
+
+
+def test_an_os_error_is_said_in_the_systems_words_and_one_without_them_is_a_bug(monkeypatch: pytest.MonkeyPatch,
+                                                                                   tmp_path: Path):
+    from click.testing import CliRunner
+
+    from reconciler import cli
+    from reconciler.commands import status
+
+    root = _repo(tmp_path)
+    for exc, code, says in ((PermissionError(13, "Permission denied", "/x/y"), 1, "error: /x/y: Permission denied"),
+                            (OSError("no errno"), 3, "internal error: OSError: no errno")):
+        def boom(*_a, _exc=exc, **_k):
+            raise _exc
+
+        monkeypatch.setattr(status, "run_status", boom)
+        res = CliRunner().invoke(cli.main, ["status", "--dir", str(root)])
+        assert res.exit_code == code and says in res.output, res.output  # an OSError with no words escaped raw
+        assert res.exception is None or isinstance(res.exception, SystemExit)
 
 
 @pytest.mark.parametrize("flags", [["-v"], ["-vv"], ["--verbose"], ["-v", "-v"], ["--verbose", "--verbose"]])
