@@ -427,7 +427,46 @@ def in_ci(environ: Mapping[str, str]) -> bool:
 
 
 def entry() -> None:
-    """Console script: like ``main()``, but usage errors exit 1 (2 means "changes found")."""
+    """Console script: like ``main()``, but usage errors exit 1 (2 means "changes found").
+
+    A finished command leaves the process without the interpreter's teardown when nothing is
+    left for it to do (``_nothing_left_at_exit``): after a plan of thousands of registries,
+    the teardown frees every object one by one, touching all that memory again for nothing
+    (37 M instructions of 4.17 G for 5,000 registries). mypy does the same
+    (``mypy/util.py``, ``hard_exit``: flush stdout and stderr, then ``os._exit``)."""
+    try:
+        _entry_streams()
+    except SystemExit as exc:
+        code = exc.code
+        if (code is None or type(code) is int) and _nothing_left_at_exit():
+            os._exit(code or 0)
+        raise
+
+
+def _nothing_left_at_exit() -> bool:
+    """Whether a normal exit would do nothing but free memory, once the streams are flushed:
+    no thread is still running (an executor's threads are joined at exit), no tracer or
+    profiler is set (coverage writes its data at exit), and every stream flushes (a closed
+    pipe or a full disk is left to the normal exit, which reports it as before). Logging's
+    handlers (``-v``) are flushed and closed here, as its exit hook would."""
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return False
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return False
+    logging = sys.modules.get("logging")
+    try:
+        if logging is not None:
+            logging.shutdown()
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):  # -q swaps sys.stdout
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _entry_streams() -> None:
     if in_ci(os.environ):
         sys.stdout = cast(TextIO, CISafeStream(sys.stdout))
         sys.stderr = cast(TextIO, CISafeStream(sys.stderr))
