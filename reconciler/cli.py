@@ -209,7 +209,42 @@ def handle_errors(f: Callable[..., int]) -> Callable[..., None]:
     return wrapper
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The root command, whose subcommands are built the first time one is asked for (to run
+    it, or to list them all in ``--help``): a plan does not pay for the 150-odd options of
+    the others (4 ms of a run). Each is registered with ``@main.lazy(name)`` on a function
+    that builds it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.factories: dict[str, Callable[[], click.Command]] = {}
+
+    def lazy(self, name: str) -> Callable[[Callable[[], click.Command]], Callable[[], click.Command]]:
+        def register(factory: Callable[[], click.Command]) -> Callable[[], click.Command]:
+            self.factories[name] = factory
+            return factory
+
+        return register
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.factories})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        factory = self.factories.pop(cmd_name, None)
+        if factory is not None:
+            self.add_command(factory(), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand:
+            for name in self.list_commands(ctx):  # "Did you mean ...?" looks among every command
+                self.get_command(ctx, name)
+            return super().resolve_command(ctx, args)
+
+
+@click.group(cls=_Commands, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--dry-run", is_flag=True, help="Plan only: show what would change and change nothing.")
 @click.option("--detailed-exitcode", is_flag=True, help="With --dry-run: exit 2 when there are changes, 0 when none.")
 @click.option("--preflight", is_flag=True, help="With --dry-run: probe every added or changed registry.")
@@ -255,124 +290,156 @@ def _main_job(ctx: click.Context, dry_run: bool, detailed_exitcode: bool, prefli
     return run_reconcile(opts, sys.stdout, sys.stderr, dry_run=dry_run, preflight=preflight)
 
 
-@main.command()
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@common_options
-@click.pass_context
-@handle_errors
-def validate(ctx: click.Context, paths: tuple[Path, ...], **kwargs: Any) -> int:
-    """Check definitions against the schema and policy; report every problem."""
-    from reconciler.commands.validate import run_validate
+@main.lazy("validate")
+def _validate_command() -> click.Command:
+    @click.command("validate")
+    @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+    @common_options
+    @click.pass_context
+    @handle_errors
+    def validate(ctx: click.Context, paths: tuple[Path, ...], **kwargs: Any) -> int:
+        """Check definitions against the schema and policy; report every problem."""
+        from reconciler.commands.validate import run_validate
 
-    opts = _options(ctx, kwargs, quiet_stdout=False)  # its errors are its output: -q drops the rest
-    if not paths:
-        from reconciler.runner import check_definitions_present
+        opts = _options(ctx, kwargs, quiet_stdout=False)  # its errors are its output: -q drops the rest
+        if not paths:
+            from reconciler.runner import check_definitions_present
 
-        check_definitions_present(opts)  # the same rule as plan and apply
-    return run_validate(list(paths) or None, opts.root, opts.profile, opts.fmt, sys.stdout, ref=opts.ref,
-                        quiet=opts.quiet)
+            check_definitions_present(opts)  # the same rule as plan and apply
+        return run_validate(list(paths) or None, opts.root, opts.profile, opts.fmt, sys.stdout, ref=opts.ref,
+                            quiet=opts.quiet)
 
-
-@main.command()
-@click.option("--registry", "names", multiple=True, help="Only this managed registry (repeatable).")
-@click.option("--force", is_flag=True, help="Sync even when not due (Palette: forceSync where allowed).")
-@click.option("--wait/--no-wait", default=True, help="Wait for each sync to finish (default) or only trigger it.")
-@click.option("--timeout", type=Bounded(float, 1, 86_400), default=900.0, show_default=True,
-              help="Deadline in seconds for the whole sync run.")
-@common_options
-@click.pass_context
-@handle_errors
-def sync(ctx: click.Context, names: tuple[str, ...], force: bool, wait: bool, timeout: float, **kwargs: Any) -> int:
-    """Sync the content of every managed registry that is due, and report."""
-    from reconciler.sync import run_sync
-
-    opts = _options(ctx, kwargs)
-    return run_sync(opts, list(names), force=force, wait=wait, timeout=timeout, out=sys.stdout, err=sys.stderr)
+    return validate
 
 
-@main.command()
-@common_options
-@click.pass_context
-@handle_errors
-def status(ctx: click.Context, **kwargs: Any) -> int:
-    """Show the recorded state and the target's registries side by side."""
-    from reconciler.commands.status import run_status
+@main.lazy("sync")
+def _sync_command() -> click.Command:
+    @click.command("sync")
+    @click.option("--registry", "names", multiple=True, help="Only this managed registry (repeatable).")
+    @click.option("--force", is_flag=True, help="Sync even when not due (Palette: forceSync where allowed).")
+    @click.option("--wait/--no-wait", default=True, help="Wait for each sync to finish (default) or only trigger it.")
+    @click.option("--timeout", type=Bounded(float, 1, 86_400), default=900.0, show_default=True,
+                  help="Deadline in seconds for the whole sync run.")
+    @common_options
+    @click.pass_context
+    @handle_errors
+    def sync(ctx: click.Context, names: tuple[str, ...], force: bool, wait: bool, timeout: float, **kwargs: Any) -> int:
+        """Sync the content of every managed registry that is due, and report."""
+        from reconciler.sync import run_sync
 
-    return run_status(_options(ctx, kwargs), sys.stdout, sys.stderr)
+        opts = _options(ctx, kwargs)
+        return run_sync(opts, list(names), force=force, wait=wait, timeout=timeout, out=sys.stdout, err=sys.stderr)
 
-
-@main.command(name="import")
-@click.argument("names", nargs=-1)
-@click.option("--all", "all_", is_flag=True, help="Adopt every declared registry that exists on the target.")
-@common_options
-@click.pass_context
-@handle_errors
-def import_(ctx: click.Context, names: tuple[str, ...], all_: bool, **kwargs: Any) -> int:
-    """Adopt existing registries of the target into management."""
-    from reconciler.commands.import_ import run_import
-
-    if not names and not all_:
-        raise click.UsageError("name a registry to import, or pass --all")
-    return run_import(_options(ctx, kwargs), list(names), all_, sys.stdout, sys.stderr)
+    return sync
 
 
-@main.command()
-@click.argument("lock_id", metavar="ID")
-@common_options
-@click.pass_context
-@handle_errors
-def unlock(ctx: click.Context, lock_id: str, **kwargs: Any) -> int:
-    """Release the state lock with this id, left by a run that is gone (git:BRANCH state)."""
-    from reconciler.commands.unlock import run_unlock
+@main.lazy("status")
+def _status_command() -> click.Command:
+    @click.command("status")
+    @common_options
+    @click.pass_context
+    @handle_errors
+    def status(ctx: click.Context, **kwargs: Any) -> int:
+        """Show the recorded state and the target's registries side by side."""
+        from reconciler.commands.status import run_status
 
-    return run_unlock(_options(ctx, kwargs), lock_id, sys.stdout)
+        return run_status(_options(ctx, kwargs), sys.stdout, sys.stderr)
 
-
-@main.command()
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="File to write (default registries.d/exported.yaml).")
-@click.option("--force", is_flag=True, help="Overwrite the file (and its CA files) if they exist.")
-@common_options
-@click.pass_context
-@handle_errors
-def export(ctx: click.Context, out_path: Path | None, force: bool, **kwargs: Any) -> int:
-    """Write definitions for the target's registries that are neither built-in nor declared."""
-    from reconciler.commands.export import run_export
-
-    return run_export(_options(ctx, kwargs), out_path, force, sys.stdout, sys.stderr)
+    return status
 
 
-@main.command()
-@click.argument("query", required=False)
-@click.option("--version", "version", default=None, help="Only this version or tag (exact, or a glob such as '1.2.*').")
-@click.option("--registry", "names", multiple=True, help="Only this registry (repeatable).")
-@click.option("--kind", "kinds", multiple=True, type=click.Choice(["helm", "oci", "pack"]),
-              help="Only this kind of content (repeatable).")
-@common_options
-@click.pass_context
-@handle_errors
-def catalog(ctx: click.Context, query: str | None, version: str | None, names: tuple[str, ...],
-            kinds: tuple[str, ...], **kwargs: Any) -> int:
-    """Query the content the last syncs stored: charts, OCI repositories and tags, packs.
+@main.lazy("import")
+def _import_command() -> click.Command:
+    @click.command("import")
+    @click.argument("names", nargs=-1)
+    @click.option("--all", "all_", is_flag=True, help="Adopt every declared registry that exists on the target.")
+    @common_options
+    @click.pass_context
+    @handle_errors
+    def import_(ctx: click.Context, names: tuple[str, ...], all_: bool, **kwargs: Any) -> int:
+        """Adopt existing registries of the target into management."""
+        from reconciler.commands.import_ import run_import
 
-    QUERY matches names: a substring, or a glob with * ? [ ]. Exit 1 when nothing matches.
-    """
-    from reconciler.commands.catalog import run_catalog
-    from reconciler.runner import local_db_path
+        if not names and not all_:
+            raise click.UsageError("name a registry to import, or pass --all")
+        return run_import(_options(ctx, kwargs), list(names), all_, sys.stdout, sys.stderr)
 
-    opts = _options(ctx, kwargs)
-    return run_catalog(local_db_path(opts), target=opts.target, pattern=query,
-                       version=version, names=names, kinds=kinds, fmt=opts.fmt, out=sys.stdout, err=sys.stderr)
+    return import_
 
 
-@main.command()
-@handle_errors
-def schema() -> int:
-    """Print the JSON Schema of the definitions format."""
-    from importlib import resources
+@main.lazy("unlock")
+def _unlock_command() -> click.Command:
+    @click.command("unlock")
+    @click.argument("lock_id", metavar="ID")
+    @common_options
+    @click.pass_context
+    @handle_errors
+    def unlock(ctx: click.Context, lock_id: str, **kwargs: Any) -> int:
+        """Release the state lock with this id, left by a run that is gone (git:BRANCH state)."""
+        from reconciler.commands.unlock import run_unlock
 
-    sys.stdout.write(resources.files("reconciler").joinpath("schema/registry.schema.json").read_text("utf-8"))
-    return 0
+        return run_unlock(_options(ctx, kwargs), lock_id, sys.stdout)
+
+    return unlock
+
+
+@main.lazy("export")
+def _export_command() -> click.Command:
+    @click.command("export")
+    @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="File to write (default registries.d/exported.yaml).")
+    @click.option("--force", is_flag=True, help="Overwrite the file (and its CA files) if they exist.")
+    @common_options
+    @click.pass_context
+    @handle_errors
+    def export(ctx: click.Context, out_path: Path | None, force: bool, **kwargs: Any) -> int:
+        """Write definitions for the target's registries that are neither built-in nor declared."""
+        from reconciler.commands.export import run_export
+
+        return run_export(_options(ctx, kwargs), out_path, force, sys.stdout, sys.stderr)
+
+    return export
+
+
+@main.lazy("catalog")
+def _catalog_command() -> click.Command:
+    @click.command("catalog")
+    @click.argument("query", required=False)
+    @click.option("--version", "version", default=None, help="Only this version or tag (exact, or a glob such as '1.2.*').")
+    @click.option("--registry", "names", multiple=True, help="Only this registry (repeatable).")
+    @click.option("--kind", "kinds", multiple=True, type=click.Choice(["helm", "oci", "pack"]),
+                  help="Only this kind of content (repeatable).")
+    @common_options
+    @click.pass_context
+    @handle_errors
+    def catalog(ctx: click.Context, query: str | None, version: str | None, names: tuple[str, ...],
+                kinds: tuple[str, ...], **kwargs: Any) -> int:
+        """Query the content the last syncs stored: charts, OCI repositories and tags, packs.
+
+        QUERY matches names: a substring, or a glob with * ? [ ]. Exit 1 when nothing matches.
+        """
+        from reconciler.commands.catalog import run_catalog
+        from reconciler.runner import local_db_path
+
+        opts = _options(ctx, kwargs)
+        return run_catalog(local_db_path(opts), target=opts.target, pattern=query,
+                           version=version, names=names, kinds=kinds, fmt=opts.fmt, out=sys.stdout, err=sys.stderr)
+
+    return catalog
+
+
+@main.lazy("schema")
+def _schema_command() -> click.Command:
+    @click.command("schema")
+    @handle_errors
+    def schema() -> int:
+        """Print the JSON Schema of the definitions format."""
+        from importlib import resources
+
+        sys.stdout.write(resources.files("reconciler").joinpath("schema/registry.schema.json").read_text("utf-8"))
+        return 0
+
+    return schema
 
 
 _COMMAND_START = re.compile(r"^(\s*)::")  # GitHub runner: a line that starts with `::` after leading spaces

@@ -322,3 +322,22 @@ def test_a_thread_still_running_or_a_tracer_gets_the_normal_exit(tmp_path: Path)
         assert res.returncode == 0, res.stderr
         assert "exit hook ran" in res.stderr, mode
         assert ("thread finished" in res.stderr) == (mode == "thread")
+
+
+def test_a_plan_builds_none_of_the_subcommands_and_help_lists_them_all(tmp_path: Path):
+    """Each subcommand is built when first asked for: a plan pays for no option of another
+    command; ``--help`` and "Did you mean" still see every one."""
+    _many(tmp_path, 2)
+    probe = ("import sys\nfrom click.testing import CliRunner\nfrom reconciler import cli\n"
+             "res = CliRunner().invoke(cli.main, sys.argv[1:])\n"
+             "print(res.exit_code, sorted(cli.main.commands))\nprint(res.output)")
+    built = subprocess.run([sys.executable, "-c", probe, "--dry-run"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=60)
+    assert built.stdout.splitlines()[0] == "0 []", built.stdout + built.stderr
+    every = ["catalog", "export", "import", "schema", "status", "sync", "unlock", "validate"]
+    helped = subprocess.run([sys.executable, "-c", probe, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60)
+    assert helped.stdout.splitlines()[0] == f"0 {every}"
+    assert all(f"\n  {name} " in helped.stdout for name in every)
+    typo = run(tmp_path, "valdate")
+    assert typo.returncode == 1 and "Did you mean 'validate'?" in typo.stderr
