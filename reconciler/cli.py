@@ -235,7 +235,9 @@ class _Commands(click.Group):
             self.add_command(factory(), cmd_name)
         return self.commands.get(cmd_name)
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
         try:
             return super().resolve_command(ctx, args)
         except click.exceptions.NoSuchCommand:
@@ -405,7 +407,8 @@ def _export_command() -> click.Command:
 def _catalog_command() -> click.Command:
     @click.command("catalog")
     @click.argument("query", required=False)
-    @click.option("--version", "version", default=None, help="Only this version or tag (exact, or a glob such as '1.2.*').")
+    @click.option("--version", "version", default=None,
+                  help="Only this version or tag (exact, or a glob such as '1.2.*').")
     @click.option("--registry", "names", multiple=True, help="Only this registry (repeatable).")
     @click.option("--kind", "kinds", multiple=True, type=click.Choice(["helm", "oci", "pack"]),
                   help="Only this kind of content (repeatable).")
