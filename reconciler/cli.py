@@ -499,40 +499,74 @@ def in_ci(environ: Mapping[str, str]) -> bool:
 def entry() -> None:
     """Console script: like ``main()``, but usage errors exit 1 (2 means "changes found").
 
-    A finished command leaves the process without the interpreter's teardown when nothing is
-    left for it to do (``_nothing_left_at_exit``): after a plan of thousands of registries,
-    the teardown frees every object one by one, touching all that memory again for nothing
-    (37 M instructions of 4.17 G for 5,000 registries). mypy does the same
-    (``mypy/util.py``, ``hard_exit``: flush stdout and stderr, then ``os._exit``)."""
+    Output that cannot be written is said (``_flush_output``), not left to the interpreter's
+    "Exception ignored" and exit 120. A finished command then leaves the process without the
+    interpreter's teardown when nothing is left for it to do (``_nothing_left_at_exit``):
+    after a plan of thousands of registries, the teardown frees every object one by one,
+    touching all that memory again for nothing (37 M instructions of 4.17 G for 5,000
+    registries). mypy does the same (``mypy/util.py``, ``hard_exit``: flush stdout and
+    stderr, then ``os._exit``)."""
+    if sys.stdout is None or sys.stderr is None:  # started with a standard stream closed (`>&-`)
+        if sys.stderr is not None:
+            sys.stderr.write("error: standard output is closed: nothing was done\n")
+        sys.exit(1)
     try:
         _entry_streams()
     except SystemExit as exc:
         code = exc.code
-        if (code is None or type(code) is int) and _nothing_left_at_exit():
-            os._exit(code or 0)
+        if code is None or type(code) is int:
+            code = _flush_output(code or 0)
+            if _nothing_left_at_exit():
+                os._exit(code)
+            sys.exit(code)
         raise
 
 
+def _flush_output(code: int) -> int:
+    """Flush both streams (and the real ones, which ``-q`` and CI wrap); the exit code once
+    they are: a stream that cannot take its output (a reader gone, ``| head``; a full disk)
+    makes the exit 1, and is pointed at the null device so that the interpreter's own flush
+    at exit cannot fail again (the Python docs' recipe, signal module, "Note on SIGPIPE").
+    A reader gone is not worth a word, as during the command (``handle_errors``); any
+    other failure is said on stderr if it can be."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError) as exc:
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+            err = sys.__stderr__
+            if not isinstance(exc, BrokenPipeError) and err is not None and stream is not err:
+                what = "output" if stream in (sys.stdout, sys.__stdout__) else "errors"
+                try:
+                    err.write(f"error: cannot write the {what}: {getattr(exc, 'strerror', None) or exc}\n")
+                    err.flush()
+                except (OSError, ValueError):
+                    pass
+            code = 1 if code in (0, 2) else code
+    return code
+
+
 def _nothing_left_at_exit() -> bool:
-    """Whether a normal exit would do nothing but free memory, once the streams are flushed:
-    no thread is still running (an executor's threads are joined at exit), no tracer or
-    profiler is set (coverage writes its data at exit), and every stream flushes (a closed
-    pipe or a full disk is left to the normal exit, which reports it as before). Logging's
-    handlers (``-v``) are flushed and closed here, as its exit hook would."""
+    """Whether a normal exit would do nothing but free memory (the streams are flushed): no
+    thread is still running (an executor's threads are joined at exit), no tracer or
+    profiler is set (coverage writes its data at exit). Logging's handlers (``-v``) are
+    flushed and closed here, as its exit hook would."""
     if sys.gettrace() is not None or sys.getprofile() is not None:
         return False
     threading = sys.modules.get("threading")
     if threading is not None and threading.active_count() > 1:
         return False
     logging = sys.modules.get("logging")
-    try:
-        if logging is not None:
+    if logging is not None:
+        try:
             logging.shutdown()
-        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):  # -q swaps sys.stdout
-            if stream is not None:
-                stream.flush()
-    except (OSError, ValueError):
-        return False
+        except (OSError, ValueError):
+            return False
     return True
 
 

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+import pytest
+
+from tests.support.gitops_repo import commit_all, init_repo, reconcile_cmd, registry_doc, run, write_defs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -341,3 +343,55 @@ def test_a_plan_builds_none_of_the_subcommands_and_help_lists_them_all(tmp_path:
     assert all(f"\n  {name} " in helped.stdout for name in every)
     typo = run(tmp_path, "valdate")
     assert typo.returncode == 1 and "Did you mean 'validate'?" in typo.stderr
+
+
+def _env_buffered(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "CI", "GITHUB_ACTIONS")}
+    return {**env, **extra}
+
+
+# the console script as installed, and through entry() with a tracer set: the normal
+# interpreter exit, whose own flush of the streams comes after ours
+EXITS = {"fast": lambda: reconcile_cmd(), "normal": lambda: [sys.executable, "-c", EXIT_PROBE, "trace"]}
+
+
+@pytest.mark.parametrize("exit_path", list(EXITS))
+@pytest.mark.parametrize("ci", [False, True], ids=["terminal", "ci"])
+def test_output_that_cannot_be_written_is_an_error_in_words(tmp_path: Path, ci: bool, exit_path: str):
+    """A full disk under the output: exit 1 with the system's words, never the interpreter's
+    'Exception ignored' and exit 120, nor 2 ("changes found") for a plan nobody can read."""
+    _many(tmp_path, 3)
+    with open("/dev/full", "w") as full:
+        res = subprocess.run([*EXITS[exit_path](), "--dry-run", "--detailed-exitcode"], cwd=tmp_path, stdout=full,
+                             stderr=subprocess.PIPE, text=True, timeout=60,
+                             env=_env_buffered(**({"CI": "true"} if ci else {})))
+    assert res.returncode == 1, res.stderr
+    assert "error: cannot write the output: No space left on device" in res.stderr
+    assert "Exception ignored" not in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("exit_path", list(EXITS))
+def test_a_reader_gone_is_exit_1_without_a_word(tmp_path: Path, exit_path: str):
+    """`reconcile --dry-run | head -1`, the reader gone before the plan is written: exit 1,
+    as a broken pipe during the command is, with nothing on stderr but the command's own."""
+    _many(tmp_path, 3)
+    proc = subprocess.Popen([*EXITS[exit_path](), "--dry-run"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env_buffered())
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the process has written anything: it takes far longer to start
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1, err
+    assert "Exception ignored" not in err and "Broken pipe" not in err and "Traceback" not in err
+
+
+def test_a_closed_standard_output_is_an_error_and_changes_nothing(tmp_path: Path):
+    """Started with stdout closed (`reconcile >&-`): nothing to show a plan or an apply on, so
+    nothing is done; before, an internal error once the plan was made."""
+    _many(tmp_path, 3)
+    for args in (["--dry-run"], []):
+        res = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *reconcile_cmd(), *args], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60, env=_env_buffered())
+        assert res.returncode == 1, res.stderr
+        assert "error: standard output is closed: nothing was done" in res.stderr
+        assert "internal error" not in res.stderr
+        assert not (tmp_path / ".reconciler").exists()
