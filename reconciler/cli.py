@@ -536,7 +536,11 @@ def _flush_output(code: int) -> int:
             stream.flush()
         except (OSError, ValueError) as exc:
             try:
-                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+                null = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(null, stream.fileno())
+                finally:
+                    os.close(null)
             except (OSError, ValueError, AttributeError):
                 pass
             err = sys.__stderr__
