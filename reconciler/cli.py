@@ -498,14 +498,8 @@ def in_ci(environ: Mapping[str, str]) -> bool:
 
 def entry() -> None:
     """Console script: like ``main()``, but usage errors exit 1 (2 means "changes found").
-
     Output that cannot be written is said (``_flush_output``), not left to the interpreter's
-    "Exception ignored" and exit 120. A finished command then leaves the process without the
-    interpreter's teardown when nothing is left for it to do (``_nothing_left_at_exit``):
-    after a plan of thousands of registries, the teardown frees every object one by one,
-    touching all that memory again for nothing (8 M instructions of 4.16 G for 5,000
-    registries, and its cache misses). mypy does the same (``mypy/util.py``, ``hard_exit``:
-    flush stdout and stderr, then ``os._exit``)."""
+    "Exception ignored" and exit 120."""
     if sys.stdout is None or sys.stderr is None:  # started with a standard stream closed (`>&-`)
         if sys.stderr is not None:
             sys.stderr.write("error: standard output is closed: nothing was done\n")
@@ -513,12 +507,8 @@ def entry() -> None:
     try:
         _entry_streams()
     except SystemExit as exc:
-        code = exc.code
-        if code is None or type(code) is int:
-            code = _flush_output(code or 0)
-            if _nothing_left_at_exit():
-                os._exit(code)
-            sys.exit(code)
+        if exc.code is None or type(exc.code) is int:
+            sys.exit(_flush_output(exc.code or 0))
         raise
 
 
@@ -553,25 +543,6 @@ def _flush_output(code: int) -> int:
                     pass
             code = 1 if code in (0, 2) else code
     return code
-
-
-def _nothing_left_at_exit() -> bool:
-    """Whether a normal exit would do nothing but free memory (the streams are flushed): no
-    thread is still running (an executor's threads are joined at exit), no tracer or
-    profiler is set (coverage writes its data at exit). Logging's handlers (``-v``) are
-    flushed and closed here, as its exit hook would."""
-    if sys.gettrace() is not None or sys.getprofile() is not None:
-        return False
-    threading = sys.modules.get("threading")
-    if threading is not None and threading.active_count() > 1:
-        return False
-    logging = sys.modules.get("logging")
-    if logging is not None:
-        try:
-            logging.shutdown()
-        except (OSError, ValueError):
-            return False
-    return True
 
 
 def _entry_streams() -> None:

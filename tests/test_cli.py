@@ -269,61 +269,10 @@ def test_quiet_still_prints_errors(tmp_path: Path, monkeypatch):
     assert "PackRegistry/legacy" not in res.stderr and "Apply: 1 change(s) applied, 1 failed" in res.stderr
 
 
-# `reconcile` run through `entry()` as the console script runs it, with an exit hook and,
-# when asked, a thread still running or a tracer set: what a normal interpreter exit does
-EXIT_PROBE = """
-import atexit, sys, threading, time
-atexit.register(lambda: sys.stderr.write("exit hook ran\\n"))
-args = sys.argv[1:]
-if args[0] == "thread":
-    threading.Thread(target=lambda: (time.sleep(0.3), sys.stderr.write("thread finished\\n"))).start()
-elif args[0] == "trace":
-    sys.settrace(lambda *a: None)
-from reconciler.cli import entry
-sys.argv = ["reconcile", *args[1:]]
-entry()
-"""
-
-
-def _exit_probe(root: Path, mode: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered, as in most runs
-    return subprocess.run([sys.executable, "-c", EXIT_PROBE, mode, *args], cwd=root, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL, env=env)
-
-
 def _many(root: Path, n: int) -> None:
     init_repo(root)
     write_defs(root, {f"r{i:03d}.yaml": registry_doc("HelmRegistry", f"h{i:03d}", f"endpoint: https://h{i}.example.com")
                       for i in range(n)})
-
-
-def test_a_finished_command_skips_the_interpreter_teardown_and_loses_no_output(tmp_path: Path):
-    """The teardown of a large plan frees every object for nothing (mypy's ``hard_exit``
-    skips it too); what was printed is flushed first: a plan far longer than a pipe's
-    buffer arrives whole, and every exit code is the command's own."""
-    _many(tmp_path, 400)
-    res = _exit_probe(tmp_path, "plain", "--dry-run", "--detailed-exitcode", "--format", "json")
-    assert res.returncode == 2, res.stderr
-    plan = json.loads(res.stdout)  # whole: not cut at a buffer's end
-    assert len(plan["changes"]) == 400 and len(res.stdout) > 65536
-    assert "exit hook ran" not in res.stderr  # the teardown was skipped
-    text = _exit_probe(tmp_path, "plain", "--dry-run")
-    assert text.returncode == 0 and text.stdout.rstrip().endswith("400 to create, 0 to update, 0 to replace, "
-                                                                   "0 to delete, 0 to adopt, 0 unchanged")
-    (tmp_path / "registries.d" / "bad.yaml").write_text("kind: [\n")
-    bad = _exit_probe(tmp_path, "plain", "--dry-run")
-    assert bad.returncode == 1 and "bad.yaml:" in bad.stderr and "exit hook ran" not in bad.stderr
-
-
-def test_a_thread_still_running_or_a_tracer_gets_the_normal_exit(tmp_path: Path):
-    """A thread still running is waited for, and a tracer (coverage) gets its exit hook, as
-    in any interpreter exit."""
-    _many(tmp_path, 3)
-    for mode in ("thread", "trace"):
-        res = _exit_probe(tmp_path, mode, "--dry-run")
-        assert res.returncode == 0, res.stderr
-        assert "exit hook ran" in res.stderr, mode
-        assert ("thread finished" in res.stderr) == (mode == "thread")
 
 
 def test_a_plan_builds_none_of_the_subcommands_and_help_lists_them_all(tmp_path: Path):
@@ -350,19 +299,13 @@ def _env_buffered(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-# the console script as installed, and through entry() with a tracer set: the normal
-# interpreter exit, whose own flush of the streams comes after ours
-EXITS = {"fast": lambda: reconcile_cmd(), "normal": lambda: [sys.executable, "-c", EXIT_PROBE, "trace"]}
-
-
-@pytest.mark.parametrize("exit_path", list(EXITS))
 @pytest.mark.parametrize("ci", [False, True], ids=["terminal", "ci"])
-def test_output_that_cannot_be_written_is_an_error_in_words(tmp_path: Path, ci: bool, exit_path: str):
+def test_output_that_cannot_be_written_is_an_error_in_words(tmp_path: Path, ci: bool):
     """A full disk under the output: exit 1 with the system's words, never the interpreter's
     'Exception ignored' and exit 120, nor 2 ("changes found") for a plan nobody can read."""
     _many(tmp_path, 3)
     with open("/dev/full", "w") as full:
-        res = subprocess.run([*EXITS[exit_path](), "--dry-run", "--detailed-exitcode"], cwd=tmp_path, stdout=full,
+        res = subprocess.run([*reconcile_cmd(), "--dry-run", "--detailed-exitcode"], cwd=tmp_path, stdout=full,
                              stderr=subprocess.PIPE, text=True, timeout=60,
                              env=_env_buffered(**({"CI": "true"} if ci else {})))
     assert res.returncode == 1, res.stderr
@@ -370,12 +313,11 @@ def test_output_that_cannot_be_written_is_an_error_in_words(tmp_path: Path, ci: 
     assert "Exception ignored" not in res.stderr and "Traceback" not in res.stderr
 
 
-@pytest.mark.parametrize("exit_path", list(EXITS))
-def test_a_reader_gone_is_exit_1_without_a_word(tmp_path: Path, exit_path: str):
+def test_a_reader_gone_is_exit_1_without_a_word(tmp_path: Path):
     """`reconcile --dry-run | head -1`, the reader gone before the plan is written: exit 1,
     as a broken pipe during the command is, with nothing on stderr but the command's own."""
     _many(tmp_path, 3)
-    proc = subprocess.Popen([*EXITS[exit_path](), "--dry-run"], cwd=tmp_path, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*reconcile_cmd(), "--dry-run"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env_buffered())
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # before the process has written anything: it takes far longer to start
