@@ -317,12 +317,15 @@ def test_a_reader_gone_is_exit_1_without_a_word(tmp_path: Path):
     """`reconcile --dry-run | head -1`, the reader gone before the plan is written: exit 1,
     as a broken pipe during the command is, with nothing on stderr but the command's own."""
     _many(tmp_path, 3)
-    proc = subprocess.Popen([*reconcile_cmd(), "--dry-run"], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env_buffered())
-    assert proc.stdout is not None and proc.stderr is not None
-    proc.stdout.close()  # before the process has written anything: it takes far longer to start
-    err = proc.stderr.read()
-    assert proc.wait(timeout=60) == 1, err
+    with open(tmp_path / "stderr.txt", "w+") as stderr:
+        proc = subprocess.Popen([*reconcile_cmd(), "--dry-run"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True, env=_env_buffered())
+        assert proc.stdout is not None
+        proc.stdout.close()  # before the process has written anything: it takes far longer to start
+        code = proc.wait(timeout=60)
+        stderr.seek(0)
+        err = stderr.read()
+    assert code == 1, err
     assert "Exception ignored" not in err and "Broken pipe" not in err and "Traceback" not in err
 
 
