@@ -154,7 +154,8 @@ def run_sync(opts: Options, names: Sequence[str], *, force: bool, wait: bool, ti
                                   "Palette reports that this registry does not sync (isSyncSupported: false)", False,
                                   reason)
                 elif not wait and not status.done:
-                    row = SyncRow(rec, "triggered", status.last_synced or "", status.message, False, reason)
+                    row = SyncRow(rec, "triggered", status.last_synced or "", redact(status.message, known), False,
+                                  reason)
                 else:
                     message = redact(status.message, known)
                     if force and not use_force:

@@ -68,6 +68,21 @@ def test_failed_sync_is_a_failure_naming_the_registry(setup):
     assert "sync-secret-value-9" not in res.stdout + res.stderr
 
 
+@pytest.mark.parametrize("fmt", ["text", "json", "markdown"])
+def test_a_sync_message_that_echoes_a_secret_is_redacted_without_waiting_too(setup, fmt):
+    """``sync --no-wait`` reports the message of a sync still running: redacted like every
+    other message, in every format and in the recorded state (the state branch is shared)."""
+    root, emu, args = setup
+    emu.faults.sync_progress_message = "logging in as u:sync-secret-value-9"
+    emu.faults.sync_polls = 5
+    res = run(root, *args, "sync", "--no-wait", "--format", fmt, env=ENV)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "logging in as u:(sensitive)" in res.stdout
+    assert "sync-secret-value-9" not in res.stdout + res.stderr
+    assert "sync-secret-value-9" not in (root / ".reconciler/state-palette.json").read_text()
+    assert state_of(root)["packs"]["last_sync"]["message"] == "logging in as u:(sensitive)"
+
+
 def test_sync_that_never_finishes_hits_the_deadline(setup):
     root, emu, args = setup
     emu.faults.sync_mode_by_name = {"charts": "hang"}

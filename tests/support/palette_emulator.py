@@ -307,6 +307,9 @@ class Faults:
     sync_polls: int = 2
     sync_mode: str = "complete"  # complete | fail | hang
     sync_fail_message: str = "failed to pull index: 401 Unauthorized"
+    # the message of a sync still InProgress (a fault to inject, e.g. one that echoes a
+    # credential; not a claim about Palette's words, which no source gives)
+    sync_progress_message: str = ""
     sync_mode_by_name: dict[str, str] = field(default_factory=dict)
     # a server that drips its answers: one byte every ``drip`` seconds (status line, headers, body)
     drip: float = 0.0
@@ -938,7 +941,7 @@ class PaletteEmulator:
         if s.status == "InProgress" and not force:
             return  # already running
         s.status = "InProgress"
-        s.message = ""
+        s.message = self.faults.sync_progress_message
         s.started_at = now
         s.polls_left = self.faults.sync_polls
         s.mode = self.faults.sync_mode_by_name.get(rec.name, self.faults.sync_mode)
