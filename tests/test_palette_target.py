@@ -806,3 +806,23 @@ def test_a_dripping_server_cannot_stretch_a_request(palette_emulator_factory):
     emu.faults.drip = 0.0
     assert outcome, "a request outlived its 1.5 s limit by more than 6 s"
     assert isinstance(outcome[0], ServerError) and "no complete answer within 1.5 s" in str(outcome[0])
+
+
+@pytest.mark.parametrize("secret", ["tok  with  two  spaces", "tok\nwith\nnewlines", "LongSecretValue-" + "Q" * 60],
+                         ids=["spaces", "newlines", "straddles-the-cut"])
+def test_an_answer_that_is_not_json_is_redacted_before_it_is_shortened(secret):
+    """The start of a non-JSON answer is shown collapsed and cut: the secrets the request
+    sent and the API key are redacted from the whole text first (a collapsed or cut secret
+    is no longer found)."""
+    echo = httpx.Response(201, text=f"created; token is {secret}", headers={"Content-Type": "text/plain"})
+    target, _, _ = mock_target([echo])
+    with pytest.raises(ServerError) as caught:
+        target.create(helm(), {"auth.token": secret})
+    shown = str(caught.value)
+    assert "answered not JSON" in shown and "(sensitive)" in shown
+    assert not any(part in shown for part in ("Secret", "QQQQ", "tok with", "tok "))
+    key = httpx.Response(200, text="x" * 38 + " k-secret-key", headers={"Content-Type": "text/plain"})
+    target, _, _ = mock_target([key])
+    with pytest.raises(ServerError) as caught:
+        target.list()
+    assert "k-secret" not in str(caught.value) and "(sensitive)" in str(caught.value)

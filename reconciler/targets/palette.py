@@ -243,8 +243,11 @@ def _bounded_transport(verify: bool | ssl.SSLContext, limits: httpx.Limits) -> h
 # ---------------------------------------------------------------------- answers
 
 
-def _snippet(response: httpx.Response) -> str:
-    text = " ".join(response.text[:200].split())
+def _snippet(text: str) -> str:
+    """The start of an answer's text, for a message: whitespace collapsed, then cut. The
+    caller redacts the whole text first; a secret with spaces or a newline, or one that
+    straddles the cut, would not be found once collapsed or cut."""
+    text = " ".join(text.split())
     return text[:60] + ("..." if len(text) > 60 else "")
 
 
@@ -559,17 +562,20 @@ class PaletteTarget(Target):
         cls = type(last) if isinstance(last, ServerError) else ServerError
         return cls(text, status=last.status, code=last.code)
 
-    def _json(self, method: str, path: str, response: httpx.Response) -> dict[str, Any]:
-        """The answer's JSON object, or a ``ServerError`` that says what came instead (issue 9 item 17)."""
+    def _json(self, method: str, path: str, response: httpx.Response, secrets: Iterable[str] = ()) -> dict[str, Any]:
+        """The answer's JSON object, or a ``ServerError`` that says what came instead (issue 9
+        item 17), its text redacted of the API key and of the secrets the request sent."""
         if not response.content:
             return {}
         try:
             data = response.json()
         except ValueError:
             what = "an HTML page" if _is_html(response) else "not JSON"
+            known = [self._api_key, *secrets]
+            shown = _snippet(redact(response.text, known))
             raise ServerError(redact(f"palette: {method} {path}: {response.status_code} answered {what} "
-                                     f"({_snippet(response)!r}); is --endpoint the Palette API URL?",
-                                     [self._api_key]), status=response.status_code) from None
+                                     f"({shown!r}); is --endpoint the Palette API URL?", known),
+                              status=response.status_code) from None
         if not isinstance(data, dict):
             raise ServerError(f"palette: {method} {path}: {response.status_code} answered a JSON "
                               f"{type(data).__name__}, not the object the API returns", status=response.status_code)
@@ -836,7 +842,7 @@ class PaletteTarget(Target):
                 if found is None:
                     raise
                 return self._created(flavour, found.uid)
-            uid = str(self._json("POST", path, response).get("uid") or "")
+            uid = str(self._json("POST", path, response, values).get("uid") or "")
             if not uid:
                 raise ServerError(f"palette: POST {path}: {response.status_code}: answer without uid")
             return self._created(flavour, uid)
