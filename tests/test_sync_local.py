@@ -154,3 +154,34 @@ def test_progress_on_a_terminal_only(repo: Path):
     text = seen.decode("utf-8", "replace")
     assert "\x1b[K" in text and "listing tags" in text
     assert HELM_PW not in text
+
+
+@pytest.mark.parametrize("token", ["Tokvalü99", "tok with space", "tok\x01ctl"], ids=["non-ascii", "space", "control"])
+def test_a_token_no_header_can_carry_fails_that_registry_only(tmp_path: Path, helm, token):
+    """A bearer token that cannot go in a header (outside printable ASCII, or a space) is
+    that registry's failure, said without its value; the other registries still sync, and a
+    preflight says the same (before: UnicodeEncodeError, an internal error for the run)."""
+    root = tmp_path / "tok"
+    init_repo(root)
+    write_defs(root, {"r.yaml": "---\n".join([
+        registry_doc("HelmRegistry", "charts", f"""
+            endpoint: {helm.url}
+            auth: {{type: basic, username: {HELM_USER}, password: {{fromEnv: HELM_PW}}}}
+        """),
+        registry_doc("HelmRegistry", "tok", f"""
+            endpoint: {helm.url}
+            auth: {{type: token, token: {{fromEnv: TOK}}}}
+        """),
+    ])})
+    commit_all(root)
+    env = dict(ENV, TOK=token)
+    pre = run(root, "--dry-run", "--preflight", env=env)
+    assert pre.returncode == 1 and "internal error" not in pre.stderr, pre.stdout + pre.stderr
+    assert any(line.startswith("preflight:") and "HelmRegistry/tok" in line and "bearer token" in line
+               for line in pre.stdout.splitlines()), pre.stdout
+    assert run(root, env=env).returncode == 0
+    res = run(root, "sync", env=env)
+    assert res.returncode == 1 and "internal error" not in res.stderr, res.stdout + res.stderr
+    table = rows(res)
+    assert table["charts"][2] == "Completed" and table["tok"][2] == "Failed"
+    assert "bearer token cannot" in res.stdout and token not in res.stdout + res.stderr

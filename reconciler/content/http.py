@@ -84,7 +84,13 @@ def build_access(
         password = _secret(secrets, auth_spec, "password")
         auth = httpx.BasicAuth(username, password)
     elif auth_type == "token":
-        headers["Authorization"] = "Bearer " + _secret(secrets, auth_spec, "token")
+        token = _secret(secrets, auth_spec, "token")
+        if not (token.isascii() and token.isprintable() and " " not in token):
+            # a bearer token is printable ASCII without spaces (RFC 6750 b64token); anything
+            # else cannot go in a header (httpx raised UnicodeEncodeError: an internal error)
+            raise ProbeError("auth.token holds a character a bearer token cannot (a space, a control character or "
+                             "one outside ASCII; the value is not shown)", check="config")
+        headers["Authorization"] = "Bearer " + token
     elif auth_type not in ("noAuth", "none", "", None):
         raise ProbeError(
             f"auth.type {auth_type} is not supported by the local content sync", check="config"
