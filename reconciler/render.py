@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from reconciler.plan import NOOP, SYMBOLS, Change, FieldChange, Plan
+from reconciler.text import escape
 
 PLAN_FORMAT_VERSION = 1
 
@@ -105,8 +106,15 @@ def write_json(data: Any, out: TextIO) -> None:
     out.write("\n")
 
 
+def _cell(value: Any) -> str:
+    """A table cell's text, its control characters escaped: cells show what a target answered
+    (a sync message, a name) too, and ESC, CR or a newline from there must not rewrite a
+    terminal, a CI log or a markdown table (``text.escape``)."""
+    return "" if value is None else escape(str(value))
+
+
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str], out: TextIO) -> None:
-    rows = [["" if v is None else str(v) for v in r] for r in rows]
+    rows = [[_cell(v) for v in r] for r in rows]
     widths = [len(h) for h in headers]
     for r in rows:
         widths = [max(w, len(v)) for w, v in zip(widths, r, strict=True)]
@@ -119,4 +127,4 @@ def markdown_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], out: T
     out.write("| " + " | ".join(headers) + " |\n")
     out.write("|" + "---|" * len(headers) + "\n")
     for r in rows:
-        out.write("| " + " | ".join("" if v is None else str(v).replace("|", "\\|") for v in r) + " |\n")
+        out.write("| " + " | ".join(_cell(v).replace("|", "\\|") for v in r) + " |\n")

@@ -83,6 +83,20 @@ def test_a_sync_message_that_echoes_a_secret_is_redacted_without_waiting_too(set
     assert state_of(root)["packs"]["last_sync"]["message"] == "logging in as u:(sensitive)"
 
 
+@pytest.mark.parametrize("fmt", ["text", "markdown"])
+def test_a_sync_message_with_control_characters_is_shown_escaped(setup, fmt):
+    """What Palette says of a sync is shown with its control characters escaped: ESC, BEL or
+    a newline in it must not rewrite the terminal or split a row of the pull request's table."""
+    root, emu, args = setup
+    emu.faults.sync_mode_by_name = {"packs": "fail"}
+    emu.faults.sync_fail_message = "\x1b]0;pwned\x07\x1b[2J\nX\r|done"
+    res = run(root, *args, "sync", "--format", fmt, env=ENV)
+    assert res.returncode == 1
+    assert not any(ch in res.stdout for ch in "\x1b\x07\r"), repr(res.stdout)
+    row = [line for line in res.stdout.splitlines() if "packs" in line]
+    assert len(row) == 1 and "\\x1b]0;pwned\\x07\\x1b[2J\\x0aX\\x0d" in row[0], res.stdout
+
+
 def test_sync_that_never_finishes_hits_the_deadline(setup):
     root, emu, args = setup
     emu.faults.sync_mode_by_name = {"charts": "hang"}
