@@ -96,11 +96,13 @@ _PCT = re.compile(r"%[0-9A-F]{2}")
 @lru_cache(maxsize=4096)
 def _forms(value: str) -> frozenset[str]:
     """Every form a value can take in a server's message: raw, JSON-escaped (ASCII or not),
-    URL-encoded (path, query, form)."""
+    URL-encoded (path, query, form), and inside a Python ``repr`` (of a dict a server or a
+    library prints), in either of its quotes."""
     e = "surrogateescape"  # an environment value of bytes that are not UTF-8: its bytes, escaped
     forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
              quote(value, safe="", errors=e), quote(value, errors=e), quote_plus(value, errors=e),
-             quote_plus(value, safe="/", errors=e)}
+             quote_plus(value, safe="/", errors=e),
+             repr(value)[1:-1], repr(value + '"')[1:-2]}  # the '"' makes repr use (and escape) single quotes
     forms |= {_PCT.sub(lambda m: m.group().lower(), f) for f in forms}  # some servers lower-case escapes
     return frozenset(f for f in forms if len(f) >= MIN_REDACT_LEN)
 

@@ -244,6 +244,18 @@ def test_redact_covers_every_form_of_a_value():
         assert text == "server said: (sensitive) (end)", (form, text)
 
 
+@pytest.mark.parametrize("value, shown", [
+    ('Tok en"with\\quote', "{'token': 'Tok en\"with\\\\quote'}"),
+    ("it's\\a secret", "{'token': \"it's\\\\a secret\"}"),
+    ("both'and\"q", "{'token': 'both\\'and\"q'}"),
+], ids=["single-quoted", "double-quoted", "escaped-quote"])
+def test_redact_finds_a_value_inside_a_python_repr(value: str, shown: str):
+    """A server or a library that prints a dict shows its values as Python writes them."""
+    assert shown == repr({"token": value})  # the forms above, written out by hand
+    assert redact(f"rejected: {shown}", {value}) in ("rejected: {'token': '(sensitive)'}",
+                                                     "rejected: {'token': \"(sensitive)\"}")
+
+
 def test_short_values_are_not_searched_for_in_free_text():
     assert redact("state is ready, registry error", {"e", "re", "ady"}) == "state is ready, registry error"
     assert redact("token abcd leaked", {"abcd"}) == "token (sensitive) leaked"

@@ -39,7 +39,7 @@ def note_output(*texts: str) -> None:
 
 
 def forms(value: str) -> set[str]:
-    """The forms a value can take in a message: raw, JSON-escaped, URL-encoded."""
+    """The forms a value can take in a message: raw, JSON-escaped, URL-encoded, in a repr."""
     e = "surrogateescape"  # an environment value of bytes that are not UTF-8 (tests/test_secrets.py)
     return {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
-            quote(value, safe="", errors=e), quote_plus(value, errors=e)}
+            quote(value, safe="", errors=e), quote_plus(value, errors=e), repr(value)[1:-1]}
