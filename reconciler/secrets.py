@@ -35,6 +35,28 @@ STATE_KEY_ENV = "RECONCILER_STATE_KEY"
 # Pseudo-filesystems: what they hold is the process (its environment) or the machine.
 FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Credentials whose published formats are also valid variable names, so that one pasted in
+# place of a fromEnv name would pass the schema and be named in messages and recorded in the
+# state: GitHub's tokens (ghp_, gho_, ghu_, ghs_, ghr_ and 36 characters; github_pat_ and 82;
+# GitHub's "Behind GitHub's new authentication token formats", 2021) and AWS access key ids
+# (AKIA, ASIA and 16; AWS IAM "Unique identifiers").
+_PASTED = (
+    (re.compile(r"gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82}"), "a GitHub token"),
+    (re.compile(r"A[KS]IA[A-Z0-9]{16}"), "an AWS access key id"),
+)
+
+
+PASTED_LENGTHS = frozenset({40, 93, 20})  # the only lengths those formats have: a cheap first test
+
+
+def pasted_credential(name: str) -> str | None:
+    """What credential ``name`` is ("a GitHub token"), when it has the format of one; None
+    for a name that could be a variable's."""
+    if len(name) in PASTED_LENGTHS:
+        for pattern, what in _PASTED:
+            if pattern.fullmatch(name):
+                return what
+    return None
 
 # Every value resolved in this process, so that the last line of defence (the CLI's error
 # handler) can redact any message, whatever path it took.

@@ -29,7 +29,7 @@ from .fastschema import compile_schema
 from .loader import Document, RawProblem
 from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span, declared_registry, span
 from .profiles import DEFAULT_PROFILE, PROFILES, SYSTEM_SCOPE_PROFILES, default_keys
-from .secrets import MAX_CA_FILE, MAX_SECRET_FILE, RESERVED_ENV, path_problem
+from .secrets import MAX_CA_FILE, MAX_SECRET_FILE, PASTED_LENGTHS, RESERVED_ENV, path_problem, pasted_credential
 from .text import CONTROL, describe, escape
 
 API_VERSION = "reconciler/v1"
@@ -367,6 +367,9 @@ class _Checker:
         joined = "|".join(strings)
         if not joined.isprintable() or " " in joined or not RESERVED_ENV.isdisjoint(strings):
             return False
+        if ("gh" in joined or "hub_pat_" in joined or "IA" in joined) and any(  # one search each; most lack all
+                len(s) in PASTED_LENGTHS and pasted_credential(s) for s in strings):
+            return False  # a credential pasted as a fromEnv name (or anywhere): the walk below looks
         valid = _compiled()
         return valid is not None and valid(value)
 
@@ -451,6 +454,16 @@ class _Checker:
                             f"{dotted(p)}: {v['fromEnv']} is reserved for reconcile and CI; "
                             "it is never sent as a registry secret",
                             "reserved-secret",
+                        )
+                    elif k in SECRET_FIELDS and isinstance(v, dict) and isinstance(v.get("fromEnv"), str) \
+                            and pasted_credential(v["fromEnv"]):
+                        found.add((*p, "fromEnv"))
+                        self.add(
+                            (*p, "fromEnv"),
+                            f"{dotted(p)}.fromEnv: this is {pasted_credential(v['fromEnv'])}, not the name of an "
+                            "environment variable (the value is not shown): revoke it, put the new one in a "
+                            "variable (a CI secret) and name that",
+                            "pasted-secret",
                         )
                     else:
                         walk(v, p)

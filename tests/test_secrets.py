@@ -367,6 +367,31 @@ def test_secret_pasted_as_env_name_is_not_echoed(tmp_path: Path):
     assert values == {"auth.password": None} and len(problems) == 1 and pasted not in problems[0]
 
 
+PASTED = {  # made up, in the published formats (the same as in reconciler/secrets.py)
+    "ghp": "ghp_" + "R3alL00kingT0ken" * 2 + "AbCd",
+    "github_pat": "github_pat_" + "11AB" * 5 + "CD_" + "x9Y8" * 14 + "Zz1",
+    "aws": "AKIA" + "Q7XM2RPL4KD9WZ3H",
+}
+
+
+@pytest.mark.parametrize("what", list(PASTED))
+def test_a_credential_that_looks_like_a_variable_name_is_refused_without_echo(tmp_path: Path, what: str):
+    """A GitHub token or an AWS key id pasted as a fromEnv name is a valid identifier: the
+    schema takes it. It is refused by its format, without being shown, before it could be
+    named in "is not set", recorded in the state or sent anywhere."""
+    pasted = PASTED[what]
+    assert secrets_mod.pasted_credential(pasted) is not None and len(pasted) in (40, 93, 20)
+    leaks.note_secret(pasted)
+    root = repo_with(tmp_path, helm("a", f"{{fromEnv: {pasted}}}"), helm("b", "{fromEnv: GHCR_MEDIA_PW}"))
+    errors = errors_of(root)
+    assert len(errors) == 1 and errors[0].startswith("registries.d/r.yaml:7:") and "fromEnv: this is a" in errors[0]
+    for args in (["validate"], ["--dry-run"], [], ["--dry-run", "--format", "json"]):
+        res = run(root, *args, env={pasted: "x", "GHCR_MEDIA_PW": "y"})
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert pasted not in res.stdout + res.stderr and pasted[:12] not in res.stdout + res.stderr
+    assert not (root / ".reconciler" / "state.json").exists()
+
+
 @pytest.mark.parametrize("endpoint", ["https://admin:hunter2-pw-h4@o.example.com",
                                       "https://admin@o.example.com/base", "admin:hunter2-pw-h4@o.example.com"])
 def test_credentials_in_an_endpoint_are_a_literal_secret(tmp_path: Path, endpoint: str):
