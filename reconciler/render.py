@@ -21,8 +21,8 @@ def _value(v: Any) -> str:
         return "(none)"
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v) if v == "" or v.strip() != v else v
+    if isinstance(v, str):  # a value the target reports (drift) may hold ESC or a newline: escaped
+        return json.dumps(v) if v == "" or v.strip() != v else escape(v)
     return json.dumps(v, sort_keys=True)
 
 

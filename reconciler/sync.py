@@ -144,7 +144,8 @@ def run_sync(opts: Options, names: Sequence[str], *, force: bool, wait: bool, ti
                     target.sync(rec.kind, rec.uid, force=use_force, secrets=present(values.get(rec.key, {})))
                     status = wait_for(target, rec.kind, rec.uid, deadline) if wait else target.sync_status(rec.kind, rec.uid)
                 except TargetError as exc:
-                    status = SyncStatus(status="Error", message=redact(str(exc), known))
+                    status = SyncStatus(status="Error", message=str(exc))
+                message = redact(status.message, known) if status is not None else ""  # every message, once
                 if status is None:
                     row = SyncRow(rec, "Timeout", last.get("last_success") or "",
                                   f"still running after the {timeout:.0f} s deadline", True, reason)
@@ -154,10 +155,8 @@ def run_sync(opts: Options, names: Sequence[str], *, force: bool, wait: bool, ti
                                   "Palette reports that this registry does not sync (isSyncSupported: false)", False,
                                   reason)
                 elif not wait and not status.done:
-                    row = SyncRow(rec, "triggered", status.last_synced or "", redact(status.message, known), False,
-                                  reason)
+                    row = SyncRow(rec, "triggered", status.last_synced or "", message, False, reason)
                 else:
-                    message = redact(status.message, known)
                     if force and not use_force:
                         message = (message + "; " if message else "") + "forceSync skipped: last sync started < 1 h ago"
                     row = SyncRow(rec, status.status or "unknown", status.last_synced or "", message, status.failed,

@@ -456,11 +456,11 @@ class _Checker:
                             "reserved-secret",
                         )
                     elif k in SECRET_FIELDS and isinstance(v, dict) and isinstance(v.get("fromEnv"), str) \
-                            and pasted_credential(v["fromEnv"]):
+                            and (what := pasted_credential(v["fromEnv"])):
                         found.add((*p, "fromEnv"))
                         self.add(
                             (*p, "fromEnv"),
-                            f"{dotted(p)}.fromEnv: this is {pasted_credential(v['fromEnv'])}, not the name of an "
+                            f"{dotted(p)}.fromEnv: this is {what}, not the name of an "
                             "environment variable (the value is not shown): revoke it, put the new one in a "
                             "variable (a CI secret) and name that",
                             "pasted-secret",

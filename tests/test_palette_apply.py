@@ -157,6 +157,23 @@ def test_plan_after_apply_is_empty_and_drift_shows(repo: Path, palette_emulator_
     assert_converged(repo, emu)
 
 
+def test_a_drifted_value_with_control_characters_is_shown_escaped(repo: Path, palette_emulator_factory):  # noqa: F811
+    """A value the target reports (edited outside reconcile) is shown in the text plan with
+    its control characters escaped: ESC or a newline from there must not rewrite the
+    terminal or the CI log."""
+    write_defs(repo, dict(defs(1)))
+    commit_all(repo, "1")
+    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    assert run(repo, *args(emu), env=env_for(emu)).returncode == 0
+    with emu.store.lock:
+        rec = next(r for r in emu.store.records.values() if r.name == "helm-0")
+        rec.obj["spec"]["endpoint"] = "https://x.example.com/\x1b[2J\nNo changes."
+    drift = run(repo, *args(emu), "--dry-run", "--detailed-exitcode", env=env_for(emu))
+    assert drift.returncode == 2, drift.stdout + drift.stderr
+    assert "\x1b" not in drift.stdout and "\nNo changes." not in drift.stdout
+    assert "https://x.example.com/\\x1b[2J\\x0aNo changes. -> https://charts-0.example.com" in drift.stdout
+
+
 def test_missing_secret_on_palette_is_an_error_before_any_call(repo: Path, palette_emulator_factory):  # noqa: F811
     emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
     env = {"PALETTE_API_KEY": API_KEY}
