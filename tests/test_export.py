@@ -160,6 +160,23 @@ def test_ca_reported_by_the_target_goes_to_a_file_beside_the_output():
     assert spec["auth"]["password"] == {"fromEnv": "REG_JFROG_PASSWORD"}  # never the masked value
 
 
+def test_names_that_clean_to_one_ca_file_get_a_file_each():
+    """Adversarial pass: "team a" and "team-a" both became exported-ca/team-a.pem, one CA
+    overwrote the other, and the adopt plan then sent the wrong CA to a production registry.
+    "Team" and "team" share a file where the file system ignores case (macOS, Windows)."""
+    def oci(name: str, kind: str = "OciRegistry") -> ObservedRegistry:
+        return ObservedRegistry(uid=f"u-{name}-{kind}", kind=kind, name=name, scope="tenant",
+                                spec={"endpoint": "https://r.example.com", "auth": {"type": "noAuth"},
+                                      "tls": {"insecureSkipVerify": False}}, ca_pem=f"-----BEGIN CERTIFICATE-----\n{name}{kind}\n")
+    observed = [oci("team a"), oci("team-a"), oci("team/a"), oci("Team-A"), oci("team-a", "HelmRegistry"), oci("team-a-2")]
+    res = export_docs(observed, [], ca_dir="registries.d/exported-ca")
+    files = [d["spec"]["tls"]["caFile"] for d in res.docs]
+    assert len({f.casefold() for f in files}) == len(observed), files
+    by_name = {(d["kind"], d["metadata"]["name"]): res.ca_files[d["spec"]["tls"]["caFile"]] for d in res.docs}
+    for o in observed:
+        assert by_name[(o.kind, o.name)] == o.ca_pem  # each definition names its own CA
+
+
 @pytest.mark.parametrize("scope,name,var", [
     ("tenant", "jfrog", "REG_JFROG"), ("tenant", "My Registry-2", "REG_MY_REGISTRY_2"),
     ("system", "mirror", "REG_SYSTEM_MIRROR"), ("tenant", "---", "REG_REGISTRY"),

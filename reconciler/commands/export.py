@@ -95,6 +95,7 @@ def export_docs(observed: Iterable[ObservedRegistry], declared: Iterable[Key], *
                   key=lambda o: (o.kind, o.scope, o.name))
     result = ExportResult()
     used: set[str] = set()
+    used_ca: set[str] = set()  # CA file names given, case-folded
     for o in todo:
         base = env_base(o.scope, o.name)
         if base in used:  # e.g. "a-b" and "a_b": deterministic, in sorted order
@@ -123,7 +124,13 @@ def export_docs(observed: Iterable[ObservedRegistry], declared: Iterable[Key], *
         spec["auth"] = auth
         pem = o.ca_pem
         if pem:
-            rel = f"{ca_dir}/{re.sub(r'[^A-Za-z0-9._-]+', '-', o.name)}{'-system' if o.scope == 'system' else ''}.pem"
+            stem = f"{ca_dir}/{re.sub(r'[^A-Za-z0-9._-]+', '-', o.name)}{'-system' if o.scope == 'system' else ''}"
+            rel, n = f"{stem}.pem", 2
+            # one file per registry: names that clean to the same file ("team a", "team-a";
+            # "Team", "team" on a file system that ignores case) get -2, -3, in sorted order
+            while rel.casefold() in used_ca:
+                rel, n = f"{stem}-{n}.pem", n + 1
+            used_ca.add(rel.casefold())
             result.ca_files[rel] = pem
             tls = dict(spec.get("tls") or {})
             tls["caFile"] = rel
