@@ -150,6 +150,7 @@ def apply_plan(
             last_sync=old.last_sync if old else None,
             spec=target_spec(reg.spec),
             version=target.version(reg.kind, uid),
+            ca_digest=plan.ca.get(reg.key),
         )
 
     def run(change: Change) -> ChangeResult:

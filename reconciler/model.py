@@ -136,8 +136,10 @@ class ObservedRegistry:
     scope: str
     spec: Mapping[str, Any]
     builtin: bool = False
-    # the CA certificate (PEM) the target reports for the registry's TLS, if any: not part of
-    # the canonical spec (that holds ``tls.caFile``, a path), read only by ``reconcile export``
+    # the CA certificate (PEM) the target reports for the registry's TLS: not part of the
+    # canonical spec (that holds ``tls.caFile``, a path). ``""``: it reports none; None: it
+    # cannot tell (the local target, or a registry not read in detail). A plan compares it
+    # with the CA file's contents (drift); ``reconcile export`` writes it to a file.
     ca_pem: str | None = None
 
     @property
@@ -377,6 +379,15 @@ def fingerprint(spec: Mapping[str, Any]) -> str:
 
     The digest's input is fixed: recorded fingerprints in users' states must keep matching."""
     return _digest(canonical_json(_target_view(spec)))
+
+
+def ca_digest(pem: str) -> str:
+    """Digest of a CA bundle's contents, as a plan compares them: with the file's (recorded
+    at apply) and with the PEM the target reports. Line ends and trailing blanks are not
+    compared (whether Palette gives the PEM back byte for byte is unverified; Spectro's
+    provider compares what it gives back, ``ociBasicTLSConfigForRead``)."""
+    lines = pem.replace("\r\n", "\n").replace("\r", "\n").strip().split("\n")
+    return "sha256:" + hashlib.sha256("\n".join(line.rstrip() for line in lines).encode()).hexdigest()
 
 
 # Without a key, a recorded hash is a password-guessing oracle for anyone who can read the

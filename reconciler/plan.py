@@ -17,6 +17,7 @@ from reconciler.model import (
     ObservedRegistry,
     Registry,
     Span,
+    ca_digest,
     flatten,
     is_secret_ref,
     key_str,
@@ -94,6 +95,8 @@ class Plan:
     notes: tuple[str, ...] = ()
     # None: no delete or replace, nothing to look up; False: the target cannot tell (local)
     profiles_known: bool | None = None
+    # model.ca_digest of each declared CA file, as planned against: apply records them
+    ca: Mapping[Key, str] = field(default_factory=dict)
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -252,8 +255,15 @@ def make_plan(
     observed: Iterable[ObservedRegistry],
     secrets: SecretValues | None = None,
     options: PlanOptions | None = None,
+    ca: Mapping[Key, str] | None = None,
 ) -> Plan:
+    """The changes that bring the target to ``desired``, against what ``state`` recorded and
+    what the target reports (``observed``).
+
+    ``ca``: ``model.ca_digest`` of each declared CA file's contents, by key (``secrets.ca_digests``);
+    compared with the recorded digest (a rotated CA) and with the PEM the target reports (drift)."""
     options = options or PlanOptions()
+    ca = ca or {}
     secrets = secrets or SecretValues()
     desired_by_key = {r.key: r for r in desired}
     observed_list = list(observed)
@@ -270,7 +280,7 @@ def make_plan(
         reg = desired_by_key[key]
         rec = records.get(key)
         obs_same_name = by_key.get(key)
-        if _FAST_NOOP and rec is not None and obs_same_name is not None and _unchanged(
+        if _FAST_NOOP and rec is not None and obs_same_name is not None and key not in ca and _unchanged(
                 reg, rec, obs_same_name, by_uid.get(rec.uid), for_key(key)):
             changes.append(_noop(key, obs_same_name.uid, reg))
             continue
@@ -291,13 +301,13 @@ def make_plan(
                 continue
             changes.append(_adopt(reg, obs_same_name, reason=(
                 f"recorded uid {rec.uid} is gone from the target; adopting the registry of this name "
-                f"(uid {obs_same_name.uid})")))
+                f"(uid {obs_same_name.uid})"), ca=ca.get(key)))
             continue
         if rec is None:
             if obs_same_name is not None:
                 holder = recorded_as.get(obs_same_name.uid)
                 if holder is None:
-                    changes.append(_adopt(reg, obs_same_name))
+                    changes.append(_adopt(reg, obs_same_name, ca=ca.get(key)))
                     continue
                 # #9.1: the uid is recorded under another name: renamed on the target
                 if holder in desired_by_key or holder[:2] != key[:2]:
@@ -351,6 +361,15 @@ def make_plan(
                     reason = "drift: changed on the target outside reconcile"
                     fields += extra
                 immutable = immutable or _immutable_change(reg.kind, obs.spec, new_spec)
+        want_ca = ca.get(key)
+        if want_ca is not None and not any(f.path == _CA_PATH for f in fields):  # a new file: shown already
+            applied = rec.ca_digest if rec.spec is None or (rec.spec.get("tls") or {}).get("caFile") == \
+                (reg.spec.get("tls") or {}).get("caFile") else None
+            ca_change = _ca_change(reg, applied, obs, want_ca)
+            if ca_change is not None:
+                fields.append(ca_change[0])
+                if ca_change[1] and not reason:
+                    reason = "drift: changed on the target outside reconcile"
         values = secrets.for_key(key)
         if any(v is not None for v in values.values()):  # else no secret of this registry to compare
             for path, _ref in reg.secret_refs:
@@ -444,7 +463,7 @@ def make_plan(
         refusals.append(
             f"refusing {live_deletions} deletions: more than --max-deletions {options.max_deletions}"
         )
-    return Plan(tuple(changes), tuple(refusals), tuple(warnings), tuple(notes), profiles_known)
+    return Plan(tuple(changes), tuple(refusals), tuple(warnings), tuple(notes), profiles_known, ca)
 
 
 def impact_uids(plan: Plan) -> list[str]:
@@ -477,8 +496,34 @@ def _guard_in_use(c: Change, in_use: Mapping[str, Sequence[ProfileRef]], allow: 
     return replace(c, blocked=f"{users}; {what} breaks them; pass --allow-in-use once reviewed")
 
 
-def _adopt(reg: Registry, obs: ObservedRegistry, reason: str = "") -> Change:
+_CA_PATH = "tls.caFile"
+
+
+def _ca_text(ref: Any, digest: str) -> str:
+    return f"{ref} (contents {digest[:15]})"  # "sha256:" and 8 hex digits
+
+
+def _ca_change(reg: Registry, applied: str | None, obs: ObservedRegistry, want: str) -> tuple[FieldChange, bool] | None:
+    """(the change, whether it is drift) when the CA file's contents ``want`` differ from the
+    contents applied (the record's) or from the PEM the target reports; None when neither
+    differs or neither is known."""
+    ref = (reg.spec.get("tls") or {}).get("caFile")
+    if applied is not None and applied != want:
+        return FieldChange(_CA_PATH, _ca_text(ref, applied), _ca_text(ref, want)), False
+    if obs.ca_pem is not None:
+        reported = ca_digest(obs.ca_pem) if obs.ca_pem else None
+        if reported != want:
+            was = f"(contents {reported[:15]} on the target)" if reported else "(no CA on the target)"
+            return FieldChange(_CA_PATH, was, _ca_text(ref, want)), True
+    return None
+
+
+def _adopt(reg: Registry, obs: ObservedRegistry, reason: str = "", ca: str | None = None) -> Change:
     fields = _field_diff(obs.spec, _observable_view(reg.spec, obs.spec), only_old_keys=True)
+    if ca is not None:
+        ca_change = _ca_change(reg, None, obs, ca)
+        if ca_change is not None:
+            fields.append(ca_change[0])
     fields += [FieldChange(p, "(unknown)", "(sensitive)", True) for p, _ in reg.secret_refs]
     return Change(ADOPT, reg.key, uid=obs.uid, fields=tuple(fields), registry=reg,
                   reason=reason or "exists on the target with this name; adopted and brought to the desired spec")

@@ -21,6 +21,7 @@ from reconciler.errors import InputError, StateError
 from reconciler.model import Desired, Key
 from reconciler.plan import Plan, PlanOptions, SecretValues, impact_uids, make_plan
 from reconciler.secrets import (
+    ca_digests,
     prehash,
     resolve_all,
     state_key,
@@ -248,12 +249,15 @@ def _plan_now(
                          roots=desired.settings.secret_roots, read_files=read_files)
     prehash(state.salt, {k: r.secret_hashes for k, r in state.records.items()}, values, state_key(opts.environ))
     secret_values = SecretValues(values, state_key(opts.environ))
+    ca, ca_warnings = ca_digests(desired.registries, base_dir=opts.root, roots=desired.settings.secret_roots)
     options = PlanOptions(max_deletions=max_del, allow_empty=opts.allow_empty, allow_in_use=opts.allow_in_use)
-    plan = make_plan(desired.registries, state, observed, secret_values, options)
+    plan = make_plan(desired.registries, state, observed, secret_values, options, ca)
     uids = impact_uids(plan)
     if uids:  # #10.2: look up users only when something would be deleted or replaced
         options = replace(options, in_use_checked=True, in_use=target.references(uids))
-        plan = make_plan(desired.registries, state, observed, secret_values, options)
+        plan = make_plan(desired.registries, state, observed, secret_values, options, ca)
+    if ca_warnings:
+        plan = replace(plan, warnings=(*plan.warnings, *ca_warnings))
     return state, plan, values
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler.errors import MIN_REDACT_LEN, InputError
-from reconciler.model import HASH_KEYED, HASH_SCRYPT, Key, Registry, key_str, secret_hash
+from reconciler.model import HASH_KEYED, HASH_SCRYPT, Key, Registry, ca_digest, key_str, secret_hash
 
 MAX_SECRET_FILE = 64 * 1024
 MAX_CA_FILE = 1 << 20  # a CA bundle (Debian's full bundle is ~200 KiB)
@@ -199,6 +199,36 @@ def read_ref(ref: str, base_dir: Path, roots: Sequence[str] | None, *, limit: in
         raise FileRefused(problem)
     full = Path(ref) if os.path.isabs(ref) else Path(base_dir) / ref
     return read_bounded(os.path.realpath(full), limit)
+
+
+def ca_digests(registries: Iterable[Registry], *, base_dir: Path,
+               roots: Sequence[str] | None = None) -> tuple[dict[Key, str], list[str]]:
+    """``model.ca_digest`` of the CA file each registry names (``tls.caFile``), by key; and
+    a warning for each file that cannot be read here (e.g. one under a secret root that
+    exists only where apply runs): its contents are then not compared. A CA is no secret,
+    so a dry-run reads it too. Each file is read once, however many registries name it."""
+    out: dict[Key, str] = {}
+    warnings: list[str] = []
+    read: dict[str, str | None] = {}
+    for reg in registries:
+        tls = reg.spec.get("tls")
+        ref = tls.get("caFile") if type(tls) is dict else None
+        if not ref or type(ref) is not str:
+            continue
+        if ref not in read:
+            try:
+                read[ref] = ca_digest(read_ref(ref, base_dir, roots, limit=MAX_CA_FILE).decode("utf-8"))
+            except OSError as exc:
+                read[ref] = None
+                warnings.append(f"tls.caFile {ref} cannot be read here ({exc.strerror or exc}): "
+                                "a change to its contents is not shown")
+            except UnicodeDecodeError:
+                read[ref] = None
+                warnings.append(f"tls.caFile {ref} is not a PEM file (not UTF-8): a change to its contents is not shown")
+        digest = read[ref]
+        if digest is not None:
+            out[reg.key] = digest
+    return out, warnings
 
 
 # ---------------------------------------------------------------- secret values

@@ -288,3 +288,34 @@ def test_sigkill_at_every_checkpoint_then_rerun_converges(tmp_path: Path, repo: 
     print(f"\n{len(points)} distinct SIGKILL points, each followed by a converging rerun: {sorted(set(points))}")
     assert len(points) >= 20, points
     assert {"create:after-target", "delete:after-target", "state-write:before-rename"} <= set(points)
+
+
+def test_a_rotated_ca_file_is_an_update_on_the_local_target_too(tmp_path: Path):
+    """The contents of ``tls.caFile`` are recorded at apply (the state's ``ca_digest``) and a
+    plan compares the file with them: a rotated CA was "No changes" (adversarial pass). A CA
+    file that cannot be read where the plan runs is said, and its contents are not compared."""
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"a.yaml": registry_doc("HelmRegistry", "charts", """
+        endpoint: https://charts.example.com
+        tls: {caFile: certs/ca.pem}
+    """)})
+    (root / "certs").mkdir()
+    (root / "certs/ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIBfirst\n-----END CERTIFICATE-----\n")
+    commit_all(root, "a CA")
+    assert run(root).returncode == 0
+    recorded = FileStateStore(root / ".reconciler/state.json").read().records[("tenant", "HelmRegistry", "charts")]
+    assert recorded.ca_digest and recorded.ca_digest.startswith("sha256:")
+    # the same contents with other line ends and a trailing blank line: unchanged
+    (root / "certs/ca.pem").write_text("-----BEGIN CERTIFICATE-----\r\nMIIBfirst  \r\n-----END CERTIFICATE-----\r\n\r\n")
+    assert run(root, "--dry-run", "--detailed-exitcode").returncode == 0
+    (root / "certs/ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIBsecond\n-----END CERTIFICATE-----\n")
+    plan = run(root, "--dry-run", "--detailed-exitcode")
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    assert f"tls.caFile: certs/ca.pem (contents {recorded.ca_digest[:15]}) -> certs/ca.pem (contents sha256:" in plan.stdout
+    assert run(root).returncode == 0
+    assert run(root, "--dry-run", "--detailed-exitcode").returncode == 0
+    (root / "certs/ca.pem").unlink()
+    gone = run(root, "--dry-run", "--detailed-exitcode")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert "tls.caFile certs/ca.pem cannot be read here" in gone.stdout + gone.stderr

@@ -429,3 +429,82 @@ def test_no_change_plan_of_240_registries_sends_at_most_20_requests(tmp_path: Pa
     assert drift.returncode == 2 and "~ OciRegistry/oci-7" in drift.stdout, drift.stdout[-2000:]
     assert "auth.username: changed-in-ui -> u7" in drift.stdout
     assert len(emu.requests) - before <= 21
+
+
+CA_ROTATED = "-----BEGIN CERTIFICATE-----\nMIIBrotatedCA\n-----END CERTIFICATE-----\n"
+CA_UI = "-----BEGIN CERTIFICATE-----\nMIIBmadeInTheUI\n-----END CERTIFICATE-----\n"
+
+
+def test_a_ca_file_rotated_in_the_repository_or_changed_in_the_ui_is_a_change(tmp_path: Path,
+                                                                              palette_emulator_factory):  # noqa: F811
+    """Adversarial pass: the plan compared only the path ``tls.caFile``, so a rotated CA
+    planned as "No changes" (exit 0) and never reached Palette, and a CA changed in the UI was
+    never drift. Now the contents are recorded at apply and compared with the file, and with
+    the PEM Palette reports (Spectro's provider reads it back: ``ociBasicTLSConfigForRead``)."""
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"all.yaml": "---\n".join([
+        registry_doc("OciRegistry", "internal", """
+            endpoint: oci.internal.example.com
+            provider: helm
+            baseContentPath: charts
+            sync: true
+            auth: {type: basic, username: u, password: {fromEnv: PW_1}}
+            tls: {caFile: certs/ca.pem}
+        """),
+        registry_doc("HelmRegistry", "charts", """
+            endpoint: https://charts.example.com
+            tls: {caFile: certs/ca.pem}
+        """),
+        registry_doc("OciRegistry", "ui-made", """
+            endpoint: ui.example.com
+            provider: helm
+            baseContentPath: charts
+            sync: true
+            tls: {caFile: certs/ca.pem}
+        """),
+    ])})
+    (root / "certs").mkdir()
+    (root / "certs/ca.pem").write_text(CA_PEM)
+    commit_all(root, "three registries, one CA")
+    emu = palette_emulator_factory(realistic=True, rate=50.0, burst=10.0)
+    emu.add("basic", "ui-made", {"endpoint": "ui.example.com", "providerType": "helm", "baseContentPath": "charts",
+                                 "isSyncSupported": True, "auth": {"type": "noAuth", "tls": {"certificate": CA_UI}}})
+    env = env_for(emu)
+    adopting = run(root, *args(emu), "--dry-run", env=env)
+    assert "= OciRegistry/ui-made" in adopting.stdout, adopting.stdout + adopting.stderr
+    assert "tls.caFile: (contents sha256:" in adopting.stdout.split("= OciRegistry/ui-made")[1], adopting.stdout
+
+    def stored() -> dict[str, str]:
+        with emu.store.lock:
+            return {r.name: (r.obj["spec"].get("auth") or {}).get("tls", {}).get("certificate" if r.flavour == "basic" else "ca")
+                    for r in emu.store.records.values() if not r.builtin}
+
+    def plan() -> str:
+        res = run(root, *args(emu), "--dry-run", "--detailed-exitcode", env=env)
+        assert res.returncode in (0, 2), res.stdout + res.stderr
+        return res.stdout if res.returncode == 2 else ""
+
+    first = run(root, *args(emu), env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert stored() == {"internal": CA_PEM, "charts": CA_PEM, "ui-made": CA_PEM}
+    assert plan() == ""
+    # rotated in the repository: both registries are updated, and the PUTs carry the new CA
+    (root / "certs/ca.pem").write_text(CA_ROTATED)
+    commit_all(root, "rotate the CA")
+    rotated = plan()
+    assert rotated.count("tls.caFile: certs/ca.pem (contents sha256:") == 3, rotated
+    assert "3 to update" in rotated and "drift" not in rotated, rotated
+    applied = run(root, *args(emu), env=env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert stored() == {"internal": CA_ROTATED, "charts": CA_ROTATED, "ui-made": CA_ROTATED}
+    assert plan() == ""
+    # changed in the Palette UI: drift, put back by the next apply
+    emu.edit("internal", lambda spec: spec["auth"]["tls"].update(certificate=CA_UI), flavour="basic")
+    drift = plan()
+    assert "~ OciRegistry/internal  (drift: changed on the target outside reconcile)" in drift, drift
+    assert "on the target) -> certs/ca.pem (contents sha256:" in drift and "1 to update" in drift, drift
+    applied = run(root, *args(emu), env=env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert stored()["internal"] == CA_ROTATED
+    assert plan() == ""

@@ -508,7 +508,7 @@ def test_triggers_permissions_and_concurrency() -> None:
     assert set(ci["on"]) == {"push", "pull_request"}
     assert "bash .ci/run" in [s.get("run") for s in ci["jobs"]["test"]["steps"]]
 
-    assert plan["on"]["pull_request"]["paths"] == ["registries.d/**", "schema/**"]
+    assert plan["on"]["pull_request"]["paths"] == ["registries.d/**", "certs/**", "schema/**"]
     assert plan["permissions"] == {"contents": "read", "pull-requests": "write"}
     # the plan job runs the repository's own composite action (uses: ./), which validates and plans
     (step,) = [s for s in plan["jobs"]["plan"]["steps"] if s.get("uses") == "./"]
@@ -520,7 +520,7 @@ def test_triggers_permissions_and_concurrency() -> None:
         assert [s["with"]["command"] for s in doc["jobs"][job]["steps"] if s.get("uses") == "./"] == [command]
     assert plan["env"]["RECONCILE_STATE"] == "git:reconciler-state"
 
-    assert apply["on"]["push"] == {"branches": ["main"], "paths": ["registries.d/**"]}
+    assert apply["on"]["push"] == {"branches": ["main"], "paths": ["registries.d/**", "certs/**"]}
     assert apply["permissions"] == {"contents": "write"}
     assert apply["concurrency"]["cancel-in-progress"] is False
     assert sync["concurrency"] == apply["concurrency"]  # apply and sync never overlap

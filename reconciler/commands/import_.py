@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from reconciler import render
-from reconciler.model import key_str
+from reconciler.model import ca_digest, key_str
 from reconciler.runner import (
     EXIT_FAIL,
     EXIT_OK,
@@ -57,6 +57,7 @@ def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err
             state.records[o.key] = Record(uid=o.uid, kind=o.kind, name=o.name, scope=o.scope,
                                           fingerprint=fingerprint(o.spec), protect=desired[o.key].protect,
                                           origin="adopted", spec=dict(o.spec),
+                                          ca_digest=ca_digest(o.ca_pem) if o.ca_pem else None,
                                           applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             state.target = state.target or target.identity
             state.serial += 1

@@ -41,6 +41,7 @@ class Record:
     last_sync: dict[str, Any] | None = None
     spec: dict[str, Any] | None = None  # canonical spec as applied (secret *references* only)
     version: str | None = None  # the target's modification stamp after our last write (Palette lastModifiedTimestamp)
+    ca_digest: str | None = None  # model.ca_digest of the tls.caFile contents applied (None: no CA file, or older)
 
     @property
     def key(self) -> Key:
@@ -166,7 +167,7 @@ def _record_fast(raw: dict[str, Any]) -> Record | None:
     get = raw.get
     uid, kind, name, scope, fp = get("uid"), get("kind"), get("name"), get("scope"), get("fingerprint")
     protect, origin, hashes = get("protect"), get("origin", "created"), get("secret_hashes")
-    applied_commit, applied_at, version = get("applied_commit"), get("applied_at"), get("version")
+    applied_commit, applied_at, version, ca = get("applied_commit"), get("applied_at"), get("version"), get("ca_digest")
     last_sync, spec = get("last_sync"), get("spec")
     if not (
         raw.keys() <= _RECORD_FIELDS
@@ -177,6 +178,7 @@ def _record_fast(raw: dict[str, Any]) -> Record | None:
         and (applied_commit is None or type(applied_commit) is str)
         and (applied_at is None or type(applied_at) is str)
         and (version is None or type(version) is str)
+        and (ca is None or type(ca) is str)
         and (hashes is None or (type(hashes) is dict  # most are empty: no generator for them
                                 and (not hashes or all(type(k) is str and type(v) is str for k, v in hashes.items()))))
         and (last_sync is None or (type(last_sync) is dict
@@ -187,7 +189,7 @@ def _record_fast(raw: dict[str, Any]) -> Record | None:
         return None
     # positional, in field order (tests/test_state_record.py compares with the checker's Record)
     return Record(uid, kind, name, scope, fp, {} if hashes is None else hashes, protect is True, origin,
-                  applied_commit, applied_at, last_sync, spec, version)
+                  applied_commit, applied_at, last_sync, spec, version, ca)
 
 
 def _spec_fast(spec: dict[str, Any]) -> bool:
@@ -217,7 +219,7 @@ def _record_checked(raw: Any, i: int) -> Record:
     for name in ("uid", "kind", "name", "scope", "fingerprint"):
         _check_field(raw, name, str, "a string", prefix=prefix)
     _check_field(raw, "protect", bool, "true or false", prefix=prefix, optional=True)
-    for name in ("origin", "applied_commit", "applied_at", "version"):
+    for name in ("origin", "applied_commit", "applied_at", "version", "ca_digest"):
         _check_field(raw, name, str, "a string", prefix=prefix, optional=True)
     for name in ("secret_hashes", "last_sync", "spec"):
         _check_field(raw, name, dict, "an object", prefix=prefix, optional=True)

@@ -708,7 +708,8 @@ class PaletteTarget(Target):
         meta, spec = item.get("metadata") or {}, item.get("spec") or {}
         name, scope = str(meta.get("name") or ""), str(spec.get("scope") or "tenant")
         flavour, body = build_body(Registry(OCI, name, scope, rec.spec), {}, "")
-        return self._observe(OCI, {"metadata": meta, "spec": body["spec"]}, builtin, oci_type=flavour)
+        # the CA we wrote is not in the record (its digest is, and the plan compares that)
+        return self._observe(OCI, {"metadata": meta, "spec": body["spec"]}, builtin, oci_type=flavour, ca_known=False)
 
     def version(self, kind: str, uid: str) -> str | None:
         """``metadata.lastModifiedTimestamp`` right after our write (OCI only: Helm and Pack lists
@@ -777,7 +778,7 @@ class PaletteTarget(Target):
     # ------------------------------------------------------------------ API -> canonical
 
     def _observe(self, kind: str, obj: Mapping[str, Any], builtin: set[str],
-                 oci_type: str | None = None) -> ObservedRegistry:
+                 oci_type: str | None = None, ca_known: bool = True) -> ObservedRegistry:
         meta = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
         uid = str(meta.get("uid") or "")
@@ -790,7 +791,7 @@ class PaletteTarget(Target):
             canonical = observe_pack(spec)
         return ObservedRegistry(uid=uid, kind=kind, name=str(meta.get("name") or spec.get("name") or ""),
                                 scope=str(spec.get("scope") or "tenant"), spec=canonical, builtin=uid in builtin,
-                                ca_pem=_observed_ca(spec))
+                                ca_pem=_observed_ca(spec) if ca_known else None)
 
     # ------------------------------------------------------------------ writing
 
@@ -1008,16 +1009,21 @@ def build_body(registry: Registry, secrets: Secrets, ca: str = "") -> tuple[str,
 
 def _observed_ca(spec: Mapping[str, Any]) -> str | None:
     """The CA PEM where each kind keeps it: OCI basic ``auth.tls.certificate``, ECR
-    ``tls.certificate`` (TF toRegistryBasic / toRegistryEcr), Helm and Pack ``auth.tls.ca``."""
+    ``tls.certificate`` (TF toRegistryBasic / toRegistryEcr), Helm and Pack ``auth.tls.ca``.
+    ``""`` when the object has a TLS block without a PEM (the server reports none: TF
+    ``ociBasicTLSConfigForRead`` reads the certificate back, so a CA changed in the UI is
+    drift); None when it has no TLS block at all (nothing is known, nothing is compared)."""
     auth = spec.get("auth")
     auth = auth if isinstance(auth, Mapping) else {}
+    seen = False
     for tls in (auth.get("tls"), spec.get("tls")):
         if isinstance(tls, Mapping):
+            seen = True
             for name in ("certificate", "ca"):
                 pem = tls.get(name)
                 if isinstance(pem, str) and "-----BEGIN" in pem:
                     return pem
-    return None
+    return "" if seen else None
 
 
 def _observe_tls(tls: Any) -> dict[str, Any]:
