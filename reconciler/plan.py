@@ -106,6 +106,12 @@ class Plan:
     def has_changes(self) -> bool:
         return bool(self.actionable)
 
+    @property
+    def blocked(self) -> tuple[Change, ...]:
+        """Changes the definitions ask for that are not made (shown with ``!``): the target
+        still differs from them."""
+        return tuple(c for c in self.changes if c.blocked)
+
     def counts(self) -> dict[str, int]:
         out = {a: 0 for a in (CREATE, UPDATE, REPLACE, DELETE, ADOPT, NOOP)}
         for c in self.changes:

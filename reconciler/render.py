@@ -61,7 +61,12 @@ def render_plan_text(plan: Plan, out: TextIO, *, show_noop: bool = False) -> Non
         out.write(f"note: {n}\n")
     for r in plan.refusals:
         out.write(f"refused: {r}\n")
-    out.write(("Plan: " + plan.summary() if plan.has_changes else "No changes. " + plan.summary()) + "\n")
+    if plan.has_changes:
+        out.write(f"Plan: {plan.summary()}\n")
+    elif plan.blocked:  # not "No changes.": the target still differs from the definitions
+        out.write(f"Nothing to apply, {len(plan.blocked)} blocked: {plan.summary()}\n")
+    else:
+        out.write(f"No changes. {plan.summary()}\n")
 
 
 def change_json(c: Change) -> dict[str, Any]:

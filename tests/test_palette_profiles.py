@@ -311,8 +311,9 @@ def test_cli_h1_delete_of_a_registry_a_project_profile_uses_is_refused_then_allo
     write_defs(root, {"keep.yaml": keep})
     commit_all(root, "drop gone")
     res = run(root, *cli_args(emu), env=env)
-    # blocked as protect blocks a delete: shown with its reason, never executed
-    assert res.returncode == 0, res.stdout + res.stderr
+    # blocked as protect blocks a delete: shown with its reason, never executed (exit 1: the
+    # target still differs from the definitions)
+    assert res.returncode == 1, res.stdout + res.stderr
     assert "delete blocked: used by cluster profile web-stack (1.0.0) (project team-a, 2 clusters)" in res.stdout
     assert emu.store.by_name("helm", "gone") is not None
     res = run(root, *cli_args(emu), "--allow-in-use", env=env)

@@ -102,7 +102,7 @@ def test_rename_on_target_only_is_refused_not_renamed_back(repo: Path):
     dry = run(repo, "--dry-run")
     assert "HelmRegistry/old: update blocked: renamed on the target to 'new'" in dry.stdout, dry.stdout
     res = run(repo)
-    assert res.returncode == 0
+    assert res.returncode == 1 and "blocked (the ! lines): the target still differs" in res.stderr
     assert managed(repo)["new"] == uid and state_of(repo)["old"] == uid
 
 
@@ -220,7 +220,7 @@ def test_empty_target_drops_no_record_through_apply(repo: Path):
     assert "HelmRegistry/keep: delete blocked: the target no longer lists it" in res.stderr
     assert path.read_bytes() == before
     res = run(repo, "--allow-empty")
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1 and "blocked (the ! lines): the target still differs" in res.stderr, res.stderr
     assert set(state_of(repo)) == {"keep"}  # the protected record outlives both
 
 
@@ -243,7 +243,7 @@ def test_protected_replace_with_protect_false_in_the_same_commit_is_blocked(tmp_
     uid = managed(root)["p"]
     write_defs(root, {"oci.yaml": registry_doc("OciRegistry", "p", OCI_SYNC.format(sync="false"), "protect: false")})
     res = run(root)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1 and "blocked (the ! lines): the target still differs" in res.stderr, res.stderr
     assert "OciRegistry/p: replace blocked: protected" in res.stdout, res.stdout
     assert managed(root)["p"] == uid
     assert FileStateStore(root / ".reconciler/state.json").read().records[("tenant", "OciRegistry", "p")].protect
@@ -353,7 +353,7 @@ def test_delete_of_a_registry_in_use_is_blocked_naming_the_profiles(repo: Path, 
     uids = managed(repo)
     write_defs(repo, {"helm.yaml": registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com")})
     code, out, err = _run_in_process(repo, monkeypatch)
-    assert code == 0, out + err
+    assert code == 1, out + err
     assert _ProfiledTarget.calls == [sorted([uids["old"], uids["spare"]])]
     assert ("! HelmRegistry/old: delete blocked: used by cluster profiles shared (tenant, 1 cluster), "
             "edge-base (project prod, 3 clusters); deleting breaks them; pass --allow-in-use once reviewed") in out, out
@@ -569,11 +569,13 @@ def test_protect_outlives_its_file_through_apply_and_later_plans(tmp_path: Path)
     write_defs(root, {"o.yaml": files["o.yaml"]})  # the file is gone
     commit_all(root, "drop precious")
     res = run(root)
-    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.returncode == 1 and "blocked (the ! lines): the target still differs" in res.stderr, res.stdout + res.stderr
     assert "! HelmRegistry/precious: delete blocked: protect: true is recorded" in res.stdout, res.stdout
     assert managed(root)["precious"] == uid
     later = run(root, "--dry-run", "--detailed-exitcode")
-    assert later.returncode == 0 and "delete blocked: protect: true is recorded" in later.stdout, later.stdout
+    # adversarial pass: exit 0 and "No changes." said the repository and the target agreed
+    assert later.returncode == 2 and "delete blocked: protect: true is recorded" in later.stdout, later.stdout
+    assert "No changes" not in later.stdout and "Nothing to apply, 1 blocked: " in later.stdout, later.stdout
     assert FileStateStore(root / ".reconciler/state.json").read().records[("tenant", "HelmRegistry", "precious")].protect
     # only an applied protect: false lets it go
     write_defs(root, {**files, "p.yaml": files["p.yaml"].replace("protect: true", "protect: false")})

@@ -14,6 +14,7 @@ from reconciler.targets.base import Target
 
 if TYPE_CHECKING:
     from reconciler.apply import ChangeResult
+    from reconciler.plan import Plan
 
 
 def _commit_label(desired: Desired) -> str | None:
@@ -57,7 +58,7 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
             from reconciler.markdown import render_apply_markdown
 
             out.write(render_apply_markdown(plan, [], header=md_header(opts, desired), warnings=warnings))
-        return EXIT_OK
+        return _blocked_exit(plan, err)
 
     def report(r: ChangeResult) -> None:
         if opts.fmt == "text":
@@ -84,4 +85,15 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
                   f"but not recorded: {titles}. The next plan finds them again (a created registry is adopted by name).\n")
     if failed or not opts.quiet:
         err.write(f"Apply: {ok} change(s) applied, {failed} failed\n")
-    return EXIT_FAIL if failed else EXIT_OK
+    return EXIT_FAIL if failed else _blocked_exit(plan, err)
+
+
+def _blocked_exit(plan: Plan, err: TextIO) -> int:
+    """Exit 1 when a change is blocked (as Terraform's ``prevent_destroy`` fails its apply): the
+    target still differs from the definitions, and a green run would hide it for good."""
+    if not plan.blocked:
+        return EXIT_OK
+    n = len(plan.blocked)
+    err.write(f"error: {n} change{'' if n == 1 else 's'} blocked (the ! lines): the target still differs from "
+              "the definitions\n")
+    return EXIT_FAIL

@@ -97,7 +97,7 @@ def _dry_run(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: S
                header=md_header(opts, desired) if opts.fmt == "markdown" else None, warnings=warnings)
     if plan.refusals or failures:
         return EXIT_FAIL
-    if opts.detailed_exitcode and plan.has_changes:
+    if opts.detailed_exitcode and (plan.has_changes or plan.blocked):  # blocked: the target still differs
         return EXIT_CHANGES
     return EXIT_OK
 
