@@ -252,6 +252,9 @@ class LoadedFile:
 BAD_NAME = (
     "a file name with a control character (newline, ESC, CR, ...) is not allowed; rename it"
 )
+CASE_SUFFIX = (
+    "only files ending in .yaml or .yml (lower case) are read, and this one would be skipped; rename it"
+)
 
 
 def bad_name(name: str, is_dir: bool) -> bool:
@@ -387,6 +390,10 @@ def discover(
                 problems.append(RawProblem(escape(shown_dir + name), 1, 1, BAD_NAME, "file-name"))
                 continue
             definition = name.endswith(SUFFIXES)  # Path.suffix in SUFFIXES, for a name not hidden
+            if not definition and name.lower().endswith(SUFFIXES) and not entry.is_dir():
+                # a.YAML would be skipped without a word, and its registries planned as deleted
+                problems.append(RawProblem(escape(shown_dir + name), 1, 1, CASE_SUFFIX, "file-name"))
+                continue
             if entry.is_symlink():
                 p = Path(entry.path)
                 if not symlink_ok(p):
@@ -553,6 +560,9 @@ def discover_git(
             p = base / obj.name
             if bad_name(obj.name, obj.type == "tree"):
                 problems.append(RawProblem(escape(shown(p)), 1, 1, BAD_NAME, "file-name"))
+                continue
+            if obj.type != "tree" and p.suffix not in SUFFIXES and p.suffix.lower() in SUFFIXES:
+                problems.append(RawProblem(escape(shown(p)), 1, 1, CASE_SUFFIX, "file-name"))
                 continue
             if obj.type == "tree":
                 walk(obj, p, depth)

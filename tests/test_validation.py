@@ -788,6 +788,28 @@ def test_file_names_with_control_characters_are_refused_and_printed_escaped(tmp_
     assert not any(line.startswith("::") for line in res.stdout.splitlines())
 
 
+@pytest.mark.parametrize("name", ["a.YAML", "a.Yml", "a.yaML"])
+def test_a_definition_file_with_an_upper_case_suffix_is_an_error_not_skipped(tmp_path: Path, name: str) -> None:
+    """Adversarial pass: ``a.YAML`` was skipped without a word ("0 errors"), and the plan then
+    deleted its registries. It is an error now, in the work tree and at a commit, so the
+    prune guard refuses deletions."""
+    root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
+    (root / "registries.d" / name).write_text(oci("endpoint: o\n", meta="{name: a}"))
+    (root / "registries.d" / "notes.txt").write_text("not a definition")  # other suffixes stay ignored
+    (root / "registries.d" / "old.YAML.bak").write_text("a backup")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "x"],
+                   cwd=root, check=True)
+    for ref in (None, "HEAD"):
+        r = load_and_validate(root, ref=ref)
+        assert [(p.file, p.rule) for p in r.errors] == [(f"registries.d/{name}", "file-name")], ref
+        assert "lower case" in r.errors[0].message and "rename it" in r.errors[0].message
+        assert f"registries.d/{name}" in r.failed_files
+    res = _validate_cli(root)
+    assert res.returncode == 1 and f"registries.d/{name}:1:1: " in res.stdout + res.stderr
+
+
 def test_schema_descriptions_agree_with_the_client_and_the_docs() -> None:
     from reconciler.model import LOCAL_ONLY_FIELDS
 
