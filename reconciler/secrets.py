@@ -72,6 +72,13 @@ class FileRefused(OSError):
         super().__init__(errno.EINVAL, reason)
 
 
+def remember_secret(value: str) -> None:
+    """A credential of the tool itself (the Palette API key, the state key): the CLI's last
+    line of defence redacts it from any message, whatever path the message took."""
+    if value:
+        _resolved.add(value)
+
+
 def redact_resolved(text: str) -> str:
     from reconciler.errors import redact
 
@@ -83,8 +90,9 @@ def state_key(environ: Mapping[str, str] | None = None) -> str | None:
     that is not UTF-8 is an ``InputError`` (read while planning: before any change)."""
     env = os.environ if environ is None else environ
     key = env.get(STATE_KEY_ENV) or None
-    if key is not None and not _utf8(key):
+    if key is not None:
         _resolved.add(key)
+    if key is not None and not _utf8(key):
         raise InputError(f"{STATE_KEY_ENV} is not valid UTF-8 (the value is not shown); nothing was planned or changed")
     return key
 

@@ -326,6 +326,22 @@ def test_a_secret_that_is_not_utf8_is_refused_at_apply_before_any_request(tmp_pa
     assert secrets_mod.redact_resolved(f"echo {NOT_UTF8}!") == "echo (sensitive)!"  # still masked, no crash
 
 
+@pytest.mark.parametrize("key", ["S3cr3t-PLANT-9f2\u00e9-api-key", "S3cr3t-PLANT-9f2\napi-key", " S3cr3t-PLANT-9f2-api-key",
+                                 "S3cr3t-PLANT-9f2\x7f-api-key"], ids=["non-ascii", "newline", "leading-blank", "del"])
+def test_an_api_key_no_header_can_carry_is_a_clear_error_and_changes_nothing(tmp_path: Path, key: str,
+                                                                          palette_emulator):  # noqa: F811
+    """Adversarial pass: a non-ASCII PALETTE_API_KEY was an internal error (exit 3, "a bug")."""
+    root = repo_with(tmp_path, helm("a", "{fromEnv: A_PW}"))
+    for args in (["--dry-run"], [], ["-vv", "--dry-run"]):
+        res = run(root, "--target", "palette", "--endpoint", palette_emulator.url, *args,
+                  env={"A_PW": PW, "PALETTE_API_KEY": key})
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "PALETTE_API_KEY holds a character an HTTP header cannot carry" in res.stderr, res.stderr
+        assert "internal error" not in res.stderr and "S3cr3t-PLANT" not in res.stdout + res.stderr
+    assert palette_emulator.requests == []  # nothing was sent
+    assert not (root / ".reconciler/state.json").exists()
+
+
 def test_a_state_key_that_is_not_utf8_is_a_clear_error_and_changes_nothing(tmp_path: Path):
     root = repo_with(tmp_path, helm("a", "{fromEnv: A_PW}"))
     for args in (["--dry-run"], []):
