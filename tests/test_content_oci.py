@@ -566,3 +566,25 @@ def test_catalog_pages_feed_the_tags_fan_out(scripted):
     with _dist(srv.url, base="") as dist:
         listing = oci.list_content(dist, "t")
     assert listing.tags == {"t/a": ["a"], "t/b": ["b"], "t/c": ["c"]}
+
+
+@pytest.mark.parametrize("realm", ["http://auth.example.com/token", "ftp://auth.example.com/token", "::not a url"])
+def test_credentials_never_follow_a_token_realm_off_https(realm: str):
+    """Adversarial pass: the Bearer challenge of a registry reached over https could name an
+    http:// realm, and the registry's basic credentials went there in clear."""
+    from reconciler.content.http import ProbeError
+    from reconciler.content.oci import RegistryAuth
+
+    flow = RegistryAuth("robot", "S3cr3t-PLANT-9f2").auth_flow(httpx.Request("GET", "https://r.example.com/v2/"))
+    first = next(flow)
+    assert first.url.scheme == "https"
+    challenge = httpx.Response(401, headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="r"'}, request=first)
+    with pytest.raises(ProbeError, match="token service is not https") as caught:
+        flow.send(challenge)
+    assert "S3cr3t-PLANT" not in str(caught.value)
+    # an https realm on another host is how registries work (Docker Hub: auth.docker.io)
+    flow = RegistryAuth("robot", "S3cr3t-PLANT-9f2").auth_flow(httpx.Request("GET", "https://r.example.com/v2/"))
+    first = next(flow)
+    token_req = flow.send(httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="https://auth.example.org/t"'},
+                                         request=first))
+    assert token_req.url.host == "auth.example.org" and token_req.headers["Authorization"].startswith("Basic ")

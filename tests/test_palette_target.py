@@ -826,3 +826,13 @@ def test_an_answer_that_is_not_json_is_redacted_before_it_is_shortened(secret):
     with pytest.raises(ServerError) as caught:
         target.list()
     assert "k-secret" not in str(caught.value) and "(sensitive)" in str(caught.value)
+
+
+@pytest.mark.parametrize("endpoint", ["http://api.spectrocloud.com", "http://10.0.0.5:8080", "HTTP://palette.example.com"])
+def test_a_plain_http_endpoint_is_refused_unless_it_is_loopback(endpoint: str):
+    """Adversarial pass: http:// was accepted for any host, and the API key went in clear.
+    Spectro's SDK speaks https only unless told otherwise (palette-sdk-go client.go)."""
+    with pytest.raises(InputError, match="is plain http://: the API key and registry passwords would cross"):
+        PaletteTarget(endpoint=endpoint, api_key="k" * 20)
+    for ok in ("http://127.0.0.1:8080", "http://[::1]:9", "http://localhost:1", "https://api.spectrocloud.com"):
+        PaletteTarget(endpoint=ok, api_key="k" * 20).close()

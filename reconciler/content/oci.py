@@ -152,6 +152,15 @@ class RegistryAuth(httpx.Auth):
         realm = params.pop("realm", "")
         if not realm:
             return
+        try:
+            realm_scheme, realm_host = httpx.URL(realm).scheme, httpx.URL(realm).host
+        except httpx.InvalidURL:
+            realm_scheme, realm_host = "", ""
+        if self._basic is not None and request.url.scheme == "https" and realm_scheme != "https":
+            # a registry reached over https must not move its credentials to plain http (or
+            # to a realm that is no URL): the challenge is the server's word, not ours
+            raise ProbeError(f"the registry's token service is not https ({realm_scheme or '?'}://{realm_host or '?'}): "
+                             "its credentials are not sent in clear", check="credentials", status=401)
         token_req = httpx.Request(
             "GET", realm, params={k: v for k, v in params.items() if k in ("service", "scope")}
         )

@@ -167,7 +167,16 @@ def _check_endpoint(endpoint: str) -> str:
         # (an endpoint with user-info never gets here: refused above, unprinted)
         raise InputError(f"palette endpoint {str(endpoint)!r} is not an http:// or https:// URL "
                          "with a host (--endpoint or PALETTE_ENDPOINT)")
+    if url.scheme == "http" and url.host not in _LOOPBACK and not url.host.startswith("127."):
+        # Spectro's SDK speaks https only unless told otherwise (palette-sdk-go client.go:
+        # schemes []string{"https"}); over http the API key and every password cross in clear
+        raise InputError(f"palette endpoint {str(endpoint)!r} is plain http://: the API key and registry passwords "
+                         "would cross the network in clear; use https:// (http:// is allowed for a loopback host "
+                         "only: 127.0.0.1, ::1, localhost)")
     return endpoint.rstrip("/")
+
+
+_LOOPBACK = frozenset({"localhost", "::1", "[::1]"})
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
