@@ -124,10 +124,12 @@ def change_line(change: Change) -> str:
 
 
 def _plain(text: str) -> str:
-    """One line of text safe outside code: no HTML, no newlines, no markdown links or emphasis."""
+    """One line of text safe outside code: no HTML, no newlines, no markdown links or emphasis,
+    no @-mention (a file path is the pull request author's choice: ``registries.d/@org/team``
+    would notify a team; a zero-width space after ``@`` stops it, as Dependabot writes them)."""
     text = _one_line(text)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"([\\`*_\[\]|~#!])", r"\\\1", text)
+    return re.sub(r"([\\`*_\[\]|~#!])", r"\\\1", text).replace("@", "@&#8203;")  # after: the entity has a '#'
 
 
 def _code(text: str) -> str:

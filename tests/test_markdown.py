@@ -133,6 +133,21 @@ def test_markdown_outside_code_is_inert() -> None:
     assert "<code>`abc`</code>" in html
 
 
+def test_text_outside_code_mentions_nobody() -> None:
+    """Adversarial pass: a warning starts with its file path, which the pull request author
+    chooses: ``registries.d/@acme/security-team.yaml`` would notify that team. GitHub's
+    mentions are "@" then a name in a text node; a zero-width space after "@" stops them."""
+    import re as _re
+
+    plan = Plan((Change(DELETE, key("x"), uid="u", blocked="asked by @acme/security-team"),),
+                refusals=("@octocat please approve",), warnings=("registries.d/@acme/security-team.yaml:2:7: legacy",),
+                notes=("cc @someone",))
+    html = _html(render_markdown(plan, header=Header(target="local", commit="abc")))
+    outside_code = _re.sub(r"<code>.*?</code>|<pre.*?</pre>", "", html, flags=_re.S)
+    assert "@" in outside_code and not _re.search(r"@[A-Za-z0-9]", outside_code), outside_code
+    assert "@\u200bacme/security-team" in outside_code  # still readable
+
+
 def test_apply_markdown_names_failed_changes_and_why() -> None:
     """Issue 9.32: apply --format markdown showed the plan only."""
     from reconciler.apply import ChangeResult
