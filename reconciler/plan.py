@@ -425,6 +425,12 @@ def make_plan(
             changes.append(Change(DELETE, key, uid=rec.uid, blocked="built-in default registry; never deleted"))
             continue
         gone = obs is None
+        if key in state.unverified:
+            changes.append(Change(DELETE, key, uid=rec.uid, gone=gone, blocked=(
+                "recorded only by a state that is not signed with RECONCILER_STATE_KEY (an older reconcile, another "
+                "key, or a change to the state branch outside reconcile): never deleted on its word; declare it and "
+                "apply (the record is then verified), or delete it by hand")))
+            continue
         if rec.protect:
             changes.append(
                 Change(DELETE, key, uid=rec.uid, gone=gone,

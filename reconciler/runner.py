@@ -72,7 +72,7 @@ def build_store(opts: Options) -> StateStore:
         from reconciler.state.git import GitBranchStateStore
 
         branch = spec[4:] or "reconciler-state"
-        return GitBranchStateStore(opts.root, branch=branch)
+        return GitBranchStateStore(opts.root, branch=branch, key=state_key(opts.environ))
     from reconciler.state.file import FileStateStore
 
     if spec:

@@ -573,3 +573,100 @@ def test_a_live_holder_renews_its_lease_so_it_never_expires_under_it(tmp_path: P
             with other.lock(timeout=0):
                 pass
         assert lease_on(origin)["id"] == first["id"] and lease_on(origin)["expires_at"] > first["expires_at"]
+
+
+STATE_KEY = {"RECONCILER_STATE_KEY": "a-long-random-state-key-0123456789abcdef"}
+
+
+def _plant_record(tmp_path: Path, origin: Path, name: str, uid: str) -> None:
+    """What anyone who can push to the state branch could do: add a record, serial + 1."""
+    atk = clone(tmp_path, origin, "attacker")
+    git(atk, "checkout", "--quiet", BRANCH)
+    doc = json.loads((atk / "state.json").read_text())
+    planted = dict(doc["registries"][0], name=name, uid=uid, protect=False, origin="adopted")
+    doc["registries"].append(planted)
+    doc["serial"] += 1
+    (atk / "state.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    git(atk, "commit", "--quiet", "-am", "routine")
+    git(atk, "push", "--quiet", "origin", BRANCH)
+
+
+def test_a_record_planted_on_the_state_branch_deletes_nothing(tmp_path: Path) -> None:
+    """Adversarial pass: a record pushed to the state branch for a registry reconcile never
+    managed made the next apply delete it (up to maxDeletions), unseen by any reviewed plan.
+    With RECONCILER_STATE_KEY the state is signed; a record no signed state vouches for is
+    never deleted on its word, and a declared one is verified by the next apply."""
+    from reconciler.model import Registry
+    from reconciler.targets.local import LocalTarget
+    from tests.support.gitops_repo import registry_doc, run
+
+    origin = tmp_path / "origin.git"
+    work = make_work_repo(tmp_path / "work", origin)
+    (work / "registries.d" / "a.yaml").write_text(registry_doc("HelmRegistry", "charts", "endpoint: https://c.example.com"))
+    git(work, "commit", "--quiet", "-am", "charts")
+    git(work, "push", "--quiet", "origin", "main")
+    db = tmp_path / "tenant.db"  # the target, shared by every clone as Palette would be
+    tenant = LocalTarget(db, base_dir=tmp_path)
+    prod = tenant.create(Registry("HelmRegistry", "prod-critical", "tenant",
+                                  {"endpoint": "https://prod.example.com", "auth": {"type": "noAuth"}}), {})
+    tenant.close()
+    args = ("--state", f"git:{BRANCH}", "--local-db", str(db))
+    first = run(work, *args, env=STATE_KEY)
+    assert first.returncode == 0, first.stdout + first.stderr
+    signed = json.loads(git(origin, "show", f"{BRANCH}:state.json"))
+    assert signed["mac"].startswith("hmac-sha256:")
+
+    _plant_record(tmp_path, origin, "prod-critical", prod)
+    ci = clone(tmp_path, origin, "ci")  # the next apply, on a fresh runner
+    plan = run(ci, *args, "--dry-run", "--detailed-exitcode", env=STATE_KEY)
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    assert "! HelmRegistry/prod-critical: delete blocked: recorded only by a state that is not signed" in plan.stdout
+    assert "has a signature that does not match with RECONCILER_STATE_KEY" in plan.stderr
+    applied = run(ci, *args, env=STATE_KEY)
+    assert applied.returncode == 1 and "1 change blocked" in applied.stderr, applied.stdout + applied.stderr
+    tenant = LocalTarget(db, base_dir=tmp_path)
+    assert {o.name for o in tenant.list() if not o.builtin} == {"charts", "prod-critical"}  # nothing deleted
+    tenant.close()
+    # the apply verified the declared record and signed the state; the planted one stays unverified
+    after = json.loads(git(origin, "show", f"{BRANCH}:state.json"))
+    assert after["unverified"] == [["tenant", "HelmRegistry", "prod-critical"]] and after["mac"] != signed["mac"]
+    again = run(clone(tmp_path, origin, "ci2"), *args, "--dry-run", env=STATE_KEY)
+    assert "not signed" not in again.stderr and "delete blocked: recorded only by a state" in again.stdout
+
+    # a registry whose definition is removed is still deleted: its record is signed
+    ci3 = clone(tmp_path, origin, "ci3")
+    (ci3 / "registries.d" / "a.yaml").write_text(registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com"))
+    git(ci3, "commit", "--quiet", "-am", "charts goes")
+    removed = run(ci3, *args, "--allow-empty", env=STATE_KEY)
+    assert "- HelmRegistry/charts" in removed.stdout and "delete HelmRegistry/charts: done" in removed.stdout, removed.stdout
+    tenant = LocalTarget(db, base_dir=tmp_path)
+    assert {o.name for o in tenant.list() if not o.builtin} == {"other", "prod-critical"}
+    tenant.close()
+
+
+def test_a_state_signed_without_the_key_is_verified_by_the_next_apply(tmp_path: Path) -> None:
+    """Upgrading, or setting RECONCILER_STATE_KEY for the first time: the unsigned state's
+    declared records are verified and the state signed by the next apply, even one that
+    changes nothing; deletes stay as they were for every record a definition vouched for."""
+    from tests.support.gitops_repo import registry_doc, run
+
+    origin = tmp_path / "origin.git"
+    work = make_work_repo(tmp_path / "work", origin)
+    (work / "registries.d" / "a.yaml").write_text(
+        registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com") + "---\n"
+        + registry_doc("HelmRegistry", "b", "endpoint: https://b.example.com"))
+    git(work, "commit", "--quiet", "-am", "a and b")
+    args = ("--state", f"git:{BRANCH}")
+    assert run(work, *args).returncode == 0  # no key: unsigned, as before
+    assert "mac" not in json.loads(git(origin, "show", f"{BRANCH}:state.json"))
+    plan = run(work, *args, "--dry-run", "--detailed-exitcode", env=STATE_KEY)
+    assert plan.returncode == 0 and "is not signed with RECONCILER_STATE_KEY" in plan.stderr, plan.stdout + plan.stderr
+    nothing = run(work, *args, env=STATE_KEY)
+    assert nothing.returncode == 0, nothing.stdout + nothing.stderr
+    doc = json.loads(git(origin, "show", f"{BRANCH}:state.json"))
+    assert doc["mac"].startswith("hmac-sha256:") and "unverified" not in doc
+    (work / "registries.d" / "a.yaml").write_text(registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com"))
+    git(work, "commit", "--quiet", "-am", "b goes")
+    gone = run(work, *args, env=STATE_KEY)
+    assert gone.returncode == 0 and "delete HelmRegistry/b: done" in gone.stdout, gone.stdout + gone.stderr
+    assert "not signed" not in gone.stderr

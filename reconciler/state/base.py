@@ -64,9 +64,13 @@ class State:
     salt: str = field(default_factory=lambda: os.urandom(16).hex())  # secrets.token_hex(16)
     target: str = ""
     records: dict[Key, Record] = field(default_factory=dict)
+    # records no signed state vouches for (read from a state that was not signed with
+    # RECONCILER_STATE_KEY, see ``state_mac``): never deleted on the state's word alone; one
+    # becomes verified when an apply finds it declared (a reviewed definition)
+    unverified: set[Key] = field(default_factory=set)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "version": STATE_VERSION,
             "lineage": self.lineage,
             "serial": self.serial,
@@ -75,6 +79,10 @@ class State:
             "target": self.target,
             "registries": [asdict(r) for _, r in sorted(self.records.items())],
         }
+        unverified = sorted(k for k in self.unverified if k in self.records)
+        if unverified:
+            doc["unverified"] = [list(k) for k in unverified]
+        return doc
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> State:
@@ -112,6 +120,10 @@ class State:
                                      f"for {twin.kind}/{twin.name}")
                 records[key] = rec
                 uids[rec.uid] = rec
+            unverified = data.get("unverified") or []
+            if not isinstance(unverified, list) or not all(
+                    isinstance(k, list) and len(k) == 3 and all(isinstance(x, str) for x in k) for k in unverified):
+                raise ValueError("'unverified' must be a list of [scope, kind, name]")
             return cls(
                 lineage=data["lineage"],
                 serial=data["serial"],
@@ -119,9 +131,25 @@ class State:
                 salt=data["salt"],
                 target=str(data.get("target", "")),
                 records=records,
+                unverified={(k[0], k[1], k[2]) for k in unverified if (k[0], k[1], k[2]) in records},
             )
         except ValueError as exc:
             raise StateError(f"{where}: state is corrupt ({exc!s}); refusing to use or overwrite it") from exc
+
+
+MAC_PREFIX = "hmac-sha256:"
+
+
+def state_mac(key: str, doc: dict[str, Any]) -> str:
+    """The signature of a state document (without its ``mac``), keyed with
+    RECONCILER_STATE_KEY: over its canonical JSON, so a reformatted document still verifies
+    and any changed value does not."""
+    import hashlib
+    import hmac
+    import json
+
+    body = json.dumps({k: v for k, v in doc.items() if k != "mac"}, sort_keys=True, separators=(",", ":"))
+    return MAC_PREFIX + hmac.new(key.encode(), b"reconcile-state-v1\0" + body.encode(), hashlib.sha256).hexdigest()
 
 
 def _missing(name: str) -> Any:

@@ -22,6 +22,7 @@ there only the in-run checks of ``StateStore`` apply.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import subprocess
@@ -39,7 +40,7 @@ from git.objects.fun import tree_entries_from_data, tree_to_stream
 from gitdb import IStream
 
 from reconciler.errors import StateConflict, StateError, StateLocked
-from reconciler.state.base import State, StateStore
+from reconciler.state.base import State, StateStore, state_mac
 from reconciler.state.lease import Lease, lease_seconds
 from reconciler.state.lock import exclusive
 from reconciler.testhooks import checkpoint
@@ -84,7 +85,9 @@ class GitBranchStateStore(StateStore):
         *,
         notify: Callable[[str], None] = _note,
         operation: str = "reconcile",
+        key: str | None = None,
     ) -> None:
+        self.key = key or None  # RECONCILER_STATE_KEY: signs what is written, checks what is read
         try:
             self.repo = git.Repo(repo_dir, search_parent_directories=True)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
@@ -228,12 +231,24 @@ class GitBranchStateStore(StateStore):
     def _document(self, commit: str) -> bytes | None:
         return self._blob(commit, self.path)
 
-    def _parse(self, raw: bytes, where: str) -> State:
+    def _parse(self, raw: bytes, where: str, *, check_mac: bool = False) -> State:
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise StateError(f"{where}: state is not valid JSON ({exc}); refusing to use or overwrite it") from exc
-        return State.from_json(data, where)
+        state = State.from_json(data, where)
+        if check_mac and self.key and state.records:
+            mac = data.get("mac")
+            if not (isinstance(mac, str) and hmac.compare_digest(mac, state_mac(self.key, data))):
+                # Anyone who can push to the branch could add a record for a registry we never
+                # managed, and the next apply would delete it: such a state vouches for nothing
+                state.unverified = set(state.records)
+                why = ("is not signed" if mac is None else "has a signature that does not match")
+                self.notify(
+                    f"{where} {why} with RECONCILER_STATE_KEY (written by an older reconcile or without the "
+                    f"key, the key changed, or the branch was changed outside reconcile): a registry it records is not "
+                    f"deleted on its word; each declared one is verified, and the state signed, by the next apply")
+        return state
 
     def _remember_commit(self, commit: str | None) -> None:
         if commit is not None:
@@ -385,7 +400,7 @@ class GitBranchStateStore(StateStore):
             self._base = self._tip()
             where = f"git:{self.branch}:{self.path} at {self._base[:12] if self._base else '-'}"
             raw = self._document(self._base) if self._base else None
-            state = None if raw is None else self._parse(raw, where)
+            state = None if raw is None else self._parse(raw, where, check_mac=True)
             self._remember(state, f"git:{self.branch}")
             self._continuity(state, where)
             if state is None:
@@ -536,7 +551,10 @@ class GitBranchStateStore(StateStore):
     def write(self, state: State, message: str = "") -> None:
         with self._mutex:
             self._check(state)
-            data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode() + b"\n"
+            doc = state.to_json()
+            if self.key:
+                doc["mac"] = state_mac(self.key, doc)
+            data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
             parent = self._base
             parent_tree = self.repo.commit(parent).tree.binsha if parent else None
             tree = self._tree_with(parent_tree, self.path.split("/"), self._store("blob", data))
