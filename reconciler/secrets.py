@@ -232,7 +232,8 @@ def ca_digests(registries: Iterable[Registry], *, base_dir: Path,
                                 "a change to its contents is not shown")
             except UnicodeDecodeError:
                 read[ref] = None
-                warnings.append(f"tls.caFile {ref} is not a PEM file (not UTF-8): a change to its contents is not shown")
+                warnings.append(f"tls.caFile {ref} is not a PEM file (not UTF-8): a change to its contents is "
+                                "not shown")
         digest = read[ref]
         if digest is not None:
             out[reg.key] = digest

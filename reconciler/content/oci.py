@@ -159,8 +159,9 @@ class RegistryAuth(httpx.Auth):
         if self._basic is not None and request.url.scheme == "https" and realm_scheme != "https":
             # a registry reached over https must not move its credentials to plain http (or
             # to a realm that is no URL): the challenge is the server's word, not ours
-            raise ProbeError(f"the registry's token service is not https ({realm_scheme or '?'}://{realm_host or '?'}): "
-                             "its credentials are not sent in clear", check="credentials", status=401)
+            where = f"{realm_scheme or '?'}://{realm_host or '?'}"
+            raise ProbeError(f"the registry's token service is not https ({where}): its credentials are not sent "
+                             "in clear", check="credentials", status=401)
         token_req = httpx.Request(
             "GET", realm, params={k: v for k, v in params.items() if k in ("service", "scope")}
         )

@@ -22,6 +22,7 @@ from reconciler.errors import StateError
 from reconciler.model import KINDS, SCOPES, Key, spec_shape_problem
 
 STATE_VERSION = 1
+MAX_STATE_BYTES = 256 << 20  # read bounded, by both stores: --state /dev/zero or a huge blob must not exhaust memory
 
 
 @dataclass

@@ -20,12 +20,11 @@ from typing import Any
 from reconciler.errors import StateError
 from reconciler.secrets import read_bounded
 from reconciler.state import journal
-from reconciler.state.base import State, StateStore
+from reconciler.state.base import MAX_STATE_BYTES, State, StateStore
 from reconciler.state.lock import exclusive
 from reconciler.testhooks import checkpoint
 
 _POLL = 0.05
-MAX_STATE_BYTES = 256 << 20  # regular files only, bounded: --state /dev/zero must not exhaust memory
 COMPACT_INTERVAL = 5.0  # seconds between document rewrites during a long apply
 
 

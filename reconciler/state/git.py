@@ -40,7 +40,7 @@ from git.objects.fun import tree_entries_from_data, tree_to_stream
 from gitdb import IStream
 
 from reconciler.errors import StateConflict, StateError, StateLocked
-from reconciler.state.base import State, StateStore, state_mac
+from reconciler.state.base import MAX_STATE_BYTES, State, StateStore, state_mac
 from reconciler.state.lease import Lease, lease_seconds
 from reconciler.state.lock import exclusive
 from reconciler.testhooks import checkpoint
@@ -226,6 +226,9 @@ class GitBranchStateStore(StateStore):
             return None
         if blob.type != "blob":
             raise StateError(f"git:{self.branch}:{path} is not a file; refusing to use or overwrite it")
+        if blob.size > MAX_STATE_BYTES:  # a blob pushed to the branch must not exhaust memory
+            raise StateError(f"git:{self.branch}:{path} is {blob.size:,} bytes, more than the {MAX_STATE_BYTES:,} a state "
+                             "may hold; refusing to use or overwrite it")
         return blob.data_stream.read()  # type: ignore[no-any-return]
 
     def _document(self, commit: str) -> bytes | None:
