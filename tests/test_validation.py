@@ -759,6 +759,14 @@ def test_a_fifo_swapped_in_after_discovery_is_not_opened_for_ever(tmp_path: Path
 # ------------------------------------------------------------------ file names (#9.29)
 
 
+def _commit_all(root: Path) -> None:
+    """A repository at a commit holding the work tree (``load_and_validate(ref="HEAD")`` reads it)."""
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "x"],
+                   cwd=root, check=True)
+
+
 def test_file_names_with_control_characters_are_refused_and_printed_escaped(tmp_path: Path) -> None:
     root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
     d = root / "registries.d"
@@ -772,10 +780,7 @@ def test_file_names_with_control_characters_are_refused_and_printed_escaped(tmp_
         "registries.d/b\\x1b[8m.yaml",
         "registries.d/dir\\x0d",
     ]
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "x"],
-                   cwd=root, check=True)
+    _commit_all(root)
     for ref in (None, "HEAD"):
         r = load_and_validate(root, ref=ref)
         assert [(p.file, p.rule) for p in r.errors] == [(f, "file-name") for f in expected], ref
@@ -797,10 +802,7 @@ def test_a_definition_file_with_an_upper_case_suffix_is_an_error_not_skipped(tmp
     (root / "registries.d" / name).write_text(oci("endpoint: o\n", meta="{name: a}"))
     (root / "registries.d" / "notes.txt").write_text("not a definition")  # other suffixes stay ignored
     (root / "registries.d" / "old.YAML.bak").write_text("a backup")
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "x"],
-                   cwd=root, check=True)
+    _commit_all(root)
     for ref in (None, "HEAD"):
         r = load_and_validate(root, ref=ref)
         assert [(p.file, p.rule) for p in r.errors] == [(f"registries.d/{name}", "file-name")], ref
