@@ -80,6 +80,7 @@ class _Recorder:
     def put(self, record: Record, message: str) -> None:
         with self.lock:
             self.state.records[record.key] = record
+            self.state.unverified.discard(record.key)  # written now, from a reviewed definition
             self._record(entry_put(record), message)
 
     def drop(self, key: Key, message: str) -> None:

@@ -281,12 +281,14 @@ def make_plan(
     warnings: list[str] = []
 
     records = state.records
+    unverified = state.unverified
     for_key = secrets.for_key
     for key in sorted(desired_by_key):
         reg = desired_by_key[key]
         rec = records.get(key)
         obs_same_name = by_key.get(key)
-        if _FAST_NOOP and rec is not None and obs_same_name is not None and key not in ca and _unchanged(
+        if _FAST_NOOP and rec is not None and obs_same_name is not None and key not in ca and key not in unverified \
+                and _unchanged(
                 reg, rec, obs_same_name, by_uid.get(rec.uid), for_key(key)):
             changes.append(_noop(key, obs_same_name.uid, reg))
             continue
@@ -347,13 +349,17 @@ def make_plan(
                 f"renamed on the target to {obs.name!r} (uid {obs.uid}); a registry is not renamed in place: "
                 f"rename it in the file to {obs.name!r} (the record follows) or back on the target")))
             continue
-        old_spec = rec.spec if rec.spec is not None else {}
+        # a record no signed state vouches for: its uid is used (the registry of this name has
+        # it), not its spec; it is written again from the definition (an update), and signed
+        trusted = key not in unverified
+        recorded_spec = rec.spec if trusted else None
+        old_spec = recorded_spec if recorded_spec is not None else {}
         new_spec = target_spec(reg.spec)
-        fp_changed = reg.fingerprint != rec.fingerprint
+        fp_changed = reg.fingerprint != rec.fingerprint or not trusted
         immutable = _immutable_change(reg.kind, old_spec or obs.spec, new_spec) if fp_changed else ""
         fields = []
-        reason = ""
-        if fp_changed and rec.spec is not None:
+        reason = "" if trusted else UNSIGNED_RECORD
+        if fp_changed and recorded_spec is not None:
             fields = _field_diff(old_spec, new_spec, only_old_keys=False)
         # the target reports exactly the desired spec (the common case): its observable view
         # is what it reports, no drift (_observable_view of equal specs gives the observed one)
@@ -385,7 +391,8 @@ def make_plan(
                     if not any(f.path == path for f in fields):
                         fields.append(FieldChange(path, "(sensitive)", "(sensitive)", True))
         if fp_changed and not fields:
-            fields.append(FieldChange("spec", "(changed)", "(changed)"))
+            fields.append(FieldChange("spec", "(changed)", "(changed)") if trusted else
+                          FieldChange("record", "(not signed)", "(written from the definition, signed)"))
         state_only = False
         if reg.protect != rec.protect:
             if not fields:
@@ -508,6 +515,8 @@ def _guard_in_use(c: Change, in_use: Mapping[str, Sequence[ProfileRef]], allow: 
     return replace(c, blocked=f"{users}; {what} breaks them; pass --allow-in-use once reviewed")
 
 
+UNSIGNED_RECORD = ("its record is not signed with RECONCILER_STATE_KEY: written again from the definition, and "
+                   "signed")
 _CA_PATH = "tls.caFile"
 
 

@@ -235,3 +235,23 @@ def test_no_secret_value_in_plan():
     r = reg(kind="OciRegistry", spec=OCI)
     plan = make_plan([r], State(), [], SecretValues({r.key: {"auth.password": "hunter2-value"}}))
     assert "hunter2-value" not in repr(plan)
+
+
+def test_an_unverified_record_is_written_again_and_its_spec_is_not_believed():
+    """A record no signed state vouches for (state branch edited by someone else): its uid is
+    used, its spec is not. A forged ``sync: false`` must not turn a declared registry into a
+    replace (a new uid, breaking the cluster profiles that reference it); the record is
+    written again from the definition (an update), and an undeclared one is never deleted."""
+    mine = reg("a", "OciRegistry", OCI)
+    state = recorded(mine)
+    state.records[mine.key].spec = {**target_spec(OCI), "sync": False}  # forged
+    state.records[mine.key].fingerprint = "sha256:forged"
+    planted = reg("prod", spec=HELM)
+    state = recorded(planted, uid="u2", state=state)
+    state.unverified = {mine.key, planted.key}
+    plan = make_plan([mine], state, [observed(mine), observed(planted, uid="u2")])
+    assert actions(plan) == [("update", "a", False), ("delete", "prod", True)]
+    assert "not signed" in plan.changes[0].reason and "never deleted on its word" in plan.changes[1].blocked
+    # trusted, the same forged record plans the replace it describes
+    state.unverified = set()
+    assert actions(make_plan([mine], state, [observed(mine)]))[0] == ("replace", "a", False)

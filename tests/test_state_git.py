@@ -645,9 +645,9 @@ def test_a_record_planted_on_the_state_branch_deletes_nothing(tmp_path: Path) ->
 
 
 def test_a_state_signed_without_the_key_is_verified_by_the_next_apply(tmp_path: Path) -> None:
-    """Upgrading, or setting RECONCILER_STATE_KEY for the first time: the unsigned state's
-    declared records are verified and the state signed by the next apply, even one that
-    changes nothing; deletes stay as they were for every record a definition vouched for."""
+    """Upgrading, or setting RECONCILER_STATE_KEY for the first time: each declared record of
+    the unsigned state is written again from its definition (one update each, whose spec is
+    not taken from the unsigned record) and the state signed; deletes then work as before."""
     from tests.support.gitops_repo import registry_doc, run
 
     origin = tmp_path / "origin.git"
@@ -660,11 +660,14 @@ def test_a_state_signed_without_the_key_is_verified_by_the_next_apply(tmp_path: 
     assert run(work, *args).returncode == 0  # no key: unsigned, as before
     assert "mac" not in json.loads(git(origin, "show", f"{BRANCH}:state.json"))
     plan = run(work, *args, "--dry-run", "--detailed-exitcode", env=STATE_KEY)
-    assert plan.returncode == 0 and "is not signed with RECONCILER_STATE_KEY" in plan.stderr, plan.stdout + plan.stderr
-    nothing = run(work, *args, env=STATE_KEY)
-    assert nothing.returncode == 0, nothing.stdout + nothing.stderr
+    assert plan.returncode == 2 and "is not signed with RECONCILER_STATE_KEY" in plan.stderr, plan.stdout + plan.stderr
+    assert plan.stdout.count("its record is not signed with RECONCILER_STATE_KEY: written again from the definition") == 2
+    signing = run(work, *args, env=STATE_KEY)
+    assert signing.returncode == 0 and "update HelmRegistry/b: done" in signing.stdout, signing.stdout + signing.stderr
     doc = json.loads(git(origin, "show", f"{BRANCH}:state.json"))
     assert doc["mac"].startswith("hmac-sha256:") and "unverified" not in doc
+    settled = run(work, *args, "--dry-run", "--detailed-exitcode", env=STATE_KEY)
+    assert settled.returncode == 0 and "not signed" not in settled.stderr, settled.stdout + settled.stderr
     (work / "registries.d" / "a.yaml").write_text(registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com"))
     git(work, "commit", "--quiet", "-am", "b goes")
     gone = run(work, *args, env=STATE_KEY)

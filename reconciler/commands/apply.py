@@ -28,10 +28,6 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
     from reconciler.apply import apply_plan
 
     state, plan, values = _make_plan(opts, desired, store, target, max_del)
-    # a record no signed state vouched for is verified by its reviewed definition; the state
-    # is then written, and signed, even by an apply that changes nothing else
-    vouched = state.unverified & {r.key for r in desired.registries} if not plan.refusals else set()
-    state.unverified -= vouched
     if plan.refusals:
         render.render_plan_text(plan, err)
         err.write("plan refused; nothing was changed\n")
@@ -56,10 +52,6 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
     if opts.fmt == "text":
         render.render_plan_text(plan, out)
     if not plan.has_changes:
-        if vouched:
-            state.serial += 1
-            store.write(state, f"verify {len(vouched)} record{'' if len(vouched) == 1 else 's'} against their "
-                               f"definitions (commit {(_commit_label(desired) or 'uncommitted')[:12]})")
         if opts.fmt == "json":
             render.write_json(render.plan_json(plan, extra={"applied": []}), out)
         elif opts.fmt == "markdown":

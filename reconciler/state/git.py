@@ -250,7 +250,8 @@ class GitBranchStateStore(StateStore):
                 self.notify(
                     f"{where} {why} with RECONCILER_STATE_KEY (written by an older reconcile or without the "
                     f"key, the key changed, or the branch was changed outside reconcile): a registry it records is not "
-                    f"deleted on its word; each declared one is verified, and the state signed, by the next apply")
+                    f"deleted on its word; each declared one is written again from its definition, and the state signed, by "
+                    f"the next apply")
         return state
 
     def _remember_commit(self, commit: str | None) -> None:

@@ -81,6 +81,7 @@ def replay(state: State, data: bytes, where: str) -> tuple[State, int]:
             except (TypeError, ValueError) as exc:  # said of line n, not of the document's registries[n]
                 raise bad(n, str(exc).removeprefix(f"registries[{n}]: ")) from exc
             state.records[rec.key] = rec
+            state.unverified.discard(rec.key)  # written by an apply, from its definition
         elif op == "drop":
             key = e.get("key")
             if not (isinstance(key, list) and len(key) == 3 and all(isinstance(k, str) for k in key)):
