@@ -351,7 +351,7 @@ def make_plan(
             continue
         # a record no signed state vouches for: its uid is used (the registry of this name has
         # it), not its spec; it is written again from the definition (an update), and signed
-        trusted = key not in unverified
+        trusted = rec.key not in unverified  # the record used: another key's when renamed
         recorded_spec = rec.spec if trusted else None
         old_spec = recorded_spec if recorded_spec is not None else {}
         new_spec = target_spec(reg.spec)

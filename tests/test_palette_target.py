@@ -828,7 +828,9 @@ def test_an_answer_that_is_not_json_is_redacted_before_it_is_shortened(secret):
     assert "k-secret" not in str(caught.value) and "(sensitive)" in str(caught.value)
 
 
-@pytest.mark.parametrize("endpoint", ["http://api.spectrocloud.com", "http://10.0.0.5:8080", "HTTP://palette.example.com"])
+@pytest.mark.parametrize("endpoint", ["http://api.spectrocloud.com", "http://10.0.0.5:8080", "HTTP://palette.example.com",
+                                      "http://127.0.0.1.evil.example", "http://localhost.evil.example", "http://0.0.0.0:8080",
+                                      "http://[::ffff:127.0.0.1]:80"])
 def test_a_plain_http_endpoint_is_refused_unless_it_is_loopback(endpoint: str):
     """Adversarial pass: http:// was accepted for any host, and the API key went in clear.
     Spectro's SDK speaks https only unless told otherwise (palette-sdk-go client.go)."""

@@ -255,3 +255,17 @@ def test_an_unverified_record_is_written_again_and_its_spec_is_not_believed():
     # trusted, the same forged record plans the replace it describes
     state.unverified = set()
     assert actions(make_plan([mine], state, [observed(mine)]))[0] == ("replace", "a", False)
+
+
+def test_an_unverified_record_under_another_name_cannot_make_a_replace_either():
+    """Adversarial pass 2: the record was planted under another name with the target's uid
+    (the "renamed on the target, then in the file" path), so the declared key was never in
+    ``unverified`` and the planted ``sync: false`` made a replace (a new uid)."""
+    mine = reg("x", "OciRegistry", OCI)
+    planted = reg("h", "OciRegistry", {**OCI, "sync": False})
+    state = recorded(planted, uid="u1")
+    state.unverified = {planted.key}
+    plan = make_plan([mine], state, [observed(mine, uid="u1")])
+    assert actions(plan) == [("update", "x", False)], plan.changes
+    state.unverified = set()  # trusted, the same record plans the replace it describes
+    assert actions(make_plan([mine], state, [observed(mine, uid="u1")])) == [("replace", "x", False)]

@@ -167,7 +167,7 @@ def _check_endpoint(endpoint: str) -> str:
         # (an endpoint with user-info never gets here: refused above, unprinted)
         raise InputError(f"palette endpoint {str(endpoint)!r} is not an http:// or https:// URL "
                          "with a host (--endpoint or PALETTE_ENDPOINT)")
-    if url.scheme == "http" and url.host not in _LOOPBACK and not url.host.startswith("127."):
+    if url.scheme == "http" and not _loopback(url.host):
         # Spectro's SDK speaks https only unless told otherwise (palette-sdk-go client.go:
         # schemes []string{"https"}); over http the API key and every password cross in clear
         raise InputError(f"palette endpoint {str(endpoint)!r} is plain http://: the API key and registry passwords "
@@ -176,7 +176,17 @@ def _check_endpoint(endpoint: str) -> str:
     return endpoint.rstrip("/")
 
 
-_LOOPBACK = frozenset({"localhost", "::1", "[::1]"})
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or ``localhost`` itself (never by prefix:
+    ``127.0.0.1.evil.example`` is a name that resolves anywhere)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
