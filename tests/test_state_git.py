@@ -673,3 +673,46 @@ def test_a_state_signed_without_the_key_is_verified_by_the_next_apply(tmp_path: 
     gone = run(work, *args, env=STATE_KEY)
     assert gone.returncode == 0 and "delete HelmRegistry/b: done" in gone.stdout, gone.stdout + gone.stderr
     assert "not signed" not in gone.stderr
+
+
+def test_an_older_signed_state_pushed_back_vouches_for_nothing(tmp_path: Path) -> None:
+    """Adversarial pass 2: a signature proves reconcile wrote a document, not that it is the
+    latest. An older signed state.json pushed back on top of the branch (undoing a later
+    protect: true), or one from another repository with the same key, names another parent
+    commit than the one it sits on: its records are unverified, so none is deleted on its word."""
+    from tests.support.gitops_repo import registry_doc, run
+
+    origin = tmp_path / "origin.git"
+    work = make_work_repo(tmp_path / "work", origin)
+    defs = work / "registries.d" / "a.yaml"
+    defs.write_text(registry_doc("HelmRegistry", "keep", "endpoint: https://k.example.com") + "---\n"
+                    + registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com"))
+    git(work, "commit", "--quiet", "-am", "two")
+    args = ("--state", f"git:{BRANCH}", "--local-db", str(tmp_path / "tenant.db"))  # one target for every clone
+    assert run(work, *args, env=STATE_KEY).returncode == 0
+    old = git(origin, "show", f"{BRANCH}:state.json")  # signed; keep not protected
+    defs.write_text(registry_doc("HelmRegistry", "keep", "endpoint: https://k.example.com", "protect: true") + "---\n"
+                    + registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com"))
+    git(work, "commit", "--quiet", "-am", "protect keep")
+    git(work, "push", "--quiet", "origin", "main")
+    assert run(work, *args, env=STATE_KEY).returncode == 0
+    # the attacker pushes the older signed document back, as an ordinary commit on top
+    atk = clone(tmp_path, origin, "attacker")
+    git(atk, "checkout", "--quiet", BRANCH)
+    (atk / "state.json").write_text(old + "\n")
+    git(atk, "commit", "--quiet", "-am", "routine")
+    git(atk, "push", "--quiet", "origin", BRANCH)
+    ci = clone(tmp_path, origin, "ci")
+    git(ci, "checkout", "--quiet", "-b", "drop-keep")
+    (ci / "registries.d" / "a.yaml").write_text(registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com"))
+    git(ci, "commit", "--quiet", "-am", "keep goes from the file")
+    plan = run(ci, *args, "--dry-run", env=STATE_KEY)
+    assert "was signed on top of another commit than the one it is on" in plan.stderr, plan.stdout + plan.stderr
+    assert "! HelmRegistry/keep: delete blocked: recorded only by a state that is not signed" in plan.stdout, plan.stdout
+    # untouched, the same branch verifies: the signed tip sits on the commit it names
+    honest = run(clone(tmp_path, origin, "honest"), *args, "--dry-run", env=STATE_KEY)
+    assert "signed on top of another commit" in honest.stderr  # the attacker's commit is still the tip
+    git(origin, "update-ref", f"refs/heads/{BRANCH}", f"refs/heads/{BRANCH}~1")  # the owner drops it
+    fixed = run(clone(tmp_path, origin, "fixed"), *args, "--dry-run", "--detailed-exitcode", env=STATE_KEY)
+    assert fixed.returncode == 0 and "not signed" not in fixed.stderr and "another commit" not in fixed.stderr, \
+        fixed.stdout + fixed.stderr

@@ -56,6 +56,10 @@ _CAS_TRIES = 20
 COMMIT_INTERVAL = 10.0
 
 
+# lease commits (lock, heartbeat, release) between two state commits that a read walks past
+MAX_LEASE_COMMITS = 10_000
+
+
 def _commit_interval() -> float:
     """``RECONCILER_STATE_COMMIT_SECONDS`` (0 to 600) overrides COMMIT_INTERVAL (tests)."""
     raw = os.environ.get("RECONCILER_STATE_COMMIT_SECONDS", "").strip()
@@ -234,7 +238,9 @@ class GitBranchStateStore(StateStore):
     def _document(self, commit: str) -> bytes | None:
         return self._blob(commit, self.path)
 
-    def _parse(self, raw: bytes, where: str, *, check_mac: bool = False) -> State:
+    def _parse(self, raw: bytes, where: str, *, check_mac: str | None = None) -> State:
+        """The state in ``raw``; ``check_mac``: the commit it was read at, whose signature
+        (with the key) is checked, and whose place in the branch (``_written_here``)."""
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -242,17 +248,45 @@ class GitBranchStateStore(StateStore):
         state = State.from_json(data, where)
         if check_mac and self.key and state.records:
             mac = data.get("mac")
-            if not (isinstance(mac, str) and hmac.compare_digest(mac, state_mac(self.key, data))):
+            signed = isinstance(mac, str) and hmac.compare_digest(mac, state_mac(self.key, data))
+            if signed and not self._written_here(check_mac, data.get("parent_commit")):
+                # a signature proves reconcile wrote the document, not that it is the latest:
+                # one pushed back on top (an older serial of this branch, another branch's or
+                # repository's with the same key) names another parent than the one it has
+                mac = "moved"
+                signed = False
+            if not signed:
                 # Anyone who can push to the branch could add a record for a registry we never
                 # managed, and the next apply would delete it: such a state vouches for nothing
                 state.unverified = set(state.records)
-                why = ("is not signed" if mac is None else "has a signature that does not match")
+                why = ("is not signed" if mac is None else "was signed on top of another commit than the one it is on"
+                       if mac == "moved" else "has a signature that does not match")
                 self.notify(
                     f"{where} {why} with RECONCILER_STATE_KEY (written by an older reconcile or without the "
                     f"key, the key changed, or the branch was changed outside reconcile): a registry it records is not "
                     f"deleted on its word; each declared one is written again from its definition, and the state signed, by "
                     f"the next apply")
         return state
+
+    def _written_here(self, commit: str, parent: Any) -> bool:
+        """Whether the commit that brought the document at ``commit`` (lease commits on top
+        leave it as it was) has the parent the signed document names: what ``write`` built.
+        Reads trees only, never a second document."""
+        at = self.repo.commit(commit)
+        blob = self._blob_sha(at)
+        for _ in range(MAX_LEASE_COMMITS):
+            if not at.parents or self._blob_sha(at.parents[0]) != blob:
+                break
+            at = at.parents[0]
+        else:
+            return False
+        return bool((at.parents[0].hexsha if at.parents else None) == parent)
+
+    def _blob_sha(self, commit: Any) -> bytes | None:
+        try:
+            return bytes((commit.tree / self.path).binsha)
+        except KeyError:
+            return None
 
     def _remember_commit(self, commit: str | None) -> None:
         if commit is not None:
@@ -404,7 +438,7 @@ class GitBranchStateStore(StateStore):
             self._base = self._tip()
             where = f"git:{self.branch}:{self.path} at {self._base[:12] if self._base else '-'}"
             raw = self._document(self._base) if self._base else None
-            state = None if raw is None else self._parse(raw, where, check_mac=True)
+            state = None if raw is None else self._parse(raw, where, check_mac=self._base)
             self._remember(state, f"git:{self.branch}")
             self._continuity(state, where)
             if state is None:
@@ -557,6 +591,7 @@ class GitBranchStateStore(StateStore):
             self._check(state)
             doc = state.to_json()
             if self.key:
+                doc["parent_commit"] = self._base  # signed: the document belongs on top of this commit
                 doc["mac"] = state_mac(self.key, doc)
             data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
             parent = self._base
