@@ -253,7 +253,7 @@ BAD_NAME = (
     "a file name with a control character (newline, ESC, CR, ...) is not allowed; rename it"
 )
 CASE_SUFFIX = (
-    "only files ending in .yaml or .yml (lower case) are read, and this one would be skipped; rename it"
+    "only files ending in .yaml or .yml (lower case, nothing after) are read, and this one would be skipped; rename it"
 )
 
 
@@ -390,7 +390,7 @@ def discover(
                 problems.append(RawProblem(escape(shown_dir + name), 1, 1, BAD_NAME, "file-name"))
                 continue
             definition = name.endswith(SUFFIXES)  # Path.suffix in SUFFIXES, for a name not hidden
-            if not definition and name.lower().endswith(SUFFIXES) and not entry.is_dir():
+            if not definition and name.rstrip(" .").lower().endswith(SUFFIXES) and not entry.is_dir():
                 # a.YAML would be skipped without a word, and its registries planned as deleted
                 problems.append(RawProblem(escape(shown_dir + name), 1, 1, CASE_SUFFIX, "file-name"))
                 continue
@@ -561,7 +561,7 @@ def discover_git(
             if bad_name(obj.name, obj.type == "tree"):
                 problems.append(RawProblem(escape(shown(p)), 1, 1, BAD_NAME, "file-name"))
                 continue
-            if obj.type != "tree" and p.suffix not in SUFFIXES and p.suffix.lower() in SUFFIXES:
+            if obj.type != "tree" and p.suffix not in SUFFIXES and obj.name.rstrip(" .").lower().endswith(SUFFIXES):
                 problems.append(RawProblem(escape(shown(p)), 1, 1, CASE_SUFFIX, "file-name"))
                 continue
             if obj.type == "tree":

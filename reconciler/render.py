@@ -92,6 +92,7 @@ def plan_json(plan: Plan, *, problems: Sequence[str] = (), extra: dict[str, Any]
     data: dict[str, Any] = {
         "format_version": PLAN_FORMAT_VERSION,
         "has_changes": plan.has_changes,
+        "has_blocked": bool(plan.blocked),  # blocked changes: the target still differs (exit 2 with --detailed-exitcode)
         "summary": plan.counts(),
         "changes": [change_json(c) for c in plan.changes if c.action != NOOP or c.blocked],
         "refusals": list(plan.refusals),

@@ -225,7 +225,13 @@ def ca_digests(registries: Iterable[Registry], *, base_dir: Path,
             continue
         if ref not in read:
             try:
-                read[ref] = ca_digest(read_ref(ref, base_dir, roots, limit=MAX_CA_FILE).decode("utf-8"))
+                pem = read_ref(ref, base_dir, roots, limit=MAX_CA_FILE).decode("utf-8")
+                # what a target reports back is a PEM or nothing (palette._observed_ca): a file
+                # without one could never compare equal, and would be drift for ever
+                read[ref] = ca_digest(pem) if "-----BEGIN" in pem else None
+                if read[ref] is None:
+                    warnings.append(f"tls.caFile {ref} holds no PEM certificate (no -----BEGIN line): its contents "
+                                    "are not compared")
             except OSError as exc:
                 read[ref] = None
                 warnings.append(f"tls.caFile {ref} cannot be read here ({exc.strerror or exc}): "

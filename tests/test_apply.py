@@ -315,6 +315,9 @@ def test_a_rotated_ca_file_is_an_update_on_the_local_target_too(tmp_path: Path):
     assert f"tls.caFile: certs/ca.pem (contents {recorded.ca_digest[:15]}) -> certs/ca.pem (contents sha256:" in plan.stdout
     assert run(root).returncode == 0
     assert run(root, "--dry-run", "--detailed-exitcode").returncode == 0
+    (root / "certs/ca.pem").write_text("not a certificate\n")  # a target reports a PEM or nothing: never compared
+    junk = run(root, "--dry-run", "--detailed-exitcode")
+    assert junk.returncode == 0 and "holds no PEM certificate (no -----BEGIN line)" in junk.stdout + junk.stderr
     (root / "certs/ca.pem").unlink()
     gone = run(root, "--dry-run", "--detailed-exitcode")
     assert gone.returncode == 0, gone.stdout + gone.stderr

@@ -576,6 +576,8 @@ def test_protect_outlives_its_file_through_apply_and_later_plans(tmp_path: Path)
     # adversarial pass: exit 0 and "No changes." said the repository and the target agreed
     assert later.returncode == 2 and "delete blocked: protect: true is recorded" in later.stdout, later.stdout
     assert "No changes" not in later.stdout and "Nothing to apply, 1 blocked: " in later.stdout, later.stdout
+    doc = json.loads(run(root, "--dry-run", "--format", "json").stdout)
+    assert doc["has_changes"] is False and doc["has_blocked"] is True and doc["summary"]["blocked"] == 1
     assert FileStateStore(root / ".reconciler/state.json").read().records[("tenant", "HelmRegistry", "precious")].protect
     # only an applied protect: false lets it go
     write_defs(root, {**files, "p.yaml": files["p.yaml"].replace("protect: true", "protect: false")})

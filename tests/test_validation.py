@@ -793,7 +793,7 @@ def test_file_names_with_control_characters_are_refused_and_printed_escaped(tmp_
     assert not any(line.startswith("::") for line in res.stdout.splitlines())
 
 
-@pytest.mark.parametrize("name", ["a.YAML", "a.Yml", "a.yaML"])
+@pytest.mark.parametrize("name", ["a.YAML", "a.Yml", "a.yaML", "a.yaml ", "a.yml.", "a.YAML. "])
 def test_a_definition_file_with_an_upper_case_suffix_is_an_error_not_skipped(tmp_path: Path, name: str) -> None:
     """Adversarial pass: ``a.YAML`` was skipped without a word ("0 errors"), and the plan then
     deleted its registries. It is an error now, in the work tree and at a commit, so the
