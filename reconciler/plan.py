@@ -432,7 +432,7 @@ def make_plan(
             changes.append(Change(DELETE, key, uid=rec.uid, blocked="built-in default registry; never deleted"))
             continue
         gone = obs is None
-        if key in state.unverified:
+        if key in state.unverified and not gone:  # gone: only the record goes, under the guards below
             changes.append(Change(DELETE, key, uid=rec.uid, gone=gone, blocked=(
                 "recorded only by a state that is not signed with RECONCILER_STATE_KEY (an older reconcile, another "
                 "key, or a change to the state branch outside reconcile): never deleted on its word; declare it and "

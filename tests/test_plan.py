@@ -269,3 +269,15 @@ def test_an_unverified_record_under_another_name_cannot_make_a_replace_either():
     assert actions(plan) == [("update", "x", False)], plan.changes
     state.unverified = set()  # trusted, the same record plans the replace it describes
     assert actions(make_plan([mine], state, [observed(mine, uid="u1")])) == [("replace", "x", False)]
+
+
+def test_an_unverified_record_of_a_registry_already_gone_is_dropped():
+    """Nothing is deleted on the target, so only the record goes (under the usual guards); kept,
+    it would be a blocked change, and an apply that exits 1, for ever."""
+    planted = reg("ghost", spec=HELM)
+    keep = reg("keep", spec=HELM)
+    state = recorded(planted, uid="u-gone", state=recorded(keep, uid="u1"))
+    state.unverified = {planted.key}
+    plan = make_plan([keep], state, [observed(keep, uid="u1")])
+    assert actions(plan) == [("noop", "keep", False), ("delete", "ghost", False)]
+    assert plan.changes[1].gone
