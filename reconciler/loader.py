@@ -257,6 +257,13 @@ CASE_SUFFIX = (
 )
 
 
+def skipped_definition(name: str) -> bool:
+    """A file name that looks like a definition's but would not be read (``a.YAML``,
+    ``a.yaml ``, ``a.yml.``): skipped without a word, its registries would be planned as
+    deleted, so it is reported (``CASE_SUFFIX``)."""
+    return not name.endswith(SUFFIXES) and name.rstrip(" .").lower().endswith(SUFFIXES)
+
+
 def bad_name(name: str, is_dir: bool) -> bool:
     """A directory, or a file that would be a definition, whose name holds a control
     character: refused, since the name is printed in CI logs (``::error`` injection, a
@@ -390,8 +397,7 @@ def discover(
                 problems.append(RawProblem(escape(shown_dir + name), 1, 1, BAD_NAME, "file-name"))
                 continue
             definition = name.endswith(SUFFIXES)  # Path.suffix in SUFFIXES, for a name not hidden
-            if not definition and name.rstrip(" .").lower().endswith(SUFFIXES) and not entry.is_dir():
-                # a.YAML would be skipped without a word, and its registries planned as deleted
+            if not definition and skipped_definition(name) and not entry.is_dir():
                 problems.append(RawProblem(escape(shown_dir + name), 1, 1, CASE_SUFFIX, "file-name"))
                 continue
             if entry.is_symlink():
@@ -561,7 +567,7 @@ def discover_git(
             if bad_name(obj.name, obj.type == "tree"):
                 problems.append(RawProblem(escape(shown(p)), 1, 1, BAD_NAME, "file-name"))
                 continue
-            if obj.type != "tree" and p.suffix not in SUFFIXES and obj.name.rstrip(" .").lower().endswith(SUFFIXES):
+            if obj.type != "tree" and skipped_definition(obj.name):
                 problems.append(RawProblem(escape(shown(p)), 1, 1, CASE_SUFFIX, "file-name"))
                 continue
             if obj.type == "tree":

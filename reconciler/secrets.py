@@ -224,22 +224,18 @@ def ca_digests(registries: Iterable[Registry], *, base_dir: Path,
         if not ref or type(ref) is not str:
             continue
         if ref not in read:
+            pem, problem = "", None
             try:
                 pem = read_ref(ref, base_dir, roots, limit=MAX_CA_FILE).decode("utf-8")
-                # what a target reports back is a PEM or nothing (palette._observed_ca): a file
-                # without one could never compare equal, and would be drift for ever
-                read[ref] = ca_digest(pem) if "-----BEGIN" in pem else None
-                if read[ref] is None:
-                    warnings.append(f"tls.caFile {ref} holds no PEM certificate (no -----BEGIN line): its contents "
-                                    "are not compared")
             except OSError as exc:
-                read[ref] = None
-                warnings.append(f"tls.caFile {ref} cannot be read here ({exc.strerror or exc}): "
-                                "a change to its contents is not shown")
+                problem = f"cannot be read here ({exc.strerror or exc})"
             except UnicodeDecodeError:
-                read[ref] = None
-                warnings.append(f"tls.caFile {ref} is not a PEM file (not UTF-8): a change to its contents is "
-                                "not shown")
+                problem = "is not a PEM file (not UTF-8)"
+            else:  # a target reports a PEM or nothing (palette._observed_ca): without one, drift for ever
+                problem = None if "-----BEGIN" in pem else "holds no PEM certificate (no -----BEGIN line)"
+            read[ref] = ca_digest(pem) if problem is None else None
+            if problem is not None:
+                warnings.append(f"tls.caFile {ref} {problem}: its contents are not compared")
         digest = read[ref]
         if digest is not None:
             out[reg.key] = digest

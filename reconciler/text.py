@@ -56,3 +56,10 @@ def first_control(text: str) -> tuple[int, str] | None:
     """(0-based index, character) of the first refused character, or None."""
     m = CONTROL.search(text)
     return (m.start(), m.group()) if m else None
+
+
+def header_safe(value: str) -> bool:
+    """Whether a credential can go in an HTTP header as it is: printable ASCII, no blank
+    (RFC 6750's b64token for a bearer token; an API key of other characters cannot be sent,
+    and httpx raises ``UnicodeEncodeError`` deep inside, or strips the blanks at its ends)."""
+    return value.isascii() and value.isprintable() and " " not in value

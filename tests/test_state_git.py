@@ -716,3 +716,18 @@ def test_an_older_signed_state_pushed_back_vouches_for_nothing(tmp_path: Path) -
     fixed = run(clone(tmp_path, origin, "fixed"), *args, "--dry-run", "--detailed-exitcode", env=STATE_KEY)
     assert fixed.returncode == 0 and "not signed" not in fixed.stderr and "another commit" not in fixed.stderr, \
         fixed.stdout + fixed.stderr
+
+
+def test_a_state_blob_over_the_bound_is_refused_unread(tmp_path: Path, origin: Path, monkeypatch) -> None:
+    """A blob pushed to the branch is read only up to the file store's bound (256 MiB here,
+    lowered for the test): a huge one is refused by its size, never read into memory."""
+    import reconciler.state.git as git_store
+
+    work = clone(tmp_path, origin, "w")
+    commit_doc(origin, BRANCH, {"state.json": json.dumps(State().to_json()) + " " * 4096})
+    monkeypatch.setattr(git_store, "MAX_STATE_BYTES", 1024)
+    store = GitBranchStateStore(work, branch=BRANCH)
+    with pytest.raises(StateError, match=r"state\.json is [0-9,]+ bytes, more than the 1,024 a state may hold"):
+        store.read()
+    monkeypatch.setattr(git_store, "MAX_STATE_BYTES", 1 << 20)
+    assert store.read().records == {}

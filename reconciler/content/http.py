@@ -22,6 +22,7 @@ import httpx
 
 from reconciler.errors import redact
 from reconciler.secrets import MAX_CA_FILE, path_problem
+from reconciler.text import header_safe
 
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 USER_AGENT = "reconcile-content/0.1"
@@ -85,9 +86,7 @@ def build_access(
         auth = httpx.BasicAuth(username, password)
     elif auth_type == "token":
         token = _secret(secrets, auth_spec, "token")
-        if not (token.isascii() and token.isprintable() and " " not in token):
-            # a bearer token is printable ASCII without spaces (RFC 6750 b64token); anything
-            # else cannot go in a header (httpx raised UnicodeEncodeError: an internal error)
+        if not header_safe(token):  # else httpx raised UnicodeEncodeError: an internal error
             raise ProbeError("auth.token holds a character a bearer token cannot (a space, a control character or "
                              "one outside ASCII; the value is not shown)", check="config")
         headers["Authorization"] = "Bearer " + token

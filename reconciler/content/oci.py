@@ -153,7 +153,8 @@ class RegistryAuth(httpx.Auth):
         if not realm:
             return
         try:
-            realm_scheme, realm_host = httpx.URL(realm).scheme, httpx.URL(realm).host
+            realm_url = httpx.URL(realm)
+            realm_scheme, realm_host = realm_url.scheme, realm_url.host
         except httpx.InvalidURL:
             realm_scheme, realm_host = "", ""
         if self._basic is not None and request.url.scheme == "https" and realm_scheme != "https":

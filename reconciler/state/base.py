@@ -66,8 +66,8 @@ class State:
     target: str = ""
     records: dict[Key, Record] = field(default_factory=dict)
     # records no signed state vouches for (read from a state that was not signed with
-    # RECONCILER_STATE_KEY, see ``state_mac``): never deleted on the state's word alone; one
-    # becomes verified when an apply finds it declared (a reviewed definition)
+    # RECONCILER_STATE_KEY, see ``state_mac``): never deleted on the state's word alone, their
+    # specs not believed; one is verified when an apply writes it again from its definition
     unverified: set[Key] = field(default_factory=set)
 
     def to_json(self) -> dict[str, Any]:

@@ -231,25 +231,25 @@ class GitBranchStateStore(StateStore):
         if blob.type != "blob":
             raise StateError(f"git:{self.branch}:{path} is not a file; refusing to use or overwrite it")
         if blob.size > MAX_STATE_BYTES:  # a blob pushed to the branch must not exhaust memory
-            raise StateError(f"git:{self.branch}:{path} is {blob.size:,} bytes, more than the {MAX_STATE_BYTES:,} a state "
-                             "may hold; refusing to use or overwrite it")
+            raise StateError(f"git:{self.branch}:{path} is {blob.size:,} bytes, more than the {MAX_STATE_BYTES:,} "
+                             "a state may hold; refusing to use or overwrite it")
         return blob.data_stream.read()  # type: ignore[no-any-return]
 
     def _document(self, commit: str) -> bytes | None:
         return self._blob(commit, self.path)
 
-    def _parse(self, raw: bytes, where: str, *, check_mac: str | None = None) -> State:
-        """The state in ``raw``; ``check_mac``: the commit it was read at, whose signature
-        (with the key) is checked, and whose place in the branch (``_written_here``)."""
+    def _parse(self, raw: bytes, where: str, *, at: str | None = None) -> State:
+        """The state in ``raw``; ``at``: the commit it was read at, given when its signature
+        (with the key) and its place in the branch (``_written_here``) are to be checked."""
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise StateError(f"{where}: state is not valid JSON ({exc}); refusing to use or overwrite it") from exc
         state = State.from_json(data, where)
-        if check_mac and self.key and state.records:
+        if at and self.key and state.records:
             mac = data.get("mac")
             signed = isinstance(mac, str) and hmac.compare_digest(mac, state_mac(self.key, data))
-            if signed and not self._written_here(check_mac, data.get("parent_commit")):
+            if signed and not self._written_here(at, data.get("parent_commit")):
                 # a signature proves reconcile wrote the document, not that it is the latest:
                 # one pushed back on top (an older serial of this branch, another branch's or
                 # repository's with the same key) names another parent than the one it has
@@ -264,8 +264,8 @@ class GitBranchStateStore(StateStore):
                 self.notify(
                     f"{where} {why} with RECONCILER_STATE_KEY (written by an older reconcile or without the "
                     f"key, the key changed, or the branch was changed outside reconcile): a registry it records is not "
-                    f"deleted on its word; each declared one is written again from its definition, and the state signed, by "
-                    f"the next apply")
+                    f"deleted on its word; each declared one is written again from its definition, and the state "
+                    f"signed, by the next apply")
         return state
 
     def _written_here(self, commit: str, parent: Any) -> bool:
@@ -438,7 +438,7 @@ class GitBranchStateStore(StateStore):
             self._base = self._tip()
             where = f"git:{self.branch}:{self.path} at {self._base[:12] if self._base else '-'}"
             raw = self._document(self._base) if self._base else None
-            state = None if raw is None else self._parse(raw, where, check_mac=self._base)
+            state = None if raw is None else self._parse(raw, where, at=self._base)
             self._remember(state, f"git:{self.branch}")
             self._continuity(state, where)
             if state is None:

@@ -65,6 +65,7 @@ from reconciler.model import Key, ObservedRegistry, Registry, Settings
 from reconciler.secrets import MAX_CA_FILE, read_bounded, read_ref, remember_secret
 from reconciler.targets import palette_profiles
 from reconciler.targets.base import Known, ObservedList, References, Secrets, SyncStatus, Target
+from reconciler.text import header_safe
 
 log = logging.getLogger("reconciler.palette")
 
@@ -319,11 +320,9 @@ class PaletteTarget(Target):
         if not api_key:
             raise ClientError("palette: no API key (set PALETTE_API_KEY)")
         remember_secret(api_key)  # the CLI's last-resort redaction knows it too
-        if not (api_key.isascii() and api_key.isprintable()) or api_key != api_key.strip():
-            # an ApiKey header carries printable ASCII; anything else was an internal error (a
-            # UnicodeEncodeError deep in httpx) or a request that could not be sent
+        if not header_safe(api_key):  # else an internal error, or a request that could not be sent
             raise InputError("PALETTE_API_KEY holds a character an HTTP header cannot carry (outside printable ASCII, "
-                             "a control character, or a blank at either end; the value is not shown): set it again")
+                             "a control character, or a blank; the value is not shown): set it again")
         self.endpoint = _check_endpoint(endpoint)
         self._origin = _origin(httpx.URL(self.endpoint))
         self._api_key = api_key
