@@ -510,6 +510,10 @@ class _Checker:
                 p = (*path, extra)
                 if p in self.suppressed:  # a key already refused for its characters
                     continue
+                if path and path[-1] in SECRET_FIELDS and not hint:  # may be a secret pasted as a key ('fromFil' is not)
+                    self.add(p, f"{dotted(path)}: unknown field (not shown, in case it is a pasted secret); "
+                                "a secret is {fromEnv: NAME} or {fromFile: PATH}", "unknown-field", key=True)
+                    continue
                 self.add(p, f"{dotted(p)}: unknown field{hint}", "unknown-field", key=True)
             return
         if v == "required":

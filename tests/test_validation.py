@@ -252,6 +252,20 @@ def test_literal_secret_is_an_error_wherever_it_is(tmp_path: Path, field: str) -
     assert "s3cret" not in "".join(map(str, r.problems))
 
 
+@pytest.mark.parametrize("password", [
+    "\n    s3cret-Hunter2: x\n",  # a secret pasted as a key, under password:
+    " {fromEnv: P, s3cret-Hunter2: x}\n",  # beside a reference
+])
+def test_a_secret_pasted_as_a_key_under_a_secret_field_is_not_shown(tmp_path: Path, password: str) -> None:
+    r = check(tmp_path, oci(f"endpoint: o\nauth:\n  type: basic\n  username: u\n  password:{password}"))
+    assert "spec.auth.password: unknown field (not shown, in case it is a pasted secret); a secret is " \
+           "{fromEnv: NAME} or {fromFile: PATH}" in [e[3] for e in errors(r)], errors(r)
+    assert "s3cret" not in "".join(map(str, r.problems))
+    # a near miss of fromFile is no secret: it keeps its hint
+    r = check(tmp_path, oci("endpoint: o\nauth: {type: basic, username: u, password: {fromFil: p}}\n"))
+    assert [e[3] for e in errors(r)] == ["spec.auth.password.fromFil: unknown field (did you mean 'fromFile'?)"]
+
+
 def test_secret_references(tmp_path: Path) -> None:
     r = check(
         tmp_path,
