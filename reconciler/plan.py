@@ -432,6 +432,16 @@ def make_plan(
             changes.append(Change(DELETE, key, uid=rec.uid, blocked="built-in default registry; never deleted"))
             continue
         gone = obs is None
+        if obs is not None and (obs.name != rec.name or obs.scope != rec.scope):
+            # its uid is called something else on the target now (renamed in the UI): the plan
+            # would show "- other" and delete "prod-critical"; as a declared registry renamed
+            # on the target is not renamed back, an undeclared one is not deleted by its old name
+            now = f"{obs.name!r}" + (f" (scope {obs.scope})" if obs.scope != rec.scope else "")
+            changes.append(Change(DELETE, key, uid=rec.uid, blocked=(
+                f"renamed on the target to {now} (uid {rec.uid}) since it was applied: not deleted under its "
+                f"recorded name; declare it as {obs.name!r} to keep managing it (the record follows), or delete "
+                "it by hand")))
+            continue
         if key in state.unverified and not gone:  # gone: only the record goes, under the guards below
             changes.append(Change(DELETE, key, uid=rec.uid, gone=gone, blocked=(
                 "recorded only by a state that is not signed with RECONCILER_STATE_KEY (an older reconcile, another "

@@ -152,6 +152,25 @@ def test_delete_only_recorded_registries():
     assert actions(plan) == [("delete", "gone", False)]
 
 
+def test_a_registry_renamed_on_the_target_is_not_deleted_under_its_recorded_name():
+    """The file of 'other' is removed, but its uid is 'prod-critical' on the target now
+    (renamed in the UI): the plan would read '- other' and delete 'prod-critical'."""
+    other, keep = reg("other"), reg("keep")
+    state = recorded(keep, uid="u2", state=recorded(other, uid="u1"))
+    renamed = ObservedRegistry(uid="u1", kind=other.kind, name="prod-critical", scope=other.scope,
+                               spec=observed(other).spec)
+    plan = make_plan([keep], state, [renamed, observed(keep, uid="u2")])
+    assert actions(plan) == [("noop", "keep", False), ("delete", "other", True)]
+    assert "renamed on the target to 'prod-critical' (uid u1)" in plan.changes[1].blocked
+    moved = ObservedRegistry(uid="u1", kind=other.kind, name="other", scope="project", spec=observed(other).spec)
+    plan = make_plan([keep], state, [moved, observed(keep, uid="u2")])
+    assert actions(plan)[1] == ("delete", "other", True), plan.changes
+    # declared under its new name, the record follows the uid (an in-place update, no delete)
+    declared = reg("prod-critical")
+    plan = make_plan([keep, declared], state, [renamed, observed(keep, uid="u2")])
+    assert ("delete", "other", False) not in actions(plan) and ("delete", "other", True) not in actions(plan)
+
+
 def test_builtin_default_is_never_touched():
     b = reg("Bitnami")
     plan = make_plan([b], State(), [observed(b, uid="b1", builtin=True)])
