@@ -9,6 +9,7 @@ and at the end: a kill loses at most that window, which the rerun recovers by ad
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -50,6 +51,13 @@ class ApplyResult:
     @property
     def unrecorded(self) -> list[ChangeResult]:
         return [r for r in self.results if r.unrecorded]
+
+
+def _reworded(exc: TargetError, message: str) -> TargetError:
+    """``exc`` (its class, status and code kept) saying ``message``."""
+    new = copy.copy(exc)
+    new.args = (message,)
+    return new
 
 
 class _Unrecorded(Exception):
@@ -173,6 +181,14 @@ def apply_plan(
         reg = change.registry
         assert reg is not None
         if change.action == REPLACE:
+            # the old registry goes first (a name is unique): ask the target whether it would
+            # take the new one before deleting anything (Palette's /validate, which Spectro's
+            # provider calls before an OCI create or update: validateRegistryCred)
+            try:
+                target.validate(reg, values)
+            except TargetError as exc:
+                raise _reworded(exc, f"the target refused the new definition ({exc}); the old registry "
+                                     f"(uid {change.uid}) was not deleted") from exc
             checkpoint("replace:before-delete")
             try:
                 target.delete(change.kind, str(change.uid))
@@ -184,7 +200,13 @@ def apply_plan(
                 drop(change.renamed_from, f"replace {change.title}: deleted old")
         if change.action in (CREATE, REPLACE):
             checkpoint("create:before-target")
-            uid = target.create(reg, values)
+            try:
+                uid = target.create(reg, values)
+            except TargetError as exc:
+                if change.action != REPLACE:
+                    raise
+                raise _reworded(exc, f"the old registry (uid {change.uid}) WAS DELETED and the new one could not "
+                                     f"be created ({exc}); the next apply creates it") from exc
             checkpoint("create:after-target")
             put(record_for(reg, uid, "created", old), what)
             checkpoint("create:after-state")

@@ -231,6 +231,43 @@ def test_replace_on_palette_for_sync_off_and_auth_family_change(repo: Path, pale
     assert_converged(repo, emu)
 
 
+def test_a_replace_asks_the_target_first_and_says_when_the_old_registry_is_gone(repo: Path,  # noqa: F811
+                                                                                palette_emulator_factory):
+    """A replace deletes the old registry before it creates the new one (a name is unique):
+    a definition the target's /validate refuses deletes nothing; a create that fails after
+    the delete says so plainly, and the next apply creates it."""
+    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    oci = """
+        endpoint: reg.example.com
+        provider: helm
+        baseContentPath: charts
+        sync: true
+        auth: {type: basic, username: u, password: {fromEnv: PW_1}}
+    """
+    write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci)})
+    commit_all(repo, "oci")
+    assert run(repo, *args(emu), env=env_for(emu)).returncode == 0
+    uid = FileStateStore(repo / ".reconciler/state-palette.json").read().records[("tenant", "OciRegistry", "o")].uid
+    write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci.replace("sync: true", "sync: false"))})
+    res = run(repo, *args(emu), env=dict(env_for(emu), PW_1="wrong"))  # the emulator's /validate refuses it
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"the old registry (uid {uid}) was not deleted" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert ("basic", "o") in managed(emu)
+    with emu.store.lock:
+        assert uid in emu.store.records
+    emu.answers["/v1/registries/oci/basic"] = (400, "application/json",
+                                               json.dumps({"code": "InvalidRegistrySpec", "message": "no"}).encode())
+    res = run(repo, *args(emu), env=env_for(emu))
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and f"the old registry (uid {uid}) WAS DELETED and the new one could not be created" \
+        in out and "the next apply creates it" in out, out
+    assert "palette-secret" not in out
+    del emu.answers["/v1/registries/oci/basic"]
+    res = run(repo, *args(emu), env=env_for(emu))
+    assert res.returncode == 0 and "create OciRegistry/o: done" in res.stdout, res.stdout + res.stderr
+    assert_converged(repo, emu)
+
+
 # ---------------------------------------------------------------- Palette as it really is (issue 13)
 
 JFROG_BASE = "artifactory/api/oci/oci-local"
