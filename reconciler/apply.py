@@ -53,6 +53,12 @@ class ApplyResult:
         return [r for r in self.results if r.unrecorded]
 
 
+def _checked_before_create(reg: Registry) -> bool:
+    spec = reg.spec
+    return reg.kind == "OciRegistry" and bool(spec.get("sync")) and spec.get("provider", "helm") in ("helm", "pack",
+                                                                                                  "zarf")
+
+
 def _reworded(exc: TargetError, message: str) -> TargetError:
     """``exc`` (its class, status and code kept) saying ``message``."""
     new = copy.copy(exc)
@@ -182,10 +188,12 @@ def apply_plan(
         assert reg is not None
         if change.action == REPLACE:
             # the old registry goes first (a name is unique): ask the target whether it would
-            # take the new one before deleting anything (Palette's /validate, which Spectro's
-            # provider calls before an OCI create or update: validateRegistryCred)
+            # take the new one before deleting anything, where Spectro's provider asks it
+            # before a create (validateRegistryCred, resource_registry_oci_ecr.go: an OCI
+            # registry with sync on; with sync off Palette need not reach it at all)
             try:
-                target.validate(reg, values)
+                if _checked_before_create(reg):
+                    target.validate(reg, values)
             except TargetError as exc:
                 raise _reworded(exc, f"the target refused the new definition ({exc}); the old registry "
                                      f"(uid {change.uid}) was not deleted") from exc

@@ -234,21 +234,22 @@ def test_replace_on_palette_for_sync_off_and_auth_family_change(repo: Path, pale
 def test_a_replace_asks_the_target_first_and_says_when_the_old_registry_is_gone(repo: Path,  # noqa: F811
                                                                                 palette_emulator_factory):
     """A replace deletes the old registry before it creates the new one (a name is unique):
-    a definition the target's /validate refuses deletes nothing; a create that fails after
-    the delete says so plainly, and the next apply creates it."""
+    a definition the target's /validate refuses deletes nothing (asked where Spectro's
+    provider asks it: OCI with sync on); a create that fails after the delete says so
+    plainly, and the next apply creates it."""
     emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
     oci = """
         endpoint: reg.example.com
         provider: helm
         baseContentPath: charts
-        sync: true
+        sync: false
         auth: {type: basic, username: u, password: {fromEnv: PW_1}}
     """
     write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci)})
     commit_all(repo, "oci")
     assert run(repo, *args(emu), env=env_for(emu)).returncode == 0
     uid = FileStateStore(repo / ".reconciler/state-palette.json").read().records[("tenant", "OciRegistry", "o")].uid
-    write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci.replace("sync: true", "sync: false"))})
+    write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci.replace("sync: false", "sync: true"))})
     res = run(repo, *args(emu), env=dict(env_for(emu), PW_1="wrong"))  # the emulator's /validate refuses it
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"the old registry (uid {uid}) was not deleted" in res.stdout + res.stderr, res.stdout + res.stderr
