@@ -197,6 +197,9 @@ def canonical_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown kind {kind!r}")
 
 
+_REF_LIKE = re.compile(r"from[A-Z][A-Za-z]{1,20}")  # a kind of reference (fromVault), not a secret
+
+
 def parse_duration(text: str) -> int:
     """'24h' -> 86400; '1h30m' -> 5400; '90s' -> 90. Raises ValueError."""
     m = _DURATION.match(text.strip()) if isinstance(text, str) else None
@@ -510,7 +513,8 @@ class _Checker:
                 p = (*path, extra)
                 if p in self.suppressed:  # a key already refused for its characters
                     continue
-                if path and path[-1] in SECRET_FIELDS and not hint:  # may be a secret pasted as a key ('fromFil' is not)
+                if path and path[-1] in SECRET_FIELDS and not hint and not _REF_LIKE.fullmatch(str(extra)):
+                    # it may be a secret pasted as a key ('fromFil' or 'fromVault' is not)
                     self.add(p, f"{dotted(path)}: unknown field (not shown, in case it is a pasted secret); "
                                 "a secret is {fromEnv: NAME} or {fromFile: PATH}", "unknown-field", key=True)
                     continue

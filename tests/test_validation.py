@@ -264,6 +264,8 @@ def test_a_secret_pasted_as_a_key_under_a_secret_field_is_not_shown(tmp_path: Pa
     # a near miss of fromFile is no secret: it keeps its hint
     r = check(tmp_path, oci("endpoint: o\nauth: {type: basic, username: u, password: {fromFil: p}}\n"))
     assert [e[3] for e in errors(r)] == ["spec.auth.password.fromFil: unknown field (did you mean 'fromFile'?)"]
+    r = check(tmp_path, oci("endpoint: o\nauth: {type: basic, username: u, password: {fromVault: p}}\n"))
+    assert "spec.auth.password.fromVault: unknown field" in [e[3] for e in errors(r)], errors(r)
 
 
 def test_secret_references(tmp_path: Path) -> None:
