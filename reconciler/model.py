@@ -299,6 +299,24 @@ def key_str(key: Key) -> str:
     return f"{kind}/{name}" if scope == "tenant" else f"{kind}/{name} (scope {scope})"
 
 
+def split_userinfo(endpoint: str) -> tuple[str, str | None]:
+    """``(endpoint without its user-info, the user-info)``; ``(endpoint, None)`` when it has none.
+
+    ``https://alice:pw@host`` gives ``("https://host", "alice:pw")``. Anything before an ``@``
+    that precedes the query counts (a password may hold ``/``), up to the last such ``@`` (it
+    may hold ``@`` too): the endpoint left holds none, so validation accepts it."""
+    if "@" not in endpoint:  # the common endpoint: one scan
+        return endpoint, None
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep:
+        scheme, rest = "", endpoint
+    head = rest.split("?", 1)[0].split("#", 1)[0]
+    at = head.rfind("@")
+    if at < 0:
+        return endpoint, None
+    return scheme + sep + rest[at + 1:], rest[:at]
+
+
 def is_secret_ref(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and ("fromEnv" in value or "fromFile" in value)
 

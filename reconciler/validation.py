@@ -27,7 +27,8 @@ from .cache import ValidationCache
 from .errors import InputError
 from .fastschema import compile_schema
 from .loader import Document, RawProblem
-from .model import KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span, declared_registry, span
+from .model import (KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span, declared_registry, span,
+                    split_userinfo)
 from .profiles import DEFAULT_PROFILE, PROFILES, SYSTEM_SCOPE_PROFILES, default_keys
 from .secrets import MAX_CA_FILE, MAX_SECRET_FILE, PASTED_LENGTHS, RESERVED_ENV, path_problem, pasted_credential
 from .text import CONTROL, describe, escape
@@ -672,13 +673,7 @@ class _Checker:
 
 def _has_userinfo(endpoint: str) -> bool:
     """Whether the authority of ``endpoint`` (scheme optional) holds ``user[:pass]@``."""
-    if "@" not in endpoint:  # the common endpoint: one scan
-        return False
-    rest = endpoint.split("://", 1)[1] if "://" in endpoint else endpoint
-    # anything before the first '@' that precedes the query is userinfo: a password may hold
-    # '/', so the authority cannot be cut at the first slash first
-    head = rest.split("?", 1)[0].split("#", 1)[0]
-    return "@" in head
+    return split_userinfo(endpoint)[1] is not None
 
 
 # --------------------------------------------------------------------------- the whole run

@@ -199,3 +199,23 @@ def test_built_in_and_declared_registries_are_left_out():
     res = export_docs([mk("mine"), mk("declared"), mk("Bitnami", builtin=True)],
                       [("tenant", "HelmRegistry", "declared")], ca_dir="x")
     assert [d["metadata"]["name"] for d in res.docs] == ["mine"]
+
+
+def test_endpoint_credentials_are_dropped_where_they_cannot_become_basic_auth():
+    """Adversarial pass 3, item 4: a registry with auth of its own (ECR here), or a URL with no
+    usable user name, loses the credentials from its endpoint, keeps its auth, and is named in
+    a warning that holds no password."""
+    ecr = ObservedRegistry(uid="u1", kind="OciRegistry", name="ecr", scope="tenant",
+                           spec={"endpoint": "bob:pw-5ecret-9@123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                                 "provider": "helm", "baseContentPath": "c", "sync": True,
+                                 "auth": {"type": "ecr", "credentials": {"credentialType": "sts", "arn": "a"}}})
+    anon = ObservedRegistry(uid="u2", kind="HelmRegistry", name="anon", scope="tenant",
+                            spec={"endpoint": "https://:pw-5ecret-9@h.example.com", "auth": {"type": "noAuth"}})
+    res = export_docs([ecr, anon], [], ca_dir="x")
+    by = {d["metadata"]["name"]: d["spec"] for d in res.docs}
+    assert by["ecr"]["endpoint"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    assert by["ecr"]["auth"] == {"type": "ecr", "credentials": {"credentialType": "sts", "arn": "a"}}
+    assert by["anon"] == {"endpoint": "https://h.example.com", "auth": {"type": "noAuth"}}
+    assert res.env == []
+    assert [w.split(":")[0] for w in res.warnings] == ["HelmRegistry/anon", "OciRegistry/ecr"]
+    assert "pw-5ecret-9" not in json.dumps(res.docs) + "".join(res.warnings)

@@ -77,3 +77,37 @@ def test_export_of_a_ui_made_tenant_validates_and_plans_six_adopts(tmp_path: Pat
     assert all(c["action"] == "adopt" for c in changes), changes
     for c in changes:
         assert all(f["sensitive"] for f in c["fields"]), c  # only secrets differ
+
+
+def test_credentials_in_an_endpoint_url_are_never_written(tmp_path: Path, palette_emulator_factory):  # noqa: F811
+    """Adversarial pass 3, item 4: an endpoint typed in the UI as https://user:pw@host was
+    exported verbatim into registries.d/exported.yaml (a file users commit), exit 0. Now the
+    user name becomes basic auth whose password is a reference, and the password is never
+    written (nor printed); a registry with auth of its own keeps it and loses the credentials."""
+    pw = "hunter2-url-5ecret"
+    emu = palette_emulator_factory(seed_defaults=True, realistic=True)
+    emu.add("helm", "creds-in-url", {"endpoint": f"https://alice:{pw}@charts.example.com/repo", "isPrivate": False,
+                                     "auth": {"type": "noAuth"}})
+    emu.add("pack", "token-too", {"endpoint": f"https://bob:{pw}@packs.example.com", "private": True,
+                                  "auth": {"type": "token", "token": "pack-ui-token-88x"}})
+    root = tmp_path / "gitops"
+    init_repo(root)
+    (root / "registries.d").mkdir()
+    (root / "registries.d/.keep").write_text("")
+    commit_all(root)
+    env = {"PALETTE_API_KEY": API_KEY}
+    res = run(root, "export", "--target", "palette", "--endpoint", emu.url, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = (root / "registries.d/exported.yaml").read_text()
+    assert pw not in text + res.stdout + res.stderr and "alice:" not in text
+    docs = {d["metadata"]["name"]: d["spec"] for d in yaml.safe_load_all(text)}
+    assert docs["creds-in-url"]["endpoint"] == "https://charts.example.com/repo"
+    assert docs["creds-in-url"]["auth"] == {"type": "basic", "username": "alice",
+                                            "password": {"fromEnv": "REG_CREDS_IN_URL_PASSWORD"}}
+    assert docs["token-too"]["endpoint"] == "https://packs.example.com"
+    assert docs["token-too"]["auth"] == {"type": "token", "token": {"fromEnv": "REG_TOKEN_TOO_TOKEN"}}
+    assert "warning: HelmRegistry/creds-in-url:" in res.stderr and "set REG_CREDS_IN_URL_PASSWORD" in res.stderr
+    assert "warning: PackRegistry/token-too: the credentials in its endpoint URL were left out" in res.stderr
+    assert "REG_CREDS_IN_URL_PASSWORD" in res.stdout  # in the list of variables to set
+    val = run(root, "validate")
+    assert val.returncode == 0, val.stdout + val.stderr

@@ -4,8 +4,11 @@ Most teams start with registries clicked together in the Palette UI. ``export`` 
 definition for every registry on the target that is neither built-in nor already declared,
 so the next plan only adopts them. Secrets are never read back (Palette masks them): each
 secret field becomes ``{fromEnv: REG_<NAME>_<FIELD>}`` under a deterministic name, and the
-names are printed at the end. A CA certificate the target reports is written to a file
-beside the output and referenced by ``tls.caFile``.
+names are printed at the end. Credentials typed into an endpoint URL (``https://user:pw@host``)
+are never written: the endpoint is exported without them, and the user name becomes basic
+auth whose password is such a reference, where the registry has no other auth. A CA
+certificate the target reports is written to a file beside the output and referenced by
+``tls.caFile``.
 
 The pure part (``export_docs``) turns observed registries into documents; the command
 wires loading, the target and the writes, and never overwrites a file without ``--force``.
@@ -19,11 +22,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import unquote
 
 import yaml
 
 from reconciler.errors import InputError
-from reconciler.model import SECRET_FIELDS, Key, ObservedRegistry, is_secret_ref, key_str
+from reconciler.model import SECRET_FIELDS, Key, ObservedRegistry, is_secret_ref, key_str, split_userinfo
+from reconciler.text import CONTROL, escape
 
 DEFAULT_OUT = Path("registries.d") / "exported.yaml"
 HEADER = (
@@ -55,6 +60,7 @@ class ExportResult:
     docs: list[dict[str, Any]] = field(default_factory=list)
     env: list[tuple[str, str]] = field(default_factory=list)  # (variable, "Kind/name spec.auth.field")
     ca_files: dict[str, str] = field(default_factory=dict)  # repo-relative path -> PEM
+    warnings: list[str] = field(default_factory=list)  # for the terminal: target names escaped, no secret
 
 
 def env_base(scope: str, name: str) -> str:
@@ -86,6 +92,33 @@ def _clean_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _endpoint_credentials(o: ObservedRegistry, spec: dict[str, Any], auth: dict[str, Any], base: str,
+                          result: ExportResult) -> dict[str, Any]:
+    """``spec.endpoint`` without the credentials typed into it (``https://user:pw@host``), and
+    the auth to export: basic for that user where the registry has none (all three kinds take
+    basic auth; its password is then named like any other), else ``auth`` unchanged. The
+    password is never kept, and a warning says what to set."""
+    endpoint = spec.get("endpoint")
+    if not isinstance(endpoint, str):
+        return auth
+    bare, userinfo = split_userinfo(endpoint)
+    if userinfo is None:
+        return auth
+    spec["endpoint"] = bare
+    title = escape(key_str(o.key))
+    user = unquote(userinfo.split(":", 1)[0])
+    usable = 0 < len(user) <= 255 and not CONTROL.search(user) and not any(c.isspace() or c == "/" for c in user)
+    atype = auth.get("type", "noAuth")
+    if atype != "noAuth" or not usable:
+        why = f"it has {escape(str(atype))} auth" if atype != "noAuth" else "no usable user name in it"
+        result.warnings.append(f"{title}: the credentials in its endpoint URL were left out ({why}); "
+                               "check spec.auth before applying")
+        return auth
+    result.warnings.append(f"{title}: the credentials in its endpoint URL became basic auth for user {user!r}; "
+                           f"set {base}_{_FIELD_SUFFIX['password']} to the password (it was not written)")
+    return {"type": "basic", "username": user}
+
+
 def export_docs(observed: Iterable[ObservedRegistry], declared: Iterable[Key], *, ca_dir: str) -> ExportResult:
     """Documents for every observed registry that is neither built-in nor declared.
 
@@ -105,7 +138,7 @@ def export_docs(observed: Iterable[ObservedRegistry], declared: Iterable[Key], *
             base = f"{base}_{n}"
         used.add(base)
         spec = _clean_spec(o.spec)
-        auth = dict(spec.get("auth") or {"type": "noAuth"})
+        auth = _endpoint_credentials(o, spec, dict(spec.get("auth") or {"type": "noAuth"}), base, result)
         atype = auth.get("type", "noAuth")
         for fname in _SECRET_PATHS.get(atype, ()):
             var = f"{base}_{_FIELD_SUFFIX[fname]}"
@@ -202,16 +235,18 @@ def run_export(opts: Any, out_path: Path | None, force: bool, out: TextIO, err: 
     for rel_ca, pem in exported.ca_files.items():
         _write_new(root / rel_ca, pem, force)
     _write_new(path, dump(exported, schema=schema, target=description), force)
+    for warning in exported.warnings:
+        err.write(f"warning: {warning}\n")
     for doc in exported.docs:
         ca = (doc["spec"].get("tls") or {}).get("caFile")
         if ca and ca not in exported.ca_files and not (root / ca).is_file():
-            err.write(f"warning: {doc['kind']}/{doc['metadata']['name']}: tls.caFile {ca} is not in this repository; "
-                      "copy the CA certificate there before applying\n")
+            err.write(f"warning: {escape(doc['kind'] + '/' + doc['metadata']['name'])}: tls.caFile {escape(ca)} is not "
+                      "in this repository; copy the CA certificate there before applying\n")
     out.write(f"exported {len(exported.docs)} registr{'y' if len(exported.docs) == 1 else 'ies'} to {rel}\n")
     if exported.env:
         out.write("set these secrets (environment variables) before applying:\n")
         for var, what in exported.env:
-            out.write(f"  {var}  ({what})\n")
+            out.write(f"  {var}  ({escape(what)})\n")
     return 0
 
 
