@@ -317,6 +317,16 @@ def split_userinfo(endpoint: str) -> tuple[str, str | None]:
     return scheme + sep + rest[at + 1:], rest[:at]
 
 
+def without_userinfo(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``spec`` whose endpoint holds no user-info (a target may report one typed in
+    its UI: the password must never be recorded)."""
+    out = dict(spec)
+    endpoint = out.get("endpoint")
+    if isinstance(endpoint, str):
+        out["endpoint"] = split_userinfo(endpoint)[0]
+    return out
+
+
 def is_secret_ref(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and ("fromEnv" in value or "fromFile" in value)
 

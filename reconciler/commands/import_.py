@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from reconciler import render
-from reconciler.model import ca_digest, key_str
+from reconciler.model import ca_digest, key_str, without_userinfo
 from reconciler.runner import (
     EXIT_FAIL,
     EXIT_OK,
@@ -54,9 +54,10 @@ def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err
                                         "(otherwise the next apply would delete it)"})
                 failed = failed or not all_
                 continue
+            spec = without_userinfo(o.spec)  # never a password typed into the endpoint URL
             state.records[o.key] = Record(uid=o.uid, kind=o.kind, name=o.name, scope=o.scope,
-                                          fingerprint=fingerprint(o.spec), protect=desired[o.key].protect,
-                                          origin="adopted", spec=dict(o.spec),
+                                          fingerprint=fingerprint(spec), protect=desired[o.key].protect,
+                                          origin="adopted", spec=spec,
                                           ca_digest=ca_digest(o.ca_pem) if o.ca_pem else None,
                                           applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             state.target = state.target or target.identity
