@@ -23,6 +23,7 @@ from reconciler.model import (
     key_str,
     secret_hash,
     secret_matches,
+    split_userinfo,
     target_spec,
 )
 from reconciler.state.base import Record, State
@@ -156,9 +157,16 @@ class SecretValues:
         return self.values.get(key, {})
 
 
-def _display(value: Any) -> Any:
+def _display(value: Any, path: str = "") -> Any:
     if is_secret_ref(value):
         return "(sensitive)"
+    if path == "endpoint" and isinstance(value, str):
+        # a target may report credentials typed into the URL: never in a plan or a PR comment
+        bare, userinfo = split_userinfo(value)
+        if userinfo is not None:
+            scheme, sep, rest = bare.partition("://")
+            scheme, rest = (scheme, rest) if sep else ("", bare)
+            return f"{scheme}{sep}(credentials)@{rest}"
     return value
 
 
@@ -172,8 +180,8 @@ def _field_diff(old: Mapping[str, Any], new: Mapping[str, Any], *, only_old_keys
             out.append(
                 FieldChange(
                     k,
-                    "(sensitive)" if sensitive else _display(a.get(k)),
-                    "(sensitive)" if sensitive else _display(b.get(k)),
+                    "(sensitive)" if sensitive else _display(a.get(k), k),
+                    "(sensitive)" if sensitive else _display(b.get(k), k),
                     sensitive,
                 )
             )

@@ -43,3 +43,17 @@ def test_an_endpoint_password_on_the_target_is_never_recorded(tmp_path: Path):
     rec = json.loads(state)["registries"][0]
     assert rec["spec"]["endpoint"] == "https://charts.example.com"
     assert pw not in res.stdout + res.stderr
+
+
+def test_an_endpoint_password_on_the_target_never_reaches_a_plan(tmp_path: Path):
+    """Found fixing item 4: the plan that follows an export or an import shows the target's
+    endpoint as the old value of a drift, password and all, in a PR comment."""
+    db = applied(tmp_path)
+    pw = "hunter2-plan-5ecret"
+    on_target(db, "UPDATE registries SET spec = json_set(spec, '$.endpoint', ?) WHERE name = 'charts'",
+              f"https://alice:{pw}@charts.example.com")
+    for fmt in ("text", "json", "markdown"):
+        res = run(tmp_path, "--dry-run", "--format", fmt)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert pw not in res.stdout + res.stderr and "alice" not in res.stdout
+        assert "https://(credentials)@charts.example.com" in res.stdout, res.stdout
