@@ -71,6 +71,16 @@ class State:
     unverified: set[Key] = field(default_factory=set)
 
     def to_json(self) -> dict[str, Any]:
+        """The document; ``StateError`` if ``from_json`` would refuse it (a record under
+        another key than its own, or one uid under two keys): every store writes through here,
+        so reconcile never writes a state it would refuse to read."""
+        holders: dict[str, Key] = {}
+        for key, rec in self.records.items():
+            other = holders.setdefault(rec.uid, rec.key)
+            if rec.key != key or other != rec.key:
+                what = (f"{rec.kind}/{rec.name} (scope {rec.scope}) is recorded under {key!r}" if rec.key != key else
+                        f"uid {rec.uid!r} of {rec.kind}/{rec.name} is also recorded for {other[1]}/{other[2]}")
+                raise StateError(f"refusing to write a state that could not be read back ({what}); nothing was written")
         doc = {
             "version": STATE_VERSION,
             "lineage": self.lineage,

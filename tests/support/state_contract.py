@@ -157,6 +157,26 @@ class StateStoreContract:
             store.read()
         assert json.loads(self.raw(store) or "null")["version"] == STATE_VERSION + 1
 
+    @pytest.mark.parametrize("twin", ["uid", "key"])
+    def test_a_state_it_would_refuse_to_read_is_never_written(self, store: StateStore, twin: str) -> None:
+        """Adversarial pass 3, item 5: an import wrote a second record of one uid, and every
+        later run refused the state as corrupt. A store refuses to write such a state."""
+        state = store.read()
+        state.serial += 1
+        with_record(state, make_record("alpha"))
+        store.write(state, "first")
+        before = self.raw(store)
+        state = self.reopen(store).read()
+        state.serial += 1
+        if twin == "uid":
+            with_record(state, make_record("beta", uid="uid-alpha"))
+        else:  # a record under another key than its own
+            state.records[("tenant", "OciRegistry", "beta")] = make_record("alpha", uid="uid-beta")
+        with pytest.raises(StateError, match="refusing to write a state that could not be read back"):
+            store.write(state, "second")
+        assert self.raw(store) == before
+        assert len(self.reopen(store).read().records) == 1
+
     def test_secret_values_never_stored(self, store: StateStore) -> None:
         state = store.read()
         state.serial += 1
