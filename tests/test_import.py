@@ -57,3 +57,29 @@ def test_an_endpoint_password_on_the_target_never_reaches_a_plan(tmp_path: Path)
         assert res.returncode == 0, res.stdout + res.stderr
         assert pw not in res.stdout + res.stderr and "alice" not in res.stdout
         assert "https://(credentials)@charts.example.com" in res.stdout, res.stdout
+
+
+def test_import_of_a_registry_renamed_on_the_target_is_refused(tmp_path: Path):
+    """Adversarial pass 3, item 5: `charts` renamed to `charts2` on the target and in the file;
+    `import charts2` wrote a second record of the uid, and every later run refused the state.
+    The import is refused, nothing is written, and the apply records the rename."""
+    db = applied(tmp_path)
+    on_target(db, "UPDATE registries SET name = 'charts2' WHERE name = 'charts'")
+    write_defs(tmp_path, {"a.yaml": TWO.replace("name: charts\n", "name: charts2\n")})
+    commit_all(tmp_path, "rename")
+    state = tmp_path / ".reconciler/state.json"
+    before = state.read_bytes()
+    uid = json.loads(before)["registries"][0]["uid"]
+    res = run(tmp_path, "import", "charts2")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"import: HelmRegistry/charts2: refused: uid {uid} is already managed as HelmRegistry/charts" \
+        in res.stderr, res.stderr
+    assert "apply the rename instead" in res.stderr
+    assert state.read_bytes() == before
+    every = run(tmp_path, "import", "--all")  # skipped there, like any registry --all cannot import
+    assert every.returncode == 0 and "= HelmRegistry/charts2: skipped: uid" in every.stdout, every.stdout + every.stderr
+    assert state.read_bytes() == before
+    plan = run(tmp_path, "--dry-run")
+    assert plan.returncode == 0 and "renamed on the target from 'charts'" in plan.stdout, plan.stdout + plan.stderr
+    assert run(tmp_path).returncode == 0
+    assert [r["name"] for r in json.loads(state.read_text())["registries"]] == ["charts2", "other"]

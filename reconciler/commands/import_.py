@@ -39,6 +39,7 @@ def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err
         observed = [o for o in target.list() if not o.builtin]
         store.verify(state, {o.uid for o in observed})
         wanted = set(names)
+        by_uid = {r.uid: r for r in state.records.values()}
         for name in sorted(wanted - {o.name for o in observed}):
             rows.append({"name": name, "kind": None, "scope": None, "uid": None, "result": "not found",
                          "message": f"no registry named {name!r} on {target.description}"})
@@ -47,6 +48,13 @@ def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err
             row: dict[str, str | None] = {"name": o.name, "kind": o.kind, "scope": o.scope, "uid": o.uid}
             if o.key in state.records:
                 rows.append({**row, "result": "already managed", "message": ""})
+                continue
+            twin = by_uid.get(o.uid)
+            if twin is not None:  # renamed on the target: a second record of one uid corrupts the state
+                rows.append({**row, "result": "skipped" if all_ else "refused",
+                             "message": f"uid {o.uid} is already managed as {key_str(twin.key)} (renamed on the "
+                                        "target); apply the rename instead: the record follows the uid"})
+                failed = failed or not all_
                 continue
             if o.key not in desired:
                 rows.append({**row, "result": "skipped" if all_ else "refused",
@@ -60,6 +68,7 @@ def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err
                                           origin="adopted", spec=spec,
                                           ca_digest=ca_digest(o.ca_pem) if o.ca_pem else None,
                                           applied_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            by_uid[o.uid] = state.records[o.key]
             state.target = state.target or target.identity
             state.serial += 1
             store.write(state, f"import {key_str(o.key)}")
