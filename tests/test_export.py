@@ -219,3 +219,21 @@ def test_endpoint_credentials_are_dropped_where_they_cannot_become_basic_auth():
     assert res.env == []
     assert [w.split(":")[0] for w in res.warnings] == ["HelmRegistry/anon", "OciRegistry/ecr"]
     assert "pw-5ecret-9" not in json.dumps(res.docs) + "".join(res.warnings)
+
+
+def test_target_names_are_escaped_in_every_export_line(repo: Path, tenant: Path):
+    """Adversarial pass 3, item 11 (export's share): a name the target gave (ESC, OSC, CR)
+    reaches the terminal only escaped, in the list of variables and in the warnings."""
+    import sqlite3
+
+    evil = "legacy\x1b]0;owned\x07\x1b[2J\rname"
+    with sqlite3.connect(tenant) as conn:
+        conn.execute("UPDATE registries SET name = ?, spec = json_set(spec, '$.endpoint', ?) WHERE name = 'legacy'",
+                     (evil, "https://ops:pw-5ecret-7@packs.example.com"))
+    res = run(repo, "export", "--local-db", str(tenant))
+    assert res.returncode == 0, res.stdout + res.stderr
+    shown = res.stdout + res.stderr
+    assert "\x1b" not in shown and "\r" not in shown and "\x07" not in shown
+    assert "PackRegistry/legacy\\x1b]0;owned\\x07\\x1b[2J\\x0dname spec.auth.password" in res.stdout, res.stdout
+    assert "warning: PackRegistry/legacy\\x1b]0;owned\\x07\\x1b[2J\\x0dname: the credentials" in res.stderr, res.stderr
+    assert "pw-5ecret-7" not in shown + (repo / "registries.d/exported.yaml").read_text()

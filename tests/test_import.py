@@ -83,3 +83,24 @@ def test_import_of_a_registry_renamed_on_the_target_is_refused(tmp_path: Path):
     assert plan.returncode == 0 and "renamed on the target from 'charts'" in plan.stdout, plan.stdout + plan.stderr
     assert run(tmp_path).returncode == 0
     assert [r["name"] for r in json.loads(state.read_text())["registries"]] == ["charts2", "other"]
+
+
+EVIL = "evil\x1b]0;owned\x07\x1b[2J\rname"
+
+
+def test_target_names_are_escaped_in_every_import_line(tmp_path: Path):
+    """Adversarial pass 3, item 11: `import --all` printed a name the target gave (ESC, OSC,
+    CR) raw, where `reconcile status` escapes it; its skip message said an unmanaged registry
+    would be deleted by the next apply, which never deletes one."""
+    db = applied(tmp_path)
+    on_target(db, "UPDATE registries SET name = ? WHERE name = 'other'", EVIL)
+    (tmp_path / ".reconciler/state.json").unlink()
+    res = run(tmp_path, "import", "--all")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "\x1b" not in res.stdout + res.stderr and "\r" not in res.stdout + res.stderr
+    line = next(x for x in res.stdout.splitlines() if "skipped" in x)
+    assert line == ("= HelmRegistry/evil\\x1b]0;owned\\x07\\x1b[2J\\x0dname: skipped: not declared in registries.d/; "
+                    "declare it first (a record without a definition is deleted by the next apply; unmanaged, it is "
+                    "never touched)")
+    named = run(tmp_path, "import", "x\x1b[2Jy")  # a name from the command line, not found
+    assert named.returncode == 1 and "\x1b" not in named.stderr and "x\\x1b[2Jy" in named.stderr, named.stderr

@@ -19,6 +19,7 @@ from reconciler.runner import (
     build_store,
 )
 from reconciler.state.base import Record
+from reconciler.text import escape
 
 
 def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err: TextIO) -> int:
@@ -58,8 +59,8 @@ def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err
                 continue
             if o.key not in desired:
                 rows.append({**row, "result": "skipped" if all_ else "refused",
-                             "message": "not declared in registries.d/; declare it first "
-                                        "(otherwise the next apply would delete it)"})
+                             "message": "not declared in registries.d/; declare it first (a record without a "
+                                        "definition is deleted by the next apply; unmanaged, it is never touched)"})
                 failed = failed or not all_
                 continue
             spec = without_userinfo(o.spec)  # never a password typed into the endpoint URL
@@ -81,6 +82,8 @@ def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err
             title = f"{r['kind']}/{r['name']}" if r["kind"] else str(r["name"])
             line = f"{title}: {r['result']}" + (f" (uid {r['uid']})" if r["result"] == "imported" else "")
             line += f": {r['message']}" if r["message"] else ""
-            (err if r["result"] in ("not found", "refused") else out).write(("import: " if r["result"] in ("not found", "refused") else "= ") + line + "\n")
+            bad = r["result"] in ("not found", "refused")
+            # names come from the target (or the command line): never raw on a terminal or CI log
+            (err if bad else out).write(("import: " if bad else "= ") + escape(line) + "\n")
         out.write(f"Import: {imported} registr{'y' if imported == 1 else 'ies'} adopted\n")
     return EXIT_FAIL if failed else EXIT_OK
