@@ -211,6 +211,22 @@ setattr(ObservedRegistry, "spec", _DecodedOnRead())  # noqa: B010 - a field's cl
 _scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
+def load_json(raw: str | bytes) -> Any:
+    """``json.loads(raw)`` of bytes someone else may have written (a state branch, a hand-edited
+    file or database): every way it refuses them is a ``ValueError``, said in words. json.loads
+    also raises a plain ValueError, not a JSONDecodeError, for an integer of more than 4,300
+    digits (Python's int_max_str_digits), and RecursionError for nesting too deep; both were
+    internal errors (exit 3) where the readers caught only JSONDecodeError."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):  # both ValueErrors, with their own words
+        raise
+    except ValueError as exc:
+        raise ValueError("an integer of more than 4,300 digits") from exc
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+
+
 def decode_spec(text: str) -> Any:
     """``json.loads(text)``: the text we write (``canonical_json``) decodes in one step;
     anything else (white space around it, extra data, invalid JSON) goes to ``json.loads``

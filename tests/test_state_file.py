@@ -196,6 +196,17 @@ def test_json_nested_too_deep_is_refused_in_words(tmp_path: Path, where: str) ->
         FileStateStore(store.path).read()
 
 
+def test_an_integer_of_5000_digits_in_the_journal_is_refused_in_words(tmp_path: Path) -> None:
+    """Adversarial pass 3: json.loads raises a plain ValueError (not a JSONDecodeError) for an
+    integer of more than 4,300 digits; the journal reader let it through, an internal error."""
+    store, _ = started(tmp_path, "a")
+    with open(tmp_path / "state.json.journal", "ab") as fh:
+        fh.write(b'{"op": "fold", "serial": ' + b"7" * 5000 + b"}\n")
+    with pytest.raises(StateError, match=r"state.json.journal:3: journal is corrupt \(not JSON: an integer of more "
+                                         r"than 4,300 digits\); refusing"):
+        FileStateStore(store.path).read()
+
+
 def test_journal_of_another_lineage_or_serial_is_refused(tmp_path: Path) -> None:
     store, state = started(tmp_path, "a")
     journal = (tmp_path / "state.json.journal").read_bytes()

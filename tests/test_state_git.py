@@ -500,6 +500,24 @@ def test_reconcile_unlock_cli(tmp_path: Path, origin: Path) -> None:
     assert res.returncode == 1 and "nothing to release by hand" in res.stderr
 
 
+def test_a_lease_with_an_integer_of_5000_digits_is_corrupt_not_an_internal_error(tmp_path: Path, origin: Path) -> None:
+    """Adversarial pass 3: a 5 KB state.json.lock pushed to the branch (json.loads raises a
+    plain ValueError for an integer of more than 4,300 digits) made every apply and unlock
+    exit 3, an internal error."""
+    from tests.support.gitops_repo import registry_doc, run
+
+    commit_doc(origin, BRANCH, {"state.json.lock": '{"version": ' + "9" * 5000 + "}"})
+    work = clone(tmp_path, origin, "work")
+    (work / "registries.d" / "a.yaml").write_text(registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com"))
+    with pytest.raises(StateError, match="the lock record is corrupt"):
+        with GitBranchStateStore(work).lock(timeout=0):
+            pass
+    for args in ((), ("unlock", "x")):
+        res = run(work, *args, "--state", f"git:{BRANCH}")
+        assert res.returncode == 1 and "the lock record is corrupt" in res.stderr, res.stdout + res.stderr
+        assert "internal error" not in res.stderr
+
+
 # -- continuity (issue #9.4) ---------------------------------------------------------------
 
 

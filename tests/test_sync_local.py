@@ -81,6 +81,25 @@ def test_sync_stores_the_catalog_and_status_shows_it(repo: Path, helm):
         assert value not in res.stdout + res.stderr + st.stdout + (repo / ".reconciler/state.json").read_text()
 
 
+@pytest.mark.parametrize("bad", ["9" * 5000, "{not json", "[1]"], ids=["integer-of-5000-digits", "syntax", "array"])
+def test_a_hand_edited_catalog_row_is_shown_without_its_counts_not_an_internal_error(repo: Path, bad: str):
+    """Adversarial pass 3: json.loads of the local database's counts and sync detail caught
+    nothing (an integer of 5,000 digits, or any invalid JSON, was an exit 3); they only inform."""
+    import sqlite3
+
+    assert run(repo, "sync", env=ENV).returncode == 0
+    conn = sqlite3.connect(repo / ".reconciler" / "local.db")
+    with conn:
+        conn.execute("UPDATE content_sync SET counts = ?", (bad,))
+        conn.execute("UPDATE sync_status SET detail = ?", (bad,))
+    conn.close()
+    st = run(repo, "status", "--format", "json", env=ENV)
+    assert st.returncode == 0 and "internal error" not in st.stderr, st.stdout + st.stderr
+    by_name = {r["name"]: r for r in json.loads(st.stdout)["registries"]}
+    assert by_name["charts"]["sync"] == "Completed"
+    assert run(repo, "sync", "--force", env=ENV).returncode == 0  # a sync reads the stored counts too
+
+
 def test_forced_resync_of_an_unchanged_index_costs_one_304(repo: Path, helm):
     assert run(repo, "sync", env=ENV).returncode == 0
     before = helm.statuses()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.content.result import SyncResult
+from reconciler.model import load_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS content_sync (
@@ -159,7 +160,17 @@ def record(
 
 
 def stored_counts(prev: Mapping[str, Any] | None) -> dict[str, Any]:
-    return json.loads(prev["counts"] or "{}") if prev else {}
+    return _counts(prev["counts"]) if prev else {}
+
+
+def _counts(text: str | None) -> dict[str, Any]:
+    """The counts a row stores; none when they do not decode to an object (a hand-edited
+    database): they only inform."""
+    try:
+        counts = load_json(text or "{}")
+    except ValueError:
+        return {}
+    return counts if isinstance(counts, dict) else {}
 
 
 def summary(conn: sqlite3.Connection, uid: str) -> dict[str, Any]:
@@ -168,7 +179,7 @@ def summary(conn: sqlite3.Connection, uid: str) -> dict[str, Any]:
     if row is None:
         return {}
     out: dict[str, Any] = {"kind": row["kind"]}
-    out.update(json.loads(row["counts"] or "{}"))
+    out.update(_counts(row["counts"]))
     out.update(
         status=row["status"],
         message=row["message"],

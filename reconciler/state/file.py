@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import StateError
+from reconciler.model import load_json
 from reconciler.secrets import read_bounded
 from reconciler.state import journal
 from reconciler.state.base import MAX_STATE_BYTES, State, StateStore
@@ -94,8 +95,8 @@ class FileStateStore(StateStore):
             raise StateError(f"{self.path}: cannot read state: {exc.strerror}") from exc
         self._last_raw = raw
         try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            data = load_json(raw)
+        except ValueError as exc:
             raise StateError(
                 f"{self.path}: state is not valid JSON ({exc}); refusing to use or overwrite it"
             ) from exc

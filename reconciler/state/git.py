@@ -40,6 +40,7 @@ from git.objects.fun import tree_entries_from_data, tree_to_stream
 from gitdb import IStream
 
 from reconciler.errors import StateConflict, StateError, StateLocked
+from reconciler.model import load_json
 from reconciler.state.base import MAX_STATE_BYTES, State, StateStore, state_mac
 from reconciler.state.lease import Lease, lease_seconds
 from reconciler.state.lock import exclusive
@@ -242,8 +243,8 @@ class GitBranchStateStore(StateStore):
         """The state in ``raw``; ``at``: the commit it was read at, given when its signature
         (with the key) and its place in the branch (``_written_here``) are to be checked."""
         try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            data = load_json(raw)
+        except ValueError as exc:
             raise StateError(f"{where}: state is not valid JSON ({exc}); refusing to use or overwrite it") from exc
         state = State.from_json(data, where)
         if at and self.key and state.records:
@@ -299,8 +300,8 @@ class GitBranchStateStore(StateStore):
         if raw is None:
             return None
         try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            data = load_json(raw)
+        except ValueError:
             data = None
         return Lease.from_json(data, f"git:{self.branch}:{self.lease_path}")
 

@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 from reconciler.errors import StateError
+from reconciler.model import load_json
 from reconciler.state.base import State, _record
 
 JOURNAL_VERSION = 1
@@ -47,8 +48,8 @@ def replay(state: State, data: bytes, where: str) -> tuple[State, int]:
 
     def parse(n: int, raw: bytes) -> dict[str, Any]:
         try:
-            obj = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            obj = load_json(raw)
+        except ValueError as exc:
             raise bad(n, f"not JSON: {exc}") from exc
         if not isinstance(obj, dict):
             raise bad(n, "not a JSON object")

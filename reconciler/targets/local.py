@@ -23,6 +23,7 @@ from reconciler.model import (
     ObservedRegistry,
     Registry,
     key_str,
+    load_json,
     observed_from_json,
     observed_registry,
     stored_spec,
@@ -316,7 +317,17 @@ class LocalTarget(Target):
             return SyncStatus(status="", message="never synced")
         status, message, last_synced, last_run, detail = row
         return SyncStatus(status=status, message=message, last_synced=last_synced, last_run=last_run,
-                          detail=json.loads(detail) if detail else None)
+                          detail=_detail(detail))
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _detail(text: str | None) -> Mapping[str, object] | None:
+    """A sync's stored detail; none when it does not decode to an object (a hand-edited
+    database): it only informs."""
+    try:
+        detail = load_json(text) if text else None
+    except ValueError:
+        return None
+    return detail if isinstance(detail, dict) else None

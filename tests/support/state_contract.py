@@ -136,8 +136,10 @@ class StateStoreContract:
 
     @pytest.mark.parametrize(
         "text",
-        ["{not json", "[]", '"a string"', '{"version": 1}', '{"lineage": "x"}', "\xff\xfe", "[" * 5000 + "]" * 5000],
-        ids=["syntax", "array", "string", "missing-fields", "no-version", "binary", "nested-too-deep"],
+        ["{not json", "[]", '"a string"', '{"version": 1}', '{"lineage": "x"}', "\xff\xfe", "[" * 5000 + "]" * 5000,
+         '{"version": 1, "serial": ' + "1" * 5000 + "}"],
+        ids=["syntax", "array", "string", "missing-fields", "no-version", "binary", "nested-too-deep",
+             "integer-of-5000-digits"],  # a plain ValueError in json.loads, not a JSONDecodeError
     )
     def test_corrupt_document_is_an_error_and_kept(self, store: StateStore, text: str) -> None:
         self.plant(store, text)
