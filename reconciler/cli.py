@@ -372,14 +372,19 @@ def _import_command() -> click.Command:
 @main.lazy("unlock")
 def _unlock_command() -> click.Command:
     @click.command("unlock")
-    @click.argument("lock_id", metavar="ID")
+    @click.argument("lock_id", metavar="[ID]", required=False)
+    @click.option("--corrupt", is_flag=True,
+                  help="Remove a lock record that cannot be read (not JSON, wrong fields), whatever its id.")
     @common_options
     @click.pass_context
     @handle_errors
-    def unlock(ctx: click.Context, lock_id: str, **kwargs: Any) -> int:
+    def unlock(ctx: click.Context, lock_id: str | None, corrupt: bool, **kwargs: Any) -> int:
         """Release the state lock with this id, left by a run that is gone (git:BRANCH state)."""
         from reconciler.commands.unlock import run_unlock
 
+        if corrupt == (lock_id is not None):
+            raise click.UsageError("give the lock id (reconcile unlock ID), or --corrupt for a lock record that "
+                                   "cannot be read; nothing was changed")
         return run_unlock(_options(ctx, kwargs), lock_id, sys.stdout)
 
     return unlock

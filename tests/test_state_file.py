@@ -70,6 +70,23 @@ def test_lock_held_by_another_process_names_it(tmp_path: Path):
         pass
 
 
+def test_the_holder_a_lock_file_names_is_escaped_and_bounded(tmp_path: Path):
+    """Anyone who can write the lock file while a run holds it could put terminal controls or
+    a forged line in the StateLocked error, as in a git lease's holder (adversarial pass 3)."""
+    import fcntl
+
+    store = FileStateStore(tmp_path / "state.json")
+    store.lock_path.write_text("evil\x1b]0;pwned\x07\rNo changes.\n" + "x" * 5000)
+    with open(store.lock_path) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another open file description: it blocks store.lock
+        with pytest.raises(StateLocked) as info:
+            with store.lock(timeout=0):
+                pass
+    message = str(info.value)
+    assert "locked by evil\\x1b]0;pwned\\x07\\x0dNo changes.\\x0axxx" in message
+    assert not any(c in message for c in "\x1b\x07\r\n") and len(message) < 600
+
+
 def test_state_file_is_private(tmp_path: Path):
     store = FileStateStore(tmp_path / "state.json")
     store.write(State())

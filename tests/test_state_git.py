@@ -518,6 +518,136 @@ def test_a_lease_with_an_integer_of_5000_digits_is_corrupt_not_an_internal_error
         assert "internal error" not in res.stderr
 
 
+HOSTILE = "evil\x1b[2J\x1b[1;1H\x1b]0;pwned\x07\rhonest\nNo changes. 0 to create, 0 to update"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("holder", HOSTILE), ("id", "ID\x1b[2J"), ("id", "$(touch /tmp/owned)"), ("holder", "h" * 5000),
+    ("operation", "apply\u202e"),
+], ids=["holder-controls", "id-csi", "id-shell", "holder-5000-chars", "operation-bidi"])
+@pytest.mark.parametrize("expired", [True, False], ids=["expired", "live"])
+def test_a_lease_with_controls_or_an_odd_id_is_corrupt_and_nothing_of_it_is_printed(
+        tmp_path: Path, origin: Path, field: str, value: str, expired: bool) -> None:
+    """Adversarial pass 3: a lease pushed to the branch printed its holder and id raw in the
+    notes and the StateLocked error (ESC, OSC, CR, LF: a cleared screen, a forged 'No
+    changes.' line), and the unlock hint named an id click had stripped, or one that runs a
+    command when pasted. reconcile never writes such a lease: it is refused as corrupt."""
+    from reconciler.state.lease import Lease
+
+    lease = Lease.new("apply", 60, now=time.time() - (3600 if expired else 0)).to_json()
+    lease[field] = value
+    commit_doc(origin, BRANCH, {"state.json.lock": json.dumps(lease)})
+    notes: list[str] = []
+    store = GitBranchStateStore(clone(tmp_path, origin, "work"), notify=notes.append)
+    with pytest.raises(StateError) as info:
+        with store.lock(timeout=0):
+            pass
+    message = str(info.value)
+    assert f"git:{BRANCH}:state.json.lock: the lock record is corrupt ({field!r} " in message
+    assert f"reconcile unlock --corrupt --state git:{BRANCH}" in message
+    assert value not in message and "pwned" not in message and not any(c in message for c in "\x1b\r\n\x07\u202e")
+    assert notes == []
+    with pytest.raises(StateError, match="the lock record is corrupt"):
+        store.unlock(lease["id"])
+
+
+def test_our_own_lease_is_never_one_we_refuse(tmp_path: Path, origin: Path, monkeypatch) -> None:
+    """The holder comes from the environment and the host name: escaped and bounded when
+    written, so the run can renew and release its own lease."""
+    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.com")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/reg\x1b]0;x\x07" + "y" * 600)
+    monkeypatch.setenv("GITHUB_RUN_ID", "42\n")
+    store = GitBranchStateStore(clone(tmp_path, origin, "work"))
+    with store.lock(timeout=0):
+        holder = lease_on(origin)["holder"]
+        assert holder.startswith("https://github.com/acme/reg\\x1b]0;x\\x07yyy") and len(holder) == 512
+    assert lease_on(origin) is None
+
+
+@pytest.mark.parametrize("planted", [
+    "not json", '{"version": 1}', json.dumps({"id": 7, "holder": "h", "operation": "o", "taken_at": "x",
+                                              "expires_at": "y"}), "tree",
+], ids=["not-json", "missing-fields", "wrong-types", "a-directory"])
+def test_unlock_corrupt_removes_a_lock_record_that_cannot_be_read(tmp_path: Path, strict_origin: Path,
+                                                                  planted: str) -> None:
+    """Adversarial pass 3: reconcile unlock could not remove a corrupt lease ("remove it by
+    hand"), so every apply failed until someone committed on the state branch."""
+    if planted == "tree":
+        blob = git(strict_origin, "hash-object", "-w", "--stdin", input="x")
+        sub = git(strict_origin, "mktree", input=f"100644 blob {blob}\tx\n")
+        tree = git(strict_origin, "mktree", input=f"040000 tree {sub}\tstate.json.lock\n")
+        git(strict_origin, "update-ref", f"refs/heads/{BRANCH}", git(strict_origin, "commit-tree", tree, "-m", "x"))
+    else:
+        commit_doc(strict_origin, BRANCH, {"state.json.lock": planted, "README": "kept"})
+    store = GitBranchStateStore(clone(tmp_path, strict_origin, "work"))
+    with pytest.raises(StateError, match="the lock record is corrupt"):
+        with store.lock(timeout=0):
+            pass
+    done = store.unlock_corrupt()
+    assert done.startswith("removed the corrupt lock record state.json.lock (")
+    assert show(strict_origin, f"refs/heads/{BRANCH}:state.json.lock") is None
+    assert planted == "tree" or show(strict_origin, f"refs/heads/{BRANCH}:README") == "kept"
+    assert history(strict_origin)[0][1] == "unlock by hand: a corrupt lock record"
+    with store.lock(timeout=0):
+        pass
+    with pytest.raises(StateError, match="is not locked; nothing was changed"):
+        store.unlock_corrupt()
+
+
+def test_unlock_corrupt_leaves_a_readable_lease_and_loses_a_race_safely(tmp_path: Path, strict_origin: Path,
+                                                                        monkeypatch) -> None:
+    from reconciler.state.lease import Lease
+
+    live = Lease.new("apply", 3600)
+    commit_doc(strict_origin, BRANCH, {"state.json.lock": json.dumps(live.to_json())})
+    store = GitBranchStateStore(clone(tmp_path, strict_origin, "work"))
+    with pytest.raises(StateError, match=f"not corrupt: it is held by .*reconcile unlock {live.id}"):
+        store.unlock_corrupt()
+    assert lease_on(strict_origin)["id"] == live.id
+    # compare-and-swap: a run takes the lock between our look at the corrupt record and our push
+    commit_doc(strict_origin, BRANCH, {"state.json.lock": "not json"})
+    real = GitBranchStateStore._read_lease
+    raced = []
+
+    def racing(self, commit):
+        found = real(self, commit) if raced else None
+        if not raced:
+            raced.append(commit)
+            try:
+                real(self, commit)
+            except ValueError as exc:
+                found = exc
+            commit_doc(strict_origin, BRANCH, {"state.json.lock": json.dumps(live.to_json())})
+            raise found
+        return found
+
+    monkeypatch.setattr(GitBranchStateStore, "_read_lease", racing)
+    with pytest.raises(StateError, match="not corrupt: it is held by"):
+        store.unlock_corrupt()
+    assert lease_on(strict_origin)["id"] == live.id  # the lease taken meanwhile stays
+
+
+def test_reconcile_unlock_corrupt_cli(tmp_path: Path, origin: Path) -> None:
+    from tests.support.gitops_repo import registry_doc, run
+
+    commit_doc(origin, BRANCH, {"state.json.lock": "not json"})
+    work = clone(tmp_path, origin, "work")
+    (work / "registries.d" / "a.yaml").write_text(registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com"))
+    args = ("--state", f"git:{BRANCH}")
+    res = run(work, *args)
+    assert res.returncode == 1 and f"remove it: reconcile unlock --corrupt --state git:{BRANCH}" in res.stderr
+    for bad in (("unlock",), ("unlock", "x", "--corrupt")):
+        res = run(work, *bad, *args)
+        assert res.returncode != 0 and "give the lock id" in res.stderr and "Traceback" not in res.stderr
+    assert show(origin, f"refs/heads/{BRANCH}:state.json.lock") == "not json"
+    res = run(work, "unlock", "--corrupt", *args)
+    assert res.returncode == 0 and f"git:{BRANCH}: removed the corrupt lock record" in res.stdout, res.stderr
+    res = run(work, *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = run(work, "unlock", "--corrupt", "--state", str(tmp_path / "s.json"))
+    assert res.returncode == 1 and "nothing to release by hand" in res.stderr
+
+
 # -- continuity (issue #9.4) ---------------------------------------------------------------
 
 

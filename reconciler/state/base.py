@@ -337,6 +337,10 @@ class StateStore(ABC):
         """Release a lock left by a run that is gone (``reconcile unlock ID``)."""
         raise StateError(f"{self.description}: this state store has no lock to release by hand")
 
+    def unlock_corrupt(self) -> str:
+        """Remove a lock record that cannot be read (``reconcile unlock --corrupt``)."""
+        return self.unlock("")
+
     def verify(self, state: State, live_uids: Collection[str]) -> None:
         """Called with the uids the target holds, after ``read`` and before any change."""
 

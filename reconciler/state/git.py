@@ -42,7 +42,7 @@ from gitdb import IStream
 from reconciler.errors import StateConflict, StateError, StateLocked
 from reconciler.model import load_json
 from reconciler.state.base import MAX_STATE_BYTES, State, StateStore, state_mac
-from reconciler.state.lease import Lease, lease_seconds
+from reconciler.state.lease import MAX_LEASE_BYTES, CorruptLease, Lease, lease_seconds
 from reconciler.state.lock import exclusive
 from reconciler.testhooks import checkpoint
 
@@ -296,14 +296,32 @@ class GitBranchStateStore(StateStore):
     # -- lock (the lease) -------------------------------------------------------------------
 
     def _lease_at(self, commit: str | None) -> Lease | None:
-        raw = self._blob(commit, self.lease_path) if commit else None
-        if raw is None:
-            return None
+        """The lease at ``commit``; ``StateError`` naming ``reconcile unlock --corrupt`` when it
+        cannot be read."""
         try:
-            data = load_json(raw)
-        except ValueError:
-            data = None
-        return Lease.from_json(data, f"git:{self.branch}:{self.lease_path}")
+            return self._read_lease(commit)
+        except CorruptLease as exc:
+            raise StateError(
+                f"git:{self.branch}:{self.lease_path}: the lock record is corrupt ({exc}); once no reconcile runs, "
+                f"remove it: reconcile unlock --corrupt --state git:{self.branch}"
+            ) from exc
+
+    def _read_lease(self, commit: str | None) -> Lease | None:
+        try:
+            entry = self.repo.commit(commit).tree / self.lease_path if commit else None
+        except KeyError:
+            entry = None
+        if entry is None:
+            return None
+        if entry.type != "blob":
+            raise CorruptLease("not a file")
+        if entry.size > MAX_LEASE_BYTES:
+            raise CorruptLease(f"{entry.size:,} bytes, more than the {MAX_LEASE_BYTES:,} a lock record may hold")
+        try:
+            data = load_json(entry.data_stream.read())
+        except ValueError as exc:
+            raise CorruptLease(f"not valid JSON: {exc}") from exc
+        return Lease.from_json(data)
 
     def _commit_lease(self, parent: str | None, lease: Lease | None, message: str) -> str:
         """Commit ``lease`` (None: no lease) on top of ``parent``, compare-and-swap."""
@@ -427,6 +445,30 @@ class GitBranchStateStore(StateStore):
                 except StateConflict:
                     continue
                 return f"released the lock of {current.describe()}"
+            raise StateConflict(f"git:{self.branch} kept moving; try again")
+
+    def unlock_corrupt(self) -> str:
+        """Remove a lock record that cannot be read (not JSON, wrong fields, not a file),
+        compare-and-swap like ``unlock``; a readable one is released by its id only."""
+        with self._mutex:
+            for _ in range(_CAS_TRIES):
+                tip = self._tip()
+                try:
+                    current = self._read_lease(tip)
+                except CorruptLease as exc:
+                    why = str(exc)
+                else:
+                    if current is None:
+                        raise StateError(f"git:{self.branch} is not locked; nothing was changed")
+                    raise StateError(
+                        f"git:{self.branch}: the lock record is not corrupt: it is held by {current.describe()}; "
+                        f"nothing was changed (if that run is gone: reconcile unlock {current.id})"
+                    )
+                try:
+                    self._commit_lease(tip, None, f"unlock by hand: a corrupt lock record\n\n{why}")
+                except StateConflict:
+                    continue  # the branch moved: look at its lock record again
+                return f"removed the corrupt lock record {self.lease_path} ({why})"
             raise StateConflict(f"git:{self.branch} kept moving; try again")
 
     # -- read -----------------------------------------------------------------------------

@@ -7,12 +7,20 @@ pushed compare-and-swap, so two runners cannot both hold it; a holder killed wit
 cannot release it, so it expires, and the next run takes it over. The holder renews it
 while it runs. ``RECONCILER_LEASE_SECONDS`` sets the lease length (default 900 s; tests use
 a short one).
+
+A lease is read from a branch anyone with push access can change, and its holder and id are
+printed (notes, the ``StateLocked`` error, the ``reconcile unlock ID`` hint). One whose fields
+hold a control character or are longer than ``MAX_FIELD_CHARS``, or whose id is not made of
+letters, digits, ``.``, ``_`` and ``-``, was not written by reconcile: it is refused as corrupt
+(``reconcile unlock --corrupt`` removes it), so nothing of it reaches a terminal or a CI log,
+and the id in the hint is one a user can paste into a shell.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -21,10 +29,14 @@ from typing import Any
 
 from reconciler.errors import StateError
 from reconciler.state.lock import this_process
+from reconciler.text import CONTROL, escape
 
 DEFAULT_SECONDS = 900.0
 MIN_SECONDS, MAX_SECONDS = 1.0, 86_400.0
 _FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+MAX_LEASE_BYTES = 64 << 10
+MAX_FIELD_CHARS = 512  # a holder is a run URL, a host and a pid; an id a uuid
+_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def lease_seconds(environ: Mapping[str, str] | None = None) -> float:
@@ -47,8 +59,9 @@ def holder_identity(environ: Mapping[str, str] | None = None) -> str:
     local = this_process()
     server, repo, run = (env.get(k, "").strip() for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
     if server and repo and run:
-        return f"{server.rstrip('/')}/{repo}/actions/runs/{run} ({local})"
-    return local
+        local = f"{server.rstrip('/')}/{repo}/actions/runs/{run} ({local})"
+    # never a lease that from_json refuses: the environment and the host name are not ours
+    return escape(local)[:MAX_FIELD_CHARS]
 
 
 def _stamp(t: float) -> str:
@@ -89,17 +102,41 @@ class Lease:
                 "taken_at": self.taken_at, "expires_at": self.expires_at}
 
     @classmethod
-    def from_json(cls, data: Any, where: str) -> Lease:
+    def from_json(cls, data: Any) -> Lease:
+        """The lease in ``data``; ``CorruptLease`` (why) for anything reconcile would not have
+        written. The reason never quotes the record: it is not ours to print."""
+        problem = _problem(data)
+        if problem:
+            raise CorruptLease(problem)
+        return cls(**{k: data[k] for k in _FIELDS})
+
+
+class CorruptLease(ValueError):
+    """A lock record that cannot be read: said by the store, with how to remove it."""
+
+
+_FIELDS = ("id", "holder", "operation", "taken_at", "expires_at")
+
+
+def _problem(data: Any) -> str:
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    missing = [k for k in _FIELDS if k not in data]
+    if missing:
+        return f"no {missing[0]!r}"
+    for k in _FIELDS:
+        value = data[k]
+        if not isinstance(value, str) or not value:
+            return f"{k!r} is not a non-empty string"
+        if len(value) > MAX_FIELD_CHARS:
+            return f"{k!r} is longer than {MAX_FIELD_CHARS} characters"
+        if CONTROL.search(value):
+            return f"{k!r} holds a control character"
+    if not _ID.fullmatch(data["id"]):
+        return "'id' is not letters, digits, '.', '_' and '-' (at most 64)"
+    for k in ("taken_at", "expires_at"):
         try:
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-            values = {k: data[k] for k in ("id", "holder", "operation", "taken_at", "expires_at")}
-            if not all(isinstance(v, str) and v for v in values.values()):
-                raise ValueError("every field must be a non-empty string")
-            _parse(values["taken_at"])
-            _parse(values["expires_at"])
-        except (KeyError, ValueError) as exc:
-            raise StateError(
-                f"{where}: the lock record is corrupt ({exc}); remove it by hand once no reconcile runs"
-            ) from exc
-        return cls(**values)
+            _parse(data[k])
+        except ValueError:
+            return f"{k!r} is not a UTC time like 2024-01-01T00:00:00Z"
+    return ""

@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reconciler.errors import StateError, StateLocked
+from reconciler.text import escape
 
 _POLL = 0.05
+_MAX_HOLDER = 300
 
 
 def this_process() -> str:
@@ -26,10 +28,14 @@ def this_process() -> str:
 
 
 def holder(lock_path: Path) -> str:
+    """Who the lock file names, escaped and bounded: anyone who can write the file could put
+    terminal controls or forged lines in it."""
     try:
-        return lock_path.read_text(encoding="utf-8").strip() or "unknown holder"
+        with open(lock_path, encoding="utf-8", errors="replace", newline="") as fh:
+            text = fh.read(_MAX_HOLDER + 1).strip()
     except OSError:
         return "unknown holder"
+    return escape(text[:_MAX_HOLDER]) or "unknown holder"
 
 
 @contextmanager
