@@ -453,7 +453,7 @@ def make_plan(
         if key in state.unverified and not gone:  # gone: only the record goes, under the guards below
             changes.append(Change(DELETE, key, uid=rec.uid, gone=gone, blocked=(
                 "recorded only by a state that is not signed with RECONCILER_STATE_KEY (an older reconcile, another "
-                "key, or a change to the state branch outside reconcile): never deleted on its word; declare it and "
+                "key, or a change to the state outside reconcile): never deleted on its word; declare it and "
                 "apply (the record is then verified), or delete it by hand")))
             continue
         if rec.protect:

@@ -82,7 +82,7 @@ def build_store(opts: Options) -> StateStore:
     else:
         name = "state.json" if opts.target == "local" else f"state-{opts.target}.json"
         path = Path(".reconciler") / name
-    return FileStateStore(path if path.is_absolute() else opts.root / path)
+    return FileStateStore(path if path.is_absolute() else opts.root / path, key=state_key(opts.environ))
 
 
 def local_db_path(opts: Options) -> Path:

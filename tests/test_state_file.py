@@ -309,3 +309,129 @@ def test_a_full_disk_while_writing_is_a_state_error_and_the_old_state_stays(tmp_
     monkeypatch.undo()
     assert store.path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temp file left behind
+
+
+# -- RECONCILER_STATE_KEY signs the file state and its journal (adversarial pass 3) ----------
+
+KEY = "a-long-random-state-key-0123456789abcdef"
+
+
+def keyed(path: Path, notes: list[str] | None = None) -> FileStateStore:
+    return FileStateStore(path, key=KEY, notify=(notes.append if notes is not None else lambda _m: None))
+
+
+def plant_line(tmp_path: Path, obj: dict, after_header: bool = False) -> None:
+    journal = tmp_path / "state.json.journal"
+    lines = journal.read_bytes().split(b"\n")
+    at = 1 if after_header else len(lines) - 1
+    lines.insert(at, json.dumps(obj).encode())
+    journal.write_bytes(b"\n".join(lines))
+
+
+def test_with_the_key_the_document_and_each_journal_line_are_signed_and_verify(tmp_path: Path) -> None:
+    notes: list[str] = []
+    store = keyed(tmp_path / "state.json", notes)
+    state = store.read()
+    store.begin(state, "start")
+    for n in ("a", "b"):
+        rec = make_record(n)
+        with_record(state, rec)
+        store.record(state, entry_put(rec), f"create {n}")
+    assert json.loads(store.path.read_text())["mac"].startswith("hmac-sha256:")
+    lines = [json.loads(x) for x in (tmp_path / "state.json.journal").read_text().splitlines()]
+    assert all(x["mac"].startswith("hmac-sha256:") for x in lines) and len({x["mac"] for x in lines}) == 3
+    again = keyed(store.path, notes).read()
+    assert len(again.records) == 2 and again.unverified == set() and notes == []
+    store.finish(state, "done")
+    assert keyed(store.path, notes).read().unverified == set() and notes == []
+
+
+@pytest.mark.parametrize("how", ["unsigned-line", "line-signed-with-another-key", "edited-line", "inserted-first"])
+def test_a_journal_line_planted_without_the_key_vouches_for_nothing(tmp_path: Path, how: str) -> None:
+    """Adversarial pass 3: a put line with the state's readable lineage and serial added a
+    record for a registry reconcile never managed, and the next apply deleted it, key or not.
+    With the key, a line that does not verify (and any after it) puts an unverified record."""
+    from reconciler.state import journal
+
+    store = keyed(started(tmp_path, "a")[0].path)
+    state = store.read()
+    store.begin(state, "start, signed")
+    rec = make_record("a")
+    with_record(state, rec)
+    store.record(state, entry_put(rec), "update a")
+    planted = entry_put(make_record("made-by-hand"))
+    if how == "unsigned-line":
+        plant_line(tmp_path, planted)
+    elif how == "line-signed-with-another-key":
+        plant_line(tmp_path, dict(planted, mac=journal.entry_mac("guess", "", planted)))
+    elif how == "edited-line":
+        path = tmp_path / "state.json.journal"
+        text = path.read_text()
+        path.write_text(text.replace('"name":"a"', '"name":"made-by-hand"').replace('"uid":"uid-a"', '"uid":"u2"'))
+    else:
+        plant_line(tmp_path, planted, after_header=True)
+    notes: list[str] = []
+    read = keyed(store.path, notes).read()
+    key = ("tenant", "OciRegistry", "made-by-hand")
+    assert key in read.records and key in read.unverified
+    if how == "inserted-first":  # the chain is broken: the honest line after it vouches for nothing either
+        assert ("tenant", "OciRegistry", "a") in read.unverified
+    assert len(notes) == 1 and "change(s) are not signed with RECONCILER_STATE_KEY" in notes[0]
+    assert KEY not in notes[0]
+    # without the key nothing is checked, as before (and nothing is said)
+    quiet: list[str] = []
+    assert key not in FileStateStore(store.path, notify=quiet.append).read().unverified and quiet == []
+
+
+@pytest.mark.parametrize("how", ["unsigned", "edited"])
+def test_an_unsigned_or_edited_file_state_is_readable_and_unverified_with_the_key(tmp_path: Path, how: str) -> None:
+    store, state = started(tmp_path, "a", "b")
+    store.finish(state, "done, without the key")
+    if how == "edited":
+        keyed(store.path).write(keyed(store.path).read(), "signed")
+        doc = json.loads(store.path.read_text())
+        doc["registries"][0]["protect"] = not doc["registries"][0]["protect"]
+        store.path.write_text(json.dumps(doc))
+    notes: list[str] = []
+    read = keyed(store.path, notes).read()
+    assert len(read.records) == 2 and read.unverified == set(read.records)
+    why = "is not signed" if how == "unsigned" else "has a signature that does not match"
+    assert len(notes) == 1 and f"state.json {why} with RECONCILER_STATE_KEY" in notes[0]
+    assert "the file was changed outside reconcile" in notes[0] and KEY not in notes[0]
+
+
+def test_a_journal_line_planted_beside_a_signed_file_state_deletes_nothing(tmp_path: Path) -> None:
+    """The reproduction of adversarial pass 3, item 13, through the CLI: the key set, the
+    default file state, a put line planted in its journal for a registry made by hand."""
+    from reconciler.model import Registry
+    from reconciler.targets.local import LocalTarget
+    from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+
+    env = {"RECONCILER_STATE_KEY": KEY}
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"a.yaml": registry_doc("HelmRegistry", "charts", "endpoint: https://c.example.com")})
+    commit_all(root)
+    assert run(root, env=env).returncode == 0
+    tenant = LocalTarget(root / ".reconciler" / "local.db", base_dir=root)
+    uid = tenant.create(Registry("HelmRegistry", "made-by-hand", "tenant",
+                                 {"endpoint": "https://hand.example.com", "auth": {"type": "noAuth"}}), {})
+    tenant.close()
+    state_path = root / ".reconciler" / "state.json"
+    doc = json.loads(state_path.read_text())
+    assert doc["mac"].startswith("hmac-sha256:")
+    planted = dict(doc["registries"][0], uid=uid, name="made-by-hand", protect=False, origin="adopted")
+    (root / ".reconciler" / "state.json.journal").write_text(
+        json.dumps({"journal": 1, "lineage": doc["lineage"], "serial": doc["serial"]}) + "\n"
+        + json.dumps({"op": "put", "record": planted}) + "\n")
+    plan = run(root, "--dry-run", env=env)
+    assert "! HelmRegistry/made-by-hand: delete blocked: recorded only by a state that is not signed" in plan.stdout, \
+        plan.stdout + plan.stderr
+    applied = run(root, env=env)
+    assert applied.returncode == 1 and "1 change blocked" in applied.stderr, applied.stdout + applied.stderr
+    assert "delete HelmRegistry/made-by-hand" not in applied.stdout
+    tenant = LocalTarget(root / ".reconciler" / "local.db", base_dir=root)
+    assert {o.name for o in tenant.list() if not o.builtin} == {"charts", "made-by-hand"}  # nothing deleted
+    tenant.close()
+    for text in (plan.stdout, plan.stderr, applied.stdout, applied.stderr, state_path.read_text()):
+        assert KEY not in text

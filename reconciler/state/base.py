@@ -163,6 +163,32 @@ def state_mac(key: str, doc: dict[str, Any]) -> str:
     return MAC_PREFIX + hmac.new(key.encode(), b"reconcile-state-v1\0" + body.encode(), hashlib.sha256).hexdigest()
 
 
+def signature_problem(key: str, data: dict[str, Any]) -> str:
+    """'' when ``data`` (a state document as read) carries its ``state_mac``; else why not."""
+    import hmac
+
+    mac = data.get("mac")
+    if isinstance(mac, str) and hmac.compare_digest(mac, state_mac(key, data)):
+        return ""
+    return "is not signed" if mac is None else "has a signature that does not match"
+
+
+def unsigned_note(where: str, why: str, changed: str) -> str:
+    """What a store says when a state it read with RECONCILER_STATE_KEY vouches for nothing;
+    ``changed``: how else it could have come about ("the branch was changed")."""
+    return (f"{where} {why} with RECONCILER_STATE_KEY (written by an older reconcile or without the key, the key "
+            f"changed, or {changed} outside reconcile): a registry it records is not deleted on its word; each "
+            "declared one is written again from its definition, and the state signed, by the next apply")
+
+
+def note(message: str) -> None:
+    """How a store tells the user something while it works (stderr, as a warning would)."""
+    import sys
+
+    sys.stderr.write(f"note: {message}\n")
+    sys.stderr.flush()
+
+
 def _missing(name: str) -> Any:
     raise ValueError(f"missing field {name!r}")
 

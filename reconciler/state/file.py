@@ -4,6 +4,13 @@ An apply records each change by appending one line to ``<state>.journal`` and fs
 (O(1) per change, see ``journal.py``); the document is rewritten at the start of the apply,
 at most every ``COMPACT_INTERVAL`` seconds during it, and once at the end. ``read``
 replays the journal onto the document, so a crash or kill at any point loses nothing.
+
+With RECONCILER_STATE_KEY (``key``) the document is signed as the git store signs its own
+(``state_mac``), and the journal's lines are chained to it (``journal.py``); a read checks
+both, and a record that no signature vouches for is unverified (``State.unverified``): never
+deleted on its word. Unlike a branch, a file has no history to bind a signature to: an older
+signed copy of the file put back in its place verifies (the in-run continuity checks of
+``StateStore`` still apply).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +28,15 @@ from reconciler.errors import StateError
 from reconciler.model import load_json
 from reconciler.secrets import read_bounded
 from reconciler.state import journal
-from reconciler.state.base import MAX_STATE_BYTES, State, StateStore
+from reconciler.state.base import (
+    MAX_STATE_BYTES,
+    State,
+    StateStore,
+    note,
+    signature_problem,
+    state_mac,
+    unsigned_note,
+)
 from reconciler.state.lock import exclusive
 from reconciler.testhooks import checkpoint
 
@@ -30,8 +45,11 @@ COMPACT_INTERVAL = 5.0  # seconds between document rewrites during a long apply
 
 
 class FileStateStore(StateStore):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, key: str | None = None, notify: Callable[[str], None] = note) -> None:
         self.path = Path(path)
+        self.key = key or None  # RECONCILER_STATE_KEY: signs what is written, checks what is read
+        self.notify = notify
+        self._chain = ""  # with a key: the mac the next journal line chains to (the document's, then each line's)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.journal_path = self.path.with_name(self.path.name + ".journal")
         self._jfd: int | None = None
@@ -101,6 +119,11 @@ class FileStateStore(StateStore):
                 f"{self.path}: state is not valid JSON ({exc}); refusing to use or overwrite it"
             ) from exc
         state = State.from_json(data, str(self.path))
+        if self.key and state.records:
+            why = signature_problem(self.key, data)
+            if why:  # anyone who can write the file could add a record for a registry we never managed
+                state.unverified = set(state.records)
+                self.notify(unsigned_note(str(self.path), why, "the file was changed"))
         try:  # bounded, regular files only: a FIFO or /dev/zero put there must not hang the run
             entries = read_bounded(self.journal_path, MAX_STATE_BYTES)
         except FileNotFoundError:
@@ -108,7 +131,15 @@ class FileStateStore(StateStore):
         except OSError as exc:
             raise StateError(f"{self.journal_path}: cannot read the state journal: {exc.strerror}") from exc
         if entries:
-            state, _ = journal.replay(state, entries, str(self.journal_path))
+            mac = data.get("mac") if isinstance(data, dict) else None
+            state, _, unsigned = journal.replay(state, entries, str(self.journal_path), self.key,
+                                                mac if isinstance(mac, str) else "")
+            if unsigned:
+                self.notify(
+                    f"{self.journal_path}: {unsigned} change(s) are not signed with RECONCILER_STATE_KEY, or follow "
+                    "one that is not (written without the key, or the journal was changed outside reconcile): a "
+                    "registry they record is not deleted on their word; each declared one is written again from its "
+                    "definition by the next apply")
         self._remember(state, str(self.path))
         return state
 
@@ -128,7 +159,10 @@ class FileStateStore(StateStore):
     # -- write ----------------------------------------------------------------------------
 
     def write(self, state: State, message: str = "") -> None:
-        data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode() + b"\n"
+        doc = state.to_json()
+        if self.key:
+            doc["mac"] = state_mac(self.key, doc)
+        data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=self.path.parent)
@@ -164,6 +198,7 @@ class FileStateStore(StateStore):
             except OSError as exc:
                 raise StateError(f"{self.journal_path}: cannot remove the folded journal: {exc.strerror}") from exc
         self._fsync_dir()
+        self._chain = str(doc.get("mac", ""))  # a journal begun now chains to this document
 
     def _fsync_dir(self) -> None:
         try:
@@ -207,7 +242,8 @@ class FileStateStore(StateStore):
         except OSError as exc:
             raise StateError(f"{self.journal_path}: cannot create the state journal: {exc.strerror}") from exc
         self._jfd = fd
-        self._append(journal.header(state))
+        head, self._chain = journal.header(state, self.key, self._chain)
+        self._append(head)
         self._fsync_dir()
         self._entries = 0
         self._folded_at = time.monotonic()
@@ -215,7 +251,8 @@ class FileStateStore(StateStore):
     def record(self, state: State, entry: dict[str, Any], message: str) -> None:
         if self._jfd is None:
             self.begin(state, message)
-        self._append(journal.line(entry))
+        data, self._chain = journal.signed(entry, self.key, self._chain)
+        self._append(data)
         self._entries += 1
         if time.monotonic() - self._folded_at >= COMPACT_INTERVAL:
             self.begin(state, message)  # rewrite the document, start a new journal

@@ -22,11 +22,9 @@ there only the in-run checks of ``StateStore`` apply.
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -41,7 +39,15 @@ from gitdb import IStream
 
 from reconciler.errors import StateConflict, StateError, StateLocked
 from reconciler.model import load_json
-from reconciler.state.base import MAX_STATE_BYTES, State, StateStore, state_mac
+from reconciler.state.base import (
+    MAX_STATE_BYTES,
+    State,
+    StateStore,
+    note,
+    signature_problem,
+    state_mac,
+    unsigned_note,
+)
 from reconciler.state.lease import MAX_LEASE_BYTES, CorruptLease, Lease, lease_seconds
 from reconciler.state.lock import exclusive
 from reconciler.testhooks import checkpoint
@@ -75,11 +81,6 @@ def _commit_interval() -> float:
     return value
 
 
-def _note(message: str) -> None:
-    sys.stderr.write(f"note: {message}\n")
-    sys.stderr.flush()
-
-
 class GitBranchStateStore(StateStore):
     def __init__(
         self,
@@ -88,7 +89,7 @@ class GitBranchStateStore(StateStore):
         remote: str = "origin",
         path: str = "state.json",
         *,
-        notify: Callable[[str], None] = _note,
+        notify: Callable[[str], None] = note,
         operation: str = "reconcile",
         key: str | None = None,
     ) -> None:
@@ -248,25 +249,17 @@ class GitBranchStateStore(StateStore):
             raise StateError(f"{where}: state is not valid JSON ({exc}); refusing to use or overwrite it") from exc
         state = State.from_json(data, where)
         if at and self.key and state.records:
-            mac = data.get("mac")
-            signed = isinstance(mac, str) and hmac.compare_digest(mac, state_mac(self.key, data))
-            if signed and not self._written_here(at, data.get("parent_commit")):
+            why = signature_problem(self.key, data)
+            if not why and not self._written_here(at, data.get("parent_commit")):
                 # a signature proves reconcile wrote the document, not that it is the latest:
                 # one pushed back on top (an older serial of this branch, another branch's or
                 # repository's with the same key) names another parent than the one it has
-                mac = "moved"
-                signed = False
-            if not signed:
+                why = "was signed on top of another commit than the one it is on"
+            if why:
                 # Anyone who can push to the branch could add a record for a registry we never
                 # managed, and the next apply would delete it: such a state vouches for nothing
                 state.unverified = set(state.records)
-                why = ("is not signed" if mac is None else "was signed on top of another commit than the one it is on"
-                       if mac == "moved" else "has a signature that does not match")
-                self.notify(
-                    f"{where} {why} with RECONCILER_STATE_KEY (written by an older reconcile or without the "
-                    f"key, the key changed, or the branch was changed outside reconcile): a registry it records is not "
-                    f"deleted on its word; each declared one is written again from its definition, and the state "
-                    f"signed, by the next apply")
+                self.notify(unsigned_note(where, why, "the branch was changed"))
         return state
 
     def _written_here(self, commit: str, parent: Any) -> bool:
