@@ -379,7 +379,8 @@ def _unlock_command() -> click.Command:
     @click.pass_context
     @handle_errors
     def unlock(ctx: click.Context, lock_id: str | None, corrupt: bool, **kwargs: Any) -> int:
-        """Release the state lock with this id, left by a run that is gone (git:BRANCH state)."""
+        """Release the state lock with this id, left by a run that is gone (git:BRANCH state);
+        --corrupt removes a lock record that cannot be read."""
         from reconciler.commands.unlock import run_unlock
 
         if corrupt == (lock_id is not None):
