@@ -414,6 +414,7 @@ class _Scripted:
         outer = self
         self.connections = 0
         self.requests: list[tuple[str, str | None]] = []
+        self.hosts: list[str] = []  # the Host header of each request
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -424,6 +425,7 @@ class _Scripted:
 
             def do_GET(self) -> None:  # noqa: N802
                 outer.requests.append((self.path, self.headers.get("Authorization")))
+                outer.hosts.append(self.headers.get("Host", ""))
                 status, headers, body = route(self.path, self.headers)
                 if status == 0:  # hang: never answer
                     time.sleep(5)
@@ -588,3 +590,73 @@ def test_credentials_never_follow_a_token_realm_off_https(realm: str):
     token_req = flow.send(httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="https://auth.example.org/t"'},
                                          request=first))
     assert token_req.url.host == "auth.example.org" and token_req.headers["Authorization"].startswith("Basic ")
+
+
+# --------------------------------------------------------------------------- hostile registries
+# Adversarial pass 3 (items 3, 6 and 8): a registry's answers are the server's word. Its
+# ``Link: rel="next"`` may name another origin (the credentials must not follow), point back
+# to itself (the listing must end), and its JSON may be nested 100,000 deep or typed wrongly
+# (one Failed registry, never an internal error).
+
+BASIC = {"type": "basic", "username": "robot", "password": {"fromEnv": "P"}}
+PLANTED = "S3cr3t-LINK-7a1"
+
+
+def _basic_sync(conn, url: str, uid: str = "h1", **extra):
+    return sync_registry(conn, uid, "OciRegistry", spec(url, base="", auth=BASIC, **extra),
+                         {"auth.password": PLANTED}, base_dir=Path("."))
+
+
+def _tags_of(conn, uid: str) -> set[tuple[str, str]]:
+    return set(conn.execute("SELECT repository, tag FROM content_oci_tags WHERE uid = ?", (uid,)))
+
+
+@pytest.mark.parametrize("listing", ["catalog", "tags"])
+@pytest.mark.parametrize("where", ["other port", "other host name", "https on another port"])
+def test_a_next_link_to_another_origin_is_not_followed(conn, scripted, listing, where):
+    other = scripted(lambda path, headers: (200, {}, {"repositories": ["stolen/x"], "tags": ["stolen"]}))
+    other_port = other.server.server_address[1]
+    state = {"hostile": False}
+
+    def route(path, headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        port = srv.server.server_address[1]
+        foreign = {"other port": f"http://127.0.0.1:{other_port}",
+                   "other host name": f"http://localhost:{port}",
+                   "https on another port": f"https://127.0.0.1:{other_port}"}[where]
+        if path.startswith("/v2/_catalog"):
+            link = {"Link": f'<{foreign}/v2/_catalog?last=a>; rel="next"'} if state["hostile"] and listing == "catalog" and "last=" not in path else {}
+            return 200, link, {"repositories": ["t/a"]}
+        link = {"Link": f'<{foreign}/v2/t/a/tags/list?last=1>; rel="next"'} if state["hostile"] and listing == "tags" and "last=" not in path else {}
+        return 200, link, {"tags": ["1"]}
+
+    srv = scripted(route)
+    assert _basic_sync(conn, srv.url).status == "Completed"
+    state["hostile"] = True
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Failed", r.message
+    assert "another origin" in r.message and "not followed" in r.message
+    host = "localhost" if where == "other host name" else f"127.0.0.1:{other_port}"
+    assert host in r.message and PLANTED not in r.message
+    assert other.connections == 0 and other.requests == []  # not even a connection
+    assert all(h.startswith("127.0.0.1:") for h in srv.hosts)  # nothing asked as another host
+    assert _tags_of(conn, "h1") == {("t/a", "1")}  # the earlier catalog is kept
+    assert catalog_summary(conn, "h1")["status"] == "Failed"
+
+
+def test_a_next_link_on_the_same_origin_is_followed_whatever_its_spelling(conn, scripted):
+    def route(path, headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        if path.startswith("/v2/_catalog"):
+            return 200, {}, {"repositories": ["t/a"]}
+        port = srv.server.server_address[1]
+        if "last=" in path:
+            return 200, {}, {"tags": ["2"]}
+        return 200, {"Link": f'<HTTP://127.0.0.1:{port}/v2/t/a/tags/list?last=1>; rel="next"'}, {"tags": ["1"]}
+
+    srv = scripted(route)
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Completed", r.message
+    assert _tags_of(conn, "h1") == {("t/a", "1"), ("t/a", "2")}

@@ -220,6 +220,7 @@ class Distribution:
             read_timeout=TIMEOUT.read or 30.0,
         )
         self._bearer = False  # set once the registry asked for tokens: use the httpx client
+        self._origin = _origin(endpoint.base)
         self._oras = threading.local()
 
     def close(self) -> None:
@@ -270,15 +271,12 @@ class Distribution:
         keep_all = not prefixes or "" in prefixes
         url: str | None = f"{self.endpoint.base}/v2/_catalog"
         params: dict[str, Any] | None = {"n": PAGE if page is None else page}
-        seen_urls: set[str] = set()
+        seen: set[str] = set()
         while url:
             resp = self._get(url, "repository catalog", params=params)
             repos = _json(resp.content, url).get("repositories") or []
             yield [r for r in repos if keep_all or any(under(r, p) for p in prefixes)]
-            url = _next_link(resp)
-            if url in seen_urls:
-                break
-            seen_urls.add(url or "")
+            url = self._follow(_next_link(resp), seen, "repository catalog")
             params = None
 
     def catalog(self, prefix: str | Sequence[str] = "", page: int | None = None) -> list[str]:
@@ -304,14 +302,13 @@ class Distribution:
         raise status_error(status, url, what)
 
     def tags(self, repo: str) -> list[str]:
-        base = self.endpoint.base
-        target: str | None = f"/v2/{quote(repo, safe='/')}/tags/list"
+        url: str | None = f"{self.endpoint.base}/v2/{quote(repo, safe='/')}/tags/list"
         what = f"repository {repo}"
+        seen: set[str] = set()
         out: list[str] = []
-        while target:
-            url = base + target
+        while url:
             try:
-                got = None if self._bearer else self._pool_get(url, target, what)
+                got = None if self._bearer else self._pool_get(url, _target(url), what)
                 if got is None:
                     resp = self._get(url, what)
                     body, nxt = resp.content, _next_link(resp)
@@ -322,20 +319,31 @@ class Distribution:
                     return out  # deleted between catalog and tags: nothing to list
                 raise
             out.extend(_json(body, url).get("tags") or [])
-            if nxt is None or not nxt.startswith(base + "/"):
-                if nxt is not None:  # another host: not through our pool
-                    return out + self._tags_via_client(nxt, what)
-                break
-            target = nxt[len(base) :]
+            url = self._follow(nxt, seen, f"tag list of {what}")
         return out
 
-    def _tags_via_client(self, url: str | None, what: str) -> list[str]:
-        out: list[str] = []
-        while url:
-            resp = self._get(url, what)
-            out.extend(_json(resp.content, url).get("tags") or [])
-            url = _next_link(resp)
-        return out
+    def _follow(self, nxt: str | None, seen: set[str], what: str) -> str | None:
+        """The next page to ask for (None: the listing is complete); raises ProbeError.
+
+        A ``Link`` is the server's word: a page on another origin (scheme, host or port) is
+        never asked for, since the client and the pool send the registry's credentials with
+        every request (httpx drops them on a cross-origin redirect, but a Link is no redirect).
+        """
+        if nxt is None:
+            return None
+        origin = _origin(nxt)
+        if origin != self._origin:
+            where = "an invalid URL" if origin is None else _origin_text(origin)
+            raise ProbeError(
+                f"the {what} at {self.endpoint.base} links its next page to another origin "
+                f"({where}): not followed, so the registry's credentials are not sent there",
+                check="content",
+            )
+        url = str(httpx.URL(nxt))
+        if url in seen:
+            return None
+        seen.add(url)
+        return url
 
     # -- manifests through oras-py
     def _oras_client(self) -> Any:
@@ -375,6 +383,28 @@ class Distribution:
                 redact(f"cannot read manifest {repo}:{ref}: {exc}", self.access.secrets)[:300],
                 check="content",
             ) from None
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of a URL, the default port filled in; None: not a URL."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        return None
+    scheme = parsed.scheme.lower()
+    port = parsed.port or {"http": 80, "https": 443}.get(scheme, 0)
+    return scheme, parsed.host.lower(), port
+
+
+def _origin_text(origin: tuple[str, str, int]) -> str:
+    scheme, host, port = origin
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}"
+
+
+def _target(url: str) -> str:
+    """The request target (path and query) of an absolute URL, percent-encoded."""
+    return httpx.URL(url).raw_path.decode("ascii")
 
 
 def _next_link(resp: httpx.Response) -> str | None:
