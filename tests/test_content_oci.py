@@ -11,8 +11,8 @@ import pytest
 
 from reconciler.content import catalog_summary, ensure_schema, oci, sync_registry
 from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
-from tests.support.http_server import QuietHTTPServer
 from tests.support.oci_registry import PASSWORD, USER, oci_basic, oci_plain, oci_tls  # noqa: F401
+from tests.support.scripted_server import ScriptedServer as _Scripted
 
 pytestmark = pytest.mark.registry
 
@@ -402,59 +402,7 @@ def test_bearer_challenge_flow():
 
 
 # --------------------------------------------------------------------------- the tags pool
-# A scripted registry: ``route(path, headers) -> (status, headers, body)``; HTTP/1.1
-# keep-alive unless the route asks to drop the connection after answering.
-
-
-class _Scripted:
-    def __init__(self, route) -> None:
-        import http.server
-        import threading
-
-        outer = self
-        self.connections = 0
-        self.requests: list[tuple[str, str | None]] = []
-        self.hosts: list[str] = []  # the Host header of each request
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                outer.connections += 1
-
-            def do_GET(self) -> None:  # noqa: N802
-                outer.requests.append((self.path, self.headers.get("Authorization")))
-                outer.hosts.append(self.headers.get("Host", ""))
-                status, headers, body = route(self.path, self.headers)
-                if status == 0:  # hang: never answer
-                    time.sleep(5)
-                    self.close_connection = True
-                    return
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                for k, v in headers.items():
-                    if k != "x-drop":
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                if headers.get("x-drop"):  # close without announcing it: a stale keep-alive
-                    self.close_connection = True
-
-            def log_message(self, *a: object) -> None:
-                pass
-
-        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        ).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+# A scripted registry (tests/support/scripted_server.py).
 
 
 @pytest.fixture
@@ -660,3 +608,81 @@ def test_a_next_link_on_the_same_origin_is_followed_whatever_its_spelling(conn, 
     r = _basic_sync(conn, srv.url)
     assert r.status == "Completed", r.message
     assert _tags_of(conn, "h1") == {("t/a", "1"), ("t/a", "2")}
+
+
+def _endless(link_for, *, limit: int = 300, delay: float = 0.0):
+    """A registry with one repository ``t/a`` whose answers link on (``link_for(path)``) for
+    its first ``limit`` requests: without the guards a sync would loop, so ``limit`` bounds
+    the test even when they are broken."""
+    count = {"n": 0}
+
+    def route(path, headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        count["n"] += 1
+        if delay:
+            time.sleep(delay)
+        link = link_for(path)
+        headers = {"Link": f'<{link}>; rel="next"'} if link and count["n"] <= limit else {}
+        if path.startswith("/v2/_catalog"):
+            return 200, headers, {"repositories": ["t/a"]}
+        return 200, headers, {"tags": [f"v{count['n']}"]}
+
+    return route
+
+
+def _asked(srv, what: str) -> int:
+    return sum(what in path for path, _ in srv.requests)
+
+
+def test_a_tags_list_linking_to_itself_fails_and_ends(conn, scripted):
+    """Item 6: ``tags/list`` answering ``Link: </v2/t/a/tags/list?last=v1>`` on every page
+    was asked 50,000 times in 30 s and never ended (the state lock held all the while)."""
+    srv = scripted(_endless(lambda p: "/v2/t/a/tags/list?last=v1" if "tags" in p else None))
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Failed", r.message
+    assert "links back to a page it already served" in r.message and "repository t/a" in r.message
+    assert _asked(srv, "tags/list") == 2  # the first page and the linked one, asked once
+
+
+def test_a_catalog_link_loop_fails_not_counts_twice(conn, scripted):
+    def link(path):
+        if "_catalog" not in path:
+            return None
+        return "/v2/_catalog?p=b" if "p=a" in path else "/v2/_catalog?p=a"
+
+    srv = scripted(_endless(link))
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Failed" and "repository catalog" in r.message and "loops" in r.message, r.message
+    assert _asked(srv, "_catalog") == 3  # first, a, b; a again is refused
+
+
+def test_pages_of_one_listing_are_capped(conn, scripted, monkeypatch):
+    monkeypatch.setattr(oci, "MAX_PAGES", 5)
+    srv = scripted(_endless(lambda p: f"/v2/t/a/tags/list?last={time.monotonic_ns()}" if "tags" in p else None))
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Failed" and "more than 5 pages" in r.message, r.message
+    assert _asked(srv, "tags/list") == 5
+
+
+def test_a_deadline_ends_an_endless_listing(conn, scripted):
+    """``reconcile sync --timeout`` on the local target: the deadline is checked before each
+    request (test_sync_local checks the command end to end)."""
+    srv = scripted(_endless(lambda p: f"/v2/t/a/tags/list?last={time.monotonic_ns()}" if "tags" in p else None,
+                            delay=0.05, limit=200))
+    t0 = time.monotonic()
+    r = sync_registry(conn, "d1", "OciRegistry", spec(srv.url, base=""), {}, base_dir=Path("."),
+                      deadline=time.monotonic() + 1.0)
+    took = time.monotonic() - t0
+    assert r.status == "Failed" and "deadline (--timeout) passed" in r.message, r.message
+    assert took < 4, took
+    assert _asked(srv, "tags/list") < 40
+
+
+def test_a_deadline_caps_a_request_that_hangs(conn, scripted):
+    srv = scripted(lambda path, headers: (200, {}, {}) if path == "/v2/" else (0, {}, b""))
+    t0 = time.monotonic()
+    r = sync_registry(conn, "d2", "OciRegistry", spec(srv.url, base=""), {}, base_dir=Path("."),
+                      deadline=time.monotonic() + 0.5)
+    assert r.status == "Failed" and "deadline" in r.message, r.message
+    assert time.monotonic() - t0 < 3  # not the 30 s read timeout

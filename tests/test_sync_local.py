@@ -204,3 +204,76 @@ def test_a_token_no_header_can_carry_fails_that_registry_only(tmp_path: Path, he
     table = rows(res)
     assert table["charts"][2] == "Completed" and table["tok"][2] == "Failed"
     assert "bearer token cannot" in res.stdout and token not in res.stdout + res.stderr
+
+
+# --------------------------------------------------------------------------- hostile registries
+
+
+@pytest.fixture
+def scripted():
+    from tests.support.scripted_server import ScriptedServer
+
+    made: list[ScriptedServer] = []
+
+    def make(route):
+        made.append(ScriptedServer(route))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def _with_hostile_oci(tmp_path: Path, helm, url: str) -> Path:
+    """A repository declaring the good Helm registry and an OCI registry at ``url``, applied."""
+    root = tmp_path / "hostile"
+    init_repo(root)
+    write_defs(root, {"r.yaml": "---\n".join([
+        registry_doc("HelmRegistry", "charts", f"""
+            endpoint: {helm.url}
+            auth: {{type: basic, username: {HELM_USER}, password: {{fromEnv: HELM_PW}}}}
+        """),
+        registry_doc("OciRegistry", "evil", f"""
+            endpoint: {url}
+            provider: helm
+            baseContentPath: t
+            sync: true
+            auth: {{type: basic, username: robot, password: {{fromEnv: OCI_PW}}}}
+        """),
+    ])})
+    commit_all(root)
+    res = run(root, env=ENV)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return root
+
+
+def test_sync_timeout_bounds_the_local_content_sync(tmp_path: Path, helm, scripted):
+    """Adversarial pass 3, item 6: `sync --timeout` did not bound the local content sync, so a
+    registry whose tags/list pages never end kept the run (and the state lock) for ever. Its
+    pages here are slow and end after 300, which bounds the test if the deadline is broken."""
+    import time
+
+    count = {"n": 0}
+
+    def route(path, headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        if path.startswith("/v2/_catalog"):
+            return 200, {}, {"repositories": ["t/a"]}
+        count["n"] += 1
+        time.sleep(0.05)
+        link = {"Link": f'</v2/t/a/tags/list?last={count["n"]}>; rel="next"'} if count["n"] < 300 else {}
+        return 200, link, {"tags": [f"v{count['n']}"]}
+
+    srv = scripted(route)
+    root = _with_hostile_oci(tmp_path, helm, srv.url)
+    t0 = time.monotonic()
+    res = run(root, "sync", "--timeout", "2", env=ENV)
+    took = time.monotonic() - t0
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "internal error" not in res.stderr
+    table = rows(res)
+    assert table["evil"][2] == "Failed" and "deadline (--timeout) passed" in res.stdout, res.stdout
+    assert took < 12, took
+    assert count["n"] < 100
+    assert PASSWORD not in res.stdout + res.stderr

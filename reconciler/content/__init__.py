@@ -43,26 +43,34 @@ def sync_registry(
     base_dir: Path,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    deadline: float | None = None,
 ) -> SyncResult:
-    """Fetch the registry's content and store its catalog under ``uid``; commits."""
+    """Fetch the registry's content and store its catalog under ``uid``; commits.
+
+    ``deadline`` (a ``time.monotonic()`` value): no request starts after it, and no socket
+    wait is longer than the time left when its request started; the sync then fails, keeping
+    the earlier catalog."""
     ensure_schema(conn)
     if kind == "HelmRegistry":
         from reconciler.content import helm
 
         return helm.sync(
-            conn, uid, spec, secrets, base_dir=Path(base_dir), force=force, progress=progress
+            conn, uid, spec, secrets, base_dir=Path(base_dir), force=force, progress=progress,
+            deadline=deadline,
         )
     if kind == "OciRegistry":
         from reconciler.content import oci
 
         return oci.sync(
-            conn, uid, spec, secrets, base_dir=Path(base_dir), force=force, progress=progress
+            conn, uid, spec, secrets, base_dir=Path(base_dir), force=force, progress=progress,
+            deadline=deadline,
         )
     if kind == "PackRegistry":
         from reconciler.content import pack
 
         return pack.sync(
-            conn, uid, spec, secrets, base_dir=Path(base_dir), force=force, progress=progress
+            conn, uid, spec, secrets, base_dir=Path(base_dir), force=force, progress=progress,
+            deadline=deadline,
         )
     raise ValueError(f"unknown registry kind {kind!r}")
 

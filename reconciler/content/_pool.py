@@ -112,14 +112,19 @@ class ConnectionPool:
         self.close()
 
     # -- requests
-    def get(self, target: str) -> Response:
-        """GET ``target`` (path and query); raises OSError / http.client.HTTPException."""
+    def get(self, target: str, *, timeout: float | None = None) -> Response:
+        """GET ``target`` (path and query); raises OSError / http.client.HTTPException.
+
+        ``timeout``: no socket wait of this request is longer (the caller's deadline)."""
         attempt = stale = 0
+        read = self.read_timeout if timeout is None else min(self.read_timeout, timeout)
         while True:
             conn, reused = self._checkout()
             try:
                 if conn is None:
                     conn = self._new()
+                assert conn.sock is not None
+                conn.sock.settimeout(read)
                 conn.request("GET", target, headers=self.headers)
                 resp = conn.getresponse()
                 body = resp.read()

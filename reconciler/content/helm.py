@@ -43,8 +43,10 @@ from reconciler.content.http import (
     build_access,
     describe_error,
     make_client,
+    request_timeout,
     status_error,
     strip_userinfo,
+    time_left,
 )
 from reconciler.content.result import SyncResult
 from reconciler.errors import redact
@@ -94,6 +96,7 @@ def fetch_index(
     last_modified: str | None = None,
     max_bytes: int = MAX_INDEX_BYTES,
     progress: Progress = None,
+    deadline: float | None = None,
 ) -> Fetched:
     """GET the index, streamed into one buffer; raises ProbeError on any failure."""
     headers: dict[str, str] = {}
@@ -103,7 +106,8 @@ def fetch_index(
         headers["If-Modified-Since"] = last_modified
     body = bytearray()
     try:
-        with client.stream("GET", url, headers=headers) as resp:
+        left = time_left(deadline, url)
+        with client.stream("GET", url, headers=headers, timeout=request_timeout(left)) as resp:
             if resp.status_code == 304:
                 return Fetched(304, body, etag, last_modified)
             if resp.status_code != 200:
@@ -120,6 +124,7 @@ def fetch_index(
                 progress(f"downloading {strip_userinfo(url)}{size}")
             hasher = hashlib.sha256()
             for chunk in resp.iter_bytes():
+                time_left(deadline, url)  # a slow trickle of bytes is bounded too
                 body += chunk
                 hasher.update(chunk)
                 if len(body) > max_bytes:
@@ -136,6 +141,7 @@ def fetch_index(
     except ProbeError:
         raise
     except (httpx.HTTPError, OSError) as exc:
+        time_left(deadline, url)  # timed out by the deadline: say so
         raise describe_error(exc, url) from None
 
 
@@ -448,6 +454,7 @@ def sync(
     base_dir: Path,
     force: bool = False,
     progress: Progress = None,
+    deadline: float | None = None,
 ) -> SyncResult:
     url = index_url(spec)
     prev = catalog.previous(conn, uid, KIND)
@@ -464,6 +471,7 @@ def sync(
                 etag=validators["etag"] if validators else None,
                 last_modified=validators["last_modified"] if validators else None,
                 progress=progress,
+                deadline=deadline,
             )
     except ProbeError as exc:
         return _failed(conn, uid, url, str(exc), access.secrets, prev)

@@ -12,6 +12,7 @@ import functools
 import os
 import socket
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,29 @@ def make_client(access: Access, *, pool: int = 10) -> httpx.Client:
         follow_redirects=True,
         trust_env=False,
     )
+
+
+def time_left(deadline: float | None, url: str) -> float | None:
+    """Seconds until ``deadline`` (None: no deadline); raises ProbeError once it has passed.
+
+    ``reconcile sync --timeout`` on the local target: the sync runs in this process, so it is
+    bounded here, before each request and by capping each request's timeouts."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ProbeError(
+            f"the sync's deadline (--timeout) passed before {strip_userinfo(url)} was read",
+            check="reach",
+        )
+    return left
+
+
+def request_timeout(left: float | None) -> httpx.Timeout:
+    """TIMEOUT, no part of it longer than ``left`` seconds."""
+    if left is None:
+        return TIMEOUT
+    return httpx.Timeout(min(TIMEOUT.read or 30.0, left), connect=min(TIMEOUT.connect or 5.0, left))
 
 
 def check_resolves(url: str) -> None:

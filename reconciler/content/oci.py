@@ -61,8 +61,10 @@ from reconciler.content.http import (
     build_access,
     describe_error,
     make_client,
+    request_timeout,
     status_error,
     strip_userinfo,
+    time_left,
 )
 from reconciler.content.result import SyncResult
 from reconciler.errors import redact
@@ -74,6 +76,10 @@ PAGE = 1000
 # per request, 200 repositories x 5 tags, idle 2 cores: x4 0.26, x8 0.15, x16 0.093-0.098, x32 0.08
 # of a serial client; 16 keeps a registry's concurrent requests from one client modest
 WORKERS = 16
+# pages of one listing (the catalog, or one repository's tags) followed at most: 5,000 catalog
+# pages of PAGE are 5 million repositories, and a registry whose links never end must not keep
+# a sync (and the state lock) for ever
+MAX_PAGES = 5000
 ORAS_TIMEOUT = 30.0
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
@@ -192,9 +198,17 @@ class Distribution:
     the ``tags/list`` fan-out goes through ``self.pool`` (stdlib keep-alive connections).
     """
 
-    def __init__(self, endpoint: Endpoint, access: Access, *, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        access: Access,
+        *,
+        workers: int | None = None,
+        deadline: float | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.access = access
+        self.deadline = deadline  # time.monotonic(): no request starts or waits past it
         self.workers = workers = WORKERS if workers is None else max(1, workers)
         auth = (
             RegistryAuth(access.username, access.password) if access.username is not None else None
@@ -234,9 +248,13 @@ class Distribution:
         self.close()
 
     def _get(self, url: str, what: str, **kw: Any) -> httpx.Response:
+        left = time_left(self.deadline, url)
+        if left is not None:
+            kw["timeout"] = request_timeout(left)
         try:
             resp = self.client.get(url, **kw)
         except (httpx.HTTPError, OSError) as exc:
+            time_left(self.deadline, url)  # timed out by the deadline: say so
             raise describe_error(exc, url, self.access.secrets) from None
         if resp.status_code != 200:
             raise status_error(resp.status_code, url, what)
@@ -245,9 +263,11 @@ class Distribution:
     def ping(self) -> None:
         """``GET /v2/``: reachable, TLS verified, credentials accepted."""
         url = f"{self.endpoint.base}/v2/"
+        left = time_left(self.deadline, url)
         try:
-            resp = self.client.get(url)
+            resp = self.client.get(url, timeout=request_timeout(left))
         except (httpx.HTTPError, OSError) as exc:
+            time_left(self.deadline, url)
             raise describe_error(exc, url, self.access.secrets) from None
         if resp.status_code == 401 and self.access.username is None:
             raise ProbeError(
@@ -285,9 +305,11 @@ class Distribution:
 
     def _pool_get(self, url: str, target: str, what: str) -> tuple[bytes, str | None] | None:
         """``(body, next url)`` of a 200 through the pool; None: ask the httpx client."""
+        left = time_left(self.deadline, url)
         try:
-            resp = self.pool.get(target)
+            resp = self.pool.get(target, timeout=left)
         except (OSError, http.client.HTTPException) as exc:
+            time_left(self.deadline, url)
             raise _pool_error(exc, url, self.access.secrets) from None
         status = resp.status
         if status == 200:
@@ -328,7 +350,8 @@ class Distribution:
         A ``Link`` is the server's word: a page on another origin (scheme, host or port) is
         never asked for, since the client and the pool send the registry's credentials with
         every request (httpx drops them on a cross-origin redirect, but a Link is no redirect).
-        """
+        A page asked for before, or more than MAX_PAGES pages, ends the listing as a failure:
+        a catalog cut short is not stored as if it were complete."""
         if nxt is None:
             return None
         origin = _origin(nxt)
@@ -341,7 +364,17 @@ class Distribution:
             )
         url = str(httpx.URL(nxt))
         if url in seen:
-            return None
+            raise ProbeError(
+                f"the {what} at {self.endpoint.base} links back to a page it already served "
+                f"({_target(url)}): the listing loops",
+                check="content",
+            )
+        if len(seen) + 1 >= MAX_PAGES:
+            raise ProbeError(
+                f"the {what} at {self.endpoint.base} has more than {MAX_PAGES} pages: refused "
+                "as endless",
+                check="content",
+            )
         seen.add(url)
         return url
 
@@ -373,6 +406,7 @@ class Distribution:
 
     def manifest(self, repo: str, ref: str) -> dict[str, Any]:
         target = f"{self.endpoint.host}/{repo}:{ref}"
+        time_left(self.deadline, f"{self.endpoint.base}/v2/{repo}/manifests/{ref}")
         try:
             manifest: dict[str, Any] = self._oras_client().get_manifest(
                 target, allowed_media_type=list(MANIFEST_TYPES)
@@ -561,6 +595,7 @@ def sync(
     base_dir: Path,
     force: bool = False,
     progress: Progress = None,
+    deadline: float | None = None,
 ) -> SyncResult:
     endpoint = parse_endpoint(str(spec.get("endpoint") or ""))
     prefixes = base_prefixes(endpoint, spec)
@@ -573,7 +608,7 @@ def sync(
                 "ECR credentials are not supported by the local content sync", check="config"
             )
         access = build_access(spec, secrets, base_dir, https=endpoint.https)
-        with Distribution(endpoint, access) as dist:
+        with Distribution(endpoint, access, deadline=deadline) as dist:
             listing = list_content(
                 dist,
                 [prefix for _, prefix in prefixes],

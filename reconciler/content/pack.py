@@ -25,7 +25,9 @@ from reconciler.content.http import (
     build_access,
     describe_error,
     make_client,
+    request_timeout,
     status_error,
+    time_left,
 )
 from reconciler.content.result import SyncResult
 from reconciler.errors import redact
@@ -41,20 +43,26 @@ def base_url(spec: Mapping[str, Any]) -> str:
     return endpoint.rstrip("/")
 
 
-def check(client: httpx.Client, url: str, secrets: tuple[str, ...]) -> None:
+def check(
+    client: httpx.Client, url: str, secrets: tuple[str, ...], deadline: float | None = None
+) -> None:
     try:
-        resp = client.get(url + "/")
+        resp = client.get(url + "/", timeout=request_timeout(time_left(deadline, url)))
     except (httpx.HTTPError, OSError) as exc:
+        time_left(deadline, url)
         raise describe_error(exc, url, secrets) from None
     if resp.status_code in (401, 403) or resp.status_code >= 500:
         raise status_error(resp.status_code, url)
 
 
-def list_packs(client: httpx.Client, url: str) -> set[tuple[str, str]] | None:
+def list_packs(
+    client: httpx.Client, url: str, deadline: float | None = None
+) -> set[tuple[str, str]] | None:
     """(name, version) pairs, or None when the server offers no listing we know."""
     for path in ("/v1/packs", "/v2/_catalog"):
+        left = time_left(deadline, url + path)
         try:
-            resp = client.get(url + path)
+            resp = client.get(url + path, timeout=request_timeout(left))
             if resp.status_code != 200:
                 continue
             doc = resp.json()
@@ -101,6 +109,7 @@ def sync(
     base_dir: Path,
     force: bool = False,
     progress: Progress = None,
+    deadline: float | None = None,
 ) -> SyncResult:
     url = base_url(spec)
     prev = catalog.previous(conn, uid, KIND)
@@ -108,10 +117,10 @@ def sync(
     try:
         access = _access(spec, secrets, base_dir)
         with make_client(access, pool=1) as client:
-            check(client, url, access.secrets)
+            check(client, url, access.secrets, deadline)
             if progress:
                 progress(f"listing packs at {url}")
-            packs = list_packs(client, url)
+            packs = list_packs(client, url, deadline)
     except ProbeError as exc:
         return catalog.failed(conn, uid, KIND, redact(str(exc), values), prev, url)
 

@@ -92,6 +92,7 @@ class LocalTarget(Target):
         self.progress = progress
         self.read_only = read_only
         self._lock = threading.Lock()
+        self._deadline: float | None = None  # time.monotonic() by which a content sync ends
         # #9.40: a read-only target (dry-run, status) writes nothing, not even the built-ins:
         # they are the profile's, held in memory, and a missing database is an empty tenant
         self._builtins = [
@@ -278,6 +279,10 @@ class LocalTarget(Target):
             content.ensure_schema(self.conn)
             content.delete_catalog(self.conn, uid)
 
+    def set_deadline(self, seconds: float) -> None:
+        # the content sync runs here, in this process: `sync --timeout` bounds it between requests
+        self._deadline = time.monotonic() + max(0.0, seconds)
+
     def sync(self, kind: str, uid: str, *, force: bool = False, secrets: Secrets | None = None) -> None:
         from reconciler import content
 
@@ -288,7 +293,7 @@ class LocalTarget(Target):
             content.ensure_schema(self.conn)
         result = content.sync_registry(
             self.conn, uid, kind, reg.spec, dict(secrets or {}), base_dir=self.base_dir, force=force,
-            progress=self.progress,
+            progress=self.progress, deadline=self._deadline,
         )
         ok = result.status.lower() not in ("failed", "error")
         detail = {"counts": dict(result.counts), "added": len(result.added), "removed": len(result.removed),
