@@ -213,8 +213,9 @@ TRICKY = [
     b"    - name: a\n      version: 1.0.0\nserverInfo:\n  contextPath: /v3\n",
     # entries mapping indented by 4 (valid YAML, not our layout)
     b"apiVersion: v1\nentries:\n    a:\n    - name: a\n      version: 1.0.0\n",
-    # document marker + anchors across charts
-    b"---\napiVersion: v1\nentries:\n  a:\n  - &e\n    name: a\n    version: 1.0.0\n  b:\n  - *e\n",
+    # document marker + an anchor no alias uses (an alias is refused: test_yaml_aliases_are_refused)
+    b"---\napiVersion: v1\nentries:\n  a:\n  - &e\n    name: a\n    version: 1.0.0\n  b:\n  - name: b\n"
+    b"    version: 2.0.0\n",
     # quoted chart name and flow entry
     b'apiVersion: v1\nentries:\n  "c":\n  - {name: c, version: 3.0.0}\n'
     b"  d:\n  - {name: d, version: 4.0.0}\n",
@@ -230,6 +231,50 @@ TRICKY = [
 @pytest.mark.parametrize("doc", [FLOW, *TRICKY], ids=lambda d: str(hash(d) % 1000))
 def test_irregular_layouts_match_libyaml(doc):
     assert helm.parse_index(doc) == helm.parse_full(doc)
+
+
+def _alias_bomb(charts: int, aliases: int) -> bytes:
+    """Adversarial pass 3, item 7: each chart aliases one list of ``aliases`` aliases of one
+    entry (the reproduction's 20,000 x 2,000 was 257 KB, 62 s and 4 GB)."""
+    head = [b"apiVersion: v1", b"x: &e {version: 1.0.0, name: c}",
+            b"l: &L [" + b", ".join([b"*e"] * aliases) + b"]", b"entries:"]
+    return b"\n".join(head + [b"  c%d: *L" % i for i in range(charts)]) + b"\n"
+
+
+ALIASED = {
+    "bomb": _alias_bomb(2000, 200),
+    "across charts": b"---\napiVersion: v1\nentries:\n  a:\n  - &e\n    name: a\n    version: 1.0.0\n"
+                     b"  b:\n  - *e\n",
+    "merge key in a block": b"apiVersion: v1\nentries:\n  a:\n  - &e\n    name: a\n    version: 1.0.0\n"
+                            b"  - <<: *e\n    version: 1.0.1\n",
+}
+
+
+@pytest.mark.parametrize("name", list(ALIASED))
+def test_yaml_aliases_are_refused_and_the_catalog_kept(conn, repo, name):
+    repo.write_index(index_for(repo.root, [("kept", "1.0.0", "1")]))
+    assert sync(conn, repo.url).status == "Completed"
+    repo.write_index(ALIASED[name])
+    with pytest.raises(helm.ProbeError, match="uses YAML aliases"):
+        helm.parse_index(ALIASED[name])
+    r = sync(conn, repo.url)
+    assert r.status == "Failed" and "index.yaml uses YAML aliases" in r.message, r.message
+    assert conn.execute("SELECT chart, version FROM content_helm_versions").fetchall() == [("kept", "1.0.0")]
+    assert catalog_summary(conn, UID)["status"] == "Failed"
+
+
+@pytest.mark.parametrize("nest", [b"[" * 2000 + b"]" * 2000, b"{a: " * 2000 + b"}" * 2000, b"\n  - " + b"- " * 2000 + b"x"],
+                         ids=["flow sequences", "flow mappings", "block sequences"])
+def test_deep_nesting_is_refused_not_a_crash(conn, repo, nest):
+    """2,000 levels raised RecursionError (exit 3); 100,000 crashed the process in libyaml's
+    composer (test_sync_local runs that one in its own process)."""
+    repo.write_index(b"apiVersion: v1\nentries:\n  c: " + nest + b"\n")
+    r = sync(conn, repo.url)
+    assert r.status == "Failed" and f"nests collections more than {helm.MAX_DEPTH} deep" in r.message, r.message
+    # what Helm writes is far from the bound
+    repo.write_index(b"apiVersion: v1\nentries:\n  c:\n  - name: c\n    version: 1.0.0\n"
+                     b"    maintainers: [{name: a, email: [x, {y: [z]}]}]\n")
+    assert sync(conn, repo.url).status == "Completed"
 
 
 def test_flow_style_index_syncs_via_full_parse(conn, repo):

@@ -277,3 +277,36 @@ def test_sync_timeout_bounds_the_local_content_sync(tmp_path: Path, helm, script
     assert took < 12, took
     assert count["n"] < 100
     assert PASSWORD not in res.stdout + res.stderr
+
+
+def _helm_bomb(kind: str) -> bytes:
+    if kind == "aliases":  # adversarial pass 3, item 7 (its 20,000 x 2,000: 62 s and 4 GB)
+        head = [b"apiVersion: v1", b"x: &e {version: 1.0.0, name: c}",
+                b"l: &L [" + b", ".join([b"*e"] * 1000) + b"]", b"entries:"]
+        return b"\n".join(head + [b"  c%d: *L" % i for i in range(4000)]) + b"\n"
+    return b"apiVersion: v1\nentries:\n  c: " + b"[" * 100_000 + b"]" * 100_000 + b"\n"  # crashed libyaml
+
+
+@pytest.mark.parametrize("kind", ["aliases", "nesting"])
+def test_a_hostile_helm_index_fails_that_registry_only(tmp_path: Path, helm, kind):
+    bomb_root = tmp_path / "bomb"
+    bomb_root.mkdir()
+    with HelmRepo(bomb_root) as bomb:
+        bomb.write_index(_helm_bomb(kind))
+        root = tmp_path / "repo"
+        init_repo(root)
+        write_defs(root, {"r.yaml": "---\n".join([
+            registry_doc("HelmRegistry", "charts", f"""
+                endpoint: {helm.url}
+                auth: {{type: basic, username: {HELM_USER}, password: {{fromEnv: HELM_PW}}}}
+            """),
+            registry_doc("HelmRegistry", "bomb", f"endpoint: {bomb.url}"),
+        ])})
+        commit_all(root)
+        assert run(root, env=ENV).returncode == 0
+        res = run(root, "sync", "--timeout", "20", env=ENV, timeout=40)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "internal error" not in res.stderr
+    table = rows(res)
+    assert table["charts"][2] == "Completed" and table["bomb"][2] == "Failed", res.stdout
+    assert ("uses YAML aliases" if kind == "aliases" else "nests collections") in res.stdout
