@@ -686,3 +686,71 @@ def test_a_deadline_caps_a_request_that_hangs(conn, scripted):
                       deadline=time.monotonic() + 0.5)
     assert r.status == "Failed" and "deadline" in r.message, r.message
     assert time.monotonic() - t0 < 3  # not the 30 s read timeout
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+HOSTILE = {  # item 8: each was an internal error (exit 3) or a wrong catalog
+    "deep": (DEEP, "did not return JSON"),
+    "deep in the field": (b'{"repositories": ' + DEEP + b', "tags": ' + DEEP + b"}", "did not return JSON"),
+    "integer of 5,000 digits": (b'{"repositories": [' + b"9" * 5000 + b'], "tags": [' + b"9" * 5000 + b"]}",
+                                "did not return JSON"),
+    "not UTF-8": (b'{"repositories": ["\xff"], "tags": ["\xff"]}', "did not return JSON"),
+    "a list": (b'["t/a"]', "did not return a JSON object"),
+    "non-strings": (json.dumps({"repositories": [{"a": 1}, 5, None], "tags": [1, {"x": 2}, None]}).encode(),
+                    "is not a list of strings"),
+    "a string": (json.dumps({"repositories": "t/a", "tags": "v1"}).encode(), "is not a list of strings"),
+}
+
+
+@pytest.mark.parametrize("listing", ["catalog", "tags"])
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_json_answer_fails_that_registry(conn, scripted, listing, case):
+    body, expected = HOSTILE[case]
+
+    def route(path, headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        if path.startswith("/v2/_catalog"):
+            return 200, {}, body if listing == "catalog" else {"repositories": ["t/a"]}
+        return 200, {}, body if listing == "tags" else {"tags": ["1"]}
+
+    srv = scripted(route)
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Failed", r.message
+    assert expected in r.message and ("tags/list" in r.message) == (listing == "tags"), r.message
+    assert PLANTED not in r.message
+
+
+def test_null_tags_are_no_tags(conn, scripted):
+    """docker-registry answers ``"tags": null`` once every tag of a repository is deleted."""
+    srv = scripted(lambda path, headers: (200, {}, {"repositories": ["t/a"]} if "_catalog" in path
+                                          else {"name": "t/a", "tags": None} if "tags" in path else {}))
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Completed" and r.counts == {"repositories": 1, "tags": 0}, r.message
+
+
+@pytest.mark.parametrize("answer", [b'["tok"]', b'{"token": 5}', b'{"token": "tok with space"}',
+                                    b'{"token": "tok\\u00e9"}', b'{"token": ' + DEEP + b"}", b"not json"],
+                         ids=["list", "number", "space", "non-ascii", "deep", "not-json"])
+def test_a_token_answer_that_is_no_token_fails_cleanly(conn, scripted, answer):
+    """RegistryAuth called ``body.get`` on a token answer that may be a JSON list (an
+    AttributeError), and a token no header can carry was httpx's UnicodeEncodeError."""
+    def route(path, headers):
+        if path.startswith("/token"):
+            return 200, {}, answer
+        realm = f'Bearer realm="{srv.url}/token",service="reg",scope="registry:catalog:*"'
+        return 401, {"WWW-Authenticate": realm}, {"errors": []}
+
+    srv = scripted(route)
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Failed", r.message
+    assert "token service" in r.message and "without a usable token" in r.message, r.message
+    assert PLANTED not in r.message and "tok" not in r.message.replace("token", "")
+
+
+@pytest.mark.parametrize("manifest", [[], {"config": [1]}, {"annotations": ["io.spectrocloud.x", 5]},
+                                      {"layers": [5, {"annotations": [1]}, {"annotations": {"org.opencontainers."
+                                                                                            "image.title": 7}}]},
+                                      {"artifactType": 5, "config": {"mediaType": ["spectrocloud"]}}])
+def test_pack_layout_reads_a_malformed_manifest_as_other(manifest):
+    assert oci.pack_layout("r", manifest) == "other"

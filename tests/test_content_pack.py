@@ -69,3 +69,30 @@ def test_unreachable(conn, tmp_path):
     srv.close()
     r = sync_registry(conn, "p3", "PackRegistry", spec(url), {}, base_dir=tmp_path)
     assert r.status == "Failed" and "cannot connect" in r.message
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000 + b"]" * 100_000,  # RecursionError escaped list_packs' (HTTPError, OSError, ValueError)
+    b'{"items": [{"name": "a", "version": ' + b"9" * 5000 + b"}]}",  # Python 3.11's int limit: ValueError
+], ids=["deep", "long-integer"])
+def test_a_hostile_pack_listing_is_no_listing_not_a_crash(conn, tmp_path, body):
+    with HelmRepo(tmp_path / "r") as srv:
+        (srv.root / "v1").mkdir()
+        (srv.root / "v1" / "packs").write_bytes(body)
+        r = sync_registry(conn, "p4", "PackRegistry", spec(srv.url), {}, base_dir=tmp_path)
+    assert r.status == "Completed" and "no pack listing" in r.message, r.message
+
+
+def test_pack_names_and_versions_that_are_no_text_are_skipped(conn, tmp_path):
+    deep = [[[]]]
+    for _ in range(900):  # str() of this raised RecursionError
+        deep = [deep]
+    with HelmRepo(tmp_path / "r") as srv:
+        (srv.root / "v1").mkdir()
+        (srv.root / "v1" / "packs").write_text(json.dumps({"items": [
+            {"name": "ok", "versions": ["1.0", 2, deep, {"version": {"x": 1}}, None, True]},
+            {"name": deep, "version": "1"}, {"name": ["a"]}, "stray",
+        ]}))
+        r = sync_registry(conn, "p5", "PackRegistry", spec(srv.url), {}, base_dir=tmp_path)
+    assert r.status == "Completed", r.message
+    assert sorted(r.added) == ["ok@1.0", "ok@2"]

@@ -310,3 +310,36 @@ def test_a_hostile_helm_index_fails_that_registry_only(tmp_path: Path, helm, kin
     table = rows(res)
     assert table["charts"][2] == "Completed" and table["bomb"][2] == "Failed", res.stdout
     assert ("uses YAML aliases" if kind == "aliases" else "nests collections") in res.stdout
+
+
+@pytest.mark.parametrize("mode", ["catalog-deep", "tags-deep", "catalog-nonstr", "tags-nonstr", "tags-otherhost"])
+def test_a_hostile_oci_registry_fails_that_registry_only(tmp_path: Path, helm, scripted, mode):
+    """Adversarial pass 3, items 3 and 8 end to end (its evil_oci.py): each of these was an
+    internal error for the whole run (exit 3), or sent the registry's credentials elsewhere."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    other = scripted(lambda path, headers: (200, {}, {"tags": ["stolen"]}))
+
+    def route(path, headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        if path.startswith("/v2/_catalog"):
+            body = {"catalog-deep": deep, "catalog-nonstr": {"repositories": [{"a": 1}, 5, None]}}
+            return 200, {}, body.get(mode, {"repositories": ["t/app"]})
+        if mode == "tags-otherhost" and "x=1" not in path:
+            return 200, {"Link": f'<{other.url}/v2/t/app/tags/list?x=1>; rel="next"'}, {"tags": ["v1"]}
+        body = {"tags-deep": b'{"tags":' + deep + b"}", "tags-nonstr": {"tags": [1, {"x": 2}, None, ["l"]]}}
+        return 200, {}, body.get(mode, {"tags": ["v1"]})
+
+    srv = scripted(route)
+    root = _with_hostile_oci(tmp_path, helm, srv.url)
+    res = run(root, "sync", env=ENV)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "internal error" not in res.stderr, res.stderr
+    table = rows(res)
+    assert table["charts"][2] == "Completed" and table["evil"][2] == "Failed", res.stdout
+    assert "sync failed for: OciRegistry/evil (Failed)" in res.stderr
+    assert other.requests == [] and other.connections == 0
+    assert PASSWORD not in res.stdout + res.stderr
+    status = run(root, "status", "--format", "json", env=ENV)
+    evil = next(r for r in json.loads(status.stdout)["registries"] if r["name"] == "evil")
+    assert "stolen" not in json.dumps(evil)

@@ -55,6 +55,7 @@ import httpx
 from reconciler.content import catalog
 from reconciler.content._pool import ConnectionPool, Response
 from reconciler.content.http import (
+    JSON_ERRORS,
     TIMEOUT,
     Access,
     ProbeError,
@@ -69,6 +70,7 @@ from reconciler.content.http import (
 from reconciler.content.result import SyncResult
 from reconciler.errors import redact
 from reconciler.model import base_paths
+from reconciler.text import header_safe
 
 KIND = "OciRegistry"
 PAGE = 1000
@@ -180,11 +182,19 @@ class RegistryAuth(httpx.Auth):
         token_resp.read()
         try:
             body = token_resp.json()
-        except ValueError:
-            return
-        token = body.get("token") or body.get("access_token")
-        if not token:
-            return
+        except JSON_ERRORS:
+            body = None
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not isinstance(token, str) or not header_safe(token):
+            # the token service's word: a JSON list, a number, a token that cannot go in a
+            # header (httpx raised UnicodeEncodeError deep inside) are no token; the value is
+            # not shown
+            raise ProbeError(
+                f"the registry's token service ({realm_scheme or '?'}://{realm_host or '?'}) "
+                "answered HTTP 200 without a usable token",
+                check="credentials",
+                status=401,
+            )
         with self._lock:
             self._tokens[scope_key] = token
         request.headers["Authorization"] = f"Bearer {token}"
@@ -294,7 +304,7 @@ class Distribution:
         seen: set[str] = set()
         while url:
             resp = self._get(url, "repository catalog", params=params)
-            repos = _json(resp.content, url).get("repositories") or []
+            repos = _strings(_json(resp.content, url), "repositories", url)
             yield [r for r in repos if keep_all or any(under(r, p) for p in prefixes)]
             url = self._follow(_next_link(resp), seen, "repository catalog")
             params = None
@@ -340,7 +350,7 @@ class Distribution:
                 if exc.status == 404:
                     return out  # deleted between catalog and tags: nothing to list
                 raise
-            out.extend(_json(body, url).get("tags") or [])
+            out.extend(_strings(_json(body, url), "tags", url))
             url = self._follow(nxt, seen, f"tag list of {what}")
         return out
 
@@ -466,9 +476,29 @@ def _pool_next_link(resp: Response, url: str) -> str | None:
 def _json(body: bytes, url: str) -> dict[str, Any]:
     try:
         data = json.loads(body) if body else {}
-    except ValueError:
+    except JSON_ERRORS:
         raise ProbeError(f"{strip_userinfo(url)} did not return JSON", check="content") from None
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        raise ProbeError(f"{strip_userinfo(url)} did not return a JSON object", check="content")
+    return data
+
+
+def _strings(doc: Mapping[str, Any], key: str, url: str) -> list[str]:
+    """``doc[key]`` as a list of strings (null or absent: none); raises ProbeError.
+
+    A list holding anything else is refused, not filtered: a repository or tag that cannot
+    be named cannot be listed, and a catalog that silently lacks it is worse than a Failed
+    sync that keeps the last good one."""
+    value = doc.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProbeError(
+            f"{strip_userinfo(url)} did not return a valid listing ({key!r} is not a list of "
+            "strings)",
+            check="content",
+        )
+    return value
 
 
 def _pool_error(exc: BaseException, url: str, secrets: tuple[str, ...]) -> ProbeError:
@@ -486,22 +516,33 @@ def _pool_error(exc: BaseException, url: str, secrets: tuple[str, ...]) -> Probe
 
 
 def pack_layout(repo: str, manifest: Mapping[str, Any]) -> str:
-    """``pack:<rule>`` when the manifest looks like a Spectro Cloud pack, else ``other``."""
+    """``pack:<rule>`` when the manifest looks like a Spectro Cloud pack, else ``other``.
+
+    The manifest is the registry's JSON: a field of another type than the spec's is read as
+    absent (a list for ``config`` was an AttributeError, an internal error)."""
+    if not isinstance(manifest, Mapping):
+        return "other"
+    config = _mapping(manifest.get("config"))
     media = " ".join(
-        str(x)
-        for x in (manifest.get("artifactType"), (manifest.get("config") or {}).get("mediaType"))
-        if x
+        x for x in (manifest.get("artifactType"), config.get("mediaType")) if isinstance(x, str)
     )
     if "spectrocloud" in media or "spectro-pack" in media:
         return "pack:mediaType"
-    for key in manifest.get("annotations") or {}:
-        if key.startswith(("io.spectrocloud.", "com.spectrocloud.", "spectrocloud.com/")):
+    for key in _mapping(manifest.get("annotations")):
+        if isinstance(key, str) and key.startswith(
+            ("io.spectrocloud.", "com.spectrocloud.", "spectrocloud.com/")
+        ):
             return "pack:annotation"
-    for layer in manifest.get("layers") or []:
-        title = (layer.get("annotations") or {}).get("org.opencontainers.image.title", "")
-        if title == "pack.json" or title.endswith("/pack.json"):
+    layers = manifest.get("layers")
+    for layer in layers if isinstance(layers, list) else []:
+        title = _mapping(_mapping(layer).get("annotations")).get("org.opencontainers.image.title")
+        if isinstance(title, str) and (title == "pack.json" or title.endswith("/pack.json")):
             return "pack:pack.json"
     return "other"
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 # --------------------------------------------------------------------------- listing

@@ -20,6 +20,7 @@ import httpx
 
 from reconciler.content import catalog
 from reconciler.content.http import (
+    JSON_ERRORS,
     Access,
     ProbeError,
     build_access,
@@ -66,12 +67,13 @@ def list_packs(
             if resp.status_code != 200:
                 continue
             doc = resp.json()
-        except (httpx.HTTPError, OSError, ValueError):
-            continue
+        except (httpx.HTTPError, OSError, *JSON_ERRORS):
+            time_left(deadline, url + path)
+            continue  # not a listing we know (a body nested 100,000 deep was an internal error)
         if path == "/v2/_catalog":
             repos = doc.get("repositories") if isinstance(doc, dict) else None
             if isinstance(repos, list):
-                return {(str(r), "") for r in repos}
+                return {(name, "") for name in map(_text, repos) if name}
             continue
         items = doc.get("items", doc.get("packs")) if isinstance(doc, dict) else doc
         if isinstance(items, list):
@@ -79,20 +81,33 @@ def list_packs(
     return None
 
 
+def _text(value: Any) -> str | None:
+    """A name or version as text; None for anything but a string or a number (a nested
+    list from the server is no name, and ``str()`` of one a thousand deep raised
+    RecursionError)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    return str(value)
+
+
 def _pairs(items: list[Any]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for item in items:
-        if not isinstance(item, Mapping) or not item.get("name"):
+        if not isinstance(item, Mapping):
             continue
-        name = str(item["name"])
+        name = _text(item.get("name"))
+        if not name:
+            continue
         versions = item.get("versions") or item.get("tags")
         if isinstance(versions, list):
-            out.extend(
-                (name, str(v.get("version", v.get("tag", "")) if isinstance(v, Mapping) else v))
-                for v in versions
-            )
+            for v in versions:
+                if isinstance(v, Mapping):
+                    v = v.get("version", v.get("tag", ""))
+                version = _text(v)
+                if version is not None:
+                    out.append((name, version))
         else:
-            out.append((name, str(item.get("version") or item.get("tag") or "")))
+            out.append((name, _text(item.get("version") or item.get("tag") or "") or ""))
     return out
 
 
