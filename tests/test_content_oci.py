@@ -754,3 +754,17 @@ def test_a_token_answer_that_is_no_token_fails_cleanly(conn, scripted, answer):
                                       {"artifactType": 5, "config": {"mediaType": ["spectrocloud"]}}])
 def test_pack_layout_reads_a_malformed_manifest_as_other(manifest):
     assert oci.pack_layout("r", manifest) == "other"
+
+
+def test_a_next_link_that_is_no_url_is_not_followed(conn, scripted):
+    def route(path, headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        if path.startswith("/v2/_catalog"):
+            return 200, {}, {"repositories": ["t/a"]}
+        return 200, {"Link": '</v2/t/a/tags/list?last=\x1b[2J>; rel="next"'}, {"tags": ["1"]}
+
+    srv = scripted(route)
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Failed" and "a URL that is not valid: not followed" in r.message, r.message
+    assert "\x1b" not in r.message and len(srv.requests) == 3

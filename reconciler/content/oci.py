@@ -218,7 +218,7 @@ class Distribution:
     ) -> None:
         self.endpoint = endpoint
         self.access = access
-        self.deadline = deadline  # time.monotonic(): no request starts or waits past it
+        self.deadline = deadline  # time.monotonic(): no request starts after it
         self.workers = workers = WORKERS if workers is None else max(1, workers)
         auth = (
             RegistryAuth(access.username, access.password) if access.username is not None else None
@@ -365,14 +365,20 @@ class Distribution:
         if nxt is None:
             return None
         origin = _origin(nxt)
-        if origin != self._origin:
-            where = "an invalid URL" if origin is None else _origin_text(origin)
+        if origin is None:
             raise ProbeError(
-                f"the {what} at {self.endpoint.base} links its next page to another origin "
-                f"({where}): not followed, so the registry's credentials are not sent there",
+                f"the {what} at {self.endpoint.base} links its next page to a URL that is not "
+                "valid: not followed",
                 check="content",
             )
-        url = str(httpx.URL(nxt))
+        if origin != self._origin:
+            raise ProbeError(
+                f"the {what} at {self.endpoint.base} links its next page to another origin "
+                f"({_origin_text(origin)}): not followed, so the registry's credentials are not "
+                "sent there",
+                check="content",
+            )
+        url = strip_userinfo(str(httpx.URL(nxt)))  # percent-encoded; no user:password@ of its own
         if url in seen:
             raise ProbeError(
                 f"the {what} at {self.endpoint.base} links back to a page it already served "
