@@ -1139,7 +1139,9 @@ def definitions_present(root: Path, ref: str | None = None) -> bool:
         rel = Path(os.path.relpath((Path(root) / DEFINITIONS_DIR).resolve(), work)).as_posix()
         try:
             return bool((resolve_commit(repo, ref).tree / rel).type == "tree")
-        except (KeyError, git.BadName, git.BadObject, ValueError):
+        except (KeyError, git.BadName, git.BadObject, ValueError, BrokenPipeError, git.GitCommandError):
+            # a git process that died on the repository (a bad config line) may give any of the
+            # last two, depending on when it died: the caller asks discover_git, which says why
             return False
     finally:
         repo.close()

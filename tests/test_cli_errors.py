@@ -468,3 +468,18 @@ def test_internal_error_traceback_with_any_verbosity(monkeypatch: pytest.MonkeyP
     assert "Traceback (most recent call last)" in res.output and "in boom" in res.output
     quiet = CliRunner().invoke(cli.main, ["status", "--dir", str(root)])
     assert quiet.exit_code == 3 and "Traceback" not in quiet.output
+
+
+@pytest.mark.parametrize("died", [BrokenPipeError, lambda: __import__("git").GitCommandError("cat-file", 128)])
+def test_a_git_process_that_dies_early_is_left_to_discover_git_to_explain(tmp_path: Path, monkeypatch, died):
+    """Whether gitpython's git process died before or after it was written to decides what it
+    raises (the flake the test above once showed: a broken pipe taken for a closed stdout, a
+    silent exit 1): either way the presence check says no, and discover_git says git's words."""
+    from reconciler import loader
+
+    def dead(repo, ref):
+        raise died()
+
+    root = _repo(tmp_path)
+    monkeypatch.setattr(loader, "resolve_commit", dead)
+    assert loader.definitions_present(root, "HEAD") is False
