@@ -227,6 +227,16 @@ def load_json(raw: str | bytes) -> Any:
         raise ValueError("nested too deeply") from exc
 
 
+def load_json_object(text: str | None) -> dict[str, Any] | None:
+    """The JSON object ``text`` holds; None when it is empty or does not decode to one (a
+    hand-edited database row of what only informs: sync details, catalog counts)."""
+    try:
+        value = load_json(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def decode_spec(text: str) -> Any:
     """``json.loads(text)``: the text we write (``canonical_json``) decodes in one step;
     anything else (white space around it, extra data, invalid JSON) goes to ``json.loads``

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.content.result import SyncResult
-from reconciler.model import load_json
+from reconciler.model import load_json_object
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS content_sync (
@@ -160,17 +160,7 @@ def record(
 
 
 def stored_counts(prev: Mapping[str, Any] | None) -> dict[str, Any]:
-    return _counts(prev["counts"]) if prev else {}
-
-
-def _counts(text: str | None) -> dict[str, Any]:
-    """The counts a row stores; none when they do not decode to an object (a hand-edited
-    database): they only inform."""
-    try:
-        counts = load_json(text or "{}")
-    except ValueError:
-        return {}
-    return counts if isinstance(counts, dict) else {}
+    return (load_json_object(prev["counts"]) or {}) if prev else {}
 
 
 def summary(conn: sqlite3.Connection, uid: str) -> dict[str, Any]:
@@ -179,7 +169,7 @@ def summary(conn: sqlite3.Connection, uid: str) -> dict[str, Any]:
     if row is None:
         return {}
     out: dict[str, Any] = {"kind": row["kind"]}
-    out.update(_counts(row["counts"]))
+    out.update(load_json_object(row["counts"]) or {})
     out.update(
         status=row["status"],
         message=row["message"],

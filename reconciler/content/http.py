@@ -26,10 +26,6 @@ from reconciler.secrets import MAX_CA_FILE, path_problem
 from reconciler.text import header_safe
 
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
-# what parsing JSON from the network may raise: ValueError (JSONDecodeError, a body that is
-# not UTF-8, and Python 3.11's plain ValueError for an integer of more than 4,300 digits) and
-# RecursionError (arrays nested some thousands deep: a few KB of "[")
-JSON_ERRORS = (ValueError, RecursionError)
 USER_AGENT = "reconcile-content/0.1"
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import functools
 import http.client
-import json
 import re
 import socket
 import sqlite3
@@ -55,7 +54,6 @@ import httpx
 from reconciler.content import catalog
 from reconciler.content._pool import ConnectionPool, Response
 from reconciler.content.http import (
-    JSON_ERRORS,
     TIMEOUT,
     Access,
     ProbeError,
@@ -69,7 +67,7 @@ from reconciler.content.http import (
 )
 from reconciler.content.result import SyncResult
 from reconciler.errors import redact
-from reconciler.model import base_paths
+from reconciler.model import base_paths, load_json
 from reconciler.text import header_safe
 
 KIND = "OciRegistry"
@@ -181,8 +179,8 @@ class RegistryAuth(httpx.Auth):
             return
         token_resp.read()
         try:
-            body = token_resp.json()
-        except JSON_ERRORS:
+            body = load_json(token_resp.content)
+        except ValueError:
             body = None
         token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
         if not isinstance(token, str) or not header_safe(token):
@@ -481,8 +479,8 @@ def _pool_next_link(resp: Response, url: str) -> str | None:
 
 def _json(body: bytes, url: str) -> dict[str, Any]:
     try:
-        data = json.loads(body) if body else {}
-    except JSON_ERRORS:
+        data = load_json(body) if body else {}
+    except ValueError:  # not JSON, nested some thousands deep, an integer of 4,300 digits (load_json)
         raise ProbeError(f"{strip_userinfo(url)} did not return JSON", check="content") from None
     if not isinstance(data, dict):
         raise ProbeError(f"{strip_userinfo(url)} did not return a JSON object", check="content")

@@ -20,7 +20,6 @@ import httpx
 
 from reconciler.content import catalog
 from reconciler.content.http import (
-    JSON_ERRORS,
     Access,
     ProbeError,
     build_access,
@@ -32,6 +31,7 @@ from reconciler.content.http import (
 )
 from reconciler.content.result import SyncResult
 from reconciler.errors import redact
+from reconciler.model import load_json
 
 KIND = "PackRegistry"
 Progress = Callable[[str], None] | None
@@ -66,8 +66,8 @@ def list_packs(
             resp = client.get(url + path, timeout=request_timeout(left))
             if resp.status_code != 200:
                 continue
-            doc = resp.json()
-        except (httpx.HTTPError, OSError, *JSON_ERRORS):
+            doc = load_json(resp.content)
+        except (httpx.HTTPError, OSError, ValueError):
             time_left(deadline, url + path)
             continue  # not a listing we know (a body nested 100,000 deep was an internal error)
         if path == "/v2/_catalog":

@@ -23,7 +23,7 @@ from reconciler.model import (
     ObservedRegistry,
     Registry,
     key_str,
-    load_json,
+    load_json_object,
     observed_from_json,
     observed_registry,
     stored_spec,
@@ -322,17 +322,8 @@ class LocalTarget(Target):
             return SyncStatus(status="", message="never synced")
         status, message, last_synced, last_run, detail = row
         return SyncStatus(status=status, message=message, last_synced=last_synced, last_run=last_run,
-                          detail=_detail(detail))
+                          detail=load_json_object(detail))
 
     def close(self) -> None:
         self.conn.close()
 
-
-def _detail(text: str | None) -> Mapping[str, object] | None:
-    """A sync's stored detail; none when it does not decode to an object (a hand-edited
-    database): it only informs."""
-    try:
-        detail = load_json(text) if text else None
-    except ValueError:
-        return None
-    return detail if isinstance(detail, dict) else None
