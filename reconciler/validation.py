@@ -13,7 +13,6 @@ Settings, built-in defaults of the profile, VerteX FIPS policy) and the legacy-P
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -154,18 +153,11 @@ def _tls(spec: Mapping[str, Any]) -> dict[str, Any]:
     return tls
 
 
-def _copy(value: Any) -> Any:
-    """Deep copy of plain YAML data (dicts, lists, scalars): copy.deepcopy, several times faster."""
-    if type(value) is dict:
-        return {k: _copy(v) for k, v in value.items()}
-    if type(value) is list:
-        return [_copy(v) for v in value]
-    return copy.deepcopy(value) if isinstance(value, (dict, list)) else value
-
-
 def canonical_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     """Our spec with defaults filled and a fixed key order; secrets stay references."""
-    auth = _copy(dict(spec.get("auth") or {"type": "noAuth"}))
+    # the document's own values, not copies: this run built them for this registry alone, and a
+    # spec is never changed in place (see Registry.fingerprint)
+    auth = dict(spec.get("auth") or {"type": "noAuth"})
     if kind == "OciRegistry":
         return {
             "endpoint": spec["endpoint"],
@@ -186,7 +178,7 @@ def canonical_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
             "fips": bool(spec.get("fips", False)),
         }
         if "requiredCharts" in spec:
-            out["requiredCharts"] = _copy(list(spec["requiredCharts"]))
+            out["requiredCharts"] = list(spec["requiredCharts"])
         return out
     if kind == "PackRegistry":
         return {
