@@ -768,3 +768,87 @@ def test_a_next_link_that_is_no_url_is_not_followed(conn, scripted):
     r = _basic_sync(conn, srv.url)
     assert r.status == "Failed" and "a URL that is not valid: not followed" in r.message, r.message
     assert "\x1b" not in r.message and len(srv.requests) == 3
+
+
+# --------------------------------------------------------------------------- bounded answers
+# A registry's answer is read up to http.MAX_ANSWER_BYTES and for at most
+# http.MAX_ANSWER_SECONDS (or until --timeout's deadline): the httpx client (catalog) and the
+# pool (tags/list) alike. Both limits are made small here.
+
+def _streamed(listing: str, body, headers=None):
+    def route(path, _headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        if path.startswith("/v2/_catalog"):
+            return (200, headers or {}, body) if listing == "catalog" else (200, {}, {"repositories": ["t/a"]})
+        return (200, headers or {}, body) if listing == "tags" else (200, {}, {"tags": ["1"]})
+
+    return route
+
+
+def _flood(total: int):
+    def write(wfile):
+        chunk = b'{"tags": ["' + b"x" * 65_000
+        sent = 0
+        while sent < total:  # bounded: the client hangs up at the limit, or this ends
+            wfile.write(chunk)
+            sent += len(chunk)
+
+    return write
+
+
+@pytest.mark.parametrize("listing", ["catalog", "tags"])
+@pytest.mark.parametrize("declared", [False, True], ids=["streamed", "content-length"])
+def test_an_answer_over_the_size_limit_fails_that_registry(conn, scripted, monkeypatch, listing, declared):
+    """A registry (or anything at its address) answering without end filled the runner's
+    memory: the catalog through httpx and each tags/list through the pool read every byte."""
+    from reconciler.content import http as content_http
+
+    monkeypatch.setattr(content_http, "MAX_ANSWER_BYTES", 256 * 1024)
+    monkeypatch.setattr(oci, "MAX_ANSWER_BYTES", 256 * 1024)
+    total = 4 * 1024 * 1024
+    headers = {"Content-Length": str(total)} if declared else {}
+    srv = scripted(_streamed(listing, _flood(total), headers))
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Failed", r.message
+    assert "262144-byte limit" in r.message and ("tags/list" in r.message) == (listing == "tags"), r.message
+
+
+@pytest.mark.parametrize("listing", ["catalog", "tags"])
+def test_a_trickling_answer_is_cut_at_its_time_limit(conn, scripted, monkeypatch, listing):
+    """A byte every 0.1 s never trips the 30 s read timeout: without a bound on the whole
+    answer, a sync with no --timeout never ended (and held the state lock)."""
+    from reconciler.content import http as content_http
+
+    monkeypatch.setattr(content_http, "MAX_ANSWER_SECONDS", 1.0)
+
+    def trickle(wfile):
+        wfile.write(b'{"repositories": ["t/a"], "tags": ["')
+        wfile.flush()
+        for _ in range(60):  # 6 s at most: the test ends even when the bound is broken
+            time.sleep(0.1)
+            wfile.write(b"x")
+            wfile.flush()
+        wfile.write(b'"]}')
+
+    srv = scripted(_streamed(listing, trickle))
+    t0 = time.monotonic()
+    r = _basic_sync(conn, srv.url)
+    took = time.monotonic() - t0
+    assert r.status == "Failed", r.message
+    assert "still answering when its time ran out" in r.message or "timed out" in r.message, r.message
+    assert took < 3.5, took
+
+
+def test_a_large_answer_within_the_limit_is_read_whole(conn, scripted, monkeypatch):
+    """The limit refuses only what passes it: 20,000 tags in one chunked answer are listed."""
+    tags = [f"v{i}" for i in range(20_000)]
+    body = json.dumps({"name": "t/a", "tags": tags}).encode()
+
+    def write(wfile):
+        for i in range(0, len(body), 4096):
+            wfile.write(body[i:i + 4096])
+
+    srv = scripted(_streamed("tags", write))
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Completed" and r.counts == {"repositories": 1, "tags": 20_000}, r.message

@@ -96,3 +96,20 @@ def test_pack_names_and_versions_that_are_no_text_are_skipped(conn, tmp_path):
         r = sync_registry(conn, "p5", "PackRegistry", spec(srv.url), {}, base_dir=tmp_path)
     assert r.status == "Completed", r.message
     assert sorted(r.added) == ["ok@1.0", "ok@2"]
+
+
+def test_a_pack_listing_over_the_answer_limit_fails_and_keeps_the_catalog(conn, tmp_path, monkeypatch):
+    """list_packs read a listing of any size into memory (``resp.content``)."""
+    from reconciler.content import http as content_http
+
+    with HelmRepo(tmp_path / "r") as srv:
+        (srv.root / "v1").mkdir()
+        (srv.root / "v1" / "packs").write_text(json.dumps({"items": [{"name": "a", "version": "1"}]}))
+        first = sync_registry(conn, "p6", "PackRegistry", spec(srv.url), {}, base_dir=tmp_path)
+        assert first.status == "Completed" and first.added == ["a@1"], first.message
+        monkeypatch.setattr(content_http, "MAX_ANSWER_BYTES", 64 * 1024)
+        (srv.root / "v1" / "packs").write_text(json.dumps({"items": [{"name": f"p{i}", "version": "1"}
+                                                                     for i in range(10_000)]}))
+        r = sync_registry(conn, "p6", "PackRegistry", spec(srv.url), {}, base_dir=tmp_path)
+    assert r.status == "Failed" and "65536-byte limit" in r.message, r.message
+    assert catalog_summary(conn, "p6")["packs"] == 1  # the last good listing is kept

@@ -13,6 +13,8 @@ headers, read the whole body, keep the connection if the server allows it.
   closed by the server is retried at once on a fresh one; a refused/reset connection is
   retried ``retries`` times with a short backoff. Timeouts and TLS errors are not retried.
 - Thread-safe: connections are checked out exclusively; at most ``size`` are kept idle.
+- A body is read in chunks: no larger than ``max_bytes``, complete by ``until``
+  (``reconciler.content.http.read_answer``), each socket wait cut to the time left.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+
+from reconciler.content.http import read_answer
+
+CHUNK = 1 << 16
 
 RETRYABLE = (
     http.client.RemoteDisconnected,
@@ -112,10 +118,13 @@ class ConnectionPool:
         self.close()
 
     # -- requests
-    def get(self, target: str, *, timeout: float | None = None) -> Response:
-        """GET ``target`` (path and query); raises OSError / http.client.HTTPException.
+    def get(self, target: str, *, timeout: float | None = None, until: float | None = None,
+            max_bytes: int | None = None, url: str = "") -> Response:
+        """GET ``target`` (path and query); raises OSError / http.client.HTTPException, and
+        ProbeError for a body over ``max_bytes`` or not complete at ``until`` (monotonic).
 
-        ``timeout``: no socket wait of this request is longer (the caller's deadline)."""
+        ``timeout``: no socket wait of this request is longer (the caller's deadline);
+        ``url``: the request's URL, as messages name it."""
         attempt = stale = 0
         read = self.read_timeout if timeout is None else min(self.read_timeout, timeout)
         while True:
@@ -124,10 +133,16 @@ class ConnectionPool:
                 if conn is None:
                     conn = self._new()
                 assert conn.sock is not None
-                conn.sock.settimeout(read)
+                sock = conn.sock
+                sock.settimeout(read)
                 conn.request("GET", target, headers=self.headers)
-                resp = conn.getresponse()
-                body = resp.read()
+                resp = conn.getresponse()  # closes conn (not sock) when the server will close
+                if until is None and max_bytes is None:
+                    body = resp.read()
+                else:
+                    body = read_answer(_chunks(resp, sock, read, until), url or f"{self.host}{target}",
+                                       time.monotonic() + 1e9 if until is None else until,
+                                       resp.getheader("Content-Length"), max_bytes)
             except RETRYABLE:
                 if conn is not None:
                     conn.close()
@@ -148,3 +163,14 @@ class ConnectionPool:
             else:
                 self._checkin(conn)
             return Response(resp.status, resp.headers, body)
+
+
+def _chunks(resp: http.client.HTTPResponse, sock: socket.socket, read: float, until: float | None) -> Iterator[bytes]:
+    """The body of ``resp`` in chunks, no socket wait past ``until``."""
+    while True:
+        if until is not None:
+            sock.settimeout(max(0.001, min(read, until - time.monotonic())))
+        chunk = resp.read1(CHUNK)  # what has arrived (read waits for CHUNK bytes or the end)
+        if not chunk:
+            return
+        yield chunk

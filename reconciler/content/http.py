@@ -13,7 +13,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,14 @@ from reconciler.text import header_safe
 
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 USER_AGENT = "reconcile-content/0.1"
+# One answer of a registry's API (a catalog page, a tag list, a token, a Pack listing): the
+# largest real one is a few MB (100,000 tags of 30 characters); a registry that sends more,
+# or keeps sending, must not exhaust the runner's memory. Helm indexes have their own limit.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+# ... nor keep one request going for ever: TIMEOUT bounds each socket wait, so a trickle of a
+# byte every 29 s never ends without a bound on the whole answer (and --timeout's deadline,
+# when given, is the tighter of the two)
+MAX_ANSWER_SECONDS = 300.0
 
 
 class ProbeError(Exception):
@@ -170,6 +178,48 @@ def time_left(deadline: float | None, url: str) -> float | None:
             check="reach",
         )
     return left
+
+
+def answer_deadline(deadline: float | None) -> float:
+    """When the answer of a request starting now must be complete: ``MAX_ANSWER_SECONDS``
+    from now, or the sync's deadline (``--timeout``) if that comes first."""
+    cap = time.monotonic() + MAX_ANSWER_SECONDS
+    return cap if deadline is None else min(cap, deadline)
+
+
+def read_answer(chunks: Iterable[bytes], url: str, until: float, declared: str | None = None,
+                max_bytes: int | None = None) -> bytes:
+    """The body of one API answer from ``chunks``, refused (ProbeError) once it passes
+    ``max_bytes`` (``MAX_ANSWER_BYTES``), or declares more in ``declared`` (Content-Length),
+    or is still arriving at ``until`` (``answer_deadline``)."""
+    limit = MAX_ANSWER_BYTES if max_bytes is None else max_bytes
+    where = strip_userinfo(url)
+    if declared and declared.strip().isdigit() and int(declared) > limit:
+        raise ProbeError(f"{where} answered {int(declared)} bytes, over the {limit}-byte limit of an answer",
+                         check="content")
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise ProbeError(f"{where} answered more than the {limit}-byte limit of an answer", check="content")
+        if time.monotonic() >= until:
+            raise ProbeError(f"{where} was still answering when its time ran out (at most "
+                             f"{MAX_ANSWER_SECONDS:.0f} s, or the sync's --timeout): refused", check="reach")
+    return bytes(body)
+
+
+def get_answer(client: httpx.Client, url: str, *, deadline: float | None = None, read_body: bool = True,
+               **kw: Any) -> tuple[httpx.Response, bytes]:
+    """GET ``url``: the response (status, headers, links; its body unread) and, for a 200
+    when ``read_body``, the body read by ``read_answer``; any other body is never read.
+    httpx errors are the caller's to describe."""
+    left = time_left(deadline, url)
+    until = answer_deadline(deadline)
+    with client.stream("GET", url, timeout=request_timeout(left), **kw) as resp:
+        body = b""
+        if resp.status_code == 200 and read_body:
+            body = read_answer(resp.iter_bytes(), url, until, resp.headers.get("Content-Length"))
+        return resp, body
 
 
 def request_timeout(left: float | None) -> httpx.Timeout:

@@ -54,13 +54,16 @@ import httpx
 from reconciler.content import catalog
 from reconciler.content._pool import ConnectionPool, Response
 from reconciler.content.http import (
+    MAX_ANSWER_BYTES,
     TIMEOUT,
     Access,
     ProbeError,
+    answer_deadline,
     build_access,
     describe_error,
+    get_answer,
     make_client,
-    request_timeout,
+    read_answer,
     status_error,
     strip_userinfo,
     time_left,
@@ -80,6 +83,7 @@ WORKERS = 16
 # pages of PAGE are 5 million repositories, and a registry whose links never end must not keep
 # a sync (and the state lock) for ever
 MAX_PAGES = 5000
+MAX_TOKEN_BYTES = 1024 * 1024  # a token service's answer: a JWT is a few KB
 ORAS_TIMEOUT = 30.0
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
@@ -177,6 +181,9 @@ class RegistryAuth(httpx.Auth):
         token_resp = yield token_req
         if token_resp.status_code != 200:
             return
+        # httpx reads this answer again once the flow moves on (a stream read here would be
+        # consumed twice), so only a declared length is refused before it is read
+        read_answer((), realm, answer_deadline(None), token_resp.headers.get("Content-Length"), MAX_TOKEN_BYTES)
         token_resp.read()
         try:
             body = load_json(token_resp.content)
@@ -255,25 +262,22 @@ class Distribution:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _get(self, url: str, what: str, **kw: Any) -> httpx.Response:
-        left = time_left(self.deadline, url)
-        if left is not None:
-            kw["timeout"] = request_timeout(left)
+    def _get(self, url: str, what: str, **kw: Any) -> tuple[httpx.Response, bytes]:
+        """A 200 and its body (``get_answer``: bounded in size and time); raises ProbeError."""
         try:
-            resp = self.client.get(url, **kw)
+            resp, body = get_answer(self.client, url, deadline=self.deadline, **kw)
         except (httpx.HTTPError, OSError) as exc:
             time_left(self.deadline, url)  # timed out by the deadline: say so
             raise describe_error(exc, url, self.access.secrets) from None
         if resp.status_code != 200:
             raise status_error(resp.status_code, url, what)
-        return resp
+        return resp, body
 
     def ping(self) -> None:
         """``GET /v2/``: reachable, TLS verified, credentials accepted."""
         url = f"{self.endpoint.base}/v2/"
-        left = time_left(self.deadline, url)
         try:
-            resp = self.client.get(url, timeout=request_timeout(left))
+            resp, _ = get_answer(self.client, url, deadline=self.deadline, read_body=False)
         except (httpx.HTTPError, OSError) as exc:
             time_left(self.deadline, url)
             raise describe_error(exc, url, self.access.secrets) from None
@@ -301,8 +305,8 @@ class Distribution:
         params: dict[str, Any] | None = {"n": PAGE if page is None else page}
         seen: set[str] = set()
         while url:
-            resp = self._get(url, "repository catalog", params=params)
-            repos = _strings(_json(resp.content, url), "repositories", url)
+            resp, body = self._get(url, "repository catalog", params=params)
+            repos = _strings(_json(body, url), "repositories", url)
             yield [r for r in repos if keep_all or any(under(r, p) for p in prefixes)]
             url = self._follow(_next_link(resp), seen, "repository catalog")
             params = None
@@ -315,7 +319,8 @@ class Distribution:
         """``(body, next url)`` of a 200 through the pool; None: ask the httpx client."""
         left = time_left(self.deadline, url)
         try:
-            resp = self.pool.get(target, timeout=left)
+            resp = self.pool.get(target, timeout=left, until=answer_deadline(self.deadline),
+                                 max_bytes=MAX_ANSWER_BYTES, url=url)
         except (OSError, http.client.HTTPException) as exc:
             time_left(self.deadline, url)
             raise _pool_error(exc, url, self.access.secrets) from None
@@ -340,8 +345,8 @@ class Distribution:
             try:
                 got = None if self._bearer else self._pool_get(url, _target(url), what)
                 if got is None:
-                    resp = self._get(url, what)
-                    body, nxt = resp.content, _next_link(resp)
+                    resp, body = self._get(url, what)
+                    nxt = _next_link(resp)
                 else:
                     body, nxt = got
             except ProbeError as exc:

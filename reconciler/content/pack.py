@@ -24,8 +24,8 @@ from reconciler.content.http import (
     ProbeError,
     build_access,
     describe_error,
+    get_answer,
     make_client,
-    request_timeout,
     status_error,
     time_left,
 )
@@ -48,7 +48,7 @@ def check(
     client: httpx.Client, url: str, secrets: tuple[str, ...], deadline: float | None = None
 ) -> None:
     try:
-        resp = client.get(url + "/", timeout=request_timeout(time_left(deadline, url)))
+        resp, _ = get_answer(client, url + "/", deadline=deadline, read_body=False)
     except (httpx.HTTPError, OSError) as exc:
         time_left(deadline, url)
         raise describe_error(exc, url, secrets) from None
@@ -61,12 +61,11 @@ def list_packs(
 ) -> set[tuple[str, str]] | None:
     """(name, version) pairs, or None when the server offers no listing we know."""
     for path in ("/v1/packs", "/v2/_catalog"):
-        left = time_left(deadline, url + path)
         try:
-            resp = client.get(url + path, timeout=request_timeout(left))
+            resp, body = get_answer(client, url + path, deadline=deadline)
             if resp.status_code != 200:
                 continue
-            doc = load_json(resp.content)
+            doc = load_json(body)
         except (httpx.HTTPError, OSError, ValueError):
             time_left(deadline, url + path)
             continue  # not a listing we know (a body nested 100,000 deep was an internal error)

@@ -1,6 +1,8 @@
 """A scripted HTTP server on loopback: ``route(path, headers) -> (status, headers, body)``;
 HTTP/1.1 keep-alive unless the route asks to drop the connection after answering (``x-drop``),
-status 0 never answers (5 s, then the connection closes). Serves hostile registries: it
+status 0 never answers (5 s, then the connection closes); a callable body writes itself
+(``body(wfile)``: without a Content-Length of the route's, the connection then closes, which
+ends the body). Serves hostile registries: it
 records each request's path, Authorization and Host header, and the connections made."""
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ class ScriptedServer:
                 status, headers, body = route(self.path, self.headers)
                 if status == 0:  # hang: never answer
                     time.sleep(5)
+                    self.close_connection = True
+                    return
+                if callable(body):  # streamed by the route: as much, and as slowly, as it likes
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    if "Content-Length" not in headers:
+                        self.send_header("Connection", "close")
+                    self.end_headers()
+                    try:
+                        body(self.wfile)
+                    except OSError:  # the client hung up: what a limit does
+                        pass
                     self.close_connection = True
                     return
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
