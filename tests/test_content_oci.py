@@ -852,3 +852,15 @@ def test_a_large_answer_within_the_limit_is_read_whole(conn, scripted, monkeypat
     srv = scripted(_streamed("tags", write))
     r = _basic_sync(conn, srv.url)
     assert r.status == "Completed" and r.counts == {"repositories": 1, "tags": 20_000}, r.message
+
+
+def test_many_tag_lists_over_kept_alive_connections(conn, scripted):
+    """The pool reads each answer in chunks; a connection it keeps must then be ready for
+    the next request (``read1`` does not close a response at the end of its length)."""
+    repos = [f"t/r{i:02d}" for i in range(60)]
+    srv = scripted(lambda path, headers: (200, {}, {}) if path == "/v2/" else
+                   (200, {}, {"repositories": repos}) if "_catalog" in path else
+                   (200, {}, {"tags": ["1", "2"]}))
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Completed" and r.counts == {"repositories": 60, "tags": 120}, r.message
+    assert srv.connections < 60  # kept alive, not one connection per request

@@ -172,5 +172,8 @@ def _chunks(resp: http.client.HTTPResponse, sock: socket.socket, read: float, un
             sock.settimeout(max(0.001, min(read, until - time.monotonic())))
         chunk = resp.read1(CHUNK)  # what has arrived (read waits for CHUNK bytes or the end)
         if not chunk:
-            return
+            break
         yield chunk
+    # read1 does not mark a response complete at the end of its Content-Length: read does (b""
+    # here), and only then can the connection carry the next request
+    resp.read()
