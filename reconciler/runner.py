@@ -67,6 +67,8 @@ class Options:
 # ---------------------------------------------------------------- builders
 
 def build_store(opts: Options) -> StateStore:
+    if opts.target == "local":
+        local_db_path(opts)  # refused here, before the store takes its lock: a refusal writes nothing
     spec = opts.state
     if spec and spec.startswith("git:"):
         from reconciler.state.git import GitBranchStateStore
@@ -82,13 +84,35 @@ def build_store(opts: Options) -> StateStore:
     else:
         name = "state.json" if opts.target == "local" else f"state-{opts.target}.json"
         path = Path(".reconciler") / name
-    return FileStateStore(path if path.is_absolute() else opts.root / path, key=state_key(opts.environ))
+    path = path if path.is_absolute() else opts.root / path
+    refuse_inside_repository_internals(path, opts.root, "--state")
+    return FileStateStore(path, key=state_key(opts.environ))
+
+
+def refuse_inside_repository_internals(path: Path, root: Path, what: str) -> None:
+    """A file we write (and lock as ``NAME.lock``) must not be one of git's (``--state
+    .git/index`` left ``.git/index.lock`` behind, after which ``git commit`` failed) nor sit
+    among the definitions (``--state registries.d/s.yaml`` was written, then read as one)."""
+    from reconciler.loader import DEFINITIONS_DIR
+
+    try:
+        real, definitions = path.resolve(), (root / DEFINITIONS_DIR).resolve()
+    except (OSError, RuntimeError):  # a symlink loop: left to the store to report
+        return
+    if ".git" in real.parts:
+        raise InputError(f"{what} {path}: is inside a git directory (.git/), where git keeps its own files and "
+                         "locks; use a path outside it, such as .reconciler/")
+    if real == definitions or definitions in real.parents:
+        raise InputError(f"{what} {path}: is inside {DEFINITIONS_DIR}/, which holds the definitions; use a path "
+                         "outside it, such as .reconciler/")
 
 
 def local_db_path(opts: Options) -> Path:
     """The local target's database: ``--local-db`` (relative to ``--dir``), else .reconciler/local.db."""
     db = Path(opts.local_db) if opts.local_db else Path(".reconciler") / "local.db"
-    return db if db.is_absolute() else opts.root / db
+    db = db if db.is_absolute() else opts.root / db
+    refuse_inside_repository_internals(db, opts.root, "--local-db")
+    return db
 
 
 def build_target(opts: Options, profile: str, progress: Callable[[str], None] | None = None,

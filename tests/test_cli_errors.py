@@ -483,3 +483,23 @@ def test_a_git_process_that_dies_early_is_left_to_discover_git_to_explain(tmp_pa
     root = _repo(tmp_path)
     monkeypatch.setattr(loader, "resolve_commit", dead)
     assert loader.definitions_present(root, "HEAD") is False
+
+
+# ---------------------------------------------------------------- files we write: not git's, not definitions
+
+@pytest.mark.parametrize("option,value", [
+    ("--state", ".git/index"), ("--state", ".git/HEAD"), ("--state", "file:.git/reconciler.json"),
+    ("--state", "registries.d/s.yaml"), ("--state", "registries.d/sub/state.json"),
+    ("--local-db", ".git/local.db"), ("--local-db", "registries.d/local.db"),
+])
+@pytest.mark.parametrize("args", [[], ["--dry-run"], ["sync", "--timeout", "5"]])
+def test_a_state_or_database_among_gits_files_or_the_definitions_is_refused(tmp_path: Path, option: str,
+                                                                            value: str, args: list[str]):
+    """``--state .git/index`` exited 1 but left ``.git/index.lock`` (our lock is NAME.lock, as
+    git's is), after which ``git commit`` failed; ``--state registries.d/s.yaml`` was written,
+    then every later run failed on it as a definition."""
+    root = _repo(tmp_path / "r")
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    _fails(run(root, option, value, *args), option, ".reconciler/")
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before  # nothing written
+    git(root, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "still works")
