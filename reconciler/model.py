@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -343,13 +344,51 @@ def split_userinfo(endpoint: str) -> tuple[str, str | None]:
     return scheme + sep + rest[at + 1:], rest[:at]
 
 
+# Query parameters that carry a credential: OAuth and API tokens, API keys, passwords, and the
+# signatures of Azure SAS and S3 / GCS presigned URLs (a Helm repository on blob storage).
+_CREDENTIAL_PARAM = re.compile(
+    r"(?:access_?token|token|auth|authorization|api[_-]?key|key|secret|client_secret|password|passwd|pwd|"
+    r"sig|signature|x-amz-(?:signature|credential|security-token)|x-goog-(?:signature|credential))",
+    re.IGNORECASE)
+
+
+def _query_parts(endpoint: str) -> tuple[str, list[str], str]:
+    """``(before the query, its ``&``-separated parameters, the fragment with its '#')``."""
+    head, _, query = endpoint.partition("?")
+    query, hash_, fragment = query.partition("#")
+    return head, query.split("&"), hash_ + fragment
+
+
+def query_credentials(endpoint: str) -> list[str]:
+    """The names of the query parameters of ``endpoint`` that carry a credential (their
+    values are never looked at, nor shown)."""
+    if "?" not in endpoint:  # the common endpoint: one scan
+        return []
+    _, params, _ = _query_parts(endpoint)
+    names = (p.partition("=")[0] for p in params)
+    return [n for n in names if _CREDENTIAL_PARAM.fullmatch(n)]
+
+
+def without_query_credentials(endpoint: str, keep_as: str | None = None) -> str:
+    """``endpoint`` without the query parameters that carry a credential (``keep_as``: kept
+    by name, with this text as their value); every other part as it was."""
+    if not query_credentials(endpoint):
+        return endpoint
+    head, params, fragment = _query_parts(endpoint)
+    kept = [p if not _CREDENTIAL_PARAM.fullmatch(p.partition("=")[0]) else
+            f"{p.partition('=')[0]}={keep_as}" for p in params
+            if keep_as is not None or not _CREDENTIAL_PARAM.fullmatch(p.partition("=")[0])]
+    return head + ("?" + "&".join(kept) if kept else "") + fragment
+
+
 def without_userinfo(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``spec`` whose endpoint holds no user-info (a target may report one typed in
-    its UI: the password must never be recorded)."""
+    """A copy of ``spec`` whose endpoint holds no credential: no user-info and no query
+    parameter that carries one (a target may report them typed in its UI: they must never be
+    recorded)."""
     out = dict(spec)
     endpoint = out.get("endpoint")
     if isinstance(endpoint, str):
-        out["endpoint"] = split_userinfo(endpoint)[0]
+        out["endpoint"] = without_query_credentials(split_userinfo(endpoint)[0])
     return out
 
 

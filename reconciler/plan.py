@@ -25,6 +25,7 @@ from reconciler.model import (
     secret_matches,
     split_userinfo,
     target_spec,
+    without_query_credentials,
 )
 from reconciler.state.base import Record, State
 
@@ -163,10 +164,12 @@ def _display(value: Any, path: str = "") -> Any:
     if path == "endpoint" and isinstance(value, str):
         # a target may report credentials typed into the URL: never in a plan or a PR comment
         bare, userinfo = split_userinfo(value)
+        bare = without_query_credentials(bare, keep_as="(sensitive)")  # ?token=...: named, not shown
         if userinfo is not None:
             scheme, sep, rest = bare.partition("://")
             scheme, rest = (scheme, rest) if sep else ("", bare)
             return f"{scheme}{sep}(credentials)@{rest}"
+        return bare
     return value
 
 

@@ -26,8 +26,8 @@ from .cache import ValidationCache
 from .errors import InputError
 from .fastschema import compile_schema
 from .loader import Document, RawProblem
-from .model import (KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span, declared_registry, span,
-                    split_userinfo)
+from .model import (KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span, declared_registry,
+                    query_credentials, span, split_userinfo)
 from .profiles import DEFAULT_PROFILE, PROFILES, SYSTEM_SCOPE_PROFILES, default_keys
 from .secrets import MAX_CA_FILE, MAX_SECRET_FILE, PASTED_LENGTHS, RESERVED_ENV, path_problem, pasted_credential
 from .text import CONTROL, describe, escape
@@ -417,15 +417,26 @@ class _Checker:
         """``https://user:pass@host``: the one place that checks endpoints for userinfo. The
         endpoint is never quoted back (it holds a password)."""
         endpoint = spec.get("endpoint")
-        if not isinstance(endpoint, str) or not _has_userinfo(endpoint):
+        if not isinstance(endpoint, str):
             return set()
-        self.add(
-            ("spec", "endpoint"),
-            "spec.endpoint: credentials in an endpoint URL are a literal secret; "
-            "use auth with fromEnv",
-            "literal-secret",
-        )
-        return {("spec", "endpoint")}
+        if _has_userinfo(endpoint):
+            self.add(
+                ("spec", "endpoint"),
+                "spec.endpoint: credentials in an endpoint URL are a literal secret; "
+                "use auth with fromEnv",
+                "literal-secret",
+            )
+            return {("spec", "endpoint")}
+        named = query_credentials(endpoint)
+        if named:  # ?access_token=..., a SAS signature: named, never quoted
+            self.add(
+                ("spec", "endpoint"),
+                f"spec.endpoint: the query parameter '{named[0]}' of the endpoint URL carries a credential, "
+                "a literal secret in git; use auth with fromEnv",
+                "literal-secret",
+            )
+            return {("spec", "endpoint")}
+        return set()
 
     # -- secrets
     def literal_secrets(self, value: dict[str, Any]) -> set[tuple[str | int, ...]]:

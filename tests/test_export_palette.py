@@ -111,3 +111,26 @@ def test_credentials_in_an_endpoint_url_are_never_written(tmp_path: Path, palett
     assert "REG_CREDS_IN_URL_PASSWORD" in res.stdout  # in the list of variables to set
     val = run(root, "validate")
     assert val.returncode == 0, val.stdout + val.stderr
+
+
+def test_a_token_in_an_endpoints_query_is_never_exported(tmp_path: Path, palette_emulator_factory):  # noqa: F811
+    """Adversarial pass 4, item 8: ``?token=...`` in an endpoint typed in the UI was written
+    verbatim into registries.d/exported.yaml. It is left out, and a warning says so."""
+    tok = "sas-sig-5ecret-0123"
+    emu = palette_emulator_factory(seed_defaults=True, realistic=True)
+    emu.add("helm", "sas", {"endpoint": f"https://acct.blob.core.windows.net/charts?sv=2022&sig={tok}",
+                            "isPrivate": False, "auth": {"type": "noAuth"}})
+    root = tmp_path / "gitops"
+    init_repo(root)
+    (root / "registries.d").mkdir()
+    (root / "registries.d/.keep").write_text("")
+    commit_all(root)
+    res = run(root, "export", "--target", "palette", "--endpoint", emu.url, env={"PALETTE_API_KEY": API_KEY})
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = (root / "registries.d/exported.yaml").read_text()
+    assert tok not in text + res.stdout + res.stderr
+    docs = {d["metadata"]["name"]: d["spec"] for d in yaml.safe_load_all(text)}
+    assert docs["sas"]["endpoint"] == "https://acct.blob.core.windows.net/charts?sv=2022"
+    assert "warning: HelmRegistry/sas: the credentials in its endpoint URL's query (sig) were left out" in res.stderr
+    val = run(root, "validate")
+    assert val.returncode == 0, val.stdout + val.stderr

@@ -59,6 +59,26 @@ def test_an_endpoint_password_on_the_target_never_reaches_a_plan(tmp_path: Path)
         assert "https://(credentials)@charts.example.com" in res.stdout, res.stdout
 
 
+def test_a_token_in_the_endpoints_query_on_the_target_is_never_recorded_nor_shown(tmp_path: Path):
+    """Adversarial pass 4, item 8: only ``user:pw@`` counted as a credential in an endpoint;
+    ``?access_token=...`` (or a SAS ``sig``) typed in the UI was recorded and shown in plans."""
+    db = applied(tmp_path)
+    tok = "ghp_query5ecret0123456789"
+    on_target(db, "UPDATE registries SET spec = json_set(spec, '$.endpoint', ?) WHERE name = 'charts'",
+              f"https://charts.example.com/r?access_token={tok}&page=2")
+    for fmt in ("text", "json", "markdown"):
+        res = run(tmp_path, "--dry-run", "--format", fmt)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert tok not in res.stdout + res.stderr
+        assert "access_token=(sensitive)&page=2" in res.stdout, res.stdout
+    (tmp_path / ".reconciler/state.json").unlink()
+    res = run(tmp_path, "import", "charts")
+    assert res.returncode == 0 and "imported" in res.stdout, res.stdout + res.stderr
+    state = (tmp_path / ".reconciler/state.json").read_text()
+    assert tok not in state + res.stdout + res.stderr
+    assert json.loads(state)["registries"][0]["spec"]["endpoint"] == "https://charts.example.com/r?page=2"
+
+
 def test_import_of_a_registry_renamed_on_the_target_is_refused(tmp_path: Path):
     """Adversarial pass 3, item 5: `charts` renamed to `charts2` on the target and in the file;
     `import charts2` wrote a second record of the uid, and every later run refused the state.

@@ -643,6 +643,27 @@ def test_endpoint_credentials_reported_once_and_never_echoed(tmp_path: Path) -> 
     assert not any("hunter2" in str(p) or "pa/ss" in str(p) for p in r.problems)
 
 
+def test_a_credential_in_the_endpoints_query_is_refused_by_name_and_never_echoed(tmp_path: Path) -> None:
+    """Adversarial pass 4, item 8: ``?access_token=ghp_...`` passed validation (only
+    ``user:pw@`` counted); so did an Azure SAS ``sig``. Other query parameters are fine."""
+    docs = [
+        ("HelmRegistry", "https://charts.example.com/r?access_token=ghp_s3cret", "access_token"),
+        ("HelmRegistry", "https://acct.blob.core.windows.net/charts?sv=2022-11-02&sig=s3cret%3D", "sig"),
+        ("PackRegistry", "https://packs.example.com?API_KEY=s3cret", "API_KEY"),
+        ("HelmRegistry", "https://charts.example.com/r?token", "token"),
+    ]
+    text = "---\n".join(HDR + f"kind: {k}\nmetadata: {{name: r{i}}}\nspec: {{endpoint: '{e}'}}\n"
+                        for i, (k, e, _) in enumerate(docs))
+    r = check(tmp_path, text)
+    assert [(p.rule, p.message) for p in r.errors] == [
+        ("literal-secret", f"spec.endpoint: the query parameter '{n}' of the endpoint URL carries a credential, "
+                           "a literal secret in git; use auth with fromEnv") for _, _, n in docs]
+    assert not any("s3cret" in str(p) for p in r.problems)
+    fine = check(tmp_path, HDR + "kind: HelmRegistry\nmetadata: {name: q}\n"
+                 "spec: {endpoint: 'https://charts.example.com/r?channel=stable&monkey=1'}\n")
+    assert not fine.errors, fine.errors
+
+
 def test_control_characters_refused_and_shown_escaped(tmp_path: Path) -> None:
     bad = {
         "\x1b[8m": "ESC",

@@ -27,7 +27,16 @@ from urllib.parse import unquote
 import yaml
 
 from reconciler.errors import InputError
-from reconciler.model import SECRET_FIELDS, Key, ObservedRegistry, is_secret_ref, key_str, split_userinfo
+from reconciler.model import (
+    SECRET_FIELDS,
+    Key,
+    ObservedRegistry,
+    is_secret_ref,
+    key_str,
+    query_credentials,
+    split_userinfo,
+    without_query_credentials,
+)
 from reconciler.text import CONTROL, escape
 
 DEFAULT_OUT = Path("registries.d") / "exported.yaml"
@@ -101,11 +110,16 @@ def _endpoint_credentials(o: ObservedRegistry, spec: dict[str, Any], auth: dict[
     endpoint = spec.get("endpoint")
     if not isinstance(endpoint, str):
         return auth
+    title = escape(key_str(o.key))
+    named = query_credentials(endpoint)
+    if named:  # ?token=...: no auth of ours carries it, so it is left out and said so
+        endpoint = spec["endpoint"] = without_query_credentials(endpoint)
+        result.warnings.append(f"{title}: the credentials in its endpoint URL's query ({escape(', '.join(named))}) "
+                               "were left out; the registry may need them: check spec before applying")
     bare, userinfo = split_userinfo(endpoint)
     if userinfo is None:
         return auth
     spec["endpoint"] = bare
-    title = escape(key_str(o.key))
     user = unquote(userinfo.split(":", 1)[0])
     usable = 0 < len(user) <= 255 and not CONTROL.search(user) and not any(c.isspace() or c == "/" for c in user)
     atype = auth.get("type", "noAuth")
