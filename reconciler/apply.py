@@ -1,15 +1,18 @@
 """Run a plan through a target, recording each success in the state at once.
 
 A change that fails is reported and the others go on; every success is recorded (a fsynced
-journal line with the file store) before the next change starts, so a crash or kill at any
-point loses nothing, and a rerun converges (``plan`` adopts a registry found by name that
-the state does not know). With ``git:BRANCH`` the state is committed at most every ~10 s
-and at the end: a kill loses at most that window, which the rerun recovers by adoption.
+journal line with the file store) before the next change starts, a create as soon as the
+target answers with its uid, before any other request; so a crash or kill at any point
+loses nothing, and a rerun converges (``plan`` adopts a registry found by name that the
+state does not know: one whose create was in flight when the run died). With ``git:BRANCH``
+the state is committed at most every ~10 s and at the end: a kill loses at most that window,
+which the rerun recovers by adoption.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -91,19 +94,20 @@ class _Recorder:
                 self.store.begin(self.state, f"{self.prefix}: start ({self.suffix})")
                 self.begun = True
 
-    def put(self, record: Record, message: str) -> None:
+    def put(self, record: Record, message: str, *, change: bool = True) -> None:
+        """``change``: False for a second line of the same change (what a later read added)."""
         with self.lock:
             self.state.records[record.key] = record
             self.state.unverified.discard(record.key)  # written now, from a reviewed definition
-            self._record(entry_put(record), message)
+            self._record(entry_put(record), message, change)
 
     def drop(self, key: Key, message: str) -> None:
         with self.lock:
             self.state.records.pop(key, None)
             self._record(entry_drop(key), message)
 
-    def _record(self, entry: dict[str, Any], message: str) -> None:
-        self.count += 1
+    def _record(self, entry: dict[str, Any], message: str, change: bool = True) -> None:
+        self.count += change
         self.store.record(self.state, entry, f"{self.prefix}: {self.count} change(s) so far, last {message} "
                                              f"({self.suffix})")
 
@@ -138,9 +142,9 @@ def apply_plan(
     if any(c.action != NOOP for c in plan.actionable):
         store.check_writable()  # #9.20: before the first change reaches the target
 
-    def put(record: Record, message: str) -> None:
+    def put(record: Record, message: str, *, change: bool = True) -> None:
         try:
-            rec.put(record, message)
+            rec.put(record, message, change=change)
         except (OSError, StateError) as exc:
             raise _Unrecorded(str(exc)) from exc
 
@@ -150,7 +154,8 @@ def apply_plan(
         except (OSError, StateError) as exc:
             raise _Unrecorded(str(exc)) from exc
 
-    def record_for(reg: Registry, uid: str, origin: str, old: Record | None) -> Record:
+    def record_for(reg: Registry, uid: str, origin: str, old: Record | None, *, stamp: bool = True) -> Record:
+        """``stamp``: read the target's modification stamp first (a request; else none yet)."""
         return Record(
             uid=uid,
             kind=reg.kind,
@@ -164,7 +169,7 @@ def apply_plan(
             applied_at=_now(),
             last_sync=old.last_sync if old else None,
             spec=target_spec(reg.spec),
-            version=target.version(reg.kind, uid),
+            version=target.version(reg.kind, uid) if stamp else None,
             ca_digest=plan.ca.get(reg.key),
         )
 
@@ -216,8 +221,14 @@ def apply_plan(
                 raise _reworded(exc, f"the old registry (uid {change.uid}) WAS DELETED and the new one could not "
                                      f"be created ({exc}); the next apply creates it") from exc
             checkpoint("create:after-target")
-            put(record_for(reg, uid, "created", old), what)
+            # recorded before any other request: a kill in the stamp's GET (rate-limited, retried)
+            # left a registry the state never knew, never deleted once its definition went
+            created = record_for(reg, uid, "created", old, stamp=False)
+            put(created, what)
             checkpoint("create:after-state")
+            version = target.version(reg.kind, uid)
+            if version is not None:  # spares the next plan a GET of it; a kill before this costs only that
+                put(dataclasses.replace(created, version=version), f"{what}: its modification stamp", change=False)
             return ChangeResult(change, True, uid)
         uid = str(change.uid)
         if change.action == ADOPT:

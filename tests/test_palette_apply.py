@@ -4,7 +4,9 @@ changes through random faults, converges within 3 runs, survives SIGKILL, never 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.state.file import FileStateStore
-from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+from tests.support.gitops_repo import commit_all, init_repo, reconcile_cmd, registry_doc, run, write_defs
 from tests.support.palette_emulator import API_KEY, palette_emulator_factory  # noqa: F401
 
 SECRET_ENV = {f"PW_{i}": f"palette-secret-{i:03d}-xQ" for i in range(50)}
@@ -135,6 +137,44 @@ def test_sigkill_mid_apply_then_rerun_converges(repo: Path, palette_emulator_fac
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(managed(emu)) == 8
     assert_converged(repo, emu)
+
+
+def test_a_kill_after_the_create_answered_leaves_the_registry_recorded(repo: Path,
+                                                                       palette_emulator_factory):  # noqa: F811
+    """Adversarial pass 4, item 4: after the POST answered, apply read the modification stamp
+    (a rate-limited, retried GET) before it journaled the uid. A kill -9 in that GET left a
+    registry the state never knew: once its definition went, the plan said "No changes" and
+    it stayed on Palette for good. The uid is recorded first: the process here is killed while
+    the target answers that GET, and the next run still knows the registry and deletes it."""
+    helm, oci = defs(2)["all.yaml"].split("---\n")  # helm-0 stays (a plan never deletes all), oci-1 goes
+    write_defs(repo, {"all.yaml": helm, "oci.yaml": oci})
+    commit_all(repo, "helm-0, oci-1")
+    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    env = {**os.environ, **env_for(emu)}
+    proc = subprocess.Popen([*reconcile_cmd(), *args(emu)], cwd=repo, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    orig = emu.handle
+
+    def kill_in_the_stamp_get(method, op, route_args, query, body):  # the first GET of the new registry
+        if method == "GET" and op.template.startswith("/v1/registries/oci/{uid}") and ("basic", "oci-1") in managed(emu):
+            proc.kill()
+            proc.wait(10)
+        return orig(method, op, route_args, query, body)
+
+    emu.handle = kill_in_the_stamp_get
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        emu.handle = orig
+    assert proc.returncode == -signal.SIGKILL, err
+    assert ("basic", "oci-1") in managed(emu)
+    (repo / "registries.d/oci.yaml").unlink()
+    commit_all(repo, "oci-1 goes")
+    plan = run(repo, *args(emu), "--dry-run", env=env_for(emu))
+    assert "- OciRegistry/oci-1" in plan.stdout, plan.stdout + plan.stderr
+    res = run(repo, *args(emu), env=env_for(emu))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert ("basic", "oci-1") not in managed(emu)
 
 
 def test_plan_after_apply_is_empty_and_drift_shows(repo: Path, palette_emulator_factory):  # noqa: F811
