@@ -24,7 +24,7 @@ from reconciler.errors import NotFound, ReconcilerError, StateError, TargetError
 from reconciler.model import Key, Registry, fingerprint, target_spec
 from reconciler.plan import ADOPT, APPLY_ORDER, CREATE, DELETE, NOOP, REPLACE, UPDATE, Change, Plan, secret_hashes
 from reconciler.secrets import known_values, present
-from reconciler.state.base import Record, State, StateStore, entry_drop, entry_put
+from reconciler.state.base import Record, State, StateStore, UidIndex, entry_drop, entry_put
 from reconciler.targets.base import Target
 from reconciler.testhooks import checkpoint
 
@@ -73,6 +73,17 @@ class _Unrecorded(Exception):
     """A change reached the target and the state write that records it failed."""
 
 
+class _UidTaken(Exception):
+    """The target gave a uid the state records under another key: recording it would make the
+    state unreadable (the reader refuses one uid under two keys, #9.3), so it is not recorded."""
+
+    def __init__(self, record: Record, other: Key) -> None:
+        super().__init__(f"the target gave uid {record.uid!r}, which the state records for {other[1]}/{other[2]} "
+                         f"(scope {other[0]}): not recorded for {record.kind}/{record.name} (scope {record.scope}), "
+                         "as one uid under two names would make the state unreadable; see what the target holds "
+                         "(reconcile export) before the next apply")
+
+
 class _Recorder:
     """Serialises state mutations; records each change in O(1) through the store (a journal
     line for the file store, a commit at most every few seconds for the git store) and
@@ -86,6 +97,7 @@ class _Recorder:
         self.state.target = self.state.target or target_name
         self.begun = False
         self.count = 0
+        self.uids = UidIndex(state.records)
 
     def begin(self) -> None:
         """Before the first change: the state can be written (nothing changed otherwise)."""
@@ -97,13 +109,18 @@ class _Recorder:
     def put(self, record: Record, message: str, *, change: bool = True) -> None:
         """``change``: False for a second line of the same change (what a later read added)."""
         with self.lock:
+            other = self.uids.holder(record)
+            if other is not None:
+                raise _UidTaken(record, other)
             self.state.records[record.key] = record
+            self.uids.put(record)
             self.state.unverified.discard(record.key)  # written now, from a reviewed definition
             self._record(entry_put(record), message, change)
 
     def drop(self, key: Key, message: str) -> None:
         with self.lock:
             self.state.records.pop(key, None)
+            self.uids.drop(key)
             self._record(entry_drop(key), message)
 
     def _record(self, entry: dict[str, Any], message: str, change: bool = True) -> None:
@@ -259,6 +276,8 @@ def apply_plan(
             try:
                 result = run(change)
             except TargetError as exc:
+                result = ChangeResult(change, False, change.uid, redact(str(exc), known))
+            except _UidTaken as exc:  # this change fails, the state stays readable and the others go on
                 result = ChangeResult(change, False, change.uid, redact(str(exc), known))
             except _Unrecorded as exc:
                 stop.set()

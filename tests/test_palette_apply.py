@@ -177,6 +177,41 @@ def test_a_kill_after_the_create_answered_leaves_the_registry_recorded(repo: Pat
     assert ("basic", "oci-1") not in managed(emu)
 
 
+@pytest.mark.parametrize("state", [[], ["--state", "git:reconciler-state"]], ids=["file", "git"])
+def test_a_create_answered_with_a_recorded_uid_is_refused_and_the_state_stays_readable(
+        repo: Path, palette_emulator_factory, state: list[str]):  # noqa: F811
+    """Adversarial pass 4, item 5: a create answered with a uid the state records under another
+    name was journaled, and every later run refused the state as corrupt, with no command to
+    repair it. That change fails, naming both; the others are recorded; the state reads back."""
+    helm = 'endpoint: https://{}.example.com'
+    write_defs(repo, {"a.yaml": registry_doc("HelmRegistry", "a", helm.format("a"))})
+    commit_all(repo, "a")
+    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    assert run(repo, *args(emu), *state, env=env_for(emu)).returncode == 0
+    with emu.store.lock:
+        uid_a = next(r.uid for r in emu.store.records.values() if r.name == "a")
+    orig = emu.handle
+
+    def answer_b_with_uid_a(method, op, route_args, query, body):
+        if method == "POST" and op.template == "/v1/registries/helm" and body["metadata"]["name"] == "b":
+            return 201, {"uid": uid_a}  # a server bug, or a name lookup that found a renamed registry
+        return orig(method, op, route_args, query, body)
+
+    emu.handle = answer_b_with_uid_a
+    write_defs(repo, {name + ".yaml": registry_doc("HelmRegistry", name, helm.format(name)) for name in "abc"})
+    commit_all(repo, "b, c")
+    res = run(repo, *args(emu), *state, env=env_for(emu))
+    emu.handle = orig
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr and "could not be written" not in res.stderr, res.stderr
+    assert (f"create HelmRegistry/b: FAILED: the target gave uid '{uid_a}', which the state records for "
+            "HelmRegistry/a (scope tenant): not recorded for HelmRegistry/b") in res.stdout, res.stdout
+    assert "create HelmRegistry/c: done" in res.stdout
+    plan = run(repo, *args(emu), *state, "--dry-run", env=env_for(emu))
+    assert plan.returncode == 0, plan.stdout + plan.stderr  # readable; c recorded, b still to create
+    assert "+ HelmRegistry/b" in plan.stdout and "HelmRegistry/c" not in plan.stdout, plan.stdout
+
+
 def test_plan_after_apply_is_empty_and_drift_shows(repo: Path, palette_emulator_factory):  # noqa: F811
     write_defs(repo, dict(defs(6)))
     commit_all(repo, "6")

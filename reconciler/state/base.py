@@ -384,6 +384,32 @@ class StateStore(ABC):
     def finish(self, state: State, message: str) -> None:
         """After the last change: everything recorded is in the state document."""
 
+    _uids: tuple[State, UidIndex] | None = None
+
+    def _refuse_unreadable(self, state: State, entry: dict[str, Any]) -> None:
+        """``StateError`` if ``entry`` (``state`` holds it already) would give one uid two keys,
+        a state the reader refuses (#9.3): a store checks each change before it records it, as
+        ``State.to_json`` checks the document, so it never records what bricks every later run.
+        O(1) per change: the index is built once per state, from its records but this one."""
+        if self._uids is None or self._uids[0] is not state:
+            skip = entry_key(entry)
+            self._uids = (state, UidIndex({k: r for k, r in state.records.items() if k != skip}))
+        uids = self._uids[1]
+        if entry.get("op") == "drop":
+            uids.drop(entry_key(entry))
+            return
+        try:  # the line as the reader will parse it: a record it refuses is never written either
+            rec = _record(entry.get("record"), 0)
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"{self.description}: refusing to record a change the state could not read back "
+                             f"({str(exc).removeprefix('registries[0]: ')}); nothing was written") from exc
+        other = uids.holder(rec)
+        if other is not None:
+            raise StateError(f"{self.description}: refusing to record {rec.kind}/{rec.name} (scope {rec.scope}) "
+                             f"with uid {rec.uid!r}, which is recorded for {other[1]}/{other[2]} (scope {other[0]}): "
+                             "the state could not be read back; nothing was written")
+        uids.put(rec)
+
     # -- continuity --------------------------------------------------------------------------
 
     def _remember(self, state: State | None, where: str) -> None:
@@ -410,6 +436,39 @@ class StateStore(ABC):
                 )
         if state is not None:
             self._run_seen = (state.lineage, state.serial)
+
+
+class UidIndex:
+    """Which key holds each uid, kept in step with the puts and drops recorded: whether a
+    record would give its uid a second key, in O(1) and not by a scan of thousands."""
+
+    def __init__(self, records: dict[Key, Record]) -> None:
+        self._holder = {rec.uid: key for key, rec in records.items()}
+        self._uid = {key: rec.uid for key, rec in records.items()}
+
+    def holder(self, rec: Record) -> Key | None:
+        """The other key that holds ``rec.uid``, or None."""
+        key = self._holder.get(rec.uid)
+        return key if key is not None and key != rec.key else None
+
+    def put(self, rec: Record) -> None:
+        self.drop(rec.key)  # its old uid, if it had another, is free now
+        self._holder[rec.uid], self._uid[rec.key] = rec.key, rec.uid
+
+    def drop(self, key: Key) -> None:
+        uid = self._uid.pop(key, None)
+        if uid is not None and self._holder.get(uid) == key:
+            del self._holder[uid]
+
+
+def entry_key(entry: dict[str, Any]) -> Key:
+    """The (scope, kind, name) an ``entry_put`` or ``entry_drop`` is about."""
+    if entry.get("op") == "drop":
+        scope, kind, name = entry["key"]
+    else:
+        rec = entry["record"]
+        scope, kind, name = rec["scope"], rec["kind"], rec["name"]
+    return (scope, kind, name)
 
 
 def entry_put(record: Record) -> dict[str, Any]:

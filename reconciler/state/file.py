@@ -249,6 +249,7 @@ class FileStateStore(StateStore):
         self._folded_at = time.monotonic()
 
     def record(self, state: State, entry: dict[str, Any], message: str) -> None:
+        self._refuse_unreadable(state, entry)
         if self._jfd is None:
             self.begin(state, message)
         data, self._chain = journal.signed(entry, self.key, self._chain)

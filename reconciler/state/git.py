@@ -655,6 +655,7 @@ class GitBranchStateStore(StateStore):
         self._interval = _commit_interval()
 
     def record(self, state: State, entry: dict[str, Any], message: str) -> None:
+        self._refuse_unreadable(state, entry)  # now, not at the next commit: it would refuse the whole window
         self._pending += 1
         if time.monotonic() - self._last_commit >= self._interval:
             state.serial += 1

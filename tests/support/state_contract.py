@@ -307,3 +307,35 @@ class StateStoreContract:
         again = self.reopen(store).read()
         assert sorted(k[2] for k in again.records) == [f"r{i}" for i in range(5)]
         assert again.serial == state.serial and again.lineage == state.lineage
+
+    def test_a_change_it_would_refuse_to_read_is_never_recorded(self, store: StateStore) -> None:
+        """Adversarial pass 4, item 5: the journal took a record of a uid another name held, and
+        every later read refused the state. ``record`` refuses it, and writes nothing; a uid a
+        drop or a new uid freed can be recorded again."""
+        from reconciler.state.base import entry_drop, entry_put
+
+        state = store.read()
+        for name in ("alpha", "beta"):
+            with_record(state, make_record(name))
+        state.serial += 1
+        store.write(state, "seed")
+        with store.lock():
+            state = store.read()
+            store.begin(state, "apply: start")
+            twin = make_record("gamma", uid="uid-alpha")
+            with_record(state, twin)
+            with pytest.raises(StateError, match="refusing to record OciRegistry/gamma .* 'uid-alpha', which is "
+                                                 r"recorded for OciRegistry/alpha \(scope tenant\)"):
+                store.record(state, entry_put(twin), "apply: create gamma")
+            assert sorted(k[2] for k in self.reopen(store).read().records) == ["alpha", "beta"]  # as a kill here
+            state.records.pop(twin.key)  # as the apply would have kept it: never recorded
+            state.records.pop(("tenant", "OciRegistry", "alpha"))
+            store.record(state, entry_drop(("tenant", "OciRegistry", "alpha")), "apply: delete alpha")
+            for rec in (make_record("gamma", uid="uid-alpha"), make_record("beta", uid="uid-beta-2"),
+                        make_record("delta", uid="uid-beta")):
+                with_record(state, rec)
+                store.record(state, entry_put(rec), f"apply: put {rec.name}")
+            store.finish(state, "apply: 4 changes")
+        again = self.reopen(store).read()
+        assert {k[2]: r.uid for k, r in again.records.items()} == {
+            "beta": "uid-beta-2", "gamma": "uid-alpha", "delta": "uid-beta"}
