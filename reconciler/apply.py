@@ -4,9 +4,9 @@ A change that fails is reported and the others go on; every success is recorded 
 journal line with the file store) before the next change starts, a create as soon as the
 target answers with its uid, before any other request; so a crash or kill at any point
 loses nothing, and a rerun converges (``plan`` adopts a registry found by name that the
-state does not know: one whose create was in flight when the run died). With ``git:BRANCH``
-the state is committed at most every ~10 s and at the end: a kill loses at most that window,
-which the rerun recovers by adoption.
+state does not know: one whose create was in flight when the run died, while it is still
+declared). With ``git:BRANCH`` the state is committed at most every ~10 s and at the end: a
+kill loses at most that window, which the rerun recovers by adoption.
 """
 
 from __future__ import annotations
