@@ -1,13 +1,17 @@
 """One error base and its family; the CLI maps them to exit codes (1 user/API, 3 internal).
 
 Messages never carry secret values: errors raised from target responses go through
-``redact`` before they are stored.
+``redact`` before they are stored, and ``redact`` always masks the tool's own credentials
+too, whatever secrets its caller knew of.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
+from collections.abc import Iterable
 from functools import lru_cache
 from urllib.parse import quote, quote_plus
 
@@ -89,6 +93,34 @@ class ContentError(ReconcilerError):
 # message into "st(sensitive)te" soup, and no real credential is that short (resolution warns).
 MIN_REDACT_LEN = 4
 
+# The environment variables that hold the tool's own credentials: the Palette API key, the
+# key of the state's secret hashes, and the tokens of the CI runner the tool runs in. A
+# definition may not name them (secrets.RESERVED_ENV); ``redact`` masks their values always.
+OWN_CREDENTIAL_ENV = ("PALETTE_API_KEY", "RECONCILER_STATE_KEY", "GITHUB_TOKEN", "ACTIONS_RUNTIME_TOKEN",
+                      "ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+
+# The tool's own credentials as they were read (from a given environment, not only from
+# ``os.environ``). Replaced, never changed in place: a thread redacting meanwhile reads a
+# whole set.
+_own: frozenset[str] = frozenset()
+_own_lock = threading.Lock()
+
+
+def remember_credential(value: str | None) -> None:
+    """A credential of the tool itself, read where it is used (the Palette API key, the state
+    key): from now on every ``redact`` masks it, whichever secrets its caller passed."""
+    global _own
+    if value:
+        with _own_lock:
+            _own = _own | {value}
+
+
+def own_credentials() -> frozenset[str]:
+    """The tool's own credentials: those remembered, and those in this process's environment
+    (before any was read: a message can leave earlier, or through a path that never read it)."""
+    env = {v for v in (os.environ.get(name) for name in OWN_CREDENTIAL_ENV) if v}
+    return _own | env if env else _own
+
 
 _PCT = re.compile(r"%[0-9A-F]{2}")
 
@@ -107,13 +139,14 @@ def _forms(value: str) -> frozenset[str]:
     return frozenset(f for f in forms if len(f) >= MIN_REDACT_LEN)
 
 
-def redact(text: str, secrets: list[str] | tuple[str, ...] | set[str] | frozenset[str]) -> str:
-    """Replace every known secret value, in each of its forms, by ``(sensitive)``.
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every known secret value, and every credential of the tool itself
+    (``own_credentials``), in each of its forms, by ``(sensitive)``.
 
     Call it on the full text, before collapsing whitespace or shortening: a cut or reflowed
     value can no longer be found."""
     forms: set[str] = set()
-    for s in secrets:
+    for s in {*secrets, *own_credentials()}:
         if s and len(s) >= MIN_REDACT_LEN:
             forms |= _forms(s)
     for form in sorted(forms, key=len, reverse=True):

@@ -22,14 +22,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from reconciler.errors import MIN_REDACT_LEN, InputError
+from reconciler.errors import MIN_REDACT_LEN, OWN_CREDENTIAL_ENV, InputError, remember_credential
 from reconciler.model import HASH_KEYED, HASH_SCRYPT, Key, Registry, ca_digest, key_str, secret_hash
 
 MAX_SECRET_FILE = 64 * 1024
 MAX_CA_FILE = 1 << 20  # a CA bundle (Debian's full bundle is ~200 KiB)
 # Credentials of the tool itself: a definition must never be able to send them to a registry.
-RESERVED_ENV = frozenset({"PALETTE_API_KEY", "GITHUB_TOKEN", "ACTIONS_RUNTIME_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
-                          "RECONCILER_STATE_KEY"})
+RESERVED_ENV = frozenset(OWN_CREDENTIAL_ENV)
 # The key of the state's secret hashes (model.secret_hash); kept out of the repository.
 STATE_KEY_ENV = "RECONCILER_STATE_KEY"
 # Pseudo-filesystems: what they hold is the process (its environment) or the machine.
@@ -59,7 +58,8 @@ def pasted_credential(name: str) -> str | None:
     return None
 
 # Every value resolved in this process, so that the last line of defence (the CLI's error
-# handler) can redact any message, whatever path it took.
+# handler) can redact any message, whatever path it took. The tool's own credentials are not
+# kept here: ``errors.redact`` masks them in every message (``remember_secret``).
 _resolved: set[str] = set()
 
 
@@ -72,11 +72,10 @@ class FileRefused(OSError):
         super().__init__(errno.EINVAL, reason)
 
 
-def remember_secret(value: str) -> None:
-    """A credential of the tool itself (the Palette API key, the state key): the CLI's last
-    line of defence redacts it from any message, whatever path the message took."""
-    if value:
-        _resolved.add(value)
+def remember_secret(value: str | None) -> None:
+    """A credential of the tool itself (the Palette API key, the state key): every message
+    is redacted of it (``errors.redact``), a sync status and the state as much as an error."""
+    remember_credential(value)
 
 
 def redact_resolved(text: str) -> str:
@@ -90,8 +89,7 @@ def state_key(environ: Mapping[str, str] | None = None) -> str | None:
     that is not UTF-8 is an ``InputError`` (read while planning: before any change)."""
     env = os.environ if environ is None else environ
     key = env.get(STATE_KEY_ENV) or None
-    if key is not None:
-        _resolved.add(key)
+    remember_secret(key)
     if key is not None and not _utf8(key):
         raise InputError(f"{STATE_KEY_ENV} is not valid UTF-8 (the value is not shown); nothing was planned or changed")
     return key

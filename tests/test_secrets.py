@@ -244,6 +244,18 @@ def test_redact_covers_every_form_of_a_value():
         assert text == "server said: (sensitive) (end)", (form, text)
 
 
+def test_redact_always_masks_the_tools_own_credentials(monkeypatch):
+    """Whatever secrets the caller passed (a registry's, or none): the API key and the state
+    key, remembered where they were read or found in the environment, never pass."""
+    secrets_mod.remember_secret("remembered-api-key-4f1e")
+    monkeypatch.setenv("RECONCILER_STATE_KEY", "state-key-from-env-77a0")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghs_" + "x" * 36)
+    text = 'a {"k":"remembered-api-key-4f1e"} b state-key-from-env-77a0 c ' + "ghs_" + "x" * 36
+    assert redact(text, []) == 'a {"k":"(sensitive)"} b (sensitive) c (sensitive)'
+    assert redact(text, {"another-secret"}) == redact(text, [])
+    assert secrets_mod.redact_resolved(text) == redact(text, [])
+
+
 @pytest.mark.parametrize("value, shown", [
     ('Tok en"with\\quote', "{'token': 'Tok en\"with\\\\quote'}"),
     ("it's\\a secret", "{'token': \"it's\\\\a secret\"}"),

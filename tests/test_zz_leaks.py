@@ -45,8 +45,8 @@ def scenario(tmp_path: Path, palette_emulator_factory):  # noqa: F811
         run(root, *extra, env=env)
         run(root, "--target", "palette", "--endpoint", emu.url, *extra, env=env)
     run(root, "--target", "palette", "--endpoint", emu.url, env=dict(env, LEAK_PW="leak-canary-rotated-99"))
-    # a server that echoes credentials back in its messages, in every form
-    echoed = [f for v in (*SHORT.values(), *SPECIAL.values()) for f in sorted(leaks.forms(v))]
+    # a server that echoes credentials back in its messages, in every form, the API key too
+    echoed = [f for v in (*SHORT.values(), *SPECIAL.values(), API_KEY) for f in sorted(leaks.forms(v))]
     emu.faults.sync_mode = "fail"
     emu.faults.sync_polls = 0
     emu.faults.sync_fail_message = "pull failed: " + " | ".join(echoed)

@@ -319,7 +319,7 @@ class PaletteTarget(Target):
     ) -> None:
         if not api_key:
             raise ClientError("palette: no API key (set PALETTE_API_KEY)")
-        remember_secret(api_key)  # the CLI's last-resort redaction knows it too
+        remember_secret(api_key)  # from now on every redact masks it (errors.own_credentials)
         if not header_safe(api_key):  # else an internal error, or a request that could not be sent
             raise InputError("PALETTE_API_KEY holds a character an HTTP header cannot carry (outside printable ASCII, "
                              "a control character, or a blank; the value is not shown): set it again")
