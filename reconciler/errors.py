@@ -7,6 +7,8 @@ too, whatever secrets its caller knew of.
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import os
 import re
@@ -123,20 +125,80 @@ def own_credentials() -> frozenset[str]:
 
 
 _PCT = re.compile(r"%[0-9A-F]{2}")
+_UESC = re.compile(r"\\u[0-9a-f]{4}")
+# What Go's encoding/json escapes besides JSON's own (quote, backslash, controls): it
+# writes &, <, > and the JavaScript line separators as \u escapes (encoding/json Marshal,
+# "HTMLEscape"). Palette is a Go service: a body it marshals shows a secret this way.
+_GO_ESCAPES = str.maketrans({"&": "\\u0026", "<": "\\u003c", ">": "\\u003e",
+                             "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _json_forms(value: str) -> set[str]:
+    """A value inside a JSON string, as the encoders of servers write it: Python's (ASCII or
+    not), Go's (&, <, > escaped), with '/' written '\\/' (PHP, some Java ones) or not, and
+    the \\u escapes in either case."""
+    forms = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms |= {f.translate(_GO_ESCAPES) for f in forms}
+    forms |= {f.replace("/", "\\/") for f in forms}
+    forms |= {_UESC.sub(lambda m: m.group().upper().replace("\\U", "\\u"), f) for f in forms}
+    return forms
 
 
 @lru_cache(maxsize=4096)
 def _forms(value: str) -> frozenset[str]:
-    """Every form a value can take in a server's message: raw, JSON-escaped (ASCII or not),
-    URL-encoded (path, query, form), and inside a Python ``repr`` (of a dict a server or a
-    library prints), in either of its quotes."""
+    """Every form a value can take in a server's message: raw, JSON-escaped (``_json_forms``),
+    URL-encoded (path, query, form), HTML-escaped (an error page), and inside a Python
+    ``repr`` (of a dict a server or a library prints), in either of its quotes."""
     e = "surrogateescape"  # an environment value of bytes that are not UTF-8: its bytes, escaped
-    forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+    forms = {value, *_json_forms(value),
              quote(value, safe="", errors=e), quote(value, errors=e), quote_plus(value, errors=e),
              quote_plus(value, safe="/", errors=e),
+             html.escape(value, quote=False), html.escape(value),
              repr(value)[1:-1], repr(value + '"')[1:-2]}  # the '"' makes repr use (and escape) single quotes
     forms |= {_PCT.sub(lambda m: m.group().lower(), f) for f in forms}  # some servers lower-case escapes
     return frozenset(f for f in forms if len(f) >= MIN_REDACT_LEN)
+
+
+# A value this long (in bytes) or longer is also searched for in base64: in an echoed
+# "Authorization: Basic base64(user:password)" header, or a docker config's "auth". Each of
+# its three alignments then yields at least 8 characters, too many to match by chance.
+MIN_BASE64_LEN = 7
+_B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+@lru_cache(maxsize=4096)
+def _base64_cores(value: str) -> tuple[bytes, ...]:
+    """The characters that the value's bytes alone decide in any base64 text holding them,
+    at each of the three offsets they can start at (after 0, 1 or 2 other bytes): base64
+    character ``j`` stands for bits ``6j`` to ``6j + 6``, so those wholly inside the value's
+    bits are the same whatever surrounds it."""
+    raw = value.encode("utf-8", "surrogateescape")
+    if len(raw) < MIN_BASE64_LEN:
+        return ()
+    cores = []
+    for pad in range(3):
+        encoded = base64.b64encode(bytes(pad) + raw)
+        first, end = -(-8 * pad // 6), 8 * (pad + len(raw)) // 6  # ceil, floor
+        cores.append(encoded[first:end])
+    return tuple(cores)
+
+
+def _redact_base64(text: str, cores: Iterable[bytes]) -> str:
+    """Replace each run of base64 characters that holds one of ``cores`` by ``(sensitive)``,
+    the whole run (the rest of a Basic header's token is its user name, and the edges carry
+    bits of the value). Linear: ``str.find`` and a walk to the run's ends, no regex."""
+    for core in cores:
+        needle = core.decode("ascii")
+        at = text.find(needle)
+        while at != -1:
+            start, end = at, at + len(needle)
+            while start > 0 and ord(text[start - 1]) < 128 and ord(text[start - 1]) in _B64:
+                start -= 1
+            while end < len(text) and ord(text[end]) < 128 and ord(text[end]) in _B64:
+                end += 1
+            text = text[:start] + "(sensitive)" + text[end:]
+            at = text.find(needle, start + len("(sensitive)"))
+    return text
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -146,9 +208,13 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     Call it on the full text, before collapsing whitespace or shortening: a cut or reflowed
     value can no longer be found."""
     forms: set[str] = set()
+    cores: set[bytes] = set()
     for s in {*secrets, *own_credentials()}:
         if s and len(s) >= MIN_REDACT_LEN:
             forms |= _forms(s)
+            cores.update(_base64_cores(s))
+    if cores:
+        text = _redact_base64(text, sorted(cores, key=len, reverse=True))
     for form in sorted(forms, key=len, reverse=True):
         text = text.replace(form, "(sensitive)")
     return text

@@ -4,6 +4,7 @@ empty secrets, pasted secrets, credentials in URLs, and the cost of guessing a r
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -244,6 +245,39 @@ def test_redact_covers_every_form_of_a_value():
         assert text == "server said: (sensitive) (end)", (form, text)
 
 
+GO_PW = "Sup3r&Secret<pw>/\u2028x"
+
+
+@pytest.mark.parametrize("form", [
+    "Sup3r\\u0026Secret\\u003cpw\\u003e/\\u2028x",  # Go's encoding/json: &, <, >, U+2028 escaped
+    "Sup3r\\u0026Secret\\u003Cpw\\u003E/\\u2028x",  # the same, upper-case hex
+    "Sup3r\\u0026Secret\\u003cpw\\u003e\\/\\u2028x",  # and '/' written '\\/'
+    "Sup3r&Secret<pw>\\/\u2028x",  # '\\/' alone
+    "Sup3r&amp;Secret&lt;pw&gt;/\u2028x",  # HTML-escaped, in an error page
+], ids=["go", "go-upper", "go-slash", "slash", "html"])
+def test_redact_covers_the_forms_other_encoders_write(form: str):
+    """Palette is a Go service: a body it marshals and quotes in an error or a sync message
+    shows a password with & or < as \\u0026 and \\u003c, which was printed unmasked."""
+    assert redact(f'upstream said {{"password":"{form}"}} end', {GO_PW}) == 'upstream said {"password":"(sensitive)"} end'
+
+
+@pytest.mark.parametrize("prefix", ["", "u:", "bo:", "bob:", "a-user:"])
+def test_redact_masks_a_value_inside_base64_at_any_offset(prefix: str):
+    """An echoed "Authorization: Basic base64(user:password)" header: the whole token goes,
+    whatever the user name's length (the password starts at any of base64's three offsets)."""
+    token = base64.b64encode(f"{prefix}{GO_PW}".encode()).decode()
+    assert redact(f"sent Authorization: Basic {token}, refused", {GO_PW}) == "sent Authorization: Basic (sensitive), refused"
+
+
+def test_short_values_are_not_searched_for_in_base64():
+    token = base64.b64encode(b"bob:pw12345").decode()  # "pw12345" is 7 bytes: it is searched for
+    assert redact(f"Basic {token}", {"pw12345"}) == "Basic (sensitive)"
+    token = base64.b64encode(b"bob:pw1234").decode()  # 6 bytes: as likely to match by chance as not
+    assert redact(f"Basic {token}", {"pw1234"}) == f"Basic {token}"
+    digest = "sha256:" + hashlib.sha256(b"x").hexdigest()
+    assert redact(f"pulled {digest} ok", {"abcdefgh", "0123456789"}) == f"pulled {digest} ok"
+
+
 def test_redact_always_masks_the_tools_own_credentials(monkeypatch):
     """Whatever secrets the caller passed (a registry's, or none): the API key and the state
     key, remembered where they were read or found in the environment, never pass."""
@@ -252,7 +286,7 @@ def test_redact_always_masks_the_tools_own_credentials(monkeypatch):
     monkeypatch.setenv("GITHUB_TOKEN", "ghs_" + "x" * 36)
     text = 'a {"k":"remembered-api-key-4f1e"} b state-key-from-env-77a0 c ' + "ghs_" + "x" * 36
     assert redact(text, []) == 'a {"k":"(sensitive)"} b (sensitive) c (sensitive)'
-    assert redact(text, {"another-secret"}) == redact(text, [])
+    assert redact(text, {GO_PW}) == redact(text, [])
     assert secrets_mod.redact_resolved(text) == redact(text, [])
 
 

@@ -83,6 +83,38 @@ def test_a_sync_message_that_echoes_a_secret_is_redacted_without_waiting_too(set
     assert state_of(root)["packs"]["last_sync"]["message"] == "logging in as u:(sensitive)"
 
 
+def test_a_sync_message_never_carries_the_api_key_nor_a_go_escaped_password(tmp_path: Path,
+                                                                           palette_emulator_factory):  # noqa: F811
+    """Adversarial pass 4: a sync message was redacted of the registries' secrets only, so the
+    API key in it was printed and recorded in the state (which git:BRANCH pushes), and a
+    password as Go's encoding/json writes it (& as \\u0026, < as \\u003c) was not found."""
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"r.yaml": registry_doc("HelmRegistry", "h", """
+        endpoint: https://h.example.com
+        auth: {type: basic, username: bob, password: {fromEnv: H_PW}}
+    """)})
+    commit_all(root)
+    env = {"PALETTE_API_KEY": API_KEY, "H_PW": "Sup3r&Secret<pw>", "RECONCILER_STATE_KEY": "state-key-4b9c0d1e"}
+    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    args = ["--target", "palette", "--endpoint", emu.url]
+    assert run(root, *args, env=env).returncode == 0
+    emu.faults.sync_mode = "fail"
+    emu.faults.sync_fail_message = ('upstream said {"password":"Sup3r\\u0026Secret\\u003cpw\\u003e"} apikey=' + API_KEY
+                                    + " key=state-key-4b9c0d1e")
+    for fmt in ("text", "json"):
+        res = run(root, *args, "sync", "--format", fmt, env=env)  # due: no successful sync yet
+        assert res.returncode == 1 and "h (Failed)" in res.stderr, res.stdout + res.stderr
+        assert 'upstream said {"password":"(sensitive)"} apikey=(sensitive) key=(sensitive)' in (
+            res.stdout if fmt == "text" else json.loads(res.stdout)["registries"][0]["message"]), res.stdout
+        for leaked in (API_KEY, "state-key-4b9c0d1e", "Sup3r", "\\u003cpw"):
+            assert leaked not in res.stdout + res.stderr
+    stored = (root / ".reconciler/state-palette.json").read_text()
+    assert state_of(root)["h"]["last_sync"]["message"] == ('upstream said {"password":"(sensitive)"} '
+                                                           "apikey=(sensitive) key=(sensitive)")
+    assert API_KEY not in stored and "state-key-4b9c0d1e" not in stored and "Sup3r" not in stored
+
+
 @pytest.mark.parametrize("fmt", ["text", "markdown"])
 def test_a_sync_message_with_control_characters_is_shown_escaped(setup, fmt):
     """What Palette says of a sync is shown with its control characters escaped: ESC, BEL or

@@ -16,8 +16,8 @@ OWN = {"LEAK_PW": "leak-canary-pw-5f1e", "LEAK_TOKEN": "leak-canary-token-77ab"}
 # the shortest value still redacted in free text (errors.MIN_REDACT_LEN): ordinary-length
 # secrets stay covered although shorter ones are no longer searched for
 SHORT = {"LEAK_SHORT": "Qz#7"}
-# a value whose JSON-escaped and URL-encoded forms differ from it
-SPECIAL = {"LEAK_SPECIAL": 'leak "sp\u20accial"/canary+pw'}
+# a value whose JSON-escaped (Python's and Go's) and URL-encoded forms differ from it
+SPECIAL = {"LEAK_SPECIAL": 'leak "sp\u20accial"/canary+pw&<x>'}
 
 
 @pytest.fixture

@@ -39,7 +39,9 @@ def note_output(*texts: str) -> None:
 
 
 def forms(value: str) -> set[str]:
-    """The forms a value can take in a message: raw, JSON-escaped, URL-encoded, in a repr."""
+    """The forms a value can take in a message: raw, JSON-escaped (as Python and as Go write
+    it), URL-encoded, in a repr."""
     e = "surrogateescape"  # an environment value of bytes that are not UTF-8 (tests/test_secrets.py)
-    return {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+    go = json.dumps(value)[1:-1].replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    return {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], go,
             quote(value, safe="", errors=e), quote_plus(value, errors=e), repr(value)[1:-1]}
