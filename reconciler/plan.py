@@ -521,19 +521,40 @@ def describe_refs(refs: Sequence[ProfileRef]) -> str:
     return ", ".join(parts)
 
 
+def describe_unread(refs: Sequence[ProfileRef]) -> str:
+    ordered = sorted(refs, key=lambda r: (r.profile_name, r.profile_uid))
+    return ", ".join(f"{r.profile_name} ({r.unread})" for r in ordered)
+
+
+def _users(refs: Sequence[ProfileRef]) -> str:
+    """Who uses the registry, and whose packs could not be checked: a profile we could not read
+    counts as a user (the look-up fails closed)."""
+    used = [r for r in refs if not r.unread]
+    unknown = [r for r in refs if r.unread]
+    said = []
+    if used:
+        said.append(f"used by cluster profile{'' if len(used) == 1 else 's'} {describe_refs(used)}")
+    if unknown:
+        said.append(f"could not check whether cluster profile{'' if len(unknown) == 1 else 's'} "
+                    f"{describe_unread(unknown)} use{'s' if len(unknown) == 1 else ''} it")
+    return "; ".join(said)
+
+
 def _guard_in_use(c: Change, in_use: Mapping[str, Sequence[ProfileRef]], allow: bool) -> Change:
-    """#10.2: a delete or replace of a registry that cluster profiles reference is blocked
-    as protect blocks it, naming them; --allow-in-use lets a reviewed change through."""
+    """#10.2: a delete or replace of a registry that cluster profiles reference (or may: their
+    packs could not be read) is blocked as protect blocks it, naming them; --allow-in-use lets
+    a reviewed change through."""
     if c.blocked or not c.uid or not (c.action == REPLACE or (c.action == DELETE and not c.gone)):
         return c
     refs = in_use.get(c.uid) or ()
     if not refs:
         return c
     what = "deleting" if c.action == DELETE else "replacing (new uid)"
-    users = f"used by cluster profile{'' if len(refs) == 1 else 's'} {describe_refs(refs)}"
+    users = _users(refs)
     if allow:
         return replace(c, reason="; ".join(x for x in (c.reason, f"{users}; let through by --allow-in-use") if x))
-    return replace(c, blocked=f"{users}; {what} breaks them; pass --allow-in-use once reviewed")
+    breaks = "breaks them" if any(not r.unread for r in refs) else "may break them"
+    return replace(c, blocked=f"{users}; {what} {breaks}; pass --allow-in-use once reviewed")
 
 
 UNSIGNED_RECORD = ("its record is not signed with RECONCILER_STATE_KEY: written again from the definition, and "

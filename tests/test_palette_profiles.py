@@ -106,6 +106,67 @@ def test_draft_packs_and_older_versions_count(emu):
     assert refs[in_old] == [ProfileRef(v1.uid, "app (1.0.0)", "team-a", 4)]
 
 
+def hide_details(emu: PaletteEmulator, *uids: str) -> list[str | None]:
+    """A server on which the detail of ``uids`` answers 404 in every context though the lists
+    show them (a profile deleted between the list and the read, or one hidden from this key).
+    Returns the ``ProjectUid`` of each such read, as they come."""
+    real = emu.profiles.handle
+    tried: list[str | None] = []
+
+    def handle(method, template, args, query, body, project_uid):
+        if template == "/v1/clusterprofiles/{uid}" and args[0] in uids:
+            tried.append(project_uid)
+            return 404, {"code": "ResourceNotFound", "message": f"cluster profile '{args[0]}' not found"}
+        return real(method, template, args, query, body, project_uid)
+
+    emu.profiles.handle = handle
+    return tried
+
+
+# Whether the tenant context lists project profiles too is unverified either way: the answer
+# must be the same both ways (adversarial pass 4, #1: it failed open when the tenant listed it).
+@pytest.mark.parametrize("tenant_lists_all", [False, True], ids=["tenant-lists-own", "tenant-lists-all"])
+def test_a_project_profile_is_found_however_the_tenant_context_lists_it(emu, tenant_lists_all):
+    used = helm(emu, "used")
+    data = emu.profiles
+    data.add_project("team-a")
+    team = data.add_project("team-b")
+    web = data.add_profile("web", [used], project="team-b", clusters=3)
+    data.tenant_lists_all = tenant_lists_all
+    with fast_target(emu) as target:
+        refs = target.references([used])
+    assert refs == {used: [ProfileRef(web.uid, "web (1.0.0)", "team-b", 3)]}
+    reads = [p for m, t, p in data.calls if t == "/v1/clusterprofiles/{uid}"]
+    assert reads == [team]  # read in its own scope first (annotations.scope: project)
+
+
+def test_a_profile_no_context_can_read_is_an_unknown_user_of_every_registry(emu):
+    used, other = helm(emu, "used"), helm(emu, "other")
+    data = emu.profiles
+    data.add_project("team-a")
+    edge = data.add_profile("edge", [used], project="team-a", clusters=3)
+    data.tenant_lists_all = True
+    tried = hide_details(emu, edge.uid)
+    with fast_target(emu) as target:
+        refs = target.references([used, other])
+    why = f"GET /v1/clusterprofiles/{edge.uid} answered 404 in project team-a, tenant"
+    unknown = ProfileRef(edge.uid, "edge (1.0.0)", None, unread=why)
+    assert refs == {used: [unknown], other: [unknown]}  # its packs are unknown: it may use either
+    assert tried == [edge.project_uid, None]  # its own scope first, then every other context that listed it
+
+
+def test_a_version_no_context_can_read_is_an_unknown_user(emu):
+    used = helm(emu, "used")
+    data = emu.profiles
+    data.add_project("team-a")
+    v1 = data.add_profile("app", [used], project="team-a", clusters=4)
+    data.add_profile("app", [], project="team-a", version="2.0.0", version_of=v1)  # the list shows only 2.0.0
+    hide_details(emu, v1.uid)
+    with fast_target(emu) as target:
+        refs = target.references([used])
+    assert [(r.profile_uid, r.profile_name, bool(r.unread)) for r in refs[used]] == [(v1.uid, "app (1.0.0)", True)]
+
+
 def test_profile_lists_are_paged_with_continue(emu):
     used = helm(emu, "used")
     data = emu.profiles
@@ -320,3 +381,32 @@ def test_cli_h1_delete_of_a_registry_a_project_profile_uses_is_refused_then_allo
     assert res.returncode == 0, res.stdout + res.stderr
     assert emu.store.by_name("helm", "gone") is None
     assert emu.store.by_name("helm", "keep") is not None
+
+
+def test_cli_a_delete_whose_users_cannot_be_checked_is_blocked_then_allowed(tmp_path: Path, emu):
+    """The look-up fails closed: a profile whose packs cannot be read blocks the delete as a
+    user does, saying it could not be checked; --allow-in-use lets a reviewed delete through."""
+    root = tmp_path / "repo"
+    init_repo(root)
+    gone = registry_doc("HelmRegistry", "gone", "endpoint: https://gone.example.com\nsync: true")
+    keep = registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com\nsync: true")
+    write_defs(root, {"keep.yaml": keep, "gone.yaml": gone})
+    commit_all(root, "two")
+    env = {"PALETTE_API_KEY": API_KEY}
+    assert run(root, *cli_args(emu), env=env).returncode == 0
+    emu.profiles.add_project("team-a")
+    edge = emu.profiles.add_profile("edge", [], project="team-a", clusters=3)
+    hide_details(emu, edge.uid)
+    write_defs(root, {"keep.yaml": keep})
+    commit_all(root, "drop gone")
+    for extra, code in ((["--dry-run"], 0), ([], 1)):  # a blocked change: the target still differs
+        res = run(root, *cli_args(emu), *extra, env=env)
+        assert res.returncode == code, res.stdout + res.stderr
+        assert "Traceback" not in res.stderr
+        assert ("delete blocked: could not check whether cluster profile edge (1.0.0) (GET /v1/clusterprofiles/"
+                f"{edge.uid} answered 404 in project team-a) uses it; deleting may break them; pass --allow-in-use "
+                "once reviewed") in res.stdout, res.stdout
+        assert emu.store.by_name("helm", "gone") is not None
+    res = run(root, *cli_args(emu), "--allow-in-use", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert emu.store.by_name("helm", "gone") is None

@@ -79,9 +79,12 @@ class ProfileRef:
     profile_name: str
     project: str | None  # project name; None for a tenant-scope profile
     clusters: int = 0  # clusters using the profile (``status.inUseClusters``)
+    #: why the profile's packs could not be read ("" when they were): it may use any registry,
+    #: so it is listed under every uid asked about and blocks as a user does
+    unread: str = ""
 
 
-#: registry uid -> the profiles that reference it
+#: registry uid -> the profiles that reference it (or may: ``ProfileRef.unread``)
 References = dict[str, list[ProfileRef]]
 
 

@@ -13,21 +13,25 @@ reference packs by registry uid (``v1PackRef.registryUid``). We find them as
 * the profiles listed by ``POST /v1/dashboard/clusterprofiles`` once without a ``ProjectUid``
   header (tenant context) and once with each project's uid (project context: the SDK's
   ``ContextForScope(ctx, "project", uid)`` sets that header), paged with ``continue``;
-* for each profile, ``GET /v1/clusterprofiles/{uid}`` in the context it was listed in:
-  ``spec.published.packs[].registryUid``, ``spec.draft.packs[].registryUid``, and
-  ``status.inUseClusters`` for the clusters using it. The summary list has no registry uid
-  (``v1PackRefSummary``); ``GET /v1/clusterprofiles/{uid}/packs`` would cost the same one
-  request per profile but its spec does not say whether it lists the draft's packs or the
-  published ones, so we read the profile itself.
+* for each profile, ``GET /v1/clusterprofiles/{uid}`` in the context of its own scope (the
+  listed ``metadata.annotations["scope"]``: the provider reads a profile in its scope's context,
+  ``resourceClusterProfileRead``, and its mock server sets the annotation,
+  ``getClusterProfileResponse`` in ``tests/mockApiServer/routes/mockClusterProfile.go``), then, on
+  a 404, in every other context that listed it: ``spec.published.packs[].registryUid``,
+  ``spec.draft.packs[].registryUid``, and ``status.inUseClusters`` for the clusters using it. The
+  summary list has no registry uid (``v1PackRefSummary``); ``GET /v1/clusterprofiles/{uid}/packs``
+  would cost the same one request per profile but its spec does not say whether it lists the
+  draft's packs or the published ones, so we read the profile itself.
 * every other version in ``spec.versions`` (each version is a profile with its own uid) is read
   too: a cluster may run an older version that still uses the registry. Whether the dashboard
   list shows every version or only the latest is unverified, so we read both ways and dedupe.
 
-A profile seen in several listings (a project context may also list the tenant's profiles,
-unverified) is reported once. Its project: the profile's ``metadata.annotations["scope"]``
-when the server sets it (the provider's mock server does: ``getClusterProfileResponse`` in
-terraform-provider-spectrocloud ``tests/mockApiServer/routes/mockClusterProfile.go``), else
-the first listing that showed it, tenant first.
+Whether the tenant context also lists project profiles is unverified either way, and so is
+whether a project profile can be read without its ``ProjectUid``: the answer must not depend on
+either. A profile seen in several listings is reported once, with the project of the context
+that read it. A profile that no context can read (404 everywhere: deleted since it was listed,
+or hidden from us) may use any registry: it is an "unknown" user of every uid asked about
+(``ProfileRef.unread``), which blocks a delete as a known user does. Fail closed, never open.
 """
 
 from __future__ import annotations
@@ -74,6 +78,16 @@ class _Context:
         return {"ProjectUid": self.project_uid} if self.project_uid else None
 
 
+def obj_of(value: Any) -> Mapping[str, Any]:
+    """A field of an answer that should be an object; any other shape (a string, a list, null)
+    reads as absent, never as a crash."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list_of(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def items_of(data: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
     """A list answer's ``items`` (every Palette list, registries too); anything but a list of
     objects is an error, never an empty list ("no profile uses it")."""
@@ -89,7 +103,7 @@ def _projects(request: Request) -> list[_Context]:
     data = request("GET", PROJECTS_PATH)
     out = []
     for item in items_of(data, f"GET {PROJECTS_PATH}"):
-        meta = item.get("metadata") or {}
+        meta = obj_of(item.get("metadata"))
         uid = str(meta.get("uid") or "")
         if uid:
             out.append(_Context(uid, str(meta.get("name") or uid)))
@@ -106,7 +120,7 @@ def _listed_profiles(request: Request, ctx: _Context) -> Iterator[dict[str, Any]
             params["continue"] = token
         data = request("POST", PROFILES_PATH, params=params, json=PROFILES_QUERY, headers=ctx.headers)
         yield from items_of(data, f"POST {PROFILES_PATH}{_where(ctx)}")
-        token = str((data.get("listmeta") or {}).get("continue") or "")
+        token = str(obj_of(data.get("listmeta")).get("continue") or "")
         if not token:
             return
         if token in seen_tokens:
@@ -124,8 +138,8 @@ def _where(ctx: _Context) -> str:
 def _packs_registry_uids(spec: Mapping[str, Any]) -> set[str]:
     out: set[str] = set()
     for template in ("published", "draft"):
-        for pack in (spec.get(template) or {}).get("packs") or []:
-            uid = (pack or {}).get("registryUid")
+        for pack in _list_of(obj_of(spec.get(template)).get("packs")):
+            uid = obj_of(pack).get("registryUid")
             if uid:
                 out.add(str(uid))
     return out
@@ -134,12 +148,13 @@ def _packs_registry_uids(spec: Mapping[str, Any]) -> set[str]:
 def _clusters(status: Mapping[str, Any]) -> int:
     in_use = status.get("inUseClusters")
     if isinstance(in_use, list):
-        return len({str((c or {}).get("uid") or i) for i, c in enumerate(in_use)})
-    return len(status.get("inUseClusterUids") or [])  # deprecated by inUseClusters (spec)
+        return len({str(obj_of(c).get("uid") or i) for i, c in enumerate(in_use)})
+    return len(_list_of(status.get("inUseClusterUids")))  # deprecated by inUseClusters (spec)
 
 
 def find_references(request: Request, uids: Collection[str], *, workers: int = 1) -> References:
-    """Registry uid -> the cluster profiles (any scope, any project) whose packs use it."""
+    """Registry uid -> the cluster profiles (any scope, any project) whose packs use it, and
+    those whose packs could not be read (``ProfileRef.unread``), under every uid."""
     try:
         return _find_references(request, uids, workers)
     except TargetError as exc:
@@ -150,59 +165,116 @@ def _context(exc: TargetError, what: str) -> TargetError:
     return type(exc)(f"{what}: {exc}", status=exc.status, code=exc.code)
 
 
+@dataclass
+class _Listed:
+    """A profile as the lists showed it: its name and its metadata, and every context that
+    listed it, in listing order (tenant first)."""
+
+    name: str
+    meta: Mapping[str, Any]
+    contexts: list[_Context]
+
+
+def _read_order(meta: Mapping[str, Any], listed: Sequence[_Context],
+                projects: Mapping[str, _Context]) -> list[_Context]:
+    """The contexts to read a profile's details in, its own scope's first, then every other
+    context that listed it: a profile is never given up after one 404.
+
+    ``annotations.scope`` says ``tenant`` or ``project`` (the provider reads a profile in the
+    context of that scope, ``resourceClusterProfileRead``; its mock sets it). Which project is
+    not in any source we have: ``annotations.projectUid`` is tried first when it names a project
+    (unverified), else the project contexts that listed it.
+    """
+    ann = obj_of(meta.get("annotations"))
+    scope = str(ann.get("scope") or "")
+    own = [projects[u] for u in (str(ann.get("projectUid") or ""),) if u in projects]
+    if scope in ("tenant", "project"):
+        own += [c for c in listed if bool(c.project_uid) == (scope == "project")]
+    return list(dict.fromkeys([*own, *listed]))
+
+
+def _where_all(contexts: Sequence[_Context]) -> str:
+    return ", ".join(f"project {c.project_name}" if c.project_uid else "tenant" for c in contexts)
+
+
 def _find_references(request: Request, uids: Collection[str], workers: int) -> References:
     wanted = {u for u in uids if u}
     out: References = {u: [] for u in wanted}
     if not wanted:
         return out  # look-ups only when there is something to look for
-    contexts = [_Context(None, None), *_projects(request)]
-    found: dict[str, _Context] = {}  # profile uid -> the context it was first listed in
+    projects = _projects(request)
+    contexts = [_Context(None, None), *projects]
+    listed: dict[str, _Listed] = {}  # profile uid -> what the lists said of it
     for ctx in contexts:
         for item in _listed_profiles(request, ctx):
-            uid = str((item.get("metadata") or {}).get("uid") or "")
-            if uid and uid not in found:
-                found[uid] = ctx
+            meta = obj_of(item.get("metadata"))
+            uid = str(meta.get("uid") or "")
+            if uid:
+                name = _profile_name(meta, obj_of(item.get("specSummary")))
+                listed.setdefault(uid, _Listed(name, meta, [])).contexts.append(ctx)
+    by_uid = {c.project_uid: c for c in projects if c.project_uid}
+    order = {uid: _read_order(it.meta, it.contexts, by_uid) for uid, it in listed.items()}
+    names = {uid: it.name for uid, it in listed.items()}
 
-    def read(uid: str, ctx: _Context) -> dict[str, Any] | None:
-        try:
-            return request("GET", f"/v1/clusterprofiles/{uid}", headers=ctx.headers)
-        except NotFound:
-            return None  # deleted since it was listed
+    def read(uid: str, tries: Sequence[_Context]) -> tuple[dict[str, Any] | None, _Context]:
+        for ctx in tries:
+            try:
+                return request("GET", f"/v1/clusterprofiles/{uid}", headers=ctx.headers), ctx
+            except NotFound:
+                continue  # not readable here (another scope's, or deleted since listed): the next
+        return None, tries[0]
 
-    details: dict[str, dict[str, Any]] = {}
-    pending = list(found)
+    details: dict[str, tuple[dict[str, Any], _Context]] = {}
+    unread: dict[str, str] = {}  # profile uid -> why its packs are unknown
+    pending = list(order)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, 8))) as pool:
         while pending:
-            if len(details) + len(pending) > MAX_PROFILES:
+            if len(details) + len(unread) + len(pending) > MAX_PROFILES:
                 raise ServerError(f"palette: more than {MAX_PROFILES} cluster profiles to read; giving up")
             batch, pending = pending, []
-            contexts_of = [found[uid] for uid in batch]  # read here: workers never touch ``found``
-            for uid, obj in zip(batch, pool.map(read, batch, contexts_of), strict=True):
+            tries = [order[uid] for uid in batch]  # read here: workers never touch ``order``
+            for uid, (obj, ctx) in zip(batch, pool.map(read, batch, tries), strict=True):
                 if obj is None:
+                    unread[uid] = f"GET /v1/clusterprofiles/{uid} answered 404 in {_where_all(order[uid])}"
                     continue
-                details[uid] = obj
-                for version in (obj.get("spec") or {}).get("versions") or []:
-                    vuid = str((version or {}).get("uid") or "")
-                    if vuid and vuid not in found:
-                        found[vuid] = found[uid]  # a version lives where its profile does
+                details[uid] = (obj, ctx)
+                for version in _list_of(obj_of(obj.get("spec")).get("versions")):
+                    vuid = str(obj_of(version).get("uid") or "")
+                    if vuid and vuid not in order:
+                        # a version lives where its profile does: there first, then where it was listed
+                        order[vuid] = list(dict.fromkeys([ctx, *order[uid]]))
+                        names[vuid] = _profile_name({**obj_of(obj.get("metadata")), "uid": vuid}, obj_of(version))
                         pending.append(vuid)
 
-    for uid, obj in details.items():
-        hits = _packs_registry_uids(obj.get("spec") or {}) & wanted
+    for uid, (obj, ctx) in details.items():
+        spec = obj_of(obj.get("spec"))
+        hits = _packs_registry_uids(spec) & wanted
         if not hits:
             continue
-        meta = obj.get("metadata") or {}
-        ctx = found[uid]
-        scope = str((meta.get("annotations") or {}).get("scope") or "")
-        project = ctx.project_name if scope in ("", "project") else None
-        ref = ProfileRef(profile_uid=uid, profile_name=_profile_name(meta, obj.get("spec") or {}),
-                         project=project, clusters=_clusters(obj.get("status") or {}))
+        meta = obj_of(obj.get("metadata"))
+        ref = ProfileRef(profile_uid=uid, profile_name=_profile_name(meta, spec),
+                         project=_project_of(meta, ctx), clusters=_clusters(obj_of(obj.get("status"))))
         for registry_uid in hits:
             out[registry_uid].append(ref)
+    # a profile whose packs are unknown may use any of them: the answer is "unknown", never "unused"
+    unknown = [ProfileRef(uid, names[uid], None, unread=why) for uid, why in unread.items()]
     for refs in out.values():
-        refs.sort(key=lambda r: (r.project or "", r.profile_name, r.profile_uid))
-    log.debug("references: %d profile(s) read in %d context(s)", len(details), len(contexts))
+        refs.extend(unknown)
+        refs.sort(key=lambda r: (bool(r.unread), r.project or "", r.profile_name, r.profile_uid))
+    log.debug("references: %d profile(s) read in %d context(s), %d unreadable", len(details), len(contexts),
+              len(unread))
     return out
+
+
+def _project_of(meta: Mapping[str, Any], ctx: _Context) -> str | None:
+    """The project a profile read in ``ctx`` belongs to; None for a tenant one (a project
+    context lists the tenant's profiles too, unverified)."""
+    scope = str(obj_of(meta.get("annotations")).get("scope") or "")
+    if scope not in ("", "project"):
+        return None
+    if ctx.project_uid:
+        return ctx.project_name
+    return "(not known)" if scope == "project" else None  # a project profile the tenant context read
 
 
 def _profile_name(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
@@ -226,7 +298,7 @@ def tenant_fips_pack_mode(request: Request) -> tuple[str, str]:
     if not tenant:
         raise ServerError(f"palette: GET {USER_INFO_PATH}: the answer names no tenantUid")
     prefs = request("GET", f"/v1/tenants/{tenant}/preferences/fips")
-    mode = str((prefs.get("fipsPackConfig") or {}).get("mode") or NON_FIPS_DISABLED)
+    mode = str(obj_of(prefs.get("fipsPackConfig")).get("mode") or NON_FIPS_DISABLED)
     return tenant, mode
 
 

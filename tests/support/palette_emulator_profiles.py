@@ -16,6 +16,9 @@ What each behaviour beyond the spec rests on:
   a project profile read without its ``ProjectUid`` is 404; the list shows only the latest
   version of each profile, older versions appear only in ``spec.versions`` (each version is a
   profile with its own uid); an unknown ``ProjectUid`` or tenant uid is 403.
+* ``tenant_lists_all`` (off by default): the tenant context lists every project's profiles
+  too. UNVERIFIED either way, like the default it replaces: a switch so that tests can hold
+  the client to an answer that does not depend on which one Palette does;
 * switches for tests: ``stuck_continue`` (the list repeats its ``continue`` token forever),
   ``page_limit`` (a server page smaller than 50), ``forbidden`` (path templates that answer 403,
   as for an API key without the permission; the code Palette sends then is unverified).
@@ -84,6 +87,7 @@ class ProfilesData:
         self.profiles: dict[str, Profile] = {}  # uid -> profile, in creation order
         self.page_limit = 50
         self.stuck_continue = False
+        self.tenant_lists_all = False  # unverified either way (module docstring)
         self.forbidden: set[str] = set()
         self.calls: list[tuple[str, str, str | None]] = []  # (method, path template, ProjectUid)
 
@@ -200,7 +204,9 @@ class ProfilesData:
         return _error(405, "MethodNotAllowed", f"{method} {template} not emulated")  # pragma: no cover
 
     def _list(self, query: dict[str, str], project_uid: str | None) -> Answer:
-        profiles = sorted((p for p in self._latest() if self._visible(p, project_uid)),
+        listed = (lambda p: True) if self.tenant_lists_all and project_uid is None else (
+            lambda p: self._visible(p, project_uid))
+        profiles = sorted((p for p in self._latest() if listed(p)),
                           key=lambda p: (p.name, p.uid))
         limit = min(int(query.get("limit", "50")), self.page_limit)
         if limit <= 0:
