@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -165,6 +166,25 @@ def test_a_version_no_context_can_read_is_an_unknown_user(emu):
     with fast_target(emu) as target:
         refs = target.references([used])
     assert [(r.profile_uid, r.profile_name, bool(r.unread)) for r in refs[used]] == [(v1.uid, "app (1.0.0)", True)]
+
+
+@pytest.mark.parametrize("field,value,says", [
+    ("spec", "packs", "a spec that is not an object"),
+    ("published", ["x"], "a spec.published that is not an object"),
+    ("packs", "pack-0", "a spec.published.packs that is not a list of objects"),
+    ("packs", [7], "a spec.published.packs that is not a list of objects"),
+])
+def test_a_profile_whose_packs_come_in_an_odd_shape_is_an_unknown_user(emu, field, value, says):
+    """A wrong shape where the registry uids are is not "uses none": the answer is unknown."""
+    used = helm(emu, "used")
+    web = emu.profiles.add_profile("web", [used], clusters=1)
+    detail = emu.profiles.detail(web)
+    {"spec": detail, "published": detail["spec"], "packs": detail["spec"]["published"]}[field][field] = value
+    emu.answers[f"/v1/clusterprofiles/{web.uid}"] = (200, "application/json", json.dumps(detail).encode())
+    with fast_target(emu) as target:
+        refs = target.references([used])
+    assert refs[used] == [ProfileRef(web.uid, "web (1.0.0)", None, unread=f"GET /v1/clusterprofiles/{web.uid} "
+                                                                          f"answered {says}")]
 
 
 def test_profile_lists_are_paged_with_continue(emu):

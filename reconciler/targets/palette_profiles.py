@@ -237,6 +237,10 @@ def _find_references(request: Request, uids: Collection[str], workers: int) -> R
                 if obj is None:
                     unread[uid] = f"GET /v1/clusterprofiles/{uid} answered 404 in {_where_all(order[uid])}"
                     continue
+                odd = _odd_packs(obj)
+                if odd:  # packs we cannot read are unknown packs, never "no packs"
+                    unread[uid] = f"GET /v1/clusterprofiles/{uid} answered {odd}"
+                    continue
                 details[uid] = (obj, ctx)
                 for version in _list_of(obj_of(obj.get("spec")).get("versions")):
                     vuid = str(obj_of(version).get("uid") or "")
@@ -264,6 +268,24 @@ def _find_references(request: Request, uids: Collection[str], workers: int) -> R
     log.debug("references: %d profile(s) read in %d context(s), %d unreadable", len(details), len(contexts),
               len(unread))
     return out
+
+
+def _odd_packs(obj: Mapping[str, Any]) -> str:
+    """What makes a profile's packs unreadable ("" when nothing does): a wrong shape where the
+    registry uids are must not read as a profile that uses none."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return "a spec that is not an object"
+    for template in ("published", "draft"):
+        part = spec.get(template)
+        if part is None:
+            continue
+        if not isinstance(part, dict):
+            return f"a spec.{template} that is not an object"
+        packs = part.get("packs")
+        if packs is not None and not (isinstance(packs, list) and all(isinstance(p, dict) for p in packs)):
+            return f"a spec.{template}.packs that is not a list of objects"
+    return ""
 
 
 def _project_of(meta: Mapping[str, Any], ctx: _Context) -> str | None:
