@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from json import encoder as _json_encoder
 from typing import Any, Generic, TypeVar, overload
+from urllib.parse import unquote_plus
 
 from .errors import TargetError
 
@@ -344,19 +345,27 @@ def split_userinfo(endpoint: str) -> tuple[str, str | None]:
     return scheme + sep + rest[at + 1:], rest[:at]
 
 
-# Query parameters that carry a credential: OAuth and API tokens, API keys, passwords, and the
-# signatures of Azure SAS and S3 / GCS presigned URLs (a Helm repository on blob storage).
+# Query parameters that carry a credential: OAuth and API tokens (``access_token``,
+# ``private_token``, ``refresh-token``), API keys, secrets, passwords, and the signatures and
+# credentials of Azure SAS and S3 / GCS presigned URLs (a Helm repository on blob storage).
+# Matched on the name as a server reads it: percent-decoded, any case, ``-`` as ``_``.
 _CREDENTIAL_PARAM = re.compile(
-    r"(?:access_?token|token|auth|authorization|api[_-]?key|key|secret|client_secret|password|passwd|pwd|"
-    r"sig|signature|x-amz-(?:signature|credential|security-token)|x-goog-(?:signature|credential))",
-    re.IGNORECASE)
+    r"(?:[a-z0-9]+_)*(?:token|secret|password|passwd|pwd|api_?key|apikey|key|sig|signature|credential|auth|"
+    r"authorization)")
+_SEPARATORS = re.compile(r"([&;])")  # ';' separates parameters too, for some servers
 
 
 def _query_parts(endpoint: str) -> tuple[str, list[str], str]:
-    """``(before the query, its ``&``-separated parameters, the fragment with its '#')``."""
+    """``(before the query, its parameters and their separators in turn, the fragment with
+    its '#')``."""
     head, _, query = endpoint.partition("?")
     query, hash_, fragment = query.partition("#")
-    return head, query.split("&"), hash_ + fragment
+    return head, _SEPARATORS.split(query), hash_ + fragment
+
+
+def _is_credential(param: str) -> bool:
+    name = unquote_plus(param.partition("=")[0]).strip().lower().replace("-", "_")
+    return _CREDENTIAL_PARAM.fullmatch(name) is not None
 
 
 def query_credentials(endpoint: str) -> list[str]:
@@ -364,9 +373,8 @@ def query_credentials(endpoint: str) -> list[str]:
     values are never looked at, nor shown)."""
     if "?" not in endpoint:  # the common endpoint: one scan
         return []
-    _, params, _ = _query_parts(endpoint)
-    names = (p.partition("=")[0] for p in params)
-    return [n for n in names if _CREDENTIAL_PARAM.fullmatch(n)]
+    _, parts, _ = _query_parts(endpoint)
+    return [p.partition("=")[0] for p in parts[::2] if _is_credential(p)]
 
 
 def without_query_credentials(endpoint: str, keep_as: str | None = None) -> str:
@@ -374,11 +382,18 @@ def without_query_credentials(endpoint: str, keep_as: str | None = None) -> str:
     by name, with this text as their value); every other part as it was."""
     if not query_credentials(endpoint):
         return endpoint
-    head, params, fragment = _query_parts(endpoint)
-    kept = [p if not _CREDENTIAL_PARAM.fullmatch(p.partition("=")[0]) else
-            f"{p.partition('=')[0]}={keep_as}" for p in params
-            if keep_as is not None or not _CREDENTIAL_PARAM.fullmatch(p.partition("=")[0])]
-    return head + ("?" + "&".join(kept) if kept else "") + fragment
+    head, parts, fragment = _query_parts(endpoint)
+    kept: list[str] = []
+    for i in range(0, len(parts), 2):
+        param = parts[i]
+        if _is_credential(param):
+            if keep_as is None:
+                continue
+            param = f"{param.partition('=')[0]}={keep_as}"
+        if kept:
+            kept.append(parts[i - 1] if i else "&")
+        kept.append(param)
+    return head + ("?" + "".join(kept) if kept else "") + fragment
 
 
 def without_userinfo(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
 
 TWO = "---\n".join([registry_doc("HelmRegistry", "charts", "endpoint: https://charts.example.com"),
@@ -124,3 +126,20 @@ def test_target_names_are_escaped_in_every_import_line(tmp_path: Path):
                     "never touched)")
     named = run(tmp_path, "import", "x\x1b[2Jy")  # a name from the command line, not found
     assert named.returncode == 1 and "\x1b" not in named.stderr and "x\\x1b[2Jy" in named.stderr, named.stderr
+
+
+@pytest.mark.parametrize("endpoint,shown", [
+    ("https://c.example.com/r?x=1;token={t};y=2", "https://c.example.com/r?x=1;token=(sensitive);y=2"),
+    ("https://c.example.com/r?%74oken={t}&a=b", "https://c.example.com/r?%74oken=(sensitive)&a=b"),
+    ("https://c.example.com/r?private_token={t}", "https://c.example.com/r?private_token=(sensitive)"),
+])
+def test_every_spelling_of_a_query_credential_on_the_target_is_masked_in_a_plan(tmp_path: Path, endpoint, shown):
+    """Adversarial pass 5: a percent-encoded name or a ';' separator showed the value in a plan
+    (and export wrote it): names are matched as a server reads them."""
+    db = applied(tmp_path)
+    tok = "ghp_query5ecret0123456789"
+    on_target(db, "UPDATE registries SET spec = json_set(spec, '$.endpoint', ?) WHERE name = 'charts'",
+              endpoint.format(t=tok))
+    res = run(tmp_path, "--dry-run", "--format", "json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert tok not in res.stdout + res.stderr and shown in res.stdout, res.stdout

@@ -651,6 +651,11 @@ def test_a_credential_in_the_endpoints_query_is_refused_by_name_and_never_echoed
         ("HelmRegistry", "https://acct.blob.core.windows.net/charts?sv=2022-11-02&sig=s3cret%3D", "sig"),
         ("PackRegistry", "https://packs.example.com?API_KEY=s3cret", "API_KEY"),
         ("HelmRegistry", "https://charts.example.com/r?token", "token"),
+        # pass 5: as a server decodes them (percent-encoded names, ';' separators, any prefix)
+        ("HelmRegistry", "https://charts.example.com/r?%74oken=s3cret", "%74oken"),
+        ("HelmRegistry", "https://charts.example.com/r?access%5Ftoken=s3cret", "access%5Ftoken"),
+        ("HelmRegistry", "https://charts.example.com/r?x=1;private_token=s3cret", "private_token"),
+        ("PackRegistry", "https://packs.example.com?Refresh-Token=s3cret", "Refresh-Token"),
     ]
     text = "---\n".join(HDR + f"kind: {k}\nmetadata: {{name: r{i}}}\nspec: {{endpoint: '{e}'}}\n"
                         for i, (k, e, _) in enumerate(docs))
