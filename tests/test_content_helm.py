@@ -359,3 +359,35 @@ def test_a_change_within_the_same_second_is_seen_through_the_etag(conn, repo):
     os.utime(index, (before, before))  # same Last-Modified as the first answer
     r = sync(conn, repo.url)
     assert r.added == ["a@1.1.0"] and repo.statuses() == [200, 200]
+
+
+def test_a_gzip_bomb_of_an_index_is_decoded_in_bounded_pieces():
+    """Adversarial pass 5, item 2: httpx decoded each whole chunk (and every layer of
+    ``Content-Encoding: gzip, gzip``) before the size check; the index is now decoded here, 64
+    KiB at a time, so the limit holds in memory too."""
+    import tracemalloc
+    import zlib
+
+    import httpx
+
+    from tests.support.scripted_server import ScriptedServer
+
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    bomb = b"".join(z.compress(b"#" * (1 << 20)) for _ in range(64)) + z.flush()
+    double = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    bombs = {"/one.yaml": ("gzip", bomb), "/two.yaml": ("gzip, gzip", double.compress(bomb) + double.flush())}
+    srv = ScriptedServer(lambda path, headers: (200, {"Content-Encoding": bombs[path][0]}, bombs[path][1]))
+    try:
+        with httpx.Client() as client:
+            tracemalloc.start()
+            try:
+                with pytest.raises(helm.ProbeError, match="1000000-byte limit"):
+                    helm.fetch_index(client, srv.url + "/one.yaml", max_bytes=1_000_000)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert peak < 16 << 20, peak  # 64 MB with httpx's own decoding
+            with pytest.raises(helm.ProbeError, match="which reconcile does not read"):
+                helm.fetch_index(client, srv.url + "/two.yaml")
+    finally:
+        srv.close()

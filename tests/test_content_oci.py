@@ -864,3 +864,91 @@ def test_many_tag_lists_over_kept_alive_connections(conn, scripted):
     r = _basic_sync(conn, srv.url)
     assert r.status == "Completed" and r.counts == {"repositories": 60, "tags": 120}, r.message
     assert srv.connections < 60  # kept alive, not one connection per request
+
+
+def _gzip_zeros(size: int, layers: int = 1) -> bytes:
+    import zlib
+
+    data = b""
+    for _ in range(layers):
+        z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        if not data:  # the innermost layer: zeros, compressed a MiB at a time (never held whole)
+            out = [z.compress(bytes(1 << 20)) for _ in range(size >> 20)]
+        else:
+            out = [z.compress(data)]
+        data = b"".join(out) + z.flush()
+    return data
+
+
+def test_a_gzip_bomb_is_decoded_in_bounded_pieces_and_refused(conn, scripted, monkeypatch):
+    """Adversarial pass 5, item 2: httpx decoded a whole chunk before the size check (about
+    1,000 times its size): 64 KB of gzip is 64 MB in memory at once. Decoded here, 64 KiB at a
+    time, the answer is refused at the limit with little memory used."""
+    import tracemalloc
+
+    from reconciler.content import http as content_http
+
+    monkeypatch.setattr(content_http, "MAX_ANSWER_BYTES", 256 * 1024)
+    bomb = _gzip_zeros(64 << 20)
+    assert len(bomb) < 100_000
+    srv = scripted(_streamed("catalog", bomb, {"Content-Encoding": "gzip"}))
+    tracemalloc.start()
+    try:
+        r = _basic_sync(conn, srv.url)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert r.status == "Failed" and "262144-byte limit" in r.message, r.message
+    assert peak < 16 << 20, peak  # 64 MB with httpx's own decoding
+
+
+@pytest.mark.parametrize("coding", ["gzip, gzip", "br", "zstd"])
+def test_an_encoding_we_do_not_read_is_refused_not_decoded(conn, scripted, coding):
+    """``Content-Encoding: gzip, gzip``: httpx applied both layers, 3.5 KB became 4 GB."""
+    body = _gzip_zeros(1 << 20, layers=2) if coding == "gzip, gzip" else b"\x00" * 64
+    srv = scripted(_streamed("catalog", body, {"Content-Encoding": coding}))
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Failed" and "which reconcile does not read" in r.message, r.message
+
+
+def test_a_gzip_answer_is_read(conn, scripted):
+    import gzip
+
+    srv = scripted(_streamed("catalog", gzip.compress(json.dumps({"repositories": ["t/a"]}).encode()),
+                             {"Content-Encoding": "gzip"}))
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Completed" and r.counts == {"repositories": 1, "tags": 1}, r.message
+
+
+def test_redirects_are_followed_on_the_same_origin_only_and_their_bodies_never_read(conn, scripted):
+    """Adversarial pass 5, item 1: httpx reads each redirect's body whole before following it
+    (300 MiB bodies used 6.6 GiB), and followed redirects to any origin."""
+    other = scripted(lambda path, headers: (200, {}, {"repositories": ["x/leak"]}))
+
+    def flood(wfile):
+        for _ in range(2000):  # bounded; the client hangs up without reading it
+            wfile.write(b"x" * 65536)
+
+    def route(path, headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        if path.startswith("/v2/_catalog"):
+            return 302, {"Location": "/v2/moved/_catalog"}, flood
+        if path.startswith("/v2/moved/_catalog"):
+            return 200, {}, {"repositories": ["t/a"]}
+        return 200, {}, {"tags": ["1"]}
+
+    srv = scripted(route)
+    r = _basic_sync(conn, srv.url)
+    assert r.status == "Completed" and r.counts == {"repositories": 1, "tags": 1}, r.message
+
+    away = scripted(lambda path, headers: (200, {}, {}) if path == "/v2/" else
+                    (302, {"Location": f"{other.url}/v2/_catalog"}, b"") if "_catalog" in path else (200, {}, {}))
+    r = _basic_sync(conn, away.url, uid="h2")
+    assert r.status == "Failed" and "redirects to another origin" in r.message, r.message
+    assert other.requests == []  # nothing, credentials least of all, went there
+
+    loop = scripted(lambda path, headers: (200, {}, {}) if path == "/v2/" else
+                    (302, {"Location": path + "x"}, b""))
+    r = _basic_sync(conn, loop.url, uid="h3")
+    assert r.status == "Failed" and "redirected more than 5 times" in r.message, r.message

@@ -44,9 +44,11 @@ import yaml
 
 from reconciler.content import catalog
 from reconciler.content.http import (
+    ACCEPT_ENCODING,
     Access,
     ProbeError,
     build_access,
+    decoded,
     describe_error,
     make_client,
     request_timeout,
@@ -106,7 +108,7 @@ def fetch_index(
     deadline: float | None = None,
 ) -> Fetched:
     """GET the index, streamed into one buffer; raises ProbeError on any failure."""
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = {"Accept-Encoding": ACCEPT_ENCODING}  # decoded here, bounded (http.decoded)
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
@@ -130,7 +132,7 @@ def fetch_index(
                 size = f" ({int(declared) / 1e6:.1f} MB)" if declared and declared.isdigit() else ""
                 progress(f"downloading {strip_userinfo(url)}{size}")
             hasher = hashlib.sha256()
-            for chunk in resp.iter_bytes():
+            for chunk in decoded(resp, url):
                 time_left(deadline, url)  # a slow trickle of bytes is bounded too
                 body += chunk
                 hasher.update(chunk)

@@ -13,7 +13,8 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,18 +209,84 @@ def read_answer(chunks: Iterable[bytes], url: str, until: float, declared: str |
     return bytes(body)
 
 
+# What we accept, asked for explicitly: httpx would add br or zstd when their libraries are
+# installed, and a body is decoded here (``decoded``), never by httpx.
+ACCEPT_ENCODING = "gzip, deflate"
+MAX_REDIRECTS = 5
+DECODED_CHUNK = 1 << 16
+
+
+def decoded(resp: httpx.Response, url: str) -> Iterator[bytes]:
+    """The body of ``resp`` as sent (``iter_raw``), decoded here in pieces of at most 64 KiB:
+    httpx decodes a whole chunk, and every layer, before a caller can count the bytes (3.5 KB
+    of ``Content-Encoding: gzip, gzip`` became 4 GB). One layer of gzip or deflate is read;
+    anything else is refused (ProbeError)."""
+    coding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if coding in ("", "identity"):
+        yield from resp.iter_raw()
+        return
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        raise ProbeError(f"{strip_userinfo(url)} answered with Content-Encoding {coding[:40]!r}, which reconcile "
+                         f"does not read (it asks for {ACCEPT_ENCODING})", check="content")
+    wbits = 16 + zlib.MAX_WBITS if coding != "deflate" else zlib.MAX_WBITS
+    inflate = zlib.decompressobj(wbits)
+    try:
+        for raw in resp.iter_raw():
+            data = raw
+            while data:
+                if inflate.eof:  # another gzip member follows: read it too
+                    data, inflate = inflate.unused_data + data, zlib.decompressobj(wbits)
+                piece = inflate.decompress(data, DECODED_CHUNK)
+                data = inflate.unconsumed_tail
+                if piece:
+                    yield piece
+        rest = inflate.flush()
+    except zlib.error as exc:
+        raise ProbeError(f"{strip_userinfo(url)} sent a {coding} body that does not decode ({exc})",
+                         check="content") from None
+    if rest:
+        yield rest
+
+
 def get_answer(client: httpx.Client, url: str, *, deadline: float | None = None, read_body: bool = True,
                **kw: Any) -> tuple[httpx.Response, bytes]:
     """GET ``url``: the response (status, headers, links; its body unread) and, for a 200
     when ``read_body``, the body read by ``read_answer``; any other body is never read.
-    httpx errors are the caller's to describe."""
+    Redirects are followed here, on the same origin only and at most ``MAX_REDIRECTS``: httpx
+    reads each redirect's body whole, unbounded, before it follows. httpx errors are the
+    caller's to describe."""
     left = time_left(deadline, url)
     until = answer_deadline(deadline)
-    with client.stream("GET", url, timeout=request_timeout(left), **kw) as resp:
-        body = b""
-        if resp.status_code == 200 and read_body:
-            body = read_answer(resp.iter_bytes(), url, until, resp.headers.get("Content-Length"))
-        return resp, body
+    first = origin(url)
+    params = kw.pop("params", None)
+    for _ in range(MAX_REDIRECTS + 1):
+        with client.stream("GET", url, params=params, timeout=request_timeout(left), follow_redirects=False,
+                           headers={"Accept-Encoding": ACCEPT_ENCODING}, **kw) as resp:
+            location = resp.headers.get("Location") if resp.is_redirect else None
+            if location is None:
+                body = b""
+                if resp.status_code == 200 and read_body:
+                    body = read_answer(decoded(resp, url), url, until, resp.headers.get("Content-Length"))
+                return resp, body
+        nxt = str(resp.url.join(location))
+        if first is None or origin(nxt) != first:  # the client sends the registry's credentials with every request
+            raise ProbeError(f"{strip_userinfo(url)} redirects to another origin ({strip_userinfo(nxt)[:200]}): "
+                             "not followed, as no request goes elsewhere with the registry's credentials",
+                             check="content")
+        url, params = nxt, None
+        left = time_left(deadline, url)
+    raise ProbeError(f"{strip_userinfo(url)} redirected more than {MAX_REDIRECTS} times: refused", check="content")
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of a URL, the default port filled in; None: not a URL."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        return None
+    scheme = parsed.scheme.lower()
+    port = parsed.port or {"http": 80, "https": 443}.get(scheme, 0)
+    return scheme, parsed.host.lower(), port
 
 
 def request_timeout(left: float | None) -> httpx.Timeout:

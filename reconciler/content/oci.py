@@ -68,6 +68,9 @@ from reconciler.content.http import (
     strip_userinfo,
     time_left,
 )
+from reconciler.content.http import (
+    origin as _origin,
+)
 from reconciler.content.result import SyncResult
 from reconciler.errors import redact
 from reconciler.model import base_paths, load_json
@@ -436,17 +439,6 @@ class Distribution:
                 redact(f"cannot read manifest {repo}:{ref}: {exc}", self.access.secrets)[:300],
                 check="content",
             ) from None
-
-
-def _origin(url: str) -> tuple[str, str, int] | None:
-    """``(scheme, host, port)`` of a URL, the default port filled in; None: not a URL."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, ValueError):
-        return None
-    scheme = parsed.scheme.lower()
-    port = parsed.port or {"http": 80, "https": 443}.get(scheme, 0)
-    return scheme, parsed.host.lower(), port
 
 
 def _origin_text(origin: tuple[str, str, int]) -> str:
