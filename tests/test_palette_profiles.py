@@ -216,6 +216,56 @@ def test_a_stuck_continue_token_is_a_clear_error_within_seconds(emu):
     assert len(emu.calls("POST", "/v1/dashboard/clusterprofiles")) == 2
 
 
+def _edit_lists(emu: PaletteEmulator, edit) -> None:
+    """A server whose profile list answers are ``edit(answer)`` of the real ones."""
+    real = emu.profiles.handle
+
+    def handle(method, template, args, query, body, project_uid):
+        status, answer = real(method, template, args, query, body, project_uid)
+        if method == "POST" and template == "/v1/dashboard/clusterprofiles" and status == 200:
+            answer = edit(json.loads(json.dumps(answer)))
+        return status, answer
+
+    emu.profiles.handle = handle
+
+
+def test_a_list_that_ends_short_of_its_count_fails_closed(emu):
+    """Adversarial pass 5: a page ending with no continue token while listmeta.count says
+    more: the profile on the unread page was never seen, and the registry it uses was deleted
+    without --allow-in-use."""
+    used = helm(emu, "used")
+    emu.profiles.page_limit = 1
+    emu.profiles.add_profile("a-first", [])
+    emu.profiles.add_profile("b-user", [used], clusters=2)
+
+    def cut(answer):
+        answer["listmeta"]["continue"] = ""  # count still says 2
+        return answer
+
+    _edit_lists(emu, cut)
+    with fast_target(emu) as target, pytest.raises(ServerError, match="ended after 1 of the 2 profiles"):
+        target.references([used])
+
+
+def test_a_listed_profile_without_a_uid_is_an_unknown_user(emu):
+    """Adversarial pass 5: a listed profile whose metadata.uid is null was dropped, as if it
+    used no registry."""
+    used, other = helm(emu, "used"), helm(emu, "other")
+    emu.profiles.add_profile("edge", [used], clusters=3)
+
+    def no_uid(answer):
+        for item in answer["items"]:
+            item["metadata"]["uid"] = None
+        return answer
+
+    _edit_lists(emu, no_uid)
+    with fast_target(emu) as target:
+        refs = target.references([used, other])
+    unknown = ProfileRef("", "edge (1.0.0)", None, unread="listed in tenant without a metadata.uid, so its packs "
+                                                          "cannot be read")
+    assert refs == {used: [unknown], other: [unknown]}
+
+
 def test_no_look_up_without_uids(emu):
     emu.profiles.add_profile("p", [helm(emu, "used")])
     with fast_target(emu) as target:

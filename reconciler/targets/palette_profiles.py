@@ -114,14 +114,25 @@ def _listed_profiles(request: Request, ctx: _Context) -> Iterator[dict[str, Any]
     """Every item of the profile list in one context, page by page."""
     token = ""
     seen_tokens: set[str] = set()
+    got = 0
     for _ in range(MAX_PAGES):
         params: dict[str, Any] = {"limit": PAGE_LIMIT}
         if token:
             params["continue"] = token
         data = request("POST", PROFILES_PATH, params=params, json=PROFILES_QUERY, headers=ctx.headers)
-        yield from items_of(data, f"POST {PROFILES_PATH}{_where(ctx)}")
-        token = str(obj_of(data.get("listmeta")).get("continue") or "")
+        items = items_of(data, f"POST {PROFILES_PATH}{_where(ctx)}")
+        got += len(items)
+        yield from items
+        listmeta = obj_of(data.get("listmeta"))
+        token = str(listmeta.get("continue") or "")
         if not token:
+            # the spec's count is the total ("might change during pagination"): a list that ends
+            # short of it may have left out a profile that uses a registry to delete, so the
+            # look-up fails (closed) rather than answer "unused"; a rerun reads it afresh
+            count = listmeta.get("count")
+            if type(count) is int and count > got:
+                raise ServerError(f"palette: POST {PROFILES_PATH}{_where(ctx)}: the list ended after {got} of the "
+                                  f"{count} profiles its listmeta counts; the profile list cannot be read to its end")
             return
         if token in seen_tokens:
             raise ServerError(f"palette: POST {PROFILES_PATH}{_where(ctx)}: the server repeated a continue token; "
@@ -205,13 +216,17 @@ def _find_references(request: Request, uids: Collection[str], workers: int) -> R
     projects = _projects(request)
     contexts = [_Context(None, None), *projects]
     listed: dict[str, _Listed] = {}  # profile uid -> what the lists said of it
+    nameless: list[ProfileRef] = []  # listed without a uid: never readable, so never known unused
     for ctx in contexts:
         for item in _listed_profiles(request, ctx):
             meta = obj_of(item.get("metadata"))
-            uid = str(meta.get("uid") or "")
-            if uid:
-                name = _profile_name(meta, obj_of(item.get("specSummary")))
+            uid = meta.get("uid")
+            name = _profile_name(meta, obj_of(item.get("specSummary")))
+            if isinstance(uid, str) and uid:
                 listed.setdefault(uid, _Listed(name, meta, [])).contexts.append(ctx)
+            else:
+                nameless.append(ProfileRef("", name or "(no name)", None, unread=f"listed in {_where_all([ctx])} without a "
+                                                                  "metadata.uid, so its packs cannot be read"))
     by_uid = {c.project_uid: c for c in projects if c.project_uid}
     order = {uid: _read_order(it.meta, it.contexts, by_uid) for uid, it in listed.items()}
     names = {uid: it.name for uid, it in listed.items()}
@@ -261,7 +276,7 @@ def _find_references(request: Request, uids: Collection[str], workers: int) -> R
         for registry_uid in hits:
             out[registry_uid].append(ref)
     # a profile whose packs are unknown may use any of them: the answer is "unknown", never "unused"
-    unknown = [ProfileRef(uid, names[uid], None, unread=why) for uid, why in unread.items()]
+    unknown = [ProfileRef(uid, names[uid], None, unread=why) for uid, why in unread.items()] + nameless
     for refs in out.values():
         refs.extend(unknown)
         refs.sort(key=lambda r: (bool(r.unread), r.project or "", r.profile_name, r.profile_uid))
