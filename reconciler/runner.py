@@ -99,12 +99,21 @@ def refuse_inside_repository_internals(path: Path, root: Path, what: str) -> Non
         real, definitions = path.resolve(), (root / DEFINITIONS_DIR).resolve()
     except (OSError, RuntimeError):  # a symlink loop: left to the store to report
         return
-    if ".git" in real.parts:
-        raise InputError(f"{what} {path}: is inside a git directory (.git/), where git keeps its own files and "
-                         "locks; use a path outside it, such as .reconciler/")
+    if ".git" in real.parts or any(_is_git_dir(d) for d in real.parents):
+        raise InputError(f"{what} {path}: is inside a git directory (.git/ or another), where git keeps its own "
+                         "files and locks; use a path outside it, such as .reconciler/")
     if real == definitions or definitions in real.parents:
         raise InputError(f"{what} {path}: is inside {DEFINITIONS_DIR}/, which holds the definitions; use a path "
                          "outside it, such as .reconciler/")
+
+
+def _is_git_dir(d: Path) -> bool:
+    """Whether ``d`` is a git directory under any name (``git init --separate-git-dir``, a
+    bare repository): what git itself looks for, ``HEAD`` beside ``objects/`` and ``refs/``."""
+    try:
+        return (d / "HEAD").is_file() and (d / "objects").is_dir() and (d / "refs").is_dir()
+    except OSError:
+        return False
 
 
 def local_db_path(opts: Options) -> Path:

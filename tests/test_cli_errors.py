@@ -503,3 +503,16 @@ def test_a_state_or_database_among_gits_files_or_the_definitions_is_refused(tmp_
     _fails(run(root, option, value, *args), option, ".reconciler/")
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before  # nothing written
     git(root, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "still works")
+
+
+def test_a_state_in_a_separate_git_dir_is_refused(tmp_path: Path):
+    """Adversarial pass 5: ``git init --separate-git-dir=gd``; ``--state gd/index`` was
+    accepted and left ``index.lock`` behind, after which ``git add`` failed."""
+    root = tmp_path / "r"
+    root.mkdir()
+    gd = tmp_path / "gd"
+    subprocess.run(["git", "init", "-q", f"--separate-git-dir={gd}", str(root)], check=True)
+    write_defs(root, {"h.yaml": HELM})
+    _fails(run(root, "--state", str(gd / "index")), "--state", "inside a git directory")
+    assert not (gd / "index.lock").exists()
+    git(root, "add", "-A")
