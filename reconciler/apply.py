@@ -24,7 +24,7 @@ from reconciler.errors import NotFound, ReconcilerError, StateError, TargetError
 from reconciler.model import Key, Registry, fingerprint, target_spec
 from reconciler.plan import ADOPT, APPLY_ORDER, CREATE, DELETE, NOOP, REPLACE, UPDATE, Change, Plan, secret_hashes
 from reconciler.secrets import known_values, present
-from reconciler.state.base import Record, State, StateStore, UidIndex, entry_drop, entry_put
+from reconciler.state.base import Record, State, StateStore, UidConflict, entry_drop, entry_put
 from reconciler.targets.base import Target
 from reconciler.testhooks import checkpoint
 
@@ -74,10 +74,11 @@ class _Unrecorded(Exception):
 
 
 class _UidTaken(Exception):
-    """The target gave a uid the state records under another key: recording it would make the
-    state unreadable (the reader refuses one uid under two keys, #9.3), so it is not recorded."""
+    """The target gave a uid the state records under another key: the store refused to
+    record it (``UidConflict``: the reader refuses one uid under two keys, #9.3)."""
 
-    def __init__(self, record: Record, other: Key) -> None:
+    def __init__(self, conflict: UidConflict) -> None:
+        record, other = conflict.record, conflict.other
         super().__init__(f"the target gave uid {record.uid!r}, which the state records for {other[1]}/{other[2]} "
                          f"(scope {other[0]}): not recorded for {record.kind}/{record.name} (scope {record.scope}), "
                          "as one uid under two names would make the state unreadable; see what the target holds "
@@ -97,7 +98,6 @@ class _Recorder:
         self.state.target = self.state.target or target_name
         self.begun = False
         self.count = 0
-        self.uids = UidIndex(state.records)
 
     def begin(self) -> None:
         """Before the first change: the state can be written (nothing changed otherwise)."""
@@ -109,24 +109,30 @@ class _Recorder:
     def put(self, record: Record, message: str, *, change: bool = True) -> None:
         """``change``: False for a second line of the same change (what a later read added)."""
         with self.lock:
-            other = self.uids.holder(record)
-            if other is not None:
-                raise _UidTaken(record, other)
+            before, unverified = self.state.records.get(record.key), record.key in self.state.unverified
             self.state.records[record.key] = record
-            self.uids.put(record)
             self.state.unverified.discard(record.key)  # written now, from a reviewed definition
-            self._record(entry_put(record), message, change)
+            try:
+                self._record(entry_put(record), message, change)
+            except UidConflict as exc:  # nothing was written: the state goes back to what it held
+                if before is None:
+                    del self.state.records[record.key]
+                else:
+                    self.state.records[record.key] = before
+                if unverified:
+                    self.state.unverified.add(record.key)
+                raise _UidTaken(exc) from exc
 
     def drop(self, key: Key, message: str) -> None:
         with self.lock:
             self.state.records.pop(key, None)
-            self.uids.drop(key)
             self._record(entry_drop(key), message)
 
     def _record(self, entry: dict[str, Any], message: str, change: bool = True) -> None:
-        self.count += change
-        self.store.record(self.state, entry, f"{self.prefix}: {self.count} change(s) so far, last {message} "
+        count = self.count + change
+        self.store.record(self.state, entry, f"{self.prefix}: {count} change(s) so far, last {message} "
                                              f"({self.suffix})")
+        self.count = count
 
     def finish(self) -> None:
         with self.lock:

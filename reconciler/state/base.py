@@ -377,7 +377,9 @@ class StateStore(ABC):
 
     def record(self, state: State, entry: dict[str, Any], message: str) -> None:
         """``state`` already holds one more change, described by ``entry`` (``{"op": "put",
-        "record": {...}}`` or ``{"op": "drop", "key": [scope, kind, name]}``). Default: write."""
+        "record": {...}}`` or ``{"op": "drop", "key": [scope, kind, name]}``). Default: write.
+        Every store refuses first what its reader would refuse (``_refuse_unreadable``)."""
+        self._refuse_unreadable(state, entry)
         state.serial += 1
         self.write(state, message)
 
@@ -405,9 +407,7 @@ class StateStore(ABC):
                              f"({str(exc).removeprefix('registries[0]: ')}); nothing was written") from exc
         other = uids.holder(rec)
         if other is not None:
-            raise StateError(f"{self.description}: refusing to record {rec.kind}/{rec.name} (scope {rec.scope}) "
-                             f"with uid {rec.uid!r}, which is recorded for {other[1]}/{other[2]} (scope {other[0]}): "
-                             "the state could not be read back; nothing was written")
+            raise UidConflict(self.description, rec, other)
         uids.put(rec)
 
     # -- continuity --------------------------------------------------------------------------
@@ -436,6 +436,17 @@ class StateStore(ABC):
                 )
         if state is not None:
             self._run_seen = (state.lineage, state.serial)
+
+
+class UidConflict(StateError):
+    """A store refused to record ``record``: its uid is recorded under ``other`` (one uid under
+    two keys is a state the reader refuses); nothing was written."""
+
+    def __init__(self, where: str, record: Record, other: Key) -> None:
+        self.record, self.other = record, other
+        super().__init__(f"{where}: refusing to record {record.kind}/{record.name} (scope {record.scope}) with uid "
+                         f"{record.uid!r}, which is recorded for {other[1]}/{other[2]} (scope {other[0]}): the state "
+                         "could not be read back; nothing was written")
 
 
 class UidIndex:
