@@ -219,9 +219,9 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     forms: set[str] = set()
     cores: set[bytes] = set()
     for s in {*secrets, *own_credentials()}:
-        if s and len(s) >= MIN_REDACT_LEN:
-            forms |= _forms(s)
-            cores.update(_base64_cores(s))
+        if s and len(s) >= MIN_REDACT_LEN:  # only the forms present: most messages hold none
+            forms.update(f for f in _forms(s) if f in text)
+            cores.update(c for c in _base64_cores(s) if c.decode("ascii") in text)
     if cores:
         text = _redact_base64(text, sorted(cores, key=len, reverse=True))
     for form in sorted(forms, key=len, reverse=True):
