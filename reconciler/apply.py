@@ -214,6 +214,7 @@ def apply_plan(
             return ChangeResult(change, True, change.uid)
         reg = change.registry
         assert reg is not None
+        old_gone = False  # a replace whose old registry someone else deleted: this apply deleted nothing
         if change.action == REPLACE:
             # the old registry goes first (a name is unique): ask the target whether it would
             # take the new one before deleting anything, where Spectro's provider asks it
@@ -229,7 +230,7 @@ def apply_plan(
             try:
                 target.delete(change.kind, str(change.uid))
             except NotFound:
-                pass
+                old_gone = True
             checkpoint("replace:after-delete")
             drop(key, f"replace {change.title}: deleted old")
             if change.renamed_from:
@@ -241,7 +242,8 @@ def apply_plan(
             except TargetError as exc:
                 if change.action != REPLACE:
                     raise
-                raise _reworded(exc, f"the old registry (uid {change.uid}) WAS DELETED and the new one could not "
+                old_fate = "was already gone from the target" if old_gone else "WAS DELETED"
+                raise _reworded(exc, f"the old registry (uid {change.uid}) {old_fate} and the new one could not "
                                      f"be created ({exc}); the next apply creates it") from exc
             checkpoint("create:after-target")
             # recorded before any other request: a kill in the stamp's GET (rate-limited, retried)

@@ -212,6 +212,46 @@ def test_a_create_answered_with_a_recorded_uid_is_refused_and_the_state_stays_re
     assert "+ HelmRegistry/b" in plan.stdout and "HelmRegistry/c" not in plan.stdout, plan.stdout
 
 
+def test_a_replace_whose_old_registry_someone_else_deleted_does_not_claim_it_deleted_it(
+        repo: Path, palette_emulator_factory):  # noqa: F811
+    """The old registry of a replace answered 404 to its DELETE (deleted outside reconcile
+    since the plan read it) and then the create failed: the message must not say this apply
+    deleted it (it says so only when its own DELETE did)."""
+    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    oci = """
+        endpoint: reg.example.com
+        provider: helm
+        baseContentPath: charts
+        sync: false
+        auth: {type: basic, username: u, password: {fromEnv: PW_1}}
+    """
+    write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci)})
+    commit_all(repo, "oci")
+    assert run(repo, *args(emu), env=env_for(emu)).returncode == 0
+    uid = FileStateStore(repo / ".reconciler/state-palette.json").read().records[("tenant", "OciRegistry", "o")].uid
+    write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci.replace("sync: false", "sync: true"))})
+    orig = emu.handle
+
+    def deleted_a_moment_before(method, op, route_args, query, body):
+        if method == "DELETE":
+            orig(method, op, route_args, query, body)  # someone else's DELETE, just before ours
+        return orig(method, op, route_args, query, body)  # ours: 404
+
+    emu.handle = deleted_a_moment_before
+    emu.answers["/v1/registries/oci/basic"] = (400, "application/json",
+                                               json.dumps({"code": "InvalidRegistrySpec", "message": "no"}).encode())
+    res = run(repo, *args(emu), env=env_for(emu))
+    emu.handle = orig
+    del emu.answers["/v1/registries/oci/basic"]
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert f"the old registry (uid {uid}) was already gone from the target and the new one could not be created" \
+        in out and "WAS DELETED" not in out and "the next apply creates it" in out, out
+    res = run(repo, *args(emu), env=env_for(emu))
+    assert res.returncode == 0 and "create OciRegistry/o: done" in res.stdout, res.stdout + res.stderr
+    assert_converged(repo, emu)
+
+
 def test_plan_after_apply_is_empty_and_drift_shows(repo: Path, palette_emulator_factory):  # noqa: F811
     write_defs(repo, dict(defs(6)))
     commit_all(repo, "6")
