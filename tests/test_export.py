@@ -177,6 +177,26 @@ def test_names_that_clean_to_one_ca_file_get_a_file_each():
         assert by_name[(o.kind, o.name)] == o.ca_pem  # each definition names its own CA
 
 
+def test_a_long_name_gets_a_ca_file_the_file_system_takes(tmp_path: Path):
+    """A registry name may have 253 characters; its CA file's name was the name plus
+    "-system" and ".pem": longer than a file system's 255 bytes, so the export stopped with
+    "File name too long" after writing some CA files. Long names are cut, with a digest of
+    the whole name: two long names that share a beginning keep a file each."""
+    long_a, long_b = "a" * 240 + "-one", "a" * 240 + "-two"
+    observed = [ObservedRegistry(uid=f"u{i}", kind="OciRegistry", name=name, scope=scope,
+                                 spec={"endpoint": "https://r.example.com", "auth": {"type": "noAuth"},
+                                       "tls": {"insecureSkipVerify": False}}, ca_pem=f"{CA}{i}")
+                for i, (name, scope) in enumerate([(long_a, "system"), (long_b, "system"), ("b" * 253, "tenant")])]
+    res = export_docs(observed, [], ca_dir="registries.d/exported-ca")
+    files = [d["spec"]["tls"]["caFile"] for d in res.docs]
+    assert len(set(files)) == 3, files
+    for rel in files:
+        name = rel.rsplit("/", 1)[1]
+        assert len(name.encode()) <= 128, name
+        (tmp_path / name).write_text(res.ca_files[rel])  # the file system takes it
+    assert sorted(res.ca_files.values()) == sorted(o.ca_pem for o in observed)
+
+
 @pytest.mark.parametrize("scope,name,var", [
     ("tenant", "jfrog", "REG_JFROG"), ("tenant", "My Registry-2", "REG_MY_REGISTRY_2"),
     ("system", "mirror", "REG_SYSTEM_MIRROR"), ("tenant", "---", "REG_REGISTRY"),

@@ -16,6 +16,7 @@ wires loading, the target and the writes, and never overwrites a file without ``
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -133,6 +134,19 @@ def _endpoint_credentials(o: ObservedRegistry, spec: dict[str, Any], auth: dict[
     return {"type": "basic", "username": user}
 
 
+_CA_STEM_MAX = 96  # of a file name's 255 bytes: room for "-system", "-N" and ".pem", and more
+
+
+def _ca_stem(name: str) -> str:
+    """A CA file's name for a registry: its name cleaned to ``[A-Za-z0-9._-]``, and a long one
+    (a name may have 253 characters, a file name at most 255 bytes) cut, with a digest of the
+    whole name so that two long names sharing a beginning keep two files."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    if len(clean) <= _CA_STEM_MAX:
+        return clean
+    return f"{clean[:_CA_STEM_MAX - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
 def export_docs(observed: Iterable[ObservedRegistry], declared: Iterable[Key], *, ca_dir: str) -> ExportResult:
     """Documents for every observed registry that is neither built-in nor declared.
 
@@ -171,7 +185,7 @@ def export_docs(observed: Iterable[ObservedRegistry], declared: Iterable[Key], *
         spec["auth"] = auth
         pem = o.ca_pem
         if pem:
-            stem = f"{ca_dir}/{re.sub(r'[^A-Za-z0-9._-]+', '-', o.name)}{'-system' if o.scope == 'system' else ''}"
+            stem = f"{ca_dir}/{_ca_stem(o.name)}{'-system' if o.scope == 'system' else ''}"
             rel, n = f"{stem}.pem", 2
             # one file per registry: names that clean to the same file ("team a", "team-a";
             # "Team", "team" on a file system that ignores case) get -2, -3, in sorted order
