@@ -304,6 +304,7 @@ def make_plan(
             changes.append(_noop(key, obs_same_name.uid, reg))
             continue
         renamed_from: Key | None = None
+        stale_uid = ""  # this name's recorded uid, gone, when the record of a renamed registry replaces it
         if obs_same_name is not None and obs_same_name.builtin:
             changes.append(
                 Change(CREATE, key, registry=reg, blocked=f"{key_str(key)} is a built-in default registry; it is read-only")
@@ -313,15 +314,27 @@ def make_plan(
             # #9.41: the recorded uid is gone but a registry of this name exists: repair the
             # record by adopting it (the stale uid would otherwise stay recorded for ever)
             holder = recorded_as.get(obs_same_name.uid)
-            if holder is not None and holder != key:
+            if holder is not None and holder != key and (holder in desired_by_key or holder[:2] != key[:2]):
                 changes.append(Change(ADOPT, key, uid=obs_same_name.uid, registry=reg, blocked=(
                     f"recorded uid {rec.uid} is gone and the registry of this name (uid {obs_same_name.uid}) "
-                    f"is recorded as {key_str(holder)}; resolve by hand")))
+                    f"is recorded as {key_str(holder)}, "
+                    f"{'which is still declared' if holder in desired_by_key else 'of another kind or scope'}; "
+                    "resolve by hand")))
                 continue
-            changes.append(_adopt(reg, obs_same_name, reason=(
-                f"recorded uid {rec.uid} is gone from the target; adopting the registry of this name "
-                f"(uid {obs_same_name.uid})"), ca=ca.get(key)))
-            continue
+            if holder is not None and holder != key:
+                # adversarial pass 5, item 8: this name's registry was deleted on the target and
+                # the one recorded as ``holder`` (no longer declared) renamed to this name; the file
+                # was renamed too. The same registry, as below: the record follows it, and this
+                # name's stale record (its uid gone) is replaced; never a delete of its uid
+                stale_uid = rec.uid
+                rec = state.records[holder]
+                renamed_from = holder
+                renamed.add(holder)
+            else:
+                changes.append(_adopt(reg, obs_same_name, reason=(
+                    f"recorded uid {rec.uid} is gone from the target; adopting the registry of this name "
+                    f"(uid {obs_same_name.uid})"), ca=ca.get(key)))
+                continue
         if rec is None:
             if obs_same_name is not None:
                 holder = recorded_as.get(obs_same_name.uid)
@@ -413,7 +426,8 @@ def make_plan(
             state_only = not fields  # the target already has the new name: nothing to send
             fields.insert(0, FieldChange("metadata.name", renamed_from[2], reg.name))
             reason = "; ".join(x for x in (
-                f"renamed on the target from {renamed_from[2]!r}: same uid, the record follows", reason) if x)
+                f"renamed on the target from {renamed_from[2]!r}: same uid, the record follows",
+                f"the recorded uid {stale_uid} of this name is gone from the target" if stale_uid else "", reason) if x)
         if not fields:
             changes.append(Change(NOOP, key, uid=obs.uid, registry=reg))
             continue

@@ -80,6 +80,34 @@ def test_rename_on_target_then_in_file_keeps_the_registry(repo: Path):
     assert again.returncode == 0, again.stdout
 
 
+def test_rename_on_target_over_a_deleted_registry_then_in_file_keeps_the_registry(repo: Path):
+    """Adversarial pass 5, item 8: records old -> X and keep -> Y; on the target Y is deleted and
+    X renamed to "keep"; the file now declares "keep" only. Both changes were blocked ("resolve
+    by hand", "declare it as 'keep'") and no command led out, though the file already says what
+    the target has. Now it is the rename case: the record follows X, keep's stale record (Y,
+    gone) is replaced, nothing is deleted."""
+    stale = state_of(repo)["keep"]
+    t = local(repo)
+    try:
+        t.delete("HelmRegistry", stale)
+    finally:
+        t.close()
+    uid = rename_on_target(repo, "old", "keep")
+    write_defs(repo, {"helm.yaml": registry_doc("HelmRegistry", "keep", "endpoint: https://old.example.com")})
+    commit_all(repo, "keep only")
+    dry = run(repo, "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "~ HelmRegistry/keep" in dry.stdout and "renamed on the target from 'old'" in dry.stdout, dry.stdout
+    assert f"the recorded uid {stale} of this name is gone" in dry.stdout, dry.stdout
+    assert "blocked" not in dry.stdout and "0 to delete" in dry.stdout, dry.stdout
+    res = run(repo)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert managed(repo) == {"keep": uid}
+    assert state_of(repo) == {"keep": uid}
+    again = run(repo, "--dry-run", "--detailed-exitcode")
+    assert again.returncode == 0, again.stdout
+
+
 def test_rename_with_a_spec_change_is_one_in_place_update(repo: Path):
     uid = rename_on_target(repo, "old", "new")
     write_defs(repo, {"helm.yaml": "---\n".join([
