@@ -220,6 +220,11 @@ class ValidationCache:
         if isinstance(seen, frozenset):
             self.seen = seen
 
+    @property
+    def empty(self) -> bool:
+        """Nothing to compare a file with (no cache, or a fresh one): a file's stat is not asked."""
+        return self.path is None or not (self.entries or self.stats or self.seen)
+
     # -- lookups
     def key(self, name: str, data: bytes) -> str:
         digest = hashlib.blake2b(name.encode() + b"\0", digest_size=20)

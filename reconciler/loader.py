@@ -231,6 +231,9 @@ class SourceFile:
     path: str | Path | None = None
     size: int = 0
     stamp: tuple[int, int, int] | None = None  # (mtime_ns, inode, ctime_ns) of a work-tree file
+    # a work-tree file not stat'ed yet (``size`` -1): how to (``stat_source``). A cold run reads
+    # every file anyway, and the fstat of that read says its size: one system call, not two
+    pending_stat: Callable[[], os.stat_result] | None = None
 
 
 @dataclass
@@ -368,6 +371,12 @@ def discover(
             return
         files.append(SourceFile(shown, path=p, size=st.st_size, stamp=_stamp(st)))
 
+    def add_later(p: str, real: str, shown: str, stat: Callable[[], os.stat_result]) -> None:
+        if real in seen:
+            return
+        seen.add(real)
+        files.append(SourceFile(shown, path=p, size=-1, pending_stat=stat))
+
     def not_regular(p: Path) -> None:
         problems.append(RawProblem(display_name(p, root), 1, 1, not_regular_file(p), "io"))
 
@@ -424,7 +433,7 @@ def discover(
                 walk(Path(entry.path), visited, os.path.join(real, name))
             elif definition and entry.is_file():
                 # fast path: a plain file in a directory already resolved (no realpath per file)
-                add(entry.path, os.path.join(real, name), shown_dir + name, entry.stat)
+                add_later(entry.path, os.path.join(real, name), shown_dir + name, entry.stat)
             elif definition:
                 not_regular(Path(entry.path))  # a FIFO or device: never opened, never skipped silently
 
@@ -699,15 +708,26 @@ def _in_git_work_tree(root: Path) -> bool:
 # --------------------------------------------------------------------------- reading
 
 
+def stat_source(src: SourceFile) -> RawProblem | None:
+    """Fill in a discovered file's size and stamp (``pending_stat``): what the validation cache
+    compares before reading a file. A problem if it cannot be stat'ed."""
+    stat, src.pending_stat = src.pending_stat, None
+    if stat is not None:
+        try:
+            st = stat()
+        except OSError as exc:
+            return RawProblem(src.name, 1, 1, f"cannot read: {exc.strerror}", "io")
+        src.size, src.stamp = st.st_size, _stamp(st)
+    return None
+
+
+def _too_large(src: SourceFile, size: int) -> RawProblem:
+    return RawProblem(src.name, 1, 1, f"file is too large ({size} bytes; the limit is {MAX_FILE_BYTES})", "file-size")
+
+
 def read_source(src: SourceFile) -> tuple[bytes | None, RawProblem | None]:
     if src.size > MAX_FILE_BYTES:
-        return None, RawProblem(
-            src.name,
-            1,
-            1,
-            f"file is too large ({src.size} bytes; the limit is {MAX_FILE_BYTES})",
-            "file-size",
-        )
+        return None, _too_large(src, src.size)
     if src.data is not None:
         return src.data, None
     assert src.path is not None
@@ -715,11 +735,15 @@ def read_source(src: SourceFile) -> tuple[bytes | None, RawProblem | None]:
         # O_NONBLOCK: a FIFO put in place after discovery must not hang the run
         fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 return None, RawProblem(src.name, 1, 1, not_regular_file(src.path), "io")
+            size = src.size if src.size >= 0 else st.st_size  # not stat'ed at discovery: this says
+            if size > MAX_FILE_BYTES:
+                return None, _too_large(src, size)
             # sized by stat (a read of the whole bound allocates 1 MiB per file), but stat is
             # not trusted: whatever it said, at most the bound plus one byte is read
-            want = min(src.size, MAX_FILE_BYTES) + 1 if src.size > 0 else 1 << 16
+            want = min(size, MAX_FILE_BYTES) + 1 if size > 0 else 1 << 16
             data = os.read(fd, want)
             while data and len(data) <= MAX_FILE_BYTES:  # a short read is not the end: read on
                 more = os.read(fd, MAX_FILE_BYTES + 1 - len(data))

@@ -733,6 +733,10 @@ def _cached_check_file(
     (size, mtime, inode, ctime) match is not even read (git's index does the same). Only
     files with no problem at all are stored, and a hit gives documents whose positions are
     found by parsing the file again, if ever asked for."""
+    if src.pending_stat is not None and not cache.empty:  # a cold cache compares no stat
+        problem = loader.stat_source(src)
+        if problem is not None:
+            return [_raw(problem)], []
     stat_key = cache.stat_key(src.name, src.size, src.stamp) if src.stamp and src.path else None
     if stat_key is not None:
         entry = cache.get_by_stat(stat_key)

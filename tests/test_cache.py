@@ -170,6 +170,37 @@ def test_unchanged_files_are_not_even_read(repo: Path, monkeypatch: pytest.Monke
     assert calls == []
 
 
+def test_a_cold_cache_asks_no_stat_and_a_kept_one_still_skips_reading(repo: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh checkout (an empty cache) compares no stat, so discovery stats nothing: the fstat
+    of each file's read says its size (one system call per file, not two). Once the cache holds
+    anything, every file is stat'ed again, and unchanged files are still not even read."""
+    import time
+
+    from reconciler import loader
+
+    _age(repo)
+    time.sleep(0.01)
+    stats: list[str] = []
+    reads: list[str] = []
+    real_stat, real_read = loader.stat_source, loader.read_source
+    monkeypatch.setattr(loader, "stat_source", lambda src: stats.append(src.name) or real_stat(src))
+    monkeypatch.setattr(loader, "read_source",  # from the disk (the checker is then handed the bytes)
+                        lambda src: (src.data is None and reads.append(src.name)) or real_read(src))
+    found: list[loader.SourceFile] = []
+    real_discover = loader.discover
+    monkeypatch.setattr(loader, "discover", lambda *a: (lambda r: found.extend(r[0]) or r)(real_discover(*a)))
+    monkeypatch.setattr("reconciler.cache._RACY_NS", 0)
+    first = summary(load_and_validate(repo))
+    assert stats == [] and len(reads) == 3, (stats, reads)  # cold: read, never stat'ed
+    assert len(found) == 3 and all(f.stamp is None for f in found), found
+    for _ in range(2):  # second sight stores values and stats; the third run hits by stat
+        stats.clear()
+        reads.clear()
+        assert summary(load_and_validate(repo)) == first
+        assert len(stats) == 3, stats
+    assert reads == []
+
+
 def test_same_size_rewrite_with_old_mtime_is_still_seen(repo: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("reconciler.cache._RACY_NS", 0)
     _age(repo)
