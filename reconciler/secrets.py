@@ -125,6 +125,38 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def root_problem(root: str) -> str | None:
+    """Why a ``Settings.spec.secretRoots`` entry cannot be a root, or None: ``/`` however it is
+    spelled (``//``, ``/.``, ``/tmp/..``) or reached (a symbolic link to it), and the
+    pseudo-filesystems. Such a root would let a definition read any file of the runner."""
+    lexical = "/" + os.path.normpath(root).lstrip("/")  # normpath keeps a leading "//"
+    for p in (lexical, os.path.realpath(root)):
+        if p == "/":
+            return "is / (every file of the machine)"
+        for bad in FORBIDDEN_ROOTS:
+            if _under(p, bad):
+                return f"is under {bad}, which is never read"
+    return None
+
+
+def _in_git_dir(path: str) -> bool:
+    """Whether ``path`` is inside a git directory: under a ``.git`` component (any case: some
+    file systems ignore it), or under a directory that holds ``HEAD``, ``objects/`` and
+    ``refs/`` (a bare repository, a separate git dir, a worktree's). Its ``config`` holds what
+    ``actions/checkout`` keeps the job's token in (``http.extraheader``)."""
+    parts = Path(path).parts
+    if any(part.casefold() == ".git" for part in parts):
+        return True
+    d = Path(path).parent
+    for _ in range(len(parts)):
+        if (d / "HEAD").is_file() and (d / "objects").is_dir() and (d / "refs").is_dir():
+            return True
+        if d.parent == d:
+            break
+        d = d.parent
+    return False
+
+
 def path_problem(ref: str, base_dir: Path, roots: Sequence[str] | None, *, limit: int) -> str | None:
     """Why the file a definition names (``fromFile``, ``tls.caFile``) must not be read, or None.
 
@@ -141,17 +173,22 @@ def path_problem(ref: str, base_dir: Path, roots: Sequence[str] | None, *, limit
         for bad in FORBIDDEN_ROOTS:
             if _under(p, bad):
                 return f"is under {bad}, which is never read"
+    # whatever the roots (adversarial pass 6: a root holding the repository made its .git/config
+    # readable, and with it the CI token actions/checkout keeps there)
+    for p in (lexical, real):
+        if _in_git_dir(p):
+            how = " (through a symbolic link)" if p == real and real != lexical else ""
+            return f"is inside .git/ (a git directory){how}, which is never read"
     if roots is not None:
         repo = os.path.realpath(base_dir)
-        allowed = [repo, *(os.path.realpath(r) for r in roots)]
+        usable = [r for r in roots if root_problem(r) is None]  # validation reports the others
+        allowed = [repo, *(os.path.realpath(r) for r in usable)]
         inside = [a for a in allowed if _under(real, a)]
         if not inside:
-            how = " (through a symbolic link)" if _under(lexical, repo) or any(_under(lexical, r) for r in roots) else ""
+            how = " (through a symbolic link)" if _under(lexical, repo) or any(_under(lexical, r) for r in usable) else ""
             listed = ", ".join(roots) if roots else "none listed"
             return (f"is outside the repository{how}; files are read only from the repository or from "
                     f"Settings.spec.secretRoots ({listed})")
-        if inside == [repo] and ".git" in Path(os.path.relpath(real, repo)).parts:
-            return "is inside .git/, which is never read"
     try:
         st = os.stat(real)
     except FileNotFoundError:

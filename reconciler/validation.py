@@ -29,7 +29,8 @@ from .loader import Document, RawProblem
 from .model import (KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, Span, declared_registry,
                     query_credentials, span, split_userinfo)
 from .profiles import DEFAULT_PROFILE, PROFILES, SYSTEM_SCOPE_PROFILES, default_keys
-from .secrets import MAX_CA_FILE, MAX_SECRET_FILE, PASTED_LENGTHS, RESERVED_ENV, path_problem, pasted_credential
+from .secrets import (MAX_CA_FILE, MAX_SECRET_FILE, PASTED_LENGTHS, RESERVED_ENV, path_problem, pasted_credential,
+                      root_problem)
 from .text import CONTROL, describe, escape
 
 API_VERSION = "reconciler/v1"
@@ -821,6 +822,11 @@ def load_and_validate(
                 settings = settings_from_spec(spec, Span(c.doc.file, line, col))
             except ValueError as exc:
                 fail(c, ("spec",), f"spec: {exc}", "schema", key=True)
+            for i, secret_root in enumerate(settings.secret_roots):
+                why = root_problem(secret_root)
+                if why:  # "/" spelled "//", "/." or "/tmp/..", or a link to it: every file
+                    fail(c, ("spec", "secretRoots", i), f"spec.secretRoots[{i}]: {show(secret_root)} {why}; list the "
+                         "directory that holds the files (e.g. /run/secrets)", "secret-roots")
         if not c.ok and spec.get("profile") in PROFILES:
             # keep the profile of a broken Settings so its policy still applies
             settings = Settings(profile=spec["profile"], source=Span(c.doc.file, line, col))

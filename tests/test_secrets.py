@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -118,6 +119,53 @@ def test_secret_roots_cannot_be_pseudo_filesystems(tmp_path: Path):
     root = repo_with(tmp_path, helm("a", "{fromEnv: A_PW}"), settings="  secretRoots: [/proc, /dev/shm, /]\n")
     errors = errors_of(root)
     assert len(errors) == 3 and all("secretRoots" in e and "must be an absolute directory" in e for e in errors)
+
+
+@pytest.mark.parametrize("ref", [".git/config", "certs/registry-token", "{repo}/.git/config", "{outer}/bare.git/config",
+                                 "{outer}/other/.GIT/config"])
+def test_no_git_directory_is_read_whatever_the_roots(tmp_path: Path, ref: str):
+    """Adversarial pass 6, item 1: with a secretRoots entry that holds the repository (its
+    parent), the ".git/ is never read" rule was skipped: a fromFile of .git/config, or of an
+    innocent-looking link to it, sent the whole git config (where actions/checkout keeps the
+    job's token, http.extraheader) to a registry the pull request named. A git directory, the
+    repository's or any other (bare, another checkout), is never read, whatever the roots."""
+    outer = tmp_path
+    root = repo_with(tmp_path, helm("a", "{fromFile: '" + ref.format(repo=tmp_path / "repo", outer=outer) + "'}"),
+                     settings=f"  secretRoots: ['{outer}']\n")
+    (root / "certs").mkdir()
+    (root / "certs" / "registry-token").symlink_to("../.git/config")
+    subprocess.run(["git", "init", "-q", "--bare", str(outer / "bare.git")], check=True)
+    (outer / "other" / ".GIT").mkdir(parents=True)
+    (outer / "other" / ".GIT" / "config").write_text("[http]\n\textraheader = AUTHORIZATION: basic dG9rZW4=\n")
+    errors = errors_of(root)
+    assert len(errors) == 1 and "spec.auth.password.fromFile" in errors[0] and "inside .git/" in errors[0], errors
+    assert load_and_validate(root).desired.registries == []
+    if ref == "certs/registry-token":  # end to end: nothing planned, applied or synced
+        for args in (["validate"], [], ["sync"]):
+            res = run(root, *args, timeout=30)
+            assert res.returncode == 1 and "inside .git/" in res.stderr + res.stdout, (args, res.stdout, res.stderr)
+        assert not (root / ".reconciler" / "state.json").exists()
+
+
+@pytest.mark.parametrize("spelling", ["/.", "//", "///", "/tmp/..", "/usr/../proc", "/./dev/shm", "{link}"])
+def test_a_secret_root_that_is_slash_however_spelled_is_refused(tmp_path: Path, spelling: str):
+    """Adversarial pass 6, item 1: the schema refused the root "/" as written, but "/.", "//" and
+    "/tmp/.." (all /) passed, and so did "/usr/../proc": every file of the runner readable."""
+    link = tmp_path / "to-slash"
+    link.symlink_to("/")
+    root = repo_with(tmp_path, helm("a", "{fromEnv: A_PW}"), settings=f"  secretRoots: ['{spelling.format(link=link)}']\n")
+    errors = errors_of(root)
+    assert len(errors) == 1 and "secretRoots" in errors[0] and ("is / (every file" in errors[0] or "under /" in errors[0]
+                                                              or "must be an absolute directory" in errors[0]), errors
+
+
+def test_a_root_that_is_slash_is_not_used_at_read_either(tmp_path: Path):
+    (tmp_path / "pw").write_text(PW)
+    values, problems = resolve(Registry("HelmRegistry", "a", "tenant", {
+        "endpoint": "https://a.example.com", "auth": {"type": "basic", "username": "u",
+                                                      "password": {"fromFile": str(tmp_path / "pw")}}}),
+        base_dir=tmp_path / "repo", environ={}, roots=("//",))
+    assert values == {"auth.password": None} and "outside the repository" in problems[0], problems
 
 
 def test_symlink_swapped_after_validation_is_refused_at_read(tmp_path: Path):
