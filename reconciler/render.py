@@ -33,12 +33,15 @@ def field_line(f: FieldChange, action: str) -> str:
 
 
 def change_line(c: Change) -> str:
+    """One line, whatever it quotes: a reason or a block names what the target calls things
+    (cluster profiles, projects, a renamed registry), and a newline or ESC in such a name must
+    not forge or erase plan lines (adversarial pass 6, item 2)."""
     head = f"{SYMBOLS[c.action]} {c.title}"
     if c.blocked:
         head = f"! {c.title}: {c.action} blocked: {c.blocked}"
     elif c.reason:
         head += f"  ({c.reason})"
-    return head
+    return escape(head)
 
 
 def replace_note(c: Change) -> str:
@@ -56,11 +59,11 @@ def render_plan_text(plan: Plan, out: TextIO, *, show_noop: bool = False) -> Non
             if c.action == "replace":
                 out.write(f"    {replace_note(c)}\n")
     for w in plan.warnings:
-        out.write(f"warning: {w}\n")
+        out.write(f"warning: {escape(w)}\n")
     for n in plan.notes:
-        out.write(f"note: {n}\n")
+        out.write(f"note: {escape(n)}\n")
     for r in plan.refusals:
-        out.write(f"refused: {r}\n")
+        out.write(f"refused: {escape(r)}\n")
     if plan.has_changes:
         out.write(f"Plan: {plan.summary()}\n")
     elif plan.blocked:  # not "No changes.": the target still differs from the definitions

@@ -480,3 +480,31 @@ def test_cli_a_delete_whose_users_cannot_be_checked_is_blocked_then_allowed(tmp_
     res = run(root, *cli_args(emu), "--allow-in-use", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert emu.store.by_name("helm", "gone") is None
+
+
+def test_names_palette_users_choose_cannot_forge_or_erase_plan_lines(tmp_path: Path, emu):
+    """Adversarial pass 6, item 2: a cluster profile's name (anyone who may create one in
+    Palette picks it) went raw into the text plan's blocked line: ESC, CR and LF erased the real
+    "- HelmRegistry/gone" line and forged "No changes." in a terminal and the CI log. Every
+    line quoting a target's names is escaped."""
+    root = tmp_path / "repo"
+    init_repo(root)
+    gone = registry_doc("HelmRegistry", "gone", "endpoint: https://gone.example.com\nsync: true")
+    keep = registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com\nsync: true")
+    write_defs(root, {"keep.yaml": keep, "gone.yaml": gone})
+    commit_all(root, "two")
+    env = {"PALETTE_API_KEY": API_KEY}
+    assert run(root, *cli_args(emu), env=env).returncode == 0
+    uid = emu.store.by_name("helm", "gone").uid
+    evil = "web\x1b[2K\r~ HelmRegistry/gone  (in place)\nNo changes. 0 to create, 0 to update, 0 to replace, 0 to delete"
+    emu.profiles.add_profile(evil, [uid], clusters=3)
+    write_defs(root, {"keep.yaml": keep})
+    commit_all(root, "drop gone")
+    for extra in ([], ["--allow-in-use"]):
+        res = run(root, *cli_args(emu), "--dry-run", *extra, env=env)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "\x1b" not in res.stdout and "\r" not in res.stdout, repr(res.stdout)
+        lines = res.stdout.splitlines()
+        assert not any(line.startswith("No changes.") for line in lines), lines  # not forged
+        assert not any(line.startswith("~ HelmRegistry/gone") for line in lines), lines
+        assert "web\\x1b[2K\\x0d~ HelmRegistry/gone" in res.stdout, res.stdout  # shown, escaped

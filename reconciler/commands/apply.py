@@ -11,6 +11,7 @@ from reconciler.runner import EXIT_FAIL, EXIT_OK, Options, _make_plan, _warn_sec
 from reconciler.secrets import resolve_all, state_key
 from reconciler.state.base import StateStore
 from reconciler.targets.base import Target
+from reconciler.text import escape
 
 if TYPE_CHECKING:
     from reconciler.apply import ChangeResult
@@ -64,7 +65,7 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
         if opts.fmt == "text":
             status = "done" if r.ok else f"FAILED: {r.error}"
             stream = err if opts.quiet and not r.ok else out  # -q: a failure is an error, still shown
-            stream.write(f"{r.change.action} {r.change.title}: {status}\n")
+            stream.write(escape(f"{r.change.action} {r.change.title}: {status}") + "\n")  # a target's words
             stream.flush()
 
     res = apply_plan(plan, target, store, state, values, commit=_commit_label(desired), on_result=report,
