@@ -374,31 +374,21 @@ def test_parse_endpoint(endpoint, expected):
     assert (ep.base, ep.host, ep.path, ep.https) == expected
 
 
-def test_bearer_challenge_flow():
-    calls: list[str] = []
+def test_bearer_challenge_flow(scripted):
+    def route(path, headers):
+        if path.startswith("/token"):
+            assert headers["Authorization"].startswith("Basic ")
+            assert "scope=registry%3Acatalog%3A%2A" in path
+            return 200, {}, {"token": "tok"}
+        if headers.get("Authorization") == "Bearer tok":
+            return 200, {}, {"repositories": ["a/b"]}
+        return 401, {"WWW-Authenticate": f'Bearer realm="{srv.url}/token",service="reg",scope="registry:catalog:*"'}, {}
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(request.url.path)
-        if request.url.path == "/token":
-            assert request.headers["Authorization"].startswith("Basic ")
-            assert request.url.params["scope"] == "registry:catalog:*"
-            return httpx.Response(200, json={"token": "tok"})
-        if request.headers.get("Authorization") == "Bearer tok":
-            return httpx.Response(200, json={"repositories": ["a/b"]})
-        return httpx.Response(
-            401,
-            headers={
-                "WWW-Authenticate": 'Bearer realm="http://auth.test/token",'
-                'service="reg",scope="registry:catalog:*"'
-            },
-        )
-
-    auth = oci.RegistryAuth("u", "p")
-    with httpx.Client(transport=httpx.MockTransport(handler), auth=auth) as c:
-        r = c.get("http://reg.test/v2/_catalog")
-        assert r.json() == {"repositories": ["a/b"]}
-        c.get("http://reg.test/v2/_catalog")
-    assert calls == ["/v2/_catalog", "/token", "/v2/_catalog", "/v2/_catalog"]
+    srv = scripted(route)
+    with _dist(srv.url, base="", auth={"type": "basic", "username": "u", "password": {"fromEnv": "P"}}) as dist:
+        assert dist.catalog() == ["a/b"]
+        assert dist.catalog() == ["a/b"]
+    assert [p.split("?")[0] for p, _ in srv.requests] == ["/v2/_catalog", "/token", "/v2/_catalog", "/v2/_catalog"]
 
 
 # --------------------------------------------------------------------------- the tags pool
@@ -525,18 +515,17 @@ def test_credentials_never_follow_a_token_realm_off_https(realm: str):
     from reconciler.content.http import ProbeError
     from reconciler.content.oci import RegistryAuth
 
-    flow = RegistryAuth("robot", "S3cr3t-PLANT-9f2").auth_flow(httpx.Request("GET", "https://r.example.com/v2/"))
-    first = next(flow)
+    auth = RegistryAuth("robot", "S3cr3t-PLANT-9f2")
+    first = next(auth.auth_flow(httpx.Request("GET", "https://r.example.com/v2/")))
     assert first.url.scheme == "https"
     challenge = httpx.Response(401, headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="r"'}, request=first)
     with pytest.raises(ProbeError, match="token service is not https") as caught:
-        flow.send(challenge)
+        auth.token_request(challenge)
     assert "S3cr3t-PLANT" not in str(caught.value)
     # an https realm on another host is how registries work (Docker Hub: auth.docker.io)
-    flow = RegistryAuth("robot", "S3cr3t-PLANT-9f2").auth_flow(httpx.Request("GET", "https://r.example.com/v2/"))
-    first = next(flow)
-    token_req = flow.send(httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="https://auth.example.org/t"'},
-                                         request=first))
+    token_req = auth.token_request(httpx.Response(
+        401, headers={"WWW-Authenticate": 'Bearer realm="https://auth.example.org/t"'}, request=first))
+    assert token_req is not None
     assert token_req.url.host == "auth.example.org" and token_req.headers["Authorization"].startswith("Basic ")
 
 
@@ -952,3 +941,91 @@ def test_redirects_are_followed_on_the_same_origin_only_and_their_bodies_never_r
                     (302, {"Location": path + "x"}, b""))
     r = _basic_sync(conn, loop.url, uid="h3")
     assert r.status == "Failed" and "redirected more than 5 times" in r.message, r.message
+
+
+# --------------------------------------------------------------------------- the token dance, bounded
+# Adversarial pass: the Bearer challenge's body (a 638 MiB one was read whole) and the token
+# service's answer (a chunked 300 MiB one: 695 MiB resident; a byte a second ran 40 s past an
+# 8 s deadline) were read by httpx's auth flow, unbounded. The realm is the registry's word.
+
+def _token_registry(scripted, token_body, challenge_body=b"{}"):
+    """A registry whose catalog asks for a token from its own /token."""
+
+    def route(path, headers):
+        if path.startswith("/token"):
+            return 200, {}, token_body
+        if path == "/v2/":
+            return 200, {}, {}
+        if path.startswith("/v2/_catalog"):
+            if headers.get("Authorization") == "Bearer tok":
+                return 200, {}, {"repositories": ["t/a"]}
+            realm = f'Bearer realm="{srv.url}/token",service="reg",scope="registry:catalog:*"'
+            return 401, {"WWW-Authenticate": realm}, challenge_body
+        return 200, {}, {"tags": ["1"]}
+
+    srv = scripted(route)
+    return srv
+
+
+def _peak(run):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = run()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _trickle(wfile):
+    wfile.write(b'{"token": "')
+    wfile.flush()
+    for _ in range(60):  # 6 s at most: the test ends even when the bound is broken
+        time.sleep(0.1)
+        wfile.write(b"x")
+        wfile.flush()
+    wfile.write(b'"}')
+
+
+def test_a_token_answer_over_its_limit_fails_that_registry_in_bounded_memory(conn, scripted):
+    srv = _token_registry(scripted, _flood(48 << 20))
+    r, peak = _peak(lambda: _basic_sync(conn, srv.url))
+    assert r.status == "Failed", r.message
+    assert f"{oci.MAX_TOKEN_BYTES}-byte limit" in r.message and "/token" in r.message, r.message
+    assert PLANTED not in r.message
+    assert peak < 16 << 20, peak  # the whole answer (48 MiB and more) when httpx read it
+
+
+def test_a_trickling_token_answer_is_cut_at_its_time_limit(conn, scripted, monkeypatch):
+    from reconciler.content import http as content_http
+
+    monkeypatch.setattr(content_http, "MAX_ANSWER_SECONDS", 1.0)
+    srv = _token_registry(scripted, _trickle)
+    t0 = time.monotonic()
+    r = _basic_sync(conn, srv.url)
+    took = time.monotonic() - t0
+    assert r.status == "Failed", r.message
+    assert "still answering when its time ran out" in r.message and "/token" in r.message, r.message
+    assert took < 3.5, took
+
+
+def test_the_body_of_a_bearer_challenge_is_never_read(conn, scripted):
+    """Nothing in a 401's body is needed: the challenge is its header. A huge body costs no
+    memory, a trickling one no time; the token dance goes on and the registry is listed."""
+    srv = _token_registry(scripted, {"token": "tok"}, challenge_body=_flood(48 << 20))
+    r, peak = _peak(lambda: _basic_sync(conn, srv.url))
+    assert r.status == "Completed" and r.counts == {"repositories": 1, "tags": 1}, r.message
+    assert peak < 16 << 20, peak
+
+    def slow(wfile):
+        for _ in range(60):  # 6 s at most
+            time.sleep(0.1)
+            wfile.write(b"x")
+            wfile.flush()
+
+    srv = _token_registry(scripted, {"token": "tok"}, challenge_body=slow)
+    t0 = time.monotonic()
+    r = _basic_sync(conn, srv.url, uid="h2")
+    assert r.status == "Completed", r.message
+    assert time.monotonic() - t0 < 3.5

@@ -14,7 +14,8 @@ costs ~0.2 ms of client CPU per request against httpx's ~0.6 ms, which matters b
 a small machine the registry's own CPU (~1 ms per ``tags/list`` for docker-registry 2.8)
 and ours share the same cores. Basic credentials (or a static token) are sent up front; a
 registry that answers with a ``Bearer`` challenge gets the standard token dance
-(``RegistryAuth``) through the httpx client, which then serves the rest of the fan-out.
+(``get_authorized``, outside httpx's auth flow, every answer bounded) through the httpx
+client, which then serves the rest of the fan-out.
 
 oras-py (this is the only module importing it) reads manifests for ``provider: pack``.
 It is used around its traps: ``auth_backend="basic"`` with the credentials set directly
@@ -54,16 +55,19 @@ import httpx
 from reconciler.content import catalog
 from reconciler.content._pool import ConnectionPool, Response
 from reconciler.content.http import (
+    ACCEPT_ENCODING,
     MAX_ANSWER_BYTES,
     TIMEOUT,
     Access,
     ProbeError,
     answer_deadline,
     build_access,
+    decoded,
     describe_error,
     get_answer,
     make_client,
     read_answer,
+    request_timeout,
     status_error,
     strip_userinfo,
     time_left,
@@ -142,7 +146,12 @@ def parse_endpoint(endpoint: str) -> Endpoint:
 
 
 class RegistryAuth(httpx.Auth):
-    """Basic credentials up front; on a ``Bearer`` challenge, fetch a token from its realm."""
+    """Basic credentials up front, or the token fetched for the request's path.
+
+    The token dance runs outside httpx's auth flow (``get_authorized``): httpx reads every
+    answer a flow goes on from whole and unbounded, the 401 challenge (638 MiB were read) and
+    the token service's answer (a chunked 300 MiB one: 695 MiB resident) alike. This flow
+    only adds credentials and yields once, so no answer is read by httpx."""
 
     def __init__(self, username: str | None, password: str | None) -> None:
         self._basic = httpx.BasicAuth(username, password or "") if username is not None else None
@@ -150,27 +159,31 @@ class RegistryAuth(httpx.Auth):
         self._lock = threading.Lock()
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        scope_key = request.url.path
         with self._lock:
-            token = self._tokens.get(scope_key) or self._tokens.get("*")
+            token = self._tokens.get(request.url.path)
         if token:
             request.headers["Authorization"] = f"Bearer {token}"
         elif self._basic is not None:
             request = next(self._basic.auth_flow(request))
-        response = yield request
+        yield request
+
+    def token_request(self, response: httpx.Response) -> httpx.Request | None:
+        """The request for a token that ``response`` (a ``Bearer`` challenge) asks for, with
+        the basic credentials; None: no challenge this answers. Raises ProbeError for a realm
+        off https when the registry is reached over https."""
         challenge = response.headers.get("WWW-Authenticate", "")
         if response.status_code != 401 or not challenge.lower().startswith("bearer"):
-            return
+            return None
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
         realm = params.pop("realm", "")
         if not realm:
-            return
+            return None
         try:
             realm_url = httpx.URL(realm)
             realm_scheme, realm_host = realm_url.scheme, realm_url.host
         except httpx.InvalidURL:
             realm_scheme, realm_host = "", ""
-        if self._basic is not None and request.url.scheme == "https" and realm_scheme != "https":
+        if self._basic is not None and response.request.url.scheme == "https" and realm_scheme != "https":
             # a registry reached over https must not move its credentials to plain http (or
             # to a realm that is no URL): the challenge is the server's word, not ours
             where = f"{realm_scheme or '?'}://{realm_host or '?'}"
@@ -181,15 +194,13 @@ class RegistryAuth(httpx.Auth):
         )
         if self._basic is not None:
             token_req = next(self._basic.auth_flow(token_req))
-        token_resp = yield token_req
-        if token_resp.status_code != 200:
-            return
-        # httpx reads this answer again once the flow moves on (a stream read here would be
-        # consumed twice), so only a declared length is refused before it is read
-        read_answer((), realm, answer_deadline(None), token_resp.headers.get("Content-Length"), MAX_TOKEN_BYTES)
-        token_resp.read()
+        return token_req
+
+    def take_token(self, path: str, realm: str, answer: bytes) -> None:
+        """Keep the token of a token service's 200 ``answer`` for requests to ``path``;
+        raises ProbeError when it holds none."""
         try:
-            body = load_json(token_resp.content)
+            body = load_json(answer)
         except ValueError:
             body = None
         token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
@@ -197,16 +208,58 @@ class RegistryAuth(httpx.Auth):
             # the token service's word: a JSON list, a number, a token that cannot go in a
             # header (httpx raised UnicodeEncodeError deep inside) are no token; the value is
             # not shown
+            try:
+                url = httpx.URL(realm)
+                where = f"{url.scheme or '?'}://{url.host or '?'}"
+            except httpx.InvalidURL:
+                where = "?://?"
             raise ProbeError(
-                f"the registry's token service ({realm_scheme or '?'}://{realm_host or '?'}) "
-                "answered HTTP 200 without a usable token",
+                f"the registry's token service ({where}) answered HTTP 200 without a usable token",
                 check="credentials",
                 status=401,
             )
         with self._lock:
-            self._tokens[scope_key] = token
-        request.headers["Authorization"] = f"Bearer {token}"
-        yield request
+            self._tokens[path] = token
+
+
+def get_authorized(client: httpx.Client, url: str, auth: RegistryAuth | None, *, deadline: float | None = None,
+                   **kw: Any) -> tuple[httpx.Response, bytes]:
+    """``get_answer``, and when the registry answers with a ``Bearer`` challenge, the token
+    dance: the token is fetched (``_fetch_token``: bounded in size, ``MAX_TOKEN_BYTES``, and
+    time, like every answer) and the request asked once more. The challenge's body is never
+    read. A token service's refusal is the answer returned. httpx errors are the caller's."""
+    resp, body = get_answer(client, url, deadline=deadline, **kw)
+    if auth is None:
+        return resp, body
+    token_req = auth.token_request(resp)
+    if token_req is None:
+        return resp, body
+    realm = str(token_req.url.copy_with(query=None))
+    token_resp, answer = _fetch_token(client, token_req, realm, deadline)
+    if token_resp.status_code != 200:
+        return token_resp, b""
+    auth.take_token(resp.request.url.path, realm, answer)
+    return get_answer(client, url, deadline=deadline, **kw)
+
+
+def _fetch_token(client: httpx.Client, token_req: httpx.Request, realm: str,
+                 deadline: float | None) -> tuple[httpx.Response, bytes]:
+    """The token service's answer to ``token_req`` (sent as built: no redirect followed) and,
+    for a 200, its body read by ``read_answer``: at most ``MAX_TOKEN_BYTES``, complete by the
+    answer's deadline. The realm is the registry's word."""
+    left = time_left(deadline, realm)
+    until = answer_deadline(deadline)
+    token_req.extensions = {**token_req.extensions, "timeout": request_timeout(left).as_dict()}
+    token_req.headers["Accept-Encoding"] = ACCEPT_ENCODING
+    resp = client.send(token_req, auth=httpx.Auth(), stream=True, follow_redirects=False)
+    try:
+        body = b""
+        if resp.status_code == 200:
+            body = read_answer(decoded(resp, realm), realm, until, resp.headers.get("Content-Length"),
+                               MAX_TOKEN_BYTES)
+        return resp, body
+    finally:
+        resp.close()
 
 
 class Distribution:
@@ -231,6 +284,7 @@ class Distribution:
         auth = (
             RegistryAuth(access.username, access.password) if access.username is not None else None
         )
+        self._auth = auth
         self.client = make_client(access, pool=workers)
         self.client.auth = auth  # type: ignore[assignment]
         headers = dict(access.headers)
@@ -268,7 +322,7 @@ class Distribution:
     def _get(self, url: str, what: str, **kw: Any) -> tuple[httpx.Response, bytes]:
         """A 200 and its body (``get_answer``: bounded in size and time); raises ProbeError."""
         try:
-            resp, body = get_answer(self.client, url, deadline=self.deadline, **kw)
+            resp, body = get_authorized(self.client, url, self._auth, deadline=self.deadline, **kw)
         except (httpx.HTTPError, OSError) as exc:
             time_left(self.deadline, url)  # timed out by the deadline: say so
             raise describe_error(exc, url, self.access.secrets) from None
@@ -280,7 +334,7 @@ class Distribution:
         """``GET /v2/``: reachable, TLS verified, credentials accepted."""
         url = f"{self.endpoint.base}/v2/"
         try:
-            resp, _ = get_answer(self.client, url, deadline=self.deadline, read_body=False)
+            resp, _ = get_authorized(self.client, url, self._auth, deadline=self.deadline, read_body=False)
         except (httpx.HTTPError, OSError) as exc:
             time_left(self.deadline, url)
             raise describe_error(exc, url, self.access.secrets) from None
