@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -391,3 +392,117 @@ def test_a_gzip_bomb_of_an_index_is_decoded_in_bounded_pieces():
                 helm.fetch_index(client, srv.url + "/two.yaml")
     finally:
         srv.close()
+
+
+# --------------------------------------------------------------------------- redirects
+# Adversarial pass: httpx followed the index's redirects itself and read each 3xx body whole
+# (300 MiB 302 bodies: 6.6 GiB resident, 30 s past an 8 s deadline). An index may redirect to
+# another origin (a CDN, GitHub releases, an object store): that keeps working, with httpx's
+# rule for credentials (the Authorization header dropped once a redirect leaves the origin).
+
+INDEX = b"apiVersion: v1\nentries:\n  a:\n  - name: a\n    version: 1.0.0\n"
+BASIC_SPEC = {"type": "basic", "username": "alice", "password": {"fromEnv": "HELM_PW"}}
+TOKEN_SPEC = {"type": "token", "token": {"fromEnv": "HELM_TOKEN"}}
+AUTH_SECRETS = {"auth.password": "s3cret-pw", "auth.token": "tok-123"}
+
+
+@pytest.fixture
+def scripted():
+    from tests.support.scripted_server import ScriptedServer
+
+    made: list[ScriptedServer] = []
+
+    def make(route):
+        made.append(ScriptedServer(route))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def _flood(total: int):
+    def write(wfile):
+        sent = 0
+        while sent < total:  # bounded: the client hangs up, or this ends
+            wfile.write(b"x" * 65536)
+            sent += 65536
+
+    return write
+
+
+def _slow(wfile):
+    for _ in range(60):  # 6 s at most: the test ends even when the bound is broken
+        time.sleep(0.1)
+        wfile.write(b"x")
+        wfile.flush()
+
+
+def _redirecting(body):
+    """/index.yaml answers 302 to /moved/index.yaml with ``body``; that one is the index."""
+    return lambda path, headers: ((200, {}, INDEX) if path == "/moved/index.yaml" else
+                                  (302, {"Location": "/moved/index.yaml"}, body))
+
+
+def test_the_body_of_a_redirect_is_never_read(conn, scripted):
+    import tracemalloc
+
+    srv = scripted(_redirecting(_flood(48 << 20)))
+    tracemalloc.start()
+    try:
+        r = sync(conn, srv.url)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert r.status == "Completed" and r.counts == {"charts": 1, "versions": 1}, r.message
+    assert peak < 16 << 20, peak  # the whole body (48 MiB and more) when httpx followed
+
+
+def test_a_trickling_redirect_costs_no_time_and_its_hops_keep_the_deadline(conn, scripted):
+    srv = scripted(_redirecting(_slow))
+    t0 = time.monotonic()
+    r = sync(conn, srv.url, deadline=time.monotonic() + 2.0)
+    assert r.status == "Completed", r.message
+    assert time.monotonic() - t0 < 1.5  # 6 s when httpx read the 302's body
+
+    hang = scripted(lambda path, headers: (0, {}, b"") if path == "/moved/index.yaml" else
+                    (302, {"Location": "/moved/index.yaml"}, b""))
+    t0 = time.monotonic()
+    r = sync(conn, hang.url, deadline=time.monotonic() + 1.0, force=True)
+    assert r.status == "Failed" and ("timed out" in r.message or "deadline" in r.message), r.message
+    assert time.monotonic() - t0 < 2.5
+
+
+@pytest.mark.parametrize("auth", [BASIC_SPEC, TOKEN_SPEC], ids=["basic", "token"])
+def test_a_redirect_to_another_origin_is_followed_without_the_credentials(conn, scripted, auth):
+    cdn = scripted(lambda path, headers: (200, {}, INDEX))
+    srv = scripted(lambda path, headers: (302, {"Location": f"{cdn.url}/charts/index.yaml"}, b"moved")
+                   if path == "/index.yaml" else
+                   (302, {"Location": f"http://localhost:{srv.url.rsplit(':', 1)[1]}/moved/index.yaml"}, b"")
+                   if path == "/by-name/index.yaml" else (200, {}, INDEX))
+    r = sync(conn, srv.url, AUTH_SECRETS, spec=spec(srv.url, auth=auth))
+    assert r.status == "Completed" and r.counts == {"charts": 1, "versions": 1}, r.message
+    assert srv.requests[0][1] is not None  # the registry itself is sent its credentials
+    assert cdn.requests == [("/charts/index.yaml", None)]  # another port: none
+    # the same port under another host name is another origin too
+    r = sync(conn, srv.url, AUTH_SECRETS, spec=spec(f"{srv.url}/by-name", auth=auth), force=True)
+    assert r.status == "Completed", r.message
+    assert srv.requests[-2][1] is not None and srv.requests[-1] == ("/moved/index.yaml", None)
+    assert srv.hosts[-1].startswith("localhost:")
+
+
+@pytest.mark.parametrize("auth", [BASIC_SPEC, TOKEN_SPEC], ids=["basic", "token"])
+def test_a_redirect_on_the_same_origin_keeps_the_credentials(conn, scripted, auth):
+    srv = scripted(_redirecting(b""))
+    r = sync(conn, srv.url, AUTH_SECRETS, spec=spec(srv.url, auth=auth))
+    assert r.status == "Completed", r.message
+    sent = [a for _, a in srv.requests]
+    assert [p for p, _ in srv.requests] == ["/index.yaml", "/moved/index.yaml"]
+    assert sent[0] is not None and sent[1] == sent[0], sent
+
+
+def test_redirects_are_followed_a_few_times_at_most(conn, scripted):
+    loop = scripted(lambda path, headers: (302, {"Location": path.replace("index.yaml", "x/index.yaml")}, b""))
+    r = sync(conn, loop.url)
+    assert r.status == "Failed" and "redirected more than 5 times" in r.message, r.message
+    assert len(loop.requests) == 6

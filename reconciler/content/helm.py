@@ -51,8 +51,8 @@ from reconciler.content.http import (
     decoded,
     describe_error,
     make_client,
-    request_timeout,
     status_error,
+    stream_redirected,
     strip_userinfo,
     time_left,
 )
@@ -107,7 +107,8 @@ def fetch_index(
     progress: Progress = None,
     deadline: float | None = None,
 ) -> Fetched:
-    """GET the index, streamed into one buffer; raises ProbeError on any failure."""
+    """GET the index, streamed into one buffer, redirects followed by ``stream_redirected``;
+    raises ProbeError on any failure."""
     headers: dict[str, str] = {"Accept-Encoding": ACCEPT_ENCODING}  # decoded here, bounded (http.decoded)
     if etag:
         headers["If-None-Match"] = etag
@@ -115,8 +116,7 @@ def fetch_index(
         headers["If-Modified-Since"] = last_modified
     body = bytearray()
     try:
-        left = time_left(deadline, url)
-        with client.stream("GET", url, headers=headers, timeout=request_timeout(left)) as resp:
+        with stream_redirected(client, url, headers=headers, deadline=deadline) as resp:
             if resp.status_code == 304:
                 return Fetched(304, body, etag, last_modified)
             if resp.status_code != 200:

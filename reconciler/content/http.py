@@ -8,6 +8,7 @@ Messages never carry a secret value (``redact``) nor a URL's userinfo.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import socket
@@ -276,6 +277,40 @@ def get_answer(client: httpx.Client, url: str, *, deadline: float | None = None,
         url, params = nxt, None
         left = time_left(deadline, url)
     raise ProbeError(f"{strip_userinfo(url)} redirected more than {MAX_REDIRECTS} times: refused", check="content")
+
+
+@contextlib.contextmanager
+def stream_redirected(client: httpx.Client, url: str, *, headers: Mapping[str, str],
+                      deadline: float | None = None) -> Iterator[httpx.Response]:
+    """GET ``url`` as a stream (its body unread), following redirects to any origin, as a
+    Helm index may (a CDN, GitHub releases, an object store), by httpx's own rule for what
+    each hop sends: httpx builds the next request (``Response.next_request``), which drops
+    the Authorization header once a redirect leaves the origin (scheme, host and port; an
+    http->https upgrade on the default ports keeps it), and an https->http downgrade is
+    followed without it, as httpx does. Unlike httpx's own following, no body of a redirect
+    is read (httpx reads each whole: 300 MiB 302 bodies used 6.6 GiB), no more than
+    ``MAX_REDIRECTS`` are followed, and every hop is under ``deadline``. httpx errors are the
+    caller's to describe."""
+    left = time_left(deadline, url)
+    request = client.build_request("GET", url, headers=headers, timeout=request_timeout(left))
+    resp = client.send(request, stream=True, follow_redirects=False)
+    try:
+        for _ in range(MAX_REDIRECTS):
+            nxt = resp.next_request
+            if nxt is None:
+                break
+            resp.close()
+            left = time_left(deadline, url)
+            nxt.extensions = {**nxt.extensions, "timeout": request_timeout(left).as_dict()}
+            # the request as httpx built it: the client's auth is not applied again (httpx
+            # applies it to the first request only, and it would put credentials back)
+            resp = client.send(nxt, auth=httpx.Auth(), stream=True, follow_redirects=False)
+        if resp.next_request is not None:
+            raise ProbeError(f"{strip_userinfo(url)} redirected more than {MAX_REDIRECTS} times: refused",
+                             check="content")
+        yield resp
+    finally:
+        resp.close()
 
 
 def origin(url: str) -> tuple[str, str, int] | None:
