@@ -1029,3 +1029,72 @@ def test_the_body_of_a_bearer_challenge_is_never_read(conn, scripted):
     r = _basic_sync(conn, srv.url, uid="h2")
     assert r.status == "Completed", r.message
     assert time.monotonic() - t0 < 3.5
+
+
+# --------------------------------------------------------------------------- manifests through oras-py
+# requests (under oras-py) read a manifest's body whole, gzip decoded whole, each redirect's
+# body too, and no bound held a whole answer's time: bounded now as every other answer is.
+
+PACK_MANIFEST = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                 "config": {"mediaType": "application/vnd.spectrocloud.pack.config.v1+json",
+                            "digest": "sha256:" + "0" * 64, "size": 2}, "layers": []}
+
+
+def _pack_registry(scripted, manifest):
+    """One pack repository, spectro-packs/p:1, whose manifest is ``manifest(path)``."""
+    def route(path, headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        if path.startswith("/v2/_catalog"):
+            return 200, {}, {"repositories": ["spectro-packs/p"]}
+        if "/manifests/" in path:
+            return manifest(path)
+        return 200, {}, {"tags": ["1"]}
+
+    return scripted(route)
+
+
+def _layout(conn, uid: str = "h1"):
+    return conn.execute("SELECT layout FROM content_oci_repositories WHERE uid = ?", (uid,)).fetchone()[0]
+
+
+def test_a_manifest_over_the_size_limit_is_unreadable_in_bounded_memory(conn, scripted, monkeypatch):
+    from reconciler.content import http as content_http
+
+    monkeypatch.setattr(content_http, "MAX_ANSWER_BYTES", 256 * 1024)
+    srv = _pack_registry(scripted, lambda path: (200, {"Content-Type": PACK_MANIFEST["mediaType"]},
+                                                 _flood(48 << 20)))
+    r, peak = _peak(lambda: _basic_sync(conn, srv.url, provider="pack"))
+    assert r.status == "Completed" and r.counts["packs"] == 0, r.message
+    assert _layout(conn) == "unreadable"
+    assert peak < 16 << 20, peak  # the whole answer (48 MiB and more) when requests read it
+
+
+def test_a_trickling_manifest_is_cut_at_its_time_limit(conn, scripted, monkeypatch):
+    from reconciler.content import http as content_http
+
+    monkeypatch.setattr(content_http, "MAX_ANSWER_SECONDS", 1.0)
+    srv = _pack_registry(scripted, lambda path: (200, {}, _trickle))
+    t0 = time.monotonic()
+    r = _basic_sync(conn, srv.url, provider="pack")
+    assert r.status == "Completed" and _layout(conn) == "unreadable", r.message
+    assert time.monotonic() - t0 < 3.5
+
+
+def test_manifest_redirects_stay_on_the_registry_and_their_bodies_are_never_read(conn, scripted):
+    other = scripted(lambda path, headers: (200, {}, PACK_MANIFEST))
+
+    def manifest(path):
+        if path.startswith("/v2/spectro-packs/p/manifests/1"):
+            return 302, {"Location": "/moved" + path}, _flood(48 << 20)
+        return 200, {"Content-Type": PACK_MANIFEST["mediaType"]}, PACK_MANIFEST
+
+    srv = _pack_registry(scripted, manifest)
+    r, peak = _peak(lambda: _basic_sync(conn, srv.url, provider="pack"))
+    assert r.status == "Completed" and _layout(conn) == "pack:mediaType", r.message
+    assert peak < 16 << 20, peak  # the 302's body (48 MiB and more) when requests read it
+
+    away = _pack_registry(scripted, lambda path: (302, {"Location": f"{other.url}{path}"}, b""))
+    r = _basic_sync(conn, away.url, uid="h2", provider="pack")
+    assert r.status == "Completed" and _layout(conn, "h2") == "unreadable", r.message
+    assert other.requests == []

@@ -222,9 +222,14 @@ def decoded(resp: httpx.Response, url: str) -> Iterator[bytes]:
     httpx decodes a whole chunk, and every layer, before a caller can count the bytes (3.5 KB
     of ``Content-Encoding: gzip, gzip`` became 4 GB). One layer of gzip or deflate is read;
     anything else is refused (ProbeError)."""
-    coding = resp.headers.get("Content-Encoding", "").strip().lower()
+    yield from decode_pieces(resp.iter_raw(), resp.headers.get("Content-Encoding", ""), url)
+
+
+def decode_pieces(raw_chunks: Iterable[bytes], content_encoding: str, url: str) -> Iterator[bytes]:
+    """``decoded`` for any client: ``raw_chunks`` as sent, decoded by ``content_encoding``."""
+    coding = content_encoding.strip().lower()
     if coding in ("", "identity"):
-        yield from resp.iter_raw()
+        yield from raw_chunks
         return
     if coding not in ("gzip", "x-gzip", "deflate"):
         raise ProbeError(f"{strip_userinfo(url)} answered with Content-Encoding {coding[:40]!r}, which reconcile "
@@ -232,7 +237,7 @@ def decoded(resp: httpx.Response, url: str) -> Iterator[bytes]:
     wbits = 16 + zlib.MAX_WBITS if coding != "deflate" else zlib.MAX_WBITS
     inflate = zlib.decompressobj(wbits)
     try:
-        for raw in resp.iter_raw():
+        for raw in raw_chunks:
             data = raw
             while data:
                 if inflate.eof:  # another gzip member follows: read it too

@@ -20,8 +20,9 @@ client, which then serves the rest of the fan-out.
 oras-py (this is the only module importing it) reads manifests for ``provider: pack``.
 It is used around its traps: ``auth_backend="basic"`` with the credentials set directly
 (``login()`` would write ~/.docker and prove nothing), its docker-config lookup disabled,
-its retry decorator (up to ~131 s of sleeps) bypassed, a timeout on every request, and it
-is only called once the host has answered our own quick probe.
+its retry decorator (up to ~131 s of sleeps) bypassed, every request it makes bounded as
+ours are (``_oras_request``: size, time, gzip pieces, same-origin redirects, no body but a
+200's read), and it is only called once the host has answered our own quick probe.
 
 Pack layouts recognised (one manifest per repository, of its highest tag by name):
 - ``artifactType`` or ``config.mediaType`` containing ``spectrocloud`` or ``spectro-pack``;
@@ -57,11 +58,13 @@ from reconciler.content._pool import ConnectionPool, Response
 from reconciler.content.http import (
     ACCEPT_ENCODING,
     MAX_ANSWER_BYTES,
+    MAX_REDIRECTS,
     TIMEOUT,
     Access,
     ProbeError,
     answer_deadline,
     build_access,
+    decode_pieces,
     decoded,
     describe_error,
     get_answer,
@@ -474,11 +477,54 @@ class Distribution:
             client.auth._auth_config = {"auths": {}, "credsStore": None, "credHelpers": {}}
             if self.access.username is not None:
                 client.auth.set_basic_auth(self.access.username, self.access.password or "")
-            client.session.request = functools.partial(client.session.request, timeout=ORAS_TIMEOUT)
+            client.session.request = functools.partial(self._oras_request, client.session.request)
+            # requests reads a redirect's body whole to find where it leads, even when it is
+            # not to follow it (allow_redirects=False): _oras_request follows them itself
+            client.session.get_redirect_target = lambda resp: None
             undecorated = type(client).do_request.__wrapped__  # no retry-with-sleeps loop
             client.do_request = functools.partial(undecorated, client)
             self._oras.client = client
         return client
+
+    def _oras_request(self, request: Callable[..., Any], method: str, url: str, **kw: Any) -> Any:
+        """oras-py's ``session.request``, every answer bounded as ours are: requests reads a
+        body whole (the manifest, a 401's, each redirect's), decodes gzip whole and has no
+        bound on a whole answer's time. Here the body of a 200 is read raw by ``read_answer``
+        (``MAX_ANSWER_BYTES``, the answer's deadline, decoded in 64 KiB pieces); any other
+        is never read; redirects are followed on the registry's origin only, at most
+        ``MAX_REDIRECTS``, as ``get_answer`` does; no socket wait passes ``ORAS_TIMEOUT`` or
+        the sync's deadline."""
+        until = answer_deadline(self.deadline)
+        headers = dict(kw.pop("headers", None) or {})
+        headers["Accept-Encoding"] = ACCEPT_ENCODING
+        for name in ("stream", "allow_redirects", "timeout"):  # ours to set
+            kw.pop(name, None)
+        for _ in range(MAX_REDIRECTS + 1):
+            left = time_left(self.deadline, url)
+            timeout = ORAS_TIMEOUT if left is None else min(ORAS_TIMEOUT, left)
+            resp = request(method, url, headers=headers, stream=True, allow_redirects=False, timeout=timeout, **kw)
+            if not resp.is_redirect:
+                break
+            resp.close()
+            nxt = urljoin(url, resp.headers["Location"])
+            if _origin(nxt) != self._origin:
+                raise ProbeError(f"{strip_userinfo(url)} redirects to another origin ({strip_userinfo(nxt)[:200]}): "
+                                 "not followed, as no request goes elsewhere with the registry's credentials",
+                                 check="content")
+            url = nxt
+        else:
+            raise ProbeError(f"{strip_userinfo(url)} redirected more than {MAX_REDIRECTS} times: refused",
+                             check="content")
+        try:
+            body = b""
+            if resp.status_code == 200:
+                raw = _raw_chunks(resp.raw)
+                body = read_answer(decode_pieces(raw, resp.headers.get("Content-Encoding", ""), url), url, until,
+                                   resp.headers.get("Content-Length"))
+        finally:
+            resp.close()
+        resp._content, resp._content_consumed = body, True  # what requests' own read leaves
+        return resp
 
     def manifest(self, repo: str, ref: str) -> dict[str, Any]:
         target = f"{self.endpoint.host}/{repo}:{ref}"
@@ -493,6 +539,17 @@ class Distribution:
                 redact(f"cannot read manifest {repo}:{ref}: {exc}", self.access.secrets)[:300],
                 check="content",
             ) from None
+
+
+def _raw_chunks(raw: Any) -> Iterator[bytes]:
+    """A urllib3 response's body as sent, in chunks as they arrive (``read1``; ``read(n)``
+    waits for n bytes, so a trickle would never meet the time check between chunks)."""
+    read1 = getattr(raw, "read1", None)  # urllib3 2
+    while True:
+        chunk = read1(1 << 16, decode_content=False) if read1 else raw.read(1 << 10, decode_content=False)
+        if not chunk:
+            return
+        yield chunk
 
 
 def _origin_text(origin: tuple[str, str, int]) -> str:
