@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -363,6 +364,8 @@ class _Checker:
             return False
         joined = "|".join(strings)
         if not joined.isprintable() or " " in joined or not RESERVED_ENV.isdisjoint(strings):
+            return False
+        if not joined.isascii() and CONTROL.search(joined):  # printable yet invisible: U+034F, U+3164
             return False
         if ("gh" in joined or "hub_pat_" in joined or "IA" in joined) and any(  # one search each; most lack all
                 len(s) in PASTED_LENGTHS and pasted_credential(s) for s in strings):
@@ -844,6 +847,7 @@ def load_and_validate(
     defaults = default_keys(effective)
     registries: list[Registry] = []
     seen: dict[tuple[str, str], _Checked] = {}
+    similar: dict[tuple[str, str], _Checked] = {}  # (scope, name folded: case, NFKC) -> first
     declared = 0
     for c in checked:
         if c.kind not in KINDS:
@@ -866,7 +870,22 @@ def load_and_validate(
                     "legacy-pack",
                 )
             )
+        if isinstance(name, str) and not name.isascii() and not unicodedata.is_normalized("NFC", name):
+            # adversarial pass 6, item 7: the same-looking name in decomposed form is another name
+            # (a file saved by another editor would be planned as a delete and a create)
+            marks = ", ".join(dict.fromkeys(f"U+{ord(ch):04X}" for ch in name if unicodedata.combining(ch)))
+            fail(c, ("metadata", "name"), f"metadata.name: not in Unicode NFC form (combining {marks or 'characters'}): "
+                 "it looks like its composed form but is another name; write it composed (NFC)", "name-form")
         if isinstance(name, str) and scope in SCOPES:
+            folded = name.lower() if name.isascii() else unicodedata.normalize("NFKC", name).casefold()
+            alike = similar.setdefault((scope, folded), c)
+            if alike is not c and alike.doc.value.get("metadata", {}).get("name") != name:
+                line, col = c.doc.position(("metadata", "name"))
+                problems.append(Problem(
+                    c.doc.file, line, col,
+                    f"metadata.name {show(name)} differs from {show(alike.doc.value['metadata']['name'])} (at "
+                    f"{_where(alike.doc, ('metadata', 'name'))}) only in letter case or character forms: a reviewer "
+                    "cannot tell them apart, and Palette may take them for one name", "warning", "similar-name"))
             other = seen.get((scope, name))
             if other is not None:
                 fail(

@@ -905,3 +905,37 @@ def test_base_paths_for_content_code() -> None:
     assert base_paths({"baseContentPath": "team-a,/team-b/charts/"}) == ["team-a", "team-b/charts"]
     assert base_paths({"baseContentPath": "production"}) == ["production"]
     assert base_paths({"baseContentPath": ""}) == base_paths({}) == [""]
+
+
+# ------------------------------------------------------------------ adversarial pass 6, item 7: names
+
+
+def _helm_named(name: str) -> str:
+    return f"{HDR}kind: HelmRegistry\nmetadata: {{name: {json.dumps(name, ensure_ascii=False)}}}\nspec: {{endpoint: 'https://h.example.com'}}\n"
+
+
+@pytest.mark.parametrize("name", ["Bit\u00adnami", "pr\u034fod", "prod\U000e0041", "pro\u2061d", "Palette Registry\u180e",
+                                  "pro\u206ad", "\u3164prod", "prod\ufe0f", "pro\U000e0101d", "pro\u115fd"])
+def test_an_invisible_character_in_a_name_is_refused(tmp_path: Path, name: str) -> None:
+    """"Bit\\u00adnami" passed validation and printed exactly like the built-in Bitnami; every
+    Default_Ignorable_Code_Point of Unicode (soft hyphen, grapheme joiner, Hangul fillers,
+    variation selectors, invisible operators, tags) is refused now, wherever it is."""
+    res = check(tmp_path, _helm_named(name))
+    assert len(res.errors) == 1 and res.errors[0].rule in ("control-character", "schema"), errors(res)
+    assert res.errors[0].line == 3, errors(res)
+    assert name not in str(res.errors[0]), str(res.errors[0])  # shown escaped
+
+
+def test_a_decomposed_name_is_refused_and_case_only_differences_are_warned(tmp_path: Path) -> None:
+    """"café" in NFD (e + U+0301) looks like the NFC one but is another name: a file re-saved by
+    another editor was planned as a delete and an identical-looking create. Names that differ
+    only in letter case (or compatibility forms) are warned about: Palette may take them for one."""
+    nfd = "cafe\u0301"
+    res = check(tmp_path, _helm_named(nfd))
+    assert [(e.rule, "U+0301" in e.message) for e in res.errors] == [("name-form", True)], errors(res)
+    res = check(tmp_path, _helm_named("café") + "---\n" + _helm_named("prod") + "---\n" + _helm_named("Prod")
+                + "---\n" + _helm_named("ｐｒｏｄ2") + "---\n" + _helm_named("prod2"))
+    assert res.errors == [], errors(res)
+    similar = [p for p in res.warnings if p.rule == "similar-name"]
+    assert len(similar) == 2 and "'Prod'" in str(similar[0]) and "'prod'" in str(similar[0]), [str(p) for p in similar]
+    assert len(res.desired.registries) == 5
