@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import html
+import html.entities
 import json
 import os
 import re
 import threading
+from bisect import bisect_right
 from collections.abc import Iterable
 from functools import lru_cache
 from urllib.parse import quote, quote_plus
@@ -131,17 +133,36 @@ _UESC = re.compile(r"\\u[0-9a-f]{4}")
 # "HTMLEscape"). Palette is a Go service: a body it marshals shows a secret this way.
 _GO_ESCAPES = str.maketrans({"&": "\\u0026", "<": "\\u003c", ">": "\\u003e",
                              "\u2028": "\\u2028", "\u2029": "\\u2029"})
+# One escape sequence of a JSON string, so that a rewrite of some never touches the
+# backslash of another ("\\\\b" is a backslash and a b, not a backspace).
+_JSON_ESC = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)", re.S)
+# Go's encoding/json before 1.22 wrote a backspace and a form feed as \u0008 and \u000c
+# (Python, and Go since, write \b and \f); some encoders write every control as \u00XX.
+_LONG_CONTROLS = ({"\\b": "\\u0008", "\\f": "\\u000c"},
+                  {"\\b": "\\u0008", "\\f": "\\u000c", "\\n": "\\u000a", "\\r": "\\u000d", "\\t": "\\u0009"})
 
 
 def _json_forms(value: str) -> set[str]:
     """A value inside a JSON string, as the encoders of servers write it: Python's (ASCII or
-    not), Go's (&, <, > escaped), with '/' written '\\/' (PHP, some Java ones) or not, and
-    the \\u escapes in either case."""
+    not), Go's (&, <, > escaped; controls as \\u00XX), with '/' written '\\/' (PHP, some
+    Java ones) or not, and the \\u escapes in either case."""
     forms = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    if any(c < " " for c in value):
+        forms |= {_JSON_ESC.sub(lambda m, t=table: t.get(m.group(), m.group()), f)  # type: ignore[misc]
+                  for f in forms for table in _LONG_CONTROLS}
     forms |= {f.translate(_GO_ESCAPES) for f in forms}
     forms |= {f.replace("/", "\\/") for f in forms}
     forms |= {_UESC.sub(lambda m: m.group().upper().replace("\\U", "\\u"), f) for f in forms}
     return forms
+
+
+def _bytes_forms(raw: bytes) -> set[str]:
+    """A value that is not ASCII as bytes are shown: Python's ``repr`` of them (b'p\\xc3\\xa4ss',
+    in either quote), and \\xNN escapes of the bytes past ASCII alone (``backslashreplace``,
+    and in upper case as C-style escapers write them)."""
+    return {repr(raw)[2:-1], repr(raw + b'"')[2:-2],
+            "".join(chr(b) if b < 128 else f"\\x{b:02x}" for b in raw),
+            "".join(chr(b) if b < 128 else f"\\x{b:02X}" for b in raw)}
 
 
 # A value's forms are computed once per run: a sync redacts each of its messages with every
@@ -151,63 +172,180 @@ _FORMS_CACHE = 1 << 15
 # Go's html.EscapeString (a Go service's HTML error page): &#39; and &#34; where Python writes
 # &#x27; and &quot;
 _GO_HTML = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&#39;", '"': "&#34;"})
-
-
-@lru_cache(maxsize=_FORMS_CACHE)
-def _forms(value: str) -> frozenset[str]:
-    """Every form a value can take in a server's message: raw, JSON-escaped (``_json_forms``),
-    URL-encoded (path, query, form), HTML-escaped (an error page), and inside a Python
-    ``repr`` (of a dict a server or a library prints), in either of its quotes."""
-    e = "surrogateescape"  # an environment value of bytes that are not UTF-8: its bytes, escaped
-    forms = {value, *_json_forms(value),
-             quote(value, safe="", errors=e), quote(value, errors=e), quote_plus(value, errors=e),
-             quote_plus(value, safe="/", errors=e),
-             html.escape(value, quote=False), html.escape(value), value.translate(_GO_HTML),
-             repr(value)[1:-1], repr(value + '"')[1:-2]}  # the '"' makes repr use (and escape) single quotes
-    forms |= {_PCT.sub(lambda m: m.group().lower(), f) for f in forms}  # some servers lower-case escapes
-    return frozenset(f for f in forms if len(f) >= MIN_REDACT_LEN)
-
+_ALNUM = re.compile(r"[A-Za-z0-9]+")
 
 # A value this long (in bytes) or longer is also searched for in base64: in an echoed
 # "Authorization: Basic base64(user:password)" header, or a docker config's "auth". Each of
-# its three alignments then yields at least 8 characters, too many to match by chance.
+# its three alignments then yields at least 8 characters, too many to match by chance. Its
+# hex (14 digits and more) is searched for from the same length on.
 MIN_BASE64_LEN = 7
-_B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{14}")
 
 
 @lru_cache(maxsize=_FORMS_CACHE)
-def _base64_cores(value: str) -> tuple[bytes, ...]:
+def _forms(value: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """What ``redact`` looks for, computed once per value: ``(keys, text forms, hex, base64 cores)``.
+
+    The text forms are every form a value can take in a server's message: raw, JSON-escaped
+    (``_json_forms``), URL-encoded (path, query, form), HTML-escaped (an error page), inside a
+    Python ``repr`` (of a dict a server or a library prints) in either of its quotes, and as
+    bytes (``_bytes_forms``). None of those escapers touches an ASCII letter or digit, so each
+    form holds every run of them the value holds: a message without its longest (``keys``:
+    the three longest, the longest first, as values of one pattern share some) holds none of
+    the forms, and costs one look instead of twenty (no key: a value without such runs). Forms that
+    only some messages can hold are computed when one does (``_charref_pattern``,
+    ``_double_percent_forms``). The hex (lower and upper case) and the base64 cores
+    (``_base64_cores``) encode the letters too: they are looked for apart."""
+    e = "surrogateescape"  # an environment value of bytes that are not UTF-8: its bytes, escaped
+    raw = value.encode("utf-8", e)
+    forms = {value, *_json_forms(value), *_percent_forms(value),
+             html.escape(value, quote=False), html.escape(value), value.translate(_GO_HTML),
+             repr(value)[1:-1], repr(value + '"')[1:-2]}  # the '"' makes repr use (and escape) single quotes
+    if not value.isascii():
+        forms |= _bytes_forms(raw)
+    keys = tuple(sorted(set(_ALNUM.findall(value)), key=lambda k: (-len(k), k))[:3])
+    hexes = (raw.hex(), raw.hex().upper()) if len(raw) >= MIN_BASE64_LEN else ()
+    return (keys, tuple(sorted(f for f in forms if len(f) >= MIN_REDACT_LEN)), hexes, _base64_cores(raw))
+
+
+def _percent_forms(value: str) -> set[str]:
+    """URL-encoded: path, query, form; some servers lower-case the escapes."""
+    e = "surrogateescape"
+    forms = {quote(value, safe="", errors=e), quote(value, errors=e), quote_plus(value, errors=e),
+             quote_plus(value, safe="/", errors=e)}
+    return forms | {_PCT.sub(lambda m: m.group().lower(), f) for f in forms}
+
+
+@lru_cache(maxsize=_FORMS_CACHE)
+def _double_percent_forms(value: str) -> tuple[str, ...]:
+    """URL-encoded twice (``%2526`` for ``&``: a proxy that encodes a URL it was given
+    encoded): looked for only in a message holding ``%25``."""
+    once = {f for f in _percent_forms(value) if "%" in f}
+    twice = {f.replace("%", "%25") for f in once} | {quote(f, safe="") for f in once}
+    return tuple(sorted(twice))  # lower-case escapes: of the lower-cased forms of ``once``
+
+
+# A character reference as HTML and XML escapers write one: decimal (&#38;: Go's
+# html/template writes + as &#43;, .NET and Python's xmlcharrefreplace non-ASCII as &#228;),
+# hex (&#x26; / &#X26;, either case: Python's &#x27;, Go's encoding/xml &#xA;, JS's he
+# &#xE4;), or named (&amp;, XML's &apos;, Java's escapeHtml4 &auml;). Each escaper writes
+# its own mix, so a message holding one is decoded (``_decode_refs``), values are looked for
+# in that, and a value found is masked by a pattern that takes any spelling of each of its
+# characters (``_charref_pattern``).
+_CHARREF = re.compile(r"&(?:#(?:[0-9]{1,7}|[xX][0-9a-fA-F]{1,6})|[A-Za-z][A-Za-z0-9]{1,15});")
+_NAMES = {**html.entities.name2codepoint, "apos": ord("'")}
+_NAME_OF = {cp: name for name, cp in html.entities.name2codepoint.items()} | {ord("'"): "apos"}
+
+
+def _decode_ref(m: re.Match[str]) -> str:
+    ref = m.group()
+    if ref[1] != "#":
+        cp = _NAMES.get(ref[1:-1])
+        return chr(cp) if cp is not None else ref
+    cp = int(ref[3:-1], 16) if ref[2] in "xX" else int(ref[2:-1])
+    return chr(cp) if 0 < cp < 0x110000 else ref
+
+
+@lru_cache(maxsize=_FORMS_CACHE)
+def _charref_pattern(value: str) -> re.Pattern[str]:
+    """The value with each character that is not an ASCII letter or digit spelt any way a
+    character reference spells it (decimal or hex with leading zeros, hex in either case,
+    its HTML name), or as itself."""
+    parts = []
+    for c in value:
+        if c.isascii() and c.isalnum():
+            parts.append(c)
+            continue
+        hexdigits = "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{ord(c):x}")
+        spellings = [re.escape(c), f"&#0*{ord(c)};", f"&#[xX]0*{hexdigits};"]
+        if ord(c) in _NAME_OF:
+            spellings.append(f"&{_NAME_OF[ord(c)]};")
+        parts.append(f"(?:{'|'.join(spellings)})")
+    return re.compile("".join(parts))
+
+
+def _base64_cores(raw: bytes) -> tuple[str, ...]:
     """The characters that the value's bytes alone decide in any base64 text holding them,
     at each of the three offsets they can start at (after 0, 1 or 2 other bytes): base64
     character ``j`` stands for bits ``6j`` to ``6j + 6``, so those wholly inside the value's
-    bits are the same whatever surrounds it."""
-    raw = value.encode("utf-8", "surrogateescape")
+    bits are the same whatever surrounds it. base64url's (``-_`` for ``+/``) are these in
+    the text ``_base64_view`` makes."""
     if len(raw) < MIN_BASE64_LEN:
         return ()
     cores = []
     for pad in range(3):
-        encoded = base64.b64encode(bytes(pad) + raw)
+        encoded = base64.b64encode(bytes(pad) + raw).decode("ascii")
         first, end = -(-8 * pad // 6), 8 * (pad + len(raw)) // 6  # ceil, floor
         cores.append(encoded[first:end])
     return tuple(cores)
 
 
-def _redact_base64(text: str, cores: Iterable[bytes]) -> str:
+# A line break inside base64 that its encoder wrapped: after a line of exactly 76 (MIME) or
+# 64 (PEM) base64 characters, a newline (\n or \r\n, then any indentation) or one escaped in
+# JSON (\n, \r\n), before more of them.
+_WRAP = re.compile(r"(?:(?<![A-Za-z0-9+/=])|(?<=\\n))(?:[A-Za-z0-9+/]{76}|[A-Za-z0-9+/]{64})"
+                   r"(\r?\n[ \t]*|(?:\\r)?\\n)(?=[A-Za-z0-9+/])")
+_B64_RUN = re.compile(r"[A-Za-z0-9+/]*={0,2}")  # padding ends a run: in "auth=dXNl...", "auth=" is not in it
+_B64_BACK = re.compile(r"[A-Za-z0-9+/]*")
+
+
+def _base64_view(text: str) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
+    """The text as one base64 alphabet sees it: base64url's ``-`` and ``_`` read as ``+`` and
+    ``/``, and wrapped base64 joined (``_WRAP``); with where the view's characters are in the
+    text: ``at[i]`` is the view index after the ``i``-th removed break, ``shift[i]`` how many
+    characters were removed up to there. Costs two ``in`` for a message of one line without
+    ``-`` or ``_``, real or escaped newline."""
+    view = text.replace("-", "+").replace("_", "/") if "-" in text or "_" in text else text
+    if "\n" not in text and "\\n" not in text:
+        return view, (), ()
+    pieces: list[str] = []
+    at: list[int] = []
+    shift: list[int] = []
+    last = removed = 0
+    for m in _WRAP.finditer(view):
+        s, e = m.span(1)
+        pieces.append(view[last:s])
+        removed += e - s
+        at.append(e - removed)
+        shift.append(removed)
+        last = e
+    if not at:
+        return view, (), ()
+    pieces.append(view[last:])
+    return "".join(pieces), tuple(at), tuple(shift)
+
+
+def _redact_base64(text: str, cores: Iterable[str]) -> str:
     """Replace each run of base64 characters that holds one of ``cores`` by ``(sensitive)``,
     the whole run (the rest of a Basic header's token is its user name, and the edges carry
-    bits of the value). Linear: ``str.find`` and a walk to the run's ends, no regex."""
-    for core in cores:
-        needle = core.decode("ascii")
-        at = text.find(needle)
-        while at != -1:
-            start, end = at, at + len(needle)
-            while start > 0 and ord(text[start - 1]) < 128 and ord(text[start - 1]) in _B64:
-                start -= 1
-            while end < len(text) and ord(text[end]) < 128 and ord(text[end]) in _B64:
-                end += 1
-            text = text[:start] + "(sensitive)" + text[end:]
-            at = text.find(needle, start + len("(sensitive)"))
-    return text
+    bits of the value; a wrapped blob goes whole, its line breaks too). Linear: one regex
+    alternation over the view, each run walked once (backwards on the reversed view), and the
+    text joined once from its pieces."""
+    view, at, shift = _base64_view(text)
+    pattern = re.compile("|".join(re.escape(c) for c in sorted(cores, key=len, reverse=True)))
+    n, rev = len(view), ""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    while (m := pattern.search(view, pos)) is not None:
+        rev = rev or view[::-1]
+        start = n - _B64_BACK.match(rev, n - m.start()).end()  # type: ignore[union-attr]
+        end = _B64_RUN.match(view, m.end()).end()  # type: ignore[union-attr]
+        spans.append((start, end))
+        pos = end
+    if not spans:
+        return text
+    if at:  # back to the text's indices
+        def real(i: int) -> int:
+            k = bisect_right(at, i)
+            return i + (shift[k - 1] if k else 0)
+        spans = [(real(s), real(e - 1) + 1) for s, e in spans]
+    pieces: list[str] = []
+    last = 0
+    for s, e in spans:
+        pieces += (text[last:s], "(sensitive)")
+        last = e
+    pieces.append(text[last:])
+    return "".join(pieces)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -215,15 +353,46 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     (``own_credentials``), in each of its forms, by ``(sensitive)``.
 
     Call it on the full text, before collapsing whitespace or shortening: a cut or reflowed
-    value can no longer be found."""
+    value can no longer be found.
+
+    Cheap when the message holds none (most hold none, and a sync redacts each of its messages
+    with every value resolved): per value, a look for its keys (``_forms``), and one for each
+    base64 core; the hex forms, the character references and double percent-encoding only in
+    a message that holds some hex, a reference or a ``%25``."""
     forms: set[str] = set()
-    cores: set[bytes] = set()
+    cores: set[str] = set()
+    refs: list[str] = []
+    hexy = _HEX_RUN.search(text) is not None
+    twice = "%25" in text
+    decoded, nrefs = _CHARREF.subn(_decode_ref, text) if "&" in text else (text, 0)
+    view: str | None = None
     for s in {*secrets, *own_credentials()}:
-        if s and len(s) >= MIN_REDACT_LEN:  # only the forms present: most messages hold none
-            forms.update(f for f in _forms(s) if f in text)
-            cores.update(c for c in _base64_cores(s) if c.decode("ascii") in text)
+        if not s or len(s) < MIN_REDACT_LEN:
+            continue
+        keys, plain, hexes, b64 = _forms(s)
+        for k in keys:
+            if k not in text:
+                break
+        else:
+            for f in plain:
+                if f in text:
+                    forms.add(f)
+            if twice:
+                forms.update(f for f in _double_percent_forms(s) if f in text)
+            if nrefs and s in decoded:
+                refs.append(s)
+        if hexy:
+            forms.update(f for f in hexes if f in text)
+        if b64:
+            if view is None:
+                view = _base64_view(text)[0]
+            for c in b64:
+                if c in view:
+                    cores.add(c)
     if cores:
-        text = _redact_base64(text, sorted(cores, key=len, reverse=True))
+        text = _redact_base64(text, cores)
     for form in sorted(forms, key=len, reverse=True):
         text = text.replace(form, "(sensitive)")
+    for s in sorted(refs, key=len, reverse=True):
+        text = _charref_pattern(s).sub("(sensitive)", text)
     return text
