@@ -3,6 +3,7 @@ not due, and force-sync only where Palette allows it."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -113,6 +114,41 @@ def test_a_sync_message_never_carries_the_api_key_nor_a_go_escaped_password(tmp_
     assert state_of(root)["h"]["last_sync"]["message"] == ('upstream said {"password":"(sensitive)"} '
                                                            "apikey=(sensitive) key=(sensitive)")
     assert API_KEY not in stored and "state-key-4b9c0d1e" not in stored and "Sup3r" not in stored
+
+
+def test_a_sync_message_never_carries_a_secret_in_the_encodings_other_servers_write(tmp_path: Path,
+                                                                                    palette_emulator_factory):  # noqa: F811
+    """Adversarial pass 6: a proxy or a server that echoes the API key in base64url or hex, or
+    a password as an HTML page's character references or encoded twice, had it printed and
+    recorded in the state."""
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"r.yaml": registry_doc("HelmRegistry", "h", """
+        endpoint: https://h.example.com
+        auth: {type: basic, username: bob, password: {fromEnv: H_PW}}
+    """)})
+    commit_all(root)
+    env = {"PALETTE_API_KEY": API_KEY, "H_PW": "Sup3r&Secret<pw>???"}  # its base64 holds / (base64url: _)
+    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    args = ["--target", "palette", "--endpoint", emu.url]
+    assert run(root, *args, env=env).returncode == 0
+    encoded = {
+        "b64url": base64.urlsafe_b64encode(b"bob:Sup3r&Secret<pw>???").decode().rstrip("="),
+        "hex": API_KEY.encode().hex(),
+        "page": "Sup3r&#x26;Secret&#60;pw&gt;&#63;&#x3F;?",
+        "twice": "Sup3r%2526Secret%253Cpw%253E%253F%253F%253F",
+    }
+    assert "_" in encoded["b64url"]
+    emu.faults.sync_mode = "fail"
+    emu.faults.sync_fail_message = " ".join(f"{k}={v}" for k, v in encoded.items())
+    res = run(root, *args, "sync", "--format", "json", env=env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    message = "b64url=(sensitive) hex=(sensitive) page=(sensitive) twice=(sensitive)"
+    assert json.loads(res.stdout)["registries"][0]["message"] == message, res.stdout
+    stored = (root / ".reconciler/state-palette.json").read_text()
+    assert json.loads(stored)["registries"][0]["last_sync"]["message"] == message
+    for leaked in encoded.values():
+        assert leaked not in res.stdout + res.stderr + stored
 
 
 @pytest.mark.parametrize("fmt", ["text", "markdown"])
