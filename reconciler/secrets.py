@@ -84,6 +84,12 @@ def redact_resolved(text: str) -> str:
     return redact(text, _resolved)
 
 
+def resolved_count() -> int:
+    """How many values were resolved so far (the set only grows): whether a text redacted
+    before is still redacted of every one."""
+    return len(_resolved)
+
+
 def state_key(environ: Mapping[str, str] | None = None) -> str | None:
     """The secret that keys the state's secret hashes, or None (empty counts as unset). A key
     that is not UTF-8 is an ``InputError`` (read while planning: before any change)."""

@@ -811,3 +811,89 @@ def test_redact_stays_fast_past_thousands_of_secrets():
         redact("sync of charts failed: HTTP 500 from the registry", values)
     per_call = (time.perf_counter() - t0) / 5
     assert per_call < 0.05, per_call  # about 94 ms per call with a cache of 4,096
+
+
+# ------------------------------------------- adversarial pass 6: the API key in an old state
+
+OLD_KEY = "palette-api-key-of-an-old-run-7f3a9c"
+
+
+def _plant_old_sync(doc: dict) -> dict:
+    """What a state written before the API key was masked in sync messages holds: the key in
+    a record's last sync, its message, its status and a key an older version stored there."""
+    for rec in doc["registries"]:
+        rec["last_sync"] = {"status": f"Failed {OLD_KEY}", "message": f'sync failed: {{"apiKey":"{OLD_KEY}"}}',
+                            "last_run": "2020-01-01T00:00:00Z", "fingerprint": rec["fingerprint"],
+                            "errors": [f"key={OLD_KEY}"]}
+    doc["serial"] += 1
+    return doc
+
+
+def _masked_sync(rec: dict) -> None:
+    assert rec["last_sync"]["message"] == 'sync failed: {"apiKey":"(sensitive)"}', rec
+    assert rec["last_sync"]["status"] == "Failed (sensitive)" and rec["last_sync"]["errors"] == ["key=(sensitive)"]
+
+
+def test_an_old_state_file_holding_the_api_key_loses_it_at_the_next_write_and_its_journal_never_holds_it(
+        tmp_path: Path):
+    root = repo_with(tmp_path, registry_doc("HelmRegistry", "h", "endpoint: https://h.example.com"))
+    env = {"PALETTE_API_KEY": OLD_KEY}
+    assert run(root, env=env).returncode == 0
+    path = root / ".reconciler/state.json"
+    path.write_text(json.dumps(_plant_old_sync(json.loads(path.read_text()))))
+    write_defs(root, {"r.yaml": registry_doc("HelmRegistry", "h", "endpoint: https://h2.example.com")})
+    commit_all(root)
+    # the update, killed once its journal line (the record, with its last sync) is written
+    log = tmp_path / "crash.log"
+    res = run(root, env={**env, "RECONCILER_CRASH_AT": "4", "RECONCILER_CRASH_LOG": str(log)})
+    assert res.returncode != 0 and log.read_text().split() == ["4", "update:after-state"], res.stderr
+    journal = path.with_name("state.json.journal").read_text()
+    assert '"op":"put"' in journal and OLD_KEY not in journal and OLD_KEY not in path.read_text()
+    _masked_sync(json.loads(journal.splitlines()[-1])["record"])
+    res = run(root, env=env)  # reads the document and the journal: the update is recorded, nothing to do
+    assert res.returncode == 0 and "No changes" in res.stdout, res.stdout + res.stderr
+    stored = path.read_text()
+    assert OLD_KEY not in stored
+    _masked_sync(json.loads(stored)["registries"][0])
+
+
+def test_an_old_state_on_a_git_branch_holding_the_api_key_loses_it_at_the_next_write(tmp_path: Path, monkeypatch):
+    import subprocess
+
+    from reconciler.state.git import GitBranchStateStore
+    from tests.support.gitops_repo import seeded_clone
+
+    def git(cwd: Path, *argv: str, input: str | None = None) -> str:
+        return subprocess.run(["git", *argv], cwd=cwd, input=input, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    origin, work = seeded_clone(tmp_path, {"r.yaml": registry_doc("HelmRegistry", "h", "endpoint: https://h.example.com")})
+    args, env = ("--state", "git:reconciler-state"), {"PALETTE_API_KEY": OLD_KEY}
+    assert run(work, *args, env=env).returncode == 0
+    # the old state, pushed on top of the branch as an older reconcile pushed it
+    planted = json.dumps(_plant_old_sync(json.loads(git(origin, "show", "reconciler-state:state.json"))), indent=1)
+    others = [line.split("\t") for line in git(origin, "ls-tree", "reconciler-state").splitlines()]
+    entries = [f"{meta}\t{name}" for meta, name in others if name != "state.json"]
+    entries.append(f"100644 blob {git(origin, 'hash-object', '-w', '--stdin', input=planted)}\tstate.json")
+    tree = git(origin, "mktree", input="\n".join(entries) + "\n")
+    tip = git(origin, "commit-tree", tree, "-p", "reconciler-state", "-m", "an older reconcile's sync")
+    git(origin, "update-ref", "refs/heads/reconciler-state", tip)
+    assert OLD_KEY in git(origin, "show", "reconciler-state:state.json")
+    write_defs(work, {"r.yaml": registry_doc("HelmRegistry", "h", "endpoint: https://h2.example.com")})
+    commit_all(work)
+    res = run(work, *args, env=env)
+    assert res.returncode == 0, res.stderr
+    stored = git(origin, "show", "reconciler-state:state.json")
+    assert OLD_KEY not in stored
+    _masked_sync(json.loads(stored)["registries"][0])
+    # a commit message ("sync h: <the server's status>") is redacted too
+    monkeypatch.setenv("PALETTE_API_KEY", OLD_KEY)
+    store = GitBranchStateStore(work, branch="reconciler-state")
+    with store.lock():
+        state = store.read()
+        state.serial += 1
+        store.write(state, f"sync HelmRegistry/h: Failed {OLD_KEY}")
+    subjects = git(origin, "log", "-3", "--format=%s", "reconciler-state").splitlines()
+    assert "sync HelmRegistry/h: Failed (sensitive)" in subjects, subjects
+    assert OLD_KEY not in git(origin, "log", "-3", "--format=%B", "reconciler-state")
+    assert OLD_KEY not in git(origin, "show", "reconciler-state:state.json")

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from reconciler import __version__
-from reconciler.errors import StateError
+from reconciler.errors import StateError, own_credentials
 from reconciler.model import KINDS, SCOPES, Key, spec_shape_problem
 
 STATE_VERSION = 1
@@ -81,6 +81,7 @@ class State:
                 what = (f"{rec.kind}/{rec.name} (scope {rec.scope}) is recorded under {key!r}" if rec.key != key else
                         f"uid {rec.uid!r} of {rec.kind}/{rec.name} is also recorded for {other[1]}/{other[2]}")
                 raise StateError(f"refusing to write a state that could not be read back ({what}); nothing was written")
+        scrub = free_text_scrubber()
         doc = {
             "version": STATE_VERSION,
             "lineage": self.lineage,
@@ -88,7 +89,7 @@ class State:
             "tool_version": self.tool_version,
             "salt": self.salt,
             "target": self.target,
-            "registries": [asdict(r) for _, r in sorted(self.records.items())],
+            "registries": [record_json(r, scrub) for _, r in sorted(self.records.items())],
         }
         unverified = sorted(k for k in self.unverified if k in self.records)
         if unverified:
@@ -146,6 +147,69 @@ class State:
             )
         except ValueError as exc:
             raise StateError(f"{where}: state is corrupt ({exc!s}); refusing to use or overwrite it") from exc
+
+
+# What a record holds that is free text, from a server: its last sync (the message, the status
+# and whatever other keys a state written by an older reconcile has there). Before every
+# message was redacted of the tool's own credentials, a sync message could carry the API key,
+# and the state that git:BRANCH pushes kept it, each write copying it again; every write now
+# redacts these of the tool's own credentials and of every secret value resolved in this run.
+_clean: dict[str, str] = {}
+_clean_for: tuple[frozenset[str], int] | None = None
+_CLEAN_MAX = 1 << 16
+
+
+def free_text_scrubber() -> Callable[[str], str]:
+    """``redact_resolved``, remembering its answers while the secrets it masks are the same: a
+    sync writes the state once per registry, and each write holds every record's message."""
+    global _clean, _clean_for
+    from reconciler.secrets import redact_resolved, resolved_count
+
+    now = (own_credentials(), resolved_count())
+    if now != _clean_for or len(_clean) > _CLEAN_MAX:
+        _clean, _clean_for = {}, now
+    clean = _clean
+
+    def scrub(text: str) -> str:
+        out = clean.get(text)
+        if out is None:
+            out = clean[text] = redact_resolved(text)
+        return out
+
+    return scrub
+
+
+def _scrubbed(value: Any, scrub: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v, scrub) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v, scrub) for v in value]
+    return value
+
+
+def record_json(record: Record, scrub: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """A record as the state document and the journal hold it: its free text (``last_sync``)
+    redacted."""
+    return scrub_record(asdict(record), scrub)
+
+
+def scrub_record(raw: dict[str, Any], scrub: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """``raw`` (a record's JSON) with its free text redacted; itself when it holds none."""
+    last_sync = raw.get("last_sync")
+    if not last_sync:
+        return raw
+    return {**raw, "last_sync": _scrubbed(last_sync, scrub or free_text_scrubber())}
+
+
+def scrub_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A journal entry with the free text of the record it puts redacted (``scrub_record``)."""
+    rec = entry.get("record")
+    if entry.get("op") != "put" or not isinstance(rec, dict):
+        return entry
+    clean = scrub_record(rec)
+    return entry if clean is rec else {**entry, "record": clean}
 
 
 MAC_PREFIX = "hmac-sha256:"

@@ -33,6 +33,7 @@ from reconciler.state.base import (
     State,
     StateStore,
     note,
+    scrub_entry,
     signature_problem,
     state_mac,
     unsigned_note,
@@ -249,6 +250,7 @@ class FileStateStore(StateStore):
         self._folded_at = time.monotonic()
 
     def record(self, state: State, entry: dict[str, Any], message: str) -> None:
+        entry = scrub_entry(entry)  # the line holds no free text the document would not
         self._refuse_unreadable(state, entry)
         if self._jfd is None:
             self.begin(state, message)

@@ -43,6 +43,7 @@ from reconciler.state.base import (
     MAX_STATE_BYTES,
     State,
     StateStore,
+    free_text_scrubber,
     note,
     signature_problem,
     state_mac,
@@ -606,7 +607,7 @@ class GitBranchStateStore(StateStore):
         commit = git.Commit.create_from_tree(
             self.repo,
             git.Tree(self.repo, tree),
-            message.rstrip() + "\n",
+            free_text_scrubber()(message).rstrip() + "\n",  # "sync h: <status>": the status is the server's
             parent_commits=[self.repo.commit(parent)] if parent else [],
             head=False,
             author=actor,
