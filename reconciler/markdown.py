@@ -123,13 +123,44 @@ def change_line(change: Change) -> str:
     return change_lines(change)[0]
 
 
-def _plain(text: str) -> str:
-    """One line of text safe outside code: no HTML, no newlines, no markdown links or emphasis,
-    no @-mention (a file path is the pull request author's choice: ``registries.d/@org/team``
-    would notify a team; a zero-width space after ``@`` stops it, as Dependabot writes them)."""
-    text = _one_line(text)
+_MARKDOWN_PUNCT = re.compile(r"([\\`*_\[\]|~#!$])")
+# What GitHub turns into a link in text outside code: autolinked URLs (``scheme://``, ``www.``;
+# cmark-gfm) and references (``#123``, ``GH-123``, ``org/repo#123``, a commit SHA of 7 to 40 hex
+# digits; GitHub's own filters, after cmark). A zero-width space (U+200B, written as
+# ``&#8203;``) inside each stops the link and reads the same; a hex run is split every 6
+# digits, so no part of it is long enough to be a SHA. (``@`` is handled with the other
+# escapes; custom autolink prefixes a repository may configure are not known here.)
+_UNLINK = (
+    (re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:)(?=//)"), "\\1\u200b"),
+    (re.compile(r"(?i)(?<![a-z0-9_])(www)(?=\.)"), "\\1\u200b"),
+    (re.compile(r"#(?=\d)"), "#\u200b"),
+    (re.compile(r"(?i)(?<![a-z0-9_])(gh-)(?=\d)"), "\\1\u200b"),
+    (re.compile(r"(?<![0-9A-Za-z_])[0-9A-Fa-f]{7,}(?![0-9A-Za-z_])"),
+     lambda m: "\u200b".join(re.findall(".{1,6}", m.group()))),
+)
+
+
+def inline_text(text: str) -> str:
+    """``text`` as inert markdown outside code (a list item, a table cell): it reads as itself
+    and is nothing else. No HTML (``<``, ``>``, ``&`` as entities: a server's message holding
+    ``</td></tr></table>`` would close the table and could open a ``<details>`` that hides the
+    rows after it), no emphasis, code, links, images, math or table cell breaks (backslash
+    escapes), no @-mention (a file path is the pull request author's choice:
+    ``registries.d/@org/team`` would notify a team; a zero-width space after ``@`` stops it,
+    as Dependabot writes them), no link or cross-reference (``_UNLINK``: a name or an error
+    message would link issues, commits or a server's URL from the sticky comment). Characters
+    that are not printable are shown escaped."""
+    text = "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)  # no U+200B left
+    for pattern, repl in _UNLINK:
+        text = pattern.sub(repl, text)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"([\\`*_\[\]|~#!])", r"\\\1", text).replace("@", "@&#8203;")  # after: the entity has a '#'
+    text = _MARKDOWN_PUNCT.sub(r"\\\1", text)
+    return text.replace("@", "@\u200b").replace("\u200b", "&#8203;")  # after: the entity has a '#'
+
+
+def _plain(text: str) -> str:
+    """One line of text safe outside code (``inline_text``), at most ``MAX_MESSAGE`` long."""
+    return inline_text(_one_line(text))
 
 
 def _code(text: str) -> str:

@@ -148,6 +148,41 @@ def test_text_outside_code_mentions_nobody() -> None:
     assert "@\u200bacme/security-team" in outside_code  # still readable
 
 
+# GitHub's autolinked references and URLs (docs "Autolinked references and URLs"), as they
+# would match the rendered text: an issue (#26, GH-26, owner/repo#26), a commit SHA (7 to 40
+# hex digits between non-word characters), a URL (scheme://, www.) or an e-mail address
+GITHUB_LINKS = (r"#\d", r"(?i)(?<![a-z0-9_])gh-\d", r"(?i)(?<![a-z0-9_])[0-9a-f]{7,40}(?![a-z0-9_])",
+                r"(?i)[a-z]://", r"(?i)(?<![a-z0-9_])www\.", r"@[A-Za-z0-9]")
+LINKY = [
+    "fixed in #123, see GH-45 and acme/registries#6",
+    "reverted by a5c3785ed8d6a35868bc169f07e40e889087fd2e (and 0123abc)",
+    "registry answered: see https://status.example.com/incident?id=7 or www.example.com",
+    "mail ops@example.com; ftp://mirror.example.com/x; HTTP://UPPER.example.com",
+    "acme/registries@a5c3785 and #1: both",
+]
+
+
+@pytest.mark.parametrize("text", LINKY)
+def test_text_outside_code_links_nothing_and_reads_the_same(text: str) -> None:
+    """Adversarial pass 6, item 3: names and error messages in the sticky comment
+    cross-referenced issues and commits (#123, GH-1, org/repo#2, a bare SHA) and showed a
+    server's URL (or a www. host) as a clickable link. A zero-width space inside each stops it,
+    as for @-mentions; what a reader sees is the same text."""
+    from tests.support.gfm import text_of
+
+    plan = Plan((Change(DELETE, key("x"), uid="u", blocked=text),), refusals=(text,), warnings=(text,),
+                notes=(text,))
+    html = _html(render_markdown(plan, header=Header(target="local", commit="abc")))
+    outside_code = re.sub(r"<code>.*?</code>|<pre.*?</pre>", "", html, flags=re.S)
+    assert "<a " not in outside_code, outside_code
+    seen = re.sub(r"<[^>]*>", "", outside_code)
+    for pattern in GITHUB_LINKS:
+        assert not re.search(pattern, seen), (pattern, seen)
+    items = [text_of(li) for li in re.findall(r"<li>(.*?)</li>", outside_code, flags=re.S)]
+    assert items.count(text) == 2, items  # the refusal and the warning, as they were written
+    assert text_of(outside_code).count(text) >= 4, text_of(outside_code)  # refusal, blocked, warning, note
+
+
 def test_apply_markdown_names_failed_changes_and_why() -> None:
     """Issue 9.32: apply --format markdown showed the plan only."""
     from reconciler.apply import ChangeResult
