@@ -172,6 +172,12 @@ def _code(text: str) -> str:
     return f"{tick}{pad}{text}{pad}{tick}"
 
 
+def table_code(text: str) -> str:
+    """Inline code in a GFM table cell: ``_code`` with ``|`` escaped (GFM splits a row into
+    cells before it reads code spans)."""
+    return _code(text).replace("|", "\\|")
+
+
 def _header(title: str, header: Header | None) -> list[str]:
     lines = [MARKER, f"### {_plain(title)}", ""]
     if header is not None:

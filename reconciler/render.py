@@ -133,7 +133,13 @@ def table(rows: Iterable[Sequence[Any]], headers: Sequence[str], out: TextIO) ->
 
 
 def markdown_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], out: TextIO) -> None:
+    """A GFM table (``sync``/``status``/``catalog --format markdown``, which CI writes to the job
+    summary) whose every cell is inert text: a cell shows what a target answered (a sync
+    message echoes the registry server), and raw HTML or markdown there could close the table
+    and fake or fold away the rows after it (``markdown.inline_text``)."""
+    from reconciler.markdown import inline_text
+
     out.write("| " + " | ".join(headers) + " |\n")
     out.write("|" + "---|" * len(headers) + "\n")
     for r in rows:
-        out.write("| " + " | ".join(_cell(v).replace("|", "\\|") for v in r) + " |\n")
+        out.write("| " + " | ".join(inline_text(_cell(v)) for v in r) + " |\n")

@@ -162,7 +162,32 @@ def test_a_sync_message_with_control_characters_is_shown_escaped(setup, fmt):
     assert res.returncode == 1
     assert not any(ch in res.stdout for ch in "\x1b\x07\r"), repr(res.stdout)
     row = [line for line in res.stdout.splitlines() if "packs" in line]
+    if fmt == "markdown":  # what GitHub shows: the cell's text (its markdown escapes rendered)
+        from tests.support.gfm import tables, to_html
+
+        [table] = tables(to_html(res.stdout))
+        row = [" ".join(r) for r in table if r[0] == "packs"] if len(row) == 1 else row
     assert len(row) == 1 and "\\x1b]0;pwned\\x07\\x1b[2J\\x0aX\\x0d" in row[0], res.stdout
+
+
+def test_a_sync_message_cannot_close_the_summary_table_nor_fold_rows_away(setup):
+    """Adversarial pass 6, item 1: ``sync --format markdown`` (what action.yml tees into the job
+    summary) put the message raw into the table: HTML in it closed the table, faked a second
+    one and opened a ``<details>`` that hid the rows after it."""
+    from tests.support.gfm import tables, to_html
+
+    root, emu, args = setup
+    emu.faults.sync_mode_by_name = {"charts": "fail"}
+    emu.faults.sync_fail_message = ("401 <br></td></tr></tbody></table>\n\n## reconcile sync: 3 ok, 0 failed\n\n"
+                                    "<details><summary>more</summary><table><tr><td>")
+    res = run(root, *args, "sync", "--format", "markdown", env=ENV)
+    assert res.returncode == 1
+    html = to_html(res.stdout)
+    assert html.count("<table>") == 1 and "<details" not in html and "<h2" not in html, html
+    [table] = tables(html)
+    assert sorted(r[0] for r in table[1:]) == ["charts", "legacy", "packs"], table  # every row in sight
+    charts = next(r for r in table if r[0] == "charts")
+    assert charts[2] == "Failed" and charts[-1].startswith("401 <br></td></tr></tbody></table>\\x0a"), charts
 
 
 def test_sync_that_never_finishes_hits_the_deadline(setup):

@@ -38,9 +38,11 @@ def render(result: LoadResult, fmt: str, stream: TextIO, quiet: bool = False) ->
         stream.write(f"**validate**: {summary(result)}\n")
         if result.problems:
             stream.write("\n| location | severity | rule | message |\n|---|---|---|---|\n")
-            for p in result.problems:
-                msg = p.message.replace("|", "\\|")
-                stream.write(f"| `{p.file}:{p.line}:{p.col}` | {p.severity} | {p.rule} | {msg} |\n")
+            from reconciler.markdown import inline_text, table_code
+
+            for p in result.problems:  # inert cells: a message quotes the file's own text
+                cells = (inline_text(c) for c in (p.severity, p.rule, p.message))
+                stream.write(f"| {table_code(f'{p.file}:{p.line}:{p.col}')} | " + " | ".join(cells) + " |\n")
         return
     for p in result.problems:
         if not quiet or p.severity == "error":  # -q: only errors

@@ -1,0 +1,67 @@
+"""Markdown tables (``sync``/``status``/``catalog --format markdown``, which CI writes to the job
+summary, and ``validate --format markdown``): every cell is inert text, as GitHub renders it."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+from reconciler import render
+from tests.support.gfm import tables, to_html
+
+SPOOF = ("index: 401 <br></td></tr></tbody></table>\n\n## reconcile sync: 1 ok, 0 failed\n\n"
+         "| REGISTRY | STATUS |\n|---|---|\n| prod-charts | Completed |\n\n"
+         "<details><summary>more</summary><table><tr><td>")
+
+HOSTILE = [
+    SPOOF,
+    "<img src=x onerror=alert(1)> &lt;b&gt; &amp;",
+    "[log in again](https://evil.example/login) ![ok](https://evil.example/ok.png)",
+    "`a | b` **Completed** _x_ ~~Failed~~ $\\color{green}{ok}$",
+    "a \\| b \\\\| c | d",
+    "<https://evil.example/> <!-- hidden --> <details open><summary>x</summary>",
+]
+# what GitHub would make of markdown or HTML in a cell: none of it may come from a cell's text
+ACTIVE = ("<a ", "<img", "<code", "<strong", "<em>", "<del", "<details", "<summary", "<br", "<!--", "<h2")
+
+
+@pytest.mark.parametrize("message", HOSTILE)
+def test_a_table_cell_is_inert_text_as_github_renders_it(message: str) -> None:
+    """Adversarial pass 6, item 1: a sync message (Palette echoes the registry server) holding
+    ``</td></tr></table>`` closed the job summary's table, faked a second one saying
+    "1 ok, 0 failed" and opened a ``<details>`` that folded away the rows after it."""
+    out = io.StringIO()
+    rows = [["prod-charts", "HelmRegistry", "Failed", message], ["after", "OciRegistry", "Completed", "fine"]]
+    render.markdown_table(rows, ["REGISTRY", "KIND", "STATUS", "MESSAGE"], out)
+    html = to_html(out.getvalue())
+    assert html.count("<table>") == 1 and html.count("<tr>") == 3, html
+    assert not [a for a in ACTIVE if a in html], html
+    [table] = tables(html)
+    # the text reads as it was sent (its newlines shown escaped, as everywhere else)
+    assert table == [["REGISTRY", "KIND", "STATUS", "MESSAGE"],
+                     ["prod-charts", "HelmRegistry", "Failed", message.replace("\n", "\\x0a")],
+                     ["after", "OciRegistry", "Completed", "fine"]], html
+
+
+def test_validate_markdown_cells_are_inert_text(tmp_path: Path) -> None:
+    """``validate --format markdown`` quotes the file's own text in a message (a name, a value):
+    the same rule as the other tables."""
+    from reconciler.commands.validate import run_validate
+
+    defs = tmp_path / "registries.d"
+    defs.mkdir()
+    (defs / "a.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: HelmRegistry\nmetadata: {name: a}\n"
+        "spec: {endpoint: 'https://h.example.com', '</td></tr></table><details><summary>x|y': 1}\n"
+    )
+    out = io.StringIO()
+    assert run_validate(None, tmp_path, None, "markdown", out) == 1
+    html = to_html(out.getvalue())
+    assert html.count("<table>") == 1 and "<details" not in html and "<summary" not in html, html
+    [table] = tables(html)
+    assert table[0] == ["location", "severity", "rule", "message"]
+    assert any("</td></tr></table><details><summary>x|y" in row[3] for row in table[1:]), table
+    assert all(re.fullmatch(r"registries\.d/a\.yaml:\d+:\d+", row[0]) for row in table[1:]), table
