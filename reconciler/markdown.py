@@ -21,6 +21,7 @@ closed, so the comment stays well-formed.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ MARKER = "<!-- reconcile-plan -->"
 GITHUB_COMMENT_LIMIT = 65536
 GROUPS = (CREATE, UPDATE, REPLACE, DELETE, ADOPT)
 LABELS = {CREATE: "create", UPDATE: "update", REPLACE: "replace", DELETE: "delete", ADOPT: "adopt", NOOP: "unchanged"}
-MAX_VALUE = 80  # characters of one field value shown in a change line
+MAX_VALUE = 300  # characters of one field value shown in a change line (longer: cut, ``_cut_pair``)
+VALUE_CONTEXT = 24  # of two long values, characters they share shown before the first that differs
 MAX_MESSAGE = 500  # characters of one error or warning shown
 _SENSITIVE = "(sensitive)"
 _NOTE_RESERVE = 200  # room kept for the truncation note and closing tags
@@ -59,19 +61,55 @@ def short_commit(commit: str | None, dirty: bool) -> str | None:
 
 
 def _value(value: Any, sensitive: bool = False) -> str:
+    """One value as one line, never shown as another value is: a plain string bare when it
+    cannot be read as anything else (a number, ``true``, a list in JSON; a marker such as
+    ``(none)``), otherwise JSON with what is not printable, a backtick and ``…`` (the cut
+    mark) as ``\\u`` escapes; not cut (``_cut_value``, ``_cut_pair``)."""
     if sensitive or is_secret_ref(value):
         return _SENSITIVE
     if value is None:
         return "(none)"
-    if isinstance(value, str) and value and re.fullmatch(r"[^\s\"'`<>|]+", value):
-        text = value
-    else:
-        text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
-    text = text.replace("`", "'")  # a value never closes the code fence
-    text = "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
-    if len(text) > MAX_VALUE:
-        text = text[: MAX_VALUE - 1] + "…"
-    return text
+    if (isinstance(value, str) and _BARE.fullmatch(value) and value.isprintable() and value not in _MARKERS
+            and not _json_literal(value)):
+        return value
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return "".join(ch if ch.isprintable() and ch not in "`…" else _json_escape(ch) for ch in text)
+
+
+_BARE = re.compile(r"[^\s\"'`<>|…]+")
+_MARKERS = ("(none)", _SENSITIVE)
+
+
+def _json_literal(text: str) -> bool:
+    """``1``, ``true``, ``[1]``: a string that, shown bare, would read as a number, a list..."""
+    if text[:1] not in "-0123456789[{tfnNI":
+        return False
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _json_escape(ch: str) -> str:
+    """``ch`` as a JSON string escape (a surrogate pair above U+FFFF)."""
+    return "\\u0060" if ch == "`" else json.dumps(ch)[1:-1]
+
+
+def _cut_value(text: str, limit: int = MAX_VALUE) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cut_pair(old: str, new: str, limit: int = MAX_VALUE) -> tuple[str, str]:
+    """An old and a new value cut alike when either is too long: both from the same place,
+    ``VALUE_CONTEXT`` characters before the first one where they differ, so that the
+    difference is in sight (cut at the end only, a change after the cut showed two identical
+    lines). A cut is marked with ``…``, which no value shows otherwise."""
+    if len(old) <= limit and len(new) <= limit:
+        return old, new
+    start = max(0, len(os.path.commonprefix([old, new])) - VALUE_CONTEXT)
+    head = "…" if start else ""
+    return head + _cut_value(old[start:], limit - len(head)), head + _cut_value(new[start:], limit - len(head))
 
 
 def _one_line(text: str, limit: int = MAX_MESSAGE) -> str:
@@ -86,9 +124,10 @@ def field_lines(f: FieldChange, action: str) -> list[str]:
     old = _SENSITIVE if f.sensitive else _value(f.old)
     new = _SENSITIVE if f.sensitive else _value(f.new)
     if action == CREATE or f.old is None:
-        return [f"+ {f.path}: {new}"]
+        return [f"+ {f.path}: {_cut_value(new)}"]
     if f.new is None:
-        return [f"- {f.path}: {old}"]
+        return [f"- {f.path}: {_cut_value(old)}"]
+    old, new = _cut_pair(old, new)
     return [f"- {f.path}: {old}", f"+ {f.path}: {new}"]
 
 

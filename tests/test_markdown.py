@@ -7,8 +7,10 @@ import pytest
 from reconciler.markdown import (
     GITHUB_COMMENT_LIMIT,
     MARKER,
+    MAX_VALUE,
     Header,
     change_lines,
+    field_lines,
     render_apply_markdown,
     render_markdown,
 )
@@ -215,8 +217,80 @@ def test_secret_references_and_odd_values() -> None:
     assert "+ tls.caFile: certs/ca.pem" in lines
     old = next(line for line in lines if line.startswith("- baseContentPath: "))
     new = next(line for line in lines if line.startswith("+ baseContentPath: "))
-    assert "```c" not in old and "\n" not in old.replace("\\n", "") and "…" in new and len(new) < 120
+    assert "```c" not in old and "\n" not in old.replace("\\n", "") and "…" in new
+    assert len(new) == len("+ baseContentPath: ") + MAX_VALUE
     assert len(_diff_blocks(_html(text))) == 1  # nothing broke out of the fence
+
+
+STABLE = "https://artifacts.corp.example.com/artifactory/api/helm/platform-team-production-charts-virtual-repository/stable"
+
+
+def _shown(f: FieldChange) -> tuple[str, str]:
+    """The old and the new value as the comment shows them (in the rendered diff block)."""
+    text = render_markdown(Plan((Change(UPDATE, key("r"), uid="u", fields=(f,)),)))
+    [block] = _diff_blocks(_html(text))
+    old = next(line for line in block if line.startswith(f"- {f.path}: "))
+    new = next(line for line in block if line.startswith(f"+ {f.path}: "))
+    return old[len(f"- {f.path}: "):], new[len(f"+ {f.path}: "):]
+
+
+def test_a_change_past_the_old_cut_is_shown_in_full() -> None:
+    """Adversarial pass 6, item 2: values were cut at 80 characters, so changing an endpoint
+    .../stable (120 characters) to .../stable.attacker.example.net showed two identical lines;
+    for drift (changed in the Palette UI, not in the pull request's diff) the reviewer could
+    not see what changed."""
+    assert _shown(FieldChange("endpoint", STABLE, STABLE + ".attacker.example.net")) == (
+        STABLE, STABLE + ".attacker.example.net")
+
+
+@pytest.mark.parametrize("old, new", [
+    ("p" * 1000 + "/stable", "p" * 1000 + "/stable.attacker.example.net"),  # past the bound: both cut alike
+    ("p" * 1000 + "/a" + "s" * 500, "p" * 1000 + "/b" + "s" * 500),
+    ("x" * 400, "x" * 401),
+    ("short", "short/" + "x" * 600),
+    ("a" + "s" * 600, "b" + "s" * 600),
+], ids=["suffix-added-after-1000", "differs-at-1001", "one-longer", "short-to-long", "first-differs"])
+def test_two_long_values_are_cut_where_they_differ(old: str, new: str) -> None:
+    shown_old, shown_new = _shown(FieldChange("endpoint", old, new))
+    assert shown_old != shown_new
+    assert len(shown_old) <= MAX_VALUE and len(shown_new) <= MAX_VALUE
+    prefix = len(__import__("os").path.commonprefix([old, new]))
+    if prefix > 30:  # a long shared start is cut short, marked, and the rest is where they differ
+        assert shown_old.startswith("…") and shown_new.startswith("…")
+    # both show a slice of their value from one same place at or before the first difference,
+    # and each slice reaches past it (or to the value's end)
+    bodies = [shown.removeprefix("…").removesuffix("…") for shown in (shown_old, shown_new)]
+    assert any(all(v[start:start + len(b)] == b and (start + len(b) > prefix or start + len(b) == len(v))
+                   for v, b in ((old, bodies[0]), (new, bodies[1])))
+               for start in range(prefix + 1)), (shown_old, shown_new)
+
+
+@pytest.mark.parametrize("old, new", [
+    (1, "1"), (True, "true"), (False, "false"), ([1], "[1]"), ({"a": 1}, '{"a": 1}'), (1.5, "1.5"),
+    ("(none)", "(sensitive)"), ("a`b", "a'b"), ("x\x00", "x\\u0000"), ("\U000e0001", "\ue0001"),
+    ("v…", "v"), ("x" * 300 + "…", "x" * 301), ("x" * 298 + "…", "x" * 299 + "…"),
+])
+def test_two_different_values_never_look_the_same(old, new) -> None:
+    """Each value is shown as no other value is: a string that reads as JSON, a marker or
+    holds the cut mark is quoted JSON (a backtick was shown as ', so a`b and a'b looked alike)."""
+    assert _shown(FieldChange("f", old, new))[0] != _shown(FieldChange("f", old, new))[1]
+    lines = [line for o, n in ((old, new), (new, old)) for line in field_lines(FieldChange("f", o, n), UPDATE)]
+    assert lines[0][1:] == lines[3][1:] and lines[1][1:] == lines[2][1:] and lines[0][1:] != lines[1][1:]
+    assert not {line[len("- f: "):] for line in lines} & {"(none)", "(sensitive)"}  # markers are not values
+
+
+def test_values_cut_at_random_places_never_look_the_same() -> None:
+    import random
+
+    rnd = random.Random(6)
+    for _ in range(2000):
+        base = "".join(rnd.choice("ab/.…`") for _ in range(rnd.randrange(0, 900)))
+        old = base + "".join(rnd.choice("ab/.") for _ in range(rnd.randrange(0, 400)))
+        new = base + "".join(rnd.choice("ab/.") for _ in range(rnd.randrange(0, 400)))
+        if old != new:
+            f = FieldChange("f", old, new)
+            shown_old, shown_new = field_lines(f, UPDATE)
+            assert shown_old[1:] != shown_new[1:], (old, new)
 
 
 def test_empty_plan() -> None:
