@@ -396,9 +396,11 @@ def render_apply_markdown(plan: Plan, results: Sequence[ChangeResult], *, header
 
 
 def truncation_note(omitted: int) -> str:
+    """Where the rest is: not the job summary, which action.yml writes from the same cut
+    document as the comment (test_workflows checks that this stays so or the note changes)."""
     return (
-        f"… {omitted:,} more {'change' if omitted == 1 else 'changes'} not shown; "
-        "see the job summary / run `reconcile --dry-run`"
+        f"… {omitted:,} more {'change' if omitted == 1 else 'changes'} not shown (a comment holds "
+        f"{GITHUB_COMMENT_LIMIT:,} characters); run `reconcile --dry-run` for the full plan"
     )
 
 

@@ -321,7 +321,8 @@ def test_five_thousand_changes_fit_in_one_comment(limit: int) -> None:
     assert len(text) <= limit
     lines = text.splitlines()
     # The note is the last line and counts exactly the changes that were left out.
-    m = re.fullmatch(r"… ([\d,]+) more changes not shown; see the job summary / run `reconcile --dry-run`", lines[-1])
+    m = re.fullmatch(r"… ([\d,]+) more changes not shown \(a comment holds 65,536 characters\); "
+                     r"run `reconcile --dry-run` for the full plan", lines[-1])
     assert m, lines[-1]
     omitted = int(m.group(1).replace(",", ""))
     # Every line inside a fence belongs to a change; changes are whole; fences and <details> balance.

@@ -920,6 +920,25 @@ def test_fit_closes_fences_and_details_and_keeps_the_failure_report() -> None:
     assert "truncated to fit" in html.split("<pre")[1].split("</details>")[-1] or "truncated to fit" in html
 
 
+def test_the_truncation_note_does_not_send_the_reader_where_the_same_cut_plan_is() -> None:
+    """Adversarial pass 6, item 4: a plan too large for a comment said "see the job summary",
+    but the Plan step writes the same cut plan.md to the summary as the comment posts."""
+    from reconciler.markdown import truncation_note
+
+    steps = ACTION["runs"]["steps"]
+    plan = next(s for s in steps if s.get("id") == "plan")["run"]
+    comment = next(s for s in steps if "sticky_comment.py" in s.get("run", ""))["run"]
+    written = re.search(r'reconcile --dry-run --format markdown[^>]*>"(\$RUNNER_TEMP/[^"]+)"', plan)
+    assert written, plan
+    posted = comment.split()[-1].strip('"')
+    summarised = re.findall(r'cat "(\$RUNNER_TEMP/[^"]+)" >>"\$GITHUB_STEP_SUMMARY"', plan)
+    assert summarised and posted.startswith("$RUNNER_TEMP/"), (summarised, comment)
+    note = truncation_note(3)
+    if written.group(1) in summarised and posted == written.group(1):  # the same cut document
+        assert "summary" not in note, note
+    assert "reconcile --dry-run" in note
+
+
 @pytest.mark.parametrize("body", ["x" * 70000, MARKER + "y" * 70000, "```\n" + "z" * 70000, "a\n" * 40000],
                          ids=["long-first-line", "marker-glued-to-text", "open-fence", "many-lines"])
 def test_fit_keeps_the_marker_whatever_the_first_line(body: str) -> None:

@@ -89,7 +89,7 @@ def find_comment(api: str, repo: str, pr: int, token: str, marker: str,
 
 
 KEEP = "<!-- reconcile-keep -->"  # what follows this line survives truncation (the failure report)
-NOTE = "… truncated to fit a GitHub comment; see the job summary for the full plan"
+NOTE = "… truncated to fit a GitHub comment; the job summary shows the rest"  # action.yml: all of plan.md
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 
