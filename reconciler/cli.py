@@ -308,7 +308,14 @@ def _validate_command() -> click.Command:
         if not paths:
             from reconciler.runner import check_definitions_present
 
-            check_definitions_present(opts)  # the same rule as plan and apply
+            try:
+                check_definitions_present(opts)  # the same rule as plan and apply
+            except ReconcilerError as exc:
+                if opts.fmt == "json":  # a JSON caller reads why from stdout; stderr says it too
+                    from reconciler.commands.validate import write_json_error
+
+                    write_json_error(exc, sys.stdout)
+                raise
         return run_validate(list(paths) or None, opts.root, opts.profile, opts.fmt, sys.stdout, ref=opts.ref,
                             quiet=opts.quiet)
 

@@ -47,6 +47,23 @@ def test_repository_without_registries_d_is_an_error(tmp_path: Path, args: list[
     assert not (tmp_path / "repo/.reconciler").exists()
 
 
+@pytest.mark.parametrize("args, keys", [
+    (["validate", "--format", "json"], {"error", "problems", "files", "registries"}),
+    (["--dry-run", "--format", "json"], {"format_version", "has_changes", "valid", "errors", "error"}),
+    (["--format", "json"], {"format_version", "has_changes", "valid", "errors", "error"}),
+])
+def test_without_registries_d_a_json_caller_gets_a_json_document_saying_why(tmp_path: Path, args, keys):
+    """Adversarial pass 6, item 5: with --format json and no registries.d/, stdout was empty
+    (rc 1, the error on stderr only): validate's JSON error branch came after the check, and
+    a plan's invalid-definitions document was never reached. Same shapes as those."""
+    (tmp_path / "repo").mkdir()
+    res = run(tmp_path, "--dir", "repo", *args)
+    _fails(res, "no registries.d/ directory in repo")
+    doc = json.loads(res.stdout)
+    assert set(doc) == keys and "no registries.d/ directory in repo" in doc["error"], doc
+    assert "no registries.d/ directory in repo" in res.stderr  # the log says it too
+
+
 def test_empty_registries_d_is_fine(tmp_path: Path):
     (tmp_path / "registries.d").mkdir()
     res = run(tmp_path, "--dry-run")

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from reconciler import render
-from reconciler.errors import InputError
+from reconciler.errors import InputError, ReconcilerError
 from reconciler.model import Desired, Key
 from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan
 from reconciler.runner import (
@@ -31,7 +31,15 @@ if TYPE_CHECKING:
 
 
 def run_reconcile(opts: Options, out: TextIO, err: TextIO, *, dry_run: bool, preflight: bool = False) -> int:
-    result = _load(opts, require_definitions=True)
+    try:
+        result = _load(opts, require_definitions=True)
+    except ReconcilerError as exc:  # no registries.d/, a --ref that names no commit, ...
+        if opts.fmt == "json":  # a JSON caller reads why from stdout; stderr says it too
+            from reconciler.secrets import redact_resolved
+
+            render.write_json({"format_version": render.PLAN_FORMAT_VERSION, "has_changes": False,
+                               "valid": False, "errors": [], "error": redact_resolved(str(exc))}, out)
+        raise
     _print_problems(result, err, opts.quiet, opts.verbose)
     if result.errors:
         err.write(

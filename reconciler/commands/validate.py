@@ -51,6 +51,14 @@ def render(result: LoadResult, fmt: str, stream: TextIO, quiet: bool = False) ->
         stream.write(summary(result) + "\n")
 
 
+def write_json_error(exc: ReconcilerError, stream: TextIO) -> None:
+    """Why nothing was validated, as the JSON document a ``--format json`` caller reads."""
+    from reconciler.secrets import redact_resolved
+
+    doc = {"error": redact_resolved(str(exc)), "problems": [], "files": 0, "registries": 0}
+    stream.write(json.dumps(doc) + "\n")
+
+
 def run_validate(
     paths: Sequence[Path | str] | None,
     root: Path | str,
@@ -71,9 +79,7 @@ def run_validate(
             )
     except ReconcilerError as exc:
         if fmt == "json":
-            stream.write(
-                json.dumps({"error": str(exc), "problems": [], "files": 0, "registries": 0}) + "\n"
-            )
+            write_json_error(exc, stream)
         else:
             stream.write(f"error: {exc}\n")
         return 1
