@@ -260,11 +260,23 @@ CASE_SUFFIX = (
 )
 
 
-def skipped_definition(name: str) -> bool:
-    """A file name that looks like a definition's but would not be read (``a.YAML``,
-    ``a.yaml ``, ``a.yml.``): skipped without a word, its registries would be planned as
-    deleted, so it is reported (``CASE_SUFFIX``)."""
-    return not name.endswith(SUFFIXES) and name.rstrip(" .").lower().endswith(SUFFIXES)
+JSON_SUFFIX = (
+    "a .json file is not read: definitions are read only from files ending in .yaml or .yml, "
+    "and its registries would not be applied; JSON is YAML, so rename it to .yaml (or move it out of registries.d/)"
+)
+
+
+def skipped_definition(name: str) -> str | None:
+    """Why a file name that looks like a definition's would not be read (``a.YAML``,
+    ``a.yaml ``, ``a.yml.``: ``CASE_SUFFIX``; ``a.json``: ``JSON_SUFFIX``), or None: skipped
+    without a word, its registries would be planned as deleted (or never created), so it is
+    reported, as an error."""
+    if name.endswith(SUFFIXES):
+        return None
+    plain = name.rstrip(" .").lower()
+    if plain.endswith(SUFFIXES):
+        return CASE_SUFFIX
+    return JSON_SUFFIX if plain.endswith(".json") else None
 
 
 def bad_name(name: str, is_dir: bool) -> bool:
@@ -406,8 +418,8 @@ def discover(
                 problems.append(RawProblem(escape(shown_dir + name), 1, 1, BAD_NAME, "file-name"))
                 continue
             definition = name.endswith(SUFFIXES)  # Path.suffix in SUFFIXES, for a name not hidden
-            if not definition and skipped_definition(name) and not entry.is_dir():
-                problems.append(RawProblem(escape(shown_dir + name), 1, 1, CASE_SUFFIX, "file-name"))
+            if not definition and (skipped := skipped_definition(name)) and not entry.is_dir():
+                problems.append(RawProblem(escape(shown_dir + name), 1, 1, skipped, "file-name"))
                 continue
             if entry.is_symlink():
                 p = Path(entry.path)
@@ -576,8 +588,8 @@ def discover_git(
             if bad_name(obj.name, obj.type == "tree"):
                 problems.append(RawProblem(escape(shown(p)), 1, 1, BAD_NAME, "file-name"))
                 continue
-            if obj.type != "tree" and skipped_definition(obj.name):
-                problems.append(RawProblem(escape(shown(p)), 1, 1, CASE_SUFFIX, "file-name"))
+            if obj.type != "tree" and (skipped := skipped_definition(obj.name)):
+                problems.append(RawProblem(escape(shown(p)), 1, 1, skipped, "file-name"))
                 continue
             if obj.type == "tree":
                 walk(obj, p, depth)

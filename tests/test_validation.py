@@ -854,6 +854,26 @@ def test_a_definition_file_with_an_upper_case_suffix_is_an_error_not_skipped(tmp
     assert res.returncode == 1 and f"registries.d/{name}:1:1: " in res.stdout + res.stderr
 
 
+@pytest.mark.parametrize("name", ["a.json", "a.JSON", "a.json "])
+def test_a_json_definition_file_is_an_error_not_skipped(tmp_path: Path, name: str) -> None:
+    """Adversarial pass 6, item 5: ``registries.d/*.json`` was skipped without a word (0 files,
+    exit 0), so a user could believe its registries applied. It is an error, as ``a.YAML`` is,
+    in the work tree and at a commit (the prune guard then refuses deletions)."""
+    root = repo_with(tmp_path, **{"ok.yaml": oci("endpoint: o\n")})
+    (root / "registries.d" / name).write_text(json.dumps(
+        {"apiVersion": "reconciler/v1", "kind": "HelmRegistry", "metadata": {"name": "j"},
+         "spec": {"endpoint": "https://j.example.com"}}))
+    (root / "registries.d" / "a.json.bak").write_text("a backup")  # other suffixes stay ignored
+    _commit_all(root)
+    for ref in (None, "HEAD"):
+        r = load_and_validate(root, ref=ref)
+        assert [(p.file, p.rule) for p in r.errors] == [(f"registries.d/{name}", "file-name")], ref
+        assert "not read" in r.errors[0].message and "rename it to .yaml" in r.errors[0].message
+        assert f"registries.d/{name}" in r.failed_files
+    res = _validate_cli(root)
+    assert res.returncode == 1 and f"registries.d/{name}:1:1: a .json file is not read" in res.stdout + res.stderr
+
+
 def test_schema_descriptions_agree_with_the_client_and_the_docs() -> None:
     from reconciler.model import LOCAL_ONLY_FIELDS
 
