@@ -86,3 +86,28 @@ def test_odd_shapes_in_a_registry_answer_are_never_an_internal_error(tmp_path: P
     # the registry with no object for metadata has no uid: left out, in one line
     assert res.stderr.strip().splitlines()[:1] == [
         "palette: GET /v1/registries/helm: 4 item(s) without a metadata.uid left out"], said
+
+
+@pytest.mark.parametrize("ctype,body", [
+    ("application/json", json.dumps({"code": "Bad\n::error title=forged::all good\n\x1b[1A\x1b[2KNo changes.",
+                                      "message": "x\x1b]8;;https://evil.example/\x07link\x1b]8;;\x07 \u202eevil\r"})),
+    ("text/plain", "plain \x1b[2K\r\x1b[1AEVIL\u202e\x07"),
+])
+def test_a_palette_error_cannot_forge_or_erase_lines(tmp_path: Path, ctype: str, body: str,
+                                                     palette_emulator_factory):  # noqa: F811
+    """Adversarial pass 7, item 1: an error answer's code kept its newlines and its message kept
+    ESC, BEL, CR, OSC 8 links and bidi overrides, printed raw after "error:" on stderr: a server
+    (or a name Palette echoes) forged whole log lines, a "No changes." among them. The server's
+    words are one line, every such character escaped."""
+    emu = palette_emulator_factory(seed_defaults=True, rate=0)
+    emu.answers["/v1/registries/helm"] = (400, ctype, body.encode())
+    root = tmp_path / "repo"
+    init_repo(root)
+    (root / "registries.d").mkdir(exist_ok=True)
+    res = run(root, "status", "--target", "palette", "--endpoint", emu.url, env={"PALETTE_API_KEY": API_KEY})
+    assert res.returncode == 1, res.stdout + res.stderr
+    said = res.stdout + res.stderr
+    assert not any(c in said for c in "\x1b\x07\r\u202e"), repr(said)
+    errors = [line for line in res.stderr.splitlines() if "GET /v1/registries/helm" in line]
+    assert len(errors) == 1 and not any(line.startswith(("No changes", "::error", "\\::error"))
+                                        for line in res.stderr.splitlines()), repr(res.stderr)

@@ -65,7 +65,7 @@ from reconciler.model import Key, ObservedRegistry, Registry, Settings
 from reconciler.secrets import MAX_CA_FILE, read_bounded, read_ref, remember_secret
 from reconciler.targets import palette_profiles
 from reconciler.targets.base import Known, ObservedList, References, Secrets, SyncStatus, Target
-from reconciler.text import header_safe
+from reconciler.text import escape, header_safe
 
 log = logging.getLogger("reconciler.palette")
 
@@ -420,9 +420,12 @@ class PaletteTarget(Target):
             code = response.reason_phrase or "Error"
         # redact first, on the whole text: collapsing or cutting a value first hides it from redact
         code, message = redact(code, known), redact(message, known)
-        message = " ".join(message.split())
+        # the server's words, shown on one line with anything a terminal or a CI log would act
+        # on escaped (adversarial pass 7: a code holding newlines forged whole log lines)
+        code, message = escape(" ".join(code.split())), " ".join(message.split())
         if len(message) > _MAX_MESSAGE:
             message = message[:_MAX_MESSAGE] + "..."
+        message = escape(message)
         text = f"palette: {method} {path}: {status} {code}" + (f": {message}" if message else "")
         if detail:
             text += f" ({detail})"
