@@ -845,6 +845,7 @@ def load_and_validate(
         )
 
     defaults = default_keys(effective)
+    defaults_folded = {(k, unicodedata.normalize("NFKC", n).casefold()): n for k, n in defaults}
     registries: list[Registry] = []
     seen: dict[tuple[str, str], _Checked] = {}
     similar: dict[tuple[str, str], _Checked] = {}  # (scope, name folded: case, NFKC) -> first
@@ -903,6 +904,17 @@ def load_and_validate(
                     ("metadata", "name"),
                     f"{c.kind} {name!r} collides with a built-in default registry "
                     f"of profile {effective} (defaults are read-only)",
+                    "default-collision",
+                )
+            elif defaults_folded.get((c.kind, folded), name) != name:
+                # adversarial pass 7, item 2: 'bitnami', 'Ｂitnami' (fullwidth) read like the
+                # built-in 'Bitnami' in a plan; a create under such a name is a spoof
+                fail(
+                    c,
+                    ("metadata", "name"),
+                    f"metadata.name {show(name)} differs from the built-in default registry "
+                    f"{defaults_folded[(c.kind, folded)]!r} of profile {effective} only in letter case or character forms; "
+                    "choose a name a reviewer can tell apart",
                     "default-collision",
                 )
         if scope == "system" and effective not in SYSTEM_SCOPE_PROFILES:

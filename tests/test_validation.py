@@ -935,7 +935,8 @@ def _helm_named(name: str) -> str:
 
 
 @pytest.mark.parametrize("name", ["Bit\u00adnami", "pr\u034fod", "prod\U000e0041", "pro\u2061d", "Palette Registry\u180e",
-                                  "pro\u206ad", "\u3164prod", "prod\ufe0f", "pro\U000e0101d", "pro\u115fd"])
+                                  "pro\u206ad", "\u3164prod", "prod\ufe0f", "pro\U000e0101d", "pro\u115fd",
+                                  "Bitnami\u2800"])
 def test_an_invisible_character_in_a_name_is_refused(tmp_path: Path, name: str) -> None:
     """"Bit\\u00adnami" passed validation and printed exactly like the built-in Bitnami; every
     Default_Ignorable_Code_Point of Unicode (soft hyphen, grapheme joiner, Hangul fillers,
@@ -959,3 +960,16 @@ def test_a_decomposed_name_is_refused_and_case_only_differences_are_warned(tmp_p
     similar = [p for p in res.warnings if p.rule == "similar-name"]
     assert len(similar) == 2 and "'Prod'" in str(similar[0]) and "'prod'" in str(similar[0]), [str(p) for p in similar]
     assert len(res.desired.registries) == 5
+
+
+@pytest.mark.parametrize("name", ["bitnami", "BITNAMI", "\uff22itnami", "Bitnami"])
+def test_a_name_that_reads_like_a_built_in_registry_is_refused(tmp_path: Path, name: str) -> None:
+    """Adversarial pass 7, item 2: 'Bitnami' itself was refused (a built-in default of the SaaS
+    profile) but 'bitnami' and 'Ｂitnami' (fullwidth B, NFKC 'Bitnami') were created, pointing
+    anywhere, and read like the built-in in a plan."""
+    res = check(tmp_path, _helm_named(name))
+    assert [e.rule for e in res.errors] == ["default-collision"], errors(res)
+    ok = check(tmp_path / "other-kind", _helm_named(name).replace("kind: HelmRegistry", "kind: OciRegistry")
+               .replace("spec: {endpoint: 'https://h.example.com'}",
+                        "spec: {endpoint: 'h.example.com', provider: helm, sync: false}"))
+    assert [e.rule for e in ok.errors if e.rule == "default-collision"] == [], errors(ok)  # another kind
