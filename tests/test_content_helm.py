@@ -506,3 +506,19 @@ def test_redirects_are_followed_a_few_times_at_most(conn, scripted):
     r = sync(conn, loop.url)
     assert r.status == "Failed" and "redirected more than 5 times" in r.message, r.message
     assert len(loop.requests) == 6
+
+
+def test_an_index_still_arriving_after_the_answer_limit_is_refused_without_a_sync_deadline(
+        scripted, monkeypatch: pytest.MonkeyPatch):
+    """Adversarial pass 7, item 3: a preflight (``helm.probe``, no deadline of its own) read an
+    index trickling in a byte at a time to its end, bounded only by each socket wait: a byte
+    every 29 s held it for ever. An index, like every answer, is complete within
+    MAX_ANSWER_SECONDS (1 s here) or refused; and so are the redirects before it."""
+    from reconciler.content import http
+
+    monkeypatch.setattr(http, "MAX_ANSWER_SECONDS", 1.0)
+    slow = scripted(lambda path, headers: (200, {}, _slow))
+    t0 = time.monotonic()
+    with pytest.raises(helm.ProbeError, match="still arriving"):
+        helm.probe(spec(slow.url), {}, base_dir=Path("."))
+    assert time.monotonic() - t0 < 2.5  # 6 s: read to its end

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -45,8 +46,10 @@ import yaml
 from reconciler.content import catalog
 from reconciler.content.http import (
     ACCEPT_ENCODING,
+    MAX_ANSWER_SECONDS,
     Access,
     ProbeError,
+    answer_deadline,
     build_access,
     decoded,
     describe_error,
@@ -108,7 +111,10 @@ def fetch_index(
     deadline: float | None = None,
 ) -> Fetched:
     """GET the index, streamed into one buffer, redirects followed by ``stream_redirected``;
-    raises ProbeError on any failure."""
+    raises ProbeError on any failure. Complete within ``MAX_ANSWER_SECONDS`` or by ``deadline``
+    (the sync's), whichever comes first: a byte every few seconds must not hold a preflight
+    (which has no deadline of its own) or a nightly sync for ever (adversarial pass 7, item 3)."""
+    until = answer_deadline(deadline)
     headers: dict[str, str] = {"Accept-Encoding": ACCEPT_ENCODING}  # decoded here, bounded (http.decoded)
     if etag:
         headers["If-None-Match"] = etag
@@ -116,7 +122,7 @@ def fetch_index(
         headers["If-Modified-Since"] = last_modified
     body = bytearray()
     try:
-        with stream_redirected(client, url, headers=headers, deadline=deadline) as resp:
+        with stream_redirected(client, url, headers=headers, deadline=until) as resp:
             if resp.status_code == 304:
                 return Fetched(304, body, etag, last_modified)
             if resp.status_code != 200:
@@ -134,6 +140,9 @@ def fetch_index(
             hasher = hashlib.sha256()
             for chunk in decoded(resp, url):
                 time_left(deadline, url)  # a slow trickle of bytes is bounded too
+                if time.monotonic() > until:
+                    raise ProbeError(f"{strip_userinfo(url)} was still arriving after {MAX_ANSWER_SECONDS:.0f} s: "
+                                     "refused", check="reach")
                 body += chunk
                 hasher.update(chunk)
                 if len(body) > max_bytes:
