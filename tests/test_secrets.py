@@ -897,3 +897,18 @@ def test_an_old_state_on_a_git_branch_holding_the_api_key_loses_it_at_the_next_w
     assert "sync HelmRegistry/h: Failed (sensitive)" in subjects, subjects
     assert OLD_KEY not in git(origin, "log", "-3", "--format=%B", "reconciler-state")
     assert OLD_KEY not in git(origin, "show", "reconciler-state:state.json")
+
+
+def test_a_huge_error_page_is_redacted_only_where_it_can_be_shown():
+    """Adversarial pass 7, item 5: an error answer was redacted whole before it was cut to the
+    300 characters shown: a 1 MiB page against 5,000 resolved secrets took seconds per message
+    (and per retry). Only what can reach the shown part is searched now, with room for the
+    longest value in its longest form; a value at the start is still masked."""
+    values = [f"value-{i:05d}-{'x' * 20}" for i in range(5000)]
+    page = values[17] + " " + "lorem ipsum " * 90_000  # 1 MiB
+    target = PaletteTarget("https://palette.test", "k-secret-key", sleep=lambda s: None, rate=1000.0, burst=10,
+                           transport=httpx.MockTransport(lambda r: httpx.Response(400, text=page)))
+    started = time.process_time()
+    err = target._error("GET", "/v1/registries/helm", httpx.Response(400, text=page), values)
+    assert time.process_time() - started < 1.0
+    assert values[17] not in str(err) and "(sensitive)" in str(err), str(err)[:200]

@@ -418,8 +418,11 @@ class PaletteTarget(Target):
             message = response.text
         if not code:
             code = response.reason_phrase or "Error"
-        # redact first, on the whole text: collapsing or cutting a value first hides it from redact
-        code, message = redact(code, known), redact(message, known)
+        # redact first: collapsing or cutting a value first hides it from redact. Not the whole
+        # text, though: only what can reach the shown part, the cut plus room for the longest
+        # value in its longest form (a 1 MiB error page against 5,000 secrets took seconds)
+        reach = _MAX_MESSAGE + 8 * max((len(v) for v in known if v), default=0) + 4096
+        code, message = redact(code[:reach], known), redact(message[:reach], known)
         # the server's words, shown on one line with anything a terminal or a CI log would act
         # on escaped (adversarial pass 7: a code holding newlines forged whole log lines)
         code, message = escape(" ".join(code.split())), " ".join(message.split())
