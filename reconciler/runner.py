@@ -74,7 +74,8 @@ def build_store(opts: Options) -> StateStore:
         from reconciler.state.git import GitBranchStateStore
 
         branch = spec[4:] or "reconciler-state"
-        return GitBranchStateStore(opts.root, branch=branch, key=state_key(opts.environ))
+        remote = opts.environ.get("RECONCILER_STATE_REMOTE", "").strip() or None
+        return GitBranchStateStore(opts.root, branch=branch, remote=remote, key=state_key(opts.environ))
     from reconciler.state.file import FileStateStore
 
     if spec:

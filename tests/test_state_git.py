@@ -249,6 +249,52 @@ def test_no_remote_commits_to_the_local_branch_with_compare_and_swap(tmp_path: P
     assert git(work, "symbolic-ref", "HEAD") == "refs/heads/main"
 
 
+def test_no_remote_says_once_that_the_state_is_not_shared(tmp_path: Path) -> None:
+    notes: list[str] = []
+    GitBranchStateStore(make_work_repo(tmp_path / "work", None), notify=notes.append)
+    assert len(notes) == 1 and "has no remote" in notes[0] and "not shared with any other clone" in notes[0], notes
+
+
+def test_a_repository_whose_remote_is_not_origin_is_refused_not_kept_local(tmp_path: Path, origin: Path) -> None:
+    """Adversarial pass 6: a clone whose remote is called upstream committed the state, the lease
+    and the protect records to its local branch only and never pushed; a second clone planned
+    everything as adopts from an empty state, and the two runs did not exclude each other."""
+    work = clone(tmp_path, origin, "work")
+    git(work, "remote", "rename", "origin", "upstream")
+    git(work, "remote", "add", "mirror", str(origin))
+    with pytest.raises(StateError) as info:
+        GitBranchStateStore(work)
+    assert str(info.value) == (
+        f"--state git:{BRANCH}: this repository has no remote named 'origin' to push the state to (its remotes: "
+        "mirror, upstream); choose one with RECONCILER_STATE_REMOTE=NAME; nothing was changed")
+    with pytest.raises(StateError, match="no remote named 'elsewhere'.*its remotes: mirror, upstream"):
+        GitBranchStateStore(work, remote="elsewhere")
+    with pytest.raises(StateError, match="no remote named 'upstream'.*its remotes: none"):
+        GitBranchStateStore(make_work_repo(tmp_path / "lonely", None), remote="upstream")
+    assert git(work, "for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH}") == ""
+    store = GitBranchStateStore(work, remote="upstream")
+    with store.lock():
+        store.write(bump(store, store.read(), "a"), "apply")
+    assert git(work, "for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH}") == ""  # nothing kept local
+    other = GitBranchStateStore(clone(tmp_path, origin, "other"))
+    assert {k[2] for k in other.read().records} == {"a"}
+
+
+def test_the_cli_pushes_the_state_to_the_remote_chosen_with_reconciler_state_remote(tmp_path: Path) -> None:
+    from tests.support.gitops_repo import registry_doc, run, seeded_clone
+
+    origin, work = seeded_clone(tmp_path, {"h.yaml": registry_doc("HelmRegistry", "h", "endpoint: https://h.example.com")})
+    git(work, "remote", "rename", "origin", "upstream")
+    res = run(work, "--state", f"git:{BRANCH}")
+    assert res.returncode == 1 and "no remote named 'origin'" in res.stderr, res.stdout + res.stderr
+    assert "RECONCILER_STATE_REMOTE=NAME" in res.stderr and "create" not in res.stdout
+    assert show(work, f"refs/heads/{BRANCH}") is None and show(origin, f"refs/heads/{BRANCH}") is None
+    res = run(work, "--state", f"git:{BRANCH}", env={"RECONCILER_STATE_REMOTE": "upstream"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert '"name": "h"' in (show(origin, f"refs/heads/{BRANCH}:state.json") or "")
+    assert show(work, f"refs/heads/{BRANCH}") is None
+
+
 def test_checked_out_state_branch_is_refused(tmp_path: Path) -> None:
     # Refused when the store is opened, before any read or write (issue #9.28).
     work = make_work_repo(tmp_path / "work", None)

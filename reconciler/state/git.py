@@ -87,7 +87,7 @@ class GitBranchStateStore(StateStore):
         self,
         repo_dir: str | os.PathLike[str],
         branch: str = "reconciler-state",
-        remote: str = "origin",
+        remote: str | None = None,
         path: str = "state.json",
         *,
         notify: Callable[[str], None] = note,
@@ -109,10 +109,9 @@ class GitBranchStateStore(StateStore):
         if not self.path:
             raise StateError(f"--state git:{branch}: empty document path")
         self.lease_path = f"{self.path}.lock"
-        remotes = {r.name for r in self.repo.remotes}
-        self.remote = remote if remote in remotes else None
-        self._refuse_work_branch()
         self.notify = notify
+        self.remote = self._choose_remote(remote)
+        self._refuse_work_branch()
         self.operation = operation
         self._base: str | None = None  # commit our last read/write saw; None = no branch
         self._base_meta: tuple[str, int] | None = None  # (lineage, serial) of the branch's state
@@ -124,6 +123,26 @@ class GitBranchStateStore(StateStore):
         self._pending = 0
         self._interval = COMMIT_INTERVAL
         self.lock_path = Path(self.repo.common_dir) / "reconciler" / f"{branch.replace('/', '%')}.lock"
+
+    def _choose_remote(self, remote: str | None) -> str | None:
+        """The remote the state is pushed to: ``remote`` (``RECONCILER_STATE_REMOTE``), else
+        ``origin``. A repository with remotes but not that one is refused: committing locally
+        there would keep the state, its lock and its protect records in this clone alone, where
+        no other clone sees them. One with no remote at all keeps the state on the local
+        branch, and says so."""
+        remotes = sorted(r.name for r in self.repo.remotes)
+        wanted = remote or "origin"
+        if wanted in remotes:
+            return wanted
+        if remote or remotes:
+            there = ", ".join(remotes) if remotes else "none"
+            raise StateError(
+                f"--state git:{self.branch}: this repository has no remote named {wanted!r} to push the state to "
+                f"(its remotes: {there}); choose one with RECONCILER_STATE_REMOTE=NAME; nothing was changed"
+            )
+        self.notify(f"git:{self.branch}: this repository has no remote; the state and its lock are committed to the "
+                    f"local branch {self.branch} only, not shared with any other clone")
+        return None
 
     def _refuse_work_branch(self) -> None:
         """State commits never go onto a branch people work on (issue #9.28): not a branch

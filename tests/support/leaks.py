@@ -14,6 +14,7 @@ from urllib.parse import quote, quote_plus
 NOT_SECRET = frozenset({
     "PATH", "HOME", "PALETTE_ENDPOINT", "PALETTE_PROJECT_UID", "RECONCILER_CRASH_AT", "RECONCILER_CRASH_LOG",
     "GIT_DIR", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_EVENT_PATH", "GITHUB_REPOSITORY",
+    "RECONCILER_STATE_REMOTE",  # a remote name, printed in the refusal that names the remotes
 })
 
 _lock = threading.Lock()
