@@ -435,6 +435,83 @@ def test_push_refused_by_the_server_names_the_reason_only(tmp_path: Path, origin
     assert str(info.value) == f"git:{BRANCH}: cannot push to origin: [remote rejected] (hook declined)"
 
 
+# -- a remote that stops answering (adversarial pass 6, item 1) ----------------------------
+
+
+def _stalling(script: Path, pidfile: Path, then: str = "exit 0") -> Path:
+    """A hook or upload-pack that records its pid and sleeps far longer than the test runs."""
+    script.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nsleep 60\n{then}\n")
+    script.chmod(0o755)
+    return script
+
+
+def _gone(pidfile: Path) -> bool:
+    """Whether the process that wrote ``pidfile`` (and slept) is dead: killed with git's group."""
+    pid = int(pidfile.read_text())
+    for _ in range(50):  # bounded: 5 s
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):  # dead, not yet reaped by whoever adopted it
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_push_the_remote_never_answers_is_stopped_after_the_timeout(tmp_path: Path, origin: Path,
+                                                                      monkeypatch) -> None:
+    """A pre-receive hook that sleeps stands in for a stalled network: the push held the run (and
+    the mutex the lease's heartbeat needs) for as long as the remote kept silent."""
+    monkeypatch.setenv("RECONCILER_GIT_TIMEOUT", "1")
+    store = GitBranchStateStore(clone(tmp_path, origin, "work"))
+    state = store.read()
+    _stalling(origin / "hooks" / "pre-receive", tmp_path / "hook.pid")
+    started = time.monotonic()
+    with pytest.raises(StateError) as info:
+        store.write(bump(store, state, "a"), "apply")
+    assert time.monotonic() - started < 10
+    assert not isinstance(info.value, StateConflict)
+    assert str(info.value).startswith(
+        f"git:{BRANCH}: origin did not answer within 1 s, so git push was stopped (RECONCILER_GIT_TIMEOUT sets the "
+        "limit); whether commit ")
+    assert "The next run reads what the branch holds and adopts, by name," in str(info.value)
+    assert _gone(tmp_path / "hook.pid"), "the hook git started outlived the stopped push"
+    assert show(origin, f"refs/heads/{BRANCH}") is None
+
+
+def test_a_fetch_the_remote_never_answers_is_stopped_after_the_timeout(tmp_path: Path, origin: Path,
+                                                                       monkeypatch) -> None:
+    monkeypatch.setenv("RECONCILER_GIT_TIMEOUT", "1")
+    work = clone(tmp_path, origin, "work")
+    upload = _stalling(tmp_path / "upload-pack", tmp_path / "upload.pid", 'exec git-upload-pack "$@"')
+    git(work, "config", "remote.origin.uploadpack", str(upload))
+    store = GitBranchStateStore(work)
+    started = time.monotonic()
+    with pytest.raises(StateError) as info:
+        store.read()
+    assert time.monotonic() - started < 10
+    assert str(info.value) == (
+        f"git:{BRANCH}: origin did not answer within 1 s, so git fetch was stopped (RECONCILER_GIT_TIMEOUT sets the "
+        "limit); the branch was not read and nothing was written")
+    assert _gone(tmp_path / "upload.pid")
+
+
+def test_a_stalled_remote_ends_the_run_within_reconciler_git_timeout(tmp_path: Path) -> None:
+    from tests.support.gitops_repo import registry_doc, run, seeded_clone
+
+    origin, work = seeded_clone(tmp_path, {"h.yaml": registry_doc("HelmRegistry", "h", "endpoint: https://h.example.com")})
+    _stalling(origin / "hooks" / "pre-receive", tmp_path / "hook.pid")
+    started = time.monotonic()
+    res = run(work, "--state", f"git:{BRANCH}", env={"RECONCILER_GIT_TIMEOUT": "2"}, timeout=60)
+    assert time.monotonic() - started < 30
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "origin did not answer within 2 s, so git push was stopped" in res.stderr and "Traceback" not in res.stderr
+    assert "create" not in res.stdout  # the lock was not taken: nothing reached the target
+    bad = run(work, "--state", f"git:{BRANCH}", "--dry-run", env={"RECONCILER_GIT_TIMEOUT": "0"})
+    assert bad.returncode == 1 and "RECONCILER_GIT_TIMEOUT must be a number of seconds from 1 to 3600" in bad.stderr
+
+
 # -- the lease (issue #10.1) ---------------------------------------------------------------
 
 

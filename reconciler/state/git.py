@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -66,6 +67,30 @@ COMMIT_INTERVAL = 10.0
 
 # lease commits (lock, heartbeat, release) between two state commits that a read walks past
 MAX_LEASE_COMMITS = 10_000
+
+# The longest a git fetch or push may take (the loader's git calls have the same bound): a
+# remote that stops answering would otherwise hold the run, and the lock, for ever. With the
+# default lease (900 s, renewed every 300 s) a renewal lands within 300 + 3 * 120 s: it may wait
+# for a push of the main thread, then fetch and push itself.
+NETWORK_TIMEOUT = 120.0
+
+
+def _network_timeout() -> float:
+    """``RECONCILER_GIT_TIMEOUT`` (1 to 3600) overrides NETWORK_TIMEOUT."""
+    raw = os.environ.get("RECONCILER_GIT_TIMEOUT", "").strip()
+    if not raw:
+        return NETWORK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 1.0 <= value <= 3600.0:  # also refuses nan
+        raise StateError("RECONCILER_GIT_TIMEOUT must be a number of seconds from 1 to 3600")
+    return value
+
+
+class _NoAnswer(Exception):
+    """A git fetch or push ran out of its time and was stopped."""
 
 
 def _commit_interval() -> float:
@@ -122,6 +147,7 @@ class GitBranchStateStore(StateStore):
         self._last_commit = 0.0
         self._pending = 0
         self._interval = COMMIT_INTERVAL
+        self._timeout = _network_timeout()
         self.lock_path = Path(self.repo.common_dir) / "reconciler" / f"{branch.replace('/', '%')}.lock"
 
     def _choose_remote(self, remote: str | None) -> str | None:
@@ -212,23 +238,50 @@ class GitBranchStateStore(StateStore):
         except git.GitCommandError as exc:
             raise StateError(f"git:{self.branch}: git {args[0]} failed: {_stderr(exc)}") from exc
 
+    def _network(self, *args: str) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr) of a git command that talks to the remote, stopped after
+        ``RECONCILER_GIT_TIMEOUT`` seconds (``_NoAnswer``). It runs in a process group of its
+        own, so that ssh, git-remote-https or a local receive-pack dies with it."""
+        config: list[str] = []
+        env = dict(os.environ)
+        reader = self.repo.config_reader()
+        if not (reader.has_option("http", "lowSpeedLimit") or reader.has_option("http", "lowSpeedTime")):
+            # an HTTP transfer that moves (almost) nothing for half the time is given up by git itself
+            config += ["-c", "http.lowSpeedLimit=1", "-c", f"http.lowSpeedTime={max(1, int(self._timeout / 2))}"]
+        if not (env.get("GIT_SSH_COMMAND") or env.get("GIT_SSH") or reader.has_option("core", "sshCommand")):
+            env["GIT_SSH_COMMAND"] = "ssh -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
+        proc = subprocess.Popen(["git", *config, *args], cwd=self.repo.working_dir, env=env, text=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=self._timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise _NoAnswer() from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+        return proc.returncode, out, err
+
+    def _no_answer(self, what: str, then: str) -> str:
+        return (f"git:{self.branch}: {self.remote} did not answer within {self._timeout:g} s, so git {what} was "
+                f"stopped (RECONCILER_GIT_TIMEOUT sets the limit); {then}")
+
     def _fetch(self) -> None:
         assert self.remote is not None
         refspec = f"+refs/heads/{self.branch}:{self.ref}"
         try:
-            self.repo.git.execute(
-                ["git", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", self.remote, refspec]
-            )
-        except git.GitCommandError as exc:
-            text = _stderr(exc)
+            code, _, err = self._network("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", self.remote, refspec)
+        except _NoAnswer:
+            raise StateError(self._no_answer("fetch", "the branch was not read and nothing was written")) from None
+        if code:
+            text = _clean(err) or f"git fetch failed (exit code {code})"
             if "couldn't find remote ref" in text.lower():
                 # The branch does not exist (yet, or any more): forget a stale tracking ref.
                 if self._resolve() is not None:
                     self._git("update-ref", "-d", self.ref)
                 return
-            raise StateError(
-                f"git:{self.branch}: cannot fetch from {self.remote}: {text}"
-            ) from exc
+            raise StateError(f"git:{self.branch}: cannot fetch from {self.remote}: {text}")
 
     def _tip(self) -> str | None:
         if self.remote:
@@ -690,17 +743,19 @@ class GitBranchStateStore(StateStore):
         assert self.remote is not None
         # Plain push: git refuses anything but a fast-forward from the commit we read.
         try:
-            self.repo.git.execute(
-                ["git", "push", "--porcelain", "--quiet", self.remote, f"{new}:refs/heads/{self.branch}"]
-            )
-        except git.GitCommandError as exc:
-            text = f"{exc.stdout or ''}\n{_stderr(exc)}"
-            if _lost_race(text):
+            code, out, err = self._network("push", "--porcelain", "--quiet", self.remote,
+                                           f"{new}:refs/heads/{self.branch}")
+        except _NoAnswer:
+            raise StateError(self._no_answer(
+                "push", f"whether commit {new[:12]} reached the branch is not known. The next run reads what the "
+                "branch holds and adopts, by name, what the target holds that it does not record")) from None
+        if code:
+            if _lost_race(f"{out}\n{err}"):
                 raise StateConflict(
                     f"state branch moved; re-read and re-plan (git:{self.branch} on {self.remote} "
                     "changed since it was read; nothing was overwritten)"
-                ) from exc
-            raise StateError(f"git:{self.branch}: cannot push to {self.remote}: {_push_reason(exc)}") from exc
+                )
+            raise StateError(f"git:{self.branch}: cannot push to {self.remote}: {_push_reason(out, err)}")
 
     def _update_local(self, new: str, parent: str | None) -> None:
         head = self.repo.head
@@ -730,16 +785,35 @@ def _lost_race(text: str) -> bool:
     return any(mark in text for mark in _RACE_MARKS)
 
 
-def _push_reason(exc: git.GitCommandError) -> str:
+def _push_reason(stdout: str, stderr: str) -> str:
     """The server's reason from ``--porcelain`` output (``!<TAB>ref<TAB>[remote rejected] (why)``),
-    else git's last error line; never git's whole output."""
-    for line in str(exc.stdout or "").splitlines():
+    else git's first error line; never git's whole output."""
+    for line in stdout.splitlines():
         parts = line.split("\t")
         if len(parts) >= 3 and parts[0] == "!":
             return parts[2].strip()
-    lines = [ln.strip() for ln in _stderr(exc).splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
     return (errors or lines or ["git push failed"])[0][:300]
+
+
+def _clean(stderr: str) -> str:
+    return stderr.strip().strip("'").strip()
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """Stop ``proc`` and everything it started (its own process group), and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.communicate(timeout=5)  # a grandchild outside the group may hold the pipes: not for long
+    except subprocess.TimeoutExpired:
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        proc.wait(timeout=5)
 
 
 def _stderr(exc: git.GitCommandError) -> str:
