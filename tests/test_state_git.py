@@ -512,6 +512,36 @@ def test_a_stalled_remote_ends_the_run_within_reconciler_git_timeout(tmp_path: P
     assert bad.returncode == 1 and "RECONCILER_GIT_TIMEOUT must be a number of seconds from 1 to 3600" in bad.stderr
 
 
+def test_a_lease_that_expired_behind_a_stalled_push_is_noticed_and_stops_the_run(tmp_path: Path, origin: Path,
+                                                                                 monkeypatch) -> None:
+    """The push holds the mutex the heartbeat needs; a push that runs past the lease (here the
+    timeout, 3 s, is longer than the 2 s lease) lets it expire, and another run may take the lock
+    over. The run must notice and record nothing more, not carry on changing the target."""
+    from reconciler.state.base import entry_put
+
+    monkeypatch.setenv("RECONCILER_LEASE_SECONDS", "2")
+    monkeypatch.setenv("RECONCILER_GIT_TIMEOUT", "3")
+    notes: list[str] = []
+    store = GitBranchStateStore(clone(tmp_path, origin, "work"), notify=notes.append)
+    with store.lock():
+        state = store.read()
+        hook = _stalling(origin / "hooks" / "pre-receive", tmp_path / "hook.pid")
+        with pytest.raises(StateError, match="did not answer within 3 s, so git push was stopped"):
+            store.write(bump(store, state, "a"), "apply")
+        hook.unlink()  # the remote answers again: too late, the lease expired meanwhile
+        record = make_record("b", salt=state.salt)
+        with_record(state, record)
+        with pytest.raises(StateError) as info:
+            store.record(state, entry_put(record), "apply: b")
+        assert " before it could be renewed (the remote did not answer in time); another run may hold it now, so " \
+               "this run writes nothing more to the branch" in str(info.value)
+        with pytest.raises(StateError, match="expired at"):
+            store.write(state, "apply")
+        assert sum("expired at" in n for n in notes) == 1, notes
+    assert lease_on(origin) is None  # released: nobody had taken it over
+    assert show(origin, f"refs/heads/{BRANCH}:state.json") is None
+
+
 # -- the lease (issue #10.1) ---------------------------------------------------------------
 
 

@@ -144,6 +144,7 @@ class GitBranchStateStore(StateStore):
         self._replaced: State | None = None  # the remembered state, when the branch holds another lineage
         self._mutex = threading.RLock()  # the heartbeat and the main thread share the repo
         self._lease: Lease | None = None
+        self._lapsed = ""  # why this run no longer holds its lock: its lease expired before it was renewed
         self._last_commit = 0.0
         self._pending = 0
         self._interval = COMMIT_INTERVAL
@@ -407,15 +408,31 @@ class GitBranchStateStore(StateStore):
             lease = self._acquire(deadline)
             stop = threading.Event()
             beat = threading.Thread(target=self._heartbeat, args=(stop,), name="reconcile-lease", daemon=True)
-            self._locked, self._run_seen = True, None
+            self._locked, self._run_seen, self._lapsed = True, None, ""
             beat.start()
             try:
                 yield
             finally:
                 stop.set()
                 beat.join(timeout=60)
-                self._locked, self._run_seen = False, None
+                self._locked, self._run_seen, self._lapsed = False, None, ""
                 self._release(lease)
+
+    def _refuse_lapsed(self) -> None:
+        """``StateError`` once the lease this run holds is past its expiry, unrenewed (renewals
+        failed, or waited for a push that took long): another run may have taken the lock over
+        and be changing the target, so this run records nothing more, and the apply stops."""
+        if not self._locked:
+            return
+        lease = self._lease
+        if not self._lapsed and lease is not None and lease.expired():
+            self._lapsed = (
+                f"git:{self.branch}: the lock {lease.id} this run holds expired at {lease.expires_at} before it could "
+                "be renewed (the remote did not answer in time); another run may hold it now, so this run writes "
+                "nothing more to the branch. The next run adopts, by name, what reached the target unrecorded")
+            self.notify(self._lapsed)
+        if self._lapsed:
+            raise StateError(self._lapsed)
 
     def _acquire(self, deadline: float) -> Lease:
         seconds = lease_seconds()
@@ -454,6 +471,10 @@ class GitBranchStateStore(StateStore):
                 lease = self._lease
                 if lease is None:
                     return
+                try:
+                    self._refuse_lapsed()
+                except StateError:
+                    return  # said once; renewing now would claim a lock another run may hold
                 try:
                     tip = self._tip()
                     current = self._lease_at(tip)
@@ -697,6 +718,7 @@ class GitBranchStateStore(StateStore):
 
     def write(self, state: State, message: str = "") -> None:
         with self._mutex:
+            self._refuse_lapsed()
             self._check(state)
             doc = state.to_json()
             if self.key:
@@ -729,6 +751,7 @@ class GitBranchStateStore(StateStore):
 
     def record(self, state: State, entry: dict[str, Any], message: str) -> None:
         self._refuse_unreadable(state, entry)  # now, not at the next commit: it would refuse the whole window
+        self._refuse_lapsed()  # at each change, not at the next commit: the apply stops before the next one
         self._pending += 1
         if time.monotonic() - self._last_commit >= self._interval:
             state.serial += 1
