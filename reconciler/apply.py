@@ -98,6 +98,7 @@ class _Recorder:
         self.state.target = self.state.target or target_name
         self.begun = False
         self.count = 0
+        self.entries = 0  # what the store took (a change may give it two: a replace's drop and put)
 
     def begin(self) -> None:
         """Before the first change: the state can be written (nothing changed otherwise)."""
@@ -133,6 +134,7 @@ class _Recorder:
         self.store.record(self.state, entry, f"{self.prefix}: {count} change(s) so far, last {message} "
                                              f"({self.suffix})")
         self.count = count
+        self.entries += 1
 
     def finish(self) -> None:
         with self.lock:
@@ -323,10 +325,35 @@ def apply_plan(
         try:
             rec.finish()
         except (OSError, ReconcilerError) as exc:
+            # what the store took and never stored (the git store's changes since its last commit)
+            # reached the target unrecorded: the results say so, and so does the error
+            lost = _mark_unsaved(results, store.unsaved())
             # an interrupt or a bug in flight, or a state write that already failed (the results
             # say which changes are unrecorded): that is what the user must see, not this
             if done and not stop.is_set():
+                if not lost:
+                    raise StateError(f"{store.description}: the state could not be written at the end of the apply "
+                                     f"({exc}); the changes already recorded are kept and the next run reads them"
+                                     ) from exc
+                kept = ("the changes it recorded before are kept" if rec.entries > len(store.unsaved())
+                        else "nothing this apply did is recorded")
                 raise StateError(f"{store.description}: the state could not be written at the end of the apply "
-                                 f"({exc}); the changes already recorded are kept and the next run reads them"
-                                 ) from exc
+                                 f"({exc}); {kept}. Reached the target but NOT recorded: "
+                                 f"{', '.join(f'{c.action} {c.title}' for c in lost)}. The next plan finds them "
+                                 "again (a created registry is adopted by name)") from exc
     return ApplyResult(results)
+
+
+def _mark_unsaved(results: list[ChangeResult], keys: list[Key]) -> list[Change]:
+    """Mark unrecorded the results whose changes put or dropped one of ``keys`` (the record of a
+    rename's old name too); their changes, in the order they ran."""
+    if not keys:
+        return []
+    unsaved = set(keys)
+    lost = []
+    for i, r in enumerate(results):
+        if r.change.key in unsaved or r.change.renamed_from in unsaved:
+            lost.append(r.change)
+            if not r.unrecorded:
+                results[i] = dataclasses.replace(r, unrecorded=True)
+    return lost

@@ -542,6 +542,103 @@ def test_a_lease_that_expired_behind_a_stalled_push_is_noticed_and_stops_the_run
     assert show(origin, f"refs/heads/{BRANCH}:state.json") is None
 
 
+# -- what an apply says when its git state cannot be written (adversarial pass 6, item 3) ----
+
+
+def _three(root: Path) -> None:
+    from tests.support.gitops_repo import registry_doc
+
+    (root / "registries.d" / "a.yaml").write_text("---\n".join(
+        registry_doc("HelmRegistry", n, f"endpoint: https://{n}.example.com") for n in ("a", "b", "c")))
+
+
+def _refuse_pushes(origin: Path) -> None:
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'simulated network failure' >&2\nexit 1\n")
+    hook.chmod(0o755)
+
+
+def _apply_three(tmp_path: Path, origin: Path, monkeypatch, create=None):
+    from reconciler.apply import apply_plan
+    from reconciler.plan import make_plan
+    from reconciler.targets.local import LocalTarget
+    from reconciler.validation import load_and_validate
+
+    monkeypatch.setenv("RECONCILER_STATE_COMMIT_SECONDS", "600")  # one commit, at the end
+    work = clone(tmp_path, origin, "work")
+    _three(work)
+    store = GitBranchStateStore(work)
+
+    class Target(LocalTarget):
+        def create(self, reg, values):
+            uid = super().create(reg, values)
+            if create:
+                create(reg, store)
+            return uid
+
+    target = Target(tmp_path / "tenant.db", base_dir=tmp_path)
+    state = store.read()
+    plan = make_plan(load_and_validate(work).desired.registries, state, target.list())
+    try:
+        return apply_plan(plan, target, store, state, {}), target.list()
+    finally:
+        target.close()
+
+
+def test_a_final_git_state_write_that_fails_names_what_reached_the_target_unrecorded(tmp_path: Path, origin: Path,
+                                                                                      monkeypatch) -> None:
+    """The remote refuses the apply's only commit: nothing reached the branch, and all three
+    creates reached the target. The error said 'the changes already recorded are kept and the
+    next run reads them' and named none of them."""
+    _refuse_pushes(origin)
+    with pytest.raises(StateError) as info:
+        _apply_three(tmp_path, origin, monkeypatch)
+    assert str(info.value) == (
+        f"git:{BRANCH}: the state could not be written at the end of the apply (git:{BRANCH}: cannot push to origin: "
+        "[remote rejected] (pre-receive hook declined)); nothing this apply did is recorded. Reached the target but "
+        "NOT recorded: create HelmRegistry/a, create HelmRegistry/b, create HelmRegistry/c. The next plan finds them "
+        "again (a created registry is adopted by name)")
+    assert show(origin, f"refs/heads/{BRANCH}") is None
+
+
+def test_a_git_state_write_failing_mid_apply_names_the_whole_uncommitted_window(tmp_path: Path, origin: Path,
+                                                                                monkeypatch) -> None:
+    """b's record brings a commit, which the remote refuses: a, recorded by the same window, is
+    as unrecorded as b, though only b said so."""
+    def on_create(reg, store):
+        if reg.name == "b":
+            _refuse_pushes(origin)
+            store._interval = 0  # b's record commits the window
+
+    res, _ = _apply_three(tmp_path, origin, monkeypatch, on_create)
+    assert [(r.change.name, r.ok, r.unrecorded, r.skipped) for r in res.results] == [
+        ("a", True, True, False), ("b", False, True, False), ("c", False, False, True)]
+    assert show(origin, f"refs/heads/{BRANCH}") is None
+
+
+def test_the_cli_names_what_reached_the_target_when_the_remote_refuses_every_push_after_the_lock(
+        tmp_path: Path) -> None:
+    from tests.support.gitops_repo import registry_doc, run, seeded_clone
+
+    origin, work = seeded_clone(tmp_path, {"h.yaml": "---\n".join(
+        registry_doc("HelmRegistry", n, f"endpoint: https://{n}.example.com") for n in ("a", "b"))})
+    count = tmp_path / "pushes"
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\nn=$(($(cat {count} 2>/dev/null || echo 0) + 1)); echo $n > {count}\n"
+                    "[ $n -gt 1 ] && { echo 'simulated network failure' >&2; exit 1; }\nexit 0\n")
+    hook.chmod(0o755)
+    res = run(work, "--state", f"git:{BRANCH}", env={"RECONCILER_LEASE_SECONDS": "2"})
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "create HelmRegistry/a: done" in res.stdout and "create HelmRegistry/b: done" in res.stdout
+    assert ("nothing this apply did is recorded. Reached the target but NOT recorded: create HelmRegistry/a, create "
+            "HelmRegistry/b. The next plan finds them again (a created registry is adopted by name)") in res.stderr
+    assert "the next run reads them" not in res.stderr
+    hook.unlink()
+    rerun = run(work, "--state", f"git:{BRANCH}", "--lock-timeout", "20")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "adopt HelmRegistry/a: done" in rerun.stdout and "adopt HelmRegistry/b: done" in rerun.stdout
+
+
 # -- the lease (issue #10.1) ---------------------------------------------------------------
 
 

@@ -450,6 +450,12 @@ class StateStore(ABC):
     def finish(self, state: State, message: str) -> None:
         """After the last change: everything recorded is in the state document."""
 
+    def unsaved(self) -> list[Key]:
+        """The keys of what ``record`` took that no write has stored yet, oldest first: the git
+        store's changes since its last commit. The file store stores each entry before
+        ``record`` returns (a fsynced journal line), so it has none."""
+        return []
+
     _uids: tuple[State, UidIndex] | None = None
 
     def _refuse_unreadable(self, state: State, entry: dict[str, Any]) -> None:

@@ -39,11 +39,12 @@ from git.objects.fun import tree_entries_from_data, tree_to_stream
 from gitdb import IStream
 
 from reconciler.errors import StateConflict, StateError, StateLocked
-from reconciler.model import load_json
+from reconciler.model import Key, load_json
 from reconciler.state.base import (
     MAX_STATE_BYTES,
     State,
     StateStore,
+    entry_key,
     free_text_scrubber,
     note,
     signature_problem,
@@ -146,7 +147,7 @@ class GitBranchStateStore(StateStore):
         self._lease: Lease | None = None
         self._lapsed = ""  # why this run no longer holds its lock: its lease expired before it was renewed
         self._last_commit = 0.0
-        self._pending = 0
+        self._pending: list[Key] = []  # what record took since the last commit
         self._interval = COMMIT_INTERVAL
         self._timeout = _network_timeout()
         self.lock_path = Path(self.repo.common_dir) / "reconciler" / f"{branch.replace('/', '%')}.lock"
@@ -740,22 +741,25 @@ class GitBranchStateStore(StateStore):
             if self._locked:
                 self._run_seen = (state.lineage, state.serial)
             self._last_commit = time.monotonic()
-            self._pending = 0
+            self._pending = []
 
     # -- recording an apply: one commit at the end, and at most every COMMIT_INTERVAL --------
 
     def begin(self, state: State, message: str) -> None:
         self._last_commit = time.monotonic()
-        self._pending = 0
+        self._pending = []
         self._interval = _commit_interval()
 
     def record(self, state: State, entry: dict[str, Any], message: str) -> None:
         self._refuse_unreadable(state, entry)  # now, not at the next commit: it would refuse the whole window
         self._refuse_lapsed()  # at each change, not at the next commit: the apply stops before the next one
-        self._pending += 1
+        self._pending.append(entry_key(entry))
         if time.monotonic() - self._last_commit >= self._interval:
             state.serial += 1
             self.write(state, message)
+
+    def unsaved(self) -> list[Key]:
+        return list(self._pending)
 
     def finish(self, state: State, message: str) -> None:
         if self._pending:
