@@ -12,6 +12,12 @@ REF NEW OLD``. A lost race raises ``StateConflict``: re-read and re-plan, never 
 so it holds between machines (CI runners), plus a flock in the git directory that keeps two
 processes of one clone from interleaving their git calls.
 
+The remote is ``RECONCILER_STATE_REMOTE``, else ``origin``; a repository that has remotes but
+not that one is refused (the state would live in one clone only), one with none keeps the
+state on its local branch and says so. Every fetch and push ends within
+``RECONCILER_GIT_TIMEOUT`` seconds (a remote that stops answering held the run, and the lock,
+for ever); a run whose lease expired unrenewed meanwhile writes nothing more.
+
 Continuity (issue #9.4): the clone remembers the last state it accepted in
 ``refs/reconciler/seen/BRANCH`` (a ref ``git fetch`` does not move). A branch whose state
 went back to a lower serial of the same lineage is refused at ``read``; a state of another
