@@ -191,7 +191,8 @@ def path_problem(ref: str, base_dir: Path, roots: Sequence[str] | None, *, limit
         allowed = [repo, *(os.path.realpath(r) for r in usable)]
         inside = [a for a in allowed if _under(real, a)]
         if not inside:
-            how = " (through a symbolic link)" if _under(lexical, repo) or any(_under(lexical, r) for r in usable) else ""
+            linked = _under(lexical, repo) or any(_under(lexical, r) for r in usable)
+            how = " (through a symbolic link)" if linked else ""
             listed = ", ".join(roots) if roots else "none listed"
             return (f"is outside the repository{how}; files are read only from the repository or from "
                     f"Settings.spec.secretRoots ({listed})")

@@ -15,8 +15,9 @@ import re
 # (DerivedCoreProperties.txt: soft hyphen, combining grapheme joiner, Hangul fillers, Mongolian
 # and other variation selectors, zero-width characters, invisible operators, BOM, tags) and the
 # braille blank (U+2800, not default-ignorable but drawn as nothing): what renders as nothing,
-# so that "Bit\u00adnami" cannot pass for "Bitnami" (adversarial passes 6 and 7). The schema's patterns use the same set (as \\uXXXX escapes, for editors' JavaScript
-# regexes too), less the characters beyond U+FFFF, which validation refuses all the same.
+# so that "Bit\u00adnami" cannot pass for "Bitnami" (adversarial passes 6 and 7). The schema's
+# patterns use the same set (as \\uXXXX escapes, for editors' JavaScript regexes too), less the
+# characters beyond U+FFFF, which validation refuses all the same.
 _CONTROL_CLASS = (
     "\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
     "\u2028-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb"

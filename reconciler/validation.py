@@ -875,7 +875,8 @@ def load_and_validate(
             # adversarial pass 6, item 7: the same-looking name in decomposed form is another name
             # (a file saved by another editor would be planned as a delete and a create)
             marks = ", ".join(dict.fromkeys(f"U+{ord(ch):04X}" for ch in name if unicodedata.combining(ch)))
-            fail(c, ("metadata", "name"), f"metadata.name: not in Unicode NFC form (combining {marks or 'characters'}): "
+            fail(c, ("metadata", "name"),
+                 f"metadata.name: not in Unicode NFC form (combining {marks or 'characters'}): "
                  "it looks like its composed form but is another name; write it composed (NFC)", "name-form")
         if isinstance(name, str) and scope in SCOPES:
             folded = name.lower() if name.isascii() else unicodedata.normalize("NFKC", name).casefold()
@@ -913,8 +914,8 @@ def load_and_validate(
                     c,
                     ("metadata", "name"),
                     f"metadata.name {show(name)} differs from the built-in default registry "
-                    f"{defaults_folded[(c.kind, folded)]!r} of profile {effective} only in letter case or character forms; "
-                    "choose a name a reviewer can tell apart",
+                    f"{defaults_folded[(c.kind, folded)]!r} of profile {effective} only in letter case or "
+                    "character forms; choose a name a reviewer can tell apart",
                     "default-collision",
                 )
         if scope == "system" and effective not in SYSTEM_SCOPE_PROFILES:

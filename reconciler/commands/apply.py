@@ -83,7 +83,8 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
     if res.unrecorded or any(r.skipped for r in res.results):
         titles = ", ".join(f"{r.change.action} {r.change.title}" for r in res.unrecorded) or "none"
         err.write(f"state: {store.description} could not be written; the apply stopped. Reached the target "
-                  f"but not recorded: {titles}. The next plan finds them again (a created registry is adopted by name).\n")
+                  f"but not recorded: {titles}. The next plan finds them again (a created registry is adopted "
+                  "by name).\n")
     if failed or not opts.quiet:
         err.write(f"Apply: {ok} change(s) applied, {failed} failed\n")
     return EXIT_FAIL if failed else _blocked_exit(plan, err)
