@@ -1129,3 +1129,22 @@ def test_a_state_blob_over_the_bound_is_refused_unread(tmp_path: Path, origin: P
         store.read()
     monkeypatch.setattr(git_store, "MAX_STATE_BYTES", 1 << 20)
     assert store.read().records == {}
+
+
+def test_git_never_waits_for_credentials_typed_at_a_terminal(tmp_path: Path, origin: Path) -> None:
+    """A CI run whose remote asks for credentials must fail at once, not wait on a prompt: the
+    git commands that talk to the remote run with GIT_TERMINAL_PROMPT=0 and ssh in batch mode.
+    The remote here is git's ext:: transport, a command that runs with git's environment."""
+    work = clone(tmp_path, origin, "work")
+    store = GitBranchStateStore(work)
+    state = store.read()
+    seen = tmp_path / "env.txt"
+    helper = tmp_path / "remote.sh"
+    helper.write_text(f'#!/bin/sh\necho "prompt=$GIT_TERMINAL_PROMPT ssh=$GIT_SSH_COMMAND" > {seen}\nexit 1\n')
+    helper.chmod(0o755)
+    git(work, "config", "protocol.ext.allow", "always")
+    git(work, "remote", "set-url", "origin", f"ext::{helper}")
+    with pytest.raises(StateError):
+        store.write(bump(store, state, "a"), "apply")
+    said = seen.read_text()
+    assert "prompt=0" in said and "BatchMode=yes" in said, said

@@ -257,7 +257,9 @@ class GitBranchStateStore(StateStore):
             # an HTTP transfer that moves (almost) nothing for half the time is given up by git itself
             config += ["-c", "http.lowSpeedLimit=1", "-c", f"http.lowSpeedTime={max(1, int(self._timeout / 2))}"]
         if not (env.get("GIT_SSH_COMMAND") or env.get("GIT_SSH") or reader.has_option("core", "sshCommand")):
-            env["GIT_SSH_COMMAND"] = "ssh -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
+            env["GIT_SSH_COMMAND"] = "ssh -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o BatchMode=yes"
+        # a run in CI must never wait for credentials typed at a terminal: git says so and stops
+        env.setdefault("GIT_TERMINAL_PROMPT", "0")
         proc = subprocess.Popen(["git", *config, *args], cwd=self.repo.working_dir, env=env, text=True,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)
