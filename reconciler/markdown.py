@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.model import is_secret_ref
 from reconciler.plan import ADOPT, CREATE, DELETE, NOOP, REPLACE, SYMBOLS, UPDATE, Change, FieldChange, Plan
+from reconciler.text import reads_as_json
 
 if TYPE_CHECKING:
     from reconciler.apply import ChangeResult
@@ -70,7 +71,7 @@ def _value(value: Any, sensitive: bool = False) -> str:
     if value is None:
         return "(none)"
     if (isinstance(value, str) and _BARE.fullmatch(value) and value.isprintable() and value not in _MARKERS
-            and not _json_literal(value)):
+            and not reads_as_json(value)):
         return value
     text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
     return "".join(ch if ch.isprintable() and ch not in "`…" else _json_escape(ch) for ch in text)
@@ -78,17 +79,6 @@ def _value(value: Any, sensitive: bool = False) -> str:
 
 _BARE = re.compile(r"[^\s\"'`<>|…]+")
 _MARKERS = ("(none)", _SENSITIVE)
-
-
-def _json_literal(text: str) -> bool:
-    """``1``, ``true``, ``[1]``: a string that, shown bare, would read as a number, a list..."""
-    if text[:1] not in "-0123456789[{tfnNI":
-        return False
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _json_escape(ch: str) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from reconciler.plan import NOOP, SYMBOLS, Change, FieldChange, Plan
-from reconciler.text import escape
+from reconciler.text import escape, reads_as_json
 
 PLAN_FORMAT_VERSION = 1
 
@@ -22,7 +22,10 @@ def _value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):  # a value the target reports (drift) may hold ESC or a newline: escaped
-        return json.dumps(v) if v == "" or v.strip() != v else escape(v)
+        # quoted when bare it would read as another value: "1" and 1, "true" and true (the plan's
+        # own markers, "(sensitive)", "(changed)", stay bare)
+        quoted = v == "" or v.strip() != v or reads_as_json(v)
+        return json.dumps(v) if quoted else escape(v)
     return json.dumps(v, sort_keys=True)
 
 

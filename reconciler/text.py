@@ -70,3 +70,17 @@ def header_safe(value: str) -> bool:
     (RFC 6750's b64token for a bearer token; an API key of other characters cannot be sent,
     and httpx raises ``UnicodeEncodeError`` deep inside, or strips the blanks at its ends)."""
     return value.isascii() and value.isprintable() and " " not in value
+
+
+def reads_as_json(text: str) -> bool:
+    """``1``, ``true``, ``[1]``: a string that, shown bare, would read as a number, a list...
+    (a plan then shows it quoted: the string "1" and the number 1 are two values)."""
+    if text[:1] not in "-0123456789[{tfnNI":
+        return False
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True

@@ -65,3 +65,16 @@ def test_validate_markdown_cells_are_inert_text(tmp_path: Path) -> None:
     assert table[0] == ["location", "severity", "rule", "message"]
     assert any("</td></tr></table><details><summary>x|y" in row[3] for row in table[1:]), table
     assert all(re.fullmatch(r"registries\.d/a\.yaml:\d+:\d+", row[0]) for row in table[1:]), table
+
+
+@pytest.mark.parametrize("old,new", [("1", 1), ("true", True), ("null", None), ("[1]", [1]),
+                                     ("1.5", 1.5), ("abc", "abc ")])
+def test_the_text_plan_never_shows_two_values_alike(old, new) -> None:
+    """Adversarial pass 6 (left open there): the text plan showed the string "1" and the number
+    1 alike, so a change of type only read as "f: 1 -> 1"."""
+    from reconciler.plan import UPDATE, FieldChange
+    from reconciler.render import field_line
+
+    line = field_line(FieldChange("f", old, new), UPDATE)
+    shown_old, shown_new = line.split(": ", 1)[1].split(" -> ")
+    assert shown_old != shown_new, line
