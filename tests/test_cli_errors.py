@@ -533,3 +533,19 @@ def test_a_state_in_a_separate_git_dir_is_refused(tmp_path: Path):
     _fails(run(root, "--state", str(gd / "index")), "--state", "inside a git directory")
     assert not (gd / "index.lock").exists()
     git(root, "add", "-A")
+
+
+@pytest.mark.parametrize("args", [("--dry-run", "--format", "json"), ("--format", "json")], ids=["plan", "apply"])
+def test_a_json_caller_gets_a_json_document_when_the_state_or_target_fails(tmp_path: Path, args):
+    """Left open by the fix above: a failure after loading (a corrupt state here; an API error,
+    the lock) left stdout empty under --format json. It holds one document saying why now (the
+    definitions were valid); nothing was planned or changed."""
+    root = _repo(tmp_path / "repo")
+    (root / ".reconciler").mkdir(exist_ok=True)
+    (root / ".reconciler" / "state.json").write_text("{not json")
+    res = run(root, *args)
+    assert res.returncode == 1, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["valid"] is True and doc["has_changes"] is False and "state" in doc["error"], doc
+    assert doc["error"] in res.stderr  # the log says it too
+    assert (root / ".reconciler" / "state.json").read_text() == "{not json"  # never overwritten
