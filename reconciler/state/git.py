@@ -57,7 +57,7 @@ from reconciler.state.base import (
     state_mac,
     unsigned_note,
 )
-from reconciler.state.lease import MAX_LEASE_BYTES, CorruptLease, Lease, lease_seconds
+from reconciler.state.lease import MAX_LEASE_BYTES, CorruptLease, Lease, env_seconds, lease_seconds
 from reconciler.state.lock import exclusive
 from reconciler.testhooks import checkpoint
 
@@ -84,16 +84,7 @@ NETWORK_TIMEOUT = 120.0
 
 def _network_timeout() -> float:
     """``RECONCILER_GIT_TIMEOUT`` (1 to 3600) overrides NETWORK_TIMEOUT."""
-    raw = os.environ.get("RECONCILER_GIT_TIMEOUT", "").strip()
-    if not raw:
-        return NETWORK_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 1.0 <= value <= 3600.0:  # also refuses nan
-        raise StateError("RECONCILER_GIT_TIMEOUT must be a number of seconds from 1 to 3600")
-    return value
+    return env_seconds("RECONCILER_GIT_TIMEOUT", NETWORK_TIMEOUT, 1.0, 3600.0)
 
 
 class _NoAnswer(Exception):
@@ -102,16 +93,7 @@ class _NoAnswer(Exception):
 
 def _commit_interval() -> float:
     """``RECONCILER_STATE_COMMIT_SECONDS`` (0 to 600) overrides COMMIT_INTERVAL (tests)."""
-    raw = os.environ.get("RECONCILER_STATE_COMMIT_SECONDS", "").strip()
-    if not raw:
-        return COMMIT_INTERVAL
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 600.0:  # also refuses nan
-        raise StateError("RECONCILER_STATE_COMMIT_SECONDS must be a number of seconds from 0 to 600")
-    return value
+    return env_seconds("RECONCILER_STATE_COMMIT_SECONDS", COMMIT_INTERVAL, 0.0, 600.0)
 
 
 class GitBranchStateStore(StateStore):

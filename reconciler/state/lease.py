@@ -39,19 +39,24 @@ MAX_FIELD_CHARS = 512  # a holder is a run URL, a host and a pid; an id a uuid
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-def lease_seconds(environ: Mapping[str, str] | None = None) -> float:
-    raw = (os.environ if environ is None else environ).get("RECONCILER_LEASE_SECONDS", "").strip()
+def env_seconds(name: str, default: float, low: float, high: float,
+                environ: Mapping[str, str] | None = None) -> float:
+    """The seconds the variable ``name`` sets (``default`` when unset or blank); a value that is
+    not a finite number from ``low`` to ``high`` is a ``StateError`` naming the range."""
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
     if not raw:
-        return DEFAULT_SECONDS
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or not MIN_SECONDS <= value <= MAX_SECONDS:
-        raise StateError(
-            f"RECONCILER_LEASE_SECONDS must be a number of seconds from {MIN_SECONDS:.0f} to {MAX_SECONDS:.0f}"
-        )
+    if not math.isfinite(value) or not low <= value <= high:
+        raise StateError(f"{name} must be a number of seconds from {low:.0f} to {high:.0f}")
     return value
+
+
+def lease_seconds(environ: Mapping[str, str] | None = None) -> float:
+    return env_seconds("RECONCILER_LEASE_SECONDS", DEFAULT_SECONDS, MIN_SECONDS, MAX_SECONDS, environ)
 
 
 def holder_identity(environ: Mapping[str, str] | None = None) -> str:
