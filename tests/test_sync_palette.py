@@ -84,11 +84,9 @@ def test_a_sync_message_that_echoes_a_secret_is_redacted_without_waiting_too(set
     assert state_of(root)["packs"]["last_sync"]["message"] == "logging in as u:(sensitive)"
 
 
-def test_a_sync_message_never_carries_the_api_key_nor_a_go_escaped_password(tmp_path: Path,
-                                                                           palette_emulator_factory):  # noqa: F811
-    """Adversarial pass 4: a sync message was redacted of the registries' secrets only, so the
-    API key in it was printed and recorded in the state (which git:BRANCH pushes), and a
-    password as Go's encoding/json writes it (& as \\u0026, < as \\u003c) was not found."""
+def _applied_basic_helm(tmp_path: Path, factory, env: dict[str, str]):
+    """A repository declaring HelmRegistry h (basic auth, password from H_PW), applied to a new
+    emulator: (root, emulator, the CLI's target arguments)."""
     root = tmp_path / "repo"
     init_repo(root)
     write_defs(root, {"r.yaml": registry_doc("HelmRegistry", "h", """
@@ -96,10 +94,19 @@ def test_a_sync_message_never_carries_the_api_key_nor_a_go_escaped_password(tmp_
         auth: {type: basic, username: bob, password: {fromEnv: H_PW}}
     """)})
     commit_all(root)
-    env = {"PALETTE_API_KEY": API_KEY, "H_PW": "Sup3r&Secret<pw>", "RECONCILER_STATE_KEY": "state-key-4b9c0d1e"}
-    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    emu = factory(seed_defaults=True, rate=50.0, burst=10.0)
     args = ["--target", "palette", "--endpoint", emu.url]
     assert run(root, *args, env=env).returncode == 0
+    return root, emu, args
+
+
+def test_a_sync_message_never_carries_the_api_key_nor_a_go_escaped_password(tmp_path: Path,
+                                                                           palette_emulator_factory):  # noqa: F811
+    """Adversarial pass 4: a sync message was redacted of the registries' secrets only, so the
+    API key in it was printed and recorded in the state (which git:BRANCH pushes), and a
+    password as Go's encoding/json writes it (& as \\u0026, < as \\u003c) was not found."""
+    env = {"PALETTE_API_KEY": API_KEY, "H_PW": "Sup3r&Secret<pw>", "RECONCILER_STATE_KEY": "state-key-4b9c0d1e"}
+    root, emu, args = _applied_basic_helm(tmp_path, palette_emulator_factory, env)
     emu.faults.sync_mode = "fail"
     emu.faults.sync_fail_message = ('upstream said {"password":"Sup3r\\u0026Secret\\u003cpw\\u003e"} apikey=' + API_KEY
                                     + " key=state-key-4b9c0d1e")
@@ -121,17 +128,8 @@ def test_a_sync_message_never_carries_a_secret_in_the_encodings_other_servers_wr
     """Adversarial pass 6: a proxy or a server that echoes the API key in base64url or hex, or
     a password as an HTML page's character references or encoded twice, had it printed and
     recorded in the state."""
-    root = tmp_path / "repo"
-    init_repo(root)
-    write_defs(root, {"r.yaml": registry_doc("HelmRegistry", "h", """
-        endpoint: https://h.example.com
-        auth: {type: basic, username: bob, password: {fromEnv: H_PW}}
-    """)})
-    commit_all(root)
     env = {"PALETTE_API_KEY": API_KEY, "H_PW": "Sup3r&Secret<pw>???"}  # its base64 holds / (base64url: _)
-    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
-    args = ["--target", "palette", "--endpoint", emu.url]
-    assert run(root, *args, env=env).returncode == 0
+    root, emu, args = _applied_basic_helm(tmp_path, palette_emulator_factory, env)
     encoded = {
         "b64url": base64.urlsafe_b64encode(b"bob:Sup3r&Secret<pw>???").decode().rstrip("="),
         "hex": API_KEY.encode().hex(),
