@@ -218,17 +218,7 @@ def test_a_replace_whose_old_registry_someone_else_deleted_does_not_claim_it_del
     since the plan read it) and then the create failed: the message must not say this apply
     deleted it (it says so only when its own DELETE did)."""
     emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
-    oci = """
-        endpoint: reg.example.com
-        provider: helm
-        baseContentPath: charts
-        sync: false
-        auth: {type: basic, username: u, password: {fromEnv: PW_1}}
-    """
-    write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci)})
-    commit_all(repo, "oci")
-    assert run(repo, *args(emu), env=env_for(emu)).returncode == 0
-    uid = FileStateStore(repo / ".reconciler/state-palette.json").read().records[("tenant", "OciRegistry", "o")].uid
+    oci, uid = _applied_basic_oci(repo, emu, sync=False)
     write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci.replace("sync: false", "sync: true"))})
     orig = emu.handle
 
@@ -310,19 +300,24 @@ def test_verbose_logs_requests_without_secrets(repo: Path, palette_emulator_fact
     scan_for_leaks([res.stdout, res.stderr])
 
 
-def test_replace_on_palette_for_sync_off_and_auth_family_change(repo: Path, palette_emulator_factory):  # noqa: F811
-    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
-    oci = """
+def _applied_basic_oci(repo: Path, emu, *, sync: bool) -> tuple[str, str]:
+    """OciRegistry o (basic auth, Helm provider) declared and applied: its spec text, its uid."""
+    oci = f"""
         endpoint: reg.example.com
         provider: helm
         baseContentPath: charts
-        sync: true
-        auth: {type: basic, username: u, password: {fromEnv: PW_1}}
+        sync: {'true' if sync else 'false'}
+        auth: {{type: basic, username: u, password: {{fromEnv: PW_1}}}}
     """
     write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci)})
     commit_all(repo, "oci")
     assert run(repo, *args(emu), env=env_for(emu)).returncode == 0
-    uid_before = FileStateStore(repo / ".reconciler/state-palette.json").read().records[("tenant", "OciRegistry", "o")].uid
+    return oci, FileStateStore(repo / ".reconciler/state-palette.json").read().records[("tenant", "OciRegistry", "o")].uid
+
+
+def test_replace_on_palette_for_sync_off_and_auth_family_change(repo: Path, palette_emulator_factory):  # noqa: F811
+    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    oci, uid_before = _applied_basic_oci(repo, emu, sync=True)
     write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci.replace("sync: true", "sync: false"))})
     plan = run(repo, *args(emu), "--dry-run", env=env_for(emu))
     assert "-/+ OciRegistry/o  (sync cannot be turned off in place)" in plan.stdout, plan.stdout
@@ -353,17 +348,7 @@ def test_a_replace_asks_the_target_first_and_says_when_the_old_registry_is_gone(
     provider asks it: OCI with sync on); a create that fails after the delete says so
     plainly, and the next apply creates it."""
     emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
-    oci = """
-        endpoint: reg.example.com
-        provider: helm
-        baseContentPath: charts
-        sync: false
-        auth: {type: basic, username: u, password: {fromEnv: PW_1}}
-    """
-    write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci)})
-    commit_all(repo, "oci")
-    assert run(repo, *args(emu), env=env_for(emu)).returncode == 0
-    uid = FileStateStore(repo / ".reconciler/state-palette.json").read().records[("tenant", "OciRegistry", "o")].uid
+    oci, uid = _applied_basic_oci(repo, emu, sync=False)
     write_defs(repo, {"o.yaml": registry_doc("OciRegistry", "o", oci.replace("sync: false", "sync: true"))})
     res = run(repo, *args(emu), env=dict(env_for(emu), PW_1="wrong"))  # the emulator's /validate refuses it
     assert res.returncode == 1, res.stdout + res.stderr
