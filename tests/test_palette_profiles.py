@@ -424,8 +424,8 @@ def test_cli_refuses_a_vertex_plan_the_tenant_does_not_allow(tmp_path: Path, emu
     assert emu.store.by_name("basic", "addons", "system") is not None
 
 
-# End to end: the runner calls Target.references for deletes and replaces; ``--allow-in-use``.
-def test_cli_h1_delete_of_a_registry_a_project_profile_uses_is_refused_then_allowed(tmp_path: Path, emu):
+def _keep_and_gone_applied(tmp_path: Path, emu):
+    """HelmRegistries keep and gone declared and applied to ``emu``: (root, keep's document, env)."""
     root = tmp_path / "repo"
     init_repo(root)
     keep = registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com\nsync: true")
@@ -434,6 +434,12 @@ def test_cli_h1_delete_of_a_registry_a_project_profile_uses_is_refused_then_allo
     commit_all(root, "two")
     env = {"PALETTE_API_KEY": API_KEY}
     assert run(root, *cli_args(emu), env=env).returncode == 0
+    return root, keep, env
+
+
+# End to end: the runner calls Target.references for deletes and replaces; ``--allow-in-use``.
+def test_cli_h1_delete_of_a_registry_a_project_profile_uses_is_refused_then_allowed(tmp_path: Path, emu):
+    root, keep, env = _keep_and_gone_applied(tmp_path, emu)
     assert profile_requests(emu) == []  # creates only: no look-up
     records = FileStateStore(root / ".reconciler/state-palette.json").read().records
     uid = records[("tenant", "HelmRegistry", "gone")].uid
@@ -456,14 +462,7 @@ def test_cli_h1_delete_of_a_registry_a_project_profile_uses_is_refused_then_allo
 def test_cli_a_delete_whose_users_cannot_be_checked_is_blocked_then_allowed(tmp_path: Path, emu):
     """The look-up fails closed: a profile whose packs cannot be read blocks the delete as a
     user does, saying it could not be checked; --allow-in-use lets a reviewed delete through."""
-    root = tmp_path / "repo"
-    init_repo(root)
-    gone = registry_doc("HelmRegistry", "gone", "endpoint: https://gone.example.com\nsync: true")
-    keep = registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com\nsync: true")
-    write_defs(root, {"keep.yaml": keep, "gone.yaml": gone})
-    commit_all(root, "two")
-    env = {"PALETTE_API_KEY": API_KEY}
-    assert run(root, *cli_args(emu), env=env).returncode == 0
+    root, keep, env = _keep_and_gone_applied(tmp_path, emu)
     emu.profiles.add_project("team-a")
     edge = emu.profiles.add_profile("edge", [], project="team-a", clusters=3)
     hide_details(emu, edge.uid)
@@ -487,14 +486,7 @@ def test_names_palette_users_choose_cannot_forge_or_erase_plan_lines(tmp_path: P
     Palette picks it) went raw into the text plan's blocked line: ESC, CR and LF erased the real
     "- HelmRegistry/gone" line and forged "No changes." in a terminal and the CI log. Every
     line quoting a target's names is escaped."""
-    root = tmp_path / "repo"
-    init_repo(root)
-    gone = registry_doc("HelmRegistry", "gone", "endpoint: https://gone.example.com\nsync: true")
-    keep = registry_doc("HelmRegistry", "keep", "endpoint: https://keep.example.com\nsync: true")
-    write_defs(root, {"keep.yaml": keep, "gone.yaml": gone})
-    commit_all(root, "two")
-    env = {"PALETTE_API_KEY": API_KEY}
-    assert run(root, *cli_args(emu), env=env).returncode == 0
+    root, keep, env = _keep_and_gone_applied(tmp_path, emu)
     uid = emu.store.by_name("helm", "gone").uid
     evil = "web\x1b[2K\r~ HelmRegistry/gone  (in place)\nNo changes. 0 to create, 0 to update, 0 to replace, 0 to delete"
     emu.profiles.add_profile(evil, [uid], clusters=3)
