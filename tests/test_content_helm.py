@@ -11,6 +11,7 @@ import yaml
 
 from reconciler.content import catalog_summary, ensure_schema, helm, sync_registry
 from tests.support.helm_repo import DATA, SHARED_HELM, HelmRepo, index_for, make_tls
+from tests.support.scripted_server import scripted  # noqa: F401 - a fixture
 
 UID = "helm-1"
 
@@ -404,21 +405,6 @@ INDEX = b"apiVersion: v1\nentries:\n  a:\n  - name: a\n    version: 1.0.0\n"
 BASIC_SPEC = {"type": "basic", "username": "alice", "password": {"fromEnv": "HELM_PW"}}
 TOKEN_SPEC = {"type": "token", "token": {"fromEnv": "HELM_TOKEN"}}
 AUTH_SECRETS = {"auth.password": "s3cret-pw", "auth.token": "tok-123"}
-
-
-@pytest.fixture
-def scripted():
-    from tests.support.scripted_server import ScriptedServer
-
-    made: list[ScriptedServer] = []
-
-    def make(route):
-        made.append(ScriptedServer(route))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
 
 
 def _flood(total: int):

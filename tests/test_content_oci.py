@@ -12,7 +12,7 @@ import pytest
 from reconciler.content import catalog_summary, ensure_schema, oci, sync_registry
 from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
 from tests.support.oci_registry import PASSWORD, USER, oci_basic, oci_plain, oci_tls  # noqa: F401
-from tests.support.scripted_server import ScriptedServer as _Scripted
+from tests.support.scripted_server import scripted  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.registry
 
@@ -393,19 +393,6 @@ def test_bearer_challenge_flow(scripted):
 
 # --------------------------------------------------------------------------- the tags pool
 # A scripted registry (tests/support/scripted_server.py).
-
-
-@pytest.fixture
-def scripted():
-    made: list[_Scripted] = []
-
-    def make(route):
-        made.append(_Scripted(route))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
 
 
 def _dist(url: str, **spec_extra) -> oci.Distribution:

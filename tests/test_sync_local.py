@@ -11,6 +11,7 @@ import pytest
 from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
 from tests.support.helm_repo import HelmRepo, index_for
 from tests.support.oci_registry import PASSWORD, USER, oci_basic  # noqa: F401
+from tests.support.scripted_server import scripted  # noqa: F401 - a fixture
 
 HELM_USER, HELM_PW = "helm-user", "helm-pw-c0ffee"
 ENV = {"HELM_PW": HELM_PW, "OCI_PW": PASSWORD}
@@ -207,21 +208,6 @@ def test_a_token_no_header_can_carry_fails_that_registry_only(tmp_path: Path, he
 
 
 # --------------------------------------------------------------------------- hostile registries
-
-
-@pytest.fixture
-def scripted():
-    from tests.support.scripted_server import ScriptedServer
-
-    made: list[ScriptedServer] = []
-
-    def make(route):
-        made.append(ScriptedServer(route))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
 
 
 def _with_hostile_oci(tmp_path: Path, helm, url: str) -> Path:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
 
 from tests.support.http_server import QuietHTTPServer
 
@@ -75,3 +79,18 @@ class ScriptedServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[Callable[..., Any]], ScriptedServer]]:
+    """``scripted(route)``: a ScriptedServer answering with ``route``; every one made is closed
+    when the test ends (import the fixture into a test module to use it)."""
+    made: list[ScriptedServer] = []
+
+    def make(route: Callable[..., Any]) -> ScriptedServer:
+        made.append(ScriptedServer(route))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
