@@ -16,6 +16,7 @@ from reconciler.markdown import (
 )
 from reconciler.model import Registry
 from reconciler.plan import ADOPT, CREATE, DELETE, NOOP, REPLACE, UPDATE, Change, FieldChange, Plan
+from tests.support.gfm import to_html as _html
 
 SECRET = "s3cr3t-value-never-shown"
 
@@ -49,14 +50,6 @@ def sample_plan() -> Plan:
         refusals=("refusing 6 deletions: more than --max-deletions 5",),
         warnings=("PackRegistry/legacy: legacy Pack registry; OCI is recommended",),
     )
-
-
-def _html(markdown: str) -> str:
-    """As GitHub renders it: cmark-gfm (GitHub's own renderer), raw HTML allowed as in comments."""
-    cmarkgfm = pytest.importorskip("cmarkgfm")
-    from cmarkgfm.cmark import Options
-
-    return cmarkgfm.github_flavored_markdown_to_html(markdown, options=Options.CMARK_OPT_UNSAFE)
 
 
 def _diff_blocks(html: str) -> list[list[str]]:

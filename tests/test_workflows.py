@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.gfm import to_html as _html
 from tests.support.github_api import BOT, HUMAN, FakeGitHub, serve_github
 from tests.support.palette_emulator import API_KEY, PaletteEmulator
 
@@ -891,13 +892,6 @@ def _load_script(name: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _html(markdown: str) -> str:
-    cmarkgfm = pytest.importorskip("cmarkgfm")
-    from cmarkgfm.cmark import Options
-
-    return cmarkgfm.github_flavored_markdown_to_html(markdown, options=Options.CMARK_OPT_UNSAFE)
 
 
 def test_fit_closes_fences_and_details_and_keeps_the_failure_report() -> None:
