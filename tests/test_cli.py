@@ -340,3 +340,19 @@ def test_a_closed_standard_output_is_an_error_and_changes_nothing(tmp_path: Path
         assert "error: standard output is closed: nothing was done" in res.stderr
         assert "internal error" not in res.stderr
         assert not (tmp_path / ".reconciler").exists()
+
+
+def test_the_fast_exit_still_runs_atexit_handlers_and_flushes_what_they_write(tmp_path: Path) -> None:
+    """The console script leaves with os._exit once its output is flushed (no teardown of the
+    plan object by object), but after the atexit handlers (logging's flush, temporary files'
+    finalizers) have run, and with what they write flushed too."""
+    code = ("import atexit, sys\n"
+            "import reconciler.cli as cli\n"
+            "atexit.register(lambda: sys.stdout.write('atexit ran\\n'))\n"
+            "sys.argv = ['reconcile', 'schema']\n"
+            "cli.entry()\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as in CI
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.rstrip().endswith("atexit ran") and '"$schema"' in res.stdout, res.stdout[-300:]
