@@ -8,8 +8,6 @@ too, whatever secrets its caller knew of.
 from __future__ import annotations
 
 import base64
-import html
-import html.entities
 import json
 import os
 import re
@@ -196,6 +194,8 @@ def _forms(value: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...
     only some messages can hold are computed when one does (``_charref_pattern``,
     ``_double_percent_forms``). The hex (lower and upper case) and the base64 cores
     (``_base64_cores``) encode the letters too: they are looked for apart."""
+    import html  # here, not at the top: a run that redacts no known value never needs it (about 1 ms)
+
     e = "surrogateescape"  # an environment value of bytes that are not UTF-8: its bytes, escaped
     raw = value.encode("utf-8", e)
     forms = {value, *_json_forms(value), *_percent_forms(value),
@@ -233,14 +233,22 @@ def _double_percent_forms(value: str) -> tuple[str, ...]:
 # in that, and a value found is masked by a pattern that takes any spelling of each of its
 # characters (``_charref_pattern``).
 _CHARREF = re.compile(r"&(?:#(?:[0-9]{1,7}|[xX][0-9a-fA-F]{1,6})|[A-Za-z][A-Za-z0-9]{1,15});")
-_NAMES = {**html.entities.name2codepoint, "apos": ord("'")}
-_NAME_OF = {cp: name for name, cp in html.entities.name2codepoint.items()} | {ord("'"): "apos"}
+
+
+@lru_cache(maxsize=1)
+def _entities() -> tuple[dict[str, int], dict[int, str]]:
+    """HTML's character names both ways (``html.entities``: imported when a message holds a
+    character reference, not by every run)."""
+    from html.entities import name2codepoint
+
+    names = {**name2codepoint, "apos": ord("'")}
+    return names, {cp: name for name, cp in name2codepoint.items()} | {ord("'"): "apos"}
 
 
 def _decode_ref(m: re.Match[str]) -> str:
     ref = m.group()
     if ref[1] != "#":
-        cp = _NAMES.get(ref[1:-1])
+        cp = _entities()[0].get(ref[1:-1])
         return chr(cp) if cp is not None else ref
     cp = int(ref[3:-1], 16) if ref[2] in "xX" else int(ref[2:-1])
     return chr(cp) if 0 < cp < 0x110000 else ref
@@ -251,6 +259,7 @@ def _charref_pattern(value: str) -> re.Pattern[str]:
     """The value with each character that is not an ASCII letter or digit spelt any way a
     character reference spells it (decimal or hex with leading zeros, hex in either case,
     its HTML name), or as itself."""
+    name_of = _entities()[1]
     parts = []
     for c in value:
         if c.isascii() and c.isalnum():
@@ -258,8 +267,8 @@ def _charref_pattern(value: str) -> re.Pattern[str]:
             continue
         hexdigits = "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{ord(c):x}")
         spellings = [re.escape(c), f"&#0*{ord(c)};", f"&#[xX]0*{hexdigits};"]
-        if ord(c) in _NAME_OF:
-            spellings.append(f"&{_NAME_OF[ord(c)]};")
+        if ord(c) in name_of:
+            spellings.append(f"&{name_of[ord(c)]};")
         parts.append(f"(?:{'|'.join(spellings)})")
     return re.compile("".join(parts))
 
