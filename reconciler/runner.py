@@ -15,14 +15,15 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from reconciler.errors import InputError, StateError
+from reconciler.errors import InputError, ReconcilerError, StateError
 from reconciler.model import Desired, Key
 from reconciler.plan import Plan, PlanOptions, SecretValues, impact_uids, make_plan
 from reconciler.secrets import (
     ca_digests,
     prehash,
+    redact_resolved,
     resolve_all,
     state_key,
     warn_missing_key,
@@ -238,6 +239,40 @@ def end_progress(err: TextIO) -> None:
     if getattr(err, "isatty", lambda: False)():
         err.write("\r\033[K")
         err.flush()
+
+
+class Watched:
+    """``out``, remembering whether anything was written to it (a JSON caller gets one document)."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner, self.written = inner, False
+
+    def write(self, text: str) -> int:
+        self.written = self.written or bool(text)
+        return self.inner.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@contextmanager
+def one_json_document(fmt: str, out: TextIO, fallback: Callable[[str], dict[str, Any]]) -> Iterator[TextIO]:
+    """``--format json``: the caller reads one JSON document from stdout, also when the command
+    fails before writing its own (no registries.d/, the state, the target, the lock): then
+    ``fallback(error)``, the error's words redacted, is that document (stderr says it too, and
+    the exit code is the error's). Any other format: ``out`` itself, untouched."""
+    if fmt != "json":
+        yield out
+        return
+    watched = Watched(out)
+    try:
+        yield cast("TextIO", watched)
+    except ReconcilerError as exc:
+        if not watched.written:
+            from reconciler import render
+
+            render.write_json(fallback(redact_resolved(str(exc))), out)
+        raise
 
 
 # ---------------------------------------------------------------- plan / apply

@@ -61,6 +61,7 @@ def test_without_registries_d_a_json_caller_gets_a_json_document_saying_why(tmp_
     _fails(res, "no registries.d/ directory in repo")
     doc = json.loads(res.stdout)
     assert set(doc) == keys and "no registries.d/ directory in repo" in doc["error"], doc
+    assert doc.get("valid", False) is False  # a plan's: the definitions were never read
     assert "no registries.d/ directory in repo" in res.stderr  # the log says it too
 
 
@@ -549,3 +550,35 @@ def test_a_json_caller_gets_a_json_document_when_the_state_or_target_fails(tmp_p
     assert doc["valid"] is True and doc["has_changes"] is False and "state" in doc["error"], doc
     assert doc["error"] in res.stderr  # the log says it too
     assert (root / ".reconciler" / "state.json").read_text() == "{not json"  # never overwritten
+
+
+@pytest.mark.parametrize("args, keys", [
+    (["import", "--all", "--format", "json"], {"imported", "registries", "error"}),
+    (["sync", "--format", "json"], {"registries", "failed", "error"}),
+    (["status", "--format", "json"], {"state", "target", "serial", "lineage", "registries", "error"}),
+])
+def test_import_sync_and_status_give_a_json_caller_a_document_when_they_fail(tmp_path: Path, args, keys):
+    """Left alone last round: import, sync and status under --format json left stdout empty on
+    an error (stderr said why, exit 1). Each writes its own document's shape with an ``error``
+    now (what it had done by then: nothing here), and exits 1 as before; the state is untouched."""
+    root = _repo(tmp_path / "repo")
+    (root / ".reconciler").mkdir(exist_ok=True)
+    (root / ".reconciler" / "state.json").write_text("{not json")
+    res = run(root, *args)
+    assert res.returncode == 1, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert set(doc) == keys and "state" in doc["error"] and doc["registries"] == [], doc
+    assert doc["error"] in res.stderr  # the log says it too
+    assert (root / ".reconciler" / "state.json").read_text() == "{not json"  # never overwritten
+
+
+@pytest.mark.parametrize("args", [["import", "--all", "--format", "json"], ["sync", "--format", "json"]])
+def test_import_and_sync_give_a_json_caller_the_definitions_errors(tmp_path: Path, args):
+    """Invalid definitions: nothing imported or synced, and the JSON caller reads why (the
+    problems, as a plan's document gives them), not an empty stdout."""
+    root = _repo(tmp_path / "repo")
+    write_defs(root, {"bad.yaml": "apiVersion: reconciler/v1\nkind: HelmRegistry\nmetadata:\n  name: x\nspec: {}\n"})
+    res = run(root, *args)
+    assert res.returncode == 1, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["registries"] == [] and doc["errors"] and doc["errors"][0]["file"].endswith("bad.yaml"), doc

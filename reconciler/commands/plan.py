@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO
 
 from reconciler import render
-from reconciler.errors import InputError, ReconcilerError
+from reconciler.errors import InputError
 from reconciler.model import Desired, Key
 from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan
 from reconciler.runner import (
@@ -21,6 +21,7 @@ from reconciler.runner import (
     _warn_secrets,
     build_store,
     md_header,
+    one_json_document,
 )
 from reconciler.secrets import known_values, present
 from reconciler.state.base import StateStore
@@ -32,44 +33,17 @@ if TYPE_CHECKING:
 
 
 def run_reconcile(opts: Options, out: TextIO, err: TextIO, *, dry_run: bool, preflight: bool = False) -> int:
-    try:
-        result = _load(opts, require_definitions=True)
-    except ReconcilerError as exc:  # no registries.d/, a --ref that names no commit, ...
-        if opts.fmt == "json":  # a JSON caller reads why from stdout; stderr says it too
-            _json_error(exc, out, valid=False)
-        raise
-    if opts.fmt != "json":
+    loaded = False  # a JSON caller reads "valid": false when the definitions could not be read at all
+
+    def why(error: str) -> dict[str, Any]:
+        """Why nothing was planned: the plan's shape, no changes known."""
+        return {"format_version": render.PLAN_FORMAT_VERSION, "has_changes": False, "valid": loaded, "errors": [],
+                "error": error}
+
+    with one_json_document(opts.fmt, out, why) as out:
+        result = _load(opts, require_definitions=True)  # no registries.d/, a --ref that names no commit, ...
+        loaded = True
         return _run_loaded(opts, result, out, err, dry_run=dry_run, preflight=preflight)
-    watched = _Watched(out)
-    try:
-        return _run_loaded(opts, result, cast(TextIO, watched), err, dry_run=dry_run, preflight=preflight)
-    except ReconcilerError as exc:  # the target, the state, the lock: why, unless a document was written
-        if not watched.written:
-            _json_error(exc, out, valid=True)
-        raise
-
-
-class _Watched:
-    """``out``, remembering whether anything was written to it (a JSON caller gets one document)."""
-
-    def __init__(self, inner: TextIO) -> None:
-        self.inner, self.written = inner, False
-
-    def write(self, text: str) -> int:
-        self.written = self.written or bool(text)
-        return self.inner.write(text)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-def _json_error(exc: ReconcilerError, out: TextIO, *, valid: bool) -> None:
-    """Why nothing was planned, as the one JSON document a ``--format json`` caller reads
-    (stderr says it too): the plan's shape, no changes known, the error's words redacted."""
-    from reconciler.secrets import redact_resolved
-
-    render.write_json({"format_version": render.PLAN_FORMAT_VERSION, "has_changes": False, "valid": valid,
-                       "errors": [], "error": redact_resolved(str(exc))}, out)
 
 
 def _run_loaded(opts: Options, result: LoadResult, out: TextIO, err: TextIO, *, dry_run: bool, preflight: bool) -> int:
