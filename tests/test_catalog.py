@@ -134,6 +134,13 @@ def test_unknown_registry_no_match_and_no_database_are_clear_errors(repo: Path, 
     assert res.returncode == 1 and "local target" in res.stderr
     for r in (res,):
         assert "Traceback" not in r.stderr
+    # a JSON caller reads why from stdout too: one document of the catalog's shape
+    for args, why in ((("--registry", "nope"), "unknown registry nope"), (("--target", "palette"), "local target")):
+        res = catalog(repo, *args, "--format", "json")
+        doc = json.loads(res.stdout)
+        assert res.returncode == 1 and why in doc["error"] and doc["entries"] == [], doc
+    res = run(empty, "catalog", "--format", "json")
+    assert res.returncode == 1 and "no local catalog" in json.loads(res.stdout)["error"]
 
 
 def test_catalog_opens_the_database_read_only(repo: Path):

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from reconciler import render
 from reconciler.content.query import KINDS, SHORT, Entry, RegistryInfo, query, registries
 from reconciler.errors import InputError
+from reconciler.runner import one_json_document
 from reconciler.targets.local import open_snapshot
 from reconciler.text import escape
 
@@ -54,28 +55,33 @@ def run_catalog(
     out: TextIO,
     err: TextIO,
 ) -> int:
-    if target != "local":
-        raise InputError(
-            "the catalog holds what `reconcile sync` fetched on the local target; "
-            "Palette keeps the content of its registries itself (see the Palette UI or API)"
-        )
-    conn = _open(db)
-    try:
-        regs = registries(conn)
-        if names:
-            known = {r.name for r in regs}
-            unknown = sorted(set(names) - known)
-            if unknown:
-                listed = ", ".join(sorted(known)) or "none"
-                raise InputError(f"unknown registry {', '.join(map(_printable, unknown))} (registries: {listed})")
-            regs = [r for r in regs if r.name in names]
-        if kinds:
-            regs = [r for r in regs if SHORT.get(r.kind) in kinds]
-        entries = query(conn, regs, pattern=pattern, version=version, kinds=kinds)
-    except sqlite3.Error as exc:
-        raise InputError(f"{db}: cannot read the catalog ({exc})") from exc
-    finally:
-        conn.close()
+    def why(error: str) -> dict[str, Any]:
+        return {"catalog_format_version": CATALOG_FORMAT_VERSION, "query": pattern, "version": version,
+                "registries": [], "entries": [], "error": error}
+
+    with one_json_document(fmt, out, why):
+        if target != "local":
+            raise InputError(
+                "the catalog holds what `reconcile sync` fetched on the local target; "
+                "Palette keeps the content of its registries itself (see the Palette UI or API)"
+            )
+        conn = _open(db)
+        try:
+            regs = registries(conn)
+            if names:
+                known = {r.name for r in regs}
+                unknown = sorted(set(names) - known)
+                if unknown:
+                    listed = ", ".join(sorted(known)) or "none"
+                    raise InputError(f"unknown registry {', '.join(map(_printable, unknown))} (registries: {listed})")
+                regs = [r for r in regs if r.name in names]
+            if kinds:
+                regs = [r for r in regs if SHORT.get(r.kind) in kinds]
+            entries = query(conn, regs, pattern=pattern, version=version, kinds=kinds)
+        except sqlite3.Error as exc:
+            raise InputError(f"{db}: cannot read the catalog ({exc})") from exc
+        finally:
+            conn.close()
     synced = [r for r in regs if r.synced]
     if fmt == "json":
         render.write_json({
