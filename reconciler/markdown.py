@@ -28,7 +28,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reconciler.model import is_secret_ref
-from reconciler.plan import ADOPT, CREATE, DELETE, NOOP, REPLACE, SYMBOLS, UPDATE, Change, FieldChange, Plan
+from reconciler.plan import (
+    ADOPT,
+    CREATE,
+    DELETE,
+    NOOP,
+    REPLACE,
+    SYMBOLS,
+    UPDATE,
+    Change,
+    FieldChange,
+    Marker,
+    Plan,
+    looks_marked,
+)
 from reconciler.text import reads_as_json
 
 if TYPE_CHECKING:
@@ -70,15 +83,20 @@ def _value(value: Any, sensitive: bool = False) -> str:
         return _SENSITIVE
     if value is None:
         return "(none)"
-    if (isinstance(value, str) and _BARE.fullmatch(value) and value.isprintable() and value not in _MARKERS
+    if isinstance(value, Marker):  # the plan's own word: bare (a CA file's name in it escaped as below)
+        return _printable(value)
+    if (isinstance(value, str) and _BARE.fullmatch(value) and value.isprintable() and not looks_marked(value)
             and not reads_as_json(value)):
         return value
-    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return _printable(json.dumps(value, sort_keys=True, default=str, ensure_ascii=False))
+
+
+def _printable(text: str) -> str:
+    """``text`` with what is not printable, a backtick and ``…`` (the cut mark) as JSON escapes."""
     return "".join(ch if ch.isprintable() and ch not in "`…" else _json_escape(ch) for ch in text)
 
 
 _BARE = re.compile(r"[^\s\"'`<>|…]+")
-_MARKERS = ("(none)", _SENSITIVE)
 
 
 def _json_escape(ch: str) -> str:

@@ -38,6 +38,23 @@ SYMBOLS = {CREATE: "+", UPDATE: "~", REPLACE: "-/+", DELETE: "-", ADOPT: "=", NO
 APPLY_ORDER = {DELETE: 0, REPLACE: 1, CREATE: 2, ADOPT: 3, UPDATE: 4, NOOP: 5}
 
 
+class Marker(str):
+    """The plan's own word in place of a value it does not show: ``(sensitive)``, ``(changed)``,
+    ``(unknown)``, what a CA file held. Equal to its text (JSON writes it as a string); a
+    renderer shows it bare, and quotes a registry's value that reads like one (``looks_marked``),
+    so that a password field literally ``(sensitive)`` cannot pass for a masked one."""
+
+    __slots__ = ()
+
+
+SENSITIVE = Marker("(sensitive)")
+
+
+def looks_marked(text: str) -> bool:
+    """Whether ``text``, shown bare, would read like one of the plan's markers."""
+    return text[:1] == "(" and text[-1:] == ")"
+
+
 @dataclass(frozen=True)
 class FieldChange:
     """One field a change sets: its dotted path, the old and new value (``sensitive``: shown masked)."""
@@ -160,7 +177,7 @@ class SecretValues:
 
 def _display(value: Any, path: str = "") -> Any:
     if is_secret_ref(value):
-        return "(sensitive)"
+        return SENSITIVE
     if path == "endpoint" and isinstance(value, str):
         # a target may report credentials typed into the URL: never in a plan or a PR comment
         bare, userinfo = split_userinfo(value)
@@ -183,8 +200,8 @@ def _field_diff(old: Mapping[str, Any], new: Mapping[str, Any], *, only_old_keys
             out.append(
                 FieldChange(
                     k,
-                    "(sensitive)" if sensitive else _display(a.get(k), k),
-                    "(sensitive)" if sensitive else _display(b.get(k), k),
+                    SENSITIVE if sensitive else _display(a.get(k), k),
+                    SENSITIVE if sensitive else _display(b.get(k), k),
                     sensitive,
                 )
             )
@@ -413,10 +430,10 @@ def make_plan(
                 recorded = rec.secret_hashes.get(path)
                 if value is not None and secret_matches(recorded, state.salt, path, value, secrets.state_key) is False:
                     if not any(f.path == path for f in fields):
-                        fields.append(FieldChange(path, "(sensitive)", "(sensitive)", True))
+                        fields.append(FieldChange(path, SENSITIVE, SENSITIVE, True))
         if fp_changed and not fields:
-            fields.append(FieldChange("spec", "(changed)", "(changed)") if trusted else
-                          FieldChange("record", "(not signed)", "(written from the definition, signed)"))
+            fields.append(FieldChange("spec", Marker("(changed)"), Marker("(changed)")) if trusted else FieldChange(
+                "record", Marker("(not signed)"), Marker("(written from the definition, signed)")))
         state_only = False
         if reg.protect != rec.protect:
             if not fields:
@@ -576,8 +593,8 @@ UNSIGNED_RECORD = ("its record is not signed with RECONCILER_STATE_KEY: written 
 _CA_PATH = "tls.caFile"
 
 
-def _ca_text(ref: Any, digest: str) -> str:
-    return f"{ref} (contents {digest[:15]})"  # "sha256:" and 8 hex digits
+def _ca_text(ref: Any, digest: str) -> Marker:
+    return Marker(f"{ref} (contents {digest[:15]})")  # "sha256:" and 8 hex digits
 
 
 def _ca_change(reg: Registry, applied: str | None, obs: ObservedRegistry, want: str) -> tuple[FieldChange, bool] | None:
@@ -590,7 +607,7 @@ def _ca_change(reg: Registry, applied: str | None, obs: ObservedRegistry, want: 
     if obs.ca_pem is not None:
         reported = ca_digest(obs.ca_pem) if obs.ca_pem else None
         if reported != want:
-            was = f"(contents {reported[:15]} on the target)" if reported else "(no CA on the target)"
+            was = Marker(f"(contents {reported[:15]} on the target)" if reported else "(no CA on the target)")
             return FieldChange(_CA_PATH, was, _ca_text(ref, want)), True
     return None
 
@@ -601,7 +618,7 @@ def _adopt(reg: Registry, obs: ObservedRegistry, reason: str = "", ca: str | Non
         ca_change = _ca_change(reg, None, obs, ca)
         if ca_change is not None:
             fields.append(ca_change[0])
-    fields += [FieldChange(p, "(unknown)", "(sensitive)", True) for p, _ in reg.secret_refs]
+    fields += [FieldChange(p, Marker("(unknown)"), SENSITIVE, True) for p, _ in reg.secret_refs]
     return Change(ADOPT, reg.key, uid=obs.uid, fields=tuple(fields), registry=reg,
                   reason=reason or "exists on the target with this name; adopted and brought to the desired spec")
 

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-from reconciler.plan import NOOP, SYMBOLS, Change, FieldChange, Plan
+from reconciler.plan import NOOP, SYMBOLS, Change, FieldChange, Marker, Plan, looks_marked
 from reconciler.text import escape, reads_as_json
 
 PLAN_FORMAT_VERSION = 1
@@ -21,10 +21,12 @@ def _value(v: Any) -> str:
         return "(none)"
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, Marker):  # the plan's own word, "(sensitive)", "(changed)": bare
+        return escape(v)
     if isinstance(v, str):  # a value the target reports (drift) may hold ESC or a newline: escaped
-        # quoted when bare it would read as another value: "1" and 1, "true" and true (the plan's
-        # own markers, "(sensitive)", "(changed)", stay bare)
-        quoted = v == "" or v.strip() != v or reads_as_json(v)
+        # quoted when bare it would read as another value: "1" and 1, "true" and true, a
+        # registry's "(sensitive)" and the plan's marker
+        quoted = v == "" or v.strip() != v or reads_as_json(v) or looks_marked(v)
         return json.dumps(v) if quoted else escape(v)
     return json.dumps(v, sort_keys=True)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import render
+from reconciler.plan import SENSITIVE, UPDATE, FieldChange, Marker
 from tests.support.gfm import tables, to_html
 
 SPOOF = ("index: 401 <br></td></tr></tbody></table>\n\n## reconcile sync: 1 ok, 0 failed\n\n"
@@ -68,13 +69,33 @@ def test_validate_markdown_cells_are_inert_text(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("old,new", [("1", 1), ("true", True), ("null", None), ("[1]", [1]),
-                                     ("1.5", 1.5), ("abc", "abc ")])
+                                     ("1.5", 1.5), ("abc", "abc "), ("(sensitive)", SENSITIVE),
+                                     ("(changed)", Marker("(changed)")), ("(none)", None)])
 def test_the_text_plan_never_shows_two_values_alike(old, new) -> None:
     """Adversarial pass 6 (left open there): the text plan showed the string "1" and the number
     1 alike, so a change of type only read as "f: 1 -> 1"."""
-    from reconciler.plan import UPDATE, FieldChange
     from reconciler.render import field_line
 
     line = field_line(FieldChange("f", old, new), UPDATE)
     shown_old, shown_new = line.split(": ", 1)[1].split(" -> ")
     assert shown_old != shown_new, line
+
+
+def test_a_registry_value_that_reads_like_a_marker_is_quoted_in_every_plan() -> None:
+    """Left alone last round: the plan's own words ((sensitive), (changed)) were shown bare, and
+    so was a registry's value with the same text: a username literally "(sensitive)" read as a
+    masked one. The plan's markers are ``Marker`` values now: bare; a value that reads like one
+    is quoted, in the text plan and the pull-request comment alike."""
+    from reconciler.markdown import field_lines
+    from reconciler.render import field_line
+
+    change = FieldChange("auth.username", "(sensitive)", "(changed)")
+    assert field_line(change, UPDATE) == 'auth.username: "(sensitive)" -> "(changed)"'
+    assert [line[2:] for line in field_lines(change, UPDATE)] == ['auth.username: "(sensitive)"',
+                                                                  'auth.username: "(changed)"']
+    masked = FieldChange("auth.password", SENSITIVE, SENSITIVE, True)
+    assert field_line(masked, UPDATE) == "auth.password: (sensitive) -> (sensitive)"
+    marker = FieldChange("record", Marker("(not signed)"), Marker("(written from the definition, signed)"))
+    assert field_line(marker, UPDATE) == "record: (not signed) -> (written from the definition, signed)"
+    assert [line[2:] for line in field_lines(marker, UPDATE)] == ["record: (not signed)",
+                                                                  "record: (written from the definition, signed)"]
