@@ -480,6 +480,39 @@ def test_a_push_the_remote_never_answers_is_stopped_after_the_timeout(tmp_path: 
     assert show(origin, f"refs/heads/{BRANCH}") is None
 
 
+def test_a_push_that_landed_but_whose_answer_timed_out_does_not_block_the_next_write(
+        tmp_path: Path, origin: Path, monkeypatch) -> None:
+    """Left alone last round: a post-receive hook (or the network) stalls after the ref moved,
+    so the push times out though it landed; the run's next write (its final one, after the
+    apply stopped) said "state branch moved" for a branch only this run had moved. It sees the
+    branch holds its own commit now and writes on top; a branch someone else moved is still a
+    conflict."""
+    monkeypatch.setenv("RECONCILER_GIT_TIMEOUT", "1")
+    store = GitBranchStateStore(clone(tmp_path, origin, "work"))
+    state = store.read()
+    hook = _stalling(origin / "hooks" / "post-receive", tmp_path / "hook.pid")
+    with pytest.raises(StateError, match="did not answer within 1 s, so git push was stopped"):
+        store.write(bump(store, state, "a"), "apply: a")
+    hook.unlink()
+    [(landed, subject)] = history(origin)  # the ref moved before the hook stalled
+    assert subject == "apply: a"
+    store.write(bump(store, state, "b"), "apply: b")  # not "state branch moved"
+    assert [subject for _, subject in history(origin)] == ["apply: b", "apply: a"]
+    doc = json.loads(show(origin, f"refs/heads/{BRANCH}:state.json") or "{}")
+    assert {r["name"] for r in doc["registries"]} == {"a", "b"}
+
+    # the same lost answer, but another run wrote after it: a conflict, nothing overwritten
+    _stalling(origin / "hooks" / "post-receive", tmp_path / "hook2.pid")
+    with pytest.raises(StateError, match="did not answer within 1 s"):
+        store.write(bump(store, state, "c"), "apply: c")
+    (origin / "hooks" / "post-receive").unlink()
+    other = GitBranchStateStore(clone(tmp_path, origin, "other"))
+    other.write(bump(other, other.read(), "d"), "other: d")
+    with pytest.raises(StateConflict):
+        store.write(bump(store, state, "e"), "apply: e")
+    assert history(origin)[0][1] == "other: d"
+
+
 def test_a_fetch_the_remote_never_answers_is_stopped_after_the_timeout(tmp_path: Path, origin: Path,
                                                                        monkeypatch) -> None:
     monkeypatch.setenv("RECONCILER_GIT_TIMEOUT", "1")

@@ -136,6 +136,7 @@ class GitBranchStateStore(StateStore):
         self._lapsed = ""  # why this run no longer holds its lock: its lease expired before it was renewed
         self._last_commit = 0.0
         self._pending: list[Key] = []  # what record took since the last commit
+        self._unanswered: str | None = None  # our commit whose push timed out: it may have landed
         self._interval = COMMIT_INTERVAL
         self._timeout = _network_timeout()
         self.lock_path = Path(self.repo.common_dir) / "reconciler" / f"{branch.replace('/', '%')}.lock"
@@ -711,20 +712,13 @@ class GitBranchStateStore(StateStore):
         with self._mutex:
             self._refuse_lapsed()
             self._check(state)
-            doc = state.to_json()
-            if self.key:
-                doc["parent_commit"] = self._base  # signed: the document belongs on top of this commit
-                doc["mac"] = state_mac(self.key, doc)
-            data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
-            parent = self._base
-            parent_tree = self.repo.commit(parent).tree.binsha if parent else None
-            tree = self._tree_with(parent_tree, self.path.split("/"), self._store("blob", data))
-            text = (message or f"reconcile state serial {state.serial}").rstrip() + "\n"
-            if "serial" not in text:
-                text += f"\nserial {state.serial}, lineage {state.lineage}\n"
-            new = self._commit(tree, parent, text)
-            checkpoint("state-write:before-push")
-            self._publish(new, parent)
+            try:
+                new = self._write_on(self._base, state, message)
+            except StateConflict:
+                landed = self._landed()
+                if landed is None:
+                    raise
+                new = self._write_on(landed, state, message)  # the branch holds what we wrote: on top of it
             self._base = new
             self._base_meta = (state.lineage, state.serial)
             self._remember_commit(new)
@@ -732,6 +726,41 @@ class GitBranchStateStore(StateStore):
                 self._run_seen = (state.lineage, state.serial)
             self._last_commit = time.monotonic()
             self._pending = []
+
+    def _write_on(self, parent: str | None, state: State, message: str) -> str:
+        """Commit ``state`` on ``parent`` and move the branch there (compare-and-swap); the commit."""
+        doc = state.to_json()
+        if self.key:
+            doc["parent_commit"] = parent  # signed: the document belongs on top of this commit
+            doc["mac"] = state_mac(self.key, doc)
+        data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+        parent_tree = self.repo.commit(parent).tree.binsha if parent else None
+        tree = self._tree_with(parent_tree, self.path.split("/"), self._store("blob", data))
+        text = (message or f"reconcile state serial {state.serial}").rstrip() + "\n"
+        if "serial" not in text:
+            text += f"\nserial {state.serial}, lineage {state.lineage}\n"
+        new = self._commit(tree, parent, text)
+        checkpoint("state-write:before-push")
+        self._publish(new, parent)
+        return new
+
+    def _landed(self) -> str | None:
+        """The commit whose push got no answer in time, when the branch holds it now: the push
+        landed and only its answer was lost (a hook or the network slow after the ref moved).
+        Then nobody wrote after it, and the state it holds is ours: the next commit goes on
+        top, instead of "state branch moved" for a branch only this run moved. None otherwise."""
+        pending, self._unanswered = self._unanswered, None
+        if pending is None or not self.remote:
+            return None
+        try:
+            tip = self._tip()
+        except StateError:
+            return None
+        if tip != pending:
+            return None
+        self._base = tip
+        self._remember_commit(tip)
+        return tip
 
     # -- recording an apply: one commit at the end, and at most every COMMIT_INTERVAL --------
 
@@ -763,6 +792,7 @@ class GitBranchStateStore(StateStore):
             code, out, err = self._network("push", "--porcelain", "--quiet", self.remote,
                                            f"{new}:refs/heads/{self.branch}")
         except _NoAnswer:
+            self._unanswered = new
             raise StateError(self._no_answer(
                 "push", f"whether commit {new[:12]} reached the branch is not known. The next run reads what the "
                 "branch holds and adopts, by name, what the target holds that it does not record")) from None
