@@ -85,7 +85,7 @@ def test_odd_shapes_in_a_registry_answer_are_never_an_internal_error(tmp_path: P
     assert "Traceback" not in res.stderr and "internal error" not in res.stderr, said
     # the registry with no object for metadata has no uid: left out, in one line
     assert res.stderr.strip().splitlines()[:1] == [
-        "palette: GET /v1/registries/helm: 4 item(s) without a metadata.uid left out"], said
+        "warning: palette: GET /v1/registries/helm: 4 item(s) without a metadata.uid left out"], said
 
 
 @pytest.mark.parametrize("ctype,body", [

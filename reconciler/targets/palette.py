@@ -1060,7 +1060,12 @@ def _with_uid(path: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     a record (a GET of ``/v1/registries/helm/`` is no API path): left out, and said in one line."""
     kept = [i for i in items if _uid(_obj(i.get("metadata")).get("uid"))]
     if len(kept) < len(items):
-        log.warning("palette: GET %s: %d item(s) without a metadata.uid left out", path, len(items) - len(kept))
+        # a warning line of its own, as every other warning: logging has no handler without -v
+        # (Python's last-resort one would print it bare, past the redaction -v sets up)
+        import sys
+
+        sys.stderr.write(f"warning: palette: GET {escape(path)}: {len(items) - len(kept)} item(s) without a "
+                         "metadata.uid left out\n")
     return kept
 
 
