@@ -37,6 +37,7 @@ class ChangeResult:
     error: str = ""
     unrecorded: bool = False  # reached the target, but the state write failed
     skipped: bool = False  # not attempted: an earlier state write failed
+    note: str = ""  # done, and worth saying how (recorded late, by the write at the end of the apply)
 
 
 @dataclass
@@ -136,10 +137,19 @@ class _Recorder:
         self.count = count
         self.entries += 1
 
-    def finish(self) -> None:
+    def finish(self, *, whole: bool = False) -> None:
+        """``whole``: a state write failed during the apply: write the whole document (``state``
+        holds every change that reached the target, the one whose write failed too), not only
+        what the store has not stored yet, which it cannot tell apart from what it failed to."""
         with self.lock:
-            if self.begun:
-                self.store.finish(self.state, f"{self.prefix}: {self.count} change(s) recorded ({self.suffix})")
+            if not self.begun:
+                return
+            message = f"{self.prefix}: {self.count} change(s) recorded ({self.suffix})"
+            if whole:
+                self.state.serial += 1
+                self.store.write(self.state, message)
+            else:
+                self.store.finish(self.state, message)
 
 
 def _now() -> str:
@@ -323,7 +333,7 @@ def apply_plan(
         done = True
     finally:
         try:
-            rec.finish()
+            rec.finish(whole=stop.is_set())
         except (OSError, ReconcilerError) as exc:
             # what the store took and never stored (the git store's changes since its last commit)
             # reached the target unrecorded: the results say so, and so does the error
@@ -341,7 +351,21 @@ def apply_plan(
                                  f"({exc}); {kept}. Reached the target but NOT recorded: "
                                  f"{', '.join(f'{c.action} {c.title}' for c in lost)}. The next plan finds them "
                                  "again (a created registry is adopted by name)") from exc
+        else:
+            if stop.is_set():  # a write failed mid-apply; the whole document written at the end holds it all
+                _mark_recorded(results)
     return ApplyResult(results)
+
+
+def _mark_recorded(results: list[ChangeResult]) -> None:
+    """The changes reported "NOT recorded" when their own state write failed, that the whole
+    document written at the end of the apply stored after all: done and recorded, said so
+    (``note``), not left reading as unrecorded (what a user would then repair by hand)."""
+    for i, r in enumerate(results):
+        if r.unrecorded:
+            results[i] = dataclasses.replace(r, ok=True, unrecorded=False, error="", note=(
+                f"recorded by the state write at the end of the apply (the one after the change failed: "
+                f"{r.error.split(': ', 1)[-1]})"))
 
 
 def _mark_unsaved(results: list[ChangeResult], keys: list[Key]) -> list[Change]:

@@ -5,6 +5,7 @@ nothing. Each test here failed before its fix (see the commit messages)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -502,6 +503,90 @@ def test_state_write_failing_mid_apply_stops_and_says_what_is_unrecorded(tmp_pat
     assert code == 1
     assert "Reached the target but not recorded: update HelmRegistry/a." in err.getvalue(), err.getvalue()
     assert "update HelmRegistry/b: FAILED: not attempted" in out.getvalue()
+
+
+class _JournalFailsOnce(FileStateStore):
+    """A file store whose journal line for one change cannot be written (a transient error):
+    the document written at the end of the apply works."""
+
+    def __init__(self, path: Path, fail_at: int) -> None:
+        super().__init__(path)
+        self.appends, self.fail_at = 0, fail_at
+
+    def _append(self, data: bytes) -> None:
+        self.appends += 1
+        if self.appends == self.fail_at:
+            raise StateError(f"{self.journal_path}: cannot write the state journal: Input/output error")
+        super()._append(data)
+
+
+@pytest.mark.parametrize("store_kind, failing", [("file", "a"), ("file", "b"), ("git", "b")])
+def test_a_change_whose_own_state_write_failed_but_the_final_write_stored_is_reported_recorded(
+        tmp_path: Path, store_kind: str, failing: str, monkeypatch):
+    """Left alone last round: a state write that fails mid-apply stops the apply and reports the
+    change "reached the target but is NOT recorded"; when the write at the end of the apply then
+    works, it stores that change (the state held it), yet the report still said NOT recorded, and
+    a user repairing by hand would have recorded it twice. It reads done now, with a note; what
+    was not attempted still says so."""
+    import io
+
+    from reconciler import runner
+    from reconciler.apply import apply_plan
+    from reconciler.commands import plan as plan_command
+    from reconciler.state.git import GitBranchStateStore
+    from reconciler.validation import load_and_validate
+
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"helm.yaml": "---\n".join(
+        registry_doc("HelmRegistry", n, f"endpoint: https://{n}.example.com") for n in ("a", "b", "c"))})
+    if store_kind == "file":
+        store = _JournalFailsOnce(root / ".reconciler/state.json", fail_at=" ab".index(failing) + 1)  # after the header
+        read_back = lambda: set(state_of(root))  # noqa: E731
+    else:
+        origin = tmp_path / "origin.git"
+        subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+        subprocess.run(["git", "-C", str(root), "remote", "add", "origin", str(origin)], check=True)
+        monkeypatch.setenv("RECONCILER_STATE_COMMIT_SECONDS", "0")  # a commit per change
+        hook = origin / "hooks" / "pre-receive"  # refuses, once, the commit that records b
+        hook.write_text(f"#!/bin/sh\nread old new ref\n[ -e {tmp_path}/refused ] && exit 0\n"
+                        f"git log -1 --format=%s $new | grep -q 'HelmRegistry/b' || exit 0\n"
+                        f"touch {tmp_path}/refused\nexit 1\n")
+        hook.chmod(0o755)
+        store = GitBranchStateStore(root, branch="reconciler-state")
+        read_back = lambda: {r.name for r in GitBranchStateStore(root, branch="reconciler-state").read().records.values()}  # noqa: E731,E501
+    target = local(root)
+    try:
+        desired = load_and_validate(root).desired
+        with store.lock():
+            state = store.read()
+            plan = make_plan(desired.registries, state, target.list())
+            res = apply_plan(plan, target, store, state, {})
+        reached = "abc"[:"abc".index(failing) + 1]
+        assert [(r.change.name, r.ok, r.unrecorded, r.skipped) for r in res.results] == [
+            (n, n in reached, False, n not in reached) for n in "abc"], res.results
+        [late] = [r for r in res.results if r.note]
+        assert late.change.name == failing and late.note.startswith("recorded by the state write at the end of the "
+                                                                    "apply (the one after the change failed: ")
+        assert {o.name for o in target.list() if not o.builtin} == set(reached)  # what came after never sent
+    finally:
+        target.close()
+    assert read_back() == set(reached)  # recorded, as said: the whole document was written at the end
+    if (store_kind, failing) != ("file", "b"):
+        return
+    # through the command: the correction is said, and the summary no longer says "not recorded"
+    (root / ".reconciler/state.json").unlink()
+    (root / ".reconciler/local.db").unlink()
+    orig = plan_command.build_store
+    try:
+        plan_command.build_store = lambda o: _JournalFailsOnce(root / ".reconciler/state.json", fail_at=3)
+        out, err = io.StringIO(), io.StringIO()
+        code = plan_command.run_reconcile(runner.Options(root=root, environ={}), out, err, dry_run=False)
+    finally:
+        plan_command.build_store = orig
+    assert code == 1  # c was not attempted
+    assert "create HelmRegistry/b: done, recorded by the state write at the end of the apply" in err.getvalue()
+    assert "not recorded:" not in err.getvalue() and "recorded every change that reached the target" in err.getvalue()
 
 
 def test_state_that_cannot_be_written_is_found_before_any_change(repo: Path):

@@ -80,11 +80,17 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
         # which changes failed and why, not only the plan (issue 9.32)
         out.write(render_apply_markdown(plan, res.results, header=md_header(opts, desired), warnings=warnings))
     ok, failed = len(res.succeeded), len(res.failed)
-    if res.unrecorded or any(r.skipped for r in res.results):
-        titles = ", ".join(f"{r.change.action} {r.change.title}" for r in res.unrecorded) or "none"
+    for r in res.results:
+        if r.note:  # its line above said FAILED, NOT recorded: the write at the end stored it
+            err.write(escape(f"{r.change.action} {r.change.title}: done, {r.note}") + "\n")
+    if res.unrecorded:
+        titles = ", ".join(f"{r.change.action} {r.change.title}" for r in res.unrecorded)
         err.write(f"state: {store.description} could not be written; the apply stopped. Reached the target "
                   f"but not recorded: {titles}. The next plan finds them again (a created registry is adopted "
                   "by name).\n")
+    elif any(r.skipped for r in res.results):
+        err.write(f"state: {store.description} could not be written during the apply, so it stopped; the write at "
+                  "its end recorded every change that reached the target. Run it again for the rest.\n")
     if failed or not opts.quiet:
         err.write(f"Apply: {ok} change(s) applied, {failed} failed\n")
     return EXIT_FAIL if failed else _blocked_exit(plan, err)
