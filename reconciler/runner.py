@@ -292,11 +292,14 @@ def _target(opts: Options, profile: str, err: TextIO, *, read_only: bool = False
 
 def known_to_target(desired: Desired, state: State) -> dict[str, Known]:
     """What a target may skip re-reading: recorded registries whose definition did not change
-    since they were applied (a changed one is read in full, to diff against what is there)."""
+    since they were applied (a changed one is read in full, to diff against what is there).
+    Never an unverified record: its spec would stand in for what the target reports, and a
+    planted one (sync: false, its stamp kept) turned an unchanged registry into a replace."""
     declared = {r.key: r.fingerprint for r in desired.registries}  # computed once, make_plan reuses it
     get = declared.get
-    return {rec.uid: make_known(rec.version, rec.spec, rec.kind) for rec in state.records.values()
-            if rec.spec is not None and get((rec.scope, rec.kind, rec.name)) == rec.fingerprint}
+    unverified = state.unverified
+    return {rec.uid: make_known(rec.version, rec.spec, rec.kind) for key, rec in state.records.items()
+            if rec.spec is not None and get(key) == rec.fingerprint and key not in unverified}
 
 
 def _make_plan(

@@ -1,0 +1,51 @@
+"""Adversarial pass 8: what a state that is not signed with RECONCILER_STATE_KEY can still make
+a plan believe. Each test failed before its fix (see the commit messages)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+from tests.support.palette_emulator import API_KEY, palette_emulator_factory  # noqa: F401
+
+KEY = "adv8-state-key-0123456789"
+OCI = """
+    endpoint: reg.example.com
+    provider: helm
+    baseContentPath: charts
+    sync: true
+    auth: {type: basic, username: u, password: {fromEnv: PW_1}}
+"""
+
+
+def test_a_planted_record_spec_never_stands_in_for_what_palette_reports(tmp_path: Path,  # noqa: F811
+                                                                        palette_emulator_factory):
+    """A record edited by someone who can write the state (its spec says sync: false, its
+    fingerprint and the target's modification stamp left as they were) must not turn the
+    declared, unchanged registry into a replace: the plan reads the registry from Palette,
+    not from the record no signature vouches for."""
+    emu = palette_emulator_factory(seed_defaults=True, rate=50.0, burst=10.0)
+    emu.behaviour.summary_timestamps = True  # unverified (PB "Unknown"): the path that trusts the stamp
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"o.yaml": registry_doc("OciRegistry", "o", OCI)})
+    commit_all(root, "oci")
+    env = {"PW_1": "pw-one-secret", "PALETTE_API_KEY": API_KEY, "RECONCILER_STATE_KEY": KEY}
+    args = ["--target", "palette", "--endpoint", emu.url]
+    assert run(root, *args, env=env).returncode == 0
+    path = root / ".reconciler/state-palette.json"
+    doc = json.loads(path.read_text())
+    [rec] = doc["registries"]
+    uid = rec["uid"]
+    assert rec["version"], "the emulator's summary carries the stamp the record keeps"
+    rec["spec"]["sync"] = False  # fingerprint, version and uid untouched
+    path.write_text(json.dumps(doc))
+    plan = run(root, *args, "--dry-run", env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert "-/+" not in plan.stdout and "replace" not in plan.stdout.split("Plan:")[0], plan.stdout
+    assert "~ OciRegistry/o" in plan.stdout, plan.stdout
+    res = run(root, *args, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    with emu.store.lock:
+        assert uid in emu.store.records, "the registry was deleted and created again"
