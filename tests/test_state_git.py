@@ -1181,3 +1181,41 @@ def test_git_never_waits_for_credentials_typed_at_a_terminal(tmp_path: Path, ori
         store.write(bump(store, state, "a"), "apply")
     said = seen.read_text()
     assert "prompt=0" in said and "BatchMode=yes" in said, said
+
+
+def test_an_older_signed_state_brought_back_by_a_merge_commit_vouches_for_nothing(tmp_path: Path) -> None:
+    """Adversarial pass 8: the check that a signed document sits on the commit it names followed
+    first parents only. A merge commit whose first parent is the old document's own parent and
+    whose second is the tip (a plain fast-forward push, no force) holding that older signed
+    state.json passed as written there: protect: true was undone, signed, and the delete went
+    through. reconcile never writes a merge commit: a document brought by one vouches for nothing."""
+    from tests.support.gitops_repo import registry_doc, run
+
+    origin = tmp_path / "origin.git"
+    work = make_work_repo(tmp_path / "work", origin)
+    defs = work / "registries.d" / "a.yaml"
+    defs.write_text(registry_doc("HelmRegistry", "keep", "endpoint: https://k.example.com") + "---\n"
+                    + registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com"))
+    git(work, "commit", "--quiet", "-am", "two")
+    args = ("--state", f"git:{BRANCH}", "--local-db", str(tmp_path / "tenant.db"))
+    assert run(work, *args, env=STATE_KEY).returncode == 0
+    old = git(origin, "show", f"{BRANCH}:state.json")  # signed; keep not protected
+    defs.write_text(registry_doc("HelmRegistry", "keep", "endpoint: https://k.example.com", "protect: true") + "---\n"
+                    + registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com"))
+    git(work, "commit", "--quiet", "-am", "protect keep")
+    git(work, "push", "--quiet", "origin", "main")
+    assert run(work, *args, env=STATE_KEY).returncode == 0
+    atk = clone(tmp_path, origin, "attacker")
+    git(atk, "checkout", "--quiet", BRANCH)
+    (atk / "state.json").write_text(old + "\n")
+    git(atk, "add", "state.json")
+    tree = git(atk, "write-tree")
+    merge = git(atk, "commit-tree", tree, "-p", json.loads(old)["parent_commit"], "-p", "HEAD", "-m", "routine")
+    git(atk, "push", "--quiet", "origin", f"{merge}:refs/heads/{BRANCH}")  # a fast-forward: no force
+    ci = clone(tmp_path, origin, "ci")
+    git(ci, "checkout", "--quiet", "-b", "drop-keep")
+    (ci / "registries.d" / "a.yaml").write_text(registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com"))
+    git(ci, "commit", "--quiet", "-am", "keep goes from the file")
+    plan = run(ci, *args, "--dry-run", env=STATE_KEY)
+    assert "- HelmRegistry/keep" not in plan.stdout, plan.stdout + plan.stderr
+    assert "! HelmRegistry/keep: delete blocked: recorded only by a state that is not signed" in plan.stdout, plan.stdout

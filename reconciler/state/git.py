@@ -331,10 +331,14 @@ class GitBranchStateStore(StateStore):
     def _written_here(self, commit: str, parent: Any) -> bool:
         """Whether the commit that brought the document at ``commit`` (lease commits on top
         leave it as it was) has the parent the signed document names: what ``write`` built.
-        Reads trees only, never a second document."""
+        Reads trees only, never a second document. ``write`` and the lease commits have one
+        parent (the first state none): a merge commit on the way was made by someone else, and
+        its first parent can be any commit, the one an older signed document names among them."""
         at = self.repo.commit(commit)
         blob = self._blob_sha(at)
         for _ in range(MAX_LEASE_COMMITS):
+            if len(at.parents) > 1:
+                return False
             if not at.parents or self._blob_sha(at.parents[0]) != blob:
                 break
             at = at.parents[0]
