@@ -1219,3 +1219,17 @@ def test_an_older_signed_state_brought_back_by_a_merge_commit_vouches_for_nothin
     plan = run(ci, *args, "--dry-run", env=STATE_KEY)
     assert "- HelmRegistry/keep" not in plan.stdout, plan.stdout + plan.stderr
     assert "! HelmRegistry/keep: delete blocked: recorded only by a state that is not signed" in plan.stdout, plan.stdout
+
+
+def test_a_bad_commit_interval_is_refused_before_the_branch_is_touched(tmp_path: Path) -> None:
+    """Adversarial pass 8: RECONCILER_STATE_COMMIT_SECONDS was read only when the apply began
+    recording, after the lease had been pushed (creating the state branch on the remote) and the
+    target read; a bad value, like every bad input, now changes nothing: no branch, no push."""
+    from tests.support.gitops_repo import registry_doc, run, seeded_clone
+
+    origin, work = seeded_clone(tmp_path, {"h.yaml": registry_doc("HelmRegistry", "h", "endpoint: https://h.example.com")})
+    res = run(work, "--state", f"git:{BRANCH}", env={"RECONCILER_STATE_COMMIT_SECONDS": "nan"})
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "RECONCILER_STATE_COMMIT_SECONDS must be a number of seconds from 0 to 600" in res.stderr, res.stderr
+    assert git(origin, "branch", "--list", BRANCH) == "", "the bad input pushed the state branch"
+    assert not (work / ".reconciler" / "local.db").exists()

@@ -137,7 +137,9 @@ class GitBranchStateStore(StateStore):
         self._last_commit = 0.0
         self._pending: list[Key] = []  # what record took since the last commit
         self._unanswered: str | None = None  # our commit whose push timed out: it may have landed
-        self._interval = COMMIT_INTERVAL
+        # both read now: a bad value is refused before the lease is pushed (bad input changes nothing)
+        self._commit_every = _commit_interval()
+        self._interval = self._commit_every
         self._timeout = _network_timeout()
         self.lock_path = Path(self.repo.common_dir) / "reconciler" / f"{branch.replace('/', '%')}.lock"
 
@@ -771,7 +773,7 @@ class GitBranchStateStore(StateStore):
     def begin(self, state: State, message: str) -> None:
         self._last_commit = time.monotonic()
         self._pending = []
-        self._interval = _commit_interval()
+        self._interval = self._commit_every
 
     def record(self, state: State, entry: dict[str, Any], message: str) -> None:
         self._refuse_unreadable(state, entry)  # now, not at the next commit: it would refuse the whole window
