@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import StateLocked
-from reconciler.state.base import State, StateStore
+from reconciler.state.base import State, StateStore, entry_put
 from reconciler.state.file import FileStateStore
 from tests.support.state_contract import StateStoreContract, make_record, with_record
 
@@ -435,3 +435,30 @@ def test_a_journal_line_planted_beside_a_signed_file_state_deletes_nothing(tmp_p
     tenant.close()
     for text in (plan.stdout, plan.stderr, applied.stdout, applied.stderr, state_path.read_text()):
         assert KEY not in text
+
+
+def test_a_state_path_that_is_a_symlink_is_written_through_and_locked_at_its_target(tmp_path: Path) -> None:
+    """Adversarial pass 8: a state file that is a symbolic link (``.reconciler/state.json`` ->
+    a persistent volume) was replaced by a regular file at the first write (``os.replace`` onto
+    the link itself), so the file it named kept the old records for ever: the next job's link
+    read a state without the last run's records (protect: true among them). Its lock and journal
+    sat beside the link, so two spellings of one state did not exclude each other either."""
+    real = tmp_path / "volume" / "state.json"
+    real.parent.mkdir()
+    link = tmp_path / "work" / ".reconciler" / "state.json"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(real)  # dangling until the first write, as on a fresh volume
+    store = FileStateStore(link)
+    with store.lock():
+        state = store.read()
+        store.begin(state, "start")
+        rec = make_record("a")
+        with_record(state, rec)
+        store.record(state, entry_put(rec), "a")
+        store.finish(state, "done")
+    assert link.is_symlink(), "the link was replaced by a regular file"
+    assert set(FileStateStore(real).read().records) == {rec.key}
+    assert sorted(p.name for p in link.parent.iterdir()) == ["state.json"]  # no lock or journal beside the link
+    with FileStateStore(real).lock(), pytest.raises(StateLocked):
+        with FileStateStore(link).lock():
+            pass

@@ -47,7 +47,12 @@ COMPACT_INTERVAL = 5.0  # seconds between document rewrites during a long apply
 
 class FileStateStore(StateStore):
     def __init__(self, path: Path, *, key: str | None = None, notify: Callable[[str], None] = note) -> None:
-        self.path = Path(path)
+        path = Path(path)
+        if path.is_symlink():
+            # written where the link points (os.replace onto the link replaced the link, and the
+            # file it names kept the old records), locked and journaled there too
+            path = Path(os.path.realpath(path))
+        self.path = path
         self.key = key or None  # RECONCILER_STATE_KEY: signs what is written, checks what is read
         self.notify = notify
         self._chain = ""  # with a key: the mac the next journal line chains to (the document's, then each line's)
