@@ -96,7 +96,9 @@ class _Recorder:
         self.state = state
         self.lock = threading.Lock()
         self.prefix, self.suffix = prefix, suffix  # of each state revision's message
-        self.state.target = self.state.target or target_name
+        # a state without records belongs to no target yet (one emptied on another keeps its name,
+        # and the records this apply adds would be refused as that target's by every later run)
+        self.state.target = target_name if not state.records else (state.target or target_name)
         self.begun = False
         self.count = 0
         self.entries = 0  # what the store took (a change may give it two: a replace's drop and put)

@@ -47,6 +47,8 @@ def run_import(opts: Options, names: Sequence[str], all_: bool, out: TextIO, err
         with store.lock(opts.lock_timeout), _target(opts, result.desired.settings.profile, err) as target:
             state = store.read()
             _check_state_target(state, target, store)
+            if not state.records:  # an emptied state of another target is this one's now (as apply takes it)
+                state.target = target.identity
             observed = [o for o in target.list() if not o.builtin]
             store.verify(state, {o.uid for o in observed})
             wanted = set(names)
