@@ -530,9 +530,15 @@ def make_plan(
         refusals.append(
             f"refusing to delete every managed registry ({live_deletions}); pass --allow-empty if this is intended"
         )
-    if live_deletions > options.max_deletions:
+    # a replace deletes the registry too (created again under a new uid: what references it
+    # breaks, as protect and the in-use check already count it): it counts against the limit
+    # (adversarial pass 8: six registries replaced by one edit of a shared anchor went through)
+    replaces = sum(1 for c in changes if c.action == REPLACE and not c.blocked)
+    if live_deletions + replaces > options.max_deletions:
+        of_them = f" ({replaces} of them replace{'' if replaces == 1 else 's'}: deleted and created again under a " \
+                  "new uid)" if replaces else ""
         refusals.append(
-            f"refusing {live_deletions} deletions: more than --max-deletions {options.max_deletions}"
+            f"refusing {live_deletions + replaces} deletions{of_them}: more than --max-deletions {options.max_deletions}"
         )
     return Plan(tuple(changes), tuple(refusals), tuple(warnings), tuple(notes), profiles_known, ca)
 

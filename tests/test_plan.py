@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 
@@ -81,6 +82,32 @@ def test_replace_on_immutable_change(old_spec, new_spec, why):
     plan = make_plan([new], recorded(old), [observed(old)])
     (c,) = plan.changes
     assert c.action == "replace" and why in c.reason
+
+
+def test_replaces_count_against_max_deletions():
+    """Adversarial pass 8: six OCI registries whose sync one edit turned off (a shared YAML
+    anchor) planned six replaces under --max-deletions 5 and went through: each deletes the
+    registry and creates it again under a new uid. A replace counts as a deletion now (as
+    protect and the in-use check already count it), with deletions alike; blocked ones do not."""
+    olds = [reg(f"o{i}", kind="OciRegistry", spec=OCI) for i in range(6)]
+    news = [reg(f"o{i}", kind="OciRegistry", spec={**OCI, "sync": False, "baseContentPath": "charts"})
+            for i in range(6)]
+    state = State()
+    for i, r in enumerate(olds):
+        recorded(r, uid=f"u{i}", state=state)
+    obs = [observed(r, uid=f"u{i}") for i, r in enumerate(olds)]
+    plan = make_plan(news, state, obs, options=PlanOptions(max_deletions=5))
+    assert [c.action for c in plan.changes] == ["replace"] * 6
+    assert plan.refusals == ("refusing 6 deletions (6 of them replaces: deleted and created again under a new uid): "
+                             "more than --max-deletions 5",)
+    assert not make_plan(news, state, obs, options=PlanOptions(max_deletions=6)).refusals
+    # three replaces and three deletes: six deletions
+    mixed = make_plan(news[:3], state, obs, options=PlanOptions(max_deletions=5))
+    assert sorted(c.action for c in mixed.changes) == ["delete"] * 3 + ["replace"] * 3
+    assert mixed.refusals and mixed.refusals[0].startswith("refusing 6 deletions (3 of them replaces")
+    # a protected replace is blocked, deletes nothing, and does not count
+    state.records[olds[0].key] = replace(state.records[olds[0].key], protect=True)
+    assert not make_plan(news, state, obs, options=PlanOptions(max_deletions=5)).refusals
 
 
 def test_oci_basic_to_noauth_is_an_update_not_a_replace():
