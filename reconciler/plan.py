@@ -537,9 +537,8 @@ def make_plan(
     if live_deletions + replaces > options.max_deletions:
         of_them = f" ({replaces} of them replace{'' if replaces == 1 else 's'}: deleted and created again under a " \
                   "new uid)" if replaces else ""
-        refusals.append(
-            f"refusing {live_deletions + replaces} deletions{of_them}: more than --max-deletions {options.max_deletions}"
-        )
+        refusals.append(f"refusing {live_deletions + replaces} deletions{of_them}: more than --max-deletions "
+                        f"{options.max_deletions}")
     return Plan(tuple(changes), tuple(refusals), tuple(warnings), tuple(notes), profiles_known, ca)
 
 
