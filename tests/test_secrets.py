@@ -912,3 +912,24 @@ def test_a_huge_error_page_is_redacted_only_where_it_can_be_shown():
     err = target._error("GET", "/v1/registries/helm", httpx.Response(400, text=page), values)
     assert time.process_time() - started < 1.0
     assert values[17] not in str(err) and "(sensitive)" in str(err), str(err)[:200]
+
+
+@pytest.mark.parametrize("where", ["message after blanks", "message after newlines", "code", "code after blanks",
+                                   "text/plain after blanks"])
+def test_no_part_of_a_value_is_shown_when_it_straddles_the_searched_part(where):
+    """Adversarial pass 8, item 1: only the start of an error answer is redacted (pass 7, item
+    5), measured in characters of the answer, while what is shown is cut after its whitespace
+    is collapsed, and a code was not cut at all. A value placed just across the end of the
+    searched part, after a run of blanks (or, in a code, after any text), was not masked, and
+    all of it but its last characters was shown in the error."""
+    key, pw = "k-secret-key-0123456789abcdef", "s3cr3t-Registry-Passw0rd-XYZ123"
+    target = PaletteTarget("https://palette.test", key, sleep=lambda s: None, rate=1000.0, burst=10,
+                           transport=httpx.MockTransport(lambda r: httpx.Response(400, text="")))
+    for value in (pw, key):
+        for at in range(4000, 6000, 7):  # wherever the searched part ends, the value straddles it once
+            pad = {"message after blanks": " ", "message after newlines": "\n", "code": "x",
+                   "code after blanks": " ", "text/plain after blanks": " "}[where] * at
+            body = (json.dumps({"code": pad + value, "message": "m"}) if where.startswith("code")
+                    else pad + value if where.startswith("text") else json.dumps({"code": "Bad", "message": pad + value}))
+            shown = str(target._error("POST", "/v1/registries/helm", httpx.Response(400, text=body), [pw]))
+            assert value[:8] not in shown, (at, shown[-120:])

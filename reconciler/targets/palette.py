@@ -49,6 +49,7 @@ import copy
 import logging
 import os
 import random
+import re
 import ssl
 import threading
 import time
@@ -60,7 +61,16 @@ from typing import Any
 import httpcore
 import httpx
 
-from reconciler.errors import ClientError, Conflict, InputError, NotFound, ServerError, TargetError, redact
+from reconciler.errors import (
+    ClientError,
+    Conflict,
+    InputError,
+    NotFound,
+    ServerError,
+    TargetError,
+    own_credentials,
+    redact,
+)
 from reconciler.model import Key, ObservedRegistry, Registry, Settings
 from reconciler.secrets import MAX_CA_FILE, read_bounded, read_ref, remember_secret
 from reconciler.targets import palette_profiles
@@ -78,6 +88,7 @@ FIRST_CONTACT_TIMEOUT = 5.0  # until the server has answered once: a wrong endpo
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 SECRET_KEYS = frozenset({"password", "token", "secretKey", "secretToken"})
 _MAX_MESSAGE = 300
+_MAX_CODE = 100  # an error code is a word ("ResourceNotFound"); a longer one is cut like a message
 
 OCI = "OciRegistry"
 HELM = "HelmRegistry"
@@ -271,6 +282,36 @@ def _snippet(text: str) -> str:
     return text[:60] + ("..." if len(text) > 60 else "")
 
 
+_WORD = re.compile(r"\S+")
+
+
+def _head(text: str, need: int) -> str:
+    """The start of ``text`` that holds its first ``need`` characters once its whitespace is
+    collapsed (all of it when it has fewer): the part of it that can reach a message cut
+    after collapsing. Cut in characters of ``text`` instead, a run of blanks before a value
+    pushed it across the cut, and the rest of it, unmasked, into what is shown (adversarial
+    pass 8, item 1)."""
+    if len(text) <= need:
+        return text
+    got = 0  # characters of the collapsed text so far, a blank after each word
+    for m in _WORD.finditer(text):
+        if got + (m.end() - m.start()) >= need:
+            return text[:m.start() + need - got]
+        got += m.end() - m.start() + 1
+    return text
+
+
+def _shown(text: str, known: Iterable[str], limit: int, room: int) -> str:
+    """The server's ``text`` as a message shows it: redacted first (collapsing or cutting a
+    value first hides it from ``redact``), but only as far as it can reach the shown part, the
+    cut plus ``room`` for the longest value in its longest form (a 1 MiB error page against
+    5,000 secrets took seconds); then on one line, at most ``limit`` characters, escaped."""
+    text = " ".join(redact(_head(text, limit + room), known).split())
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return escape(text)
+
+
 def _is_html(response: httpx.Response) -> bool:
     ctype = response.headers.get("Content-Type", "").lower()
     return "html" in ctype or response.text[:200].lstrip().lower().startswith(("<!doctype", "<html"))
@@ -418,17 +459,11 @@ class PaletteTarget(Target):
             message = response.text
         if not code:
             code = response.reason_phrase or "Error"
-        # redact first: collapsing or cutting a value first hides it from redact. Not the whole
-        # text, though: only what can reach the shown part, the cut plus room for the longest
-        # value in its longest form (a 1 MiB error page against 5,000 secrets took seconds)
-        reach = _MAX_MESSAGE + 8 * max((len(v) for v in known if v), default=0) + 4096
-        code, message = redact(code[:reach], known), redact(message[:reach], known)
-        # the server's words, shown on one line with anything a terminal or a CI log would act
-        # on escaped (adversarial pass 7: a code holding newlines forged whole log lines)
-        code, message = escape(" ".join(code.split())), " ".join(message.split())
-        if len(message) > _MAX_MESSAGE:
-            message = message[:_MAX_MESSAGE] + "..."
-        message = escape(message)
+        # the server's words, redacted, then shown on one line, cut, with anything a terminal or a
+        # CI log would act on escaped (adversarial pass 7: a code holding newlines forged whole
+        # log lines)
+        room = 8 * max((len(v) for v in (*known, *own_credentials()) if v), default=0) + 4096
+        code, message = _shown(code, known, _MAX_CODE, room), _shown(message, known, _MAX_MESSAGE, room)
         text = f"palette: {method} {path}: {status} {code}" + (f": {message}" if message else "")
         if detail:
             text += f" ({detail})"
