@@ -149,6 +149,28 @@ def test_a_sync_message_never_carries_a_secret_in_the_encodings_other_servers_wr
         assert leaked not in res.stdout + res.stderr + stored
 
 
+def _sync_status_with(emu, **fields) -> None:
+    """Make every /sync/status answer of ``emu`` carry ``fields`` (a server's own words)."""
+    body = emu.sync_status_body
+    emu.sync_status_body = lambda rec: {**body(rec), **fields}
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "markdown"])
+def test_a_sync_time_never_carries_the_api_key_nor_a_password(setup, fmt):
+    """Adversarial pass 8, item 2: the time a sync status gives (``lastSyncedTime``) is the
+    server's text as much as its message, but only the message was redacted: a server that
+    echoed the API key or a password there had it printed in the sync table (the nightly log,
+    the job summary) and in its JSON."""
+    root, emu, args = setup
+    _sync_status_with(emu, lastSyncedTime=f"2026-01-01T00:00:00Z {API_KEY} u:sync-secret-value-9")
+    res = run(root, *args, "sync", "--force", "--format", fmt, env=ENV)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "2026-01-01T00:00:00Z (sensitive) u:(sensitive)" in res.stdout, res.stdout
+    stored = (root / ".reconciler/state-palette.json").read_text()
+    for leaked in (API_KEY, "sync-secret-value-9"):
+        assert leaked not in res.stdout + res.stderr + stored
+
+
 @pytest.mark.parametrize("fmt", ["text", "markdown"])
 def test_a_sync_message_with_control_characters_is_shown_escaped(setup, fmt):
     """What Palette says of a sync is shown with its control characters escaped: ESC, BEL or
