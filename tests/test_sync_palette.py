@@ -171,6 +171,22 @@ def test_a_sync_time_never_carries_the_api_key_nor_a_password(setup, fmt):
         assert leaked not in res.stdout + res.stderr + stored
 
 
+@pytest.mark.parametrize("synced", [1767225600, {"seconds": 1}, ["2026-01-01T00:00:00Z"], True])
+def test_a_sync_time_of_another_shape_does_not_make_the_state_unreadable(setup, synced):
+    """Adversarial pass 8, item 3: a ``lastSyncedTime`` that is not a string (a number of
+    seconds, an object: a broken server or proxy) was recorded as it came, and the state then
+    refused itself at every later run ("'last_sync.last_synced' must be a string"): no plan,
+    apply or sync until it was edited by hand. It reads as absent, as every field of an answer
+    in an unexpected shape does."""
+    root, emu, args = setup
+    _sync_status_with(emu, lastSyncedTime=synced)
+    res = run(root, *args, "sync", "--force", env=ENV)
+    assert res.returncode == 0, res.stdout + res.stderr
+    again = run(root, *args, "--dry-run", env=ENV)
+    assert again.returncode == 0 and "No changes" in again.stdout, again.stdout + again.stderr
+    assert all(r["last_sync"]["status"] == "Completed" for r in state_of(root).values())
+
+
 @pytest.mark.parametrize("fmt", ["text", "markdown"])
 def test_a_sync_message_with_control_characters_is_shown_escaped(setup, fmt):
     """What Palette says of a sync is shown with its control characters escaped: ESC, BEL or

@@ -973,8 +973,10 @@ class PaletteTarget(Target):
         return SyncStatus(
             status=str(data.get("status") or ""),
             message=str(data.get("message") or ""),
-            last_synced=data.get("lastSyncedTime") or None,
-            last_run=data.get("lastRunTime") or None,
+            # times by their shape (adversarial pass 8, item 3: a number was recorded as it came,
+            # and the state then refused itself at every later run)
+            last_synced=_text(data.get("lastSyncedTime")) or None,
+            last_run=_text(data.get("lastRunTime")) or None,
             sync_supported=bool(data.get("isSyncSupported", True)),
         )
 
