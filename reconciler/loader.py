@@ -370,6 +370,16 @@ def discover(
                 )
             )
             return False
+        from reconciler.secrets import in_git_dir  # only for a link: most trees have none
+
+        # inside the repository, but in its .git/ (or a bare repository's): its config is where
+        # actions/checkout keeps the job's token, never read, as a secret or CA file is not
+        # (adversarial pass 8, item 4); the folder itself counts for a link to one
+        if in_git_dir(str(target / "x")):
+            problems.append(RawProblem(display_name(p, root), 1, 1,
+                                       f"symlink points into a git directory (points to {points_to(p)}), "
+                                       "which is never read", "symlink"))
+            return False
         return True
 
     def add(p: str | Path, real: str, shown: str, stat: Callable[[], os.stat_result]) -> None:

@@ -145,7 +145,7 @@ def root_problem(root: str) -> str | None:
     return None
 
 
-def _in_git_dir(path: str) -> bool:
+def in_git_dir(path: str) -> bool:
     """Whether ``path`` is inside a git directory: under a ``.git`` component (any case: some
     file systems ignore it), or under a directory that holds ``HEAD``, ``objects/`` and
     ``refs/`` (a bare repository, a separate git dir, a worktree's). Its ``config`` holds what
@@ -182,7 +182,7 @@ def path_problem(ref: str, base_dir: Path, roots: Sequence[str] | None, *, limit
     # whatever the roots (adversarial pass 6: a root holding the repository made its .git/config
     # readable, and with it the CI token actions/checkout keeps there)
     for p in (lexical, real):
-        if _in_git_dir(p):
+        if in_git_dir(p):
             how = " (through a symbolic link)" if p == real and real != lexical else ""
             return f"is inside .git/ (a git directory){how}, which is never read"
     if roots is not None:

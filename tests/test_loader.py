@@ -223,6 +223,36 @@ def test_symlinks_leaving_the_repository(tmp_path: Path) -> None:
     assert "registries.d/file-link.yaml" in result.failed_files
 
 
+def test_a_symlink_into_a_git_directory_is_refused_unread(tmp_path: Path, monkeypatch) -> None:
+    """Adversarial pass 8, item 4: a pull request's ``registries.d/x.yaml -> ../.git/config``
+    stays inside the repository, so it was read as a definition: the file where
+    ``actions/checkout`` keeps the job's token (``http.extraheader``), which every secret and CA
+    file rule refuses whatever the roots. So was a link to a folder inside ``.git/``
+    or inside a bare repository kept in the work tree. Each is a symlink problem now, and the
+    file is never opened."""
+    git(tmp_path, "init", "-q", "-b", "main")
+    git(tmp_path, "config", "http.https://github.com/.extraheader", "AUTHORIZATION: basic dG9rZW4=")
+    write(tmp_path, ".git/info/x.yaml", HELM.format(name="planted"))
+    write(tmp_path, "registries.d/a.yaml", HELM.format(name="a"))
+    write(tmp_path, "vendor/mirror.git/HEAD", "ref: refs/heads/main\n")
+    write(tmp_path, "vendor/mirror.git/config.yaml", HELM.format(name="bare"))
+    (tmp_path / "vendor/mirror.git/objects").mkdir()
+    (tmp_path / "vendor/mirror.git/refs").mkdir()
+    os.symlink("../.git/config", tmp_path / "registries.d/config.yaml")
+    os.symlink("../.git/info", tmp_path / "registries.d/info")
+    os.symlink("../vendor/mirror.git/config.yaml", tmp_path / "registries.d/bare.yaml")
+    opened: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    result = load_and_validate(tmp_path)
+    got = sorted((p.file, p.rule) for p in result.errors)
+    assert got == [("registries.d/bare.yaml", "symlink"), ("registries.d/config.yaml", "symlink"),
+                   ("registries.d/info", "symlink")], [str(p) for p in result.errors]
+    assert all("git directory" in p.message for p in result.errors), [str(p) for p in result.errors]
+    assert [r.name for r in result.desired.registries] == ["a"]
+    assert not [p for p in opened if ".git" in p], opened
+
+
 def test_a_symlink_that_cannot_be_resolved_or_read_is_a_problem_not_a_crash(tmp_path: Path, monkeypatch) -> None:
     """``validate /proc/1`` met links it may not resolve or read (Permission denied): the report
     of the first failure called ``os.readlink``, which raised again (an internal error)."""
