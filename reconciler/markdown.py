@@ -42,7 +42,7 @@ from reconciler.plan import (
     Plan,
     looks_marked,
 )
-from reconciler.text import reads_as_json
+from reconciler.text import CONTROL, reads_as_json
 
 if TYPE_CHECKING:
     from reconciler.apply import ChangeResult
@@ -85,15 +85,18 @@ def _value(value: Any, sensitive: bool = False) -> str:
         return "(none)"
     if isinstance(value, Marker):  # the plan's own word: bare (a CA file's name in it escaped as below)
         return _printable(value)
-    if (isinstance(value, str) and _BARE.fullmatch(value) and value.isprintable() and not looks_marked(value)
-            and not reads_as_json(value)):
+    if (isinstance(value, str) and _BARE.fullmatch(value) and value.isprintable() and not CONTROL.search(value)
+            and not looks_marked(value) and not reads_as_json(value)):
         return value
     return _printable(json.dumps(value, sort_keys=True, default=str, ensure_ascii=False))
 
 
 def _printable(text: str) -> str:
-    """``text`` with what is not printable, a backtick and ``…`` (the cut mark) as JSON escapes."""
-    return "".join(ch if ch.isprintable() and ch not in "`…" else _json_escape(ch) for ch in text)
+    """``text`` with what is not printable or is invisible (``text.CONTROL``: U+2800, U+3164,
+    variation selectors, which Python calls printable), a backtick and ``…`` (the cut mark)
+    as JSON escapes."""
+    return "".join(ch if ch.isprintable() and ch not in "`…" and not CONTROL.match(ch) else _json_escape(ch)
+                   for ch in text)
 
 
 _BARE = re.compile(r"[^\s\"'`<>|…]+")
@@ -196,8 +199,9 @@ def inline_text(text: str) -> str:
     ``registries.d/@org/team`` would notify a team; a zero-width space after ``@`` stops it,
     as Dependabot writes them), no link or cross-reference (``_UNLINK``: a name or an error
     message would link issues, commits or a server's URL from the sticky comment). Characters
-    that are not printable are shown escaped."""
-    text = "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)  # no U+200B left
+    that are not printable, or invisible (``text.CONTROL``), are shown escaped."""
+    text = "".join(ch if ch.isprintable() and not CONTROL.match(ch) else f"\\u{ord(ch):04x}"
+                   for ch in text)  # no U+200B left
     for pattern, repl in _UNLINK:
         text = pattern.sub(repl, text)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -362,3 +362,16 @@ def test_plan_notes_are_shown_before_the_counts() -> None:
     html = _html(text)
     assert "no cluster profiles known on this target" in html
     assert html.index("no cluster profiles known") < html.index(plan.summary())
+
+
+@pytest.mark.parametrize("ch", ["\u2800", "\u3164", "\ufe0f", "\u115f"])
+def test_invisible_characters_python_calls_printable_are_escaped_in_the_comment(ch) -> None:
+    """Adversarial pass 8 (noticed): U+2800 (braille blank), U+3164 (Hangul filler), variation
+    selectors are printable to Python, so the comment showed them bare where the text plan
+    escapes them (``text.CONTROL``): a drift value or a server's message holding one read like
+    another (``a⠀b`` like ``a b``). Escaped in values and in messages alike now."""
+    from reconciler.markdown import inline_text
+
+    old, new = field_lines(FieldChange("endpoint", "ab", f"a{ch}b"), UPDATE)
+    assert ch not in new and f"\\u{ord(ch):04x}" in new, new
+    assert ch not in inline_text(f"registry a{ch}b failed") and f"\\u{ord(ch):04x}" in inline_text(f"a{ch}b")
