@@ -259,7 +259,10 @@ def test_sync_timeout_bounds_the_local_content_sync(tmp_path: Path, helm, script
     assert res.returncode == 1, res.stdout + res.stderr
     assert "internal error" not in res.stderr
     table = rows(res)
-    assert table["evil"][2] == "Failed" and "deadline (--timeout) passed" in res.stdout, res.stdout
+    # between two pages the deadline says so; within one (a loaded machine) the answer's own
+    # bound, which the deadline shortens, says it: either way --timeout ended it
+    assert table["evil"][2] == "Failed" and ("deadline (--timeout) passed" in res.stdout or
+                                             "or the sync's --timeout): refused" in res.stdout), res.stdout
     assert took < 12, took
     assert count["n"] < 100
     assert PASSWORD not in res.stdout + res.stderr
