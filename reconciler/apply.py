@@ -38,6 +38,7 @@ class ChangeResult:
     unrecorded: bool = False  # reached the target, but the state write failed
     skipped: bool = False  # not attempted: an earlier state write failed
     note: str = ""  # done, and worth saying how (recorded late, by the write at the end of the apply)
+    halfway: bool = False  # stopped between its steps by a failed state write: not done, whatever is recorded
 
 
 @dataclass
@@ -71,7 +72,13 @@ def _reworded(exc: TargetError, message: str) -> TargetError:
 
 
 class _Unrecorded(Exception):
-    """A change reached the target and the state write that records it failed."""
+    """A change reached the target and the state write that records it failed; ``halfway``:
+    the write of a step with more to come (a replace's delete, a rename's old record), so the
+    change stopped there, not done."""
+
+    def __init__(self, message: str, *, halfway: bool = False) -> None:
+        super().__init__(message)
+        self.halfway = halfway
 
 
 class _UidTaken(Exception):
@@ -185,11 +192,11 @@ def apply_plan(
         except (OSError, StateError) as exc:
             raise _Unrecorded(str(exc)) from exc
 
-    def drop(key: Key, message: str) -> None:
+    def drop(key: Key, message: str, *, halfway: bool = False) -> None:
         try:
             rec.drop(key, message)
         except (OSError, StateError) as exc:
-            raise _Unrecorded(str(exc)) from exc
+            raise _Unrecorded(str(exc), halfway=halfway) from exc
 
     def record_for(reg: Registry, uid: str, origin: str, old: Record | None, *, stamp: bool = True) -> Record:
         """``stamp``: read the target's modification stamp first (a request; else none yet)."""
@@ -246,9 +253,9 @@ def apply_plan(
             except NotFound:
                 old_gone = True
             checkpoint("replace:after-delete")
-            drop(key, f"replace {change.title}: deleted old")
+            drop(key, f"replace {change.title}: deleted old", halfway=True)
             if change.renamed_from:
-                drop(change.renamed_from, f"replace {change.title}: deleted old")
+                drop(change.renamed_from, f"replace {change.title}: deleted old", halfway=True)
         if change.action in (CREATE, REPLACE):
             checkpoint("create:before-target")
             try:
@@ -284,7 +291,7 @@ def apply_plan(
             if change.renamed_from:
                 # the old name's record goes first: a crash in between leaves no record, which
                 # the next plan repairs by adoption; two records of one uid would be corrupt
-                drop(change.renamed_from, f"{what}: renamed from {change.renamed_from[2]}")
+                drop(change.renamed_from, f"{what}: renamed from {change.renamed_from[2]}", halfway=True)
             put(record_for(reg, uid, old.origin if old else "created", old), what)
             checkpoint("update:after-state")
             return ChangeResult(change, True, uid)
@@ -306,7 +313,13 @@ def apply_plan(
                 touched = not (change.state_only or (change.action == DELETE and change.gone))
                 what = ("reached the target but is NOT recorded in the state" if touched
                         else "not recorded in the state (nothing was sent to the target)")
-                result = ChangeResult(change, False, change.uid, redact(f"{what}: {exc}", known), unrecorded=touched)
+                if exc.halfway and change.action == REPLACE:
+                    what = (f"the old registry (uid {change.uid}) WAS DELETED and the new one was not created: the "
+                            "state write after the delete failed and the apply stopped; the next apply creates it")
+                elif exc.halfway and touched:
+                    what = "renamed on the target but NOT recorded under either name: the apply stopped"
+                result = ChangeResult(change, False, change.uid, redact(f"{what}: {exc}", known), unrecorded=touched,
+                                      halfway=exc.halfway)
         with results_lock:
             results.append(result)
         if on_result:
@@ -364,7 +377,10 @@ def _mark_recorded(results: list[ChangeResult]) -> None:
     document written at the end of the apply stored after all: done and recorded, said so
     (``note``), not left reading as unrecorded (what a user would then repair by hand)."""
     for i, r in enumerate(results):
-        if r.unrecorded:
+        if r.halfway:  # not done: the delete of a replace is recorded now, its create never ran
+            if r.change.action == REPLACE:
+                results[i] = dataclasses.replace(r, unrecorded=False)
+        elif r.unrecorded:
             results[i] = dataclasses.replace(r, ok=True, unrecorded=False, error="", note=(
                 f"recorded by the state write at the end of the apply (the one after the change failed: "
                 f"{r.error.split(': ', 1)[-1]})"))
