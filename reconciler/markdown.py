@@ -125,7 +125,8 @@ def _cut_pair(old: str, new: str, limit: int = MAX_VALUE) -> tuple[str, str]:
 
 def _one_line(text: str, limit: int = MAX_MESSAGE) -> str:
     text = " ".join(str(text).split())
-    text = "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
+    # invisible too (text.CONTROL), as in values: a reason or a blocked text names what the target calls things
+    text = "".join(ch if ch.isprintable() and not CONTROL.match(ch) else f"\\u{ord(ch):04x}" for ch in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

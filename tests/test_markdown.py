@@ -375,3 +375,20 @@ def test_invisible_characters_python_calls_printable_are_escaped_in_the_comment(
     old, new = field_lines(FieldChange("endpoint", "ab", f"a{ch}b"), UPDATE)
     assert ch not in new and f"\\u{ord(ch):04x}" in new, new
     assert ch not in inline_text(f"registry a{ch}b failed") and f"\\u{ord(ch):04x}" in inline_text(f"a{ch}b")
+
+
+@pytest.mark.parametrize("ch", ["\u2800", "\u3164", "\ufe0f", "\u115f"])
+def test_invisible_characters_are_escaped_in_hunk_headers_and_code_spans_too(ch) -> None:
+    """Adversarial pass 9: the pass 8 fix escaped ``text.CONTROL`` in values and in
+    ``inline_text``, but not in ``_one_line``, which writes a change's reason and blocked text
+    in its ``@@`` header (a name the target reports: "renamed on the target from 'a⠀b'", a
+    cluster profile that blocks a delete) and the inline code of titles: there ``a⠀b`` still read
+    like ``a b``."""
+    renamed = Change(UPDATE, key("ab"), uid="u1", reason=f"renamed on the target from 'a{ch}b'",
+                     fields=(FieldChange("metadata.name", f"a{ch}b", "ab"),))
+    blocked = Change(DELETE, key("gone"), uid="u2", blocked=f"used by cluster profile p{ch}q")
+    for change in (renamed, blocked):
+        head = change_lines(change)[0]
+        assert ch not in head and f"\\u{ord(ch):04x}" in head, head
+    text = render_markdown(Plan((renamed, blocked)))
+    assert ch not in text, [line for line in text.splitlines() if ch in line]
