@@ -81,6 +81,16 @@ class _Unrecorded(Exception):
         self.halfway = halfway
 
 
+class EndWriteFailed(StateError):
+    """The state write at the end of an apply failed, after changes reached the target:
+    ``results`` says which (``unrecorded``: those the state does not hold), for a report that
+    must not read as if nothing was done (``--format json``)."""
+
+    def __init__(self, message: str, results: list[ChangeResult]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
 class _UidTaken(Exception):
     """The target gave a uid the state records under another key: the store refused to
     record it (``UidConflict``: the reader refuses one uid under two keys, #9.3)."""
@@ -357,15 +367,15 @@ def apply_plan(
             # say which changes are unrecorded): that is what the user must see, not this
             if done and not stop.is_set():
                 if not lost:
-                    raise StateError(f"{store.description}: the state could not be written at the end of the apply "
-                                     f"({exc}); the changes already recorded are kept and the next run reads them"
-                                     ) from exc
+                    raise EndWriteFailed(f"{store.description}: the state could not be written at the end of the "
+                                         f"apply ({exc}); the changes already recorded are kept and the next run "
+                                         "reads them", results) from exc
                 kept = ("the changes it recorded before are kept" if rec.entries > len(store.unsaved())
                         else "nothing this apply did is recorded")
-                raise StateError(f"{store.description}: the state could not be written at the end of the apply "
-                                 f"({exc}); {kept}. Reached the target but NOT recorded: "
-                                 f"{', '.join(f'{c.action} {c.title}' for c in lost)}. The next plan finds them "
-                                 "again (a created registry is adopted by name)") from exc
+                raise EndWriteFailed(f"{store.description}: the state could not be written at the end of the apply "
+                                     f"({exc}); {kept}. Reached the target but NOT recorded: "
+                                     f"{', '.join(f'{c.action} {c.title}' for c in lost)}. The next plan finds them "
+                                     "again (a created registry is adopted by name)", results) from exc
         else:
             if stop.is_set():  # a write failed mid-apply; the whole document written at the end holds it all
                 _mark_recorded(results)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from reconciler.plan import make_plan
 from reconciler.state.file import FileStateStore
 from reconciler.targets.local import LocalTarget
@@ -90,3 +92,64 @@ def test_a_rename_stopped_by_its_old_record_write_is_not_reported_recorded(tmp_p
     res2 = run(root)  # adopted by name
     assert res2.returncode == 0, res2.stdout + res2.stderr
     assert "= HelmRegistry/new" in res2.stdout, res2.stdout
+
+
+class _EndWriteFails(FileStateStore):
+    """The document written at the end of the apply cannot be written; ``keep``: the journal
+    works (what the store took is stored), else it stores nothing either (what the git store
+    holds between its commits)."""
+
+    def __init__(self, path: Path, keep: bool) -> None:
+        super().__init__(path)
+        self.keep, self.pending = keep, []
+
+    def record(self, state, entry, message):
+        if self.keep:
+            super().record(state, entry, message)
+        else:
+            from reconciler.state.base import entry_key
+
+            self.pending.append(entry_key(entry))
+
+    def unsaved(self):
+        return list(self.pending)
+
+    def finish(self, state, message):
+        raise PermissionError(1, "Operation not permitted", str(self.path))
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_an_apply_whose_last_state_write_fails_gives_json_what_reached_the_target(tmp_path: Path, keep: bool):
+    """--format json, the state write at the end of the apply failing: the one document said
+    "has_changes": false with no "applied" (one_json_document's fallback), while the registry
+    had been created: a CI step reading it believed nothing was done. It is the plan's document
+    now, with what was applied and the error."""
+    import io
+    import json
+
+    from reconciler import runner
+    from reconciler.commands import plan as plan_command
+    from reconciler.errors import StateError
+
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"helm.yaml": registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com")})
+    commit_all(root, "v1")
+    orig = plan_command.build_store
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        plan_command.build_store = lambda o: _EndWriteFails(root / ".reconciler/state.json", keep)
+        try:
+            plan_command.run_reconcile(runner.Options(root=root, environ={}, fmt="json"), out, err, dry_run=False)
+        except StateError as exc:
+            assert "could not be written at the end of the apply" in str(exc)
+        else:
+            raise AssertionError("the apply did not fail")
+    finally:
+        plan_command.build_store = orig
+    assert set(managed_on_local(root)) == {"a"}
+    doc = json.loads(out.getvalue())  # one document
+    assert doc["has_changes"] is True and "could not be written at the end of the apply" in doc["error"]
+    [applied] = doc["applied"]
+    assert applied["name"] == "a" and applied["ok"] is True and applied["uid"] == managed_on_local(root)["a"]
+    assert (applied["error"] is None) == keep, applied

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from reconciler import render
 from reconciler.model import Desired
 from reconciler.runner import EXIT_FAIL, EXIT_OK, Options, _make_plan, _warn_secrets, md_header
-from reconciler.secrets import resolve_all, state_key
+from reconciler.secrets import redact_resolved, resolve_all, state_key
 from reconciler.state.base import StateStore
 from reconciler.targets.base import Target
 from reconciler.text import escape
@@ -26,7 +26,7 @@ def _commit_label(desired: Desired) -> str | None:
 
 def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: StateStore, target: Target,
            max_del: int, warnings: Sequence[str] = ()) -> int:
-    from reconciler.apply import apply_plan
+    from reconciler.apply import EndWriteFailed, apply_plan
 
     state, plan, values = _make_plan(opts, desired, store, target, max_del)
     if plan.refusals:
@@ -68,12 +68,16 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
             stream.write(escape(f"{r.change.action} {r.change.title}: {status}") + "\n")  # a target's words
             stream.flush()
 
-    res = apply_plan(plan, target, store, state, values, commit=_commit_label(desired), on_result=report,
-                     state_key=state_key(opts.environ))
+    try:
+        res = apply_plan(plan, target, store, state, values, commit=_commit_label(desired), on_result=report,
+                         state_key=state_key(opts.environ))
+    except EndWriteFailed as exc:
+        if opts.fmt == "json":  # the changes that reached the target, not "has_changes": false and nothing applied
+            render.write_json(render.plan_json(plan, extra={"applied": _applied_json(exc.results),
+                                                            "error": redact_resolved(str(exc))}), out)
+        raise
     if opts.fmt == "json":
-        render.write_json(render.plan_json(plan, extra={"applied": [
-            {"action": r.change.action, "kind": r.change.kind, "name": r.change.name, "scope": r.change.scope,
-             "uid": r.uid, "ok": r.ok, "error": r.error or None} for r in res.results]}), out)
+        render.write_json(render.plan_json(plan, extra={"applied": _applied_json(res.results)}), out)
     elif opts.fmt == "markdown":
         from reconciler.markdown import render_apply_markdown
 
@@ -94,6 +98,13 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
     if failed or not opts.quiet:
         err.write(f"Apply: {ok} change(s) applied, {failed} failed\n")
     return EXIT_FAIL if failed else _blocked_exit(plan, err)
+
+
+def _applied_json(results: Sequence[ChangeResult]) -> list[dict[str, Any]]:
+    return [{"action": r.change.action, "kind": r.change.kind, "name": r.change.name, "scope": r.change.scope,
+             "uid": r.uid, "ok": r.ok,
+             "error": r.error or ("reached the target but is NOT recorded in the state" if r.unrecorded else None)}
+            for r in results]
 
 
 def _blocked_exit(plan: Plan, err: TextIO) -> int:
