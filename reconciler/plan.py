@@ -51,8 +51,9 @@ SENSITIVE = Marker("(sensitive)")
 
 
 def looks_marked(text: str) -> bool:
-    """Whether ``text``, shown bare, would read like one of the plan's markers."""
-    return text[:1] == "(" and text[-1:] == ")"
+    """Whether ``text``, shown bare, would read like one of the plan's markers: ``(changed)``,
+    or one that ends a value with a note, as a CA file's does (``PATH (contents sha256:…)``)."""
+    return text[-1:] == ")" and (text[:1] == "(" or " (" in text)
 
 
 @dataclass(frozen=True)

@@ -99,3 +99,22 @@ def test_a_registry_value_that_reads_like_a_marker_is_quoted_in_every_plan() -> 
     assert field_line(marker, UPDATE) == "record: (not signed) -> (written from the definition, signed)"
     assert [line[2:] for line in field_lines(marker, UPDATE)] == ["record: (not signed)",
                                                                   "record: (written from the definition, signed)"]
+
+
+def test_a_value_that_ends_like_a_marker_is_quoted_in_the_text_plan() -> None:
+    """Adversarial pass 9: ``looks_marked`` knew only a whole value in parentheses, but the CA
+    marker is ``PATH (contents sha256:…)``: a pull request that points ``tls.caFile`` at a file
+    named ``evil.pem (contents sha256:1a2b3c4d)`` had the text plan show
+    ``certs/ca.pem -> certs/evil.pem (contents sha256:1a2b3c4d)``, bare, as the plan's own digest
+    of a CA file reads (a path change shows no digest at all). Quoted now, as the comment quotes it."""
+    from reconciler.markdown import field_lines
+    from reconciler.plan import _ca_text
+    from reconciler.render import field_line
+
+    forged = FieldChange("tls.caFile", "certs/ca.pem", "certs/evil.pem (contents sha256:1a2b3c4d)")
+    assert field_line(forged, UPDATE) == 'tls.caFile: certs/ca.pem -> "certs/evil.pem (contents sha256:1a2b3c4d)"'
+    assert field_lines(forged, UPDATE)[1] == '+ tls.caFile: "certs/evil.pem (contents sha256:1a2b3c4d)"'
+    real = FieldChange("tls.caFile", _ca_text("certs/ca.pem", "sha256:" + "0" * 64),
+                       _ca_text("certs/ca.pem", "sha256:" + "1" * 64))
+    assert field_line(real, UPDATE) == ("tls.caFile: certs/ca.pem (contents sha256:00000000) -> "
+                                        "certs/ca.pem (contents sha256:11111111)")
