@@ -39,6 +39,7 @@ class ChangeResult:
     skipped: bool = False  # not attempted: an earlier state write failed
     note: str = ""  # done, and worth saying how (recorded late, by the write at the end of the apply)
     halfway: bool = False  # stopped between its steps by a failed state write: not done, whatever is recorded
+    unwritten: bool = False  # its own state write failed (reached the target or not): the write at the end may store it
 
 
 @dataclass
@@ -329,7 +330,7 @@ def apply_plan(
                 elif exc.halfway and touched:
                     what = "renamed on the target but NOT recorded under either name: the apply stopped"
                 result = ChangeResult(change, False, change.uid, redact(f"{what}: {exc}", known), unrecorded=touched,
-                                      halfway=exc.halfway)
+                                      halfway=exc.halfway, unwritten=True)
         with results_lock:
             results.append(result)
         if on_result:
@@ -390,7 +391,7 @@ def _mark_recorded(results: list[ChangeResult]) -> None:
         if r.halfway:  # not done: the delete of a replace is recorded now, its create never ran
             if r.change.action == REPLACE:
                 results[i] = dataclasses.replace(r, unrecorded=False)
-        elif r.unrecorded:
+        elif r.unwritten:  # a state-only change too (protect, a gone registry's record): stored now, done
             results[i] = dataclasses.replace(r, ok=True, unrecorded=False, error="", note=(
                 f"recorded by the state write at the end of the apply (the one after the change failed: "
                 f"{r.error.split(': ', 1)[-1]})"))

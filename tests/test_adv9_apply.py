@@ -153,3 +153,33 @@ def test_an_apply_whose_last_state_write_fails_gives_json_what_reached_the_targe
     [applied] = doc["applied"]
     assert applied["name"] == "a" and applied["ok"] is True and applied["uid"] == managed_on_local(root)["a"]
     assert (applied["error"] is None) == keep, applied
+
+
+def test_a_state_only_change_whose_write_failed_but_the_final_write_stored_is_reported_done(tmp_path: Path):
+    """The pass 8 fix marked done only the changes that reached the target: a state-only one
+    (protect: true now recorded) whose own write failed stayed 'FAILED: not recorded in the
+    state', exit 1, while the write at the end of the apply had stored protect: true."""
+    from reconciler.apply import apply_plan
+    from reconciler.validation import load_and_validate
+
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"h.yaml": registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com")})
+    commit_all(root, "v1")
+    assert run(root).returncode == 0
+    write_defs(root, {"h.yaml": registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com",
+                                             "protect: true")})
+    store = _JournalFailsOnce(root / ".reconciler/state.json", fail_at=2)
+    target = LocalTarget(root / ".reconciler/local.db", base_dir=root)
+    try:
+        state = store.read()
+        plan = make_plan(load_and_validate(root).desired.registries, state, target.list())
+        [change] = plan.actionable
+        assert change.state_only
+        res = apply_plan(plan, target, store, state, {})
+    finally:
+        target.close()
+    [r] = res.results
+    assert r.ok and not r.unrecorded and r.note.startswith("recorded by the state write at the end"), r
+    [rec] = FileStateStore(root / ".reconciler/state.json").read().records.values()
+    assert rec.protect is True
