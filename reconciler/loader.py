@@ -38,6 +38,9 @@ SUFFIXES = (".yaml", ".yml")
 MAX_FILE_BYTES = 1 << 20  # 1 MiB: a registry file is a few hundred bytes
 MAX_ALIAS_NODES = 1000  # nodes a document may add through aliases
 MAX_DEPTH = 64
+# libyaml's composer recurses in C once per level (about 25,000 levels overflow the stack: a
+# segmentation fault); deeper than this is refused from the events before anything is composed
+MAX_COMPOSE_DEPTH = 1000
 
 Path_ = tuple[str | int, ...]
 
@@ -872,8 +875,35 @@ def load_file(src: SourceFile) -> LoadedFile:
     return out
 
 
+def _too_deep(text: str) -> tuple[int, int] | None:
+    """Where ``text`` nests collections beyond MAX_COMPOSE_DEPTH, read from libyaml's events
+    (its parser keeps a stack, no recursion). Each level on a line takes a ``[``, ``{`` or
+    ``-``, and a level by indentation alone a line longer than the last (1 MiB holds ~1,400),
+    so a file with fewer of those characters is not read twice. A syntax error is left to
+    the composer, which meets it at the same place."""
+    if text.count("[") + text.count("{") + text.count("-") <= MAX_COMPOSE_DEPTH:
+        return None
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                mark = event.start_mark
+                if depth > MAX_COMPOSE_DEPTH and mark is not None:
+                    return mark.line + 1, mark.column + 1
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        pass
+    return None
+
+
 def parse_text(name: str, text: str, out: LoadedFile) -> None:
     """Compose every document of ``text`` and build values; problems go to ``out``."""
+    deep = _too_deep(text)
+    if deep is not None:
+        out.problems.append(RawProblem(name, *deep, f"nesting deeper than {MAX_DEPTH} levels", "yaml-depth"))
+        return
     source = Reparse(text)
     try:
         for index, node in enumerate(compose_all(text)):
