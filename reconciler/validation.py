@@ -13,6 +13,7 @@ Settings, built-in defaults of the profile, VerteX FIPS policy) and the legacy-P
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import unicodedata
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import loader
 from .cache import ValidationCache
@@ -39,6 +41,12 @@ SCHEMA_FILE = Path(__file__).parent / "schema" / "registry.schema.json"
 
 _ECR_HOST = re.compile(r"(^|://)[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?(/|:|$)")
 _SPACE = re.compile(r"\s")
+# the usual endpoint, said good at once: an ASCII host name that starts with a letter (so not an
+# IPv4 address) and not with xn--, labels of 1-63 characters, a port of 1-5 digits
+_PLAIN_HOST = re.compile(
+    r"(?:https?://)?(?![Xx][Nn]--)[A-Za-z][A-Za-z0-9_-]{0,62}(?:\.[A-Za-z0-9_-]{1,63})*\.?(?::([0-9]{1,5}))?(?:[/?#]|$)"
+)
+_IPV4_STYLE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 # fields that are one token: no whitespace anywhere (names may hold inner spaces)
 _TOKEN_FIELDS = frozenset(
     {"endpoint", "username", "baseContentPath", "accessKey", "arn", "externalId", "fromEnv"}
@@ -337,6 +345,8 @@ class _Checker:
         if self.quick(value):
             literal = self.endpoint_credentials(spec) if isinstance(spec, dict) else set()
             kind = value.get("kind") if isinstance(value.get("kind"), str) else None
+            if isinstance(spec, dict):
+                self.endpoint_host(spec, kind, literal)
             if isinstance(spec, dict) and kind == "OciRegistry":
                 self.oci_rules(spec, literal)
             ok = not any(p.severity == "error" for p in self.problems)
@@ -347,6 +357,8 @@ class _Checker:
             literal |= self.endpoint_credentials(spec)
         self.schema(value, literal)
         kind = value.get("kind") if isinstance(value.get("kind"), str) else None
+        if isinstance(spec, dict):
+            self.endpoint_host(spec, kind, literal)
         if isinstance(spec, dict) and kind == "OciRegistry":
             self.oci_rules(spec, literal)
         ok = not self.doc.load_errors and not any(p.severity == "error" for p in self.problems)
@@ -676,6 +688,66 @@ class _Checker:
                     f"spec.endpoint: ECR endpoints carry no scheme; write {host!r}",
                     "ecr-endpoint",
                 )
+
+
+    def endpoint_host(self, spec: dict[str, Any], kind: str | None, reported: set[tuple[str | int, ...]]) -> None:
+        """A host and port that a URL parser, and then the resolver, can read: a port out of
+        range, an unclosed ``[`` or a host label that is empty (``a..b``) or over 63
+        characters is said here, not met by the sync or the preflight as an exception."""
+        endpoint = spec.get("endpoint")
+        if not isinstance(endpoint, str) or ("spec", "endpoint") in reported:
+            return
+        plain = _PLAIN_HOST.match(endpoint)
+        if plain is not None and int(plain.group(1) or 0) <= 65535:
+            return
+        scheme, sep, _ = endpoint.partition("://")
+        if (sep and scheme.lower() not in ("http", "https")) or (not sep and kind != "OciRegistry"):
+            return  # oci:// or no scheme where one is needed: the schema and oci_rules say it
+        at = self.doc.position(("spec", "endpoint"))
+        if any((p.line, p.col) == at for p in self.problems):
+            return  # the schema said it already (too long, a space, ...)
+        problem = _host_problem(endpoint if sep else f"https://{endpoint}")
+        if problem is not None:
+            self.add(("spec", "endpoint"), f"spec.endpoint: {problem}", "endpoint-host")
+
+
+def _host_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "the host in [brackets] is not a valid IPv6 address"
+    try:
+        parts.port
+    except ValueError:
+        port = parts.netloc.rpartition("]")[2].rpartition(":")[2]
+        return f"the port {escape(port)!r} is not a number from 0 to 65535"
+    host = parts.hostname
+    if not host:
+        return "the URL has no host"
+    if ":" in host:  # an IPv6 address, checked by urlsplit
+        return None
+    if _IPV4_STYLE.fullmatch(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"{escape(host)!r} is not a valid IPv4 address"
+        return None
+    try:
+        host.encode("idna")  # what the resolver does with it: labels of 1-63 characters
+    except UnicodeError:
+        return f"the host name {escape(host)!r} has an empty label or one longer than 63 characters"
+    # and what the HTTP client does (httpx: IDNA 2008 for a name that is not ASCII, and a
+    # leading xn-- label decoded): a host it refuses could never be synced or probed
+    import idna  # only for such a name: 1.4 ms of tables
+
+    try:
+        if not host.isascii():
+            idna.encode(host.lower())
+        elif host.lower().startswith("xn--"):
+            idna.decode(host)
+    except (idna.IDNAError, UnicodeError):
+        return f"the host name {escape(host)!r} is not a valid internationalised domain name (IDNA 2008)"
+    return None
 
 
 def _has_userinfo(endpoint: str) -> bool:

@@ -37,3 +37,63 @@ def test_yaml_nested_tens_of_thousands_deep_is_a_located_error_not_a_crash(tmp_p
     assert "nesting deeper than 64 levels" in res.stdout + res.stderr
     assert "Traceback" not in res.stderr and "internal error" not in res.stderr
     assert not (root / ".reconciler").exists()
+
+
+@pytest.mark.parametrize("kind, endpoint, needle", [
+    ("HelmRegistry", "http://127.0.0.1:99999/charts", "port"),
+    ("HelmRegistry", "http://127.0.0.1:abc/charts", "port"),
+    ("HelmRegistry", "http://[::1/charts", "IPv6"),
+    ("HelmRegistry", "http://[zz]/charts", "IPv6"),
+    ("HelmRegistry", "http://a..b/charts", "host name"),
+    ("HelmRegistry", "http://" + "a" * 64 + ".example.com/", "host name"),
+    ("HelmRegistry", "http://:80/charts", "no host"),
+    ("PackRegistry", "https://packs.example.com:123456", "port"),
+    ("OciRegistry", "127.0.0.1:99999", "port"),
+    ("OciRegistry", "registry..example.com/v2", "host name"),
+])
+@pytest.mark.parametrize("args", [["validate"], ["--dry-run", "--preflight"]], ids=["validate", "preflight"])
+def test_an_endpoint_whose_host_or_port_cannot_be_read_is_a_located_error(tmp_path: Path, kind, endpoint, needle,
+                                                                          args):
+    """An endpoint with a port out of range or not a number, an unclosed or invalid IPv6
+    bracket, or an empty host label passed validation and was applied; then `--dry-run
+    --preflight` and `sync` of it were an internal error (exit 3: ValueError "Port out of
+    range", InvalidURL, UnicodeError from the idna codec)."""
+    root = _repo(tmp_path / "repo")
+    spec = f"endpoint: '{endpoint}'\nsync: false" if kind != "OciRegistry" else (
+        f"endpoint: '{endpoint}'\nprovider: helm\nsync: false")
+    (root / "registries.d" / "bad.yaml").write_text(registry_doc(kind, "bad", spec))
+    res = run(root, *args)
+    both = res.stdout + res.stderr
+    assert res.returncode == 1, both
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.stderr
+    assert "registries.d/bad.yaml:6:13: spec.endpoint:" in both and needle in both, both
+    assert not (root / ".reconciler").exists()
+
+
+@pytest.mark.parametrize("endpoint, needle", [
+    ("http://1.2.3.999/charts", "IPv4"),
+    ("http://\u2603.example/charts", "IDNA"),
+    ("http://\uff21.example/charts", "IDNA"),
+    ("http://xn--zz.example/charts", "IDNA"),
+])
+def test_a_host_the_http_client_refuses_is_a_located_error(tmp_path: Path, endpoint, needle):
+    """Hosts that urllib and the resolver take but httpx refuses (an IPv4-looking host out of
+    range, a name IDNA 2008 refuses, a bad xn-- label) passed validation, and a sync or
+    preflight of them was an internal error (InvalidURL, IDNAError)."""
+    root = _repo(tmp_path / "repo")
+    (root / "registries.d" / "bad.yaml").write_text(
+        registry_doc("HelmRegistry", "bad", f"endpoint: '{endpoint}'\nsync: false"), encoding="utf-8")
+    res = run(root, "validate")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "registries.d/bad.yaml:6:13: spec.endpoint:" in res.stdout and needle in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("endpoint", ["https://charts.example.com:8443/a", "http://127.0.0.1:5000/x",
+                                      "https://[::1]:443/x", "https://ex\u00e4mple.com/", "https://xn--bcher-kva.com/",
+                                      "https://a.b./x", "https://h:/x"])
+def test_endpoints_that_can_be_read_still_pass(tmp_path: Path, endpoint):
+    root = _repo(tmp_path / "repo")
+    (root / "registries.d" / "ok.yaml").write_text(
+        registry_doc("HelmRegistry", "ok", f"endpoint: '{endpoint}'\nsync: false"), encoding="utf-8")
+    res = run(root, "validate")
+    assert res.returncode == 0, res.stdout + res.stderr
