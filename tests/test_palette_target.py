@@ -838,3 +838,13 @@ def test_a_plain_http_endpoint_is_refused_unless_it_is_loopback(endpoint: str):
         PaletteTarget(endpoint=endpoint, api_key="k" * 20)
     for ok in ("http://127.0.0.1:8080", "http://[::1]:9", "http://localhost:1", "https://api.spectrocloud.com"):
         PaletteTarget(endpoint=ok, api_key="k" * 20).close()
+
+
+@pytest.mark.parametrize("endpoint", ["https://a..b", "https://.palette.example.com",
+                                      "https://" + "p" * 64 + ".example.com"])
+def test_an_endpoint_host_the_resolver_refuses_is_an_input_error(endpoint: str):
+    """Adversarial pass 9: ``--endpoint https://a..b`` passed httpx's URL parser, and the first
+    request died in the resolver's idna codec (UnicodeError: label empty or too long): an
+    internal error, exit 3. Refused as a bad endpoint before any request now."""
+    with pytest.raises(InputError, match="is not an http:// or https:// URL with a host"):
+        PaletteTarget(endpoint=endpoint, api_key="k" * 20)

@@ -175,7 +175,9 @@ def _check_endpoint(endpoint: str) -> str:
         url = httpx.URL(endpoint)
         ok = url.scheme in ("http", "https") and bool(url.host) and (url.port is None or 0 < url.port < 65536)
         userinfo = bool(url.userinfo)
-    except (httpx.InvalidURL, TypeError, ValueError):
+        if ok and ":" not in url.host:
+            url.host.encode("idna")  # what the resolver does: a label empty (a..b) or over 63 characters
+    except (httpx.InvalidURL, TypeError, ValueError):  # (UnicodeError is a ValueError)
         ok, userinfo = False, "@" in str(endpoint).partition("://")[2].split("/", 1)[0]
     if userinfo:
         # issue 9 item 10: a password in a URL is printed, logged and stored everywhere the URL is
