@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+from tests.support.gitops_repo import commit_all, git, init_repo, registry_doc, run, write_defs
 
 HELM = registry_doc("HelmRegistry", "h", "endpoint: http://127.0.0.1:9/charts")
 
@@ -97,3 +97,39 @@ def test_endpoints_that_can_be_read_still_pass(tmp_path: Path, endpoint):
         registry_doc("HelmRegistry", "ok", f"endpoint: '{endpoint}'\nsync: false"), encoding="utf-8")
     res = run(root, "validate")
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+NOT_UTF8 = "\udcff\udcfe"  # os.fsencode: the bytes ff fe, as a shell can export them
+
+
+@pytest.mark.parametrize("args", [[], ["import", "--all"]], ids=["apply", "import"])
+@pytest.mark.parametrize("env, message", [
+    ({"GIT_COMMITTER_NAME": "CI " + NOT_UTF8}, "the committer name"),
+    ({"GIT_COMMITTER_EMAIL": NOT_UTF8 + "@example.com"}, "the committer email"),
+    ({"RECONCILER_LEASE_SECONDS": "nan"}, "RECONCILER_LEASE_SECONDS must be a number"),
+    ({"RECONCILER_LEASE_SECONDS": NOT_UTF8}, "RECONCILER_LEASE_SECONDS must be a number"),
+], ids=["name-not-utf8", "email-not-utf8", "lease-nan", "lease-not-utf8"])
+def test_a_bad_committer_or_lease_for_the_git_state_is_refused_before_any_lock(tmp_path: Path, env, message, args):
+    """A committer name or email whose bytes are not UTF-8 was an internal error (exit 3:
+    UnicodeEncodeError while the lease commit was written); a bad RECONCILER_LEASE_SECONDS was
+    refused, but only after the clone's lock file (.git/reconciler/st.lock) was created.
+    Both are now refused first: exit 1, no lock file, no branch, nothing applied."""
+    root = _repo(tmp_path / "repo")
+    res = run(root, "--state", "git:st", *args, env=env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.stderr
+    assert message in res.stderr, res.stderr
+    assert not (root / ".git" / "reconciler").exists()
+    assert git(root, "for-each-ref", "--format=%(refname)", "refs/heads/st") == ""
+    assert not (root / ".reconciler" / "local.db").exists()
+
+
+def test_a_ci_run_url_that_is_not_utf8_is_escaped_in_the_lease(tmp_path: Path):
+    """GITHUB_SERVER_URL (or _REPOSITORY, _RUN_ID) of bytes that are not UTF-8 made the lease
+    commit fail: an internal error (UnicodeEncodeError), exit 3. The holder is escaped."""
+    root = _repo(tmp_path / "repo")
+    env = {"GITHUB_SERVER_URL": "https://gh" + NOT_UTF8, "GITHUB_REPOSITORY": "o/r", "GITHUB_RUN_ID": "7"}
+    res = run(root, "--state", "git:st", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    log = git(root, "log", "--format=%B", "st")
+    assert "https://gh\\udcff\\udcfe/o/r/actions/runs/7" in log, log

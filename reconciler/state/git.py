@@ -61,6 +61,15 @@ from reconciler.state.lease import MAX_LEASE_BYTES, CorruptLease, Lease, env_sec
 from reconciler.state.lock import exclusive
 from reconciler.testhooks import checkpoint
 
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 _POLL = 0.5  # seconds between looks at a held lease
 _ZERO = "0" * 40
 _BLOB_MODE = 0o100644
@@ -402,8 +411,10 @@ class GitBranchStateStore(StateStore):
     @contextmanager
     def lock(self, timeout: float = 0.0) -> Iterator[None]:
         deadline = time.monotonic() + max(timeout, 0.0)
+        seconds = lease_seconds()  # the environment's words are checked before the lock file is made
+        self._actor()
         with exclusive(self.lock_path, timeout, f"git:{self.branch}", "another reconcile is running in this clone"):
-            lease = self._acquire(deadline)
+            lease = self._acquire(deadline, seconds)
             stop = threading.Event()
             beat = threading.Thread(target=self._heartbeat, args=(stop,), name="reconcile-lease", daemon=True)
             self._locked, self._run_seen, self._lapsed = True, None, ""
@@ -432,8 +443,7 @@ class GitBranchStateStore(StateStore):
         if self._lapsed:
             raise StateError(self._lapsed)
 
-    def _acquire(self, deadline: float) -> Lease:
-        seconds = lease_seconds()
+    def _acquire(self, deadline: float, seconds: float) -> Lease:
         told = False
         for _ in range(100_000):  # bounded: each pass sleeps or makes progress
             with self._mutex:
@@ -667,6 +677,9 @@ class GitBranchStateStore(StateStore):
                 raise StateError(f"git:{self.branch}: the committer {what} {given[what]!r} (GIT_COMMITTER_"
                                  f"{what.upper()} or user.{what}) must not contain '<', '>' or a line feed; "
                                  "nothing was changed")
+            if not _utf8(value):  # bytes a commit cannot hold (os.environ keeps them as surrogates)
+                raise StateError(f"git:{self.branch}: the committer {what} {given[what]!r} (GIT_COMMITTER_"
+                                 f"{what.upper()} or user.{what}) is not valid UTF-8; nothing was changed")
         return git.Actor(name, email)
 
     def _check(self, state: State) -> None:

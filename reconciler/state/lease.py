@@ -66,7 +66,9 @@ def holder_identity(environ: Mapping[str, str] | None = None) -> str:
     if server and repo and run:
         local = f"{server.rstrip('/')}/{repo}/actions/runs/{run} ({local})"
     # never a lease that from_json refuses: the environment and the host name are not ours
-    return escape(local)[:MAX_FIELD_CHARS]
+    # bytes that are not UTF-8 (kept by os.environ as surrogates) are written as \\udcff: a
+    # commit message and the lease's JSON could not hold them
+    return escape(local).encode("utf-8", "backslashreplace").decode("utf-8")[:MAX_FIELD_CHARS]
 
 
 def _stamp(t: float) -> str:
