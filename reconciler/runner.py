@@ -303,16 +303,20 @@ def known_to_target(desired: Desired, state: State) -> dict[str, Known]:
 
 
 def _make_plan(
-    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int, read_files: bool = True
+    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int, read_files: bool = True,
+    state: State | None = None,
 ) -> tuple[State, Plan, dict[Key, dict[str, str | None]]]:
+    """``state``: the store's, when the caller read it already (before opening the target)."""
     with paused_gc():
-        return _plan_now(opts, desired, store, target, max_del, read_files)
+        return _plan_now(opts, desired, store, target, max_del, read_files, state)
 
 
 def _plan_now(
-    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int, read_files: bool
+    opts: Options, desired: Desired, store: StateStore, target: Target, max_del: int, read_files: bool,
+    state: State | None,
 ) -> tuple[State, Plan, dict[Key, dict[str, str | None]]]:
-    state = store.read()
+    if state is None:
+        state = store.read()
     _check_state_target(state, target, store)
     known = known_to_target(desired, state) if target.observe_reads_known else {}
     observed = target.observe({r.key for r in desired.registries}, known)

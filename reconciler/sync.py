@@ -111,13 +111,16 @@ def run_sync(opts: Options, names: Sequence[str], *, force: bool, wait: bool, ti
         settings = result.desired.settings
         desired = {r.key: r for r in result.desired.registries}
         store = build_store(opts)
-        target = build_target(opts, settings.profile if not result.errors else (opts.profile or "saas"), _progress(err))
         deadline = time.monotonic() + timeout
-        # --timeout bounds every request too, not only the polling between them (issue 9 item 15)
-        target.set_deadline(timeout + 1.0)  # a second of grace for the last status poll
+        target: Target | None = None
         try:
             with store.lock(opts.lock_timeout):
+                # the state is read before the target is opened: a corrupt one creates no local database
                 state = store.read()
+                target = build_target(opts, settings.profile, _progress(err))
+                # --timeout bounds every request too, not only the polling between them (issue 9 item 15)
+                # (what is left of it once the lock is held), a second of grace for the last status poll
+                target.set_deadline(deadline - time.monotonic() + 1.0)
                 _check_state_target(state, target, store)
                 records = sorted(state.records.values(), key=lambda r: r.key)
                 if names:
@@ -189,7 +192,8 @@ def run_sync(opts: Options, names: Sequence[str], *, force: bool, wait: bool, ti
                     state.serial += 1
                     store.write(state, f"sync {rec.kind}/{rec.name}: {row.status}")
         finally:
-            target.close()
+            if target is not None:
+                target.close()
             end_progress(err)
         _render(rows, opts.fmt, out)
         failed = [r for r in rows if r.failed]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.palette_emulator import palette_emulator_factory  # noqa: F401
 from tests.support.gitops_repo import commit_all, git, init_repo, registry_doc, run, write_defs
 
 HELM = registry_doc("HelmRegistry", "h", "endpoint: http://127.0.0.1:9/charts")
@@ -133,3 +134,37 @@ def test_a_ci_run_url_that_is_not_utf8_is_escaped_in_the_lease(tmp_path: Path):
     assert res.returncode == 0, res.stdout + res.stderr
     log = git(root, "log", "--format=%B", "st")
     assert "https://gh\\udcff\\udcfe/o/r/actions/runs/7" in log, log
+
+
+@pytest.mark.parametrize("args", [[], ["import", "--all"], ["sync"]], ids=["apply", "import", "sync"])
+@pytest.mark.parametrize("state", ["{}", "{not json", '{"version": 99}'], ids=["no-version", "not-json", "newer"])
+def test_a_corrupt_state_creates_no_local_target(tmp_path: Path, args, state):
+    """With a corrupt (or newer) state file, apply, import and sync refused it, but only after
+    the local target was opened for writing: .reconciler/local.db was created (seeded with the
+    profile's built-in registries). The state is read before the target is opened now."""
+    root = _repo(tmp_path / "repo")
+    (root / ".reconciler").mkdir()
+    (root / ".reconciler" / "state.json").write_text(state)
+    res = run(root, *args)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "state" in res.stderr and "internal error" not in res.stderr, res.stderr
+    assert not (root / ".reconciler" / "local.db").exists()
+    assert (root / ".reconciler" / "state.json").read_text() == state
+
+
+@pytest.mark.parametrize("args", [["--dry-run"], []], ids=["plan", "apply"])
+def test_a_corrupt_state_makes_no_palette_request_in_vertex(tmp_path: Path, palette_emulator_factory, args):
+    """VerteX: the tenant's FIPS setting was asked of Palette (GET .../preferences) before the
+    state was read; a corrupt state then failed the run, a request already made."""
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"h.yaml": registry_doc("HelmRegistry", "h", "endpoint: https://charts.example.com\nfips: true"),
+                      "s.yaml": "apiVersion: reconciler/v1\nkind: Settings\nspec: {profile: vertex}\n"})
+    commit_all(root)
+    (root / ".reconciler").mkdir()
+    (root / ".reconciler" / "state-palette.json").write_text("{}")
+    emu = palette_emulator_factory(seed_defaults=True)
+    res = run(root, "--target", "palette", "--endpoint", emu.url, *args, env={"PALETTE_API_KEY": emu.api_key})
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "state has no integer 'version'" in res.stderr, res.stderr
+    assert emu.calls() == []

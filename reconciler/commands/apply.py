@@ -9,7 +9,7 @@ from reconciler import render
 from reconciler.model import Desired
 from reconciler.runner import EXIT_FAIL, EXIT_OK, Options, _make_plan, _warn_secrets, md_header
 from reconciler.secrets import redact_resolved, resolve_all, state_key
-from reconciler.state.base import StateStore
+from reconciler.state.base import State, StateStore
 from reconciler.targets.base import Target
 from reconciler.text import escape
 
@@ -25,10 +25,10 @@ def _commit_label(desired: Desired) -> str | None:
 
 
 def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: StateStore, target: Target,
-           max_del: int, warnings: Sequence[str] = ()) -> int:
+           max_del: int, warnings: Sequence[str] = (), state: State | None = None) -> int:
     from reconciler.apply import EndWriteFailed, apply_plan
 
-    state, plan, values = _make_plan(opts, desired, store, target, max_del)
+    state, plan, values = _make_plan(opts, desired, store, target, max_del, state=state)
     if plan.refusals:
         render.render_plan_text(plan, err)
         err.write("plan refused; nothing was changed\n")

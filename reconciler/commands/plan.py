@@ -24,7 +24,7 @@ from reconciler.runner import (
     one_json_document,
 )
 from reconciler.secrets import known_values, present
-from reconciler.state.base import StateStore
+from reconciler.state.base import State, StateStore
 from reconciler.targets.base import Target
 
 if TYPE_CHECKING:
@@ -60,17 +60,23 @@ def _run_loaded(opts: Options, result: LoadResult, out: TextIO, err: TextIO, *, 
     profile = desired.settings.profile
     max_del = opts.max_deletions if opts.max_deletions is not None else desired.settings.max_deletions
     store = build_store(opts)
+    # the state is read before the target is opened: a corrupt or newer one is refused with no
+    # request made (VerteX asks the tenant's FIPS setting first) and no local database created
     if dry_run:
+        state = store.read()
         with _target(opts, profile, err, read_only=True) as target:  # #9.40: a dry-run writes nothing
             _check_tenant_policy(desired, target)
             return _dry_run(opts, out, err, desired, store, target, max_del, preflight,
-                            warnings=[str(p) for p in result.warnings])
+                            warnings=[str(p) for p in result.warnings], state=state)
     from reconciler.commands.apply import _apply  # a dry-run does not import apply
 
     # the lock comes first: a second apply must not even open the target
-    with store.lock(opts.lock_timeout), _target(opts, profile, err) as target:
-        _check_tenant_policy(desired, target)
-        return _apply(opts, out, err, desired, store, target, max_del, warnings=[str(p) for p in result.warnings])
+    with store.lock(opts.lock_timeout):
+        state = store.read()
+        with _target(opts, profile, err) as target:
+            _check_tenant_policy(desired, target)
+            return _apply(opts, out, err, desired, store, target, max_del, warnings=[str(p) for p in result.warnings],
+                          state=state)
 
 
 def _check_tenant_policy(desired: Desired, target: Target) -> None:
@@ -100,10 +106,10 @@ def _emit_plan(opts: Options, out: TextIO, plan: Plan, extra: dict[str, Any] | N
 
 
 def _dry_run(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: StateStore, target: Target,
-             max_del: int, preflight: bool, warnings: Sequence[str] = ()) -> int:
+             max_del: int, preflight: bool, warnings: Sequence[str] = (), state: State | None = None) -> int:
     # a dry-run reads no secret file (environment values only, to show rotations); --preflight
     # sends the credentials to the registries, so it needs them
-    state, plan, values = _make_plan(opts, desired, store, target, max_del, read_files=preflight)
+    state, plan, values = _make_plan(opts, desired, store, target, max_del, read_files=preflight, state=state)
     _warn_secrets(opts, state, values, err)
     failures: list[str] = []
     if preflight:
