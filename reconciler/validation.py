@@ -41,11 +41,15 @@ SCHEMA_FILE = Path(__file__).parent / "schema" / "registry.schema.json"
 
 _ECR_HOST = re.compile(r"(^|://)[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?(/|:|$)")
 _SPACE = re.compile(r"\s")
-# the usual endpoint, said good at once: an ASCII host name that starts with a letter (so not an
-# IPv4 address) and not with xn--, labels of 1-63 characters, a port of 1-5 digits
+# the usual endpoint, said good at once: an ASCII host name (not one of four numbers, which is
+# checked as an IPv4 address) that does not start with xn--, labels of 1-63 characters, a port
+# of 1-5 digits; ECR's 123456789012.dkr.ecr... hosts included
 _PLAIN_HOST = re.compile(
-    r"(?:https?://)?(?![Xx][Nn]--)[A-Za-z][A-Za-z0-9_-]{0,62}(?:\.[A-Za-z0-9_-]{1,63})*\.?(?::([0-9]{1,5}))?(?:[/?#]|$)"
+    r"(?:https?://)?(?![Xx][Nn]--)(?!(?:[0-9]+\.){3}[0-9]+\.?(?:[:/?#]|$))"  # not xn--, not four numbers
+    r"[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?"
+    r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(?:[/?#]|$)"
 )
+_plain_host = _PLAIN_HOST.match
 _IPV4_STYLE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 # fields that are one token: no whitespace anywhere (names may hold inner spaces)
 _TOKEN_FIELDS = frozenset(
@@ -346,7 +350,9 @@ class _Checker:
             literal = self.endpoint_credentials(spec) if isinstance(spec, dict) else set()
             kind = value.get("kind") if isinstance(value.get("kind"), str) else None
             if isinstance(spec, dict):
-                self.endpoint_host(spec, kind, literal)
+                endpoint = spec.get("endpoint")
+                if type(endpoint) is not str or not _plain_host(endpoint):  # most are: no call
+                    self.endpoint_host(spec, kind, literal)
             if isinstance(spec, dict) and kind == "OciRegistry":
                 self.oci_rules(spec, literal)
             ok = not any(p.severity == "error" for p in self.problems)
@@ -697,18 +703,19 @@ class _Checker:
         endpoint = spec.get("endpoint")
         if not isinstance(endpoint, str) or ("spec", "endpoint") in reported:
             return
-        plain = _PLAIN_HOST.match(endpoint)
-        if plain is not None and int(plain.group(1) or 0) <= 65535:
+        if _plain_host(endpoint):
             return
         scheme, sep, _ = endpoint.partition("://")
         if (sep and scheme.lower() not in ("http", "https")) or (not sep and kind != "OciRegistry"):
             return  # oci:// or no scheme where one is needed: the schema and oci_rules say it
+        problem = _host_problem(endpoint if sep else f"https://{endpoint}")
+        if problem is None:
+            return
+        # positions only now: asking one parses the file again (they are kept lazy, issue #11)
         at = self.doc.position(("spec", "endpoint"))
         if any((p.line, p.col) == at for p in self.problems):
             return  # the schema said it already (too long, a space, ...)
-        problem = _host_problem(endpoint if sep else f"https://{endpoint}")
-        if problem is not None:
-            self.add(("spec", "endpoint"), f"spec.endpoint: {problem}", "endpoint-host")
+        self.add(("spec", "endpoint"), f"spec.endpoint: {problem}", "endpoint-host")
 
 
 def _host_problem(url: str) -> str | None:
