@@ -724,7 +724,7 @@ def _host_problem(url: str) -> str | None:
     except ValueError:
         return "the host in [brackets] is not a valid IPv6 address"
     try:
-        parts.port
+        _ = parts.port  # reading it raises ValueError for a port out of range or not a number
     except ValueError:
         port = parts.netloc.rpartition("]")[2].rpartition(":")[2]
         return f"the port {escape(port)!r} is not a number from 0 to 65535"
