@@ -1233,3 +1233,16 @@ def test_a_bad_commit_interval_is_refused_before_the_branch_is_touched(tmp_path:
     assert "RECONCILER_STATE_COMMIT_SECONDS must be a number of seconds from 0 to 600" in res.stderr, res.stderr
     assert git(origin, "branch", "--list", BRANCH) == "", "the bad input pushed the state branch"
     assert not (work / ".reconciler" / "local.db").exists()
+
+
+@pytest.mark.parametrize("raw", ["1_0", "\u0665", "1e3", "inf", "0x10", "+5", "5 s", "\uff15"])
+def test_a_number_of_seconds_is_plain_ascii_decimals(raw: str) -> None:
+    """Left alone by the bad-input audit: float() takes RECONCILER_GIT_TIMEOUT=1_0 as ten seconds
+    and Arabic-Indic or full-width digits as numbers; a value a reviewer of the workflow file
+    cannot read at a glance is refused, as other bad values are, naming the range."""
+    from reconciler.state.lease import env_seconds
+
+    with pytest.raises(StateError, match="RECONCILER_GIT_TIMEOUT must be a number of seconds from 1 to 3600"):
+        env_seconds("RECONCILER_GIT_TIMEOUT", 120.0, 1.0, 3600.0, {"RECONCILER_GIT_TIMEOUT": raw})
+    for good, want in (("10", 10.0), (" 2.5 ", 2.5), (".5", 0.5), ("", 120.0)):
+        assert env_seconds("X", 120.0, 0.0, 3600.0, {"X": good}) == want

@@ -37,6 +37,7 @@ _FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_LEASE_BYTES = 64 << 10
 MAX_FIELD_CHARS = 512  # a holder is a run URL, a host and a pid; an id a uuid
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_SECONDS = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?|\.[0-9]{1,9}")
 
 
 def env_seconds(name: str, default: float, low: float, high: float,
@@ -46,10 +47,8 @@ def env_seconds(name: str, default: float, low: float, high: float,
     raw = (os.environ if environ is None else environ).get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
+    # plain ASCII decimals only: float() also takes 1_0 (ten), Arabic-Indic digits, 1e3 and inf
+    value = float(raw) if _SECONDS.fullmatch(raw) else math.nan
     if not math.isfinite(value) or not low <= value <= high:
         raise StateError(f"{name} must be a number of seconds from {low:.0f} to {high:.0f}")
     return value
