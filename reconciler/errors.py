@@ -191,7 +191,7 @@ def _forms(value: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...
     form holds every run of them the value holds: a message without its longest (``keys``:
     the three longest, the longest first, as values of one pattern share some) holds none of
     the forms, and costs one look instead of twenty (no key: a value without such runs). Forms that
-    only some messages can hold are computed when one does (``_charref_pattern``,
+    only some messages can hold are computed when one does (``_spelt_pattern``,
     ``_double_percent_forms``). The hex (lower and upper case) and the base64 cores
     (``_base64_cores``) encode the letters too: they are looked for apart."""
     import html  # here, not at the top: a run that redacts no known value never needs it (about 1 ms)
@@ -229,10 +229,28 @@ def _double_percent_forms(value: str) -> tuple[str, ...]:
 # html/template writes + as &#43;, .NET and Python's xmlcharrefreplace non-ASCII as &#228;),
 # hex (&#x26; / &#X26;, either case: Python's &#x27;, Go's encoding/xml &#xA;, JS's he
 # &#xE4;), or named (&amp;, XML's &apos;, Java's escapeHtml4 &auml;). Each escaper writes
-# its own mix, so a message holding one is decoded (``_decode_refs``), values are looked for
-# in that, and a value found is masked by a pattern that takes any spelling of each of its
-# characters (``_charref_pattern``).
+# its own mix, so a message holding one is decoded (``_decoded``), values are looked for in
+# that, and a value found is masked by a pattern that takes any spelling of each of its
+# characters (``_spelt_pattern``). So are %XX and \\xXX escapes of a value's bytes, letters and
+# digits too: a server that escapes every byte (a whole query string percent-encoded, a C-style
+# dump of a buffer) leaves none of the value's own runs in the text (adversarial pass 7, F4).
 _CHARREF = re.compile(r"&(?:#(?:[0-9]{1,7}|[xX][0-9a-fA-F]{1,6})|[A-Za-z][A-Za-z0-9]{1,15});")
+_ANY_PCT = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+_BYTE_ESCAPES = re.compile(r"(?:\\x[0-9A-Fa-f]{2})+")
+
+
+def _decoded(text: str) -> str | None:
+    """``text`` with its character references, %XX and \\xXX escapes decoded (a run of byte
+    escapes as UTF-8); None when it holds none."""
+    out = text
+    if "&" in out:
+        out = _CHARREF.sub(_decode_ref, out)
+    if "%" in out:
+        out = _ANY_PCT.sub(lambda m: bytes.fromhex(m.group().replace("%", "")).decode("utf-8", "replace"), out)
+    if "\\x" in out:
+        out = _BYTE_ESCAPES.sub(lambda m: bytes.fromhex(m.group().replace("\\x", "")).decode("utf-8", "replace"),
+                                out)
+    return out if out != text else None
 
 
 @lru_cache(maxsize=1)
@@ -254,19 +272,22 @@ def _decode_ref(m: re.Match[str]) -> str:
     return chr(cp) if 0 < cp < 0x110000 else ref
 
 
+def _either_case(hexdigits: str) -> str:
+    return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in hexdigits)
+
+
 @lru_cache(maxsize=_FORMS_CACHE)
-def _charref_pattern(value: str) -> re.Pattern[str]:
-    """The value with each character that is not an ASCII letter or digit spelt any way a
-    character reference spells it (decimal or hex with leading zeros, hex in either case,
-    its HTML name), or as itself."""
+def _spelt_pattern(value: str) -> re.Pattern[str]:
+    """The value with each character spelt as itself or any way a character reference spells
+    it (decimal or hex with leading zeros, hex in either case, its HTML name), or as the %XX
+    or \\xXX escapes of its UTF-8 bytes (hex in either case)."""
     name_of = _entities()[1]
     parts = []
     for c in value:
-        if c.isascii() and c.isalnum():
-            parts.append(c)
-            continue
-        hexdigits = "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{ord(c):x}")
-        spellings = [re.escape(c), f"&#0*{ord(c)};", f"&#[xX]0*{hexdigits};"]
+        raw = c.encode("utf-8", "surrogateescape")
+        spellings = [re.escape(c), f"&#0*{ord(c)};", f"&#[xX]0*{_either_case(f'{ord(c):x}')};",
+                     "".join(f"%{_either_case(f'{b:02x}')}" for b in raw),
+                     "".join(f"\\\\x{_either_case(f'{b:02x}')}" for b in raw)]
         if ord(c) in name_of:
             spellings.append(f"&{name_of[ord(c)]};")
         parts.append(f"(?:{'|'.join(spellings)})")
@@ -373,7 +394,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     refs: list[str] = []
     hexy = _HEX_RUN.search(text) is not None
     twice = "%25" in text
-    decoded, nrefs = _CHARREF.subn(_decode_ref, text) if "&" in text else (text, 0)
+    decoded = _decoded(text) if ("&" in text or "%" in text or "\\x" in text) else None
     view: str | None = None
     for s in {*secrets, *own_credentials()}:
         if not s or len(s) < MIN_REDACT_LEN:
@@ -388,8 +409,8 @@ def redact(text: str, secrets: Iterable[str]) -> str:
                     forms.add(f)
             if twice:
                 forms.update(f for f in _double_percent_forms(s) if f in text)
-            if nrefs and s in decoded:
-                refs.append(s)
+        if decoded is not None and s in decoded:  # spelt with references or escapes, maybe every character
+            refs.append(s)
         if hexy:
             forms.update(f for f in hexes if f in text)
         if b64:
@@ -403,5 +424,5 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for form in sorted(forms, key=len, reverse=True):
         text = text.replace(form, "(sensitive)")
     for s in sorted(refs, key=len, reverse=True):
-        text = _charref_pattern(s).sub("(sensitive)", text)
+        text = _spelt_pattern(s).sub("(sensitive)", text)
     return text

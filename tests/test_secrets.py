@@ -369,10 +369,22 @@ _PEM_RAW = b"x" * 40 + GO_PW.encode() + b"y" * 60
     (BYTES_PW, repr(BYTES_PW.encode() + b'"')[2:-2], "(sensitive)"),  # b'p\xc3\xa4sswort\\Sup3r\''
     (BYTES_PW, BYTES_PW.encode().decode("ascii", "backslashreplace"), "(sensitive)"),  # p\xc3\xa4sswort\Sup3r'
     (BYTES_PW, "p\\xC3\\xA4sswort\\Sup3r'", "(sensitive)"),
+    # every byte escaped, letters and digits too (left alone in pass 7): a fully percent-encoded
+    # query string, every character a reference, a C-style dump of a buffer; hex in either case
+    (GO_PW, "".join(f"%{b:02X}" for b in GO_PW.encode()), "(sensitive)"),
+    (BYTES_PW, "".join(f"%{b:02x}" for b in BYTES_PW.encode()), "(sensitive)"),
+    (REF_PW, "".join(f"&#{ord(c)};" for c in REF_PW), "(sensitive)"),
+    (REF_PW, "".join(f"&#x{ord(c):X};" for c in REF_PW), "(sensitive)"),
+    (GO_PW, "".join(f"\\x{b:02x}" for b in GO_PW.encode()), "(sensitive)"),
+    (BYTES_PW, "".join(f"\\x{b:02X}" for b in BYTES_PW.encode()), "(sensitive)"),
+    (GO_PW, "".join("".join(f"%{b:02x}" for b in c.encode()) if i % 2 else f"&#{ord(c)};"
+                    for i, c in enumerate(GO_PW)), "(sensitive)"),
 ], ids=["b64url", "b64url-nopad", "b64url-offset1", "b64url-offset2", "hex", "hex-upper", "hex-inside",
         "ref-dec", "ref-hex", "ref-hex-upper", "ref-X", "ref-go-template", "ref-python-ascii", "ref-php-java",
         "pct-twice", "pct-twice-lower", "mime", "mime-crlf", "pem", "pem-json", "json-go-controls",
-        "json-long-controls", "json-short-controls", "bytes-repr", "bytes-repr-sq", "bytes-x", "bytes-X"])
+        "json-long-controls", "json-short-controls", "bytes-repr", "bytes-repr-sq", "bytes-x", "bytes-X",
+        "pct-every-byte", "pct-every-byte-lower", "ref-every-char", "ref-every-char-hex", "x-every-byte",
+        "x-every-byte-upper", "pct-and-refs-mixed"])
 def test_redact_covers_the_forms_more_encoders_write(value: str, form: str, masked: str):
     """Adversarial pass 6: a server or a proxy that echoes a secret in an error body writes it
     in one of these, which were printed, and stored in the state that git:BRANCH pushes."""
