@@ -237,6 +237,15 @@ def _double_percent_forms(value: str) -> tuple[str, ...]:
 _CHARREF = re.compile(r"&(?:#(?:[0-9]{1,7}|[xX][0-9a-fA-F]{1,6})|[A-Za-z][A-Za-z0-9]{1,15});")
 _ANY_PCT = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 _BYTE_ESCAPES = re.compile(r"(?:\\x[0-9A-Fa-f]{2})+")
+# a hex dump (``72 6f 62``, ``72:6f:62``) and Go's %v of a []byte (``[114 111 98]``): bytes
+# apart, at least four of them (fewer are as likely to be anything else)
+_SPACED_HEX = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?:[ :][0-9A-Fa-f]{2}){3,}(?![0-9A-Fa-f])")
+_GO_BYTES = re.compile(r"\[(?:[0-9]{1,3} ){3,}[0-9]{1,3}\]")
+
+
+def _go_bytes(m: re.Match[str]) -> str:
+    numbers = [int(n) for n in m.group()[1:-1].split()]
+    return bytes(numbers).decode("utf-8", "replace") if max(numbers) < 256 else m.group()
 
 
 def _decoded(text: str) -> str | None:
@@ -250,6 +259,9 @@ def _decoded(text: str) -> str | None:
     if "\\x" in out:
         out = _BYTE_ESCAPES.sub(lambda m: bytes.fromhex(m.group().replace("\\x", "")).decode("utf-8", "replace"),
                                 out)
+    out = _SPACED_HEX.sub(lambda m: bytes.fromhex(m.group().replace(":", " ")).decode("utf-8", "replace"), out)
+    if "[" in out:
+        out = _GO_BYTES.sub(_go_bytes, out)
     return out if out != text else None
 
 
@@ -280,7 +292,8 @@ def _either_case(hexdigits: str) -> str:
 def _spelt_pattern(value: str) -> re.Pattern[str]:
     """The value with each character spelt as itself or any way a character reference spells
     it (decimal or hex with leading zeros, hex in either case, its HTML name), or as the %XX
-    or \\xXX escapes of its UTF-8 bytes (hex in either case)."""
+    or \\xXX escapes of its UTF-8 bytes (hex in either case); or its bytes as a hex dump
+    (``72 6f``, ``72:6F``) or as Go prints a []byte (``[114 111]``)."""
     name_of = _entities()[1]
     parts = []
     for c in value:
@@ -291,7 +304,10 @@ def _spelt_pattern(value: str) -> re.Pattern[str]:
         if ord(c) in name_of:
             spellings.append(f"&{name_of[ord(c)]};")
         parts.append(f"(?:{'|'.join(spellings)})")
-    return re.compile("".join(parts))
+    raw = value.encode("utf-8", "surrogateescape")
+    dump = "[ :]".join(_either_case(f"{b:02x}") for b in raw)  # a hex dump, its bytes apart
+    go = " ".join(str(b) for b in raw)  # Go's %v of a []byte: decimal, apart
+    return re.compile(f"{''.join(parts)}|(?<![0-9A-Fa-f]){dump}(?![0-9A-Fa-f])|(?<![0-9]){go}(?![0-9])")
 
 
 def _base64_cores(raw: bytes) -> tuple[str, ...]:
@@ -394,7 +410,8 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     refs: list[str] = []
     hexy = _HEX_RUN.search(text) is not None
     twice = "%25" in text
-    decoded = _decoded(text) if ("&" in text or "%" in text or "\\x" in text) else None
+    decoded = _decoded(text) if ("&" in text or "%" in text or "\\x" in text or _SPACED_HEX.search(text)
+                                 or "[" in text) else None
     view: str | None = None
     for s in {*secrets, *own_credentials()}:
         if not s or len(s) < MIN_REDACT_LEN:

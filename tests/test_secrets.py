@@ -379,12 +379,18 @@ _PEM_RAW = b"x" * 40 + GO_PW.encode() + b"y" * 60
     (BYTES_PW, "".join(f"\\x{b:02X}" for b in BYTES_PW.encode()), "(sensitive)"),
     (GO_PW, "".join("".join(f"%{b:02x}" for b in c.encode()) if i % 2 else f"&#{ord(c)};"
                     for i, c in enumerate(GO_PW)), "(sensitive)"),
+    # a hex dump, bytes apart; Go's %v of a []byte (decimal, apart), inside a longer slice too
+    (GO_PW, " ".join(f"{b:02x}" for b in GO_PW.encode()), "(sensitive)"),
+    (BYTES_PW, ":".join(f"{b:02X}" for b in BYTES_PW.encode()), "(sensitive)"),
+    (GO_PW, "[" + " ".join(str(b) for b in GO_PW.encode()) + "]", "[(sensitive)]"),
+    (GO_PW, "[7 " + " ".join(str(b) for b in GO_PW.encode()) + " 10]", "[7 (sensitive) 10]"),
 ], ids=["b64url", "b64url-nopad", "b64url-offset1", "b64url-offset2", "hex", "hex-upper", "hex-inside",
         "ref-dec", "ref-hex", "ref-hex-upper", "ref-X", "ref-go-template", "ref-python-ascii", "ref-php-java",
         "pct-twice", "pct-twice-lower", "mime", "mime-crlf", "pem", "pem-json", "json-go-controls",
         "json-long-controls", "json-short-controls", "bytes-repr", "bytes-repr-sq", "bytes-x", "bytes-X",
         "pct-every-byte", "pct-every-byte-lower", "ref-every-char", "ref-every-char-hex", "x-every-byte",
-        "x-every-byte-upper", "pct-and-refs-mixed"])
+        "x-every-byte-upper", "pct-and-refs-mixed", "hex-dump-spaces", "hex-dump-colons", "go-bytes",
+        "go-bytes-inside"])
 def test_redact_covers_the_forms_more_encoders_write(value: str, form: str, masked: str):
     """Adversarial pass 6: a server or a proxy that echoes a secret in an error body writes it
     in one of these, which were printed, and stored in the state that git:BRANCH pushes."""
