@@ -326,10 +326,12 @@ def _base64_cores(raw: bytes) -> tuple[str, ...]:
     return tuple(cores)
 
 
-# A line break inside base64 that its encoder wrapped: after a line of exactly 76 (MIME) or
-# 64 (PEM) base64 characters, a newline (\n or \r\n, then any indentation) or one escaped in
-# JSON (\n, \r\n), before more of them.
-_WRAP = re.compile(r"(?:(?<![A-Za-z0-9+/=])|(?<=\\n))(?:[A-Za-z0-9+/]{76}|[A-Za-z0-9+/]{64})"
+# A line break inside base64 that its encoder wrapped: after a line of 16 to 128 base64
+# characters (MIME's 76, PEM's 64, and the 60 or 72 other encoders use; left alone in pass 7),
+# a newline (\n or \r\n, then any indentation) or one escaped in JSON (\n, \r\n), before
+# more of them. Lines of text that look like base64 are joined too: only what holds a value's
+# core is masked.
+_WRAP = re.compile(r"(?:(?<![A-Za-z0-9+/=])|(?<=\\n))[A-Za-z0-9+/]{16,128}"
                    r"(\r?\n[ \t]*|(?:\\r)?\\n)(?=[A-Za-z0-9+/])")
 _B64_RUN = re.compile(r"[A-Za-z0-9+/]*={0,2}")  # padding ends a run: in "auth=dXNl...", "auth=" is not in it
 _B64_BACK = re.compile(r"[A-Za-z0-9+/]*")

@@ -362,6 +362,9 @@ _PEM_RAW = b"x" * 40 + GO_PW.encode() + b"y" * 60
     (GO_PW, _wrapped(_MIME_RAW, 76, "\r\n"), "(sensitive)"),
     (GO_PW, _wrapped(_PEM_RAW, 64, "\n"), "(sensitive)"),
     (GO_PW, _wrapped(_PEM_RAW, 64, "\\n"), "(sensitive)"),  # in a JSON string
+    (GO_PW, _wrapped(_MIME_RAW, 60, "\n"), "(sensitive)"),  # other widths (left alone in pass 7)
+    (GO_PW, _wrapped(_PEM_RAW, 72, "\r\n"), "(sensitive)"),
+    (GO_PW, _wrapped(_MIME_RAW, 20, "\n"), "(sensitive)"),
     (CTRL_PW, "Sup3r\\u0008Secret\\u000cpw\\n\\t\\r1", "(sensitive)"),  # Go's encoding/json before 1.22
     (CTRL_PW, "Sup3r\\u0008Secret\\u000Cpw\\u000A\\u0009\\u000D1", "(sensitive)"),  # every control as \u00XX
     (CTRL_PW, "Sup3r\\bSecret\\fpw\\n\\t\\r1", "(sensitive)"),  # the short forms (Python, Go 1.22)
@@ -386,7 +389,7 @@ _PEM_RAW = b"x" * 40 + GO_PW.encode() + b"y" * 60
     (GO_PW, "[7 " + " ".join(str(b) for b in GO_PW.encode()) + " 10]", "[7 (sensitive) 10]"),
 ], ids=["b64url", "b64url-nopad", "b64url-offset1", "b64url-offset2", "hex", "hex-upper", "hex-inside",
         "ref-dec", "ref-hex", "ref-hex-upper", "ref-X", "ref-go-template", "ref-python-ascii", "ref-php-java",
-        "pct-twice", "pct-twice-lower", "mime", "mime-crlf", "pem", "pem-json", "json-go-controls",
+        "pct-twice", "pct-twice-lower", "mime", "mime-crlf", "pem", "pem-json", "wrap-60", "wrap-72-crlf", "wrap-20", "json-go-controls",
         "json-long-controls", "json-short-controls", "bytes-repr", "bytes-repr-sq", "bytes-x", "bytes-X",
         "pct-every-byte", "pct-every-byte-lower", "ref-every-char", "ref-every-char-hex", "x-every-byte",
         "x-every-byte-upper", "pct-and-refs-mixed", "hex-dump-spaces", "hex-dump-colons", "go-bytes",
