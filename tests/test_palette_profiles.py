@@ -500,3 +500,28 @@ def test_names_palette_users_choose_cannot_forge_or_erase_plan_lines(tmp_path: P
         assert not any(line.startswith("No changes.") for line in lines), lines  # not forged
         assert not any(line.startswith("~ HelmRegistry/gone") for line in lines), lines
         assert "web\\x1b[2K\\x0d~ HelmRegistry/gone" in res.stdout, res.stdout  # shown, escaped
+
+
+def test_project_uid_adds_a_project_the_project_list_does_not_name(emu):
+    """Left alone last rounds: --project-uid was kept and never used, the look-ups taking their
+    projects from GET /v1/dashboard/projects/metadata alone. A key that can read a project's
+    profiles but is not shown that project (the list answers none of it) found no user there,
+    and a registry that project's clusters use could be deleted. The project given is looked in
+    too; one the list names is not read twice."""
+    used = helm(emu, "used")
+    data = emu.profiles
+    team = data.add_project("team-a")
+    web = data.add_profile("web", [used], project="team-a", clusters=2)
+    emu.answers["/v1/dashboard/projects/metadata"] = (200, "application/json", json.dumps({"items": []}).encode())
+    with fast_target(emu) as target:
+        assert target.references([used]) == {used: []}  # the project unseen: no user found
+    with fast_target(emu, project_uid=team) as target:
+        refs = target.references([used])
+    assert [(r.profile_uid, r.clusters) for r in refs[used]] == [(web.uid, 2)], refs
+    del emu.answers["/v1/dashboard/projects/metadata"]
+    data.calls.clear()
+    with fast_target(emu, project_uid=team) as target:
+        refs = target.references([used])
+    assert refs == {used: [ProfileRef(web.uid, "web (1.0.0)", "team-a", 2)]}  # named as the list names it
+    lists = [p for m, t, p in data.calls if t == "/v1/dashboard/clusterprofiles"]
+    assert sorted(lists, key=str) == sorted([None, team], key=str)  # the tenant, then team-a once

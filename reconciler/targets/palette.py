@@ -989,7 +989,8 @@ class PaletteTarget(Target):
             self._oci_types.pop(uid, None)
 
     def references(self, uids: Collection[str]) -> References:
-        return palette_profiles.find_references(self._request_json, uids, workers=self.max_concurrency)
+        return palette_profiles.find_references(self._request_json, uids, workers=self.max_concurrency,
+                                                project_uid=self.project_uid)
 
     def check_tenant_policy(self, settings: Settings, registries: Sequence[Registry]) -> str | None:
         if settings.profile != "vertex":

@@ -163,11 +163,14 @@ def _clusters(status: Mapping[str, Any]) -> int:
     return len(_list_of(status.get("inUseClusterUids")))  # deprecated by inUseClusters (spec)
 
 
-def find_references(request: Request, uids: Collection[str], *, workers: int = 1) -> References:
+def find_references(request: Request, uids: Collection[str], *, workers: int = 1,
+                    project_uid: str | None = None) -> References:
     """Registry uid -> the cluster profiles (any scope, any project) whose packs use it, and
-    those whose packs could not be read (``ProfileRef.unread``), under every uid."""
+    those whose packs could not be read (``ProfileRef.unread``), under every uid.
+    ``project_uid`` (``--project-uid``): a project looked in too when the project list does not
+    name it (an API key that can read a project's profiles but not list the tenant's projects)."""
     try:
-        return _find_references(request, uids, workers)
+        return _find_references(request, uids, workers, project_uid)
     except TargetError as exc:
         raise _context(exc, "cannot tell which cluster profiles use the registries to delete or replace") from exc
 
@@ -208,12 +211,15 @@ def _where_all(contexts: Sequence[_Context]) -> str:
     return ", ".join(f"project {c.project_name}" if c.project_uid else "tenant" for c in contexts)
 
 
-def _find_references(request: Request, uids: Collection[str], workers: int) -> References:
+def _find_references(request: Request, uids: Collection[str], workers: int, project_uid: str | None = None
+                     ) -> References:
     wanted = {u for u in uids if u}
     out: References = {u: [] for u in wanted}
     if not wanted:
         return out  # look-ups only when there is something to look for
     projects = _projects(request)
+    if project_uid and all(c.project_uid != project_uid for c in projects):
+        projects.append(_Context(project_uid, project_uid))  # named by its uid: the list did not name it
     contexts = [_Context(None, None), *projects]
     listed: dict[str, _Listed] = {}  # profile uid -> what the lists said of it
     nameless: list[ProfileRef] = []  # listed without a uid: never readable, so never known unused
