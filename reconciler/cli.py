@@ -81,8 +81,9 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--lock-timeout", type=Bounded(float, 0, 86_400), default=None,
                      help="Seconds to wait for the state lock (default: fail at once)."),
         click.option("--endpoint", default=None, help="Palette API endpoint (default https://api.spectrocloud.com or $PALETTE_ENDPOINT)."),
-        click.option("--project-uid", default=None, help="Palette project uid whose cluster profiles are looked in too when the project list does not name "
-                          "it (registry calls are tenant-scoped, no ProjectUid)."),
+        click.option("--project-uid", default=None,
+                     help="Palette project uid whose cluster profiles are looked in too when the project list does not "
+                          "name it (registry calls are tenant-scoped, no ProjectUid)."),
         click.option("--ca-file", default=None, type=click.Path(dir_okay=False),
                      help="CA bundle to verify the Palette API's TLS certificate."),
         click.option("--rate-limit", type=Bounded(float, 0.1, 1000), default=None,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.palette_emulator import palette_emulator_factory  # noqa: F401
 from tests.support.gitops_repo import commit_all, git, init_repo, registry_doc, run, write_defs
+from tests.support.palette_emulator import palette_emulator_factory  # noqa: F401
 
 HELM = registry_doc("HelmRegistry", "h", "endpoint: http://127.0.0.1:9/charts")
 
