@@ -394,9 +394,17 @@ def _results(out: _Budget, results: Sequence[ChangeResult]) -> None:
     """What an apply did: counts, and every failed change with its error, in plain sight."""
     failed = [r for r in results if not r.ok]
     done = len(results) - len(failed)
+    # applied, but the state holds no record of them (the write at the end failed too): never "recorded"
+    unrecorded = [r for r in results if r.ok and r.unrecorded]
     out.add([f"**Apply: {done:,} change(s) applied, {len(failed):,} failed**", ""])
+    if unrecorded:
+        out.add(["> [!CAUTION]", f"> **{len(unrecorded):,} change(s) applied but NOT recorded in the state**; the "
+                                 "next plan finds them again (a created registry is adopted by name)."])
+        out.section([], [[f"> - `{SYMBOLS[r.change.action]}` {LABELS[r.change.action]} {_code(r.change.title)}"]
+                         for r in unrecorded], [""], count=False, more="> - … and {n} more", share=0.1)
     if failed:
-        out.add(["> [!CAUTION]", f"> **{len(failed):,} change(s) failed**; the rest were applied and recorded."])
+        rest = "the rest were applied and recorded" if not unrecorded else "the rest were applied"
+        out.add(["> [!CAUTION]", f"> **{len(failed):,} change(s) failed**; {rest}."])
         out.section([], [[f"> - `{SYMBOLS[r.change.action]}` {LABELS[r.change.action]} {_code(r.change.title)}: "
                           f"{_plain(r.error or 'failed')}"] for r in failed],
                     [""], count=False, more="> - … and {n} more failures", share=0.2)

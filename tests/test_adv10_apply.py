@@ -1,0 +1,85 @@
+"""Adversarial pass 10: what an apply reports after its state writes failed."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import StateError
+from reconciler.state.base import entry_key
+from reconciler.state.file import FileStateStore
+from tests.support.gitops_repo import commit_all, init_repo, managed_on_local, registry_doc, write_defs
+
+
+class _WindowLost(FileStateStore):
+    """What the git store does when its remote goes away mid-apply: ``record`` stores nothing
+    until a commit (``unsaved``), the commit at the second change fails, and so does every
+    later write (the whole document at the end of the apply too)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.pending: list = []
+
+    def begin(self, state, message):
+        pass
+
+    def record(self, state, entry, message):
+        self._refuse_unreadable(state, entry)
+        self.pending.append(entry_key(entry))
+        if len(self.pending) >= 2:
+            raise StateError("git:reconciler-state: cannot push to origin: connection refused")
+
+    def unsaved(self):
+        return list(self.pending)
+
+    def write(self, state, message=""):
+        raise StateError("git:reconciler-state: cannot push to origin: connection refused")
+
+    def finish(self, state, message):
+        self.write(state, message)
+
+
+def _three(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"helm.yaml": "---\n".join(
+        registry_doc("HelmRegistry", n, f"endpoint: https://{n}.example.com") for n in ("a", "b", "c"))})
+    commit_all(root, "v1")
+    return root
+
+
+def _apply(root: Path, fmt: str, store: FileStateStore) -> tuple[int | None, str, str, Exception | None]:
+    from reconciler import runner
+    from reconciler.commands import plan as plan_command
+
+    orig = plan_command.build_store
+    out, err = io.StringIO(), io.StringIO()
+    code, raised = None, None
+    try:
+        plan_command.build_store = lambda o: store
+        try:
+            code = plan_command.run_reconcile(runner.Options(root=root, environ={}, fmt=fmt), out, err,
+                                              dry_run=False)
+        except StateError as exc:
+            raised = exc
+    finally:
+        plan_command.build_store = orig
+    return code, out.getvalue(), err.getvalue(), raised
+
+
+def test_markdown_never_says_recorded_of_a_change_the_state_does_not_hold(tmp_path: Path):
+    """The state write of the second change failed, and so did the write at the end: the first
+    change reached the target and is recorded nowhere (ok, unrecorded). The text and JSON said
+    so; the markdown apply report (the job summary, the PR comment) counted it applied and said
+    'the rest were applied and recorded'."""
+    root = _three(tmp_path)
+    code, out, err, raised = _apply(root, "markdown", _WindowLost(root / ".reconciler/state.json"))
+    assert raised is None and code == 1, (code, raised, err)
+    assert set(managed_on_local(root)) == {"a", "b"}
+    assert "Reached the target but not recorded: create HelmRegistry/a, create HelmRegistry/b" in err, err
+    assert "applied and recorded" not in out, out
+    assert "1 change(s) applied but NOT recorded in the state" in out, out
+    assert "> - `+` create `HelmRegistry/a`\n" in out, out
