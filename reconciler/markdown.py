@@ -344,6 +344,7 @@ def render_markdown(
     title: str = "reconcile plan",
     header: Header | None = None,
     results: Sequence[ChangeResult] | None = None,
+    error: str = "",
 ) -> str:
     """The plan (and, with ``results``, what an apply did) as GitHub-flavoured markdown of at
     most ``limit`` characters. ``warnings``: validation warnings, shown folded with the plan's."""
@@ -351,6 +352,8 @@ def render_markdown(
     out.add(_header(title, header))
     if results is not None:
         _results(out, results)
+    if error:
+        out.add(["> [!CAUTION]", f"> **{_plain(error)}**", ""])
     _attention(out, plan)
     # e.g. "no cluster profiles known on this target", "--allow-in-use: ... let through"
     out.add([f"> [!NOTE]\n> {_plain(n)}\n" for n in plan.notes])
@@ -411,9 +414,10 @@ def _results(out: _Budget, results: Sequence[ChangeResult]) -> None:
 
 
 def render_apply_markdown(plan: Plan, results: Sequence[ChangeResult], *, header: Header | None = None,
-                          warnings: Sequence[str] = (), limit: int = GITHUB_COMMENT_LIMIT) -> str:
+                          warnings: Sequence[str] = (), limit: int = GITHUB_COMMENT_LIMIT, error: str = "") -> str:
+    """``error``: why the apply failed after its changes ran (the state write at its end)."""
     return render_markdown(plan, results=results, header=header, warnings=warnings, limit=limit,
-                           title="reconcile apply")
+                           title="reconcile apply", error=error)
 
 
 def truncation_note(omitted: int) -> str:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
-
-import pytest
 
 from reconciler.errors import StateError
 from reconciler.state.base import entry_key
@@ -83,3 +80,23 @@ def test_markdown_never_says_recorded_of_a_change_the_state_does_not_hold(tmp_pa
     assert "applied and recorded" not in out, out
     assert "1 change(s) applied but NOT recorded in the state" in out, out
     assert "> - `+` create `HelmRegistry/a`\n" in out, out
+
+
+class _EndWriteFails(FileStateStore):
+    """The document written at the end of the apply cannot be written; the journal works."""
+
+    def finish(self, state, message):
+        raise PermissionError(1, "Operation not permitted", str(self.path))
+
+
+def test_markdown_says_what_reached_the_target_when_the_last_state_write_fails(tmp_path: Path):
+    """The write at the end of the apply failed after the changes reached the target: JSON got
+    the plan's document with 'applied' and 'error' (6a65c25), markdown got nothing at all, so
+    the job summary and the PR comment of a run that created registries were empty."""
+    root = _three(tmp_path)
+    code, out, err, raised = _apply(root, "markdown", _EndWriteFails(root / ".reconciler/state.json"))
+    assert raised is not None and "could not be written at the end of the apply" in str(raised)
+    assert set(managed_on_local(root)) == {"a", "b", "c"}
+    assert out.startswith("<!-- reconcile"), out
+    assert "**Apply: 3 change(s) applied, 0 failed**" in out, out
+    assert "could not be written at the end of the apply" in out, out

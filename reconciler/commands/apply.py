@@ -75,6 +75,11 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
         if opts.fmt == "json":  # the changes that reached the target, not "has_changes": false and nothing applied
             render.write_json(render.plan_json(plan, extra={"applied": _applied_json(exc.results),
                                                             "error": redact_resolved(str(exc))}), out)
+        elif opts.fmt == "markdown":  # the job summary and the PR comment: what was done, and the error
+            from reconciler.markdown import render_apply_markdown
+
+            out.write(render_apply_markdown(plan, exc.results, header=md_header(opts, desired), warnings=warnings,
+                                            error=redact_resolved(str(exc))))
         raise
     if opts.fmt == "json":
         render.write_json(render.plan_json(plan, extra={"applied": _applied_json(res.results)}), out)
