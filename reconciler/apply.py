@@ -145,9 +145,13 @@ class _Recorder:
                     self.state.unverified.add(record.key)
                 raise _UidTaken(exc) from exc
 
-    def drop(self, key: Key, message: str) -> None:
+    def drop(self, key: Key, message: str, *, also: Key | None = None) -> None:
+        """``also``: a key whose drop is recorded next, out of the state now (a write at the end
+        of the apply after this one failed must not keep it)."""
         with self.lock:
             self.state.records.pop(key, None)
+            if also is not None:
+                self.state.records.pop(also, None)
             self._record(entry_drop(key), message)
 
     def _record(self, entry: dict[str, Any], message: str, change: bool = True) -> None:
@@ -203,9 +207,9 @@ def apply_plan(
         except (OSError, StateError) as exc:
             raise _Unrecorded(str(exc)) from exc
 
-    def drop(key: Key, message: str, *, halfway: bool = False) -> None:
+    def drop(key: Key, message: str, *, halfway: bool = False, also: Key | None = None) -> None:
         try:
-            rec.drop(key, message)
+            rec.drop(key, message, also=also)
         except (OSError, StateError) as exc:
             raise _Unrecorded(str(exc), halfway=halfway) from exc
 
@@ -264,7 +268,9 @@ def apply_plan(
             except NotFound:
                 old_gone = True
             checkpoint("replace:after-delete")
-            drop(key, f"replace {change.title}: deleted old", halfway=True)
+            # the old name's record (the deleted uid) leaves the state with the first drop: a write
+            # at the end of the apply after that drop's write failed must not record it still
+            drop(key, f"replace {change.title}: deleted old", halfway=True, also=change.renamed_from)
             if change.renamed_from:
                 drop(change.renamed_from, f"replace {change.title}: deleted old", halfway=True)
         if change.action in (CREATE, REPLACE):

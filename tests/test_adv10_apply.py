@@ -100,3 +100,51 @@ def test_markdown_says_what_reached_the_target_when_the_last_state_write_fails(t
     assert out.startswith("<!-- reconcile"), out
     assert "**Apply: 3 change(s) applied, 0 failed**" in out, out
     assert "could not be written at the end of the apply" in out, out
+
+
+def test_a_replace_of_a_renamed_registry_stopped_by_its_first_write_leaves_no_record_of_the_deleted_one(
+        tmp_path: Path):
+    """A registry renamed on the target (z -> z2) whose new definition turns sync off: a replace
+    that moves the record. Its first state write (the drop of the new name) failed: the apply
+    stopped after the delete, the write at the end stored the state, and the replace read 'its
+    delete is recorded' (not unrecorded), while that state still held the old name's record of
+    the registry just deleted."""
+    from reconciler.apply import apply_plan
+    from reconciler.model import Registry
+    from reconciler.plan import make_plan
+    from reconciler.targets.local import LocalTarget
+    from reconciler.validation import load_and_validate
+    from tests.support.gitops_repo import run
+    from tests.test_adv9_apply import _oci
+    from tests.test_plan_safety import _JournalFailsOnce
+
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"oci.yaml": _oci("true")})
+    commit_all(root, "v1")
+    assert run(root).returncode == 0
+    t = LocalTarget(root / ".reconciler/local.db", base_dir=root)
+    try:
+        o = t.find("tenant", "OciRegistry", "z")
+        assert o is not None
+        t.update(o.uid, Registry(kind=o.kind, name="z2", scope=o.scope, spec=dict(o.spec)), {})
+    finally:
+        t.close()
+    write_defs(root, {"oci.yaml": _oci("false").replace("name: z\n", "name: z2\n")})
+    store = _JournalFailsOnce(root / ".reconciler/state.json", fail_at=2)  # the first line after the header
+    target = LocalTarget(root / ".reconciler/local.db", base_dir=root)
+    try:
+        state = store.read()
+        plan = make_plan(load_and_validate(root).desired.registries, state, target.list())
+        [change] = plan.actionable
+        assert change.action == "replace" and change.renamed_from is not None, change
+        res = apply_plan(plan, target, store, state, {})
+    finally:
+        target.close()
+    assert managed_on_local(root) == {}  # deleted, not created again
+    [r] = res.results
+    assert not r.ok and "WAS DELETED" in r.error, r
+    assert FileStateStore(root / ".reconciler/state.json").read().records == {}  # no record of the deleted one
+    res2 = run(root)
+    assert res2.returncode == 0, res2.stdout + res2.stderr
+    assert set(managed_on_local(root)) == {"z2"}
