@@ -45,6 +45,9 @@ class ChangeResult:
 @dataclass
 class ApplyResult:
     results: list[ChangeResult]
+    # the write at the end failed too, after one during the apply had (the results already say
+    # which changes are not recorded): why, for the summary, which must not say "recorded"
+    end_write_error: str = ""
 
     @property
     def failed(self) -> list[ChangeResult]:
@@ -354,6 +357,7 @@ def apply_plan(
     if todo:
         rec.begin()
     done = False
+    end_write_error = ""
     try:
         for phase_changes in phases:
             if workers == 1 or len(phase_changes) <= 1:
@@ -367,6 +371,7 @@ def apply_plan(
         try:
             rec.finish(whole=stop.is_set())
         except (OSError, ReconcilerError) as exc:
+            end_write_error = redact(str(exc), known)
             # what the store took and never stored (the git store's changes since its last commit)
             # reached the target unrecorded: the results say so, and so does the error
             lost = _mark_unsaved(results, store.unsaved())
@@ -386,7 +391,7 @@ def apply_plan(
         else:
             if stop.is_set():  # a write failed mid-apply; the whole document written at the end holds it all
                 _mark_recorded(results)
-    return ApplyResult(results)
+    return ApplyResult(results, end_write_error)
 
 
 def _mark_recorded(results: list[ChangeResult]) -> None:

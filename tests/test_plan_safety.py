@@ -743,3 +743,35 @@ def test_dry_run_reads_through_the_wal_of_a_writer_still_open(repo: Path):
         assert (db.stat().st_mtime_ns, db.read_bytes()) == before
     finally:
         t.close()
+
+
+def test_when_the_write_at_the_end_fails_too_the_summary_never_says_recorded(tmp_path: Path):
+    """Adversarial pass 10 (left there): a state-only change (protect) whose write failed stops
+    the apply; the later change is not attempted; the whole-document write at the end fails as
+    well. The summary said "the write at its end recorded every change that reached the target",
+    and the end write's error was shown nowhere. It says that write failed, and why."""
+    import io
+
+    from reconciler import runner
+    from reconciler.commands import plan as plan_command
+
+    root = tmp_path / "repo"
+    init_repo(root)
+    docs = {n: registry_doc("HelmRegistry", n, f"endpoint: https://{n}.example.com") for n in ("a", "b")}
+    write_defs(root, {"helm.yaml": "---\n".join(docs.values())})
+    assert run(root).returncode == 0
+    write_defs(root, {"helm.yaml": "---\n".join([
+        registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com", extra_meta="protect: true"),
+        registry_doc("HelmRegistry", "b", "endpoint: https://b2.example.com")])})
+    orig = plan_command.build_store
+    try:
+        plan_command.build_store = lambda o: _FailingStore(root / ".reconciler/state.json", ok_writes=0)
+        out, err = io.StringIO(), io.StringIO()
+        code = plan_command.run_reconcile(runner.Options(root=root, environ={}), out, err, dry_run=False)
+    finally:
+        plan_command.build_store = orig
+    assert code == 1
+    said = err.getvalue()
+    assert "recorded every change that reached the target" not in said, said
+    assert "nor at its end (" in said and "Operation not permitted" in said, said
+    assert "update HelmRegistry/b: FAILED: not attempted" in out.getvalue()

@@ -97,6 +97,9 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
         err.write(f"state: {store.description} could not be written; the apply stopped. Reached the target "
                   f"but not recorded: {titles}. The next plan finds them again (a created registry is adopted "
                   "by name).\n")
+    elif res.end_write_error:
+        err.write(f"state: {store.description} could not be written during the apply, so it stopped, nor at its end "
+                  f"({res.end_write_error}): a change said not recorded above is not in the state.\n")
     elif any(r.skipped for r in res.results):
         err.write(f"state: {store.description} could not be written during the apply, so it stopped; the write at "
                   "its end recorded every change that reached the target. Run it again for the rest.\n")
