@@ -739,12 +739,17 @@ def _host_problem(url: str) -> str | None:
         except ValueError:
             return f"{escape(host)!r} is not a valid IPv4 address"
         return None
-    try:
-        host.encode("idna")  # what the resolver does with it: labels of 1-63 characters
-    except UnicodeError:
-        return f"the host name {escape(host)!r} has an empty label or one longer than 63 characters"
-    # and what the HTTP client does (httpx: IDNA 2008 for a name that is not ASCII, and a
-    # leading xn-- label decoded): a host it refuses could never be synced or probed
+    if host.isascii():
+        try:
+            host.encode("idna")  # what the resolver does with it: labels of 1-63 characters
+        except UnicodeError:
+            return f"the host name {escape(host)!r} has an empty label or one longer than 63 characters"
+        if not host.lower().startswith("xn--"):
+            return None
+    # and what the HTTP client does (httpx: IDNA 2008 for a name that is not ASCII, which checks
+    # the lengths of its labels too, and a leading xn-- label decoded): a host it refuses could
+    # never be synced or probed. Not Python's "idna" codec for such a name: it is IDNA 2003 and
+    # refuses names IDNA 2008 takes (a right-to-left label ending in a digit)
     import idna  # only for such a name: 1.4 ms of tables
 
     try:

@@ -1,0 +1,93 @@
+"""Adversarial pass 10: a review of pass 9's input checks. Valid input is never refused, and
+bad input is a located error, never a crash."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from reconciler.targets.palette import PaletteTarget
+from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+
+HELM = registry_doc("HelmRegistry", "h", "endpoint: http://127.0.0.1:9/charts")
+
+# valid IDNA 2008 (RFC 5893's bidi rule lets a right-to-left label end in a digit) and taken by
+# httpx, but refused by Python's "idna" codec, which is IDNA 2003
+IDNA2008_ONLY = ["https://\u05d01.example/charts", "https://\u05e9\u05dc\u05d5\u05dd1.example/"]
+
+
+def _repo(root: Path) -> Path:
+    init_repo(root)
+    write_defs(root, {"h.yaml": HELM})
+    commit_all(root)
+    return root
+
+
+@pytest.mark.parametrize("kind, endpoint", [("HelmRegistry", e) for e in IDNA2008_ONLY]
+                         + [("OciRegistry", "\u05d01.example:5000"), ("PackRegistry", "https://\u05d01.example/")])
+def test_a_host_valid_in_idna_2008_is_not_refused(tmp_path: Path, kind: str, endpoint: str):
+    """Pass 9's host check ran Python's IDNA 2003 codec on every host before the IDNA 2008 check:
+    a valid name httpx takes was refused as 'an empty label or one longer than 63 characters'."""
+    root = _repo(tmp_path / "repo")
+    spec = f"endpoint: '{endpoint}'\nsync: false" + ("\nprovider: helm" if kind == "OciRegistry" else "")
+    if kind == "PackRegistry":
+        spec = f"endpoint: '{endpoint}'"
+    (root / "registries.d" / "ok.yaml").write_text(registry_doc(kind, "ok", spec), encoding="utf-8")
+    res = run(root, "validate")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("endpoint", ["https://" + "\u00fc" * 60 + ".example/", "https://\u00fc..example/"])
+def test_a_non_ascii_host_with_a_bad_label_is_still_refused(tmp_path: Path, endpoint: str):
+    root = _repo(tmp_path / "repo")
+    (root / "registries.d" / "bad.yaml").write_text(
+        registry_doc("HelmRegistry", "bad", f"endpoint: '{endpoint}'\nsync: false"), encoding="utf-8")
+    res = run(root, "validate")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "registries.d/bad.yaml:6:13: spec.endpoint:" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("endpoint", [e.removesuffix("/charts").removesuffix("/") for e in IDNA2008_ONLY])
+def test_a_palette_endpoint_valid_in_idna_2008_is_taken(endpoint: str):
+    """Pass 9 encoded httpx's decoded host with Python's IDNA 2003 codec: a valid
+    internationalised --endpoint was refused as 'not an http:// or https:// URL with a host'."""
+    PaletteTarget(endpoint=endpoint, api_key="k" * 20).close()
+
+
+@pytest.mark.parametrize("url, sent", [
+    ("https://fu\u00dfball.example/index.yaml", "xn--fuball-cta.example"),
+    ("https://\u05d01.example/x", "xn--1-zhc.example"),
+    ("https://Charts.Example.com:8443/x", "charts.example.com"),
+])
+def test_preflight_resolves_the_host_httpx_connects_to(monkeypatch, url: str, sent: str):
+    """The preflight resolved urlsplit's host, which socket.getaddrinfo encodes with IDNA 2003:
+    'fußball.example' was looked up as 'fussball.example' (another domain than the one httpx
+    connects to, xn--fuball-cta), and a name only IDNA 2008 takes was said not to resolve."""
+    from reconciler.content import http
+
+    seen: list[str] = []
+
+    def fake(host, port, *a, **k):
+        seen.append(host)
+        return []
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    http.check_resolves(url)
+    assert seen == [sent]
+
+
+@pytest.mark.parametrize("text", [
+    "? " * 30_000 + "x\n",
+    "? - " * 15_000 + "x\n",
+], ids=["explicit-keys", "keys-and-sequences"])
+def test_yaml_nested_by_explicit_keys_is_a_located_error_not_a_crash(tmp_path: Path, text: str):
+    """Pass 9 read the nesting from libyaml's events only for a file with more than 1,000 '[',
+    '{' or '-': a 60 KB file of '? ? ? ...' (explicit mapping keys, each a level) still
+    crashed validate with a segmentation fault (exit -11/139, no message)."""
+    root = _repo(tmp_path / "repo")
+    (root / "registries.d" / "deep.yaml").write_text(text)
+    res = run(root, "validate")
+    assert res.returncode == 1, (res.returncode, res.stdout[-500:], res.stderr[-500:])
+    assert "registries.d/deep.yaml:1:" in res.stdout and "nesting deeper than 64 levels" in res.stdout
