@@ -176,7 +176,10 @@ def _check_endpoint(endpoint: str) -> str:
         ok = url.scheme in ("http", "https") and bool(url.host) and (url.port is None or 0 < url.port < 65536)
         userinfo = bool(url.userinfo)
         if ok and ":" not in url.host:
-            url.host.encode("idna")  # what the resolver does: a label empty (a..b) or over 63 characters
+            # what the resolver does with the host httpx sends (ASCII: IDNA 2008 already applied,
+            # so not url.host, decoded again, which the codec's IDNA 2003 may refuse): a label
+            # empty (a..b) or over 63 characters
+            url.raw_host.decode("ascii").encode("idna")
     except (httpx.InvalidURL, TypeError, ValueError):  # (UnicodeError is a ValueError)
         ok, userinfo = False, "@" in str(endpoint).partition("://")[2].split("/", 1)[0]
     if userinfo:
