@@ -340,7 +340,13 @@ def check_resolves(url: str) -> None:
     host = urlsplit(url).hostname or ""
     port = urlsplit(url).port or (443 if url.startswith("https") else 80)
     try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        # the host httpx connects to: a name that is not ASCII as IDNA 2008 encodes it (the
+        # resolver's own "idna" codec is IDNA 2003: fußball.example would be fussball.example)
+        sent = httpx.URL(url).raw_host.decode("ascii")
+    except (httpx.InvalidURL, ValueError):
+        sent = host
+    try:
+        socket.getaddrinfo(sent, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise ProbeError(
             f"host {host!r} does not resolve ({exc.args[-1]})", check="resolve"
