@@ -877,11 +877,12 @@ def load_file(src: SourceFile) -> LoadedFile:
 
 def _too_deep(text: str) -> tuple[int, int] | None:
     """Where ``text`` nests collections beyond MAX_COMPOSE_DEPTH, read from libyaml's events
-    (its parser keeps a stack, no recursion). Each level on a line takes a ``[``, ``{`` or
-    ``-``, and a level by indentation alone a line longer than the last (1 MiB holds ~1,400),
+    (its parser keeps a stack, no recursion). Each level on a line takes a ``[``, ``{``, ``-``
+    or ``?`` (an explicit key: ``? ? ? x`` nests mappings), and a level by indentation alone a
+    line longer than the last (1 MiB holds ~1,400),
     so a file with fewer of those characters is not read twice. A syntax error is left to
     the composer, which meets it at the same place."""
-    if text.count("[") + text.count("{") + text.count("-") <= MAX_COMPOSE_DEPTH:
+    if text.count("[") + text.count("{") + text.count("-") + text.count("?") <= MAX_COMPOSE_DEPTH:
         return None
     depth = 0
     try:
