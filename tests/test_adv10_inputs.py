@@ -9,20 +9,12 @@ from pathlib import Path
 import pytest
 
 from reconciler.targets.palette import PaletteTarget
-from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
-
-HELM = registry_doc("HelmRegistry", "h", "endpoint: http://127.0.0.1:9/charts")
+from tests.support.gitops_repo import registry_doc, run
+from tests.test_cli_errors import _repo  # one seeded repository for the input tests
 
 # valid IDNA 2008 (RFC 5893's bidi rule lets a right-to-left label end in a digit) and taken by
 # httpx, but refused by Python's "idna" codec, which is IDNA 2003
 IDNA2008_ONLY = ["https://\u05d01.example/charts", "https://\u05e9\u05dc\u05d5\u05dd1.example/"]
-
-
-def _repo(root: Path) -> Path:
-    init_repo(root)
-    write_defs(root, {"h.yaml": HELM})
-    commit_all(root)
-    return root
 
 
 @pytest.mark.parametrize("kind, endpoint", [("HelmRegistry", e) for e in IDNA2008_ONLY]
@@ -41,12 +33,7 @@ def test_a_host_valid_in_idna_2008_is_not_refused(tmp_path: Path, kind: str, end
 
 @pytest.mark.parametrize("endpoint", ["https://" + "\u00fc" * 60 + ".example/", "https://\u00fc..example/"])
 def test_a_non_ascii_host_with_a_bad_label_is_still_refused(tmp_path: Path, endpoint: str):
-    root = _repo(tmp_path / "repo")
-    (root / "registries.d" / "bad.yaml").write_text(
-        registry_doc("HelmRegistry", "bad", f"endpoint: '{endpoint}'\nsync: false"), encoding="utf-8")
-    res = run(root, "validate")
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "registries.d/bad.yaml:6:13: spec.endpoint:" in res.stdout, res.stdout
+    _refused_at_the_endpoint(tmp_path, endpoint)
 
 
 @pytest.mark.parametrize("endpoint", [e.removesuffix("/charts").removesuffix("/") for e in IDNA2008_ONLY])
@@ -124,6 +111,11 @@ def test_a_valid_ipv4_endpoint_is_taken_by_the_quick_pattern(tmp_path: Path, mon
 @pytest.mark.parametrize("endpoint", ["http://1.2.3.256/x", "http://01.2.3.4/x", "http://1.2.3.4:65536/x",
                                       "http://300.1.1.1:80/x", "http://1.2.3.04/x"])
 def test_an_ipv4_address_out_of_range_is_still_refused(tmp_path: Path, endpoint: str):
+    _refused_at_the_endpoint(tmp_path, endpoint)
+
+
+def _refused_at_the_endpoint(tmp_path: Path, endpoint: str) -> None:
+    """``reconcile validate`` of a Helm registry with ``endpoint``: exit 1, located at the endpoint."""
     root = _repo(tmp_path / "repo")
     (root / "registries.d" / "bad.yaml").write_text(
         registry_doc("HelmRegistry", "bad", f"endpoint: '{endpoint}'\nsync: false"), encoding="utf-8")

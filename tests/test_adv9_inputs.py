@@ -9,15 +9,7 @@ import pytest
 
 from tests.support.gitops_repo import commit_all, git, init_repo, registry_doc, run, write_defs
 from tests.support.palette_emulator import palette_emulator_factory  # noqa: F401
-
-HELM = registry_doc("HelmRegistry", "h", "endpoint: http://127.0.0.1:9/charts")
-
-
-def _repo(root: Path) -> Path:
-    init_repo(root)
-    write_defs(root, {"h.yaml": HELM})
-    commit_all(root)
-    return root
+from tests.test_cli_errors import _repo  # one seeded repository for the input tests
 
 
 @pytest.mark.parametrize("text", [

@@ -536,17 +536,23 @@ def test_a_state_in_a_separate_git_dir_is_refused(tmp_path: Path):
     git(root, "add", "-A")
 
 
-@pytest.mark.parametrize("args", [("--dry-run", "--format", "json"), ("--format", "json")], ids=["plan", "apply"])
-def test_a_json_caller_gets_a_json_document_when_the_state_or_target_fails(tmp_path: Path, args):
-    """Left open by the fix above: a failure after loading (a corrupt state here; an API error,
-    the lock) left stdout empty under --format json. It holds one document saying why now (the
-    definitions were valid); nothing was planned or changed."""
+def _json_after_a_corrupt_state(tmp_path: Path, args) -> tuple[Path, subprocess.CompletedProcess, dict]:
+    """``args`` (a --format json command) on a repository whose state is not JSON: exit 1 and
+    one JSON document on stdout; (the repository, the run, the document)."""
     root = _repo(tmp_path / "repo")
     (root / ".reconciler").mkdir(exist_ok=True)
     (root / ".reconciler" / "state.json").write_text("{not json")
     res = run(root, *args)
     assert res.returncode == 1, res.stdout + res.stderr
-    doc = json.loads(res.stdout)
+    return root, res, json.loads(res.stdout)
+
+
+@pytest.mark.parametrize("args", [("--dry-run", "--format", "json"), ("--format", "json")], ids=["plan", "apply"])
+def test_a_json_caller_gets_a_json_document_when_the_state_or_target_fails(tmp_path: Path, args):
+    """Left open by the fix above: a failure after loading (a corrupt state here; an API error,
+    the lock) left stdout empty under --format json. It holds one document saying why now (the
+    definitions were valid); nothing was planned or changed."""
+    root, res, doc = _json_after_a_corrupt_state(tmp_path, args)
     assert doc["valid"] is True and doc["has_changes"] is False and "state" in doc["error"], doc
     assert doc["error"] in res.stderr  # the log says it too
     assert (root / ".reconciler" / "state.json").read_text() == "{not json"  # never overwritten
@@ -561,12 +567,7 @@ def test_import_sync_and_status_give_a_json_caller_a_document_when_they_fail(tmp
     """Left alone last round: import, sync and status under --format json left stdout empty on
     an error (stderr said why, exit 1). Each writes its own document's shape with an ``error``
     now (what it had done by then: nothing here), and exits 1 as before; the state is untouched."""
-    root = _repo(tmp_path / "repo")
-    (root / ".reconciler").mkdir(exist_ok=True)
-    (root / ".reconciler" / "state.json").write_text("{not json")
-    res = run(root, *args)
-    assert res.returncode == 1, res.stdout + res.stderr
-    doc = json.loads(res.stdout)
+    root, res, doc = _json_after_a_corrupt_state(tmp_path, args)
     assert set(doc) == keys and "state" in doc["error"] and doc["registries"] == [], doc
     assert doc["error"] in res.stderr  # the log says it too
     assert (root / ".reconciler" / "state.json").read_text() == "{not json"  # never overwritten

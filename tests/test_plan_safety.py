@@ -4,6 +4,7 @@ nothing. Each test here failed before its fix (see the commit messages)."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -457,10 +458,24 @@ class _FailingStore(FileStateStore):
         super().write(state, message)
 
 
-def test_state_write_failing_mid_apply_stops_and_says_what_is_unrecorded(tmp_path: Path):
-    import io
-
+def _apply_with_store(root: Path, make_store) -> tuple[int, io.StringIO, io.StringIO]:
+    """``reconcile`` (an apply) through the command, its state store built by ``make_store``
+    (the command's own binding of build_store: it imports it from runner): (exit code, out, err)."""
     from reconciler import runner
+    from reconciler.commands import plan as plan_command
+
+    orig = plan_command.build_store
+    try:
+        plan_command.build_store = lambda o: make_store()
+        out, err = io.StringIO(), io.StringIO()
+        code = plan_command.run_reconcile(runner.Options(root=root, environ={}), out, err, dry_run=False)
+    finally:
+        plan_command.build_store = orig
+    return code, out, err
+
+
+def test_state_write_failing_mid_apply_stops_and_says_what_is_unrecorded(tmp_path: Path):
+
     from reconciler.apply import apply_plan
 
     root = tmp_path / "repo"
@@ -491,15 +506,8 @@ def test_state_write_failing_mid_apply_stops_and_says_what_is_unrecorded(tmp_pat
     # through the runner: the report names what reached the target unrecorded, exit 1
     write_defs(root, {"helm.yaml": "---\n".join(
         registry_doc("HelmRegistry", n, f"endpoint: https://{n}2.example.com") for n in ("a", "b", "c"))})
-    from reconciler.commands import plan as plan_command
 
-    orig = plan_command.build_store  # the command's own binding (it imports build_store from runner)
-    try:
-        plan_command.build_store = lambda o: _FailingStore(root / ".reconciler/state.json", ok_writes=0)
-        out, err = io.StringIO(), io.StringIO()
-        code = plan_command.run_reconcile(runner.Options(root=root, environ={}), out, err, dry_run=False)
-    finally:
-        plan_command.build_store = orig
+    code, out, err = _apply_with_store(root, lambda: _FailingStore(root / ".reconciler/state.json", ok_writes=0))
     assert code == 1
     assert "Reached the target but not recorded: update HelmRegistry/a." in err.getvalue(), err.getvalue()
     assert "update HelmRegistry/b: FAILED: not attempted" in out.getvalue()
@@ -528,11 +536,8 @@ def test_a_change_whose_own_state_write_failed_but_the_final_write_stored_is_rep
     works, it stores that change (the state held it), yet the report still said NOT recorded, and
     a user repairing by hand would have recorded it twice. It reads done now, with a note; what
     was not attempted still says so."""
-    import io
 
-    from reconciler import runner
     from reconciler.apply import apply_plan
-    from reconciler.commands import plan as plan_command
     from reconciler.state.git import GitBranchStateStore
     from reconciler.validation import load_and_validate
 
@@ -577,13 +582,7 @@ def test_a_change_whose_own_state_write_failed_but_the_final_write_stored_is_rep
     # through the command: the correction is said, and the summary no longer says "not recorded"
     (root / ".reconciler/state.json").unlink()
     (root / ".reconciler/local.db").unlink()
-    orig = plan_command.build_store
-    try:
-        plan_command.build_store = lambda o: _JournalFailsOnce(root / ".reconciler/state.json", fail_at=3)
-        out, err = io.StringIO(), io.StringIO()
-        code = plan_command.run_reconcile(runner.Options(root=root, environ={}), out, err, dry_run=False)
-    finally:
-        plan_command.build_store = orig
+    code, out, err = _apply_with_store(root, lambda: _JournalFailsOnce(root / ".reconciler/state.json", fail_at=3))
     assert code == 1  # c was not attempted
     assert "create HelmRegistry/b: done, recorded by the state write at the end of the apply" in err.getvalue()
     assert "not recorded:" not in err.getvalue() and "recorded every change that reached the target" in err.getvalue()
@@ -750,10 +749,7 @@ def test_when_the_write_at_the_end_fails_too_the_summary_never_says_recorded(tmp
     the apply; the later change is not attempted; the whole-document write at the end fails as
     well. The summary said "the write at its end recorded every change that reached the target",
     and the end write's error was shown nowhere. It says that write failed, and why."""
-    import io
 
-    from reconciler import runner
-    from reconciler.commands import plan as plan_command
 
     root = tmp_path / "repo"
     init_repo(root)
@@ -763,13 +759,7 @@ def test_when_the_write_at_the_end_fails_too_the_summary_never_says_recorded(tmp
     write_defs(root, {"helm.yaml": "---\n".join([
         registry_doc("HelmRegistry", "a", "endpoint: https://a.example.com", extra_meta="protect: true"),
         registry_doc("HelmRegistry", "b", "endpoint: https://b2.example.com")])})
-    orig = plan_command.build_store
-    try:
-        plan_command.build_store = lambda o: _FailingStore(root / ".reconciler/state.json", ok_writes=0)
-        out, err = io.StringIO(), io.StringIO()
-        code = plan_command.run_reconcile(runner.Options(root=root, environ={}), out, err, dry_run=False)
-    finally:
-        plan_command.build_store = orig
+    code, out, err = _apply_with_store(root, lambda: _FailingStore(root / ".reconciler/state.json", ok_writes=0))
     assert code == 1
     said = err.getvalue()
     assert "recorded every change that reached the target" not in said, said

@@ -1106,11 +1106,9 @@ def test_a_state_signed_without_the_key_is_verified_by_the_next_apply(tmp_path: 
     assert "not signed" not in gone.stderr
 
 
-def test_an_older_signed_state_pushed_back_vouches_for_nothing(tmp_path: Path) -> None:
-    """Adversarial pass 2: a signature proves reconcile wrote a document, not that it is the
-    latest. An older signed state.json pushed back on top of the branch (undoing a later
-    protect: true), or one from another repository with the same key, names another parent
-    commit than the one it sits on: its records are unverified, so none is deleted on its word."""
+def _protected_after_a_signed_state(tmp_path: Path) -> tuple[Path, tuple[str, ...], str]:
+    """A git-branch state signed with STATE_KEY holding keep and other, then keep applied with
+    protect: true: (the origin, the run's arguments, the older signed document, keep unprotected)."""
     from tests.support.gitops_repo import registry_doc, run
 
     origin = tmp_path / "origin.git"
@@ -1127,17 +1125,35 @@ def test_an_older_signed_state_pushed_back_vouches_for_nothing(tmp_path: Path) -
     git(work, "commit", "--quiet", "-am", "protect keep")
     git(work, "push", "--quiet", "origin", "main")
     assert run(work, *args, env=STATE_KEY).returncode == 0
+    return origin, args, old
+
+
+def _plan_without_keep(tmp_path: Path, origin: Path, args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    """A pull request's dry-run that removes keep's definition, on a fresh clone of ``origin``."""
+    from tests.support.gitops_repo import registry_doc, run
+
+    ci = clone(tmp_path, origin, "ci")
+    git(ci, "checkout", "--quiet", "-b", "drop-keep")
+    (ci / "registries.d" / "a.yaml").write_text(registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com"))
+    git(ci, "commit", "--quiet", "-am", "keep goes from the file")
+    return run(ci, *args, "--dry-run", env=STATE_KEY)
+
+
+def test_an_older_signed_state_pushed_back_vouches_for_nothing(tmp_path: Path) -> None:
+    """Adversarial pass 2: a signature proves reconcile wrote a document, not that it is the
+    latest. An older signed state.json pushed back on top of the branch (undoing a later
+    protect: true), or one from another repository with the same key, names another parent
+    commit than the one it sits on: its records are unverified, so none is deleted on its word."""
+    from tests.support.gitops_repo import run
+
+    origin, args, old = _protected_after_a_signed_state(tmp_path)
     # the attacker pushes the older signed document back, as an ordinary commit on top
     atk = clone(tmp_path, origin, "attacker")
     git(atk, "checkout", "--quiet", BRANCH)
     (atk / "state.json").write_text(old + "\n")
     git(atk, "commit", "--quiet", "-am", "routine")
     git(atk, "push", "--quiet", "origin", BRANCH)
-    ci = clone(tmp_path, origin, "ci")
-    git(ci, "checkout", "--quiet", "-b", "drop-keep")
-    (ci / "registries.d" / "a.yaml").write_text(registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com"))
-    git(ci, "commit", "--quiet", "-am", "keep goes from the file")
-    plan = run(ci, *args, "--dry-run", env=STATE_KEY)
+    plan = _plan_without_keep(tmp_path, origin, args)
     assert "was signed on top of another commit than the one it is on" in plan.stderr, plan.stdout + plan.stderr
     assert "! HelmRegistry/keep: delete blocked: recorded only by a state that is not signed" in plan.stdout, plan.stdout
     # untouched, the same branch verifies: the signed tip sits on the commit it names
@@ -1189,22 +1205,7 @@ def test_an_older_signed_state_brought_back_by_a_merge_commit_vouches_for_nothin
     whose second is the tip (a plain fast-forward push, no force) holding that older signed
     state.json passed as written there: protect: true was undone, signed, and the delete went
     through. reconcile never writes a merge commit: a document brought by one vouches for nothing."""
-    from tests.support.gitops_repo import registry_doc, run
-
-    origin = tmp_path / "origin.git"
-    work = make_work_repo(tmp_path / "work", origin)
-    defs = work / "registries.d" / "a.yaml"
-    defs.write_text(registry_doc("HelmRegistry", "keep", "endpoint: https://k.example.com") + "---\n"
-                    + registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com"))
-    git(work, "commit", "--quiet", "-am", "two")
-    args = ("--state", f"git:{BRANCH}", "--local-db", str(tmp_path / "tenant.db"))
-    assert run(work, *args, env=STATE_KEY).returncode == 0
-    old = git(origin, "show", f"{BRANCH}:state.json")  # signed; keep not protected
-    defs.write_text(registry_doc("HelmRegistry", "keep", "endpoint: https://k.example.com", "protect: true") + "---\n"
-                    + registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com"))
-    git(work, "commit", "--quiet", "-am", "protect keep")
-    git(work, "push", "--quiet", "origin", "main")
-    assert run(work, *args, env=STATE_KEY).returncode == 0
+    origin, args, old = _protected_after_a_signed_state(tmp_path)
     atk = clone(tmp_path, origin, "attacker")
     git(atk, "checkout", "--quiet", BRANCH)
     (atk / "state.json").write_text(old + "\n")
@@ -1212,11 +1213,7 @@ def test_an_older_signed_state_brought_back_by_a_merge_commit_vouches_for_nothin
     tree = git(atk, "write-tree")
     merge = git(atk, "commit-tree", tree, "-p", json.loads(old)["parent_commit"], "-p", "HEAD", "-m", "routine")
     git(atk, "push", "--quiet", "origin", f"{merge}:refs/heads/{BRANCH}")  # a fast-forward: no force
-    ci = clone(tmp_path, origin, "ci")
-    git(ci, "checkout", "--quiet", "-b", "drop-keep")
-    (ci / "registries.d" / "a.yaml").write_text(registry_doc("HelmRegistry", "other", "endpoint: https://o.example.com"))
-    git(ci, "commit", "--quiet", "-am", "keep goes from the file")
-    plan = run(ci, *args, "--dry-run", env=STATE_KEY)
+    plan = _plan_without_keep(tmp_path, origin, args)
     assert "- HelmRegistry/keep" not in plan.stdout, plan.stdout + plan.stderr
     assert "! HelmRegistry/keep: delete blocked: recorded only by a state that is not signed" in plan.stdout, plan.stdout
 
