@@ -39,7 +39,8 @@ class ChangeResult:
     skipped: bool = False  # not attempted: an earlier state write failed
     note: str = ""  # done, and worth saying how (recorded late, by the write at the end of the apply)
     halfway: bool = False  # stopped between its steps by a failed state write: not done, whatever is recorded
-    unwritten: bool = False  # its own state write failed (reached the target or not): the write at the end may store it
+    # why its own state write failed (reached the target or not), redacted: the write at the end may store it
+    write_error: str = ""
 
 
 @dataclass
@@ -339,7 +340,7 @@ def apply_plan(
                 elif exc.halfway and touched:
                     what = "renamed on the target but NOT recorded under either name: the apply stopped"
                 result = ChangeResult(change, False, change.uid, redact(f"{what}: {exc}", known), unrecorded=touched,
-                                      halfway=exc.halfway, unwritten=True)
+                                      halfway=exc.halfway, write_error=redact(str(exc), known))
         with results_lock:
             results.append(result)
         if on_result:
@@ -402,10 +403,10 @@ def _mark_recorded(results: list[ChangeResult]) -> None:
         if r.halfway:  # not done: the delete of a replace is recorded now, its create never ran
             if r.change.action == REPLACE:
                 results[i] = dataclasses.replace(r, unrecorded=False)
-        elif r.unwritten:  # a state-only change too (protect, a gone registry's record): stored now, done
+        elif r.write_error:  # a state-only change too (protect, a gone registry's record): stored now, done
             results[i] = dataclasses.replace(r, ok=True, unrecorded=False, error="", note=(
                 f"recorded by the state write at the end of the apply (the one after the change failed: "
-                f"{r.error.split(': ', 1)[-1]})"))
+                f"{r.write_error})"))
 
 
 def _mark_unsaved(results: list[ChangeResult], keys: list[Key]) -> list[Change]:
