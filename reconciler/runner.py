@@ -241,7 +241,7 @@ def end_progress(err: TextIO) -> None:
         err.flush()
 
 
-class Watched:
+class _Watched:
     """``out``, remembering whether anything was written to it (a JSON caller gets one document)."""
 
     def __init__(self, inner: TextIO) -> None:
@@ -264,7 +264,7 @@ def one_json_document(fmt: str, out: TextIO, fallback: Callable[[str], dict[str,
     if fmt != "json":
         yield out
         return
-    watched = Watched(out)
+    watched = _Watched(out)
     try:
         yield cast("TextIO", watched)
     except ReconcilerError as exc:
