@@ -743,7 +743,39 @@ def test_a_next_link_that_is_no_url_is_not_followed(conn, scripted):
     srv = scripted(route)
     r = _basic_sync(conn, srv.url)
     assert r.status == "Failed" and "a URL that is not valid: not followed" in r.message, r.message
-    assert "\x1b" not in r.message and len(srv.requests) == 3
+    assert "\x1b" not in r.message and len(srv.requests) == 2  # the catalog and one tag list
+
+
+def test_a_listing_sync_asks_no_ping_the_catalog_answered_for_it(conn, scripted):
+    def route(path, headers):
+        if path.startswith("/v2/_catalog"):
+            return 200, {}, {"repositories": ["team/a", "team/b"]}
+        if path.endswith("/tags/list"):
+            return 200, {}, {"tags": ["1.0.0"]}
+        return 200, {}, {}
+
+    srv = scripted(route)
+    r = sync_registry(conn, "p1", "OciRegistry", spec(srv.url), {}, base_dir=Path("."))
+    assert r.status == "Completed", r.message
+    paths = [p for p, _ in srv.requests]
+    assert "/v2/" not in paths and sorted(paths) == ["/v2/_catalog?n=1000", "/v2/team/a/tags/list",
+                                                     "/v2/team/b/tags/list"]
+
+
+@pytest.mark.parametrize(("ping", "auth", "expected"), [
+    (404, {"type": "noAuth"}, "/v2/ is not an OCI distribution API (HTTP 404)"),
+    (401, {"type": "noAuth"}, "/v2/ requires credentials (HTTP 401) but auth.type is noAuth"),
+])
+def test_a_failed_catalog_is_explained_by_the_ping(conn, scripted, ping, auth, expected):
+    # not asked before the catalog any more (one round trip less), the ping still says why
+    # a registry cannot be listed, before the catalog's own failure or its fallbacks
+    def route(path, headers):
+        return (ping, {}, {}) if path == "/v2/" else (ping, {}, {"errors": [{"code": "UNSUPPORTED"}]})
+
+    srv = scripted(route)
+    r = sync_registry(conn, "p1", "OciRegistry", spec(srv.url, auth=auth), {}, base_dir=Path("."))
+    assert r.status == "Failed" and expected in r.message, r.message
+    assert [p for p, _ in srv.requests][-1] == "/v2/", srv.requests
 
 
 # --------------------------------------------------------------------------- bounded answers
@@ -1085,3 +1117,17 @@ def test_manifest_redirects_stay_on_the_registry_and_their_bodies_are_never_read
     r = _basic_sync(conn, away.url, uid="h2", provider="pack")
     assert r.status == "Completed" and _layout(conn, "h2") == "unreadable", r.message
     assert other.requests == []
+
+
+def test_a_catalog_that_never_answered_is_not_followed_by_a_ping(conn, scripted):
+    # a transport failure (here a body cut short) is the catalog's own error: a ping after it
+    # would only wait a second time on a registry that hangs
+    def route(path, headers):
+        if path.startswith("/v2/_catalog"):
+            return 200, {"Content-Length": "100"}, lambda w: w.write(b'{"repositories"')
+        return 200, {}, {}
+
+    srv = scripted(route)
+    r = sync_registry(conn, "p1", "OciRegistry", spec(srv.url), {}, base_dir=Path("."))
+    assert r.status == "Failed", r.message
+    assert "/v2/" not in [p for p, _ in srv.requests], srv.requests

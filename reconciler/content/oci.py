@@ -6,16 +6,16 @@ documented rules: ``../shared/reference/palette-behaviour.md``, "Rules the docs 
 The catalog is paged once and every repository under any of the paths is kept, by its full
 name; a path with no repository fails the sync, naming each such path (``base_prefixes``).
 
-Listing uses the distribution API: ``/v2/`` and ``/v2/_catalog?n=`` (paged through
-``Link: <...>; rel="next"``) over httpx, then ``/v2/<repo>/tags/list`` for every repository
-over a small keep-alive pool of stdlib ``http.client`` connections (``_pool``), fetched by a
-bounded thread pool that starts as soon as the first catalog page has arrived. The pool
-costs ~0.2 ms of client CPU per request against httpx's ~0.6 ms, which matters because on
-a small machine the registry's own CPU (~1 ms per ``tags/list`` for docker-registry 2.8)
-and ours share the same cores. Basic credentials (or a static token) are sent up front; a
-registry that answers with a ``Bearer`` challenge gets the standard token dance
-(``get_authorized``, outside httpx's auth flow, every answer bounded) through the httpx
-client, which then serves the rest of the fan-out.
+Listing uses the distribution API: ``/v2/_catalog?n=`` (paged through ``Link: <...>;
+rel="next"``; ``/v2/`` is asked only to explain a catalog the server refused) over httpx, then
+``/v2/<repo>/tags/list`` for every repository over a small keep-alive pool of stdlib
+``http.client`` connections (``_pool``), fetched by a bounded thread pool that starts as soon
+as the first catalog page has arrived. The pool costs ~0.2 ms of client CPU per request against
+httpx's ~0.6 ms, which matters because on a small machine the registry's own CPU (~1 ms per
+``tags/list`` for docker-registry 2.8) and ours share the same cores. Basic credentials (or a
+static token) are sent up front; a registry that answers with a ``Bearer`` challenge gets the
+standard token dance (``get_authorized``, outside httpx's auth flow, every answer bounded)
+through the httpx client, which then serves the rest of the fan-out.
 
 oras-py (this is the only module importing it) reads manifests for ``provider: pack``.
 It is used around its traps: ``auth_backend="basic"`` with the credentials set directly
@@ -679,7 +679,6 @@ def list_content(
     Tag lists are fetched while the catalog is still being paged: each page's repositories
     go to the thread pool as soon as the page has arrived."""
     prefixes = [prefix] if isinstance(prefix, str) else list(prefix)
-    dist.ping()
     repos: list[str] = []
     futures: list[Future[list[str]]] = []
     result: dict[str, list[str]] = {}
@@ -690,6 +689,14 @@ def list_content(
             try:
                 chunk: list[str] | None = next(pages, [])
             except ProbeError as exc:
+                # the catalog's first page answers for ``GET /v2/`` (reachable, TLS verified,
+                # credentials accepted): the ping is asked only to explain a catalog the
+                # server refused, and its words come first, as when it was asked first (one
+                # round trip less for every registry that lists). Not after a timeout or a
+                # refused connection: the catalog's error says that already, and a second
+                # wait would double a hung registry's
+                if exc.status:  # 0: no answer at all
+                    dist.ping()
                 if exc.status not in (401, 403, 404) or not all(prefixes):
                     raise
                 # catalog disabled (ECR, Docker Hub, some Harbor setups): each base path may
