@@ -42,10 +42,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
-from multiprocessing.connection import Connection
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
