@@ -22,6 +22,7 @@ import click
 
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
+from reconciler.lifetime import hold_until_exit_starts
 from reconciler.secrets import redact_resolved
 
 if TYPE_CHECKING:
@@ -520,6 +521,7 @@ def entry() -> None:
         if sys.stderr is not None:
             sys.stderr.write("error: standard output is closed: nothing was done\n")
         sys.exit(1)
+    hold_until_exit_starts()  # this process ends with _exit_now: nothing it built is freed
     try:
         _entry_streams()
     except SystemExit as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from reconciler.errors import InputError, ReconcilerError, StateError
+from reconciler.lifetime import hold_until_exit, holding_until_exit
 from reconciler.model import Desired, Key
 from reconciler.plan import Plan, PlanOptions, SecretValues, impact_uids, make_plan
 from reconciler.secrets import (
@@ -176,8 +177,10 @@ def _load(opts: Options, *, require_definitions: bool = False) -> LoadResult:
     (a wrong ``--dir`` or ``--ref`` must not plan "nothing declared")."""
     from reconciler.validation import load_and_validate
 
+    kept: list[Any] | None = [] if holding_until_exit() else None
     with paused_gc():
-        result = load_and_validate(opts.root, ref=opts.ref, profile=opts.profile)
+        result = load_and_validate(opts.root, ref=opts.ref, profile=opts.profile, keep=kept)
+    hold_until_exit("load", (result, kept))
     if require_definitions:
         check_definitions_present(opts)
     return result
@@ -320,6 +323,7 @@ def _plan_now(
     _check_state_target(state, target, store)
     known = known_to_target(desired, state) if target.observe_reads_known else {}
     observed = target.observe({r.key for r in desired.registries}, known)
+    hold_until_exit("observed", (known, observed))
     store.verify(state, {o.uid for o in observed})  # a replaced state is refused here (issue #9.4)
     values = resolve_all(desired.registries, base_dir=opts.root, required=False, environ=opts.environ,
                          roots=desired.settings.secret_roots, read_files=read_files)

@@ -860,9 +860,12 @@ def load_and_validate(
     paths: Sequence[Path] | None = None,
     ref: str | None = None,
     profile: str | None = None,
+    keep: list[Any] | None = None,
 ) -> LoadResult:
     """Read, validate and return every problem; ``desired`` holds the valid registries only.
 
+    ``keep``: a list the checked documents are added to instead of being freed on return,
+    for a process that ends without freeing anything (``lifetime.hold_until_exit``).
     Raises ``InputError`` only for an unusable request (unknown profile, bad ``ref``).
     """
     if profile is not None and profile not in PROFILES:
@@ -1029,6 +1032,8 @@ def load_and_validate(
     for c in checked:
         if not c.ok:
             failed.add(c.doc.file)
+    if keep is not None:
+        keep.append((sources, checked, cache))
     problems.sort(key=lambda p: (p.file, p.line, p.col, p.severity, p.message))
     problems = list(dict.fromkeys(problems))  # same problem twice (e.g. via an alias): once
     return LoadResult(

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from reconciler import render
+from reconciler.lifetime import hold_until_exit
 from reconciler.model import Desired
 from reconciler.runner import EXIT_FAIL, EXIT_OK, Options, _make_plan, _warn_secrets, md_header
 from reconciler.secrets import redact_resolved, resolve_all, state_key
@@ -29,6 +30,7 @@ def _apply(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: Sta
     from reconciler.apply import EndWriteFailed, apply_plan
 
     state, plan, values = _make_plan(opts, desired, store, target, max_del, state=state)
+    hold_until_exit("plan", (state, plan, values))
     if plan.refusals:
         render.render_plan_text(plan, err)
         err.write("plan refused; nothing was changed\n")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from reconciler import render
 from reconciler.errors import InputError
+from reconciler.lifetime import hold_until_exit
 from reconciler.model import Desired, Key
 from reconciler.plan import ADOPT, CREATE, REPLACE, UPDATE, Plan
 from reconciler.runner import (
@@ -110,6 +111,7 @@ def _dry_run(opts: Options, out: TextIO, err: TextIO, desired: Desired, store: S
     # a dry-run reads no secret file (environment values only, to show rotations); --preflight
     # sends the credentials to the registries, so it needs them
     state, plan, values = _make_plan(opts, desired, store, target, max_del, read_files=preflight, state=state)
+    hold_until_exit("plan", (state, plan, values))
     _warn_secrets(opts, state, values, err)
     failures: list[str] = []
     if preflight:
