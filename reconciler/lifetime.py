@@ -7,6 +7,8 @@ registries cost about 6 % of it (0.94 of the time without, in 21 paired rounds o
 ``bench/plan.py``'s corpus). Holding starts only in ``cli.entry``: any caller in the same
 process (the tests, a library user) holds nothing and frees everything as usual. One value
 per slot, so a command that plans twice holds its last plan, and what is held stays bounded.
+The price is memory that is not reused: a dry run of 5,000 registries peaks at 73 MB
+resident instead of 64 MB.
 """
 
 from __future__ import annotations
