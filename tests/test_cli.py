@@ -356,7 +356,7 @@ _HELD_PROBE = ("import atexit, sys\n"
 def test_the_console_script_frees_nothing_it_exits_with(tmp_path: Path) -> None:
     """A dry run keeps what it built (the documents, the registries, the record, the listing, the
     plan) until its hard exit instead of freeing it object by object as each function returns:
-    about 6 % of a cold plan of 5,000 registries (bench/plan.py). In-process callers hold nothing."""
+    about 4 % of a cold plan of 5,000 registries (bench/plan.py). In-process callers hold nothing."""
     _many(tmp_path, 3)
     res = subprocess.run([sys.executable, "-c", _HELD_PROBE + "cli.entry()\n", "--dry-run"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=60, env=_env_buffered())
