@@ -5,11 +5,12 @@ teardown), so what is held here is never freed object by object. Freed at each r
 instead, the documents, records, listed registries and changes of a dry run of 5,000
 registries cost about 4 % of it: 30-40 ms, timed at the returns (10-27 ms at the end of
 validation, 17-27 ms after the plan is written); 0.94 and 0.98 of the time before in two
-runs of paired rounds on ``bench/plan.py``'s corpus. Holding starts only in ``cli.entry``: any caller in the same
-process (the tests, a library user) holds nothing and frees everything as usual. One value
-per slot, so a command that plans twice holds its last plan, and what is held stays bounded.
-The price is memory that is not reused: a dry run of 5,000 registries peaks at 73 MB
-resident instead of 64 MB.
+runs of paired rounds on ``bench/plan.py``'s corpus.
+
+Holding starts only in ``cli.entry``: any caller in the same process (the tests, a library
+user) holds nothing and frees everything as usual. One value per slot, so a command that
+plans twice holds its last plan, and what is held stays bounded. The price is memory that is
+not reused: a dry run of 5,000 registries peaks at 73 MB resident instead of 64 MB.
 """
 
 from __future__ import annotations
