@@ -33,8 +33,10 @@ def hold_until_exit(slot: str, value: Any) -> None:
         _held[slot] = value
 
 
-def holding_until_exit() -> bool:
-    return _held is not None
+def keep_list() -> list[Any] | None:
+    """A list for a callee to put its intermediates in (``load_and_validate(keep=...)``), for the
+    caller to hold; None when nothing is held."""
+    return [] if _held is not None else None
 
 
 def held() -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from reconciler.errors import InputError, ReconcilerError, StateError
-from reconciler.lifetime import hold_until_exit, holding_until_exit
+from reconciler.lifetime import hold_until_exit, keep_list
 from reconciler.model import Desired, Key
 from reconciler.plan import Plan, PlanOptions, SecretValues, impact_uids, make_plan
 from reconciler.secrets import (
@@ -177,7 +177,7 @@ def _load(opts: Options, *, require_definitions: bool = False) -> LoadResult:
     (a wrong ``--dir`` or ``--ref`` must not plan "nothing declared")."""
     from reconciler.validation import load_and_validate
 
-    kept: list[Any] | None = [] if holding_until_exit() else None
+    kept = keep_list()
     with paused_gc():
         result = load_and_validate(opts.root, ref=opts.ref, profile=opts.profile, keep=kept)
     hold_until_exit("load", (result, kept))

@@ -362,6 +362,12 @@ def test_the_console_script_frees_nothing_it_exits_with(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60, env=_env_buffered())
     assert res.returncode == 0, res.stderr
     assert "held ['load', 'observed', 'plan']; 3 registries, 3 documents" in res.stderr, res.stderr
+    # validate holds what it loaded; an apply holds its plan too
+    for args, held in ((["validate"], "['load']"), ([], "['load', 'observed', 'plan']")):
+        res = subprocess.run([sys.executable, "-c", _HELD_PROBE + "cli.entry()\n", *args], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60, env=_env_buffered())
+        assert res.returncode == 0, res.stderr
+        assert f"held {held}; 3 registries, 3 documents" in res.stderr, (args, res.stderr)
     # the same run in the same process as its caller (a test, a library user): nothing held, all freed
     probe = _HELD_PROBE + "from click.testing import CliRunner\nCliRunner().invoke(cli.main, sys.argv[1:])\n"
     res = subprocess.run([sys.executable, "-c", probe, "--dry-run"], cwd=tmp_path, capture_output=True, text=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from ..errors import ReconcilerError
 from ..validation import LoadResult, load_and_validate
@@ -70,10 +70,10 @@ def run_validate(
     quiet: bool = False,
 ) -> int:
     """Validate and report; 1 on any error, 0 when clean (warnings do not fail)."""
-    from reconciler.lifetime import hold_until_exit, holding_until_exit
+    from reconciler.lifetime import hold_until_exit, keep_list
     from reconciler.runner import paused_gc
 
-    kept: list[Any] | None = [] if holding_until_exit() else None
+    kept = keep_list()
     try:
         with paused_gc():
             result = load_and_validate(
