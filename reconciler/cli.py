@@ -24,6 +24,7 @@ from reconciler import __version__
 from reconciler.errors import ReconcilerError
 from reconciler.lifetime import hold_until_exit_starts
 from reconciler.secrets import redact_resolved
+from reconciler.text import lazy_pattern
 
 if TYPE_CHECKING:
     from reconciler.runner import Options
@@ -462,8 +463,8 @@ def _schema_command() -> click.Command:
     return schema
 
 
-_COMMAND_START = re.compile(r"^(\s*)::")  # GitHub runner: a line that starts with `::` after leading spaces
-_COMMAND_V1 = re.compile(r"##(\[|vso\[)")  # the older `##[cmd]` form (and Azure's `##vso[`), anywhere
+_COMMAND_START = lazy_pattern(r"^(\s*)::")  # GitHub runner: a line that starts with `::` after leading spaces
+_COMMAND_V1 = lazy_pattern(r"##(\[|vso\[)")  # the older `##[cmd]` form (and Azure's `##vso[`), anywhere
 
 
 def neutralise_ci_line(line: str) -> str:

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from functools import lru_cache
 from urllib.parse import quote, quote_plus
 
+from .text import lazy_pattern
+
 
 class ReconcilerError(Exception):
     """Base of every error we expect; the CLI prints ``str(err)`` and exits 1."""
@@ -124,8 +126,8 @@ def own_credentials() -> frozenset[str]:
     return _own | env if env else _own
 
 
-_PCT = re.compile(r"%[0-9A-F]{2}")
-_UESC = re.compile(r"\\u[0-9a-f]{4}")
+_PCT = lazy_pattern(r"%[0-9A-F]{2}")
+_UESC = lazy_pattern(r"\\u[0-9a-f]{4}")
 # What Go's encoding/json escapes besides JSON's own (quote, backslash, controls): it
 # writes &, <, > and the JavaScript line separators as \u escapes (encoding/json Marshal,
 # "HTMLEscape"). Palette is a Go service: a body it marshals shows a secret this way.
@@ -133,7 +135,7 @@ _GO_ESCAPES = str.maketrans({"&": "\\u0026", "<": "\\u003c", ">": "\\u003e",
                              "\u2028": "\\u2028", "\u2029": "\\u2029"})
 # One escape sequence of a JSON string, so that a rewrite of some never touches the
 # backslash of another ("\\\\b" is a backslash and a b, not a backspace).
-_JSON_ESC = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)", re.S)
+_JSON_ESC = lazy_pattern(r"\\(?:u[0-9a-fA-F]{4}|.)", re.S)
 # Go's encoding/json before 1.22 wrote a backspace and a form feed as \u0008 and \u000c
 # (Python, and Go since, write \b and \f); some encoders write every control as \u00XX.
 _LONG_CONTROLS = ({"\\b": "\\u0008", "\\f": "\\u000c"},
@@ -170,14 +172,14 @@ _FORMS_CACHE = 1 << 15
 # Go's html.EscapeString (a Go service's HTML error page): &#39; and &#34; where Python writes
 # &#x27; and &quot;
 _GO_HTML = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&#39;", '"': "&#34;"})
-_ALNUM = re.compile(r"[A-Za-z0-9]+")
+_ALNUM = lazy_pattern(r"[A-Za-z0-9]+")
 
 # A value this long (in bytes) or longer is also searched for in base64: in an echoed
 # "Authorization: Basic base64(user:password)" header, or a docker config's "auth". Each of
 # its three alignments then yields at least 8 characters, too many to match by chance. Its
 # hex (14 digits and more) is searched for from the same length on.
 MIN_BASE64_LEN = 7
-_HEX_RUN = re.compile(r"[0-9a-fA-F]{14}")
+_HEX_RUN = lazy_pattern(r"[0-9a-fA-F]{14}")
 
 
 @lru_cache(maxsize=_FORMS_CACHE)
@@ -234,13 +236,13 @@ def _double_percent_forms(value: str) -> tuple[str, ...]:
 # characters (``_spelt_pattern``). So are %XX and \\xXX escapes of a value's bytes, letters and
 # digits too: a server that escapes every byte (a whole query string percent-encoded, a C-style
 # dump of a buffer) leaves none of the value's own runs in the text (adversarial pass 7, F4).
-_CHARREF = re.compile(r"&(?:#(?:[0-9]{1,7}|[xX][0-9a-fA-F]{1,6})|[A-Za-z][A-Za-z0-9]{1,15});")
-_ANY_PCT = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
-_BYTE_ESCAPES = re.compile(r"(?:\\x[0-9A-Fa-f]{2})+")
+_CHARREF = lazy_pattern(r"&(?:#(?:[0-9]{1,7}|[xX][0-9a-fA-F]{1,6})|[A-Za-z][A-Za-z0-9]{1,15});")
+_ANY_PCT = lazy_pattern(r"(?:%[0-9A-Fa-f]{2})+")
+_BYTE_ESCAPES = lazy_pattern(r"(?:\\x[0-9A-Fa-f]{2})+")
 # a hex dump (``72 6f 62``, ``72:6f:62``) and Go's %v of a []byte (``[114 111 98]``): bytes
 # apart, at least four of them (fewer are as likely to be anything else)
-_SPACED_HEX = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?:[ :][0-9A-Fa-f]{2}){3,}(?![0-9A-Fa-f])")
-_GO_BYTES = re.compile(r"\[(?:[0-9]{1,3} ){3,}[0-9]{1,3}\]")
+_SPACED_HEX = lazy_pattern(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?:[ :][0-9A-Fa-f]{2}){3,}(?![0-9A-Fa-f])")
+_GO_BYTES = lazy_pattern(r"\[(?:[0-9]{1,3} ){3,}[0-9]{1,3}\]")
 
 
 def _go_bytes(m: re.Match[str]) -> str:
@@ -331,10 +333,10 @@ def _base64_cores(raw: bytes) -> tuple[str, ...]:
 # a newline (\n or \r\n, then any indentation) or one escaped in JSON (\n, \r\n), before
 # more of them. Lines of text that look like base64 are joined too: only what holds a value's
 # core is masked.
-_WRAP = re.compile(r"(?:(?<![A-Za-z0-9+/=])|(?<=\\n))[A-Za-z0-9+/]{16,128}"
+_WRAP = lazy_pattern(r"(?:(?<![A-Za-z0-9+/=])|(?<=\\n))[A-Za-z0-9+/]{16,128}"
                    r"(\r?\n[ \t]*|(?:\\r)?\\n)(?=[A-Za-z0-9+/])")
-_B64_RUN = re.compile(r"[A-Za-z0-9+/]*={0,2}")  # padding ends a run: in "auth=dXNl...", "auth=" is not in it
-_B64_BACK = re.compile(r"[A-Za-z0-9+/]*")
+_B64_RUN = lazy_pattern(r"[A-Za-z0-9+/]*={0,2}")  # padding ends a run: in "auth=dXNl...", "auth=" is not in it
+_B64_BACK = lazy_pattern(r"[A-Za-z0-9+/]*")
 
 
 def _base64_view(text: str) -> tuple[str, tuple[int, ...], tuple[int, ...]]:

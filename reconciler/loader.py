@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .text import CONTROL, describe, escape
+from .text import CONTROL, describe, escape, lazy_pattern
 
 try:  # libyaml: about ten times faster than the pure-Python composer
     from yaml import CSafeLoader as _Loader
@@ -225,7 +225,7 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-@dataclass
+@dataclass(slots=True)  # slots: one per file of thousands, each kept to the end of a run
 class SourceFile:
     """A file to read: its display name (relative to the root) and how to get its bytes."""
 
@@ -234,12 +234,12 @@ class SourceFile:
     path: str | Path | None = None
     size: int = 0
     stamp: tuple[int, int, int] | None = None  # (mtime_ns, inode, ctime_ns) of a work-tree file
-    # a work-tree file not stat'ed yet (``size`` -1): how to (``stat_source``). A cold run reads
-    # every file anyway, and the fstat of that read says its size: one system call, not two
-    pending_stat: Callable[[], os.stat_result] | None = None
+    # a work-tree file not stat'ed yet (``size`` -1): ``stat_source`` stats ``path``. A cold run
+    # reads every file anyway, and the fstat of that read says its size: one system call, not two
+    pending_stat: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class LoadedFile:
     """One file's documents and the problems met reading it."""
 
@@ -396,11 +396,11 @@ def discover(
             return
         files.append(SourceFile(shown, path=p, size=st.st_size, stamp=_stamp(st)))
 
-    def add_later(p: str, real: str, shown: str, stat: Callable[[], os.stat_result]) -> None:
+    def add_later(p: str, real: str, shown: str) -> None:
         if real in seen:
             return
         seen.add(real)
-        files.append(SourceFile(shown, path=p, size=-1, pending_stat=stat))
+        files.append(SourceFile(shown, path=p, size=-1, pending_stat=True))
 
     def not_regular(p: Path) -> None:
         problems.append(RawProblem(display_name(p, root), 1, 1, not_regular_file(p), "io"))
@@ -458,7 +458,7 @@ def discover(
                 walk(Path(entry.path), visited, os.path.join(real, name))
             elif definition and entry.is_file():
                 # fast path: a plain file in a directory already resolved (no realpath per file)
-                add_later(entry.path, os.path.join(real, name), shown_dir + name, entry.stat)
+                add_later(entry.path, os.path.join(real, name), shown_dir + name)
             elif definition:
                 not_regular(Path(entry.path))  # a FIFO or device: never opened, never skipped silently
 
@@ -736,10 +736,11 @@ def _in_git_work_tree(root: Path) -> bool:
 def stat_source(src: SourceFile) -> RawProblem | None:
     """Fill in a discovered file's size and stamp (``pending_stat``): what the validation cache
     compares before reading a file. A problem if it cannot be stat'ed."""
-    stat, src.pending_stat = src.pending_stat, None
-    if stat is not None:
+    if src.pending_stat:
+        src.pending_stat = False
+        assert src.path is not None
         try:
-            st = stat()
+            st = os.stat(src.path)  # a plain file when discovered (a link takes the other way)
         except OSError as exc:
             return RawProblem(src.name, 1, 1, f"cannot read: {exc.strerror}", "io")
         src.size, src.stamp = st.st_size, _stamp(st)
@@ -959,7 +960,7 @@ def parse_text(name: str, text: str, out: LoadedFile) -> None:
 
 
 # what YAML's reader refuses (PyYAML's Reader.NON_PRINTABLE)
-_NON_PRINTABLE = re.compile(
+_NON_PRINTABLE = lazy_pattern(
     "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
 )
 

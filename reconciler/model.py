@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar, overload
 from urllib.parse import unquote_plus
 
 from .errors import TargetError
+from .text import lazy_pattern
 
 KINDS = ("OciRegistry", "HelmRegistry", "PackRegistry")
 SCOPES = ("tenant", "system")
@@ -58,7 +59,7 @@ class _once(Generic[_T]):  # noqa: N801 - used as a decorator, like property
         return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per definition of thousands, kept to the end of a run
 class Span:
     """A position in a source file, 1-based line and column."""
 
@@ -121,10 +122,16 @@ def declared_registry(kind: str, name: str, scope: str, spec: Mapping[str, Any],
     return reg
 
 
+_SET_FILE, _SET_LINE, _SET_COL = Span.file.__set__, Span.line.__set__, Span.col.__set__  # type: ignore[attr-defined]
+
+
 def span(file: str, line: int = 0, col: int = 0) -> Span:
-    """``Span(file, line, col)``, built as ``declared_registry`` builds a ``Registry``."""
+    """``Span(file, line, col)``, its slots set directly: without the frozen dataclass's
+    per-field ``object.__setattr__``, as ``declared_registry`` builds a ``Registry``."""
     where: Span = object.__new__(Span)
-    where.__dict__.update(file=file, line=line, col=col)
+    _SET_FILE(where, file)
+    _SET_LINE(where, line)
+    _SET_COL(where, col)
     return where
 
 
@@ -349,10 +356,10 @@ def split_userinfo(endpoint: str) -> tuple[str, str | None]:
 # ``private_token``, ``refresh-token``), API keys, secrets, passwords, and the signatures and
 # credentials of Azure SAS and S3 / GCS presigned URLs (a Helm repository on blob storage).
 # Matched on the name as a server reads it: percent-decoded, any case, ``-`` as ``_``.
-_CREDENTIAL_PARAM = re.compile(
+_CREDENTIAL_PARAM = lazy_pattern(
     r"(?:[a-z0-9]+_)*(?:token|secret|password|passwd|pwd|api_?key|apikey|key|sig|signature|credential|auth|"
     r"authorization)")
-_SEPARATORS = re.compile(r"([&;])")  # ';' separates parameters too, for some servers
+_SEPARATORS = lazy_pattern(r"([&;])")  # ';' separates parameters too, for some servers
 
 
 def _query_parts(endpoint: str) -> tuple[str, list[str], str]:

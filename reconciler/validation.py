@@ -34,7 +34,7 @@ from .model import (KINDS, SCOPES, SECRET_FIELDS, Desired, Registry, Settings, S
 from .profiles import DEFAULT_PROFILE, PROFILES, SYSTEM_SCOPE_PROFILES, default_keys
 from .secrets import (MAX_CA_FILE, MAX_SECRET_FILE, PASTED_LENGTHS, RESERVED_ENV, path_problem, pasted_credential,
                       root_problem)
-from .text import CONTROL, describe, escape
+from .text import CONTROL, describe, escape, lazy_pattern
 
 API_VERSION = "reconciler/v1"
 SCHEMA_FILE = Path(__file__).parent / "schema" / "registry.schema.json"
@@ -53,7 +53,7 @@ _PLAIN_HOST = re.compile(
     r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(?:[/?#]|$)"
 )
 _plain_host = _PLAIN_HOST.match
-_IPV4_STYLE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+_IPV4_STYLE = lazy_pattern(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 # fields that are one token: no whitespace anywhere (names may hold inner spaces)
 _TOKEN_FIELDS = frozenset(
     {"endpoint", "username", "baseContentPath", "accessKey", "arn", "externalId", "fromEnv"}
@@ -207,7 +207,7 @@ def canonical_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown kind {kind!r}")
 
 
-_REF_LIKE = re.compile(r"from[A-Z][A-Za-z]{1,20}")  # a kind of reference (fromVault), not a secret
+_REF_LIKE = lazy_pattern(r"from[A-Z][A-Za-z]{1,20}")  # a kind of reference (fromVault), not a secret
 
 
 def parse_duration(text: str) -> int:
@@ -248,7 +248,7 @@ def dotted(path: Sequence[str | int]) -> str:
 
 _SHOW_MAX = 80
 # the user-info part of a URL ("admin:pw@"): a password, never shown in a message
-_USERINFO = re.compile(r"(?<=://)[^/?#@\s]*@|^[^/?#@:\s]+:[^/?#@\s]*@")
+_USERINFO = lazy_pattern(r"(?<=://)[^/?#@\s]*@|^[^/?#@:\s]+:[^/?#@\s]*@")
 
 
 def show(value: Any) -> str:
@@ -311,7 +311,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 # --------------------------------------------------------------------------- per document
 
 
-@dataclass
+@dataclass(slots=True)  # one per document of thousands, kept to the end of a run
 class _Checked:
     """One document after the per-document checks: its kind, its problems, whether it passed."""
 
@@ -824,7 +824,7 @@ def _cached_check_file(
     (size, mtime, inode, ctime) match is not even read (git's index does the same). Only
     files with no problem at all are stored, and a hit gives documents whose positions are
     found by parsing the file again, if ever asked for."""
-    if src.pending_stat is not None and not cache.empty:  # a cold cache compares no stat
+    if src.pending_stat and not cache.empty:  # a cold cache compares no stat
         problem = loader.stat_source(src)
         if problem is not None:
             return [_raw(problem)], []

@@ -114,7 +114,8 @@ def test_the_fast_constructors_build_what_the_dataclasses_build() -> None:
     from reconciler.model import Span, declared_registry, span
 
     where = span("registries.d/a.yaml", 3, 7)
-    assert where == Span("registries.d/a.yaml", 3, 7) and list(vars(where)) == [f.name for f in dataclasses.fields(Span)]
+    assert where == Span("registries.d/a.yaml", 3, 7) and dataclasses.astuple(where) == ("registries.d/a.yaml", 3, 7)
+    assert Span.__slots__ == tuple(f.name for f in dataclasses.fields(Span))  # type: ignore[attr-defined]
     assert str(where) == "registries.d/a.yaml:3:7" and hash(where) == hash(Span("registries.d/a.yaml", 3, 7))
     for protect, source in ((False, None), (True, where)):
         fast = declared_registry("HelmRegistry", "a", "tenant", dict(SPECS[1]), protect, source)
