@@ -122,7 +122,7 @@ def declared_registry(kind: str, name: str, scope: str, spec: Mapping[str, Any],
     return reg
 
 
-_SET_FILE, _SET_LINE, _SET_COL = Span.file.__set__, Span.line.__set__, Span.col.__set__  # type: ignore[attr-defined]
+_SET_FILE, _SET_LINE, _SET_COL = (getattr(Span, name).__set__ for name in ("file", "line", "col"))  # its slots
 
 
 def span(file: str, line: int = 0, col: int = 0) -> Span:
