@@ -27,7 +27,6 @@ _CONTROL_CLASS = (
 CONTROL = re.compile(f"[{_CONTROL_CLASS}]")
 
 
-
 class _LazyPattern:
     __slots__ = ("_args", "_compiled")
 

@@ -162,17 +162,12 @@ def _compiled() -> Callable[[Any], bool] | None:
 # --------------------------------------------------------------------------- canonical form
 
 
-_NO_AUTH = {"type": "noAuth"}
-
-
 def _tls(spec: Mapping[str, Any]) -> dict[str, Any]:
     given = spec.get("tls") or {}
-    insecure = given.get("insecureSkipVerify", False)
-    if type(given) is dict and (insecure is False or insecure is True) and (
-            len(given) == 1 and "insecureSkipVerify" in given
-            or len(given) == 2 and list(given) == ["insecureSkipVerify", "caFile"] and given["caFile"]):
+    if (type(given) is dict and list(given) in (["insecureSkipVerify"], ["insecureSkipVerify", "caFile"])
+            and type(given["insecureSkipVerify"]) is bool and given.get("caFile", True)):
         return given  # already what is built below: the document's own dict (see canonical_spec)
-    tls: dict[str, Any] = {"insecureSkipVerify": bool(insecure)}
+    tls: dict[str, Any] = {"insecureSkipVerify": bool(given.get("insecureSkipVerify", False))}
     if given.get("caFile"):
         tls["caFile"] = given["caFile"]
     return tls
@@ -183,7 +178,7 @@ def canonical_spec(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     # the document's own values, not copies: this run built them for this registry alone, and a
     # spec is never changed in place (see Registry.fingerprint); a copy of each costs a cold plan
     # of 5,000 definitions 1.7 MB (and the page faults of it)
-    auth = spec.get("auth") or dict(_NO_AUTH)
+    auth = spec.get("auth") or {"type": "noAuth"}
     if kind == "OciRegistry":
         return {
             "endpoint": spec["endpoint"],
