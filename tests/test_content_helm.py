@@ -508,3 +508,26 @@ def test_an_index_still_arriving_after_the_answer_limit_is_refused_without_a_syn
     with pytest.raises(helm.ProbeError, match="still arriving"):
         helm.probe(spec(slow.url), {}, base_dir=Path("."))
     assert time.monotonic() - t0 < 2.5  # 6 s: read to its end
+
+
+def test_an_https_hop_after_a_plain_http_endpoint_is_verified(conn, scripted, tmp_path):
+    """A plain http:// endpoint whose index redirects to https (a CDN, an object store): the
+    https hop is verified as any other (``insecureSkipVerify: false``), as Helm's own getter
+    does. It was fetched with verification off (the http endpoint's client had no CA), so a
+    certificate nobody trusts was accepted."""
+    from reconciler.content import http
+
+    http._verified_on_first_use.cache_clear()
+    plain = scripted(lambda path, headers: (200, {}, INDEX))
+    assert sync(conn, plain.url).status == "Completed"
+    assert http._verified_on_first_use()._real is None  # no handshake: no CA bundle loaded
+    tls = make_tls(tmp_path / "pki")
+    with HelmRepo(tmp_path / "r", tls=tls) as cdn:
+        cdn.write_index(index_for(cdn.root, [("a", "1.0.0", "1")]))
+        srv = scripted(lambda path, headers: (302, {"Location": f"{cdn.url}/index.yaml"}, b""))
+        r = sync(conn, srv.url, force=True)
+        assert r.status == "Failed" and "TLS" in r.message, r.message
+        assert cdn.count() == 0  # refused at the handshake: no request reached it
+        insecure = spec(srv.url, tls={"insecureSkipVerify": True})  # said so: not verified
+        ok = sync(conn, srv.url, spec=insecure, force=True)
+        assert ok.status == "Completed" and ok.counts == {"charts": 1, "versions": 1}, ok.message
