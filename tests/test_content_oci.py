@@ -1131,3 +1131,84 @@ def test_a_catalog_that_never_answered_is_not_followed_by_a_ping(conn, scripted)
     r = sync_registry(conn, "p1", "OciRegistry", spec(srv.url), {}, base_dir=Path("."))
     assert r.status == "Failed", r.message
     assert "/v2/" not in [p for p, _ in srv.requests], srv.requests
+
+
+# --------------------------------------------------------------------------- names and the environment
+# Review (this round): the manifest read through oras-py trusted what the registry names and what
+# the environment holds.
+
+PLANTED = "S3cr3t-REVIEW-5c2"
+ROBOT = {"type": "basic", "username": "robot", "password": {"fromEnv": "P"}}
+
+
+@pytest.mark.parametrize("steered_by", ["repository", "tag"])
+def test_a_catalog_repository_name_does_not_steer_the_manifest_read_to_another_host(conn, scripted, steered_by):
+    """oras-py parses "host/repo:tag" with an unanchored pattern: a repository
+    "spectro-packs/evil.example:8443/x" (or a tag "a/evil.example:8443/x:1") from the
+    registry's own catalog named another host, which was asked for the manifest and, on its
+    401, sent the registry's basic credentials."""
+    other = scripted(lambda path, headers: (401, {"WWW-Authenticate": 'Basic realm="x"'}, {}))
+    evil = f"127.0.0.1:{other.server.server_address[1]}"
+
+    def route(path, headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        if path.startswith("/v2/_catalog"):
+            repo = f"spectro-packs/{evil}/x" if steered_by == "repository" else "spectro-packs/p"
+            return 200, {}, {"repositories": [repo]}
+        return 200, {}, {"tags": ["1" if steered_by == "repository" else f"a/{evil}/x:1"]}
+
+    srv = scripted(route)
+    s = {"endpoint": srv.url, "provider": "pack", "baseContentPath": "", "sync": True, "auth": ROBOT,
+         "tls": {"insecureSkipVerify": False}, "fips": False}
+    r = sync_registry(conn, "p1", "OciRegistry", s, {"auth.password": PLANTED}, base_dir=Path("."))
+    assert r.status == "Completed", r.message
+    assert other.requests == [], other.requests  # nothing, least of all the credentials, goes there
+    assert PLANTED not in r.message
+
+
+@pytest.mark.parametrize("source", ["ORAS_USER/ORAS_PASS", "~/.netrc"])
+def test_a_no_auth_registry_is_sent_no_credentials_from_the_environment(conn, scripted, monkeypatch, tmp_path,
+                                                                        source):
+    """oras-py's basic backend reads ORAS_USER/ORAS_PASS, and its requests session ~/.netrc: a
+    noAuth registry answering 401 was sent credentials the user never declared for it."""
+    if source == "~/.netrc":
+        (tmp_path / ".netrc").write_text(f"machine 127.0.0.1 login ci-robot password {PLANTED}\n")
+        (tmp_path / ".netrc").chmod(0o600)
+        monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    else:
+        monkeypatch.setenv("ORAS_USER", "ci-robot")
+        monkeypatch.setenv("ORAS_PASS", PLANTED)
+
+    def route(path, headers):
+        if path == "/v2/":
+            return 200, {}, {}
+        if path.startswith("/v2/_catalog"):
+            return 200, {}, {"repositories": ["spectro-packs/p"]}
+        if "/manifests/" in path:
+            return 401, {"WWW-Authenticate": 'Basic realm="x"'}, {}
+        return 200, {}, {"tags": ["1"]}
+
+    srv = scripted(route)
+    s = {"endpoint": srv.url, "provider": "pack", "baseContentPath": "", "sync": True,
+         "auth": {"type": "noAuth"}, "tls": {"insecureSkipVerify": False}, "fips": False}
+    r = sync_registry(conn, "p1", "OciRegistry", s, {}, base_dir=Path("."))
+    assert r.status == "Completed", r.message
+    assert [a for _, a in srv.requests if a] == []  # noAuth: no Authorization header, ever
+
+
+def test_each_guard_alone_keeps_the_manifest_read_on_the_registry(scripted):
+    """The two guards of the test above, one at a time: a name oras-py would read as another
+    host is refused before any request, and any URL oras-py builds off the registry's origin
+    is refused before it is sent."""
+    other = scripted(lambda path, headers: (200, {}, {}))
+    srv = scripted(lambda path, headers: (200, {}, {}))
+    evil = f"127.0.0.1:{other.server.server_address[1]}"
+    with _dist(srv.url) as dist:
+        for repo, tag in ((f"spectro-packs/{evil}/x", "1"), ("spectro-packs/p", f"a/{evil}/x:1"),
+                          ("spectro-packs/p", "1@sha256:00")):
+            with pytest.raises(oci.ProbeError, match="not an OCI repository and tag name"):
+                dist.manifest(repo, tag)
+        with pytest.raises(oci.ProbeError, match="not on the registry's origin"):
+            dist._oras_request(lambda *a, **k: pytest.fail("sent"), "GET", f"http://{evil}/v2/x/manifests/1")
+    assert other.requests == [] and srv.requests == []

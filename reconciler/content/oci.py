@@ -81,7 +81,7 @@ from reconciler.content.http import (
 from reconciler.content.result import SyncResult
 from reconciler.errors import redact
 from reconciler.model import base_paths, load_json
-from reconciler.text import header_safe
+from reconciler.text import escape, header_safe
 
 KIND = "OciRegistry"
 PAGE = 1000
@@ -475,8 +475,15 @@ class Distribution:
                 tls_verify=verify,
             )
             client.auth._auth_config = {"auths": {}, "credsStore": None, "credHelpers": {}}
+            # nothing from the environment, as the httpx clients (trust_env=False): requests would
+            # add ~/.netrc credentials and HTTP(S)_PROXY, and oras-py's basic backend ORAS_USER /
+            # ORAS_PASS, to a registry that declares none
+            client.session.trust_env = False
             if self.access.username is not None:
                 client.auth.set_basic_auth(self.access.username, self.access.password or "")
+            else:  # noAuth: a 401 is an answer, never retried with credentials
+                client.auth._basic_auth = None
+                client.auth.authenticate_request = lambda original, headers, refresh=False: (headers, False)
             client.session.request = functools.partial(self._oras_request, client.session.request)
             # requests reads a redirect's body whole to find where it leads, even when it is
             # not to follow it (allow_redirects=False): _oras_request follows them itself
@@ -499,6 +506,9 @@ class Distribution:
         headers["Accept-Encoding"] = ACCEPT_ENCODING
         for name in ("stream", "allow_redirects", "timeout"):  # ours to set
             kw.pop(name, None)
+        if _origin(url) != self._origin:  # oras-py builds its URLs from names the registry gave
+            raise ProbeError(f"{strip_userinfo(url)[:200]} is not on the registry's origin: not asked, as no request "
+                             "goes elsewhere with the registry's credentials", check="content")
         for _ in range(MAX_REDIRECTS + 1):
             left = time_left(self.deadline, url)
             timeout = ORAS_TIMEOUT if left is None else min(ORAS_TIMEOUT, left)
@@ -527,7 +537,19 @@ class Distribution:
         return resp
 
     def manifest(self, repo: str, ref: str) -> dict[str, Any]:
-        target = f"{self.endpoint.host}/{repo}:{ref}"
+        import oras.container
+
+        # the repository and the tag are the registry's word (its catalog, its tag list): oras-py
+        # parses the joined name with an unanchored pattern, so "x/evil.example:8443/y" or a tag
+        # "a/evil.example/y:1" named another registry, which was then sent the credentials
+        try:
+            target = oras.container.Container(f"{self.endpoint.host}/{repo}:{ref}", registry=self.endpoint.host)
+        except ValueError:
+            target = None
+        if target is None or (target.registry, target.api_prefix, target.tag, target.digest) != (
+                self.endpoint.host, repo, ref, None):
+            raise ProbeError(f"the registry lists repository {escape(repo)[:200]!r}, tag {escape(ref)[:130]!r}: "
+                             "not an OCI repository and tag name, so its manifest is not read", check="content")
         time_left(self.deadline, f"{self.endpoint.base}/v2/{repo}/manifests/{ref}")
         try:
             manifest: dict[str, Any] = self._oras_client().get_manifest(
