@@ -462,3 +462,98 @@ def test_a_state_path_that_is_a_symlink_is_written_through_and_locked_at_its_tar
     with FileStateStore(real).lock(), pytest.raises(StateLocked):
         with FileStateStore(link).lock():
             pass
+
+
+# -- a journal left torn, then a run killed folding it (review, this round) ---------------------
+
+
+class _Killed(BaseException):
+    pass
+
+
+def _kill_before_rename(label: str) -> None:
+    if label == "state-write:before-rename":
+        raise _Killed()
+
+
+def test_a_torn_journal_line_then_a_kill_in_the_next_runs_fold_keeps_the_state_readable(tmp_path, monkeypatch):
+    """The fold line was appended to whatever the journal ended with: after a torn last line
+    (ignored on read) it joined it into a corrupt middle line, and a kill before the rename
+    left a state every later run refused."""
+    store, _ = started(tmp_path, "a", "b")
+    with open(tmp_path / "state.json.journal", "ab") as fh:
+        fh.write(b'{"op": "put", "record": {"uid": "x", "ki')
+    run2 = FileStateStore(store.path)
+    state = run2.read()
+    assert sorted(k[2] for k in state.records) == ["a", "b"]
+    monkeypatch.setattr(file_store, "checkpoint", _kill_before_rename)
+    with pytest.raises(_Killed):
+        run2.begin(state, "start")
+    monkeypatch.undo()
+    assert sorted(k[2] for k in FileStateStore(store.path).read().records) == ["a", "b"]
+
+
+@pytest.mark.parametrize("left", [b"", b'{"journal":1,"line'], ids=["empty-journal", "torn-header"])
+def test_a_journal_left_empty_or_with_a_torn_header_then_a_killed_fold_keeps_the_state_readable(
+        tmp_path, monkeypatch, left):
+    """``begin`` truncates the journal, then writes its header: a kill between them leaves an
+    empty journal (or a torn header), and the next fold line became its first line."""
+    store = FileStateStore(tmp_path / "state.json")
+    state = with_record(store.read(), make_record("a"))
+    state.serial += 1
+    store.write(state, "one")
+    (tmp_path / "state.json.journal").write_bytes(left)
+    run2 = FileStateStore(store.path)
+    state = run2.read()
+    assert sorted(k[2] for k in state.records) == ["a"]
+    monkeypatch.setattr(file_store, "checkpoint", _kill_before_rename)
+    with pytest.raises(_Killed):
+        run2.begin(state, "start")
+    monkeypatch.undo()
+    assert sorted(k[2] for k in FileStateStore(store.path).read().records) == ["a"]
+
+
+def test_a_journal_line_written_short_is_not_taken_as_recorded(tmp_path, monkeypatch):
+    """``os.write`` may take fewer bytes than asked (a full disk, a signal): the rest of the
+    line was dropped and the next one appended to the half, a corrupt middle line."""
+    store, state = started(tmp_path, "a")
+    real_write = os.write
+    journal_fd = store._jfd
+    short = {"left": 1}
+
+    def write(fd, data):
+        if fd == journal_fd and short["left"]:
+            short["left"] -= 1
+            return real_write(fd, data[: len(data) // 2])
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    for name in ("b", "c"):
+        rec = make_record(name)
+        with_record(state, rec)
+        store.record(state, entry_put(rec), f"create {name}")
+    monkeypatch.undo()
+    assert sorted(k[2] for k in FileStateStore(store.path).read().records) == ["a", "b", "c"]
+
+
+def test_cli_a_run_killed_folding_a_journal_with_a_torn_last_line_leaves_a_state_the_next_run_reads(tmp_path):
+    import signal
+
+    from tests.support.gitops_repo import commit_all, init_repo, registry_doc, run, write_defs
+
+    root = tmp_path / "repo"
+    init_repo(root)
+    write_defs(root, {"a.yaml": "---\n".join(
+        registry_doc("HelmRegistry", n, f"endpoint: https://{n}.example.com") for n in ("one", "two"))})
+    commit_all(root, "v1")
+    first = run(root, env={"RECONCILER_CRASH_AT": "4"})
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    journal = root / ".reconciler/state.json.journal"
+    assert journal.exists()
+    with open(journal, "ab") as fh:
+        fh.write(b'{"op":"put","record":{"uid":"5f1')
+    assert run(root, "--dry-run").returncode == 0  # the torn line is ignored: the state reads
+    second = run(root, env={"RECONCILER_CRASH_AT": "1"})  # killed in the fold of that journal
+    assert second.returncode == -signal.SIGKILL, second.stderr
+    third = run(root)
+    assert third.returncode == 0, third.stderr

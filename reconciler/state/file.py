@@ -15,6 +15,7 @@ signed copy of the file put back in its place verifies (the in-run continuity ch
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -183,7 +184,7 @@ class FileStateStore(StateStore):
             # first, so that a kill between the rename and the unlink leaves a journal that
             # reads as already folded, not as one of another serial.
             journal_left = self._jfd is not None or self.journal_path.exists()
-            if journal_left:
+            if journal_left and self._complete_lines():
                 self._append(journal.line({"op": "fold", "serial": state.serial}))
             checkpoint("state-write:before-rename")
             os.replace(tmp, self.path)
@@ -218,13 +219,49 @@ class FileStateStore(StateStore):
 
     # -- the journal ------------------------------------------------------------------------
 
+    def _complete_lines(self) -> bool:
+        """Cut the journal back to its last complete line, and say whether one is left. A torn
+        last line (a run killed mid-write, a write cut short by a full disk) is ignored on
+        read, but a line appended after it would join it into a corrupt middle line; an empty
+        journal, or a torn header, would make the appended line the first. Either way every
+        later run refused the state (review, this round). A journal with no complete line
+        replays to nothing: nothing is appended to it."""
+        try:
+            fd = os.open(self.journal_path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StateError(f"{self.journal_path}: cannot read the state journal: {exc.strerror}") from exc
+        try:
+            end = size = os.fstat(fd).st_size
+            while end > 0:  # back from the end, a block at a time, to the last newline
+                start = max(0, end - (1 << 16))
+                at = os.pread(fd, end - start, start).rfind(b"\n")
+                if at >= 0:
+                    end = start + at + 1
+                    break
+                end = start
+            if end != size:
+                os.ftruncate(fd, end)
+                os.fsync(fd)
+            return end > 0
+        except OSError as exc:
+            raise StateError(f"{self.journal_path}: cannot repair the state journal: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
+
     def _append(self, data: bytes) -> None:
         fd = self._jfd
         own = fd is None
         try:
             if fd is None:
                 fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:  # a write may be cut short (a full disk, a signal): the rest, or its error
+                written = os.write(fd, view)
+                if written <= 0:
+                    raise OSError(errno.EIO, "the journal took no bytes")
+                view = view[written:]
             os.fsync(fd)
         except OSError as exc:
             raise StateError(f"{self.journal_path}: cannot write the state journal: {exc.strerror}") from exc
