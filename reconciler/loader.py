@@ -561,6 +561,9 @@ def discover_git(
             return None
 
     def add_blob(repo_path: PurePosixPath, obj: Any, explicit: bool, depth: int = 0) -> None:
+        if obj.type == "submodule":  # named on the command line, or a symlink's target
+            submodule(repo_path, obj)
+            return
         name = shown(repo_path)
         if obj.mode == 0o120000:  # symlink: the blob holds the target
             target = obj.data_stream.read().decode("utf-8", "replace")
@@ -581,6 +584,9 @@ def discover_git(
             if obj.type == "tree":
                 walk(obj, repo_path, depth + 1)
                 return
+            if obj.type == "submodule":
+                submodule(repo_path, obj)  # said at the link, where the reader looks
+                return
             add_blob(resolved, obj, explicit, depth + 1)
             return
         if obj.type != "blob" or not (explicit or repo_path.suffix in SUFFIXES):
@@ -593,18 +599,28 @@ def discover_git(
             )
         )
 
+    def submodule(repo_path: PurePosixPath, obj: Any) -> None:
+        # a gitlink: its files are another repository's, not in this commit (the work tree has
+        # them checked out); an error, so that a plan deletes nothing on a partial tree's word
+        problems.append(RawProblem(escape(shown(repo_path)), 1, 1, (
+            f"a git submodule (commit {obj.hexsha[:12]}): its files are not in commit {commit.hexsha[:12]}, so "
+            "they cannot be read with --ref; run in a work tree with the submodule checked out"), "io"))
+
     def walk(t: Any, base: PurePosixPath, depth: int = 0) -> None:
-        for obj in sorted(t, key=lambda o: o.name):
-            if obj.name.startswith("."):
+        # by the entry's own name: GitPython's Submodule.name reads .gitmodules (and fails
+        # without it)
+        for entry_name, obj in sorted(((PurePosixPath(o.path).name, o) for o in t), key=lambda e: e[0]):
+            if entry_name.startswith("."):
                 continue
-            p = base / obj.name
-            if bad_name(obj.name, obj.type == "tree"):
+            p = base / entry_name
+            if bad_name(entry_name, obj.type == "tree"):
                 problems.append(RawProblem(escape(shown(p)), 1, 1, BAD_NAME, "file-name"))
                 continue
-            if obj.type != "tree" and (skipped := skipped_definition(obj.name)):
+            if obj.type == "submodule":
+                submodule(p, obj)
+            elif obj.type != "tree" and (skipped := skipped_definition(entry_name)):
                 problems.append(RawProblem(escape(shown(p)), 1, 1, skipped, "file-name"))
-                continue
-            if obj.type == "tree":
+            elif obj.type == "tree":
                 walk(obj, p, depth)
             else:
                 add_blob(p, obj, False, depth)

@@ -583,3 +583,21 @@ def test_import_and_sync_give_a_json_caller_the_definitions_errors(tmp_path: Pat
     assert res.returncode == 1, res.stdout + res.stderr
     doc = json.loads(res.stdout)
     assert doc["registries"] == [] and doc["errors"] and doc["errors"][0]["file"].endswith("bad.yaml"), doc
+
+
+def test_a_submodule_under_registries_d_at_a_ref_is_an_error_said_in_words(tmp_path: Path):
+    """With --ref, a gitlink (a submodule) under registries.d/ crashed the loader (GitPython's
+    Submodule.name, with no .gitmodules: an internal error). Its files are not in this commit:
+    an error at its path, so a plan deletes nothing on the word of a partial tree."""
+    root = _repo(tmp_path / "r")
+    sha = git(root, "rev-parse", "HEAD")
+    git(root, "update-index", "--add", "--cacheinfo", f"160000,{sha},registries.d/vendored")
+    git(root, "commit", "-qm", "submodule")
+    for args in (["--dry-run", "--ref", "HEAD"], ["validate", "--ref", "HEAD"]):
+        _fails(run(root, *args), "registries.d/vendored", "submodule")
+    git(root, "rm", "-q", "--cached", "registries.d/vendored")
+    git(root, "update-index", "--add", "--cacheinfo", f"160000,{sha},vendored")
+    (root / "registries.d" / "link").symlink_to("../vendored")
+    git(root, "add", "registries.d/link")
+    git(root, "commit", "-qm", "a link to a submodule")
+    _fails(run(root, "--dry-run", "--ref", "HEAD"), "registries.d/link", "submodule")  # was skipped silently
