@@ -423,6 +423,8 @@ def discover(
             )
             return
         shown_dir = display_name(d / "x", root)[:-1]
+        if not entries:
+            empty.append(d)
         for entry in entries:
             name = entry.name
             if name.startswith("."):
@@ -462,6 +464,7 @@ def discover(
             elif definition:
                 not_regular(Path(entry.path))  # a FIFO or device: never opened, never skipped silently
 
+    empty: list[Path] = []  # directories with nothing in them: perhaps a submodule not checked out
     targets = list(paths) if paths else [root / DEFINITIONS_DIR]
     for target in targets:
         target = Path(target)
@@ -486,7 +489,27 @@ def discover(
     # walk calls itself through its closure, a reference cycle that would keep every
     # SourceFile alive until the cyclic collector runs (it is paused while a plan loads)
     del walk
+    for d in _submodules_not_checked_out(root, empty):
+        problems.append(RawProblem(escape(display_name(d, root)), 1, 1, (
+            "a git submodule that is not checked out (an empty directory): its definitions cannot be read; check "
+            "out the submodules (actions/checkout: submodules: true, or git submodule update --init)"), "io"))
     return files, problems
+
+
+def _submodules_not_checked_out(root: Path, empty: Sequence[Path]) -> list[Path]:
+    """Which of the ``empty`` directories git records as submodules (gitlinks): a checkout
+    without its submodules leaves each one empty, and its definitions read as none would plan
+    the deletion of what they declare. Git holds no empty directory of its own, so this asks
+    it only when there is one (rarely: in a fresh checkout, only such a submodule)."""
+    if not empty or not _in_git_work_tree(root):
+        return []
+    res = _run_git(root, "ls-files", "--stage", "-z", "--", *(os.path.relpath(d, root) for d in empty))
+    if res is None or res.returncode != 0:
+        return []
+    top = Path(os.path.abspath(root))
+    links = {os.path.normpath(top / line.split("\t", 1)[1]) for line in res.stdout.split("\0")
+             if line.startswith("160000 ") and "\t" in line}
+    return [d for d in empty if os.path.normpath(os.path.abspath(d)) in links]
 
 
 def resolve_commit(repo: Any, ref: str) -> Any:

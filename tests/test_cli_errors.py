@@ -601,3 +601,26 @@ def test_a_submodule_under_registries_d_at_a_ref_is_an_error_said_in_words(tmp_p
     git(root, "add", "registries.d/link")
     git(root, "commit", "-qm", "a link to a submodule")
     _fails(run(root, "--dry-run", "--ref", "HEAD"), "registries.d/link", "submodule")  # was skipped silently
+
+
+@pytest.mark.parametrize("where", ["registries.d/vendored", "registries.d"])
+def test_a_submodule_not_checked_out_under_registries_d_is_an_error(tmp_path: Path, where: str):
+    """A checkout without its submodules (actions/checkout's default) leaves each one an empty
+    directory: its definitions were read as none, and a plan deleted what they declare (all of
+    it when registries.d/ itself is the submodule). An empty directory git records as a
+    submodule is an error at its path; any other empty directory is still nothing."""
+    root = _repo(tmp_path / "r")
+    assert run(root).returncode == 0  # h.yaml applied
+    sha = git(root, "rev-parse", "HEAD")
+    if where == "registries.d":
+        git(root, "rm", "-rq", "registries.d")
+        (root / "registries.d").mkdir()
+    git(root, "update-index", "--add", "--cacheinfo", f"160000,{sha},{where}")
+    git(root, "commit", "-qm", "definitions in a submodule")
+    (root / where).mkdir(exist_ok=True)  # what a checkout without submodules leaves
+    for args in (["--dry-run"], [], ["validate"]):
+        _fails(run(root, *args), where, "submodule")
+    (root / "registries.d" / "empty").mkdir(exist_ok=True)  # not a submodule: nothing to say
+    git(root, "rm", "-q", "--cached", where)
+    git(root, "commit", "-qm", "no submodule")
+    assert run(root, "validate").returncode == 0
