@@ -848,3 +848,86 @@ def test_an_endpoint_host_the_resolver_refuses_is_an_input_error(endpoint: str):
     internal error, exit 3. Refused as a bad endpoint before any request now."""
     with pytest.raises(InputError, match="is not an http:// or https:// URL with a host"):
         PaletteTarget(endpoint=endpoint, api_key="k" * 20)
+
+
+# ---------------------------------------------------------------- review (this round): a list short of its count
+def _helm_item(i: int) -> dict:
+    return {"metadata": {"name": f"h{i:03}", "uid": f"{i:024x}"},
+            "spec": {"endpoint": f"https://h{i}.example.com", "scope": "tenant", "isPrivate": True,
+                     "auth": {"type": "noAuth"}}}
+
+
+def test_a_registry_list_that_ends_short_of_its_count_is_not_taken_as_complete():
+    # the Helm list says 120 registries (listmeta.count) but its pages end (continue "") after 100:
+    # a partial listing. The profile look-up fails closed on exactly this (palette_profiles.
+    # _listed_profiles); the registry listing, whose absences drive "already gone" deletions and
+    # "recorded but missing" creates, must not take it as the whole tenant either.
+    pages = {
+        "": ({"items": [_helm_item(i) for i in range(50)],
+              "listmeta": {"continue": "tok-2", "count": 120, "limit": 50, "offset": 50}}),
+        "tok-2": ({"items": [_helm_item(i) for i in range(50, 100)],
+                   "listmeta": {"continue": "", "count": 120, "limit": 50, "offset": 100}}),
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/registries/metadata":
+            return httpx.Response(200, json={"items": []})
+        if path == "/v1/registries/helm":
+            return httpx.Response(200, json=pages[request.url.params.get("continue", "")])
+        if path == "/v1/registries/pack":
+            return httpx.Response(200, json={"items": [], "listmeta": {"continue": "", "count": 0}})
+        if path == "/v1/registries/oci/summary":
+            return httpx.Response(200, json={"items": []})
+        raise AssertionError(path)
+
+    target = PaletteTarget("https://palette.test", "k-secret-key", transport=httpx.MockTransport(handler),
+                           sleep=lambda s: None, rate=1000.0, burst=10)
+    with pytest.raises(ServerError, match="120"):
+        listed = target.list()
+        print(f"listed {len(listed)} of 120 Helm registries, no error")
+
+
+# ---------------------------------------------------------------- ECR credential type switched in place
+
+
+def _ecr(creds: dict) -> Registry:
+    return Registry("OciRegistry", "ecr-switch", "tenant", {
+        "endpoint": "123456789012.dkr.ecr.us-east-1.amazonaws.com", "provider": "helm", "baseContentPath": "charts",
+        "sync": True, "auth": {"type": "ecr", "credentials": creds}, "tls": {"insecureSkipVerify": False},
+        "fips": False})
+
+
+def test_ecr_switched_from_secret_to_sts_sends_only_the_sts_credentials(palette_emulator_factory):
+    # An in-place update (the plan replaces only basic/noAuth <-> ecr). Spectro's provider sends
+    # only the chosen type's fields (TF toRegistryAwsAccountCredential: sts -> credentialType + sts),
+    # and the spec says of v1AwsCloudAccount that for sts "accessKey/secretKey contains the source
+    # account": the old access key (and the secret the server keeps) left in the PUT make the old
+    # IAM user the source of the role assumption instead of Palette's account.
+    emu = palette_emulator_factory(rate=0, seed_defaults=True, realistic=True)
+    target = PaletteTarget(emu.url, API_KEY, rate=1000.0, burst=50, backoff_base=0.01, backoff_max=0.05,
+                           timeout=2.0, deadline=60.0, seed=7)
+    uid = target.create(_ecr({"credentialType": "secret", "accessKey": "AKIAOLDUSER0001",
+                              "secretKey": {"fromEnv": "AWS_SECRET"}}),
+                        {"auth.credentials.secretKey": "old-secret-key-value"})
+    target.update(uid, _ecr({"credentialType": "sts", "arn": "arn:aws:iam::123456789012:role/palette",
+                             "externalId": "ext-1"}), {})
+    put = next(e for e in emu.raw if e["method"] == "PUT")
+    creds = json.loads(put["body"])["spec"]["credentials"]
+    assert creds.get("credentialType") == "sts"
+    assert not creds.get("accessKey"), f"stale accessKey sent with sts credentials: {creds}"
+
+
+def test_ecr_switched_from_sts_to_secret_sends_no_stale_role(palette_emulator_factory):
+    emu = palette_emulator_factory(rate=0, seed_defaults=True, realistic=True)
+    target = PaletteTarget(emu.url, API_KEY, rate=1000.0, burst=50, backoff_base=0.01, backoff_max=0.05,
+                           timeout=2.0, deadline=60.0, seed=7)
+    uid = target.create(_ecr({"credentialType": "sts", "arn": "arn:aws:iam::123456789012:role/old",
+                              "externalId": "ext-old"}), {})
+    target.update(uid, _ecr({"credentialType": "secret", "accessKey": "AKIANEWUSER0001",
+                             "secretKey": {"fromEnv": "AWS_SECRET"}}),
+                  {"auth.credentials.secretKey": "new-secret-key-value"})
+    put = next(e for e in emu.raw if e["method"] == "PUT")
+    creds = json.loads(put["body"])["spec"]["credentials"]
+    assert creds.get("credentialType") == "secret"
+    assert not (creds.get("sts") or {}).get("arn"), f"stale sts role sent with secret credentials: {creds}"

@@ -714,8 +714,13 @@ class PaletteTarget(Target):
             data = self._get_json(path, params)
             items.extend(_with_uid(path, self._items(path, data)))
             listmeta = data.get("listmeta")
-            token = str((listmeta if isinstance(listmeta, dict) else {}).get("continue") or "")
+            listmeta = listmeta if isinstance(listmeta, dict) else {}
+            token = str(listmeta.get("continue") or "")
             if not token:
+                count = listmeta.get("count")
+                if type(count) is int and count > len(items):
+                    raise ServerError(f"palette: GET {path}: the list ended after {len(items)} of the {count} "
+                                      "registries its listmeta counts; the list cannot be read to its end")
                 return items
             if token in seen:
                 # issue 9 items 14, 36: a server that repeats its token would page until the deadline
@@ -981,6 +986,11 @@ class PaletteTarget(Target):
                   "spec": _overlay(_without_secrets(_obj(current.get("spec"))), body["spec"])}
         if flavour == "ecr" and "credentials" not in body["spec"]:
             merged["spec"].pop("credentials", None)  # now a public ECR
+        elif flavour == "ecr":
+            # only the chosen type's fields, as TF toRegistryAwsAccountCredential sends them
+            old = _obj(merged["spec"].get("credentials"))
+            merged["spec"]["credentials"] = {**({"partition": old["partition"]} if "partition" in old else {}),
+                                             **body["spec"]["credentials"]}
         merged["metadata"]["name"] = registry.name
         merged["spec"]["registryUid"] = uid
         self._request("PUT", path, json=merged, secrets=list(secrets.values()))
