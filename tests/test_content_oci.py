@@ -1212,3 +1212,17 @@ def test_each_guard_alone_keeps_the_manifest_read_on_the_registry(scripted):
         with pytest.raises(oci.ProbeError, match="not on the registry's origin"):
             dist._oras_request(lambda *a, **k: pytest.fail("sent"), "GET", f"http://{evil}/v2/x/manifests/1")
     assert other.requests == [] and srv.requests == []
+
+
+@pytest.mark.parametrize(("host", "repo", "ref", "url"), [
+    ("127.0.0.1:5000", "spectro-packs/p", "1.0.0", "127.0.0.1:5000/v2/spectro-packs/p/manifests/1.0.0"),
+    ("registry", "spectro-packs/p", "1", "registry/v2/spectro-packs/p/manifests/1"),  # was /v2/registry/spectro-packs/…
+    ("reg.example.com", "a.b/c", "v1", "reg.example.com/v2/a.b/c/manifests/v1"),
+    ("reg.example.com", "spectro-packs/evil.example:8443/x", "1", None),
+    ("reg.example.com", "spectro-packs/p", "a/evil.example:8443/x:1", None),
+    ("reg.example.com", "spectro-packs/p", "1@sha256:00", None),
+    ("registry", "a.b/c", "1", None),  # oras-py would take a.b for the registry: refused, not sent there
+])
+def test_the_manifest_is_read_on_the_registry_or_not_at_all(host, repo, ref, url):
+    target = oci.manifest_target(host, repo, ref)
+    assert (target.manifest_url() if target is not None else None) == url

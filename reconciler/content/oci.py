@@ -537,17 +537,8 @@ class Distribution:
         return resp
 
     def manifest(self, repo: str, ref: str) -> dict[str, Any]:
-        import oras.container
-
-        # the repository and the tag are the registry's word (its catalog, its tag list): oras-py
-        # parses the joined name with an unanchored pattern, so "x/evil.example:8443/y" or a tag
-        # "a/evil.example/y:1" named another registry, which was then sent the credentials
-        try:
-            target = oras.container.Container(f"{self.endpoint.host}/{repo}:{ref}", registry=self.endpoint.host)
-        except ValueError:
-            target = None
-        if target is None or (target.registry, target.api_prefix, target.tag, target.digest) != (
-                self.endpoint.host, repo, ref, None):
+        target = manifest_target(self.endpoint.host, repo, ref)
+        if target is None:
             raise ProbeError(f"the registry lists repository {escape(repo)[:200]!r}, tag {escape(ref)[:130]!r}: "
                              "not an OCI repository and tag name, so its manifest is not read", check="content")
         time_left(self.deadline, f"{self.endpoint.base}/v2/{repo}/manifests/{ref}")
@@ -572,6 +563,26 @@ def _raw_chunks(raw: Any) -> Iterator[bytes]:
         if not chunk:
             return
         yield chunk
+
+
+def manifest_target(host: str, repo: str, ref: str) -> Any:
+    """The oras-py container of ``repo:ref`` on ``host``, or None when oras-py would read the name
+    as another one. The repository and the tag are the registry's word (its catalog, its tag
+    list), and oras-py parses a joined name with an unanchored pattern: a repository
+    "x/evil.example:8443/y", or a tag "a/evil.example/y:1", named another registry, which was
+    then sent the credentials (review, this round). oras-py takes a first part with a dot or a
+    colon for the registry, so a host without either ("https://registry") is given as the
+    default, not in the name."""
+    import oras.container
+
+    name = f"{host}/{repo}:{ref}" if "." in host or ":" in host else f"{repo}:{ref}"
+    try:
+        target = oras.container.Container(name, registry=host)
+    except ValueError:
+        return None
+    if (target.registry, target.api_prefix, target.tag, target.digest) != (host, repo, ref, None):
+        return None
+    return target
 
 
 def _origin_text(origin: tuple[str, str, int]) -> str:
