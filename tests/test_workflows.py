@@ -1086,3 +1086,34 @@ def test_docs_show_a_working_snippet_for_another_repository() -> None:
                     uses.append(step)
                     assert set(step.get("with") or {}) <= set(ACTION["inputs"]), step
     assert {s["with"]["command"] for s in uses} >= {"plan", "apply", "sync"}
+
+
+def test_fit_is_not_split_at_a_keep_marker_inside_a_registry_name() -> None:
+    """Review (this round): a registry name (the pull request's; the schema allows '<', '>' and
+    spaces) holding the keep marker made ``fit`` split the plan inside its diff fence: the rest
+    of the diff was posted as markdown (a raw <img>, a live @-mention, links) and the real
+    failure report was cut."""
+    import re
+
+    from reconciler.markdown import render_markdown
+    from reconciler.plan import CREATE, DELETE, Change, FieldChange, Plan
+    from tests.support.gfm import text_of
+
+    sticky, md = _load_script("sticky_comment"), _load_script("md_section")
+    evil = 'a <!-- reconcile-keep --> <img src="https://evil.example/px.gif"> cc @acme/admins'
+    changes = [Change(CREATE, ("tenant", "HelmRegistry", f"filler-{i:04d}"),
+                      fields=(FieldChange("endpoint", None, f"https://c{i}.example.com"),)) for i in range(3000)]
+    changes.insert(5, Change(CREATE, ("tenant", "HelmRegistry", evil),
+                             fields=(FieldChange("endpoint", None, "https://x.example.com"),)))
+    changes += [Change(DELETE, ("tenant", "HelmRegistry", f"prod-{i}"), uid=f"u{i}") for i in range(6)]
+    plan = render_markdown(Plan(tuple(changes), refusals=("refusing 6 deletions: more than --max-deletions 5",)))
+    failure = md.section("reconcile --dry-run failed (exit 1)",
+                         "registries.d/p.yaml:2:7: warning: PackRegistry is legacy\n" * 8, keep=True)
+    body = plan + failure
+    assert len(body) > 65536
+    html = _html(sticky.fit(body, "<!-- reconcile-plan -->"))
+    assert "<img" not in html  # no tracking pixel
+    outside_code = re.sub(r"<(pre|code)\b.*?</\1>", "", html, flags=re.S)
+    assert "@acme/admins" not in text_of(outside_code)  # no mention outside code
+    assert "<a href" not in html  # no links
+    assert "reconcile --dry-run failed (exit 1)" in html  # the failure report is kept

@@ -134,9 +134,13 @@ def fit(body: str, marker: str, limit: int = LIMIT) -> str:
         body = f"{marker}\n{body}"
     if len(body) <= limit:
         return body
-    head, sep, tail = body.partition(KEEP)
-    tail_lines = (sep + tail).splitlines() if sep else []
-    if len(sep + tail) > limit // 2:
+    # the failure report: from the last line that is KEEP alone (md_section writes it so); a
+    # registry name in a diff line may hold the same text, and a cut there posted the rest of
+    # the diff as markdown (images, mentions, links) and lost the report (review, this round)
+    at = body.rfind(f"\n{KEEP}\n")
+    head, tail = (body[: at + 1], body[at + 1:]) if at >= 0 else (body, "")
+    tail_lines = tail.splitlines()
+    if len(tail) > limit // 2:
         tail_lines = _truncate(tail_lines, limit // 2)
     tail_len = sum(len(line) + 1 for line in tail_lines)
     budget = limit - tail_len - len(NOTE) - 4
