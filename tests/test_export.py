@@ -257,3 +257,31 @@ def test_target_names_are_escaped_in_every_export_line(repo: Path, tenant: Path)
     assert "PackRegistry/legacy\\x1b]0;owned\\x07\\x1b[2J\\x0dname spec.auth.password" in res.stdout, res.stdout
     assert "warning: PackRegistry/legacy\\x1b]0;owned\\x07\\x1b[2J\\x0dname: the credentials" in res.stderr, res.stderr
     assert "pw-5ecret-7" not in shown + (repo / "registries.d/exported.yaml").read_text()
+
+
+def test_export_does_not_write_through_a_planted_temp_symlink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review (this round): ``_write_new`` wrote a fixed, guessable temp name (.NAME.tmp-PID)
+    with Path.write_text, which follows a symbolic link planted there (a committed one): a
+    file outside the export was overwritten, and the export became a link to it."""
+    import os
+
+    from reconciler.commands import export
+    from reconciler.errors import InputError
+
+    monkeypatch.setattr(os, "getpid", lambda: 4242)  # CI containers give small, repeatable pids
+    out_dir = tmp_path / "repo" / "registries.d"
+    out_dir.mkdir(parents=True)
+    victim = tmp_path / "users-file"
+    victim.write_text("precious\n")
+    os.symlink(victim, out_dir / ".exported.yaml.tmp-4242")
+    try:
+        export._write_new(out_dir / "exported.yaml", "apiVersion: reconciler/v1\n", force=False)
+    except (OSError, InputError):
+        pass
+    assert victim.read_text() == "precious\n", "export overwrote a file it was never asked to write"
+    assert not (out_dir / "exported.yaml").is_symlink()
+    assert (out_dir / "exported.yaml").read_text() == "apiVersion: reconciler/v1\n"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (out_dir / "exported.yaml").stat().st_mode & 0o777 == 0o666 & ~mask  # as a plain write makes it
+    assert sorted(p.name for p in out_dir.iterdir()) == [".exported.yaml.tmp-4242", "exported.yaml"]  # no temp left

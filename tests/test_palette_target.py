@@ -931,3 +931,16 @@ def test_ecr_switched_from_sts_to_secret_sends_no_stale_role(palette_emulator_fa
     creds = json.loads(put["body"])["spec"]["credentials"]
     assert creds.get("credentialType") == "secret"
     assert not (creds.get("sts") or {}).get("arn"), f"stale sts role sent with secret credentials: {creds}"
+
+
+def test_palette_endpoint_with_a_slash_in_its_password_is_refused_unprinted() -> None:
+    """Review (this round): a URL httpx cannot parse was searched for user-info only up to its
+    first '/', so 'https://admin:pa/ss@host' was reported as 'not a URL', password and all."""
+    from reconciler.targets.palette import _check_endpoint
+
+    for endpoint in ("https://admin:pw/in-the-url-42@palette.example.com",
+                     "https://admin:pw/in-the-url-42@palette.example.com/v1"):
+        with pytest.raises(InputError) as exc:
+            _check_endpoint(endpoint)
+        assert "in-the-url-42" not in str(exc.value), str(exc.value)
+        assert "must not carry credentials" in str(exc.value)

@@ -213,9 +213,22 @@ def dump(result: ExportResult, *, schema: str, target: str) -> str:
 
 
 def _write_new(path: Path, text: str, force: bool) -> None:
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
+    # a new file of a name nobody could guess (O_CREAT | O_EXCL): a fixed ".name.tmp-PID" was
+    # written through a symbolic link planted at that name (review, this round)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a file written directly would be (mkstemp makes it 0600)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if not force:
         try:
             os.link(tmp, path)  # atomic "create if absent": never clobbers a file made meanwhile

@@ -72,7 +72,7 @@ from reconciler.errors import (
     own_credentials,
     redact,
 )
-from reconciler.model import Key, ObservedRegistry, Registry, Settings
+from reconciler.model import Key, ObservedRegistry, Registry, Settings, split_userinfo
 from reconciler.secrets import MAX_CA_FILE, read_bounded, read_ref, remember_secret
 from reconciler.targets import palette_profiles
 from reconciler.targets.base import Known, ObservedList, References, Secrets, SyncStatus, Target
@@ -181,7 +181,9 @@ def _check_endpoint(endpoint: str) -> str:
             # empty (a..b) or over 63 characters
             url.raw_host.decode("ascii").encode("idna")
     except (httpx.InvalidURL, TypeError, ValueError):  # (UnicodeError is a ValueError)
-        ok, userinfo = False, "@" in str(endpoint).partition("://")[2].split("/", 1)[0]
+        # validation's rule for registries: a password may hold "/" (httpx read "pa" of
+        # "admin:pa/ss@host" as a port, and the endpoint was printed whole; review, this round)
+        ok, userinfo = False, split_userinfo(str(endpoint))[1] is not None
     if userinfo:
         # issue 9 item 10: a password in a URL is printed, logged and stored everywhere the URL is
         raise InputError("palette endpoint must not carry credentials (user:password@ in the URL); the API key "
