@@ -18,7 +18,7 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -209,7 +209,8 @@ def path_problem(ref: str, base_dir: Path, roots: Sequence[str] | None, *, limit
     return None
 
 
-def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
+def read_bounded(path: str | os.PathLike[str], limit: int,
+                 opened: Callable[[int], None] | None = None) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes.
 
     Opened without blocking (a FIFO with no writer would hang ``open``), checked with
@@ -219,6 +220,8 @@ def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags)
     try:
+        if opened is not None:
+            opened(fd)  # may refuse what was opened (FileRefused)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise FileRefused(f"is {_kind_of(st.st_mode)}, not a regular file")
@@ -248,7 +251,22 @@ def read_ref(ref: str, base_dir: Path, roots: Sequence[str] | None, *, limit: in
     if problem:
         raise FileRefused(problem)
     full = Path(ref) if os.path.isabs(ref) else Path(base_dir) / ref
-    return read_bounded(os.path.realpath(full), limit)
+
+    def same_rules(fd: int) -> None:
+        # the path was checked, then resolved again to be opened: a link swapped in between
+        # (the file, or a folder above it) led outside the repository and the secret roots
+        # (review, this round). What was opened is checked by the same rules, where the
+        # system says what it is (Linux: /proc/self/fd); elsewhere the check above stands
+        try:
+            where = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return
+        if os.path.isabs(where):
+            problem = path_problem(where, base_dir, roots, limit=limit)
+            if problem:
+                raise FileRefused(f"{problem} (it changed after it was checked)")
+
+    return read_bounded(os.path.realpath(full), limit, same_rules)
 
 
 def ca_digests(registries: Iterable[Registry], *, base_dir: Path,

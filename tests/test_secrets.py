@@ -262,7 +262,7 @@ def test_dry_run_reads_no_secret_file(tmp_path: Path, monkeypatch: pytest.Monkey
     (root / "pw").write_text(PW)
     reads: list[str] = []
     real = secrets_mod.read_bounded
-    monkeypatch.setattr(secrets_mod, "read_bounded", lambda p, n: reads.append(str(p)) or real(p, n))
+    monkeypatch.setattr(secrets_mod, "read_bounded", lambda p, n, *rest: reads.append(str(p)) or real(p, n, *rest))
     opts = runner.Options(root=root, environ={})
     out, err = _Buf(), _Buf()
     assert plan_command.run_reconcile(opts, out, err, dry_run=True) == 0, err.text
@@ -954,3 +954,31 @@ def test_no_part_of_a_value_is_shown_when_it_straddles_the_searched_part(where):
                     else pad + value if where.startswith("text") else json.dumps({"code": "Bad", "message": pad + value}))
             shown = str(target._error("POST", "/v1/registries/helm", httpx.Response(400, text=body), [pw]))
             assert value[:8] not in shown, (at, shown[-120:])
+
+
+def test_read_ref_checks_what_it_opened_not_only_the_path(tmp_path, monkeypatch) -> None:
+    """Review (this round): the path was checked, then resolved again to be opened; a link
+    swapped in between (by anyone who can write the checkout during the run) read a file
+    outside the repository and every secret root. What was opened is checked too."""
+    from reconciler import secrets as secrets_mod
+
+    repo = tmp_path / "repo"
+    (repo / "secrets").mkdir(parents=True)
+    (repo / "secrets" / "pw").write_text("inside-the-repo\n")
+    outside = tmp_path / "outside-secret"
+    outside.write_text("OUTSIDE-credential-9f3a\n")
+    real_check = secrets_mod.path_problem
+    swapped = []
+
+    def check_then_swap(ref, base_dir, roots, *, limit):
+        problem = real_check(ref, base_dir, roots, limit=limit)
+        if not swapped:  # once, between the check and the open
+            swapped.append(1)
+            os.unlink(repo / "secrets" / "pw")
+            os.symlink(outside, repo / "secrets" / "pw")
+        return problem
+
+    assert secrets_mod.read_ref("secrets/pw", repo, [], limit=secrets_mod.MAX_SECRET_FILE) == b"inside-the-repo\n"
+    monkeypatch.setattr(secrets_mod, "path_problem", check_then_swap)
+    with pytest.raises(secrets_mod.FileRefused, match="outside the repository.*changed after it was checked"):
+        secrets_mod.read_ref("secrets/pw", repo, [], limit=secrets_mod.MAX_SECRET_FILE)
