@@ -1180,16 +1180,7 @@ def test_a_no_auth_registry_is_sent_no_credentials_from_the_environment(conn, sc
         monkeypatch.setenv("ORAS_USER", "ci-robot")
         monkeypatch.setenv("ORAS_PASS", PLANTED)
 
-    def route(path, headers):
-        if path == "/v2/":
-            return 200, {}, {}
-        if path.startswith("/v2/_catalog"):
-            return 200, {}, {"repositories": ["spectro-packs/p"]}
-        if "/manifests/" in path:
-            return 401, {"WWW-Authenticate": 'Basic realm="x"'}, {}
-        return 200, {}, {"tags": ["1"]}
-
-    srv = scripted(route)
+    srv = _pack_registry(scripted, lambda path: (401, {"WWW-Authenticate": 'Basic realm="x"'}, {}))
     s = {"endpoint": srv.url, "provider": "pack", "baseContentPath": "", "sync": True,
          "auth": {"type": "noAuth"}, "tls": {"insecureSkipVerify": False}, "fips": False}
     r = sync_registry(conn, "p1", "OciRegistry", s, {}, base_dir=Path("."))

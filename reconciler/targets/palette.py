@@ -719,10 +719,8 @@ class PaletteTarget(Target):
             listmeta = listmeta if isinstance(listmeta, dict) else {}
             token = str(listmeta.get("continue") or "")
             if not token:
-                count = listmeta.get("count")
-                if type(count) is int and count > len(items):
-                    raise ServerError(f"palette: GET {path}: the list ended after {len(items)} of the {count} "
-                                      "registries its listmeta counts; the list cannot be read to its end")
+                # the registries it left out would read as gone (their records dropped) or missing
+                palette_profiles.check_count(listmeta, len(items), f"GET {path}", "registries")
                 return items
             if token in seen:
                 # issue 9 items 14, 36: a server that repeats its token would page until the deadline

@@ -99,6 +99,16 @@ def items_of(data: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
     return items
 
 
+def check_count(listmeta: Mapping[str, Any], got: int, what: str, noun: str) -> None:
+    """At a list's last page: the spec's ``listmeta.count`` is the total ("might change during
+    pagination"); a list that ends short of it is an error, never read as complete (a rerun
+    reads it afresh). Every Palette list we page: registries and cluster profiles."""
+    count = listmeta.get("count")
+    if type(count) is int and count > got:
+        raise ServerError(f"palette: {what}: the list ended after {got} of the {count} {noun} its listmeta "
+                          "counts; the list cannot be read to its end")
+
+
 def _projects(request: Request) -> list[_Context]:
     data = request("GET", PROJECTS_PATH)
     out = []
@@ -126,13 +136,9 @@ def _listed_profiles(request: Request, ctx: _Context) -> Iterator[dict[str, Any]
         listmeta = obj_of(data.get("listmeta"))
         token = str(listmeta.get("continue") or "")
         if not token:
-            # the spec's count is the total ("might change during pagination"): a list that ends
-            # short of it may have left out a profile that uses a registry to delete, so the
-            # look-up fails (closed) rather than answer "unused"; a rerun reads it afresh
-            count = listmeta.get("count")
-            if type(count) is int and count > got:
-                raise ServerError(f"palette: POST {PROFILES_PATH}{_where(ctx)}: the list ended after {got} of the "
-                                  f"{count} profiles its listmeta counts; the profile list cannot be read to its end")
+            # a list short of its count may have left out a profile that uses a registry to
+            # delete: the look-up fails (closed) rather than answer "unused"
+            check_count(listmeta, got, f"POST {PROFILES_PATH}{_where(ctx)}", "profiles")
             return
         if token in seen_tokens:
             raise ServerError(f"palette: POST {PROFILES_PATH}{_where(ctx)}: the server repeated a continue token; "
